@@ -1,0 +1,67 @@
+/* repo.c: libgit2 access for reading: open, resolve revisions, read blobs. */
+#include <string.h>
+
+#include "kiln/err.h"
+#include "kiln/repo.h"
+
+void repo_global_init(void)
+{
+	git_libgit2_init();
+}
+
+int repo_open(const char *path, git_repository **ret, struct kiln_err *err)
+{
+	git_repository *repo = NULL;
+	int r = git_repository_open_ext(&repo, path, 0, NULL);
+
+	if (r == GIT_ENOTFOUND)
+		return kiln_err_set(err, -ENOENT, "not a git repository: '%s'", path);
+	if (r < 0)
+		return kiln_err_git(err, -EIO, "cannot open repository '%s'", path);
+	*ret = repo;
+	return 0;
+}
+
+int repo_commit(git_repository *repo, const char *rev, git_commit **ret, struct kiln_err *err)
+{
+	git_object *obj = NULL, *peeled = NULL;
+	int r;
+
+	r = git_revparse_single(&obj, repo, rev);
+	if (r == GIT_ENOTFOUND || r == GIT_EAMBIGUOUS || r == GIT_EINVALIDSPEC)
+		return kiln_err_set(err, -ENOENT, "unknown revision '%s'%s", rev,
+				    r == GIT_EAMBIGUOUS ? " (ambiguous)" : "");
+	if (r < 0)
+		return kiln_err_git(err, -EIO, "cannot resolve revision '%s'", rev);
+	r = git_object_peel(&peeled, obj, GIT_OBJECT_COMMIT);
+	git_object_free(obj);
+	if (r < 0)
+		return kiln_err_set(err, -ENOENT, "revision '%s' does not name a commit", rev);
+	*ret = (git_commit *)peeled;
+	return 0;
+}
+
+int repo_blob(git_repository *repo, const git_oid *id, size_t max, git_blob **ret,
+	      struct kiln_err *err)
+{
+	git_blob *b = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+
+	if (git_blob_lookup(&b, repo, id) < 0)
+		return kiln_err_git(err, -EIO, "cannot read blob %s",
+				    git_oid_tostr(hex, sizeof(hex), id));
+	if (git_blob_rawsize(b) > (git_object_size_t)max) {
+		git_blob_free(b);
+		return kiln_err_set(err, -EFBIG, "blob %s is larger than %zu bytes",
+				    git_oid_tostr(hex, sizeof(hex), id), max);
+	}
+	*ret = b;
+	return 0;
+}
+
+int repo_entry(git_tree *tree, const char *path, git_tree_entry **ret)
+{
+	if (path[0] == '\0')
+		return -EISDIR;
+	return git_tree_entry_bypath(ret, tree, path) == 0 ? 0 : -ENOENT;
+}
