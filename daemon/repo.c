@@ -16,6 +16,11 @@ int repo_open(const char *path, git_repository **ret, struct kiln_err *err)
 
 	if (r == GIT_ENOTFOUND)
 		return kiln_err_set(err, -ENOENT, "not a git repository: '%s'", path);
+	if (r == GIT_EOWNER)
+		return kiln_err_set(err, -EPERM,
+				    "repository '%s' is owned by another user; if it is trusted, "
+				    "add it to git's safe.directory",
+				    path);
 	if (r < 0)
 		return kiln_err_git(err, -EIO, "cannot open repository '%s'", path);
 	*ret = repo;

@@ -1,0 +1,103 @@
+# common.sh: helpers for integration scenarios (sourced). Each scenario is a
+# shell function named t_*; run_all runs them in order, each in a fresh
+# directory, and prints "N passed, M failed".
+set -u
+
+: "${KILN:?set KILN to the kiln executable}"
+TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/kiln-it.XXXXXX")
+trap 'chmod -R u+w "$TEST_TMP" 2>/dev/null; rm -rf "$TEST_TMP"' EXIT
+export GIT_AUTHOR_NAME=kiln GIT_AUTHOR_EMAIL=kiln@example.invalid
+export GIT_COMMITTER_NAME=kiln GIT_COMMITTER_EMAIL=kiln@example.invalid
+export GIT_CONFIG_NOSYSTEM=1 HOME="$TEST_TMP"
+git config --global init.defaultBranch main
+git config --global protocol.file.allow always
+
+FAILS=0
+failed_now=0
+
+fail() {
+	echo "  FAIL: $*" >&2
+	failed_now=1
+}
+
+# new_repo: a fresh repository in the current directory
+new_repo() {
+	git init -q .
+}
+
+# manifest DIR NAME VERSION [extra yaml lines...]
+manifest() {
+	local dir=$1 name=$2 version=$3
+	shift 3
+	mkdir -p "$dir"
+	{
+		echo "name: $name"
+		echo "version: \"$version\""
+		echo "registry: reg.example.com:5000/team"
+		for l in "$@"; do echo "$l"; done
+	} >"$dir/manifest.yaml"
+}
+
+# image DIR NAME VERSION [FROM-line]: a manifest plus a Dockerfile
+image() {
+	local dir=$1 name=$2 version=$3 from=${4:-scratch}
+	manifest "$dir" "$name" "$version"
+	printf 'FROM %s\nCOPY . /\n' "$from" >"$dir/Dockerfile"
+}
+
+commit() {
+	git add -A && git commit -q --allow-empty -m "${1:-change}"
+}
+
+# expect_changes FROM TO: compares kiln's text output with stdin, rc 0
+expect_changes() {
+	local want got rc
+	want=$(cat)
+	got=$("$KILN" changes "$@" 2>"$TEST_TMP/stderr")
+	rc=$?
+	if [ "$rc" != 0 ]; then
+		fail "kiln changes $* exited $rc: $(cat "$TEST_TMP/stderr")"
+	fi
+	if [ "$got" != "$want" ]; then
+		fail "kiln changes $*: output differs"
+		diff <(echo "$want") <(echo "$got") | sed 's/^/    /' >&2
+	fi
+}
+
+# expect_rc RC CMD...: runs CMD, checks its exit status; output in $OUT / $ERR
+expect_rc() {
+	local want=$1 rc
+	shift
+	"$@" >"$TEST_TMP/out" 2>"$TEST_TMP/err"
+	rc=$?
+	OUT=$(cat "$TEST_TMP/out")
+	ERR=$(cat "$TEST_TMP/err")
+	[ "$rc" = "$want" ] || fail "'$*' exited $rc, expected $want (stderr: $ERR)"
+}
+
+contains() {
+	case "$1" in *"$2"*) return 0 ;; esac
+	fail "expected to find '$2' in: $1"
+}
+
+run_all() {
+	local t passed=0
+	for t in $(declare -F | awk '{print $3}' | grep '^t_'); do
+		mkdir "$TEST_TMP/$t"
+		failed_now=0
+		(
+			cd "$TEST_TMP/$t" || exit 1
+			"$t"
+			exit "$failed_now"
+		) || failed_now=1
+		if [ "$failed_now" = 0 ]; then
+			passed=$((passed + 1))
+			echo "ok   $t"
+		else
+			FAILS=$((FAILS + 1))
+			echo "FAIL $t"
+		fi
+	done
+	echo "$passed passed, $FAILS failed"
+	[ "$FAILS" = 0 ]
+}
