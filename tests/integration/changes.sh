@@ -461,8 +461,6 @@ t_read_only_repository() {
 	if [ "$(id -u)" = 0 ]; then
 		# another user may read but not write; git's ownership check is lifted for it
 		chmod 755 "$TEST_TMP" "$TEST_TMP/$FUNCNAME"
-		expect_rc 2 setpriv --reuid=65534 --regid=65534 --clear-groups "$KILN" changes HEAD~1 HEAD
-		contains "$ERR" "owned by another user"
 		git config --global safe.directory "$PWD"
 		chmod 644 "$HOME/.gitconfig"
 		got=$(HOME="$HOME" setpriv --reuid=65534 --regid=65534 --clear-groups "$KILN" changes --repo . HEAD~1 HEAD 2>&1)
