@@ -12,6 +12,11 @@ export GIT_CONFIG_NOSYSTEM=1 HOME="$TEST_TMP"
 git config --global init.defaultBranch main
 git config --global protocol.file.allow always
 
+# Under the sanitizer build every report lands in a file; any file fails the run,
+# also for calls whose exit status a scenario does not check.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:log_path=$TEST_TMP/sanitizer"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-}:log_path=$TEST_TMP/sanitizer:print_stacktrace=1"
+
 FAILS=0
 failed_now=0
 
@@ -98,6 +103,11 @@ run_all() {
 			echo "FAIL $t"
 		fi
 	done
+	if ls "$TEST_TMP"/sanitizer.* >/dev/null 2>&1; then
+		echo "sanitizer reports:" >&2
+		cat "$TEST_TMP"/sanitizer.* >&2
+		FAILS=$((FAILS + 1))
+	fi
 	echo "$passed passed, $FAILS failed"
 	[ "$FAILS" = 0 ]
 }
