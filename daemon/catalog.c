@@ -1,5 +1,19 @@
-/* catalog.c: the image folders of a tree, kept current by tree diffs, and
- * its cache file. Owns the images' blocks and the loaded file. */
+/* catalog.c: the image folders of a tree as one indexed snapshot, kept current
+ * by tree diffs, and its cache file. Owns the snapshot buffer.
+ *
+ * Snapshot layout (integers are little-endian u32, offsets from the start):
+ *   0  magic "KILNCAT\x03"
+ *   8  u64 checksum of bytes 16..80 and of the block checksum table
+ *  16  len   20 version string   24 manifest name string   28 tree id (20 bytes)
+ *  48  nimages   52 record table (nimages + 1 offsets, the last ends the records)
+ *  56  four index offsets (enum catalog_index)
+ *  72  offset of the block checksum table   76 number of blocks   80 data
+ * The data (80 .. table) is checked in 4 KiB blocks, each with its own u64
+ * checksum in the table at the end, so a reader verifies what it reads.
+ * A record: path, manifest id, flags (u16), context, dockerfile, dockerfile id,
+ * then for valid manifests name, version, registry, tags, produced refs, FROMs.
+ * An index: nbuckets (a power of two), bucket heads, then nodes
+ * { next, key offset, key length, count, count image indexes }. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,43 +31,159 @@
 #include "kiln/repo.h"
 #include "kiln/treediff.h"
 
-#define CATALOG_MAGIC	 "KILNCAT\x01"
-#define CATALOG_FILE_MAX (1u << 30)
+#define CATALOG_MAGIC "KILNCAT\x03"
+#define CATALOG_HEADER 80
+#define CATALOG_BLOCK 4096
+#define CATALOG_FILE_MAX (1u << 31)
 #define CATALOG_LIST_MAX 0xffffu
 
 enum { F_VALID = 1, F_DOCKERFILE = 2 };
+enum { H_LEN = 16, H_VERSION = 20, H_MANIFEST = 24, H_TREE = 28, H_N = 48, H_TABLE = 52,
+       H_INDEX = 56, H_SUMS = 72, H_NBLOCKS = 76 };
 
-void catalog_init(struct catalog *c, const char *manifest_name)
+static uint32_t get_u32(const char *snap, size_t off)
+{
+	return catalog_u32((const unsigned char *)snap + off, 0);
+}
+
+static void set_u32(char *p, uint32_t v)
+{
+	p[0] = (char)(v & 0xff);
+	p[1] = (char)(v >> 8 & 0xff);
+	p[2] = (char)(v >> 16 & 0xff);
+	p[3] = (char)(v >> 24);
+}
+
+static void put_u32(struct buf *b, uint32_t v)
+{
+	char x[4];
+	set_u32(x, v);
+	buf_append(b, x, 4);
+}
+
+static void put_u16(struct buf *b, unsigned v)
+{
+	char x[2] = { (char)(v & 0xff), (char)(v >> 8 & 0xff) };
+	buf_append(b, x, 2);
+}
+
+static void put_str(struct buf *b, const char *s)
+{
+	buf_append(b, s, strlen(s) + 1);
+}
+
+static void align4(struct buf *b)
+{
+	while (b->len % 4)
+		buf_putc(b, '\0');
+}
+
+void catalog_init(struct catalog *c, const char *manifest_name, const char *cache_file)
 {
 	memset(c, 0, sizeof(*c));
 	c->manifest_name = xstrdup(manifest_name);
+	c->cache_file = cache_file ? xstrdup(cache_file) : NULL;
+	c->fd = -1;
 }
 
-static void image_done(struct catalog_image *img)
+static void snapshot_drop(struct catalog *c)
 {
-	if (img->owned)
-		free(img->block);
-	memset(img, 0, sizeof(*img));
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	free(c->loaded);
+	c->loaded = NULL;
+	free(c->snap);
+	c->snap = NULL;
+	c->snap_len = c->data_end = c->nblocks = 0;
+	c->n = 0;
+	c->has_tree = false;
 }
 
 void catalog_done(struct catalog *c)
 {
-	for (size_t i = 0; i < c->n; i++)
-		image_done(&c->v[i]);
-	free(c->v);
-	free(c->file);
+	snapshot_drop(c);
 	free(c->manifest_name);
+	free(c->cache_file);
 	memset(c, 0, sizeof(*c));
+	c->fd = -1;
 }
 
-unsigned catalog_from_line(const char *p)
+/* A fast 64-bit checksum in four lanes (not cryptographic: it detects torn
+ * and damaged files; the cache is no trust boundary, the repository is). */
+static uint64_t checksum(const char *p, size_t n)
 {
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
+	uint64_t h[4] = { 0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull,
+			  0x27D4EB2F165667C5ull ^ n };
+	size_t i = 0;
+
+	for (; i + 32 <= n; i += 32) {
+		for (int k = 0; k < 4; k++) {
+			uint64_t w;
+			memcpy(&w, p + i + 8 * k, 8);
+			h[k] = (h[k] ^ w) * 0xff51afd7ed558ccdull;
+			h[k] ^= h[k] >> 31;
+		}
+	}
+	for (; i < n; i++)
+		h[0] = (h[0] ^ (unsigned char)p[i]) * 0x100000001b3ull;
+	return (h[0] ^ (h[1] << 1)) * 0xc4ceb9fe1a85ec53ull ^ (h[2] >> 3) ^ (h[3] << 7);
 }
 
-/* ---- packing an image into one block and reading it back ---- */
+/* Reads and verifies block k of a lazily read snapshot. */
+static bool load_block(struct catalog *c, size_t k)
+{
+	size_t start = CATALOG_HEADER + k * CATALOG_BLOCK, len, off = 0;
+	uint64_t want;
+
+	if (c->loaded[k])
+		return true;
+	len = c->data_end - start < CATALOG_BLOCK ? c->data_end - start : CATALOG_BLOCK;
+	while (off < len) {
+		ssize_t r = pread(c->fd, c->snap + start + off, len - off, (off_t)(start + off));
+		if (r <= 0) {
+			c->broken = true;
+			return false;
+		}
+		off += (size_t)r;
+	}
+	memcpy(&want, c->snap + c->data_end + 8 * k, 8);
+	if (checksum(c->snap + start, len) != want) {
+		c->broken = true;
+		return false;
+	}
+	c->loaded[k] = 1;
+	return true;
+}
+
+/* Makes snap[off, off+len) readable and verified; NULL when it lies outside
+ * the data or a block is damaged. */
+static const char *at(struct catalog *c, size_t off, size_t len)
+{
+	if (c->snap == NULL || off > c->data_end || len > c->data_end - off)
+		return NULL;
+	if (c->fd >= 0 && len > 0 && off + len > CATALOG_HEADER) {
+		size_t first = off < CATALOG_HEADER ? 0 : (off - CATALOG_HEADER) / CATALOG_BLOCK;
+		size_t last = (off + len - 1 - CATALOG_HEADER) / CATALOG_BLOCK;
+		for (size_t k = first; k <= last; k++) {
+			if (!load_block(c, k))
+				return NULL;
+		}
+	}
+	return c->snap + off;
+}
+
+static bool rd32(struct catalog *c, size_t off, uint32_t *v)
+{
+	const char *p = at(c, off, 4);
+
+	if (p == NULL)
+		return false;
+	*v = catalog_u32((const unsigned char *)p, 0);
+	return true;
+}
+
+/* ---- records ---- */
 
 struct rd {
 	const char *p, *end;
@@ -102,15 +232,13 @@ static const char *rd_strs(struct rd *r, unsigned n, bool with_line)
 	return first;
 }
 
-static int image_unpack(char *block, size_t len, struct catalog_image *img)
+static int unpack(const char *p, size_t len, struct catalog_image *img)
 {
-	struct rd r = {block, block + len, false};
+	struct rd r = { p, p + len, false };
 	const char *oid;
 	unsigned flags;
 
 	memset(img, 0, sizeof(*img));
-	img->block = block;
-	img->block_len = len;
 	img->path = rd_str(&r);
 	if ((oid = rd_bytes(&r, GIT_OID_RAWSZ)) != NULL)
 		git_oid_fromraw(&img->manifest_id, (const unsigned char *)oid);
@@ -132,36 +260,41 @@ static int image_unpack(char *block, size_t len, struct catalog_image *img)
 		img->nfroms = rd_u16(&r);
 		img->froms = rd_strs(&r, img->nfroms, true);
 	}
+	/* records are padded to 4 bytes */
+	while (!r.bad && r.p < r.end && *r.p == '\0' && (size_t)(r.end - r.p) < 4)
+		r.p++;
 	return r.bad || r.p != r.end ? -EBADMSG : 0;
 }
 
-static void put_str(struct buf *b, const char *s)
+int catalog_get(struct catalog *c, uint32_t i, struct catalog_image *ret)
 {
-	buf_append(b, s, strlen(s) + 1);
+	uint32_t table, a, b;
+	const char *p;
+	int r;
+
+	if (i >= c->n || !rd32(c, H_TABLE, &table) || !rd32(c, table + 4 * (size_t)i, &a) ||
+	    !rd32(c, table + 4 * (size_t)i + 4, &b) || a > b || (p = at(c, a, b - a)) == NULL)
+		return -EBADMSG;
+	r = unpack(p, b - a, ret);
+	ret->index = i;
+	return r;
 }
 
-static void put_u16(struct buf *b, unsigned v)
+/* Reads the manifest (and Dockerfile) at dir and packs one record. */
+static int record_build(git_repository *repo, git_tree *tree, const char *manifest_name,
+			const char *dir, const git_oid *manifest_id, struct buf *b,
+			struct kiln_err *err)
 {
-	unsigned char x[2] = {(unsigned char)(v & 0xff), (unsigned char)(v >> 8)};
-	buf_append(b, x, 2);
-}
-
-/* Reads the manifest (and Dockerfile) at dir and packs the image. */
-static int image_build(git_repository *repo, git_tree *tree, const char *manifest_name,
-		       const char *dir, const git_oid *manifest_id, struct catalog_image *ret,
-		       struct kiln_err *err)
-{
-	struct buf b = {0};
-	struct manifest m = {0};
-	struct kiln_diags diags = {0};
-	struct dockerfile_froms froms = {0};
+	struct manifest m = { 0 };
+	struct kiln_diags diags = { 0 };
+	struct dockerfile_froms froms = { 0 };
 	git_blob *blob = NULL;
 	git_tree_entry *dfe = NULL;
 	char *file = dir[0] ? xasprintf("%s/%s", dir, manifest_name) : xstrdup(manifest_name);
 	char *def_df = NULL;
 	bool valid = false, has_df = false;
-	git_oid df_id = {{0}};
-	const char *context, *dockerfile;
+	git_oid df_id = { { 0 } };
+	const char *dockerfile;
 	int r;
 
 	r = repo_blob(repo, manifest_id, MANIFEST_SIZE_MAX, &blob, err);
@@ -175,7 +308,6 @@ static int image_build(git_repository *repo, git_tree *tree, const char *manifes
 	}
 	r = 0;
 	path_resolve(dir, "Dockerfile", &def_df);
-	context = valid ? m.context : dir;
 	dockerfile = valid ? m.dockerfile : def_df;
 	if (valid && repo_entry(tree, dockerfile, &dfe) == 0 &&
 	    git_tree_entry_type(dfe) == GIT_OBJECT_BLOB) {
@@ -187,88 +319,399 @@ static int image_build(git_repository *repo, git_tree *tree, const char *manifes
 			git_blob_free(blob);
 		}
 	}
-	put_str(&b, dir);
-	buf_append(&b, (manifest_id)->id, GIT_OID_RAWSZ);
-	put_u16(&b, (valid ? F_VALID : 0) | (has_df ? F_DOCKERFILE : 0));
-	put_str(&b, context);
-	put_str(&b, dockerfile);
-	buf_append(&b, (&df_id)->id, GIT_OID_RAWSZ);
+	put_str(b, dir);
+	buf_append(b, manifest_id->id, GIT_OID_RAWSZ);
+	put_u16(b, (valid ? F_VALID : 0) | (has_df ? F_DOCKERFILE : 0));
+	put_str(b, valid ? m.context : dir);
+	put_str(b, dockerfile);
+	buf_append(b, df_id.id, GIT_OID_RAWSZ);
 	if (valid) {
 		size_t ntags = m.ntags < CATALOG_LIST_MAX - 1 ? m.ntags : CATALOG_LIST_MAX - 1;
 		size_t nfroms = froms.n < CATALOG_LIST_MAX ? froms.n : CATALOG_LIST_MAX;
 
-		put_str(&b, m.name);
-		put_str(&b, m.version);
-		put_str(&b, m.registry);
-		put_u16(&b, (unsigned)ntags);
+		put_str(b, m.name);
+		put_str(b, m.version);
+		put_str(b, m.registry);
+		put_u16(b, (unsigned)ntags);
 		for (size_t i = 0; i < ntags; i++)
-			put_str(&b, m.tags[i]);
-		put_u16(&b, (unsigned)ntags + 1);
-		buf_printf(&b, "%s/%s:%s", m.registry, m.name, m.version);
-		buf_putc(&b, '\0');
+			put_str(b, m.tags[i]);
+		put_u16(b, (unsigned)ntags + 1);
+		buf_printf(b, "%s/%s:%s", m.registry, m.name, m.version);
+		buf_putc(b, '\0');
 		for (size_t i = 0; i < ntags; i++) {
-			buf_printf(&b, "%s/%s:%s", m.registry, m.name, m.tags[i]);
-			buf_putc(&b, '\0');
+			buf_printf(b, "%s/%s:%s", m.registry, m.name, m.tags[i]);
+			buf_putc(b, '\0');
 		}
-		put_u16(&b, (unsigned)nfroms);
+		put_u16(b, (unsigned)nfroms);
 		for (size_t i = 0; i < nfroms; i++) {
-			uint32_t line = froms.v[i].line;
-			buf_append(&b, &line, 4);
-			put_str(&b, froms.v[i].ref);
+			put_u32(b, froms.v[i].line);
+			put_str(b, froms.v[i].ref);
 		}
 	}
-	{
-		size_t len = b.len;
-		char *block = buf_steal(&b);
-		if (image_unpack(block, len, ret) < 0)
-			abort(); /* we just packed it */
-		ret->owned = true;
-	}
+	align4(b);
 out:
 	git_tree_entry_free(dfe);
 	dockerfile_froms_done(&froms);
 	kiln_diags_done(&diags);
 	manifest_done(&m);
-	buf_done(&b);
 	free(def_df);
 	free(file);
 	return r;
 }
 
+/* ---- the snapshot ---- */
+
+/* A record to put into the next snapshot: in the old snapshot or in `fresh`. */
+struct rec {
+	const char *path; /* for sorting */
+	const char *p;
+	uint32_t len;
+};
+
+static int rec_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct rec *)a)->path, ((const struct rec *)b)->path);
+}
+
+struct group {
+	uint32_t key_off, key_len;
+	uint64_t hash;
+	uint32_t *idx;
+	size_t n, cap;
+};
+
+static void group_add(struct strmap *m, struct group **gs, size_t *ng, size_t *cap,
+		      const char *key, uint32_t key_off, uint32_t image)
+{
+	size_t len = strlen(key);
+	void **slot = strmap_put(m, key, len);
+	struct group *g;
+
+	if (*slot == NULL) {
+		if (*ng == *cap) {
+			*cap = *cap ? *cap * 2 : 64;
+			*gs = xreallocarray(*gs, *cap, sizeof(**gs));
+		}
+		g = &(*gs)[*ng];
+		memset(g, 0, sizeof(*g));
+		g->key_off = key_off;
+		g->key_len = (uint32_t)len;
+		g->hash = strmap_hash(key, len);
+		*slot = (void *)(uintptr_t)++*ng;
+	}
+	g = &(*gs)[(uintptr_t)*slot - 1];
+	if (g->n > 0 && g->idx[g->n - 1] == image)
+		return;
+	if (g->n == g->cap) {
+		g->cap = g->cap ? g->cap * 2 : 2;
+		g->idx = xreallocarray(g->idx, g->cap, sizeof(uint32_t));
+	}
+	g->idx[g->n++] = image;
+}
+
+static void write_index(struct buf *b, const struct rec *recs, const uint32_t *offs, size_t n,
+			enum catalog_index which)
+{
+	struct strmap m = { 0 };
+	struct group *gs = NULL;
+	size_t ng = 0, cap = 0, nb = 1, base;
+
+	for (size_t i = 0; i < n; i++) {
+		struct catalog_image img;
+		const char *p;
+
+		unpack(recs[i].p, recs[i].len, &img);
+#define ADD(s) group_add(&m, &gs, &ng, &cap, (s), offs[i] + (uint32_t)((s)-recs[i].p), (uint32_t)i)
+		switch (which) {
+		case CATALOG_BY_CONTEXT:
+			ADD(img.context);
+			break;
+		case CATALOG_BY_DOCKERFILE:
+			ADD(img.dockerfile);
+			break;
+		case CATALOG_BY_FROM:
+			p = img.froms;
+			for (unsigned j = 0; j < img.nfroms; j++, p = catalog_from_next(p))
+				ADD(catalog_from_ref(p));
+			break;
+		case CATALOG_BY_PRODUCED:
+			p = img.produced;
+			for (unsigned j = 0; j < img.nproduced; j++, p = catalog_next(p))
+				ADD(p);
+			break;
+		case CATALOG_NINDEX:
+			break;
+		}
+#undef ADD
+	}
+	while (nb < ng)
+		nb *= 2;
+	put_u32(b, (uint32_t)nb);
+	base = b->len;
+	for (size_t i = 0; i < nb; i++)
+		put_u32(b, 0);
+	for (size_t i = 0; i < ng; i++) {
+		struct group *g = &gs[i];
+		size_t head = base + 4 * (size_t)(g->hash & (nb - 1));
+		uint32_t node = (uint32_t)b->len;
+
+		put_u32(b, get_u32(b->p, head)); /* next: the previous head */
+		put_u32(b, g->key_off);
+		put_u32(b, g->key_len);
+		put_u32(b, (uint32_t)g->n);
+		for (size_t k = 0; k < g->n; k++)
+			put_u32(b, g->idx[k]);
+		set_u32(b->p + head, node);
+		free(g->idx);
+	}
+	free(gs);
+	strmap_done(&m);
+}
+
+static const char *format_version(void)
+{
+	return "kiln " KILN_VERSION;
+}
+
+static uint64_t header_sum(const char *header, const char *sums, size_t nblocks)
+{
+	return checksum(header + 16, CATALOG_HEADER - 16) ^
+	       (checksum(sums, 8 * nblocks) * 0x9E3779B97F4A7C15ull);
+}
+
+static void snapshot_write(struct catalog *c, const git_oid *tree, struct rec *recs, size_t n)
+{
+	struct buf b = { 0 };
+	uint32_t *offs = xcalloc(n + 1, sizeof(uint32_t));
+	size_t table, data_end, nblocks;
+	uint64_t sum;
+
+	buf_reserve(&b, CATALOG_HEADER);
+	memset(b.p, 0, CATALOG_HEADER);
+	memcpy(b.p, CATALOG_MAGIC, 8);
+	b.len = CATALOG_HEADER;
+	set_u32(b.p + H_VERSION, (uint32_t)b.len);
+	put_str(&b, format_version());
+	set_u32(b.p + H_MANIFEST, (uint32_t)b.len);
+	put_str(&b, c->manifest_name);
+	memcpy(b.p + H_TREE, tree->id, GIT_OID_RAWSZ);
+	align4(&b);
+	set_u32(b.p + H_N, (uint32_t)n);
+	table = b.len;
+	set_u32(b.p + H_TABLE, (uint32_t)table);
+	for (size_t i = 0; i <= n; i++)
+		put_u32(&b, 0);
+	for (size_t i = 0; i < n; i++) {
+		offs[i] = (uint32_t)b.len;
+		buf_append(&b, recs[i].p, recs[i].len);
+	}
+	offs[n] = (uint32_t)b.len;
+	for (size_t i = 0; i <= n; i++)
+		set_u32(b.p + table + 4 * i, offs[i]);
+	for (int k = 0; k < CATALOG_NINDEX; k++) {
+		set_u32(b.p + H_INDEX + 4 * k, (uint32_t)b.len);
+		write_index(&b, recs, offs, n, (enum catalog_index)k);
+	}
+	/* block checksums, then the header's over itself and them */
+	data_end = b.len;
+	nblocks = (data_end - CATALOG_HEADER + CATALOG_BLOCK - 1) / CATALOG_BLOCK;
+	for (size_t k = 0; k < nblocks; k++) {
+		size_t start = CATALOG_HEADER + k * CATALOG_BLOCK;
+		size_t len = data_end - start < CATALOG_BLOCK ? data_end - start : CATALOG_BLOCK;
+		sum = checksum(b.p + start, len);
+		buf_append(&b, &sum, 8);
+	}
+	set_u32(b.p + H_SUMS, (uint32_t)data_end);
+	set_u32(b.p + H_NBLOCKS, (uint32_t)nblocks);
+	set_u32(b.p + H_LEN, (uint32_t)b.len);
+	sum = header_sum(b.p, b.p + data_end, nblocks);
+	memcpy(b.p + 8, &sum, 8);
+	free(offs);
+	snapshot_drop(c);
+	c->snap_len = b.len;
+	c->data_end = data_end;
+	c->nblocks = nblocks;
+	c->snap = buf_steal(&b);
+	c->n = (uint32_t)n;
+	git_oid_cpy(&c->tree_id, tree);
+	c->has_tree = true;
+	c->dirty = true;
+}
+
+/* Opens the cache file for lazy reading: reads and checks the header and
+ * the block checksum table; blocks are read when first used. */
+static int cache_read(struct catalog *c)
+{
+	struct stat st;
+	char header[CATALOG_HEADER];
+	uint32_t len, data_end, nblocks, n, table;
+	uint64_t sum;
+	char *snap = NULL;
+	int fd = open(c->cache_file, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || st.st_size < CATALOG_HEADER ||
+	    (uint64_t)st.st_size > CATALOG_FILE_MAX ||
+	    pread(fd, header, CATALOG_HEADER, 0) != CATALOG_HEADER ||
+	    memcmp(header, CATALOG_MAGIC, 8) != 0)
+		goto bad;
+	len = get_u32(header, H_LEN);
+	data_end = get_u32(header, H_SUMS);
+	nblocks = get_u32(header, H_NBLOCKS);
+	if (len != (uint64_t)st.st_size || data_end < CATALOG_HEADER || data_end > len ||
+	    (uint64_t)nblocks * 8 != len - data_end ||
+	    nblocks != (data_end - CATALOG_HEADER + CATALOG_BLOCK - 1) / CATALOG_BLOCK)
+		goto bad;
+	snap = xmalloc(len); /* pages stay untouched until their block is read */
+	memcpy(snap, header, CATALOG_HEADER);
+	if (pread(fd, snap + data_end, len - data_end, data_end) != (ssize_t)(len - data_end))
+		goto bad;
+	memcpy(&sum, header + 8, 8);
+	if (sum != header_sum(snap, snap + data_end, nblocks))
+		goto bad;
+	snapshot_drop(c);
+	c->snap = snap;
+	c->snap_len = len;
+	c->data_end = data_end;
+	c->nblocks = nblocks;
+	c->loaded = xcalloc(nblocks + 1, 1);
+	c->fd = fd;
+	c->n = UINT32_MAX; /* checked below, once the header strings are readable */
+	n = get_u32(header, H_N);
+	{
+		uint32_t vo = get_u32(header, H_VERSION), mo = get_u32(header, H_MANIFEST);
+		const char *v = at(c, vo, strlen(format_version()) + 1);
+		const char *m = at(c, mo, strlen(c->manifest_name) + 1);
+		if (v == NULL || m == NULL || strcmp(v, format_version()) != 0 ||
+		    strcmp(m, c->manifest_name) != 0)
+			goto drop;
+	}
+	table = get_u32(header, H_TABLE);
+	if (table % 4 || table > data_end || ((size_t)n + 1) * 4 > data_end - table)
+		goto drop;
+	c->n = n;
+	git_oid_fromraw(&c->tree_id, (const unsigned char *)header + H_TREE);
+	c->has_tree = true;
+	c->dirty = false;
+	c->broken = false;
+	return 0;
+drop:
+	snapshot_drop(c); /* closes fd and frees snap */
+	return -EBADMSG;
+bad:
+	close(fd);
+	free(snap);
+	return -EBADMSG;
+}
+
+int catalog_save(struct catalog *c, struct kiln_err *err)
+{
+	char *tmp;
+	int fd, r = 0;
+	size_t off = 0;
+
+	if (c->cache_file == NULL || !c->dirty || !c->has_tree || c->fd >= 0)
+		return 0;
+	tmp = xasprintf("%s.tmp.%ld", c->cache_file, (long)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		r = kiln_err_set(err, -errno, "cannot create '%s': %s", tmp, strerror(errno));
+		free(tmp);
+		return r;
+	}
+	while (off < c->snap_len && r == 0) {
+		ssize_t n = write(fd, c->snap + off, c->snap_len - off);
+		if (n < 0)
+			r = kiln_err_set(err, -errno, "cannot write '%s': %s", tmp, strerror(errno));
+		else
+			off += (size_t)n;
+	}
+	if (close(fd) < 0 && r == 0)
+		r = kiln_err_set(err, -errno, "cannot write '%s': %s", tmp, strerror(errno));
+	if (r == 0 && rename(tmp, c->cache_file) < 0)
+		r = kiln_err_set(err, -errno, "cannot rename '%s': %s", tmp, strerror(errno));
+	if (r < 0)
+		unlink(tmp);
+	else
+		c->dirty = false;
+	free(tmp);
+	return r;
+}
+
+/* ---- queries ---- */
+
+int catalog_find(struct catalog *c, const char *path, size_t len, uint32_t *ret_index)
+{
+	uint32_t lo = 0, hi = c->n, table;
+
+	if (!c->has_tree || c->n == 0)
+		return -ENOENT;
+	if (!rd32(c, H_TABLE, &table))
+		return -EBADMSG;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2, a, b;
+		const char *p;
+		size_t plen;
+		int cmp;
+
+		if (!rd32(c, table + 4 * (size_t)mid, &a) || !rd32(c, table + 4 * (size_t)mid + 4, &b) ||
+		    a > b || (p = at(c, a, b - a)) == NULL)
+			return -EBADMSG;
+		plen = strnlen(p, b - a);
+		cmp = memcmp(p, path, plen < len ? plen : len);
+		if (cmp == 0)
+			cmp = plen < len ? -1 : plen > len ? 1 : 0;
+		if (cmp == 0) {
+			*ret_index = mid;
+			return 0;
+		}
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -ENOENT;
+}
+
+uint32_t catalog_lookup(struct catalog *c, enum catalog_index which, const char *key, size_t len,
+			const unsigned char **ret)
+{
+	uint32_t ix, nb, node;
+	size_t hops = 0;
+
+	if (!c->has_tree || !rd32(c, H_INDEX + 4 * (size_t)which, &ix) || !rd32(c, ix, &nb) ||
+	    nb == 0 || (nb & (nb - 1)) != 0 ||
+	    !rd32(c, ix + 4 + 4 * (size_t)(strmap_hash(key, len) & (nb - 1)), &node))
+		return 0;
+	while (node != 0 && hops++ < c->data_end / 16) {
+		const char *h = at(c, node, 16), *k, *list;
+		uint32_t koff, klen, count;
+
+		if (h == NULL)
+			return 0;
+		koff = get_u32(h, 4);
+		klen = get_u32(h, 8);
+		count = get_u32(h, 12);
+		if (klen == len && (k = at(c, koff, klen)) != NULL && memcmp(k, key, len) == 0) {
+			if ((size_t)count > (c->data_end - node - 16) / 4 ||
+			    (list = at(c, node + 16, 4 * (size_t)count)) == NULL)
+				return 0;
+			*ret = (const unsigned char *)list;
+			return count;
+		}
+		node = get_u32(h, 0);
+	}
+	return 0;
+}
+
 /* ---- following a tree ---- */
 
-static int by_path(const void *a, const void *b)
-{
-	return strcmp(((const struct catalog_image *)a)->path,
-		      ((const struct catalog_image *)b)->path);
-}
-
-static int cmp_key(const void *key, const void *elem)
-{
-	return strcmp(key, ((const struct catalog_image *)elem)->path);
-}
-
-const struct catalog_image *catalog_find(const struct catalog *c, const char *path)
-{
-	return c->n ? bsearch(path, c->v, c->n, sizeof(*c->v), cmp_key) : NULL;
-}
-
-static void push(struct catalog *c, struct catalog_image *img)
-{
-	if (c->n == c->cap) {
-		c->cap = c->cap ? c->cap * 2 : 64;
-		c->v = xreallocarray(c->v, c->cap, sizeof(*c->v));
-	}
-	c->v[c->n++] = *img;
-}
-
-/* What a diff between the described tree and the new one touched. */
 struct delta {
 	const char *manifest_name;
-	size_t mlen;
 	struct strv changed;   /* every changed path */
-	struct strv manifests; /* folders whose manifest changed */
-	struct strv gone;      /* subset of manifests: deleted, or no longer a file */
+	struct strv manifests; /* folders whose manifest changed (any way) */
+	struct strmap gone;    /* folders whose manifest is no longer a file */
 };
 
 static int delta_cb(const struct treediff_entry *e, void *arg)
@@ -280,280 +723,148 @@ static int delta_cb(const struct treediff_entry *e, void *arg)
 	strv_push(&d->changed, xstrndup(e->path, e->path_len));
 	if (strcmp(base, d->manifest_name) == 0 &&
 	    (treediff_is_file(e->old_mode) || treediff_is_file(e->new_mode))) {
-		strv_push(&d->manifests, xstrndup(e->path, plen));
+		char *dir = xstrndup(e->path, plen);
+		strv_push(&d->manifests, dir);
 		if (!treediff_is_file(e->new_mode))
-			strv_push(&d->gone, xstrndup(e->path, plen));
+			*strmap_put(&d->gone, dir, plen) = dir;
 	}
 	return 0;
 }
 
 static int rebuild(struct catalog *c, git_repository *repo, git_tree *tree, const char *dir,
-		   struct catalog_image *img, struct kiln_err *err)
+		   struct buf *fresh, struct kiln_err *err)
 {
 	char *file = dir[0] ? xasprintf("%s/%s", dir, c->manifest_name) : xstrdup(c->manifest_name);
 	git_tree_entry *e = NULL;
 	int r = repo_entry(tree, file, &e);
 
 	free(file);
-	if (r < 0)
-		return r;
-	r = image_build(repo, tree, c->manifest_name, dir, git_tree_entry_id(e), img, err);
+	if (r == 0 && !treediff_is_file(git_tree_entry_filemode(e)))
+		r = -ENOENT;
+	if (r == 0)
+		r = record_build(repo, tree, c->manifest_name, dir, git_tree_entry_id(e), fresh, err);
 	git_tree_entry_free(e);
 	return r;
 }
 
 int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct kiln_err *err)
 {
-	struct delta d = {c->manifest_name, strlen(c->manifest_name), {0}, {0}, {0}};
-	struct strmap changed = {0}, manifests = {0}, gone = {0}, known = {0};
+	struct delta d = { c->manifest_name, { 0 }, { 0 }, { 0 } };
+	struct strmap redo = { 0 }; /* folders to read again */
+	unsigned char *drop = NULL;
+	struct rec *recs = NULL;
+	struct strv fresh_dirs = { 0 };
+	struct buf fresh = { 0 };
+	size_t *fresh_at = NULL, nrecs = 0, nfresh = 0;
 	git_tree *old = NULL;
-	struct catalog_image *keep = NULL;
-	size_t nkeep = 0;
 	int r;
 
+	if (!c->has_tree && c->cache_file && c->snap == NULL)
+		cache_read(c); /* absent or damaged: built from scratch below */
 	if (c->has_tree && git_oid_equal(&c->tree_id, git_tree_id(tree)))
 		return 0;
 	if (c->has_tree && git_tree_lookup(&old, repo, &c->tree_id) < 0)
 		old = NULL; /* that tree is gone (gc, another clone): start over */
-	if (old == NULL) {
-		for (size_t i = 0; i < c->n; i++)
-			image_done(&c->v[i]);
-		c->n = 0;
-	}
+	if (old == NULL)
+		snapshot_drop(c); /* describe nothing until the new snapshot is written */
 	r = treediff(repo, old, tree, delta_cb, &d, err);
 	if (r < 0)
 		goto out;
-	for (size_t i = 0; i < d.changed.n; i++)
-		*strmap_put(&changed, d.changed.v[i], strlen(d.changed.v[i])) = d.changed.v[i];
-	for (size_t i = 0; i < d.manifests.n; i++)
-		*strmap_put(&manifests, d.manifests.v[i], strlen(d.manifests.v[i])) =
-		    d.manifests.v[i];
-	for (size_t i = 0; i < d.gone.n; i++)
-		*strmap_put(&gone, d.gone.v[i], strlen(d.gone.v[i])) = d.gone.v[i];
 
-	/* Existing images: drop the gone, rebuild those whose manifest or
-	 * Dockerfile changed, keep the rest as they are. */
-	keep = xcalloc(c->n + d.manifests.n + 1, sizeof(*keep));
-	for (size_t i = 0; i < c->n; i++) {
-		struct catalog_image *img = &c->v[i];
-		bool mchanged = strmap_get(&manifests, img->path, strlen(img->path)) != NULL;
-		bool dchanged =
-		    strmap_get(&changed, img->dockerfile, strlen(img->dockerfile)) != NULL;
-
-		if (!mchanged && !dchanged) {
-			keep[nkeep++] = *img;
-			continue;
-		}
-		if (strmap_get(&gone, img->path, strlen(img->path)) == NULL) {
-			char *dir = xstrdup(img->path);
-			struct catalog_image fresh;
-			r = rebuild(c, repo, tree, dir, &fresh, err);
-			free(dir);
-			if (r < 0 && r != -ENOENT) {
-				keep[nkeep++] = *img;
-				for (size_t j = i + 1; j < c->n; j++)
-					keep[nkeep++] = c->v[j];
-				goto out;
-			}
-			if (r == 0)
-				keep[nkeep++] = fresh;
-		}
-		image_done(img);
-	}
-	/* New folders. */
-	for (size_t j = 0; j < nkeep; j++)
-		*strmap_put(&known, keep[j].path, strlen(keep[j].path)) = &keep[j];
+	/* Which folders to read again: changed manifests and images whose
+	 * Dockerfile changed; the gone are dropped. */
+	drop = xcalloc(c->n + 1, 1);
 	for (size_t i = 0; i < d.manifests.n; i++) {
 		const char *dir = d.manifests.v[i];
-		struct catalog_image fresh;
+		uint32_t idx;
+		r = catalog_find(c, dir, strlen(dir), &idx);
+		if (r == -EBADMSG) {
+			kiln_err_set(err, r, "the catalog cache is damaged");
+			goto out;
+		}
+		if (r == 0)
+			drop[idx] = 1;
+		r = 0;
+		if (strmap_get(&d.gone, dir, strlen(dir)) == NULL)
+			*strmap_put(&redo, dir, strlen(dir)) = (void *)dir;
+	}
+	for (size_t i = 0; i < d.changed.n; i++) {
+		const unsigned char *ix;
+		uint32_t n = catalog_lookup(c, CATALOG_BY_DOCKERFILE, d.changed.v[i],
+					    strlen(d.changed.v[i]), &ix);
+		for (uint32_t k = 0; k < n; k++) {
+			struct catalog_image img;
+			uint32_t idx = catalog_u32(ix, k);
+			if (idx >= c->n || catalog_get(c, idx, &img) < 0) {
+				r = kiln_err_set(err, -EBADMSG, "catalog record %u is damaged", idx);
+				goto out;
+			}
+			drop[idx] = 1;
+			if (strmap_get(&d.gone, img.path, strlen(img.path)) == NULL)
+				*strmap_put(&redo, img.path, strlen(img.path)) = (void *)img.path;
+		}
+	}
 
-		if (strmap_get(&gone, dir, strlen(dir)) || strmap_get(&known, dir, strlen(dir)))
+	/* Read the redone folders into one buffer of fresh records. */
+	fresh_at = xcalloc(redo.n + 1, sizeof(size_t));
+	for (size_t i = 0; i < redo.cap; i++) {
+		const char *dir = redo.slots[i].key;
+		size_t at = fresh.len;
+		if (dir == NULL)
 			continue;
 		r = rebuild(c, repo, tree, dir, &fresh, err);
 		if (r == -ENOENT)
 			continue;
 		if (r < 0)
 			goto out;
-		keep[nkeep++] = fresh;
+		fresh_at[nfresh++] = at;
+		strv_push(&fresh_dirs, xstrdup(dir));
 	}
-	qsort(keep, nkeep, sizeof(*keep), by_path);
 	r = 0;
-out:
-	if (keep) {
-		free(c->v);
-		c->v = keep;
-		c->n = nkeep;
-		c->cap = c->n + d.manifests.n + 1;
-	}
-	if (r == 0) {
-		git_oid_cpy(&c->tree_id, git_tree_id(tree));
-		c->has_tree = true;
-		c->dirty = true;
-	} else {
-		c->has_tree = false; /* half-updated: never describe a tree wrongly */
-	}
-	git_tree_free(old);
-	strmap_done(&changed);
-	strmap_done(&manifests);
-	strmap_done(&gone);
-	strmap_done(&known);
-	strv_done(&d.changed);
-	strv_done(&d.manifests);
-	strv_done(&d.gone);
-	return r;
-}
 
-/* ---- the cache file ---- */
-
-/* A fast 64-bit checksum (not cryptographic: it detects torn and damaged
- * files; the cache is not a trust boundary, the repository is). */
-static uint64_t checksum(const char *p, size_t n)
-{
-	uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
-	size_t i = 0;
-
-	for (; i + 8 <= n; i += 8) {
-		uint64_t w;
-		memcpy(&w, p + i, 8);
-		h = (h ^ w) * 0xff51afd7ed558ccdull;
-		h ^= h >> 29;
-	}
-	for (; i < n; i++)
-		h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
-	h ^= h >> 32;
-	return h;
-}
-
-static const char *header_version(void)
-{
-	return "kiln " KILN_VERSION;
-}
-
-int catalog_read(struct catalog *c, const char *file, struct kiln_err *err)
-{
-	struct stat st;
-	char *data = NULL;
-	size_t len, off = 0;
-	int fd = open(file, O_RDONLY | O_CLOEXEC), r = -EBADMSG;
-	uint64_t sum;
-	struct rd rd;
-	const char *oid;
-	uint32_t count;
-
-	if (fd < 0)
-		return kiln_err_set(err, -errno, "cannot open '%s': %s", file, strerror(errno));
-	if (fstat(fd, &st) < 0 || st.st_size < 16 || (uint64_t)st.st_size > CATALOG_FILE_MAX)
-		goto bad;
-	len = (size_t)st.st_size;
-	data = xmalloc(len + 1);
-	while (off < len) {
-		ssize_t n = read(fd, data + off, len - off);
-		if (n <= 0)
-			goto bad;
-		off += (size_t)n;
-	}
-	if (memcmp(data, CATALOG_MAGIC, 8) != 0)
-		goto bad;
-	memcpy(&sum, data + 8, 8);
-	if (sum != checksum(data + 16, len - 16))
-		goto bad;
-	rd = (struct rd){data + 16, data + len, false};
-	if (strcmp(rd_str(&rd), header_version()) != 0 ||
-	    strcmp(rd_str(&rd), c->manifest_name) != 0)
-		goto bad;
-	if ((oid = rd_bytes(&rd, GIT_OID_RAWSZ)) == NULL || rd_bytes(&rd, 4) == NULL)
-		goto bad;
-	memcpy(&count, rd.p - 4, 4);
-	if (count > len / 8)
-		goto bad;
-	for (size_t i = 0; i < c->n; i++)
-		image_done(&c->v[i]);
-	c->n = 0;
-	for (uint32_t i = 0; i < count; i++) {
-		uint32_t blen;
-		const char *lp = rd_bytes(&rd, 4);
+	/* Kept old records plus fresh ones, in path order. */
+	recs = xcalloc(c->n + nfresh + 1, sizeof(*recs));
+	for (uint32_t i = 0; i < c->n; i++) {
 		struct catalog_image img;
+		uint32_t table = get_u32(c->snap, H_TABLE);
+		uint32_t a = get_u32(c->snap, table + 4 * (size_t)i);
 
-		if (lp == NULL)
-			goto reset;
-		memcpy(&blen, lp, 4);
-		if (rd_bytes(&rd, blen) == NULL ||
-		    image_unpack((char *)rd.p - blen, blen, &img) < 0 ||
-		    (c->n > 0 && strcmp(c->v[c->n - 1].path, img.path) >= 0))
-			goto reset;
-		push(c, &img);
-	}
-	if (rd.p != rd.end)
-		goto reset;
-	free(c->file);
-	c->file = data;
-	git_oid_fromraw(&c->tree_id, (const unsigned char *)oid);
-	c->has_tree = true;
-	c->dirty = false;
-	close(fd);
-	return 0;
-reset:
-	c->n = 0; /* unowned images pointed into data */
-bad:
-	close(fd);
-	free(data);
-	return kiln_err_set(err, r, "cache '%s' is damaged or from another version", file);
-}
-
-int catalog_write(const struct catalog *c, const char *file, struct kiln_err *err)
-{
-	struct buf b = {0};
-	char *tmp = NULL;
-	uint32_t count = (uint32_t)c->n;
-	uint64_t sum;
-	int fd = -1, r = 0;
-	size_t off = 0;
-
-	if (!c->has_tree)
-		return kiln_err_set(err, -EINVAL, "catalog describes no tree");
-	buf_append(&b, CATALOG_MAGIC, 8);
-	buf_append(&b, "\0\0\0\0\0\0\0\0", 8);
-	put_str(&b, header_version());
-	put_str(&b, c->manifest_name);
-	buf_append(&b, (&c->tree_id)->id, GIT_OID_RAWSZ);
-	buf_append(&b, &count, 4);
-	for (size_t i = 0; i < c->n; i++) {
-		uint32_t blen = (uint32_t)c->v[i].block_len;
-		buf_append(&b, &blen, 4);
-		buf_append(&b, c->v[i].block, blen);
-	}
-	sum = checksum(b.p + 16, b.len - 16);
-	memcpy(b.p + 8, &sum, 8);
-
-	tmp = xasprintf("%s.tmp.%ld", file, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		r = kiln_err_set(err, -errno, "cannot create '%s': %s", tmp, strerror(errno));
-		goto out;
-	}
-	while (off < b.len) {
-		ssize_t n = write(fd, b.p + off, b.len - off);
-		if (n < 0) {
-			r = kiln_err_set(err, -errno, "cannot write '%s': %s", tmp,
-					 strerror(errno));
+		if (drop[i])
+			continue;
+		if (catalog_get(c, i, &img) < 0) {
+			r = kiln_err_set(err, -EBADMSG, "catalog record %u is damaged", i);
 			goto out;
 		}
-		off += (size_t)n;
+		recs[nrecs].path = img.path;
+		recs[nrecs].p = c->snap + a;
+		recs[nrecs].len = get_u32(c->snap, table + 4 * (size_t)i + 4) - a;
+		nrecs++;
 	}
-	if (close(fd) < 0) {
-		fd = -1;
-		r = kiln_err_set(err, -errno, "cannot write '%s': %s", tmp, strerror(errno));
+	for (size_t k = 0; k < nfresh; k++) {
+		size_t end = k + 1 < nfresh ? fresh_at[k + 1] : fresh.len;
+		recs[nrecs].path = fresh.p + fresh_at[k];
+		recs[nrecs].p = fresh.p + fresh_at[k];
+		recs[nrecs].len = (uint32_t)(end - fresh_at[k]);
+		nrecs++;
+	}
+	if (c->broken) {
+		r = kiln_err_set(err, -EBADMSG, "the catalog cache is damaged");
 		goto out;
 	}
-	fd = -1;
-	if (rename(tmp, file) < 0)
-		r = kiln_err_set(err, -errno, "cannot rename '%s': %s", tmp, strerror(errno));
+	qsort(recs, nrecs, sizeof(*recs), rec_cmp);
+	snapshot_write(c, git_tree_id(tree), recs, nrecs); /* frees the old snapshot last */
 out:
-	if (fd >= 0)
-		close(fd);
-	if (r < 0 && tmp)
-		unlink(tmp);
-	free(tmp);
-	buf_done(&b);
+	if (r < 0)
+		snapshot_drop(c); /* never describe a tree wrongly; rebuilt next time */
+	free(recs);
+	free(drop);
+	free(fresh_at);
+	buf_done(&fresh);
+	strv_done(&fresh_dirs);
+	strmap_done(&redo);
+	git_tree_free(old);
+	strv_done(&d.changed);
+	strv_done(&d.manifests);
+	strmap_done(&d.gone);
 	return r;
 }

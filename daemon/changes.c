@@ -41,12 +41,6 @@ struct removed {
 	git_oid manifest_id;
 };
 
-/* Lists of catalog indexes under a string key: head in a map, links in next[]. */
-struct multimap {
-	struct strmap heads; /* value: index + 1 */
-	size_t *next;	     /* index + 1, 0 ends */
-};
-
 struct run {
 	git_repository *repo;
 	git_tree *to_tree;
@@ -57,7 +51,9 @@ struct run {
 	struct removed *rm;
 	size_t nrm, caprm;
 	enum change_kind *status; /* per catalog image */
-	struct strmap ignores;	  /* context -> struct ignore * */
+	uint32_t *affected;	  /* indexes with a status, in the order found */
+	size_t naffected;
+	struct strmap ignores; /* context -> struct ignore * */
 	struct changeset *out;
 };
 
@@ -81,19 +77,6 @@ static int collect(const struct treediff_entry *e, void *arg)
 	return 0;
 }
 
-static void mm_add(struct multimap *mm, const char *key, size_t idx)
-{
-	void **head = strmap_put(&mm->heads, key, strlen(key));
-
-	mm->next[idx] = (size_t)(uintptr_t)*head;
-	*head = (void *)(uintptr_t)(idx + 1);
-}
-
-static size_t mm_first(const struct multimap *mm, const char *key, size_t len)
-{
-	return (size_t)(uintptr_t)strmap_get(&mm->heads, key, len);
-}
-
 static const char *basename_of(const char *p)
 {
 	const char *s = strrchr(p, '/');
@@ -111,15 +94,21 @@ static void add_removed(struct run *rn, const char *dir, const git_oid *id)
 	rn->nrm++;
 }
 
-static void mark(struct run *rn, const struct catalog_image *img, enum change_kind k)
+static void mark(struct run *rn, uint32_t i, enum change_kind k)
 {
-	size_t i;
-
-	if (img == NULL)
+	if (i >= rn->cat->n || rn->status[i] != CHANGE_NONE)
 		return;
-	i = (size_t)(img - rn->cat->v);
-	if (rn->status[i] == CHANGE_NONE)
-		rn->status[i] = k;
+	rn->status[i] = k;
+	rn->affected[rn->naffected++] = i;
+}
+
+/* The snapshot was checked when it was read or written; a record that does
+ * not unpack means a bug or memory damage, never something to go on with. */
+static int get(struct run *rn, uint32_t i, struct catalog_image *img)
+{
+	if (i >= rn->cat->n || catalog_get(rn->cat, i, img) < 0)
+		return kiln_err_set(rn->err, -EBADMSG, "catalog record %u is damaged", i);
+	return 0;
 }
 
 /* Pass 1: manifests that appeared, went or changed. */
@@ -130,16 +119,20 @@ static void pass_manifests(struct run *rn)
 	for (size_t i = 0; i < rn->nd; i++) {
 		struct dent *e = &rn->d[i];
 		bool was = treediff_is_file(e->old_mode), is = treediff_is_file(e->new_mode);
-		char *dir;
+		size_t dlen;
+		uint32_t idx;
 
 		if (strcmp(basename_of(e->path), mname) != 0 || (!was && !is))
 			continue;
-		dir = xstrndup(e->path, path_parent_len(e->path, strlen(e->path)));
-		if (is)
-			mark(rn, catalog_find(rn->cat, dir), was ? CHANGE_MODIFIED : CHANGE_ADDED);
-		else
+		dlen = path_parent_len(e->path, strlen(e->path));
+		if (is) {
+			if (catalog_find(rn->cat, e->path, dlen, &idx) == 0)
+				mark(rn, idx, was ? CHANGE_MODIFIED : CHANGE_ADDED);
+		} else {
+			char *dir = xstrndup(e->path, dlen);
 			add_removed(rn, dir, &e->old_id);
-		free(dir);
+			free(dir);
+		}
 	}
 }
 
@@ -150,16 +143,14 @@ static struct dockerignore *ignore_for(struct run *rn, const char *context)
 	git_tree_entry *e = NULL;
 	git_blob *blob = NULL;
 	char *file;
-	struct kiln_err err = {0};
+	struct kiln_err err = { 0 };
 
 	if (ig != NULL)
 		return ig->di;
 	ig = *slot = xcalloc(1, sizeof(*ig));
 	file = context[0] ? xasprintf("%s/.dockerignore", context) : xstrdup(".dockerignore");
-	if (repo_entry(rn->to_tree, file, &e) == 0 &&
-	    treediff_is_file(git_tree_entry_filemode(e))) {
-		if (repo_blob(rn->repo, git_tree_entry_id(e), DOCKERIGNORE_SIZE_MAX, &blob, &err) <
-			0 ||
+	if (repo_entry(rn->to_tree, file, &e) == 0 && treediff_is_file(git_tree_entry_filemode(e))) {
+		if (repo_blob(rn->repo, git_tree_entry_id(e), DOCKERIGNORE_SIZE_MAX, &blob, &err) < 0 ||
 		    dockerignore_parse(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob),
 				       &ig->di, &err) < 0) {
 			/* Docker refuses to build with it; count every change. */
@@ -184,83 +175,54 @@ static bool counts(struct run *rn, const struct catalog_image *img, const char *
 }
 
 /* Pass 2: paths inside a build context, and Dockerfiles wherever they live. */
-static void pass_contexts(struct run *rn)
+static int pass_contexts(struct run *rn)
 {
-	struct catalog *cat = rn->cat;
-	struct multimap ctx = {{0}, xcalloc(cat->n, sizeof(size_t))};
-	struct multimap df = {{0}, xcalloc(cat->n, sizeof(size_t))};
-
-	for (size_t i = cat->n; i-- > 0;) {
-		mm_add(&ctx, cat->v[i].context, i);
-		mm_add(&df, cat->v[i].dockerfile, i);
-	}
 	for (size_t i = 0; i < rn->nd; i++) {
 		const char *p = rn->d[i].path;
-		size_t len = strlen(p), at;
+		size_t len = strlen(p), at = len;
+		const unsigned char *ix;
+		uint32_t n = catalog_lookup(rn->cat, CATALOG_BY_DOCKERFILE, p, len, &ix);
 
-		for (size_t k = mm_first(&df, p, len); k; k = df.next[k - 1])
-			mark(rn, &cat->v[k - 1], CHANGE_MODIFIED);
-		at = len;
+		for (uint32_t k = 0; k < n; k++)
+			mark(rn, catalog_u32(ix, k), CHANGE_MODIFIED);
 		do {
 			at = path_parent_len(p, at);
-			for (size_t k = mm_first(&ctx, p, at); k; k = ctx.next[k - 1]) {
-				const struct catalog_image *img = &cat->v[k - 1];
-				if (rn->status[k - 1] == CHANGE_NONE &&
-				    counts(rn, img, at ? p + at + 1 : p))
-					mark(rn, img, CHANGE_MODIFIED);
+			n = catalog_lookup(rn->cat, CATALOG_BY_CONTEXT, p, at, &ix);
+			for (uint32_t k = 0; k < n; k++) {
+				uint32_t idx = catalog_u32(ix, k);
+				struct catalog_image img;
+
+				if (idx < rn->cat->n && rn->status[idx] != CHANGE_NONE)
+					continue;
+				if (get(rn, idx, &img) < 0)
+					return -EBADMSG;
+				if (counts(rn, &img, at ? p + at + 1 : p))
+					mark(rn, idx, CHANGE_MODIFIED);
 			}
 		} while (at > 0);
 	}
-	strmap_done(&ctx.heads);
-	strmap_done(&df.heads);
-	free(ctx.next);
-	free(df.next);
+	return 0;
 }
 
-/* Pass 3: whatever builds FROM an affected image, transitively. */
-static void pass_dependencies(struct run *rn)
+/* Pass 3: whatever builds FROM an affected image, transitively. The affected
+ * list grows while it is walked: that is the breadth-first queue. */
+static int pass_dependencies(struct run *rn)
 {
-	struct catalog *cat = rn->cat;
-	size_t nfrom = 0, *queue = xmalloc((cat->n + 1) * sizeof(size_t)), qh = 0, qt = 0;
-	struct strmap heads = {0};
-	size_t *next, *owner, f = 0;
+	for (size_t q = 0; q < rn->naffected; q++) {
+		struct catalog_image img;
+		const char *p;
 
-	for (size_t i = 0; i < cat->n; i++)
-		nfrom += cat->v[i].nfroms;
-	next = xcalloc(nfrom + 1, sizeof(size_t));
-	owner = xcalloc(nfrom + 1, sizeof(size_t));
-	for (size_t i = 0; i < cat->n; i++) {
-		const char *p = cat->v[i].froms;
-		for (unsigned j = 0; j < cat->v[i].nfroms; j++, p = catalog_from_next(p), f++) {
-			const char *ref = catalog_from_ref(p);
-			void **head = strmap_put(&heads, ref, strlen(ref));
-			owner[f] = i;
-			next[f] = (size_t)(uintptr_t)*head;
-			*head = (void *)(uintptr_t)(f + 1);
+		if (get(rn, rn->affected[q], &img) < 0)
+			return -EBADMSG;
+		p = img.produced;
+		for (unsigned j = 0; j < img.nproduced; j++, p = catalog_next(p)) {
+			const unsigned char *ix;
+			uint32_t n = catalog_lookup(rn->cat, CATALOG_BY_FROM, p, strlen(p), &ix);
+			for (uint32_t k = 0; k < n; k++)
+				mark(rn, catalog_u32(ix, k), CHANGE_DEPENDENCY);
 		}
 	}
-	for (size_t i = 0; i < cat->n; i++) {
-		if (rn->status[i] == CHANGE_ADDED || rn->status[i] == CHANGE_MODIFIED)
-			queue[qt++] = i;
-	}
-	while (qh < qt) {
-		const struct catalog_image *img = &cat->v[queue[qh++]];
-		const char *p = img->produced;
-		for (unsigned j = 0; j < img->nproduced; j++, p = catalog_next(p)) {
-			for (size_t k = (size_t)(uintptr_t)strmap_get(&heads, p, strlen(p)); k;
-			     k = next[k - 1]) {
-				size_t c = owner[k - 1];
-				if (rn->status[c] == CHANGE_NONE) {
-					rn->status[c] = CHANGE_DEPENDENCY;
-					queue[qt++] = c;
-				}
-			}
-		}
-	}
-	strmap_done(&heads);
-	free(next);
-	free(owner);
-	free(queue);
+	return 0;
 }
 
 static void manifest_errors(struct run *rn, const char *dir, const git_oid *id)
@@ -304,127 +266,147 @@ static void fill_from_manifest(struct run *rn, struct change *c, const git_oid *
 	git_blob_free(blob);
 }
 
-/* Pass 4: the listed images, their dependencies among TO's images, the order. */
-static void pass_output(struct run *rn)
+static int cmp_u32(const void *a, const void *b)
 {
-	struct catalog *cat = rn->cat;
-	struct changeset *out = rn->out;
-	struct strmap producer = {0};
-	size_t nlisted = 0, *list, *order, *cycle, *slot_of;
-	const char **keys;
-	struct graph g;
-	size_t nordered;
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
 
-	/* Who produces each reference; a reference produced twice is an error
-	 * for the affected images involved. */
-	for (size_t i = 0; i < cat->n; i++) {
-		const char *p = cat->v[i].produced;
-		for (unsigned j = 0; j < cat->v[i].nproduced; j++, p = catalog_next(p)) {
-			void **v = strmap_put(&producer, p, strlen(p));
-			if (*v == NULL) {
-				*v = (void *)(uintptr_t)(i + 1);
-			} else if (rn->status[i] != CHANGE_NONE) {
-				const struct catalog_image *o = &cat->v[(size_t)(uintptr_t)*v - 1];
-				kiln_diags_add(&out->errors, path_display(cat->v[i].path), 0, 0,
+/* The image that produces ref, the first in path order, or -1. */
+static int64_t producer(struct run *rn, const char *ref, uint32_t *ret_count)
+{
+	const unsigned char *ix;
+	uint32_t n = catalog_lookup(rn->cat, CATALOG_BY_PRODUCED, ref, strlen(ref), &ix);
+
+	*ret_count = n;
+	return n ? (int64_t)catalog_u32(ix, 0) : -1;
+}
+
+static void fill_listed(struct run *rn, struct change *c, const struct catalog_image *img,
+			const uint32_t *slot_of, struct graph *g, uint32_t slot)
+{
+	const char *p;
+
+	c->kind = rn->status[img->index];
+	c->path = xstrdup(img->path);
+	c->name = xstrdup(img->name);
+	c->version = xstrdup(img->version);
+	c->registry = xstrdup(img->registry);
+	c->image = xstrdup(img->produced);
+	p = img->tags;
+	for (unsigned j = 0; j < img->ntags; j++, p = catalog_next(p))
+		strv_push(&c->tags, xstrdup(p));
+	/* a reference produced by two folders would be pushed twice */
+	p = img->produced;
+	for (unsigned j = 0; j < img->nproduced; j++, p = catalog_next(p)) {
+		const unsigned char *ix;
+		uint32_t n = catalog_lookup(rn->cat, CATALOG_BY_PRODUCED, p, strlen(p), &ix);
+		struct catalog_image other;
+
+		for (uint32_t k = 0; k < n && n > 1; k++) {
+			if (catalog_u32(ix, k) != img->index && get(rn, catalog_u32(ix, k), &other) == 0) {
+				kiln_diags_add(&rn->out->errors, path_display(img->path), 0, 0,
 					       "image '%s' is also produced by '%s'", p,
-					       path_display(o->path));
+					       path_display(other.path));
+				break;
 			}
 		}
 	}
-	list = xmalloc((cat->n + rn->nrm + 1) * sizeof(size_t));
-	slot_of = xmalloc((cat->n + 1) * sizeof(size_t));
-	for (size_t i = 0; i < cat->n; i++) {
-		slot_of[i] = (size_t)-1;
-		if (rn->status[i] == CHANGE_NONE)
+	p = img->froms;
+	for (unsigned j = 0; j < img->nfroms; j++, p = catalog_from_next(p)) {
+		uint32_t count;
+		int64_t pi = producer(rn, catalog_from_ref(p), &count);
+		struct catalog_image dep;
+		bool dup = false;
+
+		if (pi < 0 || get(rn, (uint32_t)pi, &dep) < 0)
 			continue;
-		if (!cat->v[i].valid) {
-			manifest_errors(rn, cat->v[i].path, &cat->v[i].manifest_id);
+		for (size_t k = 0; k < c->depends_on.n && !dup; k++)
+			dup = strcmp(c->depends_on.v[k], dep.path) == 0;
+		if (!dup)
+			strv_push(&c->depends_on, xstrdup(dep.path));
+		if (slot_of[pi] != UINT32_MAX)
+			graph_edge(g, slot_of[pi], slot);
+	}
+}
+
+static void report_cycle(struct run *rn, const struct graph *g, const size_t *order,
+			 size_t nordered, const char *const *keys)
+{
+	size_t *cycle = xmalloc((g->n + 1) * sizeof(size_t));
+	size_t n = graph_cycle(g, order, nordered, cycle);
+	struct buf msg = { 0 };
+
+	buf_puts(&msg, "dependency cycle: ");
+	for (size_t k = 0; k <= n && n > 0; k++)
+		buf_printf(&msg, "%s'%s'", k ? " -> " : "", path_display(keys[cycle[k % n]]));
+	buf_puts(&msg, " (each is built FROM the one before it)");
+	kiln_diags_add(&rn->out->errors, path_display(keys[cycle[n > 1 ? 1 : 0]]), 0, 0, "%s",
+		       msg.p);
+	buf_done(&msg);
+	free(cycle);
+}
+
+/* Pass 4: the listed images, their dependencies among TO's images, the order. */
+static int pass_output(struct run *rn)
+{
+	struct changeset *out = rn->out;
+	size_t nto = 0, total, nordered;
+	uint32_t *slot_of = xmalloc(((size_t)rn->cat->n + 1) * sizeof(uint32_t));
+	struct catalog_image *imgs = xcalloc(rn->naffected + 1, sizeof(*imgs));
+	const char **keys;
+	size_t *order;
+	struct change *v;
+	struct graph g;
+	int r = 0;
+
+	/* Path order: the catalog is sorted, so sort the indexes. */
+	qsort(rn->affected, rn->naffected, sizeof(uint32_t), cmp_u32);
+	memset(slot_of, 0xff, ((size_t)rn->cat->n + 1) * sizeof(uint32_t));
+	for (size_t k = 0; k < rn->naffected; k++) {
+		struct catalog_image img;
+		if (get(rn, rn->affected[k], &img) < 0) {
+			r = -EBADMSG;
+			goto out;
+		}
+		if (!img.valid) {
+			manifest_errors(rn, img.path, &img.manifest_id);
 			continue;
 		}
-		slot_of[i] = nlisted;
-		list[nlisted++] = i;
+		slot_of[img.index] = (uint32_t)nto;
+		imgs[nto++] = img;
 	}
-	/* Removed images follow, as slots >= nlisted_to. */
-	{
-		size_t nto = nlisted, total = nto + rn->nrm;
-		keys = xmalloc((total + 1) * sizeof(*keys));
-		for (size_t s = 0; s < nto; s++)
-			keys[s] = cat->v[list[s]].path;
-		for (size_t r = 0; r < rn->nrm; r++)
-			keys[nto + r] = rn->rm[r].dir;
-		graph_init(&g, total, keys);
-		out->v = xcalloc(total + 1, sizeof(*out->v));
-		for (size_t s = 0; s < nto; s++) {
-			const struct catalog_image *img = &cat->v[list[s]];
-			struct change *c = &out->v[s];
-			const char *p;
-
-			c->kind = rn->status[list[s]];
-			c->path = xstrdup(img->path);
-			c->name = xstrdup(img->name);
-			c->version = xstrdup(img->version);
-			c->registry = xstrdup(img->registry);
-			c->image = xstrdup(img->produced);
-			p = img->tags;
-			for (unsigned j = 0; j < img->ntags; j++, p = catalog_next(p))
-				strv_push(&c->tags, xstrdup(p));
-			p = img->froms;
-			for (unsigned j = 0; j < img->nfroms; j++, p = catalog_from_next(p)) {
-				const char *ref = catalog_from_ref(p);
-				size_t pi =
-				    (size_t)(uintptr_t)strmap_get(&producer, ref, strlen(ref));
-				bool dup = false;
-
-				if (pi == 0)
-					continue;
-				pi--;
-				for (size_t k = 0; k < c->depends_on.n && !dup; k++)
-					dup = strcmp(c->depends_on.v[k], cat->v[pi].path) == 0;
-				if (!dup)
-					strv_push(&c->depends_on, xstrdup(cat->v[pi].path));
-				if (slot_of[pi] != (size_t)-1)
-					graph_edge(&g, slot_of[pi], s);
-			}
-		}
-		for (size_t r = 0; r < rn->nrm; r++) {
-			struct change *c = &out->v[nto + r];
-			c->kind = CHANGE_REMOVED;
-			c->path = xstrdup(rn->rm[r].dir);
-			fill_from_manifest(rn, c, &rn->rm[r].manifest_id);
-		}
-		order = xmalloc((total + 1) * sizeof(size_t));
-		cycle = xmalloc((total + 1) * sizeof(size_t));
-		nordered = graph_order(&g, order);
-		if (nordered < total) {
-			size_t n = graph_cycle(&g, order, nordered, cycle);
-			struct buf msg = {0};
-			const struct catalog_image *first = &cat->v[list[cycle[n > 1 ? 1 : 0]]];
-
-			buf_puts(&msg, "dependency cycle: ");
-			for (size_t k = 0; k <= n; k++)
-				buf_printf(&msg, "%s'%s'", k ? " -> " : "",
-					   path_display(keys[cycle[k % n]]));
-			buf_puts(&msg, " (each is built FROM the one before it)");
-			kiln_diags_add(&out->errors, first->dockerfile, 0, 0, "%s", msg.p);
-			buf_done(&msg);
-		}
-		/* Permute into build order. */
-		{
-			struct change *sorted = xcalloc(total + 1, sizeof(*sorted));
-			for (size_t k = 0; k < total; k++)
-				sorted[k] = out->v[order[k]];
-			free(out->v);
-			out->v = sorted;
-			out->n = total;
-		}
-		free(order);
-		free(cycle);
-		graph_done(&g);
-		free(keys);
+	total = nto + rn->nrm;
+	keys = xmalloc((total + 1) * sizeof(*keys));
+	for (size_t s = 0; s < nto; s++)
+		keys[s] = imgs[s].path;
+	for (size_t k = 0; k < rn->nrm; k++)
+		keys[nto + k] = rn->rm[k].dir;
+	graph_init(&g, total, keys);
+	v = xcalloc(total + 1, sizeof(*v));
+	for (size_t s = 0; s < nto; s++)
+		fill_listed(rn, &v[s], &imgs[s], slot_of, &g, (uint32_t)s);
+	for (size_t k = 0; k < rn->nrm; k++) {
+		v[nto + k].kind = CHANGE_REMOVED;
+		v[nto + k].path = xstrdup(rn->rm[k].dir);
+		fill_from_manifest(rn, &v[nto + k], &rn->rm[k].manifest_id);
 	}
-	free(list);
+	order = xmalloc((total + 1) * sizeof(size_t));
+	nordered = graph_order(&g, order);
+	if (nordered < total)
+		report_cycle(rn, &g, order, nordered, keys);
+	out->v = xcalloc(total + 1, sizeof(*out->v));
+	for (size_t k = 0; k < total; k++)
+		out->v[k] = v[order[k]];
+	out->n = total;
+	free(v);
+	free(order);
+	graph_done(&g);
+	free(keys);
+out:
+	free(imgs);
 	free(slot_of);
-	strmap_done(&producer);
+	return r;
 }
 
 int changes_compute(git_repository *repo, git_commit *from, git_commit *to, struct catalog *cat,
@@ -447,11 +429,18 @@ int changes_compute(git_repository *repo, git_commit *from, git_commit *to, stru
 	r = catalog_sync(cat, repo, rn.to_tree, err);
 	if (r < 0)
 		goto out;
-	rn.status = xcalloc(cat->n + 1, sizeof(*rn.status));
+	rn.status = xcalloc((size_t)cat->n + 1, sizeof(*rn.status));
+	rn.affected = xmalloc(((size_t)cat->n + 1) * sizeof(uint32_t));
 	pass_manifests(&rn);
-	pass_contexts(&rn);
-	pass_dependencies(&rn);
-	pass_output(&rn);
+	r = pass_contexts(&rn);
+	if (r == 0)
+		r = pass_dependencies(&rn);
+	if (r == 0)
+		r = pass_output(&rn);
+	if (r == 0 && cat->broken)
+		r = -EBADMSG;
+	if (r == -EBADMSG)
+		kiln_err_set(err, r, "the catalog cache is damaged");
 out:
 	for (size_t i = 0; i < rn.ignores.cap; i++) {
 		struct ignore *ig = rn.ignores.slots ? rn.ignores.slots[i].val : NULL;
@@ -468,6 +457,7 @@ out:
 		free(rn.rm[i].dir);
 	free(rn.rm);
 	free(rn.status);
+	free(rn.affected);
 	git_tree_free(from_tree);
 	git_tree_free(rn.to_tree);
 	if (r < 0)

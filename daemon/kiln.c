@@ -1,11 +1,13 @@
 /* kiln.c: the command-line tool. One table of commands; each parses its own
  * options. Exit status: 0 success, 1 the inputs have errors, 2 usage or a
  * repository/revision that cannot be found. */
+#include <dlfcn.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -15,6 +17,36 @@
 #include "kiln/repo.h"
 
 enum { EXIT_INVALID = 1, EXIT_USAGE = 2 };
+
+/* Debian's libgit2 is built on mbedTLS, and git_libgit2_init() parses the
+ * whole system CA bundle: about 8 ms, more than half of a typical
+ * `kiln changes`. The command line makes no TLS connection through libgit2,
+ * so this definition (which the dynamic linker binds ahead of libmbedx509's)
+ * skips that one parse. Any other call reaches the real function; and were a
+ * TLS connection ever attempted, the empty CA chain would make certificate
+ * verification fail: it fails closed. Builds of libgit2 on OpenSSL never call
+ * this at all. kilnd, which fetches over https, does not carry it. */
+struct mbedtls_x509_crt;
+int mbedtls_x509_crt_parse_file(struct mbedtls_x509_crt *chain, const char *path);
+static bool in_git_init;
+
+int mbedtls_x509_crt_parse_file(struct mbedtls_x509_crt *chain, const char *path)
+{
+	int (*real)(struct mbedtls_x509_crt *, const char *);
+
+	if (in_git_init)
+		return 0;
+	real = (int (*)(struct mbedtls_x509_crt *, const char *))dlsym(
+		RTLD_NEXT, "mbedtls_x509_crt_parse_file");
+	return real ? real(chain, path) : -1;
+}
+
+static void git_init_offline(void)
+{
+	in_git_init = true;
+	repo_global_init();
+	in_git_init = false;
+}
 
 struct kiln_cmd {
 	const char *name;
@@ -148,7 +180,7 @@ static int cmd_changes(int argc, char **argv)
 	struct changeset cs = {0};
 	struct kiln_err err = {0};
 	char *cache = NULL;
-	int c, rc = EXIT_USAGE;
+	int c, r, rc = EXIT_USAGE;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -185,22 +217,31 @@ static int cmd_changes(int argc, char **argv)
 			manifest_name);
 		return EXIT_USAGE;
 	}
-	repo_global_init();
-	catalog_init(&cat, manifest_name);
+	git_init_offline();
+	catalog_init(&cat, manifest_name, NULL);
 	if (repo_open(repo_dir, &repo, &err) < 0 ||
 	    repo_commit(repo, argv[optind], &from, &err) < 0 ||
 	    repo_commit(repo, argv[optind + 1], &to, &err) < 0) {
 		fprintf(stderr, "kiln changes: %s\n", err.msg);
 		goto out;
 	}
-	if (use_cache && (cache = cache_path(repo, manifest_name)) != NULL)
-		catalog_read(&cat, cache, NULL); /* absent or damaged: rebuilt */
-	if (changes_compute(repo, from, to, &cat, &cs, &err) < 0) {
+	if (use_cache && (cache = cache_path(repo, manifest_name)) != NULL) {
+		catalog_done(&cat);
+		catalog_init(&cat, manifest_name, cache);
+	}
+	r = changes_compute(repo, from, to, &cat, &cs, &err);
+	if (r == -EBADMSG && cache != NULL) {
+		/* a damaged cache is never trusted: remove it and start over */
+		unlink(cache);
+		catalog_done(&cat);
+		catalog_init(&cat, manifest_name, cache);
+		r = changes_compute(repo, from, to, &cat, &cs, &err);
+	}
+	if (r < 0) {
 		fprintf(stderr, "kiln changes: %s\n", err.msg);
 		goto out;
 	}
-	if (cache && cat.dirty)
-		catalog_write(&cat, cache, NULL); /* best effort: a cache, not state */
+	catalog_save(&cat, NULL); /* best effort: a cache, not state */
 	if (json)
 		print_json(&cs);
 	else

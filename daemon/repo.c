@@ -7,6 +7,13 @@
 void repo_global_init(void)
 {
 	git_libgit2_init();
+	/* kiln reads each tree once per walk: libgit2's object cache only keeps
+	 * memory alive (and faulting in) for objects never asked for again. The
+	 * pack's own delta-base cache still serves repeated reads. */
+	git_libgit2_opts(GIT_OPT_ENABLE_CACHING, 0);
+	/* Objects come from our own mirrors and the user's repository; git itself
+	 * does not rehash every object it reads either. */
+	git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0);
 }
 
 int repo_open(const char *path, git_repository **ret, struct kiln_err *err)

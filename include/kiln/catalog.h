@@ -1,9 +1,15 @@
 /* catalog.h: every image folder of one tree, with what change detection needs
- * to know of it (its manifest's fields, context, Dockerfile and FROM lines).
- * A catalog follows a repository from tree to tree by diffing the tree it
- * describes against the new one, so only changed manifests and Dockerfiles
- * are read again. The daemon keeps one in memory; the command line keeps one
- * in a file under the git directory (catalog_read/catalog_write). */
+ * to know of it: its manifest's fields, its context, its Dockerfile and the
+ * references its FROM lines name.
+ *
+ * A catalog is one immutable snapshot: image records sorted by path plus hash
+ * indexes by context, Dockerfile path, FROM reference and produced
+ * reference, so a query costs the size of its answer, not of the repository.
+ * The snapshot is also the cache file's format. The command line reads it
+ * lazily: only the 4 KiB blocks a run touches are read, each checked against
+ * its checksum before use, so a small change costs a few blocks. Following a new tree
+ * diffs the described tree against it, rereads only the manifests and
+ * Dockerfiles that changed, and writes a new snapshot. */
 #ifndef KILN_CATALOG_H
 #define KILN_CATALOG_H
 
@@ -11,51 +17,78 @@
 
 #include "kiln/common.h"
 
-/* All strings live in `block`; the image owns it only when `owned`. */
+/* An unpacked record; every pointer points into the snapshot. */
 struct catalog_image {
+	uint32_t index;	  /* position in path order */
 	const char *path; /* folder; "" is the root */
 	git_oid manifest_id;
-	bool valid;			  /* the manifest parsed without error */
-	bool has_dockerfile;		  /* the Dockerfile exists in the tree as a file */
+	bool valid;	     /* the manifest parsed without error */
+	bool has_dockerfile; /* the Dockerfile exists in the tree as a file */
 	const char *context, *dockerfile; /* for invalid manifests: the defaults */
 	git_oid dockerfile_id;
-	const char *name, *version, *registry; /* valid only */
+	const char *name, *version, *registry; /* valid only, else NULL */
 	const char *tags; /* ntags strings, each NUL-terminated, back to back */
 	unsigned ntags;
 	const char *produced; /* "<registry>/<name>:<version>" then one per tag */
 	unsigned nproduced;
 	const char *froms; /* nfroms records: 4-byte line, then the ref string */
 	unsigned nfroms;
-	char *block;
-	size_t block_len;
-	bool owned;
+};
+
+enum catalog_index {
+	CATALOG_BY_CONTEXT,    /* context directory -> images */
+	CATALOG_BY_DOCKERFILE, /* Dockerfile path -> images */
+	CATALOG_BY_FROM,       /* FROM reference -> images that build from it */
+	CATALOG_BY_PRODUCED,   /* image reference -> images that produce it */
+	CATALOG_NINDEX
 };
 
 struct catalog {
 	char *manifest_name;
-	bool has_tree;
+	char *cache_file; /* NULL: none */
+	bool has_tree;	  /* false: describes nothing yet */
 	git_oid tree_id;
-	struct catalog_image *v; /* sorted by path (strcmp) */
-	size_t n, cap;
-	char *file; /* contents of the cache file the unowned images point into */
-	bool dirty; /* changed since read */
+	char *snap; /* the snapshot; owned. Blocks not yet read are untouched memory */
+	size_t snap_len;
+	uint32_t n;
+	bool dirty; /* differs from the cache file */
+	/* Lazy reading of the cache file: */
+	int fd;		       /* -1: the whole snapshot is in memory */
+	unsigned char *loaded; /* per block: read and verified */
+	size_t nblocks, data_end;
+	bool broken; /* a block failed its checksum: results are not to be trusted */
 };
 
-void catalog_init(struct catalog *c, const char *manifest_name);
+/* cache_file may be NULL. With one, the first catalog_sync reads it (a
+ * missing, damaged or foreign file is rebuilt, never trusted) and
+ * catalog_save writes it back when something changed. */
+void catalog_init(struct catalog *c, const char *manifest_name, const char *cache_file);
 void catalog_done(struct catalog *c);
 
-/* Makes c describe tree. Reads only what differs from the tree it described
- * (everything the first time, or when that tree is gone). */
+/* Makes c describe tree, reading only what differs from the tree it
+ * described (everything the first time, or when that tree is gone). */
 int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct kiln_err *err);
+/* Replaces the cache file atomically (temporary file and rename), so
+ * concurrent writers leave one whole file. A no-op when nothing changed. */
+int catalog_save(struct catalog *c, struct kiln_err *err);
 
-/* The cache file. catalog_read returns -ENOENT (absent), -EBADMSG (corrupt,
- * truncated, another version or manifest name: to be rebuilt, never trusted).
- * catalog_write replaces the file atomically (temporary file and rename), so
- * concurrent writers leave one whole file. */
-int catalog_read(struct catalog *c, const char *file, struct kiln_err *err);
-int catalog_write(const struct catalog *c, const char *file, struct kiln_err *err);
+/* The queries read blocks of the cache file on demand. When a block is
+ * damaged they answer -EBADMSG (or nothing) and set c->broken: the caller
+ * must then drop the catalog and start again without the cache. */
 
-const struct catalog_image *catalog_find(const struct catalog *c, const char *path);
+/* Record i (< c->n). -EBADMSG if the record is damaged. */
+int catalog_get(struct catalog *c, uint32_t i, struct catalog_image *ret);
+/* The image whose folder is path: its index, -ENOENT, or -EBADMSG. */
+int catalog_find(struct catalog *c, const char *path, size_t len, uint32_t *ret_index);
+/* The images under key in an index, in path order: *ret points at count
+ * unaligned-safe little-endian u32 indexes inside the snapshot. */
+uint32_t catalog_lookup(struct catalog *c, enum catalog_index which, const char *key, size_t len,
+			const unsigned char **ret);
+static inline uint32_t catalog_u32(const unsigned char *p, uint32_t i)
+{
+	p += 4 * (size_t)i;
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 
 /* Walking the packed lists: the string after s. */
 static inline const char *catalog_next(const char *s)
@@ -65,7 +98,10 @@ static inline const char *catalog_next(const char *s)
 	return s + 1;
 }
 /* FROM record at p: its line, its ref, and the record after it. */
-unsigned catalog_from_line(const char *p);
+static inline unsigned catalog_from_line(const char *p)
+{
+	return catalog_u32((const unsigned char *)p, 0);
+}
 static inline const char *catalog_from_ref(const char *p)
 {
 	return p + 4;

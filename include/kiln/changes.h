@@ -38,8 +38,10 @@ struct changeset {
 };
 
 /* Fills ret. cat is the catalog of the repository (synced here to TO's tree;
- * its manifest name is the one used). Fails only when git data cannot be
- * read; problems with the images themselves go to ret->errors. */
+ * its manifest name is the one used). Fails when git data cannot be read, or
+ * with -EBADMSG when the catalog's cache file turns out damaged (drop the
+ * catalog and call again without it). Problems with the images themselves
+ * go to ret->errors. */
 int changes_compute(git_repository *repo, git_commit *from, git_commit *to, struct catalog *cat,
 		    struct changeset *ret, struct kiln_err *err);
 void changeset_done(struct changeset *cs);
