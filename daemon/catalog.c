@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,15 +32,24 @@
 #include "kiln/repo.h"
 #include "kiln/treediff.h"
 
-#define CATALOG_MAGIC "KILNCAT\x03"
-#define CATALOG_HEADER 80
-#define CATALOG_BLOCK 4096
+#define CATALOG_MAGIC	 "KILNCAT\x03"
+#define CATALOG_HEADER	 80
+#define CATALOG_BLOCK	 4096
 #define CATALOG_FILE_MAX (1u << 31)
 #define CATALOG_LIST_MAX 0xffffu
 
 enum { F_VALID = 1, F_DOCKERFILE = 2 };
-enum { H_LEN = 16, H_VERSION = 20, H_MANIFEST = 24, H_TREE = 28, H_N = 48, H_TABLE = 52,
-       H_INDEX = 56, H_SUMS = 72, H_NBLOCKS = 76 };
+enum {
+	H_LEN = 16,
+	H_VERSION = 20,
+	H_MANIFEST = 24,
+	H_TREE = 28,
+	H_N = 48,
+	H_TABLE = 52,
+	H_INDEX = 56,
+	H_SUMS = 72,
+	H_NBLOCKS = 76
+};
 
 static uint32_t get_u32(const char *snap, size_t off)
 {
@@ -63,7 +73,7 @@ static void put_u32(struct buf *b, uint32_t v)
 
 static void put_u16(struct buf *b, unsigned v)
 {
-	char x[2] = { (char)(v & 0xff), (char)(v >> 8 & 0xff) };
+	char x[2] = {(char)(v & 0xff), (char)(v >> 8 & 0xff)};
 	buf_append(b, x, 2);
 }
 
@@ -88,12 +98,15 @@ void catalog_init(struct catalog *c, const char *manifest_name, const char *cach
 
 static void snapshot_drop(struct catalog *c)
 {
-	if (c->fd >= 0)
+	if (c->fd >= 0) {
+		munmap(c->snap, c->snap_len);
 		close(c->fd);
+	} else {
+		free(c->snap);
+	}
 	c->fd = -1;
 	free(c->loaded);
 	c->loaded = NULL;
-	free(c->snap);
 	c->snap = NULL;
 	c->snap_len = c->data_end = c->nblocks = 0;
 	c->n = 0;
@@ -113,8 +126,8 @@ void catalog_done(struct catalog *c)
  * and damaged files; the cache is no trust boundary, the repository is). */
 static uint64_t checksum(const char *p, size_t n)
 {
-	uint64_t h[4] = { 0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull,
-			  0x27D4EB2F165667C5ull ^ n };
+	uint64_t h[4] = {0x9E3779B97F4A7C15ull, 0xC2B2AE3D27D4EB4Full, 0x165667B19E3779F9ull,
+			 0x27D4EB2F165667C5ull ^ n};
 	size_t i = 0;
 
 	for (; i + 32 <= n; i += 32) {
@@ -130,23 +143,15 @@ static uint64_t checksum(const char *p, size_t n)
 	return (h[0] ^ (h[1] << 1)) * 0xc4ceb9fe1a85ec53ull ^ (h[2] >> 3) ^ (h[3] << 7);
 }
 
-/* Reads and verifies block k of a lazily read snapshot. */
+/* Verifies block k of a mapped cache file on its first use. */
 static bool load_block(struct catalog *c, size_t k)
 {
-	size_t start = CATALOG_HEADER + k * CATALOG_BLOCK, len, off = 0;
+	size_t start = CATALOG_HEADER + k * CATALOG_BLOCK, len;
 	uint64_t want;
 
 	if (c->loaded[k])
 		return true;
 	len = c->data_end - start < CATALOG_BLOCK ? c->data_end - start : CATALOG_BLOCK;
-	while (off < len) {
-		ssize_t r = pread(c->fd, c->snap + start + off, len - off, (off_t)(start + off));
-		if (r <= 0) {
-			c->broken = true;
-			return false;
-		}
-		off += (size_t)r;
-	}
 	memcpy(&want, c->snap + c->data_end + 8 * k, 8);
 	if (checksum(c->snap + start, len) != want) {
 		c->broken = true;
@@ -234,7 +239,7 @@ static const char *rd_strs(struct rd *r, unsigned n, bool with_line)
 
 static int unpack(const char *p, size_t len, struct catalog_image *img)
 {
-	struct rd r = { p, p + len, false };
+	struct rd r = {p, p + len, false};
 	const char *oid;
 	unsigned flags;
 
@@ -281,19 +286,19 @@ int catalog_get(struct catalog *c, uint32_t i, struct catalog_image *ret)
 }
 
 /* Reads the manifest (and Dockerfile) at dir and packs one record. */
-static int record_build(git_repository *repo, git_tree *tree, const char *manifest_name,
+static int record_build(git_repository *repo, struct repo_trees *tree, const char *manifest_name,
 			const char *dir, const git_oid *manifest_id, struct buf *b,
 			struct kiln_err *err)
 {
-	struct manifest m = { 0 };
-	struct kiln_diags diags = { 0 };
-	struct dockerfile_froms froms = { 0 };
+	struct manifest m = {0};
+	struct kiln_diags diags = {0};
+	struct dockerfile_froms froms = {0};
 	git_blob *blob = NULL;
-	git_tree_entry *dfe = NULL;
+	const git_tree_entry *dfe = NULL;
 	char *file = dir[0] ? xasprintf("%s/%s", dir, manifest_name) : xstrdup(manifest_name);
 	char *def_df = NULL;
 	bool valid = false, has_df = false;
-	git_oid df_id = { { 0 } };
+	git_oid df_id = {{0}};
 	const char *dockerfile;
 	int r;
 
@@ -309,7 +314,7 @@ static int record_build(git_repository *repo, git_tree *tree, const char *manife
 	r = 0;
 	path_resolve(dir, "Dockerfile", &def_df);
 	dockerfile = valid ? m.dockerfile : def_df;
-	if (valid && repo_entry(tree, dockerfile, &dfe) == 0 &&
+	if (valid && repo_trees_entry(tree, dockerfile, &dfe) == 0 &&
 	    git_tree_entry_type(dfe) == GIT_OBJECT_BLOB) {
 		has_df = true;
 		git_oid_cpy(&df_id, git_tree_entry_id(dfe));
@@ -350,7 +355,6 @@ static int record_build(git_repository *repo, git_tree *tree, const char *manife
 	}
 	align4(b);
 out:
-	git_tree_entry_free(dfe);
 	dockerfile_froms_done(&froms);
 	kiln_diags_done(&diags);
 	manifest_done(&m);
@@ -380,8 +384,8 @@ struct group {
 	size_t n, cap;
 };
 
-static void group_add(struct strmap *m, struct group **gs, size_t *ng, size_t *cap,
-		      const char *key, uint32_t key_off, uint32_t image)
+static void group_add(struct strmap *m, struct group **gs, size_t *ng, size_t *cap, const char *key,
+		      uint32_t key_off, uint32_t image)
 {
 	size_t len = strlen(key);
 	void **slot = strmap_put(m, key, len);
@@ -397,7 +401,7 @@ static void group_add(struct strmap *m, struct group **gs, size_t *ng, size_t *c
 		g->key_off = key_off;
 		g->key_len = (uint32_t)len;
 		g->hash = strmap_hash(key, len);
-		*slot = (void *)(uintptr_t)++*ng;
+		*slot = (void *)(uintptr_t)++ * ng;
 	}
 	g = &(*gs)[(uintptr_t)*slot - 1];
 	if (g->n > 0 && g->idx[g->n - 1] == image)
@@ -412,7 +416,7 @@ static void group_add(struct strmap *m, struct group **gs, size_t *ng, size_t *c
 static void write_index(struct buf *b, const struct rec *recs, const uint32_t *offs, size_t n,
 			enum catalog_index which)
 {
-	struct strmap m = { 0 };
+	struct strmap m = {0};
 	struct group *gs = NULL;
 	size_t ng = 0, cap = 0, nb = 1, base;
 
@@ -481,7 +485,7 @@ static uint64_t header_sum(const char *header, const char *sums, size_t nblocks)
 
 static void snapshot_write(struct catalog *c, const git_oid *tree, struct rec *recs, size_t n)
 {
-	struct buf b = { 0 };
+	struct buf b = {0};
 	uint32_t *offs = xcalloc(n + 1, sizeof(uint32_t));
 	size_t table, data_end, nblocks;
 	uint64_t sum;
@@ -563,13 +567,19 @@ static int cache_read(struct catalog *c)
 	    (uint64_t)nblocks * 8 != len - data_end ||
 	    nblocks != (data_end - CATALOG_HEADER + CATALOG_BLOCK - 1) / CATALOG_BLOCK)
 		goto bad;
-	snap = xmalloc(len); /* pages stay untouched until their block is read */
-	memcpy(snap, header, CATALOG_HEADER);
-	if (pread(fd, snap + data_end, len - data_end, data_end) != (ssize_t)(len - data_end))
+	/* Writers replace the file by rename, never in place, so the mapping
+	 * stays whole for the life of the run. */
+	snap = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+	if (snap == MAP_FAILED) {
+		snap = NULL;
 		goto bad;
+	}
 	memcpy(&sum, header + 8, 8);
-	if (sum != header_sum(snap, snap + data_end, nblocks))
+	if (sum != header_sum(snap, snap + data_end, nblocks)) {
+		munmap(snap, len);
+		snap = NULL;
 		goto bad;
+	}
 	snapshot_drop(c);
 	c->snap = snap;
 	c->snap_len = len;
@@ -601,7 +611,6 @@ drop:
 	return -EBADMSG;
 bad:
 	close(fd);
-	free(snap);
 	return -EBADMSG;
 }
 
@@ -623,7 +632,8 @@ int catalog_save(struct catalog *c, struct kiln_err *err)
 	while (off < c->snap_len && r == 0) {
 		ssize_t n = write(fd, c->snap + off, c->snap_len - off);
 		if (n < 0)
-			r = kiln_err_set(err, -errno, "cannot write '%s': %s", tmp, strerror(errno));
+			r = kiln_err_set(err, -errno, "cannot write '%s': %s", tmp,
+					 strerror(errno));
 		else
 			off += (size_t)n;
 	}
@@ -655,8 +665,9 @@ int catalog_find(struct catalog *c, const char *path, size_t len, uint32_t *ret_
 		size_t plen;
 		int cmp;
 
-		if (!rd32(c, table + 4 * (size_t)mid, &a) || !rd32(c, table + 4 * (size_t)mid + 4, &b) ||
-		    a > b || (p = at(c, a, b - a)) == NULL)
+		if (!rd32(c, table + 4 * (size_t)mid, &a) ||
+		    !rd32(c, table + 4 * (size_t)mid + 4, &b) || a > b ||
+		    (p = at(c, a, b - a)) == NULL)
 			return -EBADMSG;
 		plen = strnlen(p, b - a);
 		cmp = memcmp(p, path, plen < len ? plen : len);
@@ -731,38 +742,40 @@ static int delta_cb(const struct treediff_entry *e, void *arg)
 	return 0;
 }
 
-static int rebuild(struct catalog *c, git_repository *repo, git_tree *tree, const char *dir,
-		   struct buf *fresh, struct kiln_err *err)
+static int rebuild(struct catalog *c, git_repository *repo, struct repo_trees *trees,
+		   const char *dir, struct buf *fresh, struct kiln_err *err)
 {
 	char *file = dir[0] ? xasprintf("%s/%s", dir, c->manifest_name) : xstrdup(c->manifest_name);
-	git_tree_entry *e = NULL;
-	int r = repo_entry(tree, file, &e);
+	const git_tree_entry *e = NULL;
+	int r = repo_trees_entry(trees, file, &e);
 
 	free(file);
 	if (r == 0 && !treediff_is_file(git_tree_entry_filemode(e)))
 		r = -ENOENT;
 	if (r == 0)
-		r = record_build(repo, tree, c->manifest_name, dir, git_tree_entry_id(e), fresh, err);
-	git_tree_entry_free(e);
+		r = record_build(repo, trees, c->manifest_name, dir, git_tree_entry_id(e), fresh,
+				 err);
 	return r;
 }
 
 int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct kiln_err *err)
 {
-	struct delta d = { c->manifest_name, { 0 }, { 0 }, { 0 } };
-	struct strmap redo = { 0 }; /* folders to read again */
+	struct delta d = {c->manifest_name, {0}, {0}, {0}};
+	struct strmap redo = {0}; /* folders to read again */
 	unsigned char *drop = NULL;
 	struct rec *recs = NULL;
-	struct strv fresh_dirs = { 0 };
-	struct buf fresh = { 0 };
+	struct strv fresh_dirs = {0};
+	struct buf fresh = {0};
 	size_t *fresh_at = NULL, nrecs = 0, nfresh = 0;
 	git_tree *old = NULL;
+	struct repo_trees trees;
 	int r;
 
+	repo_trees_init(&trees, repo, tree);
 	if (!c->has_tree && c->cache_file && c->snap == NULL)
 		cache_read(c); /* absent or damaged: built from scratch below */
 	if (c->has_tree && git_oid_equal(&c->tree_id, git_tree_id(tree)))
-		return 0;
+		return 0; /* trees is still empty */
 	if (c->has_tree && git_tree_lookup(&old, repo, &c->tree_id) < 0)
 		old = NULL; /* that tree is gone (gc, another clone): start over */
 	if (old == NULL)
@@ -796,7 +809,8 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 			struct catalog_image img;
 			uint32_t idx = catalog_u32(ix, k);
 			if (idx >= c->n || catalog_get(c, idx, &img) < 0) {
-				r = kiln_err_set(err, -EBADMSG, "catalog record %u is damaged", idx);
+				r = kiln_err_set(err, -EBADMSG, "catalog record %u is damaged",
+						 idx);
 				goto out;
 			}
 			drop[idx] = 1;
@@ -812,7 +826,7 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 		size_t at = fresh.len;
 		if (dir == NULL)
 			continue;
-		r = rebuild(c, repo, tree, dir, &fresh, err);
+		r = rebuild(c, repo, &trees, dir, &fresh, err);
 		if (r == -ENOENT)
 			continue;
 		if (r < 0)
@@ -863,6 +877,7 @@ out:
 	strv_done(&fresh_dirs);
 	strmap_done(&redo);
 	git_tree_free(old);
+	repo_trees_done(&trees);
 	strv_done(&d.changed);
 	strv_done(&d.manifests);
 	strmap_done(&d.gone);

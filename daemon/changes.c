@@ -44,6 +44,7 @@ struct removed {
 struct run {
 	git_repository *repo;
 	git_tree *to_tree;
+	struct repo_trees trees; /* TO's directories, for .dockerignore files */
 	struct catalog *cat;
 	struct kiln_err *err;
 	struct dent *d;
@@ -140,17 +141,19 @@ static struct dockerignore *ignore_for(struct run *rn, const char *context)
 {
 	void **slot = strmap_put(&rn->ignores, context, strlen(context));
 	struct ignore *ig = *slot;
-	git_tree_entry *e = NULL;
+	const git_tree_entry *e = NULL;
 	git_blob *blob = NULL;
 	char *file;
-	struct kiln_err err = { 0 };
+	struct kiln_err err = {0};
 
 	if (ig != NULL)
 		return ig->di;
 	ig = *slot = xcalloc(1, sizeof(*ig));
 	file = context[0] ? xasprintf("%s/.dockerignore", context) : xstrdup(".dockerignore");
-	if (repo_entry(rn->to_tree, file, &e) == 0 && treediff_is_file(git_tree_entry_filemode(e))) {
-		if (repo_blob(rn->repo, git_tree_entry_id(e), DOCKERIGNORE_SIZE_MAX, &blob, &err) < 0 ||
+	if (repo_trees_entry(&rn->trees, file, &e) == 0 &&
+	    treediff_is_file(git_tree_entry_filemode(e))) {
+		if (repo_blob(rn->repo, git_tree_entry_id(e), DOCKERIGNORE_SIZE_MAX, &blob, &err) <
+			0 ||
 		    dockerignore_parse(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob),
 				       &ig->di, &err) < 0) {
 			/* Docker refuses to build with it; count every change. */
@@ -159,7 +162,6 @@ static struct dockerignore *ignore_for(struct run *rn, const char *context)
 		}
 	}
 	git_blob_free(blob);
-	git_tree_entry_free(e);
 	free(file);
 	return ig->di;
 }
@@ -177,7 +179,10 @@ static bool counts(struct run *rn, const struct catalog_image *img, const char *
 /* Pass 2: paths inside a build context, and Dockerfiles wherever they live. */
 static int pass_contexts(struct run *rn)
 {
-	for (size_t i = 0; i < rn->nd; i++) {
+	struct strmap seen = {0}; /* directories all of whose images count already */
+	int r = 0;
+
+	for (size_t i = 0; i < rn->nd && r == 0; i++) {
 		const char *p = rn->d[i].path;
 		size_t len = strlen(p), at = len;
 		const unsigned char *ix;
@@ -186,22 +191,33 @@ static int pass_contexts(struct run *rn)
 		for (uint32_t k = 0; k < n; k++)
 			mark(rn, catalog_u32(ix, k), CHANGE_MODIFIED);
 		do {
+			bool pending = false;
+
 			at = path_parent_len(p, at);
+			if (strmap_get(&seen, p, at) != NULL)
+				continue;
 			n = catalog_lookup(rn->cat, CATALOG_BY_CONTEXT, p, at, &ix);
-			for (uint32_t k = 0; k < n; k++) {
+			for (uint32_t k = 0; k < n && r == 0; k++) {
 				uint32_t idx = catalog_u32(ix, k);
 				struct catalog_image img;
 
 				if (idx < rn->cat->n && rn->status[idx] != CHANGE_NONE)
 					continue;
-				if (get(rn, idx, &img) < 0)
-					return -EBADMSG;
+				if ((r = get(rn, idx, &img)) < 0)
+					break;
 				if (counts(rn, &img, at ? p + at + 1 : p))
 					mark(rn, idx, CHANGE_MODIFIED);
+				else
+					pending = true;
 			}
-		} while (at > 0);
+			/* Every image with this context is marked: later paths below
+			 * it need not ask again. The key is the diff entry's path. */
+			if (!pending)
+				*strmap_put(&seen, p, at) = (void *)1;
+		} while (at > 0 && r == 0);
 	}
-	return 0;
+	strmap_done(&seen);
+	return r;
 }
 
 /* Pass 3: whatever builds FROM an affected image, transitively. The affected
@@ -304,7 +320,8 @@ static void fill_listed(struct run *rn, struct change *c, const struct catalog_i
 		struct catalog_image other;
 
 		for (uint32_t k = 0; k < n && n > 1; k++) {
-			if (catalog_u32(ix, k) != img->index && get(rn, catalog_u32(ix, k), &other) == 0) {
+			if (catalog_u32(ix, k) != img->index &&
+			    get(rn, catalog_u32(ix, k), &other) == 0) {
 				kiln_diags_add(&rn->out->errors, path_display(img->path), 0, 0,
 					       "image '%s' is also produced by '%s'", p,
 					       path_display(other.path));
@@ -335,7 +352,7 @@ static void report_cycle(struct run *rn, const struct graph *g, const size_t *or
 {
 	size_t *cycle = xmalloc((g->n + 1) * sizeof(size_t));
 	size_t n = graph_cycle(g, order, nordered, cycle);
-	struct buf msg = { 0 };
+	struct buf msg = {0};
 
 	buf_puts(&msg, "dependency cycle: ");
 	for (size_t k = 0; k <= n && n > 0; k++)
@@ -423,6 +440,7 @@ int changes_compute(git_repository *repo, git_commit *from, git_commit *to, stru
 		r = kiln_err_git(err, -EIO, "cannot read the commits' trees");
 		goto out;
 	}
+	repo_trees_init(&rn.trees, repo, rn.to_tree);
 	r = treediff(repo, from_tree, rn.to_tree, collect, &rn, err);
 	if (r < 0 || rn.nd == 0)
 		goto out;
@@ -450,6 +468,7 @@ out:
 		}
 	}
 	strmap_done(&rn.ignores);
+	repo_trees_done(&rn.trees);
 	for (size_t i = 0; i < rn.nd; i++)
 		free(rn.d[i].path);
 	free(rn.d);

@@ -37,7 +37,7 @@ int mbedtls_x509_crt_parse_file(struct mbedtls_x509_crt *chain, const char *path
 	if (in_git_init)
 		return 0;
 	real = (int (*)(struct mbedtls_x509_crt *, const char *))dlsym(
-		RTLD_NEXT, "mbedtls_x509_crt_parse_file");
+	    RTLD_NEXT, "mbedtls_x509_crt_parse_file");
 	return real ? real(chain, path) : -1;
 }
 

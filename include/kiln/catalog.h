@@ -22,8 +22,8 @@ struct catalog_image {
 	uint32_t index;	  /* position in path order */
 	const char *path; /* folder; "" is the root */
 	git_oid manifest_id;
-	bool valid;	     /* the manifest parsed without error */
-	bool has_dockerfile; /* the Dockerfile exists in the tree as a file */
+	bool valid;			  /* the manifest parsed without error */
+	bool has_dockerfile;		  /* the Dockerfile exists in the tree as a file */
 	const char *context, *dockerfile; /* for invalid manifests: the defaults */
 	git_oid dockerfile_id;
 	const char *name, *version, *registry; /* valid only, else NULL */

@@ -5,7 +5,9 @@
 
 #include <git2.h>
 
+#include "kiln/buf.h"
 #include "kiln/common.h"
+#include "kiln/map.h"
 
 /* Once per process, before any thread uses libgit2. */
 void repo_global_init(void);
@@ -20,5 +22,21 @@ int repo_blob(git_repository *repo, const git_oid *id, size_t max, git_blob **re
 	      struct kiln_err *err);
 /* The entry at path in tree, or -ENOENT. *ret is freed with git_tree_entry_free. */
 int repo_entry(git_tree *tree, const char *path, git_tree_entry **ret);
+
+/* Trees of one root looked up by directory path, each read once. Entries
+ * returned are borrowed: valid until repo_trees_done. */
+struct repo_trees {
+	git_repository *repo;
+	git_tree *root;	   /* borrowed */
+	struct strmap map; /* dir -> git_tree * */
+	struct strv keys;
+};
+
+void repo_trees_init(struct repo_trees *t, git_repository *repo, git_tree *root);
+/* The tree at dir[0..len) ("" is the root); -ENOENT when it is not a tree. */
+int repo_trees_get(struct repo_trees *t, const char *dir, size_t len, git_tree **ret);
+/* The entry at path; -ENOENT when absent. */
+int repo_trees_entry(struct repo_trees *t, const char *path, const git_tree_entry **ret);
+void repo_trees_done(struct repo_trees *t);
 
 #endif

@@ -14,7 +14,7 @@
 static void expect(const char *text, const struct kv *args, size_t nargs, const char *const *want,
 		   size_t nwant)
 {
-	struct dockerfile_froms f = { 0 };
+	struct dockerfile_froms f = {0};
 	char got[512];
 
 	assert_int_equal(dockerfile_froms(text, strlen(text), args, nargs, &f, NULL), 0);
@@ -32,7 +32,7 @@ static void expect(const char *text, const struct kv *args, size_t nargs, const 
 
 #define EXPECT(text, ...)                                                                          \
 	do {                                                                                       \
-		const char *const w[] = { __VA_ARGS__ };                                           \
+		const char *const w[] = {__VA_ARGS__};                                             \
 		expect(text, NULL, 0, w, sizeof(w) / sizeof(w[0]));                                \
 	} while (0)
 
@@ -71,9 +71,9 @@ static void continuations(void **state)
 
 static void args_and_build_args(void **state)
 {
-	const struct kv args[] = { { "TAG", "9" }, { "UNDECLARED", "u" } };
-	const char *const w1[] = { "3:reg/base:9", "4:reg/other:latest", "5:x:1" };
-	const char *const w2[] = { "3:reg/base:3", "4:reg/other:latest", "5:x:1" };
+	const struct kv args[] = {{"TAG", "9"}, {"UNDECLARED", "u"}};
+	const char *const w1[] = {"3:reg/base:9", "4:reg/other:latest", "5:x:1"};
+	const char *const w2[] = {"3:reg/base:3", "4:reg/other:latest", "5:x:1"};
 	const char *text = "ARG REG=reg\nARG TAG=3 V=1\n"
 			   "FROM ${REG}/base:$TAG\n"
 			   "FROM $REG/other${UNDECLARED}\n"
@@ -108,8 +108,8 @@ static void size_limit(void **state)
 {
 	size_t n = DOCKERFILE_SIZE_MAX + 1;
 	char *big = calloc(1, n);
-	struct dockerfile_froms f = { 0 };
-	struct kiln_err err = { 0 };
+	struct dockerfile_froms f = {0};
+	struct kiln_err err = {0};
 
 	(void)state;
 	assert_int_equal(dockerfile_froms(big, n, NULL, 0, &f, &err), -EFBIG);
@@ -119,9 +119,9 @@ static void size_limit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(plain_and_tags),	cmocka_unit_test(stages_flags_comments),
-		cmocka_unit_test(continuations),	cmocka_unit_test(args_and_build_args),
-		cmocka_unit_test(normalize),		cmocka_unit_test(size_limit),
+	    cmocka_unit_test(plain_and_tags), cmocka_unit_test(stages_flags_comments),
+	    cmocka_unit_test(continuations),  cmocka_unit_test(args_and_build_args),
+	    cmocka_unit_test(normalize),      cmocka_unit_test(size_limit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,7 +15,7 @@
 static void run_case(const char *title, struct buf *patterns, struct strv *files, int *checked)
 {
 	struct dockerignore *di = NULL;
-	struct kiln_err err = { 0 };
+	struct kiln_err err = {0};
 
 	if (dockerignore_parse(patterns->p ? patterns->p : "", patterns->len, &di, &err) < 0)
 		fail_msg("case '%s': %s", title, err.msg);
@@ -36,8 +36,8 @@ static void cli_confirmed_cases(void **state)
 {
 	FILE *f = fopen(KILN_TEST_DATA "/dockerignore.cases", "r");
 	char line[4096], title[4096] = "";
-	struct buf patterns = { 0 };
-	struct strv files = { 0 };
+	struct buf patterns = {0};
+	struct strv files = {0};
 	int ncases = 0, checked = 0, nfiles = 0;
 
 	(void)state;
@@ -69,9 +69,9 @@ static void cli_confirmed_cases(void **state)
 
 static void parse_errors(void **state)
 {
-	const char *bad[] = { "!\n", "a\n  !  \n", "[a\n", "[]\n", "x\\\n", "[z-a]\n", "[-a]\n" };
+	const char *bad[] = {"!\n", "a\n  !  \n", "[a\n", "[]\n", "x\\\n", "[z-a]\n", "[-a]\n"};
 	struct dockerignore *di = NULL;
-	struct kiln_err err = { 0 };
+	struct kiln_err err = {0};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -90,7 +90,7 @@ static void bom_crlf_and_empty(void **state)
 	const char text[] = "\xEF\xBB\xBF"
 			    "foo\r\n\r\n# c\r\nbar\r\n";
 	struct dockerignore *di = NULL;
-	struct kiln_err err = { 0 };
+	struct kiln_err err = {0};
 
 	(void)state;
 	assert_int_equal(dockerignore_parse(text, sizeof(text) - 1, &di, &err), 0);
@@ -107,9 +107,9 @@ static void bom_crlf_and_empty(void **state)
 static void no_backtracking_blowup(void **state)
 {
 	/* 30 stars against a long near-miss: an NFA is linear, backtracking is not. */
-	struct buf p = { 0 }, s = { 0 };
+	struct buf p = {0}, s = {0};
 	struct dockerignore *di = NULL;
-	struct kiln_err err = { 0 };
+	struct kiln_err err = {0};
 
 	(void)state;
 	for (int i = 0; i < 30; i++)
@@ -129,7 +129,7 @@ static void line_too_long(void **state)
 	size_t n = DOCKERIGNORE_LINE_MAX + 2;
 	char *text = malloc(n);
 	struct dockerignore *di = NULL;
-	struct kiln_err err = { 0 };
+	struct kiln_err err = {0};
 
 	(void)state;
 	memset(text, 'a', n);
@@ -141,11 +141,9 @@ static void line_too_long(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(cli_confirmed_cases),
-		cmocka_unit_test(parse_errors),
-		cmocka_unit_test(bom_crlf_and_empty),
-		cmocka_unit_test(no_backtracking_blowup),
-		cmocka_unit_test(line_too_long),
+	    cmocka_unit_test(cli_confirmed_cases), cmocka_unit_test(parse_errors),
+	    cmocka_unit_test(bom_crlf_and_empty),  cmocka_unit_test(no_backtracking_blowup),
+	    cmocka_unit_test(line_too_long),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,7 +11,7 @@
 
 static void order_by_key_without_edges(void **state)
 {
-	const char *keys[] = { "c", "a", "b" };
+	const char *keys[] = {"c", "a", "b"};
 	struct graph g;
 	size_t order[3];
 
@@ -27,7 +27,7 @@ static void order_by_key_without_edges(void **state)
 static void dependencies_first(void **state)
 {
 	/* z -> a (a builds FROM z), z -> m, m -> b: order z, a, m, b */
-	const char *keys[] = { "a", "b", "m", "z" };
+	const char *keys[] = {"a", "b", "m", "z"};
 	struct graph g;
 	size_t order[4];
 
@@ -48,7 +48,7 @@ static void dependencies_first(void **state)
 static void cycle_is_found(void **state)
 {
 	/* a -> b -> c -> a, and d behind the cycle (c -> d), e free */
-	const char *keys[] = { "a", "b", "c", "d", "e" };
+	const char *keys[] = {"a", "b", "c", "d", "e"};
 	struct graph g;
 	size_t order[5], cycle[5], n, nordered;
 
@@ -80,7 +80,7 @@ static void cycle_is_found(void **state)
 
 static void self_loop_is_a_cycle(void **state)
 {
-	const char *keys[] = { "a" };
+	const char *keys[] = {"a"};
 	struct graph g;
 	size_t order[1], cycle[1];
 
@@ -96,10 +96,10 @@ static void self_loop_is_a_cycle(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(order_by_key_without_edges),
-		cmocka_unit_test(dependencies_first),
-		cmocka_unit_test(cycle_is_found),
-		cmocka_unit_test(self_loop_is_a_cycle),
+	    cmocka_unit_test(order_by_key_without_edges),
+	    cmocka_unit_test(dependencies_first),
+	    cmocka_unit_test(cycle_is_found),
+	    cmocka_unit_test(self_loop_is_a_cycle),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,7 +19,7 @@ static int parse(const char *text, const char *dir, struct manifest *m, struct k
 static void expect_error(const char *text, unsigned line, unsigned col, const char *needle)
 {
 	struct manifest m;
-	struct kiln_diags d = { 0 };
+	struct kiln_diags d = {0};
 	bool found = false;
 
 	assert_int_equal(parse(text, "img", &m, &d), -EINVAL);
@@ -31,7 +31,8 @@ static void expect_error(const char *text, unsigned line, unsigned col, const ch
 	}
 	if (!found) {
 		for (size_t i = 0; i < d.n; i++)
-			fprintf(stderr, "got %u:%u: %s\n", d.v[i].line, d.v[i].column, d.v[i].message);
+			fprintf(stderr, "got %u:%u: %s\n", d.v[i].line, d.v[i].column,
+				d.v[i].message);
 		fail_msg("no error at %u:%u containing '%s'", line, col, needle);
 	}
 	assert_null(m.name);
@@ -52,7 +53,7 @@ static void full_manifest(void **state)
 			   "labels: {team: infra}\n"
 			   "test: {command: [\"jq\", \"--version\"]}\n";
 	struct manifest m;
-	struct kiln_diags d = { 0 };
+	struct kiln_diags d = {0};
 	char *ref;
 
 	(void)state;
@@ -83,7 +84,7 @@ static void full_manifest(void **state)
 static void defaults_and_root(void **state)
 {
 	struct manifest m;
-	struct kiln_diags d = { 0 };
+	struct kiln_diags d = {0};
 
 	(void)state;
 	/* A bare 1.10 stays "1.10": the scalar's text, not a float. */
@@ -107,7 +108,8 @@ static void errors_located(void **state)
 	expect_error("name: a\nversion: 1\n", 1, 1, "missing required key 'registry'");
 	expect_error("version: 1\nregistry: r\n", 1, 1, "missing required key 'name'");
 	expect_error("name: [a]\nversion: 1\nregistry: r\n", 1, 7, "'name' must be a string");
-	expect_error("name: a\nversion: {a: 1}\nregistry: r\n", 2, 10, "'version' must be a scalar");
+	expect_error("name: a\nversion: {a: 1}\nregistry: r\n", 2, 10,
+		     "'version' must be a scalar");
 	expect_error("name: a\nversion:\nregistry: r\n", 2, 9, "not null");
 	expect_error("name: Tools/JQ\nversion: 1\nregistry: r\n", 1, 7, "not a valid image name");
 	expect_error("name: a\nversion: 'bad tag'\nregistry: r\n", 2, 10, "not a valid tag");
@@ -149,7 +151,7 @@ static void errors_located(void **state)
 static void every_error_is_reported(void **state)
 {
 	struct manifest m;
-	struct kiln_diags d = { 0 };
+	struct kiln_diags d = {0};
 
 	(void)state;
 	assert_int_equal(parse("name: A\nversion: 'x y'\nfoo: 1\n", "img", &m, &d), -EINVAL);
@@ -161,7 +163,7 @@ static void every_error_is_reported(void **state)
 static void size_and_nul_limits(void **state)
 {
 	struct manifest m;
-	struct kiln_diags d = { 0 };
+	struct kiln_diags d = {0};
 	size_t big = MANIFEST_SIZE_MAX + 1;
 	char *text = malloc(big);
 
@@ -205,12 +207,9 @@ static void grammars(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(full_manifest),
-		cmocka_unit_test(defaults_and_root),
-		cmocka_unit_test(errors_located),
-		cmocka_unit_test(every_error_is_reported),
-		cmocka_unit_test(size_and_nul_limits),
-		cmocka_unit_test(grammars),
+	    cmocka_unit_test(full_manifest),	   cmocka_unit_test(defaults_and_root),
+	    cmocka_unit_test(errors_located),	   cmocka_unit_test(every_error_is_reported),
+	    cmocka_unit_test(size_and_nul_limits), cmocka_unit_test(grammars),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

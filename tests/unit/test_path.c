@@ -52,8 +52,8 @@ static void helpers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(resolve),
-		cmocka_unit_test(helpers),
+	    cmocka_unit_test(resolve),
+	    cmocka_unit_test(helpers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
