@@ -1,0 +1,22 @@
+#!/bin/sh
+# deps.sh: installs kiln's build and test dependencies from Debian 12's archive,
+# only those that are missing (so a prepared machine needs no network).
+set -eu
+
+pkgs="build-essential cmake pkg-config git ca-certificates python3
+libgit2-dev libyaml-dev libjansson-dev libcmocka-dev"
+
+missing=""
+for p in $pkgs; do
+	if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
+echo "deps.sh: installing$missing" >&2
+$sudo apt-get update
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends $missing
