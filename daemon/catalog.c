@@ -622,8 +622,11 @@ int catalog_save(struct catalog *c, struct kiln_err *err)
 
 	if (c->cache_file == NULL || !c->dirty || !c->has_tree || c->fd >= 0)
 		return 0;
-	tmp = xasprintf("%s.tmp.%ld", c->cache_file, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* a unique temporary name, so that concurrent writers never share one */
+	tmp = xasprintf("%s.tmp.XXXXXX", c->cache_file);
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd >= 0)
+		fchmod(fd, 0644);
 	if (fd < 0) {
 		r = kiln_err_set(err, -errno, "cannot create '%s': %s", tmp, strerror(errno));
 		free(tmp);
