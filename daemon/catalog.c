@@ -490,7 +490,13 @@ static void snapshot_write(struct catalog *c, const git_oid *tree, struct rec *r
 	size_t table, data_end, nblocks;
 	uint64_t sum;
 
-	buf_reserve(&b, CATALOG_HEADER);
+	{
+		/* one allocation of about the final size instead of doublings */
+		size_t est = CATALOG_HEADER + 256 + 4 * (n + 1);
+		for (size_t i = 0; i < n; i++)
+			est += recs[i].len + 4 * 40;
+		buf_reserve(&b, est);
+	}
 	memset(b.p, 0, CATALOG_HEADER);
 	memcpy(b.p, CATALOG_MAGIC, 8);
 	b.len = CATALOG_HEADER;
@@ -723,6 +729,7 @@ uint32_t catalog_lookup(struct catalog *c, enum catalog_index which, const char 
 
 struct delta {
 	const char *manifest_name;
+	bool want_changed;     /* only an update needs every changed path */
 	struct strv changed;   /* every changed path */
 	struct strv manifests; /* folders whose manifest changed (any way) */
 	struct strmap gone;    /* folders whose manifest is no longer a file */
@@ -734,7 +741,8 @@ static int delta_cb(const struct treediff_entry *e, void *arg)
 	size_t plen = path_parent_len(e->path, e->path_len);
 	const char *base = e->path + (plen ? plen + 1 : 0);
 
-	strv_push(&d->changed, xstrndup(e->path, e->path_len));
+	if (d->want_changed)
+		strv_push(&d->changed, xstrndup(e->path, e->path_len));
 	if (strcmp(base, d->manifest_name) == 0 &&
 	    (treediff_is_file(e->old_mode) || treediff_is_file(e->new_mode))) {
 		char *dir = xstrndup(e->path, plen);
@@ -763,7 +771,7 @@ static int rebuild(struct catalog *c, git_repository *repo, struct repo_trees *t
 
 int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct kiln_err *err)
 {
-	struct delta d = {c->manifest_name, {0}, {0}, {0}};
+	struct delta d = {.manifest_name = c->manifest_name};
 	struct strmap redo = {0}; /* folders to read again */
 	unsigned char *drop = NULL;
 	struct rec *recs = NULL;
@@ -783,6 +791,7 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 		old = NULL; /* that tree is gone (gc, another clone): start over */
 	if (old == NULL)
 		snapshot_drop(c); /* describe nothing until the new snapshot is written */
+	d.want_changed = old != NULL;
 	r = treediff(repo, old, tree, delta_cb, &d, err);
 	if (r < 0)
 		goto out;

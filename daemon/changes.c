@@ -30,12 +30,6 @@ const char *change_kind_str(enum change_kind k)
 	return "none";
 }
 
-struct dent {
-	char *path;
-	unsigned old_mode, new_mode;
-	git_oid old_id;
-};
-
 struct removed {
 	char *dir;
 	git_oid manifest_id;
@@ -47,8 +41,9 @@ struct run {
 	struct repo_trees trees; /* TO's directories, for .dockerignore files */
 	struct catalog *cat;
 	struct kiln_err *err;
-	struct dent *d;
-	size_t nd, capd;
+	struct strmap seen; /* directories all of whose images are settled */
+	struct strv seen_keys;
+	int r; /* first failure inside the walk */
 	struct removed *rm;
 	size_t nrm, caprm;
 	enum change_kind *status; /* per catalog image */
@@ -61,22 +56,6 @@ struct run {
 struct ignore {
 	struct dockerignore *di; /* NULL: no .dockerignore, or a broken one */
 };
-
-static int collect(const struct treediff_entry *e, void *arg)
-{
-	struct run *rn = arg;
-
-	if (rn->nd == rn->capd) {
-		rn->capd = rn->capd ? rn->capd * 2 : 64;
-		rn->d = xreallocarray(rn->d, rn->capd, sizeof(*rn->d));
-	}
-	rn->d[rn->nd].path = xstrndup(e->path, e->path_len);
-	rn->d[rn->nd].old_mode = e->old_mode;
-	rn->d[rn->nd].new_mode = e->new_mode;
-	git_oid_cpy(&rn->d[rn->nd].old_id, &e->old_id);
-	rn->nd++;
-	return 0;
-}
 
 static const char *basename_of(const char *p)
 {
@@ -95,12 +74,18 @@ static void add_removed(struct run *rn, const char *dir, const git_oid *id)
 	rn->nrm++;
 }
 
+/* Entries arrive in tree order, so a folder's Dockerfile may mark it
+ * modified before its manifest shows it is new: added wins over modified. */
 static void mark(struct run *rn, uint32_t i, enum change_kind k)
 {
-	if (i >= rn->cat->n || rn->status[i] != CHANGE_NONE)
+	if (i >= rn->cat->n)
 		return;
-	rn->status[i] = k;
-	rn->affected[rn->naffected++] = i;
+	if (rn->status[i] == CHANGE_NONE) {
+		rn->status[i] = k;
+		rn->affected[rn->naffected++] = i;
+	} else if (k == CHANGE_ADDED && rn->status[i] == CHANGE_MODIFIED) {
+		rn->status[i] = k;
+	}
 }
 
 /* The snapshot was checked when it was read or written; a record that does
@@ -112,28 +97,23 @@ static int get(struct run *rn, uint32_t i, struct catalog_image *img)
 	return 0;
 }
 
-/* Pass 1: manifests that appeared, went or changed. */
-static void pass_manifests(struct run *rn)
+/* A manifest that appeared, went or changed. */
+static void entry_manifest(struct run *rn, const struct treediff_entry *e)
 {
-	const char *mname = rn->cat->manifest_name;
+	bool was = treediff_is_file(e->old_mode), is = treediff_is_file(e->new_mode);
+	size_t dlen;
+	uint32_t idx;
 
-	for (size_t i = 0; i < rn->nd; i++) {
-		struct dent *e = &rn->d[i];
-		bool was = treediff_is_file(e->old_mode), is = treediff_is_file(e->new_mode);
-		size_t dlen;
-		uint32_t idx;
-
-		if (strcmp(basename_of(e->path), mname) != 0 || (!was && !is))
-			continue;
-		dlen = path_parent_len(e->path, strlen(e->path));
-		if (is) {
-			if (catalog_find(rn->cat, e->path, dlen, &idx) == 0)
-				mark(rn, idx, was ? CHANGE_MODIFIED : CHANGE_ADDED);
-		} else {
-			char *dir = xstrndup(e->path, dlen);
-			add_removed(rn, dir, &e->old_id);
-			free(dir);
-		}
+	if (strcmp(basename_of(e->path), rn->cat->manifest_name) != 0 || (!was && !is))
+		return;
+	dlen = path_parent_len(e->path, e->path_len);
+	if (is) {
+		if (catalog_find(rn->cat, e->path, dlen, &idx) == 0)
+			mark(rn, idx, was ? CHANGE_MODIFIED : CHANGE_ADDED);
+	} else {
+		char *dir = xstrndup(e->path, dlen);
+		add_removed(rn, dir, &e->old_id);
+		free(dir);
 	}
 }
 
@@ -176,48 +156,56 @@ static bool counts(struct run *rn, const struct catalog_image *img, const char *
 	return di == NULL || !dockerignore_excluded(di, rel);
 }
 
-/* Pass 2: paths inside a build context, and Dockerfiles wherever they live. */
-static int pass_contexts(struct run *rn)
+/* A path inside build contexts, or a Dockerfile wherever it lives. */
+static int entry_contexts(struct run *rn, const struct treediff_entry *e)
 {
-	struct strmap seen = {0}; /* directories all of whose images count already */
+	const char *p = e->path;
+	size_t at = e->path_len;
+	const unsigned char *ix;
+	uint32_t n = catalog_lookup(rn->cat, CATALOG_BY_DOCKERFILE, p, e->path_len, &ix);
 	int r = 0;
 
-	for (size_t i = 0; i < rn->nd && r == 0; i++) {
-		const char *p = rn->d[i].path;
-		size_t len = strlen(p), at = len;
-		const unsigned char *ix;
-		uint32_t n = catalog_lookup(rn->cat, CATALOG_BY_DOCKERFILE, p, len, &ix);
+	for (uint32_t k = 0; k < n; k++)
+		mark(rn, catalog_u32(ix, k), CHANGE_MODIFIED);
+	do {
+		bool pending = false;
 
-		for (uint32_t k = 0; k < n; k++)
-			mark(rn, catalog_u32(ix, k), CHANGE_MODIFIED);
-		do {
-			bool pending = false;
+		at = path_parent_len(p, at);
+		if (strmap_get(&rn->seen, p, at) != NULL)
+			continue;
+		n = catalog_lookup(rn->cat, CATALOG_BY_CONTEXT, p, at, &ix);
+		for (uint32_t k = 0; k < n && r == 0; k++) {
+			uint32_t idx = catalog_u32(ix, k);
+			struct catalog_image img;
 
-			at = path_parent_len(p, at);
-			if (strmap_get(&seen, p, at) != NULL)
+			if (idx < rn->cat->n && rn->status[idx] != CHANGE_NONE)
 				continue;
-			n = catalog_lookup(rn->cat, CATALOG_BY_CONTEXT, p, at, &ix);
-			for (uint32_t k = 0; k < n && r == 0; k++) {
-				uint32_t idx = catalog_u32(ix, k);
-				struct catalog_image img;
-
-				if (idx < rn->cat->n && rn->status[idx] != CHANGE_NONE)
-					continue;
-				if ((r = get(rn, idx, &img)) < 0)
-					break;
-				if (counts(rn, &img, at ? p + at + 1 : p))
-					mark(rn, idx, CHANGE_MODIFIED);
-				else
-					pending = true;
-			}
-			/* Every image with this context is marked: later paths below
-			 * it need not ask again. The key is the diff entry's path. */
-			if (!pending)
-				*strmap_put(&seen, p, at) = (void *)1;
-		} while (at > 0 && r == 0);
-	}
-	strmap_done(&seen);
+			if ((r = get(rn, idx, &img)) < 0)
+				break;
+			if (counts(rn, &img, at ? p + at + 1 : p))
+				mark(rn, idx, CHANGE_MODIFIED);
+			else
+				pending = true;
+		}
+		/* Every image with this context is marked: later paths below it
+		 * need not ask again. */
+		if (!pending && r == 0) {
+			char *key = xstrndup(p, at);
+			strv_push(&rn->seen_keys, key);
+			*strmap_put(&rn->seen, key, at) = (void *)1;
+		}
+	} while (at > 0 && r == 0);
 	return r;
+}
+
+/* Passes 1 and 2, one diff entry at a time: nothing of the diff is kept. */
+static int on_entry(const struct treediff_entry *e, void *arg)
+{
+	struct run *rn = arg;
+
+	entry_manifest(rn, e);
+	rn->r = entry_contexts(rn, e);
+	return rn->r;
 }
 
 /* Pass 3: whatever builds FROM an affected image, transitively. The affected
@@ -431,7 +419,7 @@ int changes_compute(git_repository *repo, git_commit *from, git_commit *to, stru
 {
 	struct run rn = {.repo = repo, .cat = cat, .err = err, .out = ret};
 	git_tree *from_tree = NULL;
-	int r;
+	int r = 0;
 
 	memset(ret, 0, sizeof(*ret));
 	git_oid_cpy(&ret->from, git_commit_id(from));
@@ -441,16 +429,17 @@ int changes_compute(git_repository *repo, git_commit *from, git_commit *to, stru
 		goto out;
 	}
 	repo_trees_init(&rn.trees, repo, rn.to_tree);
-	r = treediff(repo, from_tree, rn.to_tree, collect, &rn, err);
-	if (r < 0 || rn.nd == 0)
+	/* Equal root trees: nothing differs, and nothing needs reading. */
+	if (git_oid_equal(git_tree_id(from_tree), git_tree_id(rn.to_tree)))
 		goto out;
 	r = catalog_sync(cat, repo, rn.to_tree, err);
 	if (r < 0)
 		goto out;
 	rn.status = xcalloc((size_t)cat->n + 1, sizeof(*rn.status));
 	rn.affected = xmalloc(((size_t)cat->n + 1) * sizeof(uint32_t));
-	pass_manifests(&rn);
-	r = pass_contexts(&rn);
+	r = treediff(repo, from_tree, rn.to_tree, on_entry, &rn, err);
+	if (r < 0 && rn.r < 0)
+		r = rn.r; /* a damaged catalog, not a git failure */
 	if (r == 0)
 		r = pass_dependencies(&rn);
 	if (r == 0)
@@ -469,9 +458,8 @@ out:
 	}
 	strmap_done(&rn.ignores);
 	repo_trees_done(&rn.trees);
-	for (size_t i = 0; i < rn.nd; i++)
-		free(rn.d[i].path);
-	free(rn.d);
+	strmap_done(&rn.seen);
+	strv_done(&rn.seen_keys);
 	for (size_t i = 0; i < rn.nrm; i++)
 		free(rn.rm[i].dir);
 	free(rn.rm);

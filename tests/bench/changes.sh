@@ -63,7 +63,14 @@ printf '\n%-22s %7s | %10s %10s %8s | %10s %8s | %7s\n' range images \
 printf '%s\n' "----------------------------------------------------------------------------------------------------"
 for spec in "1:main~1" "100:main~100" "5000:main~5000" "whole ($total):$root"; do
 	label=${spec%%:*} from=${spec#*:}
-	n=$("$kiln" changes --repo "$work/repo.git" --no-cache "$from" main | wc -l)
+	"$kiln" changes --repo "$work/repo.git" --no-cache "$from" main >"$work/kiln.out"
+	n=$(wc -l <"$work/kiln.out")
+	# sanity: every image kiln builds has a changed path in the pipeline's list
+	(cd "$work/checkout" && "$work/pipeline.sh" "$from" main >/dev/null)
+	(cd "$work/checkout" && git diff --name-only "$from" main | cut -d/ -f1-3 | sort -u) >"$work/pipe.dirs"
+	awk -F'\t' '$1 == "added" || $1 == "modified" {print $2}' "$work/kiln.out" | sort -u |
+		comm -23 - "$work/pipe.dirs" | grep -q . &&
+		{ echo "kiln lists an image the diff does not touch ($label)" >&2; exit 1; }
 	# cold: the first run after dropping kiln's cache
 	cold=$(measure 1 --before "rm -rf $work/repo.git/kiln" -- "$kiln" changes --repo "$work/repo.git" "$from" main)
 	warm=$(measure "$runs" -- "$kiln" changes --repo "$work/repo.git" "$from" main)
