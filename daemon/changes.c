@@ -422,15 +422,17 @@ int changes_compute(git_repository *repo, git_commit *from, git_commit *to, stru
 	int r = 0;
 
 	memset(ret, 0, sizeof(*ret));
-	git_oid_cpy(&ret->from, git_commit_id(from));
+	if (from)
+		git_oid_cpy(&ret->from, git_commit_id(from));
 	git_oid_cpy(&ret->to, git_commit_id(to));
-	if (git_commit_tree(&from_tree, from) < 0 || git_commit_tree(&rn.to_tree, to) < 0) {
+	if ((from && git_commit_tree(&from_tree, from) < 0) ||
+	    git_commit_tree(&rn.to_tree, to) < 0) {
 		r = kiln_err_git(err, -EIO, "cannot read the commits' trees");
 		goto out;
 	}
 	repo_trees_init(&rn.trees, repo, rn.to_tree);
 	/* Equal root trees: nothing differs, and nothing needs reading. */
-	if (git_oid_equal(git_tree_id(from_tree), git_tree_id(rn.to_tree)))
+	if (from_tree && git_oid_equal(git_tree_id(from_tree), git_tree_id(rn.to_tree)))
 		goto out;
 	r = catalog_sync(cat, repo, rn.to_tree, err);
 	if (r < 0)

@@ -1,21 +1,376 @@
-/* kilnd.c: the daemon's entry point. For now it only identifies itself; the
- * event loop, configuration and watching arrive with the daemon issue. */
+/* kilnd.c: the daemon. Options, configuration (SIGHUP reloads it), the event
+ * loop, signals, sd_notify, and the owners of everything long-lived: the
+ * state, one watch per repository, the builder. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-#include "kiln/common.h"
+#include <uv.h>
+
+#include "kiln/build.h"
+#include "kiln/config.h"
+#include "kiln/log.h"
+#include "kiln/notify.h"
+#include "kiln/repo.h"
+#include "kiln/state.h"
+#include "kiln/watch.h"
+
+struct daemon {
+	uv_loop_t *loop;
+	struct config cfg;
+	struct state *state;
+	char *mirrors_dir;
+	struct watch **watches;
+	size_t nwatches, capwatches;
+	size_t closing; /* watches stopped but not yet closed */
+	struct builder builder;
+	uv_signal_t sig_hup, sig_term, sig_int;
+	uv_timer_t watchdog, grace;
+	bool stopping;
+	bool abandoned; /* the grace period ran out with jobs still on workers */
+	int exit_code;
+};
+
+static void update_status(struct daemon *d)
+{
+	size_t busy = 0;
+	const char *err = d->builder.last_error;
+
+	for (size_t i = 0; i < d->nwatches; i++) {
+		busy += d->watches[i]->st == WATCH_FETCHING || d->watches[i]->st == WATCH_PLANNING;
+		if (d->watches[i]->last_error[0])
+			err = d->watches[i]->last_error;
+	}
+	notify_status("%s%zu repositories watched (%zu polling); builds: %u queued, %u running%s%s",
+		      d->stopping ? "stopping; " : "", d->nwatches, busy, d->builder.queued,
+		      d->builder.active, err[0] ? "; last error: " : "", err);
+}
+
+static void maybe_exit(struct daemon *d)
+{
+	if (!d->stopping || d->closing > 0 || d->nwatches > 0 || d->builder.running > 0)
+		return;
+	log_info("all work finished; exiting");
+	uv_stop(d->loop);
+}
+
+static void on_planned(struct watch *w, unsigned queued, void *arg)
+{
+	struct daemon *d = arg;
+
+	if (queued > 0) {
+		log_info("watch '%s': %u build%s queued", w->name, queued, queued == 1 ? "" : "s");
+		d->builder.queued += queued;
+		builder_kick(&d->builder);
+	}
+	update_status(d);
+}
+
+static void on_watch_changed(struct watch *w, void *arg)
+{
+	(void)w;
+	update_status(arg);
+}
+
+static void on_watch_closed(struct watch *w, void *arg)
+{
+	struct daemon *d = arg;
+
+	watch_free(w);
+	d->closing--;
+	maybe_exit(d);
+}
+
+static void on_builder_changed(struct builder *b, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)b;
+	update_status(d);
+	maybe_exit(d);
+}
+
+static const struct watch_ops ops = {on_planned, on_watch_changed, on_watch_closed};
+
+static int add_watch(struct daemon *d, const struct config_repo *repo)
+{
+	struct watch *w;
+	struct kiln_err err = {0};
+	int r = watch_new(d->loop, repo, d->mirrors_dir, d->state, &ops, d, &w, &err);
+
+	if (r < 0)
+		return log_error_errno(r, "repository '%s': %s", repo->name, err.msg);
+	if (d->nwatches == d->capwatches) {
+		d->capwatches = d->capwatches ? d->capwatches * 2 : 8;
+		d->watches = xreallocarray(d->watches, d->capwatches, sizeof(*d->watches));
+	}
+	d->watches[d->nwatches++] = w;
+	watch_start(w);
+	log_info("watching '%s' (%s), branches:%s%s, every %" PRIu64 "ms", repo->name, repo->url,
+		 repo->branches.n ? " " : "", repo->branches.v[0], repo->poll_interval_ms);
+	return 0;
+}
+
+static void remove_watch(struct daemon *d, size_t i)
+{
+	struct watch *w = d->watches[i];
+
+	d->watches[i] = d->watches[--d->nwatches];
+	d->closing++;
+	watch_stop(w);
+}
+
+static void log_diags(const struct kiln_diags *diags)
+{
+	char line[1024];
+
+	for (size_t i = 0; i < diags->n; i++) {
+		kiln_diag_format(&diags->v[i], line, sizeof(line));
+		log_error("%s", line);
+	}
+}
+
+/* SIGHUP: a valid new configuration replaces the old one without losing
+ * anything queued; an invalid one is reported and the old one stays. */
+static void reload(struct daemon *d)
+{
+	struct config next;
+	struct kiln_diags diags = {0};
+
+	notify_reloading();
+	log_info("reloading '%s'", d->cfg.path);
+	if (config_load(d->cfg.path, &next, &diags) < 0) {
+		log_diags(&diags);
+		log_error("the new configuration is invalid; keeping the old one");
+		kiln_diags_done(&diags);
+		notify_ready();
+		update_status(d);
+		return;
+	}
+	if (strcmp(next.state_dir, d->cfg.state_dir) != 0)
+		log_warning("state_dir changed to '%s': it takes effect at the next start",
+			    next.state_dir);
+	for (size_t i = d->nwatches; i-- > 0;) {
+		if (config_repo(&next, d->watches[i]->name) == NULL) {
+			log_info("no longer watching '%s'", d->watches[i]->name);
+			remove_watch(d, i);
+		}
+	}
+	for (size_t k = 0; k < next.nrepos; k++) {
+		struct watch *w = NULL;
+		for (size_t i = 0; i < d->nwatches && !w; i++) {
+			if (strcmp(d->watches[i]->name, next.repos[k].name) == 0)
+				w = d->watches[i];
+		}
+		if (w)
+			watch_reconfigure(w, &next.repos[k]);
+		else
+			add_watch(d, &next.repos[k]);
+	}
+	d->builder.concurrency = next.concurrency;
+	config_done(&d->cfg);
+	d->cfg = next;
+	log_info("configuration reloaded: %zu repositories", d->nwatches);
+	notify_ready();
+	update_status(d);
+	builder_kick(&d->builder);
+}
+
+static void grace_cb(uv_timer_t *t)
+{
+	struct daemon *d = container_of(t, struct daemon, grace);
+
+	log_warning("shutdown grace period over with work still running; exiting (running "
+		    "builds go back to the queue at the next start)");
+	d->abandoned = true;
+	uv_stop(d->loop);
+}
+
+static void stop(struct daemon *d, const char *why)
+{
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	notify_stopping();
+	log_info("%s: stopping (grace period %" PRIu64 "ms)", why, d->cfg.shutdown_grace_ms);
+	builder_drain(&d->builder);
+	while (d->nwatches > 0)
+		remove_watch(d, d->nwatches - 1);
+	uv_timer_start(&d->grace, grace_cb, d->cfg.shutdown_grace_ms, 0);
+	uv_unref((uv_handle_t *)&d->grace);
+	update_status(d);
+	maybe_exit(d);
+}
+
+static void signal_cb(uv_signal_t *s, int signum)
+{
+	struct daemon *d = s->data;
+
+	if (signum == SIGHUP && !d->stopping)
+		reload(d);
+	else if (signum == SIGTERM || signum == SIGINT)
+		stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void watchdog_cb(uv_timer_t *t)
+{
+	(void)t;
+	notify_watchdog(); /* from the loop: a stuck loop stops the pings */
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: kilnd [--config PATH] [--log-level LEVEL]\n"
+		"       kilnd --check-config [--config PATH]\n"
+		"       kilnd --version | --help\n"
+		"\n"
+		"The kiln daemon: watches git repositories of images and plans their builds.\n"
+		"\n"
+		"  -c, --config PATH      configuration file (default %s)\n"
+		"      --check-config     validate the configuration (and its secret files),\n"
+		"                         print every error, exit 0 if valid and 1 if not\n"
+		"  -l, --log-level LEVEL  error, warning, notice, info (default) or debug\n"
+		"  -h, --help             this text\n"
+		"  -V, --version          print the version\n"
+		"\n"
+		"Signals: SIGHUP reloads the configuration; SIGTERM and SIGINT stop after the\n"
+		"work in flight (at most builds.shutdown_grace).\n",
+		CONFIG_DEFAULT_PATH);
+}
+
+static int run(struct daemon *d)
+{
+	struct kiln_err err = {0};
+	uint64_t wd;
+	int r;
+
+	repo_global_init();
+	r = state_open(d->cfg.state_dir, &d->state, &err);
+	if (r < 0) {
+		log_error("%s", err.msg);
+		return 1;
+	}
+	if (state_requeued(d->state))
+		log_notice("%u build%s left running by the last run went back to the queue",
+			   state_requeued(d->state), state_requeued(d->state) == 1 ? "" : "s");
+	d->mirrors_dir = xasprintf("%s/mirrors", d->cfg.state_dir);
+	if (mkdir(d->mirrors_dir, 0750) < 0 && errno != EEXIST) {
+		log_error("cannot create '%s': %s", d->mirrors_dir, strerror(errno));
+		return 1;
+	}
+	d->loop = uv_default_loop();
+	builder_init(&d->builder, d->loop, d->state, d->cfg.concurrency, on_builder_changed, d);
+	for (size_t i = 0; i < d->cfg.nrepos; i++) {
+		if (add_watch(d, &d->cfg.repos[i]) < 0)
+			return 1;
+	}
+	uv_signal_init(d->loop, &d->sig_hup);
+	uv_signal_init(d->loop, &d->sig_term);
+	uv_signal_init(d->loop, &d->sig_int);
+	d->sig_hup.data = d->sig_term.data = d->sig_int.data = d;
+	uv_signal_start(&d->sig_hup, signal_cb, SIGHUP);
+	uv_signal_start(&d->sig_term, signal_cb, SIGTERM);
+	uv_signal_start(&d->sig_int, signal_cb, SIGINT);
+	uv_timer_init(d->loop, &d->grace);
+	uv_timer_init(d->loop, &d->watchdog);
+	if ((wd = notify_watchdog_usec()) > 0) {
+		uv_timer_start(&d->watchdog, watchdog_cb, wd / 2000, wd / 2000);
+		log_debug("watchdog ping every %" PRIu64 "ms", wd / 2000);
+	}
+	builder_kick(&d->builder); /* builds left queued by the last run */
+	notify_ready();
+	update_status(d);
+	log_info("kilnd %s ready: %zu repositories, state in '%s'", KILN_VERSION, d->nwatches,
+		 d->cfg.state_dir);
+	uv_run(d->loop, UV_RUN_DEFAULT);
+	if (d->abandoned) {
+		/* Workers may still be inside a transaction: leave without closing
+		 * anything under them. SQLite's journal keeps the database whole. */
+		log_info("stopped");
+		_exit(d->exit_code);
+	}
+	d->state = state_close(d->state);
+	log_info("stopped");
+	return d->exit_code;
+}
 
 int main(int argc, char **argv)
 {
-	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
-		printf("kilnd %s\n", KILN_VERSION);
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},	 {"check-config", no_argument, NULL, 'k'},
+	    {"log-level", required_argument, NULL, 'l'}, {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},	 {NULL, 0, NULL, 0},
+	};
+	struct daemon d = {0};
+	struct kiln_diags diags = {0};
+	const char *path = CONFIG_DEFAULT_PATH;
+	bool check = false;
+	int c, level, rc;
+
+	while ((c = getopt_long(argc, argv, "c:l:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'k':
+			check = true;
+			break;
+		case 'l':
+			if ((level = log_parse_level(optarg)) < 0) {
+				fprintf(stderr,
+					"kilnd: unknown log level '%s' (error, warning, notice, "
+					"info, debug)\n",
+					optarg);
+				return 2;
+			}
+			log_set_level(level);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("kilnd %s\n", KILN_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "kilnd: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (config_load(path, &d.cfg, &diags) < 0) {
+		char line[1024];
+		for (size_t i = 0; i < diags.n; i++) {
+			kiln_diag_format(&diags.v[i], line, sizeof(line));
+			if (check)
+				fprintf(stderr, "%s\n", line);
+			else
+				log_error("%s", line);
+		}
+		if (check)
+			fprintf(stderr, "%s: %zu error%s\n", path, diags.n,
+				diags.n == 1 ? "" : "s");
+		kiln_diags_done(&diags);
+		return 1;
+	}
+	if (check) {
+		printf("%s: valid, %zu repositor%s\n", path, d.cfg.nrepos,
+		       d.cfg.nrepos == 1 ? "y" : "ies");
+		config_done(&d.cfg);
 		return 0;
 	}
-	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-		printf("usage: kilnd --version\n\n"
-		       "The kiln daemon. This build can only report its version.\n");
-		return 0;
-	}
-	fprintf(stderr, "usage: kilnd --version\n");
-	return 2;
+	signal(SIGPIPE, SIG_IGN);
+	rc = run(&d);
+	config_done(&d.cfg);
+	free(d.mirrors_dir);
+	free(d.watches);
+	return rc;
 }

@@ -83,6 +83,159 @@ int repo_entry(git_tree *tree, const char *path, git_tree_entry **ret)
 	return git_tree_entry_bypath(ret, tree, path) == 0 ? 0 : -ENOENT;
 }
 
+/* libgit2 asks again after every rejection; one try per kind is enough. */
+struct cred_state {
+	const struct repo_creds *cr;
+	unsigned tried; /* bit per credential type */
+};
+
+static int cred_cb(git_credential **out, const char *url, const char *username_from_url,
+		   unsigned int allowed, void *payload)
+{
+	struct cred_state *cs = payload;
+	const struct repo_creds *cr = cs->cr;
+
+	(void)url;
+	if (cr == NULL)
+		return GIT_PASSTHROUGH;
+	if ((allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && cr->username && cr->password &&
+	    !(cs->tried & GIT_CREDENTIAL_USERPASS_PLAINTEXT)) {
+		cs->tried |= GIT_CREDENTIAL_USERPASS_PLAINTEXT;
+		return git_credential_userpass_plaintext_new(out, cr->username, cr->password);
+	}
+	if ((allowed & GIT_CREDENTIAL_SSH_KEY) && cr->ssh_key_file &&
+	    !(cs->tried & GIT_CREDENTIAL_SSH_KEY)) {
+		cs->tried |= GIT_CREDENTIAL_SSH_KEY;
+		return git_credential_ssh_key_new(out,
+						  cr->username	      ? cr->username
+						  : username_from_url ? username_from_url
+								      : "git",
+						  NULL, cr->ssh_key_file, NULL);
+	}
+	if ((allowed & GIT_CREDENTIAL_USERNAME) && !(cs->tried & GIT_CREDENTIAL_USERNAME)) {
+		cs->tried |= GIT_CREDENTIAL_USERNAME;
+		return git_credential_username_new(out, cr->username	    ? cr->username
+							: username_from_url ? username_from_url
+									    : "git");
+	}
+	git_error_set_str(GIT_ERROR_NET, "authentication failed (no accepted credentials left)");
+	return GIT_EAUTH;
+}
+
+int repo_mirror_open(const char *path, const char *url, git_repository **ret, struct kiln_err *err)
+{
+	git_repository *repo = NULL;
+	git_remote *remote = NULL;
+	int r = git_repository_open_bare(&repo, path);
+
+	if (r == GIT_ENOTFOUND) {
+		git_repository_init_options opts;
+		git_repository_init_options_init(&opts, GIT_REPOSITORY_INIT_OPTIONS_VERSION);
+		opts.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_MKPATH;
+		r = git_repository_init_ext(&repo, path, &opts);
+	}
+	if (r < 0)
+		return kiln_err_git(err, -EIO, "cannot open mirror '%s'", path);
+	if (git_remote_lookup(&remote, repo, "origin") == 0) {
+		if (strcmp(git_remote_url(remote), url) != 0 &&
+		    git_remote_set_url(repo, "origin", url) < 0)
+			r = kiln_err_git(err, -EIO, "cannot set the mirror's URL");
+	} else if (git_remote_create_with_fetchspec(&remote, repo, "origin", url,
+						    "+refs/heads/*:refs/heads/*") < 0) {
+		r = kiln_err_git(err, -EIO, "cannot configure mirror '%s'", path);
+	}
+	git_remote_free(remote);
+	if (r < 0) {
+		git_repository_free(repo);
+		return r;
+	}
+	*ret = repo;
+	return 0;
+}
+
+int repo_remote_heads(git_repository *mirror, const struct repo_creds *cr,
+		      const char *const *branches, size_t n, git_oid *ret_oids, bool *ret_found,
+		      struct kiln_err *err)
+{
+	git_remote *remote = NULL;
+	git_remote_callbacks cbs;
+	struct cred_state cs = {cr, 0};
+	const git_remote_head **heads = NULL;
+	size_t nheads = 0;
+	int r = 0;
+
+	git_remote_init_callbacks(&cbs, GIT_REMOTE_CALLBACKS_VERSION);
+
+	cbs.credentials = cred_cb;
+	cbs.payload = &cs;
+	if (git_remote_lookup(&remote, mirror, "origin") < 0)
+		return kiln_err_git(err, -EIO, "mirror has no origin");
+	if (git_remote_connect(remote, GIT_DIRECTION_FETCH, &cbs, NULL, NULL) < 0 ||
+	    git_remote_ls(&heads, &nheads, remote) < 0) {
+		r = kiln_err_git(err, -EIO, "cannot list '%s'", git_remote_url(remote));
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		ret_found[i] = false;
+		for (size_t k = 0; k < nheads; k++) {
+			const char *name = heads[k]->name;
+			if (strncmp(name, "refs/heads/", 11) == 0 &&
+			    strcmp(name + 11, branches[i]) == 0) {
+				git_oid_cpy(&ret_oids[i], &heads[k]->oid);
+				ret_found[i] = true;
+				break;
+			}
+		}
+	}
+out:
+	git_remote_disconnect(remote);
+	git_remote_free(remote);
+	return r;
+}
+
+int repo_fetch(git_repository *mirror, const struct repo_creds *cr, const char *const *branches,
+	       size_t n, struct kiln_err *err)
+{
+	git_remote *remote = NULL;
+	git_fetch_options opts;
+	struct cred_state cs = {cr, 0};
+	struct strv specs = {0};
+	git_strarray arr;
+	int r = 0;
+
+	git_fetch_options_init(&opts, GIT_FETCH_OPTIONS_VERSION);
+
+	opts.callbacks.credentials = cred_cb;
+	opts.callbacks.payload = &cs;
+	opts.prune = GIT_FETCH_NO_PRUNE;
+	opts.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
+	opts.update_fetchhead = 0;
+	for (size_t i = 0; i < n; i++)
+		strv_push(&specs,
+			  xasprintf("+refs/heads/%s:refs/heads/%s", branches[i], branches[i]));
+	arr.strings = specs.v;
+	arr.count = specs.n;
+	if (git_remote_lookup(&remote, mirror, "origin") < 0) {
+		r = kiln_err_git(err, -EIO, "mirror has no origin");
+		goto out;
+	}
+	if (git_remote_fetch(remote, &arr, &opts, "kilnd fetch") < 0)
+		r = kiln_err_git(err, -EIO, "cannot fetch from '%s'", git_remote_url(remote));
+out:
+	git_remote_free(remote);
+	strv_done(&specs);
+	return r;
+}
+
+int repo_branch_tip(git_repository *mirror, const char *branch, git_oid *ret)
+{
+	char *ref = xasprintf("refs/heads/%s", branch);
+	int r = git_reference_name_to_id(ret, mirror, ref);
+
+	free(ref);
+	return r == 0 ? 0 : -ENOENT;
+}
+
 void repo_trees_init(struct repo_trees *t, git_repository *repo, git_tree *root)
 {
 	memset(t, 0, sizeof(*t));

@@ -37,7 +37,8 @@ struct changeset {
 	struct kiln_diags errors; /* invalid affected manifests, cycles, clashes */
 };
 
-/* Fills ret. cat is the catalog of the repository (synced here to TO's tree;
+/* Fills ret. from may be NULL: the empty tree (everything in TO is added).
+ * cat is the catalog of the repository (synced here to TO's tree;
  * its manifest name is the one used). Fails when git data cannot be read, or
  * with -EBADMSG when the catalog's cache file turns out damaged (drop the
  * catalog and call again without it). Problems with the images themselves

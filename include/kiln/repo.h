@@ -23,6 +23,29 @@ int repo_blob(git_repository *repo, const git_oid *id, size_t max, git_blob **re
 /* The entry at path in tree, or -ENOENT. *ret is freed with git_tree_entry_free. */
 int repo_entry(git_tree *tree, const char *path, git_tree_entry **ret);
 
+/* Credentials for a remote; borrowed strings, any may be NULL. */
+struct repo_creds {
+	const char *username;
+	const char *password;
+	const char *ssh_key_file;
+};
+
+/* Opens the bare mirror at path, creating it when missing (no network).
+ * Its "origin" remote is (re)pointed at url. */
+int repo_mirror_open(const char *path, const char *url, git_repository **ret, struct kiln_err *err);
+/* Asks the remote for its branch tips without fetching (ls-remote). For each
+ * of the n branches, ret_found[i] says whether it exists and ret_oids[i] is
+ * its commit. */
+int repo_remote_heads(git_repository *mirror, const struct repo_creds *cr,
+		      const char *const *branches, size_t n, git_oid *ret_oids, bool *ret_found,
+		      struct kiln_err *err);
+/* Fetches the n branches into the mirror's refs/heads (forced: a force push
+ * is followed). */
+int repo_fetch(git_repository *mirror, const struct repo_creds *cr, const char *const *branches,
+	       size_t n, struct kiln_err *err);
+/* The mirror's commit for a branch, or -ENOENT. */
+int repo_branch_tip(git_repository *mirror, const char *branch, git_oid *ret);
+
 /* Trees of one root looked up by directory path, each read once. Entries
  * returned are borrowed: valid until repo_trees_done. */
 struct repo_trees {

@@ -5,7 +5,24 @@ set -u
 
 : "${KILN:?set KILN to the kiln executable}"
 TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/kiln-it.XXXXXX")
-trap 'chmod -R u+w "$TEST_TMP" 2>/dev/null; rm -rf "$TEST_TMP"' EXIT
+# Every background process a scenario starts is listed here and stopped, by
+# pid, when the scenario ends (and again when the script exits).
+kill_tracked() {
+	local p
+	[ -f "$TEST_TMP/pids" ] || return 0
+	while read -r p; do
+		kill -TERM "$p" 2>/dev/null
+	done <"$TEST_TMP/pids"
+	sleep 0.2
+	while read -r p; do
+		kill -KILL "$p" 2>/dev/null
+	done <"$TEST_TMP/pids"
+	: >"$TEST_TMP/pids"
+}
+track_pid() {
+	echo "$1" >>"$TEST_TMP/pids"
+}
+trap 'kill_tracked; chmod -R u+w "$TEST_TMP" 2>/dev/null; rm -rf "$TEST_TMP"' EXIT
 export GIT_AUTHOR_NAME=kiln GIT_AUTHOR_EMAIL=kiln@example.invalid
 export GIT_COMMITTER_NAME=kiln GIT_COMMITTER_EMAIL=kiln@example.invalid
 export GIT_CONFIG_NOSYSTEM=1 HOME="$TEST_TMP"
@@ -95,6 +112,7 @@ run_all() {
 			"$t"
 			exit "$failed_now"
 		) || failed_now=1
+		kill_tracked
 		if [ "$failed_now" = 0 ]; then
 			passed=$((passed + 1))
 			echo "ok   $t"
@@ -110,4 +128,16 @@ run_all() {
 	fi
 	echo "$passed passed, $FAILS failed"
 	[ "$FAILS" = 0 ]
+}
+
+# wait_for SECONDS CMD...: true once CMD succeeds, false after SECONDS
+wait_for() {
+	local limit=$1 i=0
+	shift
+	while ! "$@" >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ "$i" -ge $((limit * 20)) ] && return 1
+		sleep 0.05
+	done
+	return 0
 }

@@ -1,0 +1,464 @@
+/* state.c: the SQLite schema, its migrations, the instance lock, and the few
+ * statements kilnd needs. Owns the database connection and the lock file. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "kiln/buf.h"
+#include "kiln/err.h"
+#include "kiln/state.h"
+
+struct state {
+	pthread_mutex_t lock; /* one operation (and its transaction) at a time */
+	sqlite3 *db;
+	int lock_fd;
+	unsigned requeued;
+};
+
+/* Each entry moves the schema one version up; never edit a shipped one. */
+static const char *const migrations[] = {
+    /* 1 */
+    "CREATE TABLE branches ("
+    "  repository TEXT NOT NULL,"
+    "  branch TEXT NOT NULL,"
+    "  last_seen TEXT NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (repository, branch));"
+    "CREATE TABLE builds ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  repository TEXT NOT NULL,"
+    "  branch TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"
+    "  image TEXT,"
+    "  commit_sha TEXT NOT NULL,"
+    "  change TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed',"
+    "                                       'cancelled', 'superseded', 'removed')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL,"
+    "  started_at INTEGER,"
+    "  finished_at INTEGER,"
+    "  error TEXT);"
+    "CREATE INDEX builds_by_state ON builds (state, id);"
+    "CREATE INDEX builds_by_image ON builds (repository, branch, path, state);",
+};
+
+static const char *const state_names[] = {"queued", "running",	 "succeeded",
+					  "failed", "cancelled", "superseded"};
+
+const char *build_state_str(enum build_state s)
+{
+	return (unsigned)s < ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
+}
+
+static int db_err(struct state *s, struct kiln_err *err, const char *what)
+{
+	return kiln_err_set(err, -EIO, "state database: %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+static int exec(struct state *s, const char *sql, struct kiln_err *err)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		int r = kiln_err_set(err, -EIO, "state database: %s", msg ? msg : "error");
+		sqlite3_free(msg);
+		return r;
+	}
+	return 0;
+}
+
+static int lock_dir(const char *dir, int *ret_fd, struct kiln_err *err)
+{
+	char *path = xasprintf("%s/kilnd.lock", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	char pid[32] = "";
+	int r = 0;
+
+	if (fd < 0) {
+		r = kiln_err_set(err, -errno, "cannot open lock '%s': %s", path, strerror(errno));
+		goto out;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		r = kiln_err_set(err, -EBUSY,
+				 "another kilnd (pid %s) is using the state directory '%s'",
+				 pid[0] ? pid : "unknown", dir);
+		close(fd);
+		goto out;
+	}
+	snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, strlen(pid), 0) < 0) {
+		/* the lock holds regardless; the pid is only for the message */
+	}
+	*ret_fd = fd;
+out:
+	free(path);
+	return r;
+}
+
+static int migrate(struct state *s, struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int version = 0, r;
+
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+		return db_err(s, err, "reading the schema version");
+	if (sqlite3_step(st) == SQLITE_ROW)
+		version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (version > (int)ARRAY_SIZE(migrations))
+		return kiln_err_set(err, -EPROTO,
+				    "state database schema %d is newer than this kilnd knows (%zu)",
+				    version, ARRAY_SIZE(migrations));
+	for (int v = version; v < (int)ARRAY_SIZE(migrations); v++) {
+		char *sql = xasprintf("BEGIN IMMEDIATE; %s PRAGMA user_version = %d; COMMIT;",
+				      migrations[v], v + 1);
+		r = exec(s, sql, err);
+		free(sql);
+		if (r < 0) {
+			exec(s, "ROLLBACK", NULL);
+			return r;
+		}
+	}
+	return 0;
+}
+
+int state_open(const char *dir, struct state **ret, struct kiln_err *err)
+{
+	struct state *s = xcalloc(1, sizeof(*s));
+	char *path = NULL;
+	int r;
+
+	pthread_mutex_init(&s->lock, NULL);
+	s->lock_fd = -1;
+	if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+		r = kiln_err_set(err, -errno, "cannot create state directory '%s': %s", dir,
+				 strerror(errno));
+		goto fail;
+	}
+	r = lock_dir(dir, &s->lock_fd, err);
+	if (r < 0)
+		goto fail;
+	path = xasprintf("%s/kilnd.db", dir);
+	if (sqlite3_open_v2(path, &s->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+			    NULL) != SQLITE_OK) {
+		r = kiln_err_set(err, -EIO, "cannot open '%s': %s", path,
+				 s->db ? sqlite3_errmsg(s->db) : "out of memory");
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->db, 5000);
+	/* WAL with synchronous=FULL: a commit that returned is on disk. */
+	r = exec(s,
+		 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
+		 "PRAGMA foreign_keys = ON;",
+		 err);
+	if (r == 0)
+		r = migrate(s, err);
+	if (r == 0)
+		r = exec(s,
+			 "UPDATE builds SET state = 'queued', started_at = NULL "
+			 "WHERE state = 'running'",
+			 err);
+	if (r < 0)
+		goto fail;
+	s->requeued = (unsigned)sqlite3_changes(s->db);
+	free(path);
+	*ret = s;
+	return 0;
+fail:
+	free(path);
+	state_close(s);
+	return r;
+}
+
+struct state *state_close(struct state *s)
+{
+	if (s == NULL)
+		return NULL;
+	if (s->db)
+		sqlite3_close(s->db);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd); /* releases the lock */
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+	return NULL;
+}
+
+unsigned state_requeued(const struct state *s)
+{
+	return s->requeued;
+}
+
+static int last_seen_locked(struct state *s, const char *repo, const char *branch,
+			    char ret_sha[STATE_SHA_LEN + 1], struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = -ENOENT;
+
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT last_seen FROM branches WHERE repository = ? AND branch = ?",
+			       -1, &st, NULL) != SQLITE_OK)
+		return db_err(s, err, "last seen");
+	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, branch, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		const char *sha = (const char *)sqlite3_column_text(st, 0);
+		if (sha && strlen(sha) == STATE_SHA_LEN) {
+			memcpy(ret_sha, sha, STATE_SHA_LEN + 1);
+			r = 0;
+		}
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int64_t now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static int record_plan_locked(struct state *s, const char *repo, const char *branch, const char *to,
+			      const struct state_plan_item *items, size_t n, struct kiln_err *err)
+{
+	sqlite3_stmt *sup = NULL, *ins = NULL, *seen = NULL;
+	int r = 0, queued = 0;
+
+	r = exec(s, "BEGIN IMMEDIATE", err);
+	if (r < 0)
+		return r;
+	if (sqlite3_prepare_v2(
+		s->db,
+		"UPDATE builds SET state = 'superseded', finished_at = ?4 "
+		"WHERE repository = ?1 AND branch = ?2 AND path = ?3 AND state = 'queued'",
+		-1, &sup, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(
+		s->db,
+		"INSERT INTO builds (repository, branch, path, image, commit_sha, change,"
+		" state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+		-1, &ins, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(s->db,
+			       "INSERT INTO branches (repository, branch, last_seen, updated_at)"
+			       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (repository, branch)"
+			       " DO UPDATE SET last_seen = ?3, updated_at = ?4",
+			       -1, &seen, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "preparing the plan");
+		goto out;
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		bool removed = strcmp(items[i].change, "removed") == 0;
+
+		if (!removed) {
+			sqlite3_reset(sup);
+			sqlite3_bind_text(sup, 1, repo, -1, SQLITE_STATIC);
+			sqlite3_bind_text(sup, 2, branch, -1, SQLITE_STATIC);
+			sqlite3_bind_text(sup, 3, items[i].path, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(sup, 4, now());
+			if (sqlite3_step(sup) != SQLITE_DONE) {
+				r = db_err(s, err, "superseding");
+				break;
+			}
+		}
+		sqlite3_reset(ins);
+		sqlite3_bind_text(ins, 1, repo, -1, SQLITE_STATIC);
+		sqlite3_bind_text(ins, 2, branch, -1, SQLITE_STATIC);
+		sqlite3_bind_text(ins, 3, items[i].path, -1, SQLITE_STATIC);
+		if (items[i].image)
+			sqlite3_bind_text(ins, 4, items[i].image, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(ins, 4);
+		sqlite3_bind_text(ins, 5, to, -1, SQLITE_STATIC);
+		sqlite3_bind_text(ins, 6, items[i].change, -1, SQLITE_STATIC);
+		sqlite3_bind_text(ins, 7, removed ? "removed" : "queued", -1, SQLITE_STATIC);
+		sqlite3_bind_int64(ins, 8, now());
+		if (sqlite3_step(ins) != SQLITE_DONE) {
+			r = db_err(s, err, "queueing a build");
+			break;
+		}
+		queued += !removed;
+	}
+	if (r == 0) {
+		sqlite3_bind_text(seen, 1, repo, -1, SQLITE_STATIC);
+		sqlite3_bind_text(seen, 2, branch, -1, SQLITE_STATIC);
+		sqlite3_bind_text(seen, 3, to, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(seen, 4, now());
+		if (sqlite3_step(seen) != SQLITE_DONE)
+			r = db_err(s, err, "recording the last-seen commit");
+	}
+out:
+	sqlite3_finalize(sup);
+	sqlite3_finalize(ins);
+	sqlite3_finalize(seen);
+	if (r == 0)
+		r = exec(s, "COMMIT", err);
+	if (r < 0) {
+		exec(s, "ROLLBACK", NULL);
+		return r;
+	}
+	return queued;
+}
+
+static void copy_col(sqlite3_stmt *st, int col, char *dst, size_t size)
+{
+	const char *v = (const char *)sqlite3_column_text(st, col);
+	snprintf(dst, size, "%s", v ? v : "");
+}
+
+static int take_next_locked(struct state *s, struct state_build *ret, struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = -ENOENT;
+
+	if (exec(s, "BEGIN IMMEDIATE", err) < 0)
+		return -EIO;
+	if (sqlite3_prepare_v2(
+		s->db,
+		"UPDATE builds SET state = 'running', started_at = ?1,"
+		" attempts = attempts + 1 WHERE id = (SELECT id FROM builds"
+		" WHERE state = 'queued' ORDER BY id LIMIT 1)"
+		" RETURNING id, repository, branch, path, image, commit_sha, attempts",
+		-1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "taking a build");
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, now());
+	switch (sqlite3_step(st)) {
+	case SQLITE_ROW:
+		memset(ret, 0, sizeof(*ret));
+		ret->id = sqlite3_column_int64(st, 0);
+		copy_col(st, 1, ret->repo, sizeof(ret->repo));
+		copy_col(st, 2, ret->branch, sizeof(ret->branch));
+		copy_col(st, 3, ret->path, sizeof(ret->path));
+		copy_col(st, 4, ret->image, sizeof(ret->image));
+		copy_col(st, 5, ret->commit, sizeof(ret->commit));
+		ret->attempts = sqlite3_column_int(st, 6);
+		ret->state = BUILD_RUNNING;
+		r = 0;
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = db_err(s, err, "taking a build");
+		break;
+	case SQLITE_DONE:
+		break;
+	default:
+		r = db_err(s, err, "taking a build");
+	}
+out:
+	sqlite3_finalize(st);
+	if (r == 0 || r == -ENOENT) {
+		if (exec(s, "COMMIT", err) < 0)
+			r = -EIO;
+	}
+	if (r < 0 && r != -ENOENT)
+		exec(s, "ROLLBACK", NULL);
+	return r;
+}
+
+static int finish_locked(struct state *s, int64_t id, enum build_state bst, const char *error,
+			 struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	if (sqlite3_prepare_v2(
+		s->db, "UPDATE builds SET state = ?1, finished_at = ?2, error = ?3 WHERE id = ?4",
+		-1, &st, NULL) != SQLITE_OK)
+		return db_err(s, err, "finishing a build");
+	sqlite3_bind_text(st, 1, build_state_str(bst), -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, now());
+	if (error)
+		sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 3);
+	sqlite3_bind_int64(st, 4, id);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		r = db_err(s, err, "finishing a build");
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int counts_locked(struct state *s, unsigned *queued, unsigned *running, struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+
+	*queued = *running = 0;
+	if (sqlite3_prepare_v2(
+		s->db,
+		"SELECT state, count(*) FROM builds WHERE state IN ('queued', 'running')"
+		" GROUP BY state",
+		-1, &st, NULL) != SQLITE_OK)
+		return db_err(s, err, "counting builds");
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		unsigned c = (unsigned)sqlite3_column_int(st, 1);
+		if (name && strcmp(name, "queued") == 0)
+			*queued = c;
+		else
+			*running = c;
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+int state_last_seen(struct state *s, const char *repo, const char *branch,
+		    char ret_sha[STATE_SHA_LEN + 1], struct kiln_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = last_seen_locked(s, repo, branch, ret_sha, err);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int state_record_plan(struct state *s, const char *repo, const char *branch, const char *to,
+		      const struct state_plan_item *items, size_t n, struct kiln_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = record_plan_locked(s, repo, branch, to, items, n, err);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int state_take_next(struct state *s, struct state_build *ret, struct kiln_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = take_next_locked(s, ret, err);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int state_finish(struct state *s, int64_t id, enum build_state bst, const char *error,
+		 struct kiln_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = finish_locked(s, id, bst, error, err);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int state_counts(struct state *s, unsigned *queued, unsigned *running, struct kiln_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = counts_locked(s, queued, running, err);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}

@@ -1,0 +1,69 @@
+/* state.h: kilnd's durable state in SQLite (WAL): the last commit seen per
+ * repository and branch, and the builds. A plan (its builds and the new
+ * last-seen commit) is written in one transaction, so a crash leaves either
+ * all of it or none. One struct state per process; it serialises its own
+ * use, so worker threads may share it. Blocking: call from workers or at
+ * startup only. */
+#ifndef KILN_STATE_H
+#define KILN_STATE_H
+
+#include <stdint.h>
+
+#include "kiln/common.h"
+
+#define STATE_SHA_LEN 40
+
+enum build_state {
+	BUILD_QUEUED,
+	BUILD_RUNNING,
+	BUILD_SUCCEEDED,
+	BUILD_FAILED,
+	BUILD_CANCELLED,
+	BUILD_SUPERSEDED,
+};
+
+const char *build_state_str(enum build_state s);
+
+struct state;
+
+/* Creates dir if needed, locks it against a second kilnd (-EBUSY, with the
+ * holder's pid in err), opens or creates the database, migrates its schema
+ * and puts builds left running by a crash back in the queue. */
+int state_open(const char *dir, struct state **ret, struct kiln_err *err);
+struct state *state_close(struct state *s);
+/* How many running builds state_open put back in the queue. */
+unsigned state_requeued(const struct state *s);
+
+/* The branch's last-seen commit: 0 and the sha, or -ENOENT. */
+int state_last_seen(struct state *s, const char *repo, const char *branch,
+		    char ret_sha[STATE_SHA_LEN + 1], struct kiln_err *err);
+
+struct state_plan_item {
+	const char *path;   /* image folder, "" for the root */
+	const char *image;  /* reference; NULL for a removed image with an invalid manifest */
+	const char *change; /* added, modified, dependency, removed */
+};
+
+/* In one transaction: queues a build per item that is not removed (a queued
+ * build of the same repository, branch and path becomes superseded), records
+ * removed items as such, and sets the branch's last-seen commit to `to`.
+ * Returns the number of builds queued. */
+int state_record_plan(struct state *s, const char *repo, const char *branch, const char *to,
+		      const struct state_plan_item *items, size_t n, struct kiln_err *err);
+
+struct state_build {
+	int64_t id;
+	char repo[256], branch[256], path[4096], image[1024];
+	char commit[STATE_SHA_LEN + 1];
+	enum build_state state;
+	int attempts;
+};
+
+/* Takes the oldest queued build and marks it running: 0, or -ENOENT. */
+int state_take_next(struct state *s, struct state_build *ret, struct kiln_err *err);
+int state_finish(struct state *s, int64_t id, enum build_state st, const char *error,
+		 struct kiln_err *err);
+/* Counts by state. */
+int state_counts(struct state *s, unsigned *queued, unsigned *running, struct kiln_err *err);
+
+#endif

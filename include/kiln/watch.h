@@ -1,0 +1,81 @@
+/* watch.h: one machine per watched repository: idle -> fetching -> planning
+ * -> idle. A poll asks the remote for its branch tips (ls-remote) and
+ * fetches only branches that moved; planning turns each moved branch's range
+ * into queued builds, recorded with the new last-seen commit in one
+ * transaction. The remote conversation is per repository, so the machine is
+ * too; each branch keeps its own last-seen commit. */
+#ifndef KILN_WATCH_H
+#define KILN_WATCH_H
+
+#include <uv.h>
+
+#include "kiln/buf.h"
+#include "kiln/catalog.h"
+#include "kiln/config.h"
+#include "kiln/state.h"
+
+enum watch_state { WATCH_IDLE, WATCH_FETCHING, WATCH_PLANNING, WATCH_CLOSED };
+
+struct watch;
+struct watch_job;
+
+/* Told on the loop thread. */
+struct watch_ops {
+	void (*planned)(struct watch *w, unsigned queued, void *arg); /* builds recorded */
+	void (*changed)(struct watch *w, void *arg);		      /* state or error */
+	void (*closed)(struct watch *w, void *arg);		      /* after watch_stop */
+};
+
+struct watch {
+	uv_loop_t *loop;
+	char *name;
+	char *mirror_path;
+	struct state *state; /* borrowed */
+	struct watch_ops ops;
+	void *arg;
+
+	enum watch_state st;
+	uv_timer_t timer;
+	bool timer_closed;
+	bool again;	   /* a trigger came while busy: one more poll at once */
+	bool stopping;	   /* watch_stop called */
+	bool have_seen;	   /* seen[] holds the last-seen commits */
+	unsigned failures; /* consecutive, for the backoff */
+	char last_error[sizeof(((struct kiln_err *)0)->msg)];
+	struct watch_job *job; /* in flight */
+
+	/* Settings, replaced by watch_reconfigure; a job copies what it uses. */
+	char *url, *manifest;
+	struct strv branches;
+	uint64_t interval_ms;
+	enum config_build_on_start build_on_start;
+	char *username, *password, *ssh_key_file;
+
+	/* Only ever touched by the one job in flight. */
+	git_repository *mirror;
+	struct catalog catalog;
+	struct strv seen; /* per branch: last-seen sha or "" (loop thread, between jobs) */
+
+	/* Counters. */
+	uint64_t polls, fetches, plans;
+};
+
+/* Creates the machine for repo (mirror under mirrors_dir) and opens or
+ * creates the mirror (no network). The first poll comes after a random part
+ * of the poll interval, so many repositories do not poll together. */
+int watch_new(uv_loop_t *loop, const struct config_repo *repo, const char *mirrors_dir,
+	      struct state *state, const struct watch_ops *ops, void *arg, struct watch **ret,
+	      struct kiln_err *err);
+void watch_start(struct watch *w);
+/* New settings for the same repository name; used from the next poll on. */
+void watch_reconfigure(struct watch *w, const struct config_repo *repo);
+/* Poll now. A trigger while a poll runs coalesces into one more poll after it;
+ * the webhook listener calls this too. */
+void watch_trigger(struct watch *w);
+/* Stops polling; ops.closed follows once the job in flight is done, and the
+ * owner calls watch_free there (or later). */
+void watch_stop(struct watch *w);
+struct watch *watch_free(struct watch *w);
+const char *watch_state_str(enum watch_state s);
+
+#endif

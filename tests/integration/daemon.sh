@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# daemon.sh: the real kilnd against real repositories: bare repositories on
+# disk and one served by `git daemon` on 127.0.0.1, with NOTIFY_SOCKET
+# pointing at a datagram socket this script reads.
+. "$(dirname "$0")/lib/common.sh"
+: "${KILND:?set KILND to the kilnd executable}"
+LIB=$(cd "$(dirname "$0")/lib" && pwd)
+
+# origin DIR: a bare repository with two images (app builds FROM base)
+origin() {
+	local dir=$1 work
+	work=$(mktemp -d "$TEST_TMP/work.XXXXXX")
+	git init -q --bare -b main "$dir"
+	git clone -q "$dir" "$work/c" 2>/dev/null
+	(
+		cd "$work/c" || exit 1
+		image base base 1
+		manifest base base 1 "tags: [latest]"
+		image app app 1 reg.example.com:5000/team/base:latest
+		commit initial
+		git push -q origin HEAD:main
+	)
+	echo "$work/c"
+}
+
+# push CLONE FILE: commits a change to FILE in the clone and pushes it
+push() {
+	(cd "$1" && echo "$RANDOM$RANDOM" >>"$2" && git add -A && git commit -qm "change $2" &&
+		git push -q origin HEAD:main)
+}
+
+config() { # STATE URL INTERVAL [more yaml]
+	cat <<-Y
+	state_dir: $1
+	shutdown_grace: 5s
+	repositories:
+	  - name: images
+	    url: $2
+	    poll_interval: $3
+	Y
+}
+
+start_kilnd() { # CONFIG
+	NOTES="$PWD/notify.log"
+	: >"$NOTES"
+	python3 "$LIB/notify_listen.py" "$PWD/notify.sock" "$NOTES" &
+	track_pid $!
+	wait_for 5 test -S "$PWD/notify.sock" || fail "notify socket did not appear"
+	NOTIFY_SOCKET="$PWD/notify.sock" "$KILND" --config "$1" --log-level debug >>kilnd.log 2>&1 &
+	KPID=$!
+	track_pid "$KPID"
+	wait_for 10 grep -q "READY=1" "$NOTES" || fail "no READY=1 (log: $(tail -5 kilnd.log))"
+}
+
+stop_kilnd() {
+	kill -TERM "$KPID"
+	wait "$KPID"
+	local rc=$?
+	[ "$rc" = 0 ] || fail "kilnd exited $rc after SIGTERM"
+}
+
+db() { # SQL -> rows, fields separated by |
+	python3 - "$1" "$2" <<-'PY'
+	import sqlite3, sys
+	con = sqlite3.connect(sys.argv[1])
+	for row in con.execute(sys.argv[2]):
+	    print("|".join("" if v is None else str(v) for v in row))
+	PY
+}
+
+builds_for() { # STATE COMMIT -> "path state" lines
+	db "$1/kilnd.db" "SELECT path, state FROM builds WHERE commit_sha = '$2' ORDER BY path"
+}
+
+t_check_config() {
+	config /tmp/x /tmp/repo 10s >good.yaml
+	expect_rc 0 "$KILND" --check-config --config good.yaml
+	contains "$OUT" "valid, 1 repository"
+	printf 'state_dir: /tmp/x\nbrnach: 1\nrepositories:\n  - name: "bad name"\n    url: /r\n    poll_interval: 10 parsecs\n' >bad.yaml
+	expect_rc 1 "$KILND" --check-config --config bad.yaml
+	contains "$ERR" "bad.yaml:2:1: unknown key 'brnach'"
+	contains "$ERR" "bad.yaml:4:11: 'name' must match"
+	contains "$ERR" "bad.yaml:6:20: 'poll_interval' is not a duration"
+	printf 'state_dir: /tmp/x\nrepositories:\n  - name: a\n    url: /r\n    webhook: {provider: github, secret_file: missing.secret}\n' >secret.yaml
+	expect_rc 1 "$KILND" --check-config --config secret.yaml
+	contains "$ERR" "missing.secret"
+	# relative secret files come from $CREDENTIALS_DIRECTORY when it is set
+	mkdir creds && echo s3cret >creds/missing.secret
+	CREDENTIALS_DIRECTORY=$PWD/creds expect_rc 0 "$KILND" --check-config --config secret.yaml
+	case "$OUT$ERR" in *s3cret*) fail "a secret was printed" ;; esac
+	expect_rc 1 "$KILND" --check-config --config nonexistent.yaml
+	expect_rc 2 "$KILND" --bogus
+	expect_rc 0 "$KILND" --help
+	contains "$OUT" "--check-config"
+}
+
+t_plans_pushes_and_reports() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 300ms >kilnd.yaml
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "first seen" kilnd.log || fail "first poll missing"
+	grep -q "STATUS=.*1 repositories watched" "$NOTES" || fail "no STATUS line: $(cat "$NOTES")"
+	[ -z "$(db state/kilnd.db 'SELECT id FROM builds')" ] || fail "first sight built something"
+	push "$clone" base/Dockerfile
+	sha=$(git -C "$clone" rev-parse HEAD)
+	# planned within about one poll interval (generous bound for slow machines)
+	wait_for 5 grep -q "build.*dry run.*app:1" kilnd.log || fail "push not planned: $(tail -5 kilnd.log)"
+	got=$(builds_for state "$sha")
+	[ "$got" = "$(printf 'app|succeeded\nbase|succeeded')" ] || fail "builds for $sha: $got"
+	seen=$(db state/kilnd.db "SELECT last_seen FROM branches WHERE repository = 'images'")
+	[ "$seen" = "$sha" ] || fail "last_seen $seen, want $sha"
+	# idle polls ask the remote but fetch nothing
+	n=$(grep -c "fetched" kilnd.log)
+	sleep 1.5
+	[ "$(grep -c "fetched" kilnd.log)" = "$n" ] || fail "fetched while nothing changed"
+	polls=$(grep -c "idle -> fetching" kilnd.log)
+	[ "$polls" -ge 4 ] || fail "only $polls polls in about 2s at 300ms"
+	stop_kilnd
+	grep -q "STOPPING=1" "$NOTES" || fail "no STOPPING=1"
+}
+
+t_two_quick_pushes_coalesce() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 2s >kilnd.yaml
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "first seen" kilnd.log || fail "first poll missing"
+	push "$clone" base/a
+	first=$(git -C "$clone" rev-parse HEAD)
+	push "$clone" app/b
+	second=$(git -C "$clone" rev-parse HEAD)
+	wait_for 10 grep -q "2 builds queued" kilnd.log || fail "pushes not planned: $(tail -5 kilnd.log)"
+	sleep 0.5
+	[ -z "$(builds_for state "$first")" ] || fail "the first push was planned on its own"
+	got=$(builds_for state "$second")
+	[ "$got" = "$(printf 'app|succeeded\nbase|succeeded')" ] || fail "builds: $got"
+	[ "$(grep -c "fetched" kilnd.log)" = 2 ] || fail "expected 2 fetches (initial, one for both pushes)"
+	stop_kilnd
+}
+
+t_git_daemon_fetch() {
+	mkdir served
+	clone=$(origin "$PWD/served/images.git")
+	port=$((20000 + RANDOM % 20000))
+	git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$PWD/served" \
+		--export-all --pid-file="$PWD/gitd.pid" --detach "$PWD/served" ||
+		{ fail "git daemon did not start"; return; }
+	wait_for 5 test -s gitd.pid
+	track_pid "$(cat gitd.pid)"
+	config "$PWD/state" "git://127.0.0.1:$port/images.git" 300ms >kilnd.yaml
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "first seen" kilnd.log || fail "no first poll over git://: $(tail -5 kilnd.log)"
+	push "$clone" app/x
+	sha=$(git -C "$clone" rev-parse HEAD)
+	wait_for 10 grep -q "1 build queued" kilnd.log || fail "push not planned over git://"
+	[ "$(builds_for state "$sha")" = "app|succeeded" ] || fail "builds: $(builds_for state "$sha")"
+	[ "$(git --git-dir=state/mirrors/images.git rev-parse main)" = "$sha" ] || fail "mirror not fetched"
+	stop_kilnd
+	# an unreachable server: errors, backoff, then recovery
+	kill "$(cat gitd.pid)"
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "poll failed.*retrying in" kilnd.log || fail "no poll error logged"
+	wait_for 5 grep -q "STATUS=.*last error" "$NOTES" || fail "STATUS has no last error"
+	stop_kilnd
+}
+
+t_watchdog_reload_and_stop() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 300ms >kilnd.yaml
+	NOTES="$PWD/notify.log"
+	: >"$NOTES"
+	python3 "$LIB/notify_listen.py" "$PWD/notify.sock" "$NOTES" &
+	track_pid $!
+	wait_for 5 test -S notify.sock
+	NOTIFY_SOCKET="$PWD/notify.sock" WATCHDOG_USEC=400000 sh -c \
+		'WATCHDOG_PID=$$ exec "$0" --config kilnd.yaml >>kilnd.log 2>&1' "$KILND" &
+	KPID=$!
+	track_pid "$KPID"
+	wait_for 10 grep -q "READY=1" "$NOTES" || fail "no READY"
+	sleep 1
+	n=$(grep -c "WATCHDOG=1" "$NOTES")
+	[ "$n" -ge 3 ] || fail "only $n watchdog pings in 1s at 400ms/2"
+	# a broken config is rejected and the old one stays in force
+	cp kilnd.yaml good.yaml
+	printf 'this: is: not yaml\n' >kilnd.yaml
+	kill -HUP "$KPID"
+	wait_for 5 grep -q "keeping the old one" kilnd.log || fail "broken reload not reported"
+	grep -q "RELOADING=1" "$NOTES" || fail "no RELOADING=1"
+	grep -q "MONOTONIC_USEC=" "$NOTES" || fail "no MONOTONIC_USEC"
+	[ "$(grep -c "READY=1" "$NOTES")" -ge 2 ] || fail "no READY=1 after the reload"
+	push "$clone" base/y
+	wait_for 10 grep -q "build.*dry run.*base:1" kilnd.log || fail "old config not in force"
+	# a valid reload adds a repository
+	origin "$PWD/second.git" >/dev/null
+	cp good.yaml kilnd.yaml
+	printf '  - name: second\n    url: %s\n    poll_interval: 300ms\n' "$PWD/second.git" >>kilnd.yaml
+	kill -HUP "$KPID"
+	wait_for 5 grep -q "configuration reloaded: 2 repositories" kilnd.log || fail "reload not applied"
+	wait_for 10 grep -q "watch 'second'.*first seen" kilnd.log || fail "new repository not watched"
+	stop_kilnd
+	grep -q "STOPPING=1" "$NOTES" || fail "no STOPPING=1"
+}
+
+t_single_instance() {
+	origin "$PWD/origin.git" >/dev/null
+	config "$PWD/state" "$PWD/origin.git" 1s >kilnd.yaml
+	start_kilnd kilnd.yaml
+	expect_rc 1 "$KILND" --config kilnd.yaml
+	contains "$ERR" "another kilnd (pid $KPID) is using the state directory"
+	stop_kilnd
+}
+
+t_kill_9_loses_and_duplicates_nothing() {
+	clone=$(origin "$PWD/origin.git")
+	# enough images that planning takes a while to be interrupted
+	(cd "$clone" && for i in $(seq 1 400); do image "many/i$i" "i$i" 1 reg.example.com:5000/team/base:latest; done &&
+		commit many && git push -q origin HEAD:main)
+	start=$(git -C "$clone" rev-parse HEAD)
+	config "$PWD/state" "$PWD/origin.git" 200ms >kilnd.yaml
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "first seen" kilnd.log || fail "first poll missing"
+	kill -TERM "$KPID"; wait "$KPID"
+	for round in 1 2 3 4 5; do
+		push "$clone" base/Dockerfile
+		start_kilnd kilnd.yaml
+		sleep "0.$((RANDOM % 6))"
+		kill -KILL "$KPID"
+		wait "$KPID" 2>/dev/null
+	done
+	head=$(git -C "$clone" rev-parse HEAD)
+	start_kilnd kilnd.yaml
+	caught_up() { [ "$(db state/kilnd.db "SELECT last_seen FROM branches")" = "$head" ]; }
+	queue_empty() { [ -z "$(db state/kilnd.db "SELECT id FROM builds WHERE state IN ('queued', 'running')")" ]; }
+	wait_for 30 caught_up || fail "never caught up to $head"
+	wait_for 30 queue_empty || fail "builds left in the queue"
+	stop_kilnd
+	dups=$(db state/kilnd.db "SELECT path, commit_sha, count(*) FROM builds GROUP BY path, commit_sha HAVING count(*) > 1")
+	[ -z "$dups" ] || fail "duplicated builds: $dups"
+	# nothing lost: every image changed since the start has a build in the range
+	want=$("$KILN" changes --repo "$PWD/origin.git" --no-cache "$start" "$head" | cut -f2 | sort)
+	got=$(db state/kilnd.db "SELECT DISTINCT path FROM builds WHERE state = 'succeeded'" | sort)
+	[ "$want" = "$got" ] || fail "built $(echo "$got" | wc -l) images, expected $(echo "$want" | wc -l)"
+	[ "$(echo "$got" | wc -l)" = 402 ] || fail "expected 402 images (base, app, 400 dependents)"
+}
+
+[ -n "${ONLY:-}" ] && { for t in $ONLY; do mkdir -p "$TEST_TMP/$t"; (cd "$TEST_TMP/$t" && $t; exit $failed_now); echo "$t rc=$?"; cp "$TEST_TMP/$t/kilnd.log" /tmp/$t.kilnd.log 2>/dev/null; kill_tracked; done; exit 0; }
+run_all
