@@ -36,19 +36,28 @@ struct daemon {
 	int exit_code;
 };
 
+/* STATUS= only when its text changes: hundreds of watches change state all
+ * the time, the summary rarely. */
 static void update_status(struct daemon *d)
 {
-	size_t busy = 0;
+	static char last[512];
+	char line[512];
 	const char *err = d->builder.last_error;
 
+	if (getenv("NOTIFY_SOCKET") == NULL)
+		return;
 	for (size_t i = 0; i < d->nwatches; i++) {
-		busy += d->watches[i]->st == WATCH_FETCHING || d->watches[i]->st == WATCH_PLANNING;
 		if (d->watches[i]->last_error[0])
 			err = d->watches[i]->last_error;
 	}
-	notify_status("%s%zu repositories watched (%zu polling); builds: %u queued, %u running%s%s",
-		      d->stopping ? "stopping; " : "", d->nwatches, busy, d->builder.queued,
-		      d->builder.active, err[0] ? "; last error: " : "", err);
+	snprintf(line, sizeof(line),
+		 "%s%zu repositories watched; builds: %u queued, %u running%s%.300s",
+		 d->stopping ? "stopping; " : "", d->nwatches, d->builder.queued, d->builder.active,
+		 err[0] ? "; last error: " : "", err);
+	if (strcmp(line, last) == 0)
+		return;
+	memcpy(last, line, sizeof(last));
+	notify_status("%s", line);
 }
 
 static void maybe_exit(struct daemon *d)

@@ -1,5 +1,6 @@
 /* repo.c: libgit2 access for reading: open, resolve revisions, read blobs. */
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 #include "kiln/buf.h"
@@ -122,10 +123,9 @@ static int cred_cb(git_credential **out, const char *url, const char *username_f
 	return GIT_EAUTH;
 }
 
-int repo_mirror_open(const char *path, const char *url, git_repository **ret, struct kiln_err *err)
+int repo_mirror_open(const char *path, git_repository **ret, struct kiln_err *err)
 {
 	git_repository *repo = NULL;
-	git_remote *remote = NULL;
 	int r = git_repository_open_bare(&repo, path);
 
 	if (r == GIT_ENOTFOUND) {
@@ -136,24 +136,14 @@ int repo_mirror_open(const char *path, const char *url, git_repository **ret, st
 	}
 	if (r < 0)
 		return kiln_err_git(err, -EIO, "cannot open mirror '%s'", path);
-	if (git_remote_lookup(&remote, repo, "origin") == 0) {
-		if (strcmp(git_remote_url(remote), url) != 0 &&
-		    git_remote_set_url(repo, "origin", url) < 0)
-			r = kiln_err_git(err, -EIO, "cannot set the mirror's URL");
-	} else if (git_remote_create_with_fetchspec(&remote, repo, "origin", url,
-						    "+refs/heads/*:refs/heads/*") < 0) {
-		r = kiln_err_git(err, -EIO, "cannot configure mirror '%s'", path);
-	}
-	git_remote_free(remote);
-	if (r < 0) {
-		git_repository_free(repo);
-		return r;
-	}
 	*ret = repo;
 	return 0;
 }
 
-int repo_remote_heads(git_repository *mirror, const struct repo_creds *cr,
+/* Remotes are anonymous (the URL comes from kilnd.yaml, not the mirror's
+ * config): libgit2 1.5's named-remote lookup matches config keys with PCRE2
+ * and leaks the match data on every miss, tens of KiB per poll. */
+int repo_remote_heads(git_repository *mirror, const char *url, const struct repo_creds *cr,
 		      const char *const *branches, size_t n, git_oid *ret_oids, bool *ret_found,
 		      struct kiln_err *err)
 {
@@ -164,15 +154,15 @@ int repo_remote_heads(git_repository *mirror, const struct repo_creds *cr,
 	size_t nheads = 0;
 	int r = 0;
 
+	(void)mirror;
 	git_remote_init_callbacks(&cbs, GIT_REMOTE_CALLBACKS_VERSION);
-
 	cbs.credentials = cred_cb;
 	cbs.payload = &cs;
-	if (git_remote_lookup(&remote, mirror, "origin") < 0)
-		return kiln_err_git(err, -EIO, "mirror has no origin");
+	if (git_remote_create_detached(&remote, url) < 0)
+		return kiln_err_git(err, -EINVAL, "bad remote URL '%s'", url);
 	if (git_remote_connect(remote, GIT_DIRECTION_FETCH, &cbs, NULL, NULL) < 0 ||
 	    git_remote_ls(&heads, &nheads, remote) < 0) {
-		r = kiln_err_git(err, -EIO, "cannot list '%s'", git_remote_url(remote));
+		r = kiln_err_git(err, -EIO, "cannot list '%s'", url);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -193,18 +183,18 @@ out:
 	return r;
 }
 
-int repo_fetch(git_repository *mirror, const struct repo_creds *cr, const char *const *branches,
-	       size_t n, struct kiln_err *err)
+int repo_fetch(git_repository *mirror, const char *url, const struct repo_creds *cr,
+	       const char *const *branches, size_t n, struct kiln_err *err)
 {
 	git_remote *remote = NULL;
 	git_fetch_options opts;
+	git_remote_create_options ropts;
 	struct cred_state cs = {cr, 0};
 	struct strv specs = {0};
 	git_strarray arr;
 	int r = 0;
 
 	git_fetch_options_init(&opts, GIT_FETCH_OPTIONS_VERSION);
-
 	opts.callbacks.credentials = cred_cb;
 	opts.callbacks.payload = &cs;
 	opts.prune = GIT_FETCH_NO_PRUNE;
@@ -215,12 +205,17 @@ int repo_fetch(git_repository *mirror, const struct repo_creds *cr, const char *
 			  xasprintf("+refs/heads/%s:refs/heads/%s", branches[i], branches[i]));
 	arr.strings = specs.v;
 	arr.count = specs.n;
-	if (git_remote_lookup(&remote, mirror, "origin") < 0) {
-		r = kiln_err_git(err, -EIO, "mirror has no origin");
+	git_remote_create_options_init(&ropts, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+	ropts.repository = mirror;
+	/* insteadOf rewriting is the regex lookup that leaks (see above); kilnd's
+	 * URLs are taken as written. */
+	ropts.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
+	if (git_remote_create_with_opts(&remote, url, &ropts) < 0) {
+		r = kiln_err_git(err, -EINVAL, "bad remote URL '%s'", url);
 		goto out;
 	}
 	if (git_remote_fetch(remote, &arr, &opts, "kilnd fetch") < 0)
-		r = kiln_err_git(err, -EIO, "cannot fetch from '%s'", git_remote_url(remote));
+		r = kiln_err_git(err, -EIO, "cannot fetch from '%s'", url);
 out:
 	git_remote_free(remote);
 	strv_done(&specs);
@@ -297,4 +292,59 @@ void repo_trees_done(struct repo_trees *t)
 	}
 	strmap_done(&t->map);
 	strv_done(&t->keys);
+}
+
+git_repository *repo_close(git_repository *repo)
+{
+	git_repository_free(repo);
+	return NULL;
+}
+
+static uint64_t fp_add(uint64_t h, const char *path)
+{
+	struct stat st;
+	uint64_t v[6] = {0};
+
+	if (stat(path, &st) == 0) {
+		v[0] = (uint64_t)st.st_ino;
+		v[1] = (uint64_t)st.st_size;
+		v[2] = (uint64_t)st.st_mtim.tv_sec;
+		v[3] = (uint64_t)st.st_mtim.tv_nsec;
+		v[4] = (uint64_t)st.st_ctim.tv_nsec;
+		v[5] = 1;
+	}
+	return strmap_hash(v, sizeof(v)) ^ (h * 0x100000001b3ull);
+}
+
+int repo_local_fingerprint(const char *url, const char *const *branches, size_t n, uint64_t *ret)
+{
+	const char *path = strncmp(url, "file://", 7) == 0 ? url + 7 : url;
+	struct stat st;
+	char *gitdir, *f;
+	uint64_t h = 0;
+
+	if (path[0] != '/')
+		return -ENOTSUP;
+	gitdir = xasprintf("%s/.git", path);
+	if (stat(gitdir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		free(gitdir);
+		gitdir = xasprintf("%s/HEAD", path);
+		if (stat(gitdir, &st) < 0) { /* neither a work tree nor a bare repository */
+			free(gitdir);
+			return -ENOTSUP;
+		}
+		free(gitdir);
+		gitdir = xstrdup(path);
+	}
+	f = xasprintf("%s/packed-refs", gitdir);
+	h = fp_add(h, f);
+	free(f);
+	for (size_t i = 0; i < n; i++) {
+		f = xasprintf("%s/refs/heads/%s", gitdir, branches[i]);
+		h = fp_add(h, f);
+		free(f);
+	}
+	free(gitdir);
+	*ret = h;
+	return 0;
 }

@@ -27,14 +27,18 @@ struct watch_job {
 	struct strv branches;
 	enum config_build_on_start build_on_start;
 	char *username, *password, *ssh_key_file;
-	struct strv seen_in; /* empty: unknown */
+	struct strv seen_in;	    /* empty: unknown */
+	struct strv mirror_tips_in; /* empty: unknown */
 	/* outputs */
 	int r;
 	struct kiln_err err;
 	git_oid *tips;
 	bool *found;
-	bool fetched, moved;
+	bool fetched, moved, skipped;
+	uint64_t fp;
+	bool fp_valid;
 	struct strv seen_out;
+	struct strv mirror_tips_out;
 	unsigned queued;
 	struct strv notes; /* lines to log on the loop thread */
 };
@@ -153,6 +157,8 @@ static struct watch_job *job_new(struct watch *w, enum job_kind kind)
 	j->ssh_key_file = dup_or_null(w->ssh_key_file);
 	if (w->have_seen)
 		strv_copy(&j->seen_in, &w->seen);
+	if (w->mirror_tips.n == w->branches.n)
+		strv_copy(&j->mirror_tips_in, &w->mirror_tips);
 	j->tips = xcalloc(j->branches.n + 1, sizeof(git_oid));
 	j->found = xcalloc(j->branches.n + 1, sizeof(bool));
 	return j;
@@ -170,6 +176,8 @@ static void job_free(struct watch_job *j)
 	free(j->tips);
 	free(j->found);
 	strv_done(&j->seen_out);
+	strv_done(&j->mirror_tips_in);
+	strv_done(&j->mirror_tips_out);
 	strv_done(&j->notes);
 	free(j);
 }
@@ -184,39 +192,74 @@ static void note(struct watch_job *j, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Worker: ls-remote, then fetch only the branches whose tip the mirror lacks. */
+/* Every branch's mirror tip has been planned (is its last-seen commit). */
+static bool all_planned(const struct watch_job *j)
+{
+	if (j->seen_in.n != j->branches.n || j->mirror_tips_in.n != j->branches.n)
+		return false;
+	for (size_t i = 0; i < j->branches.n; i++) {
+		if (strcmp(j->seen_in.v[i], j->mirror_tips_in.v[i]) != 0)
+			return false;
+	}
+	return true;
+}
+
+/* Worker: ls-remote, then fetch only the branches whose tip the mirror lacks.
+ * A remote on this machine whose refs files are untouched since the last
+ * good poll is not even asked. */
 static void fetch_work(uv_work_t *req)
 {
 	struct watch_job *j = container_of(req, struct watch_job, req);
 	struct watch *w = j->w;
 	struct repo_creds cr = {j->username, j->password, j->ssh_key_file};
+	const char *const *branches = (const char *const *)j->branches.v;
 	struct strv need = {0};
 	char hex[GIT_OID_HEXSZ + 1];
 
-	if (w->mirror == NULL &&
-	    (j->r = repo_mirror_open(w->mirror_path, j->url, &w->mirror, &j->err)) < 0)
+	j->fp_valid = repo_local_fingerprint(j->url, branches, j->branches.n, &j->fp) == 0;
+	if (j->fp_valid && w->local_fp_valid && j->fp == w->local_fp && all_planned(j)) {
+		j->skipped = true;
+		strv_copy(&j->mirror_tips_out, &j->mirror_tips_in);
 		return;
-	j->r = repo_remote_heads(w->mirror, &cr, (const char *const *)j->branches.v, j->branches.n,
-				 j->tips, j->found, &j->err);
+	}
+	j->r = repo_remote_heads(NULL, j->url, &cr, branches, j->branches.n, j->tips, j->found,
+				 &j->err);
 	if (j->r < 0)
 		return;
 	for (size_t i = 0; i < j->branches.n; i++) {
 		git_oid local;
+		bool have;
+
 		if (!j->found[i]) {
 			note(j, "branch '%s' does not exist on the remote", j->branches.v[i]);
+			strv_push(&j->mirror_tips_out, xstrdup(""));
 			continue;
 		}
-		if (repo_branch_tip(w->mirror, j->branches.v[i], &local) < 0 ||
-		    !git_oid_equal(&local, &j->tips[i]))
-			strv_push(&need, xstrdup(j->branches.v[i]));
 		git_oid_tostr(hex, sizeof(hex), &j->tips[i]);
+		if (j->mirror_tips_in.n == j->branches.n) {
+			have = strcmp(j->mirror_tips_in.v[i], hex) == 0;
+		} else {
+			if (w->mirror == NULL &&
+			    (j->r = repo_mirror_open(w->mirror_path, &w->mirror, &j->err)) < 0)
+				goto out;
+			have = repo_branch_tip(w->mirror, j->branches.v[i], &local) == 0 &&
+			       git_oid_equal(&local, &j->tips[i]);
+		}
+		if (!have)
+			strv_push(&need, xstrdup(j->branches.v[i]));
+		strv_push(&j->mirror_tips_out, xstrdup(hex));
 		if (j->seen_in.n != j->branches.n || strcmp(j->seen_in.v[i], hex) != 0)
 			j->moved = true;
 	}
 	if (need.n > 0) {
-		j->r = repo_fetch(w->mirror, &cr, (const char *const *)need.v, need.n, &j->err);
+		if (w->mirror == NULL &&
+		    (j->r = repo_mirror_open(w->mirror_path, &w->mirror, &j->err)) < 0)
+			goto out;
+		j->r = repo_fetch(w->mirror, j->url, &cr, (const char *const *)need.v, need.n,
+				  &j->err);
 		j->fetched = j->r == 0;
 	}
+out:
 	strv_done(&need);
 }
 
@@ -322,6 +365,10 @@ static void plan_work(uv_work_t *req)
 {
 	struct watch_job *j = container_of(req, struct watch_job, req);
 
+	if (j->w->mirror == NULL &&
+	    (j->r = repo_mirror_open(j->w->mirror_path, &j->w->mirror, &j->err)) < 0)
+		return;
+
 	for (size_t i = 0; i < j->branches.n && j->r == 0; i++) {
 		if (!j->found[i]) {
 			strv_push(&j->seen_out, xstrdup(i < j->seen_in.n ? j->seen_in.v[i] : ""));
@@ -335,6 +382,7 @@ static void job_failed(struct watch *w, struct watch_job *j)
 {
 	uint64_t delay;
 
+	w->mirror = repo_close(w->mirror);
 	w->failures++;
 	snprintf(w->last_error, sizeof(w->last_error), "%s", j->err.msg);
 	delay = next_delay(w);
@@ -347,6 +395,9 @@ static void job_failed(struct watch *w, struct watch_job *j)
 
 static void go_idle(struct watch *w)
 {
+	/* An open repository holds config, ref and pack caches: with hundreds
+	 * of repositories that is most of kilnd's memory. Reopen per poll. */
+	w->mirror = repo_close(w->mirror);
 	set_state(w, WATCH_IDLE);
 	if (w->again && !w->stopping) {
 		w->again = false;
@@ -384,6 +435,7 @@ static void plan_after(uv_work_t *req, int status)
 		j->r = kiln_err_set(&j->err, status, "planning was cancelled");
 	w->plans++;
 	if (j->r < 0) {
+		w->local_fp_valid = false; /* plan again at the next poll */
 		job_failed(w, j);
 	} else {
 		w->failures = 0;
@@ -416,8 +468,19 @@ static void fetch_after(uv_work_t *req, int status)
 		log_info("watch '%s': fetched", w->name);
 	}
 	if (j->r < 0) {
+		w->local_fp_valid = false;
+		strv_done(&w->mirror_tips);
 		job_failed(w, j);
-	} else if (w->stopping || !j->moved) {
+		job_free(j);
+		if (w->stopping)
+			finish_stop(w);
+		return;
+	}
+	w->local_fp = j->fp;
+	w->local_fp_valid = j->fp_valid;
+	strv_done(&w->mirror_tips);
+	strv_copy(&w->mirror_tips, &j->mirror_tips_out);
+	if (w->stopping || !j->moved) {
 		w->failures = 0;
 		w->last_error[0] = '\0';
 		go_idle(w);
@@ -465,7 +528,8 @@ int watch_new(uv_loop_t *loop, const struct config_repo *repo, const char *mirro
 	w->arg = arg;
 	settings_take(w, repo);
 	catalog_init(&w->catalog, repo->manifest, NULL);
-	r = repo_mirror_open(w->mirror_path, w->url, &w->mirror, err);
+	r = repo_mirror_open(w->mirror_path, &w->mirror, err);
+	w->mirror = repo_close(w->mirror); /* created and usable; reopened per poll */
 	if (r < 0) {
 		catalog_done(&w->catalog);
 		settings_done(w);
@@ -496,8 +560,10 @@ void watch_reconfigure(struct watch *w, const struct config_repo *repo)
 	settings_take(w, repo);
 	if (branches_changed) {
 		strv_done(&w->seen);
+		strv_done(&w->mirror_tips);
 		w->have_seen = false;
 	}
+	w->local_fp_valid = false; /* the URL may have changed too */
 	if (interval_changed && w->st == WATCH_IDLE && !w->stopping)
 		schedule(w, rnd() % (w->interval_ms + 1));
 }
@@ -530,6 +596,7 @@ struct watch *watch_free(struct watch *w)
 	catalog_done(&w->catalog);
 	settings_done(w);
 	strv_done(&w->seen);
+	strv_done(&w->mirror_tips);
 	free(w->mirror_path);
 	free(w->name);
 	free(w);

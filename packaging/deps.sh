@@ -4,7 +4,8 @@
 set -eu
 
 pkgs="build-essential cmake pkg-config git ca-certificates python3
-libgit2-dev libyaml-dev libjansson-dev libcmocka-dev"
+libgit2-dev libyaml-dev libjansson-dev libcmocka-dev libuv1-dev libsqlite3-dev libsystemd-dev
+systemd"
 
 missing=""
 for p in $pkgs; do

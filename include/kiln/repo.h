@@ -30,19 +30,25 @@ struct repo_creds {
 	const char *ssh_key_file;
 };
 
-/* Opens the bare mirror at path, creating it when missing (no network).
- * Its "origin" remote is (re)pointed at url. */
-int repo_mirror_open(const char *path, const char *url, git_repository **ret, struct kiln_err *err);
-/* Asks the remote for its branch tips without fetching (ls-remote). For each
- * of the n branches, ret_found[i] says whether it exists and ret_oids[i] is
- * its commit. */
-int repo_remote_heads(git_repository *mirror, const struct repo_creds *cr,
+/* Opens the bare mirror at path, creating it when missing (no network). */
+int repo_mirror_open(const char *path, git_repository **ret, struct kiln_err *err);
+/* Asks the remote at url for its branch tips without fetching (ls-remote).
+ * For each of the n branches, ret_found[i] says whether it exists and
+ * ret_oids[i] is its commit. */
+int repo_remote_heads(git_repository *mirror, const char *url, const struct repo_creds *cr,
 		      const char *const *branches, size_t n, git_oid *ret_oids, bool *ret_found,
 		      struct kiln_err *err);
-/* Fetches the n branches into the mirror's refs/heads (forced: a force push
- * is followed). */
-int repo_fetch(git_repository *mirror, const struct repo_creds *cr, const char *const *branches,
-	       size_t n, struct kiln_err *err);
+/* Fetches the n branches from url into the mirror's refs/heads (forced: a
+ * force push is followed). */
+int repo_fetch(git_repository *mirror, const char *url, const struct repo_creds *cr,
+	       const char *const *branches, size_t n, struct kiln_err *err);
+/* For a remote on this machine (a path or file:// URL): a fingerprint of
+ * packed-refs and the branches' loose refs (inode, size, times). Git replaces
+ * a ref file on every update, so an equal fingerprint means no branch moved
+ * and the poll can skip the remote entirely. -ENOTSUP for other remotes. */
+int repo_local_fingerprint(const char *url, const char *const *branches, size_t n, uint64_t *ret);
+/* NULL-safe; returns NULL. */
+git_repository *repo_close(git_repository *repo);
 /* The mirror's commit for a branch, or -ENOENT. */
 int repo_branch_tip(git_repository *mirror, const char *branch, git_oid *ret);
 

@@ -54,7 +54,10 @@ struct watch {
 	/* Only ever touched by the one job in flight. */
 	git_repository *mirror;
 	struct catalog catalog;
-	struct strv seen; /* per branch: last-seen sha or "" (loop thread, between jobs) */
+	struct strv seen;	 /* per branch: last-seen sha or "" (loop thread, between jobs) */
+	struct strv mirror_tips; /* per branch: the mirror's tip as last known, or "" */
+	uint64_t local_fp;	 /* refs fingerprint of a local remote at the last good poll */
+	bool local_fp_valid;
 
 	/* Counters. */
 	uint64_t polls, fetches, plans;
