@@ -1,0 +1,196 @@
+/* test_state.c: the SQLite state: schema, instance lock, plans recorded with
+ * their last-seen commit in one transaction, supersede, and crash recovery. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "kiln/state.h"
+
+#define A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+static char dir[64];
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/kiln-test-state.XXXXXX");
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static char *sub(const char *name)
+{
+	char *p;
+	if (asprintf(&p, "%s/%s", dir, name) < 0)
+		abort();
+	return p;
+}
+
+/* One value from the database, by a separate connection. */
+static int count(const char *d, const char *sql)
+{
+	char *path;
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int n = -1;
+
+	if (asprintf(&path, "%s/kilnd.db", d) < 0)
+		abort();
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	free(path);
+	return n;
+}
+
+static void lock_and_schema(void **state)
+{
+	char *d = sub("lock");
+	struct state *s = NULL, *s2 = NULL;
+	struct kiln_err err = {0};
+
+	(void)state;
+	assert_int_equal(state_open(d, &s, &err), 0);
+	assert_int_equal(state_open(d, &s2, &err), -EBUSY);
+	assert_non_null(strstr(err.msg, "another kilnd (pid "));
+	assert_null(s2);
+	assert_int_equal(count(d, "PRAGMA user_version"), 1);
+	s = state_close(s);
+	/* released at close: opens again, schema already current */
+	assert_int_equal(state_open(d, &s, &err), 0);
+	state_close(s);
+	free(d);
+}
+
+static void plans_supersede_and_last_seen(void **state)
+{
+	char *d = sub("plan");
+	struct state *s = NULL;
+	struct kiln_err err = {0};
+	char seen[STATE_SHA_LEN + 1];
+	const struct state_plan_item first[] = {
+	    {"base", "r/base:1", "modified"},
+	    {"app", "r/app:1", "dependency"},
+	};
+	const struct state_plan_item second[] = {
+	    {"app", "r/app:2", "modified"},
+	    {"old", NULL, "removed"},
+	};
+	unsigned q, r;
+
+	(void)state;
+	assert_int_equal(state_open(d, &s, &err), 0);
+	assert_int_equal(state_last_seen(s, "images", "main", seen, &err), -ENOENT);
+	assert_int_equal(state_record_plan(s, "images", "main", A, first, 2, &err), 2);
+	assert_int_equal(state_last_seen(s, "images", "main", seen, &err), 0);
+	assert_string_equal(seen, A);
+	/* a queued build of the same path and branch is superseded */
+	assert_int_equal(state_record_plan(s, "images", "main", B, second, 2, &err), 1);
+	assert_int_equal(state_last_seen(s, "images", "main", seen, &err), 0);
+	assert_string_equal(seen, B);
+	assert_int_equal(
+	    count(d, "SELECT count(*) FROM builds WHERE state = 'superseded' AND path = 'app'"), 1);
+	assert_int_equal(
+	    count(d, "SELECT count(*) FROM builds WHERE state = 'removed' AND path = 'old'"), 1);
+	assert_int_equal(state_counts(s, &q, &r, &err), 0);
+	assert_int_equal(q, 2);
+	assert_int_equal(r, 0);
+	/* other branches are independent */
+	assert_int_equal(state_last_seen(s, "images", "dev", seen, &err), -ENOENT);
+	/* a first sight records the head and no builds */
+	assert_int_equal(state_record_plan(s, "images", "dev", A, NULL, 0, &err), 0);
+	assert_int_equal(state_last_seen(s, "images", "dev", seen, &err), 0);
+	state_close(s);
+	free(d);
+}
+
+static void take_finish_and_recover(void **state)
+{
+	char *d = sub("run");
+	struct state *s = NULL;
+	struct kiln_err err = {0};
+	struct state_build b;
+	const struct state_plan_item items[] = {
+	    {"a", "r/a:1", "added"},
+	    {"b", "r/b:1", "added"},
+	};
+	unsigned q, r;
+
+	(void)state;
+	assert_int_equal(state_open(d, &s, &err), 0);
+	assert_int_equal(state_take_next(s, &b, &err), -ENOENT);
+	assert_int_equal(state_record_plan(s, "images", "main", A, items, 2, &err), 2);
+	/* oldest first */
+	assert_int_equal(state_take_next(s, &b, &err), 0);
+	assert_string_equal(b.path, "a");
+	assert_string_equal(b.image, "r/a:1");
+	assert_string_equal(b.commit, A);
+	assert_int_equal(b.attempts, 1);
+	assert_int_equal(state_finish(s, b.id, BUILD_SUCCEEDED, NULL, &err), 0);
+	assert_int_equal(state_take_next(s, &b, &err), 0);
+	assert_string_equal(b.path, "b");
+	assert_int_equal(state_counts(s, &q, &r, &err), 0);
+	assert_int_equal(q, 0);
+	assert_int_equal(r, 1);
+	/* a crash with b running: the next start puts it back in the queue */
+	s = state_close(s);
+	assert_int_equal(state_open(d, &s, &err), 0);
+	assert_int_equal(state_requeued(s), 1);
+	assert_int_equal(state_take_next(s, &b, &err), 0);
+	assert_string_equal(b.path, "b");
+	assert_int_equal(b.attempts, 2);
+	assert_int_equal(state_finish(s, b.id, BUILD_FAILED, "boom", &err), 0);
+	assert_int_equal(
+	    count(d, "SELECT count(*) FROM builds WHERE state = 'failed' AND error = 'boom'"), 1);
+	state_close(s);
+	free(d);
+}
+
+static void newer_schema_is_refused(void **state)
+{
+	char *d = sub("future");
+	char *path = sub("future/kilnd.db");
+	struct state *s = NULL;
+	struct kiln_err err = {0};
+	sqlite3 *db;
+
+	(void)state;
+	assert_int_equal(state_open(d, &s, &err), 0);
+	state_close(s);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(state_open(d, &s, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "newer than this kilnd"));
+	free(path);
+	free(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(lock_and_schema),
+	    cmocka_unit_test(plans_supersede_and_last_seen),
+	    cmocka_unit_test(take_finish_and_recover),
+	    cmocka_unit_test(newer_schema_is_refused),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
