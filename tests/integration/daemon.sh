@@ -200,6 +200,45 @@ t_watchdog_reload_and_stop() {
 	grep -q "STOPPING=1" "$NOTES" || fail "no STOPPING=1"
 }
 
+t_build_on_start_all() {
+	origin "$PWD/origin.git" >/dev/null
+	config "$PWD/state" "$PWD/origin.git" 300ms >kilnd.yaml
+	echo "    build_on_start: all" >>kilnd.yaml
+	start_kilnd kilnd.yaml
+	head=$(git --git-dir=origin.git rev-parse main)
+	wait_for 10 grep -q "2 builds queued" kilnd.log || fail "build_on_start: all built nothing"
+	sleep 0.3
+	[ "$(builds_for state "$head")" = "$(printf 'app|succeeded\nbase|succeeded')" ] ||
+		fail "builds: $(builds_for state "$head")"
+	# base before app: the dependency order of change detection
+	order=$(db state/kilnd.db "SELECT path FROM builds ORDER BY id" | tr '\n' ' ')
+	[ "$order" = "base app " ] || fail "queued in order: $order"
+	stop_kilnd
+}
+
+t_new_branch_and_force_push() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 300ms >kilnd.yaml
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "first seen" kilnd.log || fail "first poll missing"
+	# a branch added to the config later starts from main's last-seen commit
+	(cd "$clone" && git checkout -q -b dev && echo x >>app/f && git add -A &&
+		git commit -qm dev && git push -q origin dev)
+	dev=$(git -C "$clone" rev-parse dev)
+	sed -i 's/^    poll_interval: 300ms$/    poll_interval: 300ms\n    branches: [main, dev]/' kilnd.yaml
+	kill -HUP "$KPID"
+	wait_for 10 grep -q "1 build queued" kilnd.log || fail "new branch not planned: $(tail -5 kilnd.log)"
+	[ "$(db state/kilnd.db "SELECT branch, path FROM builds WHERE commit_sha = '$dev'")" = "dev|app" ] ||
+		fail "dev builds: $(db state/kilnd.db "SELECT branch, path FROM builds")"
+	# a force push: the tree diff between the old and the new head decides
+	(cd "$clone" && git checkout -q main && git reset -q --hard HEAD && echo y >>base/g &&
+		git add -A && git commit -qm a && git push -q origin main && git reset -q --hard HEAD~1 &&
+		echo z >>app/h && git add -A && git commit -qm b && git push -q -f origin main)
+	forced=$(git -C "$clone" rev-parse main)
+	wait_for 10 grep -q "$(echo "$forced" | cut -c1-12).*app" kilnd.log || fail "force push not planned"
+	stop_kilnd
+}
+
 t_single_instance() {
 	origin "$PWD/origin.git" >/dev/null
 	config "$PWD/state" "$PWD/origin.git" 1s >kilnd.yaml
@@ -242,5 +281,15 @@ t_kill_9_loses_and_duplicates_nothing() {
 	[ "$(echo "$got" | wc -l)" = 402 ] || fail "expected 402 images (base, app, 400 dependents)"
 }
 
-[ -n "${ONLY:-}" ] && { for t in $ONLY; do mkdir -p "$TEST_TMP/$t"; (cd "$TEST_TMP/$t" && $t; exit $failed_now); echo "$t rc=$?"; cp "$TEST_TMP/$t/kilnd.log" /tmp/$t.kilnd.log 2>/dev/null; kill_tracked; done; exit 0; }
+# ONLY="t_a t_b" runs just those scenarios, keeping each one's kilnd.log in /tmp.
+if [ -n "${ONLY:-}" ]; then
+	for t in $ONLY; do
+		mkdir -p "$TEST_TMP/$t"
+		(cd "$TEST_TMP/$t" && "$t"; exit "$failed_now")
+		echo "$t rc=$?"
+		cp "$TEST_TMP/$t/kilnd.log" "/tmp/$t.kilnd.log" 2>/dev/null
+		kill_tracked
+	done
+	exit 0
+fi
 run_all
