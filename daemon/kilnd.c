@@ -29,7 +29,7 @@ struct daemon {
 	size_t nwatches, capwatches;
 	size_t closing; /* watches stopped but not yet closed */
 	struct builder builder;
-	uv_signal_t sig_hup, sig_term, sig_int;
+	uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
 	uv_timer_t watchdog, grace;
 	bool stopping;
 	bool abandoned; /* the grace period ran out with jobs still on workers */
@@ -220,9 +220,13 @@ static void signal_cb(uv_signal_t *s, int signum)
 {
 	struct daemon *d = s->data;
 
-	if (signum == SIGHUP && !d->stopping)
+	if (signum == SIGHUP && !d->stopping) {
 		reload(d);
-	else if (signum == SIGTERM || signum == SIGINT)
+	} else if (signum == SIGUSR1 && !d->stopping) {
+		log_info("SIGUSR1: polling every repository now");
+		for (size_t i = 0; i < d->nwatches; i++)
+			watch_trigger(d->watches[i]);
+	} else if (signum == SIGTERM || signum == SIGINT)
 		stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
@@ -282,10 +286,12 @@ static int run(struct daemon *d)
 	uv_signal_init(d->loop, &d->sig_hup);
 	uv_signal_init(d->loop, &d->sig_term);
 	uv_signal_init(d->loop, &d->sig_int);
-	d->sig_hup.data = d->sig_term.data = d->sig_int.data = d;
+	uv_signal_init(d->loop, &d->sig_usr1);
+	d->sig_hup.data = d->sig_term.data = d->sig_int.data = d->sig_usr1.data = d;
 	uv_signal_start(&d->sig_hup, signal_cb, SIGHUP);
 	uv_signal_start(&d->sig_term, signal_cb, SIGTERM);
 	uv_signal_start(&d->sig_int, signal_cb, SIGINT);
+	uv_signal_start(&d->sig_usr1, signal_cb, SIGUSR1);
 	uv_timer_init(d->loop, &d->grace);
 	uv_timer_init(d->loop, &d->watchdog);
 	if ((wd = notify_watchdog_usec()) > 0) {

@@ -10,8 +10,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	const struct kv args[] = { { "A", "x" }, { "B", "" } };
-	struct dockerfile_froms f = { 0 };
+	const struct kv args[] = {{"A", "x"}, {"B", ""}};
+	struct dockerfile_froms f = {0};
 
 	if (dockerfile_froms((const char *)data, size, args, 2, &f, NULL) == 0) {
 		for (size_t i = 0; i < f.n; i++) {

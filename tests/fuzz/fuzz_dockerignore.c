@@ -14,14 +14,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *nl = memchr(data, '\n', size);
 	struct dockerignore *di = NULL;
-	struct kiln_err err = { 0 };
+	struct kiln_err err = {0};
 	char *path;
 
 	if (nl == NULL)
 		return 0;
 	path = xstrndup((const char *)data, (size_t)(nl - (const char *)data));
-	if (dockerignore_parse(nl + 1, size - (size_t)(nl + 1 - (const char *)data), &di, &err) == 0) {
-		if (strlen(path) > 0 && dockerignore_excluded(di, path) != dockerignore_excluded(di, path))
+	if (dockerignore_parse(nl + 1, size - (size_t)(nl + 1 - (const char *)data), &di, &err) ==
+	    0) {
+		if (strlen(path) > 0 &&
+		    dockerignore_excluded(di, path) != dockerignore_excluded(di, path))
 			abort();
 		dockerignore_free(di);
 	}

@@ -10,7 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct manifest m;
-	struct kiln_diags d = { 0 };
+	struct kiln_diags d = {0};
 	int r = manifest_parse((const char *)data, size, "f/manifest.yaml", "f", &m, &d);
 
 	if (r == 0 && (m.name == NULL || m.version == NULL || m.registry == NULL || d.n != 0))

@@ -239,6 +239,23 @@ t_new_branch_and_force_push() {
 	stop_kilnd
 }
 
+t_trigger_polls_now_and_coalesces() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 1h >kilnd.yaml
+	start_kilnd kilnd.yaml
+	kill -USR1 "$KPID"
+	wait_for 10 grep -q "first seen" kilnd.log || fail "SIGUSR1 did not poll"
+	push "$clone" base/t
+	polls=$(grep -c "idle -> fetching" kilnd.log)
+	# a burst of triggers: one poll now, at most one more after it
+	kill -USR1 "$KPID" "$KPID" "$KPID" "$KPID" "$KPID"
+	wait_for 10 grep -q "2 builds queued" kilnd.log || fail "triggered poll did not plan the push"
+	sleep 1
+	n=$(($(grep -c "idle -> fetching" kilnd.log) - polls))
+	[ "$n" -ge 1 ] && [ "$n" -le 2 ] || fail "$n polls for a burst of 5 triggers"
+	stop_kilnd
+}
+
 t_single_instance() {
 	origin "$PWD/origin.git" >/dev/null
 	config "$PWD/state" "$PWD/origin.git" 1s >kilnd.yaml
