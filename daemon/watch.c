@@ -422,17 +422,31 @@ static void finish_stop(struct watch *w)
 	uv_close((uv_handle_t *)&w->timer, close_cb);
 }
 
+/* Back on the loop: the job's notes are logged and a cancelled job failed. */
+static void job_landed(struct watch *w, struct watch_job *j, int status)
+{
+	w->job = NULL;
+	for (size_t i = 0; i < j->notes.n; i++)
+		log_info("watch '%s': %s", w->name, j->notes.v[i]);
+	if (status < 0 && j->r == 0)
+		j->r = kiln_err_set(&j->err, status, "the %s job was cancelled",
+				    j->kind == JOB_FETCH ? "poll" : "planning");
+}
+
+static void job_end(struct watch *w, struct watch_job *j)
+{
+	job_free(j);
+	if (w->stopping)
+		finish_stop(w);
+}
+
 static void plan_after(uv_work_t *req, int status)
 {
 	struct watch_job *j = container_of(req, struct watch_job, req);
 	struct watch *w = j->w;
 
 	assert(w->st == WATCH_PLANNING);
-	w->job = NULL;
-	for (size_t i = 0; i < j->notes.n; i++)
-		log_info("watch '%s': %s", w->name, j->notes.v[i]);
-	if (status < 0 && j->r == 0)
-		j->r = kiln_err_set(&j->err, status, "planning was cancelled");
+	job_landed(w, j, status);
 	w->plans++;
 	if (j->r < 0) {
 		w->local_fp_valid = false; /* plan again at the next poll */
@@ -447,9 +461,7 @@ static void plan_after(uv_work_t *req, int status)
 			w->ops.planned(w, j->queued, w->arg);
 		go_idle(w);
 	}
-	job_free(j);
-	if (w->stopping)
-		finish_stop(w);
+	job_end(w, j);
 }
 
 static void fetch_after(uv_work_t *req, int status)
@@ -458,11 +470,7 @@ static void fetch_after(uv_work_t *req, int status)
 	struct watch *w = j->w;
 
 	assert(w->st == WATCH_FETCHING);
-	w->job = NULL;
-	for (size_t i = 0; i < j->notes.n; i++)
-		log_info("watch '%s': %s", w->name, j->notes.v[i]);
-	if (status < 0 && j->r == 0)
-		j->r = kiln_err_set(&j->err, status, "the poll was cancelled");
+	job_landed(w, j, status);
 	if (j->fetched) {
 		w->fetches++;
 		log_info("watch '%s': fetched", w->name);
@@ -471,9 +479,7 @@ static void fetch_after(uv_work_t *req, int status)
 		w->local_fp_valid = false;
 		strv_done(&w->mirror_tips);
 		job_failed(w, j);
-		job_free(j);
-		if (w->stopping)
-			finish_stop(w);
+		job_end(w, j);
 		return;
 	}
 	w->local_fp = j->fp;
@@ -492,9 +498,7 @@ static void fetch_after(uv_work_t *req, int status)
 		uv_queue_work(w->loop, &j->req, plan_work, plan_after);
 		return;
 	}
-	job_free(j);
-	if (w->stopping)
-		finish_stop(w);
+	job_end(w, j);
 }
 
 static void poll_start(struct watch *w)
