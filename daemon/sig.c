@@ -1,0 +1,70 @@
+/* sig.c: HMAC-SHA256 with OpenSSL's libcrypto, constant-time compares. */
+#include <errno.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "kiln/sig.h"
+
+void sig_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
+		     unsigned char out[SIG_SHA256_LEN])
+{
+	unsigned int n = SIG_SHA256_LEN;
+
+	HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &n);
+}
+
+bool sig_equal(const void *a, const void *b, size_t n)
+{
+	return CRYPTO_memcmp(a, b, n) == 0;
+}
+
+bool sig_str_equal(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char da[SIG_SHA256_LEN], db[SIG_SHA256_LEN];
+
+	/* compare digests: equal length, and no early exit on content */
+	sig_hmac_sha256("kiln", 4, a, la, da);
+	sig_hmac_sha256("kiln", 4, b, lb, db);
+	return sig_equal(da, db, sizeof(da)) && la == lb;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int sig_hex_decode(const char *hex, size_t hex_len, unsigned char *out, size_t n)
+{
+	if (hex_len != 2 * n)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+bool sig_check_hmac(const char *secret, const char *prefix, const char *header,
+		    const void *body, size_t len)
+{
+	unsigned char want[SIG_SHA256_LEN], got[SIG_SHA256_LEN];
+	size_t plen = strlen(prefix);
+
+	if (header == NULL || strncmp(header, prefix, plen) != 0 ||
+	    sig_hex_decode(header + plen, strlen(header + plen), got, sizeof(got)) < 0)
+		return false;
+	sig_hmac_sha256(secret, strlen(secret), body, len, want);
+	return sig_equal(want, got, sizeof(want));
+}
