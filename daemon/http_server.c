@@ -1,0 +1,625 @@
+/* http_server.c: HTTP/1.1 on libuv with Debian's http-parser. Owns the
+ * listeners and every connection; a request handed to the handler is the
+ * handler's until http_respond. One timer per connection enforces the
+ * header, body and keep-alive deadlines, so no slow client holds a slot. */
+#include <assert.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <http_parser.h>
+
+#include "kiln/buf.h"
+#include "kiln/err.h"
+#include "kiln/http_server.h"
+
+enum conn_state { CONN_READING, CONN_HANDLING, CONN_CLOSING };
+
+struct listener {
+	uv_tcp_t tcp;
+	struct http_server *s;
+	struct listener *next;
+};
+
+struct http_conn {
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	int handles_open;
+	struct http_server *s;
+	struct http_conn *prev, *next;
+	http_parser parser;
+	enum conn_state st;
+	struct http_request *req; /* being parsed */
+	struct buf url, hname, hval;
+	bool in_value;
+	size_t header_bytes;
+	int reject;	    /* status for a request the callbacks refused; 0: 400 */
+	struct buf pending; /* bytes read past a request whose answer is pending */
+	bool keep_alive;
+	bool reading;
+	struct http_request *inflight; /* held by the handler */
+};
+
+struct http_server {
+	uv_loop_t *loop;
+	struct http_server_opts o;
+	http_handler_cb *cb;
+	void *arg;
+	http_parser_settings settings;
+	struct listener *listeners;
+	struct http_conn *conns;
+	unsigned nconns, nlisteners_open;
+	bool closing;
+	void (*done)(void *);
+	void *done_arg;
+};
+
+struct write_req {
+	uv_write_t w;
+	char *data;
+	struct http_conn *c;
+	bool close_after;
+};
+
+static void conn_close(struct http_conn *c);
+static void conn_feed(struct http_conn *c, const char *data, size_t len);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+
+void http_server_default_opts(struct http_server_opts *o)
+{
+	o->body_max = HTTP_BODY_MAX_DEFAULT;
+	o->conn_max = 1024;
+	o->header_timeout_ms = 10000;
+	o->body_timeout_ms = 30000;
+	o->idle_timeout_ms = 15000;
+}
+
+static const char *reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 202: return "Accepted";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 413: return "Payload Too Large";
+	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 503: return "Service Unavailable";
+	default: return "Status";
+	}
+}
+
+static void request_free(struct http_request *r)
+{
+	if (r == NULL)
+		return;
+	for (size_t i = 0; i < r->nheaders; i++) {
+		free(r->headers[i].name);
+		free(r->headers[i].value);
+	}
+	free(r->headers);
+	free(r->path);
+	free(r->query);
+	free(r->body);
+	free(r);
+}
+
+const char *http_header(const struct http_request *req, const char *lname)
+{
+	for (size_t i = 0; i < req->nheaders; i++) {
+		if (strcmp(req->headers[i].name, lname) == 0)
+			return req->headers[i].value;
+	}
+	return NULL;
+}
+
+unsigned http_server_conns(const struct http_server *s)
+{
+	return s->nconns;
+}
+
+/* ---- deadlines and reading ---- */
+
+static void timer_cb(uv_timer_t *t)
+{
+	conn_close(container_of(t, struct http_conn, timer));
+}
+
+static void deadline(struct http_conn *c, uint64_t ms)
+{
+	uv_timer_start(&c->timer, timer_cb, ms, 0);
+}
+
+static void reading(struct http_conn *c, bool on)
+{
+	if (on == c->reading || c->st == CONN_CLOSING)
+		return;
+	c->reading = on;
+	if (on)
+		uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+	else
+		uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+/* ---- writing ---- */
+
+static void after_write(uv_write_t *w, int status)
+{
+	struct write_req *wr = container_of(w, struct write_req, w);
+
+	free(wr->data);
+	if (status < 0 || wr->close_after)
+		conn_close(wr->c);
+	free(wr);
+}
+
+static void send_response(struct http_conn *c, int status, const char *ctype, const char *body,
+			  size_t len, bool close_after)
+{
+	struct buf b = {0};
+	struct write_req *wr;
+	uv_buf_t ub;
+
+	buf_printf(&b,
+		   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+		   "Connection: %s\r\n\r\n",
+		   status, reason(status), ctype ? ctype : "text/plain; charset=utf-8", len,
+		   close_after ? "close" : "keep-alive");
+	if (len)
+		buf_append(&b, body, len);
+	wr = xcalloc(1, sizeof(*wr));
+	wr->c = c;
+	wr->close_after = close_after;
+	wr->data = b.p;
+	ub = uv_buf_init(b.p, (unsigned)b.len);
+	if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, after_write) < 0) {
+		free(wr->data);
+		free(wr);
+		conn_close(c);
+	}
+}
+
+/* An error answer that ends the connection. */
+static void reject(struct http_conn *c, int status, const char *msg)
+{
+	if (c->st == CONN_CLOSING)
+		return;
+	reading(c, false);
+	uv_timer_stop(&c->timer);
+	c->st = CONN_CLOSING; /* read nothing more; closed once written */
+	send_response(c, status, NULL, msg, strlen(msg), true);
+}
+
+void http_respond(struct http_request *req, int status, const char *content_type,
+		  const char *body, size_t len)
+{
+	struct http_conn *c = req->conn;
+	bool close_after;
+
+	request_free(req);
+	if (c == NULL || c->st == CONN_CLOSING)
+		return; /* the client went away meanwhile */
+	assert(c->st == CONN_HANDLING);
+	c->inflight = NULL;
+	close_after = !c->keep_alive || c->s->closing;
+	send_response(c, status, content_type, body, len, close_after);
+	if (close_after) {
+		c->st = CONN_CLOSING;
+		return;
+	}
+	/* The next request: first what was already read, then the socket. When
+	 * the handler answered at once we are still inside the parser, which
+	 * simply goes on with the bytes after this request. */
+	c->st = CONN_READING;
+	http_parser_pause(&c->parser, 0);
+	deadline(c, c->s->o.idle_timeout_ms);
+	if (c->pending.len) {
+		struct buf p = c->pending;
+		memset(&c->pending, 0, sizeof(c->pending));
+		conn_feed(c, p.p, p.len);
+		buf_done(&p);
+	}
+	if (c->st == CONN_READING)
+		reading(c, true);
+}
+
+/* ---- parsing ---- */
+
+static int on_message_begin(http_parser *p)
+{
+	struct http_conn *c = p->data;
+
+	request_free(c->req);
+	c->req = xcalloc(1, sizeof(*c->req));
+	c->url.len = c->hname.len = c->hval.len = 0;
+	c->in_value = false;
+	c->header_bytes = 0;
+	deadline(c, c->s->o.header_timeout_ms);
+	return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *c = p->data;
+
+	if (c->url.len + len > HTTP_URL_MAX) {
+		c->reject = 414;
+		return -1;
+	}
+	buf_append(&c->url, at, len);
+	return 0;
+}
+
+static int commit_header(struct http_conn *c)
+{
+	struct http_request *r = c->req;
+
+	if (c->hname.len == 0)
+		return 0;
+	if (r->nheaders >= HTTP_HEADER_COUNT_MAX) {
+		c->reject = 431;
+		return -1;
+	}
+	r->headers = xreallocarray(r->headers, r->nheaders + 1, sizeof(*r->headers));
+	for (size_t i = 0; i < c->hname.len; i++)
+		c->hname.p[i] = (char)tolower((unsigned char)c->hname.p[i]);
+	r->headers[r->nheaders].name = xstrndup(c->hname.p, c->hname.len);
+	r->headers[r->nheaders].value = xstrndup(c->hval.p ? c->hval.p : "", c->hval.len);
+	r->nheaders++;
+	c->hname.len = c->hval.len = 0;
+	return 0;
+}
+
+static int count_header_bytes(struct http_conn *c, size_t len)
+{
+	c->header_bytes += len;
+	if (c->header_bytes > HTTP_HEADERS_MAX) {
+		c->reject = 431;
+		return -1;
+	}
+	return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *c = p->data;
+
+	if (count_header_bytes(c, len) < 0)
+		return -1;
+	if (c->in_value) {
+		if (commit_header(c) < 0)
+			return -1;
+		c->in_value = false;
+	}
+	buf_append(&c->hname, at, len);
+	return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *c = p->data;
+
+	if (count_header_bytes(c, len) < 0)
+		return -1;
+	c->in_value = true;
+	buf_append(&c->hval, at, len);
+	return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+	struct http_conn *c = p->data;
+	struct http_request *r = c->req;
+	struct http_parser_url u;
+	const char *url = c->url.p ? c->url.p : "";
+
+	if (commit_header(c) < 0)
+		return -1;
+	http_parser_url_init(&u);
+	if (http_parser_parse_url(url, c->url.len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
+		c->reject = 400;
+		return -1;
+	}
+	r->path = xstrndup(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
+	if (u.field_set & (1 << UF_QUERY))
+		r->query = xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
+	r->method = http_method_str((enum http_method)p->method);
+	if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->s->o.body_max) {
+		c->reject = 413;
+		return -1;
+	}
+	deadline(c, c->s->o.body_timeout_ms);
+	return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+	struct http_conn *c = p->data;
+	struct http_request *r = c->req;
+
+	if (r->body_len + len > c->s->o.body_max) {
+		c->reject = 413;
+		return -1;
+	}
+	r->body = xreallocarray(r->body, r->body_len + len + 1, 1);
+	memcpy(r->body + r->body_len, at, len);
+	r->body_len += len;
+	r->body[r->body_len] = '\0';
+	return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+	struct http_conn *c = p->data;
+	struct http_request *r = c->req;
+
+	c->req = NULL;
+	if (r->body == NULL)
+		r->body = xstrdup("");
+	r->conn = c;
+	c->inflight = r;
+	c->keep_alive = http_should_keep_alive(p);
+	c->st = CONN_HANDLING;
+	uv_timer_stop(&c->timer);
+	/* answers go out in order: nothing more is parsed until this one's */
+	http_parser_pause(p, 1);
+	c->s->cb(r, c->s->arg);
+	return 0;
+}
+
+static void conn_feed(struct http_conn *c, const char *data, size_t len)
+{
+	size_t n = http_parser_execute(&c->parser, &c->s->settings, data, len);
+	enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+	char msg[160];
+	int status;
+
+	if (c->st == CONN_CLOSING)
+		return;
+	if (e == HPE_PAUSED) {
+		/* a request is being answered: keep what follows it for later */
+		if (c->st == CONN_HANDLING) {
+			reading(c, false);
+			buf_append(&c->pending, data + n, len - n);
+		}
+		return;
+	}
+	if (e == HPE_OK)
+		return;
+	status = c->reject ? c->reject : e == HPE_HEADER_OVERFLOW ? 431 : 400;
+	snprintf(msg, sizeof(msg), "%s\n", c->reject ? reason(status) : http_errno_description(e));
+	reject(c, status, msg);
+}
+
+/* ---- connections ---- */
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	(void)h;
+	(void)suggested;
+	b->base = xmalloc(65536);
+	b->len = 65536;
+}
+
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+	struct http_conn *c = container_of((uv_tcp_t *)st, struct http_conn, tcp);
+
+	if (nread > 0 && c->st == CONN_READING)
+		conn_feed(c, b->base, (size_t)nread);
+	else if (nread > 0 && c->st == CONN_HANDLING)
+		buf_append(&c->pending, b->base, (size_t)nread);
+	else if (nread < 0)
+		conn_close(c);
+	free(b->base);
+}
+
+static void server_maybe_done(struct http_server *s)
+{
+	if (!s->closing || s->nconns > 0 || s->nlisteners_open > 0)
+		return;
+	if (s->done)
+		s->done(s->done_arg);
+	free(s);
+}
+
+static void conn_handle_closed(uv_handle_t *h)
+{
+	struct http_conn *c = h->data;
+	struct http_server *s = c->s;
+
+	if (--c->handles_open > 0)
+		return;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->nconns--;
+	request_free(c->req);
+	buf_done(&c->url);
+	buf_done(&c->hname);
+	buf_done(&c->hval);
+	buf_done(&c->pending);
+	free(c);
+	server_maybe_done(s);
+}
+
+static void conn_close(struct http_conn *c)
+{
+	if (uv_is_closing((uv_handle_t *)&c->tcp))
+		return;
+	reading(c, false);
+	c->st = CONN_CLOSING;
+	if (c->inflight) { /* the handler's answer will go nowhere */
+		c->inflight->conn = NULL;
+		c->inflight = NULL;
+	}
+	uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+	uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+	struct listener *l = container_of((uv_tcp_t *)ls, struct listener, tcp);
+	struct http_server *s = l->s;
+	struct http_conn *c;
+
+	if (status < 0)
+		return;
+	c = xcalloc(1, sizeof(*c));
+	c->s = s;
+	uv_tcp_init(s->loop, &c->tcp);
+	uv_timer_init(s->loop, &c->timer);
+	c->tcp.data = c->timer.data = c;
+	c->handles_open = 2;
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->nconns++;
+	if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0 || s->closing || s->nconns > s->o.conn_max) {
+		conn_close(c); /* over the limit: accepted and closed at once */
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	http_parser_init(&c->parser, HTTP_REQUEST);
+	c->parser.data = c;
+	c->st = CONN_READING;
+	deadline(c, s->o.idle_timeout_ms);
+	reading(c, true);
+}
+
+/* ---- the server ---- */
+
+int http_server_new(uv_loop_t *loop, const struct http_server_opts *o, http_handler_cb *cb,
+		    void *arg, struct http_server **ret)
+{
+	struct http_server *s = xcalloc(1, sizeof(*s));
+
+	s->loop = loop;
+	s->o = *o;
+	s->cb = cb;
+	s->arg = arg;
+	http_parser_settings_init(&s->settings);
+	s->settings.on_message_begin = on_message_begin;
+	s->settings.on_url = on_url;
+	s->settings.on_header_field = on_header_field;
+	s->settings.on_header_value = on_header_value;
+	s->settings.on_headers_complete = on_headers_complete;
+	s->settings.on_body = on_body;
+	s->settings.on_message_complete = on_message_complete;
+	*ret = s;
+	return 0;
+}
+
+static void listener_free_cb(uv_handle_t *h)
+{
+	free(container_of((uv_tcp_t *)h, struct listener, tcp));
+}
+
+static int listen_on(struct http_server *s, struct listener *l, const char *what,
+		     struct kiln_err *err)
+{
+	int r = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+
+	if (r < 0) {
+		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
+		return kiln_err_set(err, r, "cannot listen on %s: %s", what, uv_strerror(r));
+	}
+	l->next = s->listeners;
+	s->listeners = l;
+	s->nlisteners_open++;
+	return 0;
+}
+
+int http_server_listen(struct http_server *s, const char *addr, struct kiln_err *err)
+{
+	struct sockaddr_storage ss;
+	struct listener *l;
+	char host[256];
+	const char *colon = strrchr(addr, ':');
+	long port;
+	char *end;
+	int r;
+
+	if (colon == NULL || (size_t)(colon - addr) >= sizeof(host))
+		return kiln_err_set(err, -EINVAL, "listen address '%s' is not host:port", addr);
+	port = strtol(colon + 1, &end, 10);
+	if (colon[1] == '\0' || *end || port < 1 || port > 65535)
+		return kiln_err_set(err, -EINVAL, "listen address '%s' has no valid port", addr);
+	if (addr[0] == '[') {
+		if (colon == addr || colon[-1] != ']')
+			return kiln_err_set(err, -EINVAL, "listen address '%s' is not [v6]:port", addr);
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - addr - 2), addr + 1);
+		r = uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss);
+	} else {
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
+		r = uv_ip4_addr(host[0] ? host : "0.0.0.0", (int)port, (struct sockaddr_in *)&ss);
+	}
+	if (r < 0)
+		return kiln_err_set(err, -EINVAL, "listen address '%s': bad host '%s'", addr, host);
+	l = xcalloc(1, sizeof(*l));
+	l->s = s;
+	uv_tcp_init(s->loop, &l->tcp);
+	r = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss, 0);
+	if (r < 0) {
+		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
+		return kiln_err_set(err, r, "cannot bind %s: %s", addr, uv_strerror(r));
+	}
+	return listen_on(s, l, addr, err);
+}
+
+int http_server_adopt(struct http_server *s, int fd, struct kiln_err *err)
+{
+	struct listener *l = xcalloc(1, sizeof(*l));
+	int r;
+
+	l->s = s;
+	uv_tcp_init(s->loop, &l->tcp);
+	r = uv_tcp_open(&l->tcp, fd);
+	if (r < 0) {
+		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
+		return kiln_err_set(err, r, "cannot use socket fd %d: %s", fd, uv_strerror(r));
+	}
+	return listen_on(s, l, "a socket from systemd", err);
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+	struct listener *l = container_of((uv_tcp_t *)h, struct listener, tcp);
+	struct http_server *s = l->s;
+
+	free(l);
+	s->nlisteners_open--;
+	server_maybe_done(s);
+}
+
+void http_server_close(struct http_server *s, void (*done)(void *arg), void *arg)
+{
+	struct listener *l, *ln;
+	struct http_conn *c, *cn;
+
+	s->closing = true;
+	s->done = done;
+	s->done_arg = arg;
+	for (l = s->listeners; l; l = ln) {
+		ln = l->next;
+		uv_close((uv_handle_t *)&l->tcp, listener_closed);
+	}
+	s->listeners = NULL;
+	for (c = s->conns; c; c = cn) {
+		cn = c->next;
+		if (c->st != CONN_HANDLING) /* those close after their answer */
+			conn_close(c);
+	}
+	server_maybe_done(s);
+}
