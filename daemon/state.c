@@ -49,6 +49,13 @@ static const char *const migrations[] = {
     "  error TEXT);"
     "CREATE INDEX builds_by_state ON builds (state, id);"
     "CREATE INDEX builds_by_image ON builds (repository, branch, path, state);",
+    /* 2: webhook deliveries, recorded before they are answered */
+    "CREATE TABLE deliveries ("
+    "  repository TEXT NOT NULL,"
+    "  id TEXT NOT NULL,"
+    "  received_at INTEGER NOT NULL,"
+    "  handled INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (repository, id));",
 };
 
 static const char *const state_names[] = {"queued", "running",	 "succeeded",
@@ -459,6 +466,79 @@ int state_counts(struct state *s, unsigned *queued, unsigned *running, struct ki
 
 	pthread_mutex_lock(&s->lock);
 	r = counts_locked(s, queued, running, err);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+static int record_delivery_locked(struct state *s, const char *repo, const char *id,
+				  struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	if (sqlite3_prepare_v2(s->db,
+			       "INSERT OR IGNORE INTO deliveries (repository, id, received_at)"
+			       " VALUES (?, ?, ?)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return db_err(s, err, "recording a delivery");
+	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, now());
+	r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(s->db) : db_err(s, err, "recording a delivery");
+	sqlite3_finalize(st);
+	return r;
+}
+
+int state_record_delivery(struct state *s, const char *repo, const char *id, struct kiln_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = record_delivery_locked(s, repo, id, err);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int state_deliveries_handled(struct state *s, const char *repo, int64_t until,
+			     struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(s->db,
+			       "UPDATE deliveries SET handled = 1 WHERE repository = ? AND handled = 0"
+			       " AND received_at <= ?",
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "marking deliveries");
+	} else {
+		sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, until);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = db_err(s, err, "marking deliveries");
+	}
+	sqlite3_finalize(st);
+	/* GitHub keeps redeliveries for three days: older ids need not be kept */
+	exec(s, "DELETE FROM deliveries WHERE handled = 1 AND received_at < strftime('%s', 'now') - 4 * 86400",
+	     NULL);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int state_pending_deliveries(struct state *s, struct strv *ret, struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(s->db, "SELECT DISTINCT repository FROM deliveries WHERE handled = 0",
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "reading deliveries");
+	} else {
+		while (sqlite3_step(st) == SQLITE_ROW)
+			strv_push(ret, xstrdup((const char *)sqlite3_column_text(st, 0)));
+	}
+	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "kiln/buf.h"
 #include "kiln/common.h"
 
 #define STATE_SHA_LEN 40
@@ -65,5 +66,15 @@ int state_finish(struct state *s, int64_t id, enum build_state st, const char *e
 		 struct kiln_err *err);
 /* Counts by state. */
 int state_counts(struct state *s, unsigned *queued, unsigned *running, struct kiln_err *err);
+
+/* Webhook deliveries: 1 when id is new for repo (and now recorded), 0 when it
+ * was seen before (a redelivery). */
+int state_record_delivery(struct state *s, const char *repo, const char *id, struct kiln_err *err);
+/* The repository's deliveries received up to `until` (unix seconds) led to a
+ * completed poll. */
+int state_deliveries_handled(struct state *s, const char *repo, int64_t until,
+			     struct kiln_err *err);
+/* Repositories with deliveries not yet followed by a poll (after a crash). */
+int state_pending_deliveries(struct state *s, struct strv *ret, struct kiln_err *err);
 
 #endif

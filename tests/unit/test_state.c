@@ -72,7 +72,7 @@ static void lock_and_schema(void **state)
 	assert_int_equal(state_open(d, &s2, &err), -EBUSY);
 	assert_non_null(strstr(err.msg, "another kilnd (pid "));
 	assert_null(s2);
-	assert_int_equal(count(d, "PRAGMA user_version"), 1);
+	assert_int_equal(count(d, "PRAGMA user_version"), 2);
 	s = state_close(s);
 	/* released at close: opens again, schema already current */
 	assert_int_equal(state_open(d, &s, &err), 0);
@@ -181,6 +181,35 @@ static void newer_schema_is_refused(void **state)
 	assert_int_equal(state_open(d, &s, &err), -EPROTO);
 	assert_non_null(strstr(err.msg, "newer than this kilnd"));
 	free(path);
+	free(d);
+}
+
+static void deliveries(void **state)
+{
+	char *d = sub("deliveries");
+	struct state *s = NULL;
+	struct kiln_err err = {0};
+	struct strv pending = {0};
+
+	(void)state;
+	assert_int_equal(state_open(d, &s, &err), 0);
+	assert_int_equal(state_record_delivery(s, "images", "guid-1", &err), 1);
+	assert_int_equal(state_record_delivery(s, "images", "guid-1", &err), 0); /* redelivery */
+	assert_int_equal(state_record_delivery(s, "other", "guid-1", &err), 1);  /* per repository */
+	/* recorded before the answer: a restart finds them pending */
+	s = state_close(s);
+	assert_int_equal(state_open(d, &s, &err), 0);
+	assert_int_equal(state_pending_deliveries(s, &pending, &err), 0);
+	assert_int_equal(pending.n, 2);
+	strv_done(&pending);
+	assert_int_equal(state_deliveries_handled(s, "images", INT64_MAX, &err), 0);
+	assert_int_equal(state_pending_deliveries(s, &pending, &err), 0);
+	assert_int_equal(pending.n, 1);
+	assert_string_equal(pending.v[0], "other");
+	strv_done(&pending);
+	/* a handled id is still remembered: no double trigger on redelivery */
+	assert_int_equal(state_record_delivery(s, "images", "guid-1", &err), 0);
+	state_close(s);
 	free(d);
 }
 
