@@ -220,6 +220,7 @@ int main(void)
 	    cmocka_unit_test(plans_supersede_and_last_seen),
 	    cmocka_unit_test(take_finish_and_recover),
 	    cmocka_unit_test(newer_schema_is_refused),
+		cmocka_unit_test(deliveries),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
