@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+#include <time.h>
 #include <uv.h>
 
 #include "kiln/build.h"
@@ -19,6 +21,7 @@
 #include "kiln/repo.h"
 #include "kiln/state.h"
 #include "kiln/watch.h"
+#include "kiln/webhook.h"
 
 struct daemon {
 	uv_loop_t *loop;
@@ -31,6 +34,9 @@ struct daemon {
 	struct builder builder;
 	uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
 	uv_timer_t watchdog, grace;
+	struct http_server *http; /* NULL: no listener */
+	struct webhook webhook;
+	int64_t started;
 	bool stopping;
 	bool abandoned; /* the grace period ran out with jobs still on workers */
 	int exit_code;
@@ -62,7 +68,7 @@ static void update_status(struct daemon *d)
 
 static void maybe_exit(struct daemon *d)
 {
-	if (!d->stopping || d->closing > 0 || d->nwatches > 0 || d->builder.running > 0)
+	if (!d->stopping || d->closing > 0 || d->nwatches > 0 || d->builder.running > 0 || d->http)
 		return;
 	log_info("all work finished; exiting");
 	uv_stop(d->loop);
@@ -104,7 +110,153 @@ static void on_builder_changed(struct builder *b, void *arg)
 	maybe_exit(d);
 }
 
-static const struct watch_ops ops = {on_planned, on_watch_changed, on_watch_closed};
+struct mark_job {
+	uv_work_t req;
+	struct state *state;
+	char *repo;
+	int64_t until;
+};
+
+static void mark_work(uv_work_t *r)
+{
+	struct mark_job *j = container_of(r, struct mark_job, req);
+	struct kiln_err err = {0};
+
+	if (state_deliveries_handled(j->state, j->repo, j->until, &err) < 0)
+		log_warning("webhook deliveries of '%s' not marked handled: %s", j->repo, err.msg);
+}
+
+static void mark_after(uv_work_t *r, int status)
+{
+	struct mark_job *j = container_of(r, struct mark_job, req);
+
+	(void)status;
+	free(j->repo);
+	free(j);
+}
+
+/* A poll that a webhook asked for is done: its deliveries need no replay. */
+static void on_polled(struct watch *w, void *arg)
+{
+	struct daemon *d = arg;
+	struct mark_job *j;
+
+	if (!w->deliveries_pending)
+		return;
+	w->deliveries_pending = false;
+	j = xcalloc(1, sizeof(*j));
+	j->state = d->state;
+	j->repo = xstrdup(w->name);
+	j->until = w->poll_started - 1; /* seconds: a delivery in that second stays pending */
+	uv_queue_work(d->loop, &j->req, mark_work, mark_after);
+}
+
+static const struct watch_ops ops = {on_planned, on_watch_changed, on_watch_closed, on_polled};
+
+static struct watch *find_watch(struct daemon *d, const char *name)
+{
+	for (size_t i = 0; i < d->nwatches; i++) {
+		if (strcmp(d->watches[i]->name, name) == 0)
+			return d->watches[i];
+	}
+	return NULL;
+}
+
+/* ---- the HTTP endpoints ---- */
+
+static int hook_trigger(const char *repo, void *arg)
+{
+	struct daemon *d = arg;
+	struct watch *w = find_watch(d, repo);
+
+	if (w == NULL || d->stopping)
+		return -ENOENT;
+	w->deliveries_pending = true;
+	watch_trigger(w);
+	return 0;
+}
+
+static int hook_health(struct buf *json, void *arg)
+{
+	struct daemon *d = arg;
+	bool ok = d->builder.last_error[0] == '\0';
+
+	buf_printf(json,
+		   "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_s\":%lld,"
+		   "\"repositories\":%zu,\"queued\":%u,\"running\":%u,\"dry_run\":%s}\n",
+		   ok ? "ok" : "degraded", KILN_VERSION, (long long)(time(NULL) - d->started),
+		   d->nwatches, d->builder.queued, d->builder.active, d->cfg.dry_run ? "true" : "false");
+	return ok ? 200 : 503;
+}
+
+static void metric(struct buf *b, const char *name, const char *type, const char *help)
+{
+	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void hook_metrics(struct buf *b, void *arg)
+{
+	struct daemon *d = arg;
+	uint64_t fetches = 0, errors = 0;
+
+	for (size_t i = 0; i < d->nwatches; i++) {
+		fetches += d->watches[i]->fetches;
+		errors += d->watches[i]->errors;
+	}
+	metric(b, "kiln_process_start_time_seconds", "gauge", "Start time of kilnd, unix seconds.");
+	buf_printf(b, "kiln_process_start_time_seconds %lld\n", (long long)d->started);
+	metric(b, "kiln_queue_depth", "gauge", "Builds waiting.");
+	buf_printf(b, "kiln_queue_depth %u\n", d->builder.queued);
+	metric(b, "kiln_running_builds", "gauge", "Builds running.");
+	buf_printf(b, "kiln_running_builds %u\n", d->builder.active);
+	metric(b, "kiln_builds_total", "counter", "Builds finished since start, by result.");
+	buf_printf(b, "kiln_builds_total{result=\"succeeded\"} %llu\n",
+		   (unsigned long long)d->builder.done);
+	metric(b, "kiln_fetches_total", "counter", "Fetches that brought new commits.");
+	buf_printf(b, "kiln_fetches_total %llu\n", (unsigned long long)fetches);
+	metric(b, "kiln_fetch_errors_total", "counter", "Polls or plans that failed.");
+	buf_printf(b, "kiln_fetch_errors_total %llu\n", (unsigned long long)errors);
+	metric(b, "kiln_last_successful_poll_timestamp_seconds", "gauge",
+	       "Last successful poll per repository, unix seconds.");
+	for (size_t i = 0; i < d->nwatches; i++)
+		buf_printf(b, "kiln_last_successful_poll_timestamp_seconds{repository=\"%s\"} %lld\n",
+			   d->watches[i]->name, (long long)d->watches[i]->last_success);
+}
+
+static const struct webhook_ops hook_ops = {hook_trigger, hook_health, hook_metrics};
+
+static int start_http(struct daemon *d)
+{
+	struct http_server_opts o;
+	struct kiln_err err = {0};
+	int nfds = sd_listen_fds(1);
+
+	if (d->cfg.listen_http.n == 0 && nfds <= 0)
+		return 0;
+	webhook_init(&d->webhook, d->loop, d->state, &d->cfg, &hook_ops, d);
+	http_server_default_opts(&o);
+	http_server_new(d->loop, &o, webhook_handle, &d->webhook, &d->http);
+	for (int i = 0; i < nfds; i++) {
+		if (http_server_adopt(d->http, SD_LISTEN_FDS_START + i, &err) < 0)
+			return log_error_errno(-EINVAL, "%s", err.msg);
+		log_info("listening on a socket from systemd (fd %d)", SD_LISTEN_FDS_START + i);
+	}
+	for (size_t i = 0; i < d->cfg.listen_http.n; i++) {
+		if (http_server_listen(d->http, d->cfg.listen_http.v[i], &err) < 0)
+			return log_error_errno(-EINVAL, "listen.http: %s", err.msg);
+		log_info("listening on http://%s", d->cfg.listen_http.v[i]);
+	}
+	return 0;
+}
+
+static void http_closed(void *arg)
+{
+	struct daemon *d = arg;
+
+	d->http = NULL;
+	maybe_exit(d);
+}
+
 
 static int add_watch(struct daemon *d, const struct config_repo *repo)
 {
@@ -164,6 +316,8 @@ static void reload(struct daemon *d)
 	if (strcmp(next.state_dir, d->cfg.state_dir) != 0)
 		log_warning("state_dir changed to '%s': it takes effect at the next start",
 			    next.state_dir);
+	if (next.listen_http.n != d->cfg.listen_http.n)
+		log_warning("listen.http changed: it takes effect at the next start");
 	for (size_t i = d->nwatches; i-- > 0;) {
 		if (config_repo(&next, d->watches[i]->name) == NULL) {
 			log_info("no longer watching '%s'", d->watches[i]->name);
@@ -208,6 +362,8 @@ static void stop(struct daemon *d, const char *why)
 	notify_stopping();
 	log_info("%s: stopping (grace period %" PRIu64 "ms)", why, d->cfg.shutdown_grace_ms);
 	builder_drain(&d->builder);
+	if (d->http)
+		http_server_close(d->http, http_closed, d);
 	while (d->nwatches > 0)
 		remove_watch(d, d->nwatches - 1);
 	uv_timer_start(&d->grace, grace_cb, d->cfg.shutdown_grace_ms, 0);
@@ -278,6 +434,7 @@ static int run(struct daemon *d)
 		return 1;
 	}
 	d->loop = uv_default_loop();
+	d->started = (int64_t)time(NULL);
 	builder_init(&d->builder, d->loop, d->state, d->cfg.concurrency, on_builder_changed, d);
 	for (size_t i = 0; i < d->cfg.nrepos; i++) {
 		if (add_watch(d, &d->cfg.repos[i]) < 0)
@@ -297,6 +454,20 @@ static int run(struct daemon *d)
 	if ((wd = notify_watchdog_usec()) > 0) {
 		uv_timer_start(&d->watchdog, watchdog_cb, wd / 2000, wd / 2000);
 		log_debug("watchdog ping every %" PRIu64 "ms", wd / 2000);
+	}
+	if (start_http(d) < 0)
+		return 1;
+	{
+		/* deliveries answered before a crash but not yet followed by a poll */
+		struct strv pending = {0};
+		state_pending_deliveries(d->state, &pending, NULL);
+		for (size_t i = 0; i < pending.n; i++) {
+			if (hook_trigger(pending.v[i], d) == 0)
+				log_notice("repository '%s' has webhook deliveries from before the "
+					   "restart: polling now",
+					   pending.v[i]);
+		}
+		strv_done(&pending);
 	}
 	builder_kick(&d->builder); /* builds left queued by the last run */
 	notify_ready();

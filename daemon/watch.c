@@ -384,6 +384,7 @@ static void job_failed(struct watch *w, struct watch_job *j)
 
 	w->mirror = repo_close(w->mirror);
 	w->failures++;
+	w->errors++;
 	snprintf(w->last_error, sizeof(w->last_error), "%s", j->err.msg);
 	delay = next_delay(w);
 	log_warning("watch '%s': %s failed: %s; retrying in %" PRIu64 "s", w->name,
@@ -391,6 +392,15 @@ static void job_failed(struct watch *w, struct watch_job *j)
 	w->again = false;
 	set_state(w, WATCH_IDLE);
 	schedule(w, delay);
+}
+
+static void succeeded(struct watch *w)
+{
+	w->failures = 0;
+	w->last_error[0] = '\0';
+	w->last_success = (int64_t)time(NULL);
+	if (w->ops.polled)
+		w->ops.polled(w, w->arg);
 }
 
 static void go_idle(struct watch *w)
@@ -452,8 +462,7 @@ static void plan_after(uv_work_t *req, int status)
 		w->local_fp_valid = false; /* plan again at the next poll */
 		job_failed(w, j);
 	} else {
-		w->failures = 0;
-		w->last_error[0] = '\0';
+		succeeded(w);
 		strv_done(&w->seen);
 		strv_copy(&w->seen, &j->seen_out);
 		w->have_seen = w->seen.n == w->branches.n;
@@ -487,8 +496,7 @@ static void fetch_after(uv_work_t *req, int status)
 	strv_done(&w->mirror_tips);
 	strv_copy(&w->mirror_tips, &j->mirror_tips_out);
 	if (w->stopping || !j->moved) {
-		w->failures = 0;
-		w->last_error[0] = '\0';
+		succeeded(w);
 		go_idle(w);
 	} else {
 		/* the plan job takes over the tips: reuse this job */
@@ -511,6 +519,7 @@ static void poll_start(struct watch *w)
 	j = job_new(w, JOB_FETCH);
 	w->job = j;
 	w->polls++;
+	w->poll_started = (int64_t)time(NULL);
 	set_state(w, WATCH_FETCHING);
 	uv_queue_work(w->loop, &j->req, fetch_work, fetch_after);
 }

@@ -24,6 +24,7 @@ struct watch_ops {
 	void (*planned)(struct watch *w, unsigned queued, void *arg); /* builds recorded */
 	void (*changed)(struct watch *w, void *arg);		      /* state or error */
 	void (*closed)(struct watch *w, void *arg);		      /* after watch_stop */
+	void (*polled)(struct watch *w, void *arg); /* a poll (and its plan) succeeded */
 };
 
 struct watch {
@@ -59,8 +60,10 @@ struct watch {
 	uint64_t local_fp;	 /* refs fingerprint of a local remote at the last good poll */
 	bool local_fp_valid;
 
-	/* Counters. */
-	uint64_t polls, fetches, plans;
+	/* Counters and times (unix seconds), for metrics. */
+	uint64_t polls, fetches, plans, errors;
+	int64_t poll_started, last_success;
+	bool deliveries_pending; /* a webhook asked for this poll: mark it done after */
 };
 
 /* Creates the machine for repo (mirror under mirrors_dir) and opens or

@@ -1,0 +1,287 @@
+/* webhook.c: push notifications in, poll triggers out. Signatures are checked
+ * over the raw body before anything is parsed; the delivery id is recorded
+ * durably (on a worker) before the answer, so a crash right after a 202 still
+ * ends in a poll at the next start. Owns nothing long-lived. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "kiln/log.h"
+#include "kiln/sig.h"
+#include "kiln/webhook.h"
+
+#define ZERO_SHA "0000000000000000000000000000000000000000"
+
+struct hook_job {
+	uv_work_t req;
+	struct webhook *wh;
+	struct http_request *http;
+	char *repo, *id, *branch;
+	int r;
+	struct kiln_err err;
+};
+
+const char *webhook_result_str(enum webhook_result r)
+{
+	static const char *const names[] = { "accepted", "duplicate", "ignored",
+					     "unauthorized", "rejected", "failed" };
+	return (unsigned)r < ARRAY_SIZE(names) ? names[r] : "unknown";
+}
+
+void webhook_init(struct webhook *wh, uv_loop_t *loop, struct state *state,
+		  const struct config *cfg, const struct webhook_ops *ops, void *arg)
+{
+	memset(wh, 0, sizeof(*wh));
+	wh->loop = loop;
+	wh->state = state;
+	wh->cfg = cfg;
+	wh->ops = *ops;
+	wh->arg = arg;
+}
+
+static void answer(struct webhook *wh, struct http_request *req, enum webhook_result res,
+		   int status, const char *msg)
+{
+	char body[256];
+	int n = snprintf(body, sizeof(body), "{\"result\":\"%s\",\"message\":\"%s\"}\n",
+			 webhook_result_str(res), msg);
+
+	wh->results[res]++;
+	http_respond(req, status, "application/json", body, (size_t)n);
+}
+
+/* Decodes application/x-www-form-urlencoded "payload=<json>" in place. */
+static char *form_payload(const char *body, size_t len, size_t *ret_len)
+{
+	const char *p = body, *end = body + len;
+	struct buf out = {0};
+
+	while (p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *e = amp ? amp : end;
+		if ((size_t)(e - p) > 8 && memcmp(p, "payload=", 8) == 0) {
+			for (const char *q = p + 8; q < e; q++) {
+				if (*q == '+') {
+					buf_putc(&out, ' ');
+				} else if (*q == '%' && e - q > 2 && isxdigit((unsigned char)q[1]) &&
+					   isxdigit((unsigned char)q[2])) {
+					char hex[3] = { q[1], q[2], 0 };
+					buf_putc(&out, (char)strtol(hex, NULL, 16));
+					q += 2;
+				} else {
+					buf_putc(&out, *q);
+				}
+			}
+			*ret_len = out.len;
+			return buf_steal(&out);
+		}
+		p = amp ? amp + 1 : end;
+	}
+	return NULL;
+}
+
+static void record_work(uv_work_t *r)
+{
+	struct hook_job *j = container_of(r, struct hook_job, req);
+	j->r = state_record_delivery(j->wh->state, j->repo, j->id, &j->err);
+}
+
+static void record_after(uv_work_t *r, int status)
+{
+	struct hook_job *j = container_of(r, struct hook_job, req);
+	struct webhook *wh = j->wh;
+
+	if (status < 0 || j->r < 0) {
+		log_error("webhook '%s': cannot record delivery %s: %s", j->repo, j->id,
+			  status < 0 ? "cancelled" : j->err.msg);
+		answer(wh, j->http, HOOK_FAILED, 503, "the delivery could not be recorded");
+	} else if (j->r == 0) {
+		log_debug("webhook '%s': delivery %s seen before, not triggered again", j->repo, j->id);
+		answer(wh, j->http, HOOK_DUPLICATE, 200, "already received");
+	} else if (wh->ops.trigger(j->repo, wh->arg) < 0) {
+		answer(wh, j->http, HOOK_REJECTED, 404, "repository no longer watched");
+	} else {
+		log_info("webhook '%s': push to '%s', polling now", j->repo, j->branch);
+		answer(wh, j->http, HOOK_ACCEPTED, 202, "poll triggered");
+	}
+	free(j->repo);
+	free(j->id);
+	free(j->branch);
+	free(j);
+}
+
+static bool follows(const struct config_repo *repo, const char *branch)
+{
+	for (size_t i = 0; i < repo->branches.n; i++) {
+		if (strcmp(repo->branches.v[i], branch) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Checks the signature or token of the provider; true when authentic. */
+static bool authentic(const struct config_repo *repo, const struct http_request *req)
+{
+	const char *p = repo->webhook_provider, *s = repo->webhook_secret;
+
+	if (strcmp(p, "github") == 0)
+		return sig_check_hmac(s, "sha256=", http_header(req, "x-hub-signature-256"), req->body,
+				      req->body_len);
+	if (strcmp(p, "gitea") == 0)
+		return sig_check_hmac(s, "", http_header(req, "x-gitea-signature"), req->body,
+				      req->body_len);
+	if (strcmp(p, "gitlab") == 0) {
+		const char *t = http_header(req, "x-gitlab-token");
+		return t && sig_str_equal(t, s);
+	}
+	/* generic: HMAC in the configured header, with or without "sha256=" */
+	{
+		char lname[128];
+		const char *h;
+		size_t i;
+		for (i = 0; repo->webhook_header && repo->webhook_header[i] && i + 1 < sizeof(lname); i++)
+			lname[i] = (char)tolower((unsigned char)repo->webhook_header[i]);
+		lname[i] = '\0';
+		h = http_header(req, i ? lname : "x-hub-signature-256");
+		return sig_check_hmac(s, "sha256=", h, req->body, req->body_len) ||
+		       sig_check_hmac(s, "", h, req->body, req->body_len);
+	}
+}
+
+/* The event name, and whether it is a branch push we care about. */
+static const char *event_of(const char *provider, const struct http_request *req)
+{
+	if (strcmp(provider, "github") == 0)
+		return http_header(req, "x-github-event");
+	if (strcmp(provider, "gitea") == 0)
+		return http_header(req, "x-gitea-event");
+	if (strcmp(provider, "gitlab") == 0)
+		return http_header(req, "x-gitlab-event");
+	return "push";
+}
+
+static const char *delivery_of(const char *provider, const struct http_request *req)
+{
+	if (strcmp(provider, "github") == 0)
+		return http_header(req, "x-github-delivery");
+	if (strcmp(provider, "gitea") == 0)
+		return http_header(req, "x-gitea-delivery");
+	if (strcmp(provider, "gitlab") == 0)
+		return http_header(req, "idempotency-key");
+	return http_header(req, "x-delivery");
+}
+
+static void handle_hook(struct webhook *wh, struct http_request *req, const char *name)
+{
+	const struct config_repo *repo = config_repo(wh->cfg, name);
+	const char *event, *ctype, *ref, *after, *id;
+	json_t *doc = NULL;
+	json_error_t jerr;
+	char *form = NULL;
+	const char *json = req->body;
+	size_t json_len = req->body_len;
+	struct hook_job *j;
+	char idbuf[64];
+
+	if (repo == NULL || repo->webhook_provider == NULL) {
+		answer(wh, req, HOOK_REJECTED, 404, "no such repository or no webhook configured");
+		return;
+	}
+	if (strcmp(req->method, "POST") != 0) {
+		answer(wh, req, HOOK_REJECTED, 405, "use POST");
+		return;
+	}
+	/* authenticity first, over the raw bytes, before any parsing */
+	if (!authentic(repo, req)) {
+		log_warning("webhook '%s': bad or missing signature, ignored", name);
+		answer(wh, req, HOOK_UNAUTHORIZED, 401, "bad or missing signature");
+		return;
+	}
+	event = event_of(repo->webhook_provider, req);
+	if (event && (strcmp(event, "ping") == 0 || strcmp(event, "System Hook") == 0)) {
+		answer(wh, req, HOOK_IGNORED, 200, "pong");
+		return;
+	}
+	if (event == NULL || (strcmp(event, "push") != 0 && strcmp(event, "Push Hook") != 0)) {
+		log_debug("webhook '%s': event '%s' ignored", name, event ? event : "(none)");
+		answer(wh, req, HOOK_IGNORED, 202, "event ignored");
+		return;
+	}
+	ctype = http_header(req, "content-type");
+	if (ctype && strncmp(ctype, "application/x-www-form-urlencoded", 33) == 0) {
+		if (strcmp(repo->webhook_provider, "github") != 0 ||
+		    (form = form_payload(req->body, req->body_len, &json_len)) == NULL) {
+			answer(wh, req, HOOK_REJECTED, 415, "send application/json");
+			return;
+		}
+		json = form;
+	}
+	doc = json_loadb(json, json_len, JSON_REJECT_DUPLICATES, &jerr);
+	free(form);
+	ref = json_string_value(json_object_get(doc, "ref"));
+	after = json_string_value(json_object_get(doc, "after"));
+	if (doc == NULL || !json_is_object(doc) || ref == NULL) {
+		json_decref(doc);
+		answer(wh, req, HOOK_REJECTED, 400, "malformed JSON: no ref");
+		return;
+	}
+	if (strncmp(ref, "refs/heads/", 11) != 0 || !follows(repo, ref + 11) ||
+	    (after && strcmp(after, ZERO_SHA) == 0)) {
+		log_debug("webhook '%s': %s ignored (not a followed branch, or deleted)", name, ref);
+		json_decref(doc);
+		answer(wh, req, HOOK_IGNORED, 202, "not a followed branch");
+		return;
+	}
+	id = delivery_of(repo->webhook_provider, req);
+	if (id == NULL || id[0] == '\0' || strlen(id) > 200) {
+		/* no id to deduplicate by: still recorded, so a crash leads to a poll */
+		snprintf(idbuf, sizeof(idbuf), "kiln-%llu-%llu", (unsigned long long)uv_now(wh->loop),
+			 (unsigned long long)++wh->seq);
+		id = idbuf;
+	}
+	j = xcalloc(1, sizeof(*j));
+	j->wh = wh;
+	j->http = req;
+	j->repo = xstrdup(name);
+	j->id = xstrdup(id);
+	j->branch = xstrdup(ref + 11);
+	json_decref(doc);
+	uv_queue_work(wh->loop, &j->req, record_work, record_after);
+}
+
+static void append_metrics(struct webhook *wh, struct buf *b)
+{
+	buf_puts(b, "# HELP kiln_webhook_deliveries_total Webhook requests by result.\n"
+		    "# TYPE kiln_webhook_deliveries_total counter\n");
+	for (int i = 0; i < HOOK_NRESULTS; i++)
+		buf_printf(b, "kiln_webhook_deliveries_total{result=\"%s\"} %llu\n",
+			   webhook_result_str((enum webhook_result)i),
+			   (unsigned long long)wh->results[i]);
+}
+
+void webhook_handle(struct http_request *req, void *arg)
+{
+	struct webhook *wh = arg;
+	struct buf b = {0};
+
+	if (strncmp(req->path, "/hooks/", 7) == 0 && req->path[7] && !strchr(req->path + 7, '/')) {
+		char *name = xstrdup(req->path + 7);
+		handle_hook(wh, req, name);
+		free(name);
+	} else if (strcmp(req->path, "/healthz") == 0 && strcmp(req->method, "GET") == 0) {
+		int status = wh->ops.health(&b, wh->arg);
+		http_respond(req, status, "application/json", b.p, b.len);
+	} else if (strcmp(req->path, "/metrics") == 0 && strcmp(req->method, "GET") == 0) {
+		wh->ops.metrics(&b, wh->arg);
+		append_metrics(wh, &b);
+		http_respond(req, 200, "text/plain; version=0.0.4", b.p, b.len);
+	} else if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/metrics") == 0) {
+		http_respond(req, 405, NULL, "use GET\n", 8);
+	} else {
+		http_respond(req, 404, NULL, "not found\n", 10);
+	}
+	buf_done(&b);
+}

@@ -1,0 +1,50 @@
+/* webhook.h: kilnd's HTTP endpoints: POST /hooks/<repository> (GitHub,
+ * GitLab, Gitea/Forgejo and generic HMAC pushes), GET /healthz and
+ * GET /metrics. A push only triggers a poll of the repository: the payload's
+ * commits are hints, never trusted for what to build. */
+#ifndef KILN_WEBHOOK_H
+#define KILN_WEBHOOK_H
+
+#include <uv.h>
+
+#include "kiln/buf.h"
+#include "kiln/config.h"
+#include "kiln/http_server.h"
+#include "kiln/state.h"
+
+enum webhook_result {
+	HOOK_ACCEPTED,	   /* 202, poll triggered */
+	HOOK_DUPLICATE,	   /* 200, a redelivery */
+	HOOK_IGNORED,	   /* 200/202, another branch, a deletion, another event, a ping */
+	HOOK_UNAUTHORIZED, /* 401 */
+	HOOK_REJECTED,	   /* 400/404/405/413/415 */
+	HOOK_FAILED,	   /* 503: the state could not record it */
+	HOOK_NRESULTS
+};
+
+struct webhook_ops {
+	/* poll the repository now; -ENOENT when it is not watched */
+	int (*trigger)(const char *repo, void *arg);
+	/* 200 or 503 and a JSON body */
+	int (*health)(struct buf *json, void *arg);
+	/* Prometheus text, without the webhook counters */
+	void (*metrics)(struct buf *text, void *arg);
+};
+
+struct webhook {
+	uv_loop_t *loop;
+	struct state *state;	  /* borrowed */
+	const struct config *cfg; /* borrowed; kilnd swaps it on reload */
+	struct webhook_ops ops;
+	void *arg;
+	uint64_t results[HOOK_NRESULTS];
+	uint64_t seq;
+};
+
+void webhook_init(struct webhook *wh, uv_loop_t *loop, struct state *state,
+		  const struct config *cfg, const struct webhook_ops *ops, void *arg);
+/* The http_handler_cb for kilnd's server (arg: struct webhook *). */
+void webhook_handle(struct http_request *req, void *arg);
+const char *webhook_result_str(enum webhook_result r);
+
+#endif
