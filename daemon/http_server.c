@@ -79,20 +79,34 @@ void http_server_default_opts(struct http_server_opts *o)
 static const char *reason(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 202: return "Accepted";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 413: return "Payload Too Large";
-	case 414: return "URI Too Long";
-	case 415: return "Unsupported Media Type";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 503: return "Service Unavailable";
-	default: return "Status";
+	case 200:
+		return "OK";
+	case 202:
+		return "Accepted";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 413:
+		return "Payload Too Large";
+	case 414:
+		return "URI Too Long";
+	case 415:
+		return "Unsupported Media Type";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Status";
 	}
 }
 
@@ -197,8 +211,8 @@ static void reject(struct http_conn *c, int status, const char *msg)
 	send_response(c, status, NULL, msg, strlen(msg), true);
 }
 
-void http_respond(struct http_request *req, int status, const char *content_type,
-		  const char *body, size_t len)
+void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
+		  size_t len)
 {
 	struct http_conn *c = req->conn;
 	bool close_after;
@@ -558,7 +572,8 @@ int http_server_listen(struct http_server *s, const char *addr, struct kiln_err 
 		return kiln_err_set(err, -EINVAL, "listen address '%s' has no valid port", addr);
 	if (addr[0] == '[') {
 		if (colon == addr || colon[-1] != ']')
-			return kiln_err_set(err, -EINVAL, "listen address '%s' is not [v6]:port", addr);
+			return kiln_err_set(err, -EINVAL, "listen address '%s' is not [v6]:port",
+					    addr);
 		snprintf(host, sizeof(host), "%.*s", (int)(colon - addr - 2), addr + 1);
 		r = uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss);
 	} else {

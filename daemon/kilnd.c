@@ -147,7 +147,9 @@ static void on_polled(struct watch *w, void *arg)
 	j = xcalloc(1, sizeof(*j));
 	j->state = d->state;
 	j->repo = xstrdup(w->name);
-	j->until = w->poll_started - 1; /* seconds: a delivery in that second stays pending */
+	/* a delivery recorded in the very millisecond the poll began stays
+	 * pending: at worst one more poll after a restart */
+	j->until = w->poll_started_ms - 1;
 	uv_queue_work(d->loop, &j->req, mark_work, mark_after);
 }
 
@@ -185,7 +187,8 @@ static int hook_health(struct buf *json, void *arg)
 		   "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_s\":%lld,"
 		   "\"repositories\":%zu,\"queued\":%u,\"running\":%u,\"dry_run\":%s}\n",
 		   ok ? "ok" : "degraded", KILN_VERSION, (long long)(time(NULL) - d->started),
-		   d->nwatches, d->builder.queued, d->builder.active, d->cfg.dry_run ? "true" : "false");
+		   d->nwatches, d->builder.queued, d->builder.active,
+		   d->cfg.dry_run ? "true" : "false");
 	return ok ? 200 : 503;
 }
 
@@ -219,7 +222,8 @@ static void hook_metrics(struct buf *b, void *arg)
 	metric(b, "kiln_last_successful_poll_timestamp_seconds", "gauge",
 	       "Last successful poll per repository, unix seconds.");
 	for (size_t i = 0; i < d->nwatches; i++)
-		buf_printf(b, "kiln_last_successful_poll_timestamp_seconds{repository=\"%s\"} %lld\n",
+		buf_printf(b,
+			   "kiln_last_successful_poll_timestamp_seconds{repository=\"%s\"} %lld\n",
 			   d->watches[i]->name, (long long)d->watches[i]->last_success);
 }
 
@@ -256,7 +260,6 @@ static void http_closed(void *arg)
 	d->http = NULL;
 	maybe_exit(d);
 }
-
 
 static int add_watch(struct daemon *d, const struct config_repo *repo)
 {

@@ -56,8 +56,8 @@ int sig_hex_decode(const char *hex, size_t hex_len, unsigned char *out, size_t n
 	return 0;
 }
 
-bool sig_check_hmac(const char *secret, const char *prefix, const char *header,
-		    const void *body, size_t len)
+bool sig_check_hmac(const char *secret, const char *prefix, const char *header, const void *body,
+		    size_t len)
 {
 	unsigned char want[SIG_SHA256_LEN], got[SIG_SHA256_LEN];
 	size_t plen = strlen(prefix);

@@ -53,7 +53,7 @@ static const char *const migrations[] = {
     "CREATE TABLE deliveries ("
     "  repository TEXT NOT NULL,"
     "  id TEXT NOT NULL,"
-    "  received_at INTEGER NOT NULL,"
+    "  received_at INTEGER NOT NULL," /* unix milliseconds */
     "  handled INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY (repository, id));",
 };
@@ -234,6 +234,14 @@ static int last_seen_locked(struct state *s, const char *repo, const char *branc
 static int64_t now(void)
 {
 	return (int64_t)time(NULL);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int record_plan_locked(struct state *s, const char *repo, const char *branch, const char *to,
@@ -483,8 +491,9 @@ static int record_delivery_locked(struct state *s, const char *repo, const char 
 		return db_err(s, err, "recording a delivery");
 	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now());
-	r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(s->db) : db_err(s, err, "recording a delivery");
+	sqlite3_bind_int64(st, 3, now_ms());
+	r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(s->db)
+					    : db_err(s, err, "recording a delivery");
 	sqlite3_finalize(st);
 	return r;
 }
@@ -499,17 +508,17 @@ int state_record_delivery(struct state *s, const char *repo, const char *id, str
 	return r;
 }
 
-int state_deliveries_handled(struct state *s, const char *repo, int64_t until,
-			     struct kiln_err *err)
+int state_deliveries_handled(struct state *s, const char *repo, int64_t until, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r = 0;
 
 	pthread_mutex_lock(&s->lock);
-	if (sqlite3_prepare_v2(s->db,
-			       "UPDATE deliveries SET handled = 1 WHERE repository = ? AND handled = 0"
-			       " AND received_at <= ?",
-			       -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(
+		s->db,
+		"UPDATE deliveries SET handled = 1 WHERE repository = ? AND handled = 0"
+		" AND received_at <= ?",
+		-1, &st, NULL) != SQLITE_OK) {
 		r = db_err(s, err, "marking deliveries");
 	} else {
 		sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
@@ -519,7 +528,9 @@ int state_deliveries_handled(struct state *s, const char *repo, int64_t until,
 	}
 	sqlite3_finalize(st);
 	/* GitHub keeps redeliveries for three days: older ids need not be kept */
-	exec(s, "DELETE FROM deliveries WHERE handled = 1 AND received_at < strftime('%s', 'now') - 4 * 86400",
+	exec(s,
+	     "DELETE FROM deliveries WHERE handled = 1 AND received_at < 1000 * (strftime('%s', "
+	     "'now') - 4 * 86400)",
 	     NULL);
 	pthread_mutex_unlock(&s->lock);
 	return r;
@@ -531,8 +542,9 @@ int state_pending_deliveries(struct state *s, struct strv *ret, struct kiln_err 
 	int r = 0;
 
 	pthread_mutex_lock(&s->lock);
-	if (sqlite3_prepare_v2(s->db, "SELECT DISTINCT repository FROM deliveries WHERE handled = 0",
-			       -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT DISTINCT repository FROM deliveries WHERE handled = 0", -1,
+			       &st, NULL) != SQLITE_OK) {
 		r = db_err(s, err, "reading deliveries");
 	} else {
 		while (sqlite3_step(st) == SQLITE_ROW)

@@ -519,7 +519,11 @@ static void poll_start(struct watch *w)
 	j = job_new(w, JOB_FETCH);
 	w->job = j;
 	w->polls++;
-	w->poll_started = (int64_t)time(NULL);
+	{
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		w->poll_started_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	}
 	set_state(w, WATCH_FETCHING);
 	uv_queue_work(w->loop, &j->req, fetch_work, fetch_after);
 }

@@ -26,8 +26,8 @@ struct hook_job {
 
 const char *webhook_result_str(enum webhook_result r)
 {
-	static const char *const names[] = { "accepted", "duplicate", "ignored",
-					     "unauthorized", "rejected", "failed" };
+	static const char *const names[] = {"accepted",	    "duplicate", "ignored",
+					    "unauthorized", "rejected",	 "failed"};
 	return (unsigned)r < ARRAY_SIZE(names) ? names[r] : "unknown";
 }
 
@@ -66,9 +66,10 @@ static char *form_payload(const char *body, size_t len, size_t *ret_len)
 			for (const char *q = p + 8; q < e; q++) {
 				if (*q == '+') {
 					buf_putc(&out, ' ');
-				} else if (*q == '%' && e - q > 2 && isxdigit((unsigned char)q[1]) &&
+				} else if (*q == '%' && e - q > 2 &&
+					   isxdigit((unsigned char)q[1]) &&
 					   isxdigit((unsigned char)q[2])) {
-					char hex[3] = { q[1], q[2], 0 };
+					char hex[3] = {q[1], q[2], 0};
 					buf_putc(&out, (char)strtol(hex, NULL, 16));
 					q += 2;
 				} else {
@@ -99,7 +100,8 @@ static void record_after(uv_work_t *r, int status)
 			  status < 0 ? "cancelled" : j->err.msg);
 		answer(wh, j->http, HOOK_FAILED, 503, "the delivery could not be recorded");
 	} else if (j->r == 0) {
-		log_debug("webhook '%s': delivery %s seen before, not triggered again", j->repo, j->id);
+		log_debug("webhook '%s': delivery %s seen before, not triggered again", j->repo,
+			  j->id);
 		answer(wh, j->http, HOOK_DUPLICATE, 200, "already received");
 	} else if (wh->ops.trigger(j->repo, wh->arg) < 0) {
 		answer(wh, j->http, HOOK_REJECTED, 404, "repository no longer watched");
@@ -128,8 +130,8 @@ static bool authentic(const struct config_repo *repo, const struct http_request 
 	const char *p = repo->webhook_provider, *s = repo->webhook_secret;
 
 	if (strcmp(p, "github") == 0)
-		return sig_check_hmac(s, "sha256=", http_header(req, "x-hub-signature-256"), req->body,
-				      req->body_len);
+		return sig_check_hmac(s, "sha256=", http_header(req, "x-hub-signature-256"),
+				      req->body, req->body_len);
 	if (strcmp(p, "gitea") == 0)
 		return sig_check_hmac(s, "", http_header(req, "x-gitea-signature"), req->body,
 				      req->body_len);
@@ -142,7 +144,8 @@ static bool authentic(const struct config_repo *repo, const struct http_request 
 		char lname[128];
 		const char *h;
 		size_t i;
-		for (i = 0; repo->webhook_header && repo->webhook_header[i] && i + 1 < sizeof(lname); i++)
+		for (i = 0;
+		     repo->webhook_header && repo->webhook_header[i] && i + 1 < sizeof(lname); i++)
 			lname[i] = (char)tolower((unsigned char)repo->webhook_header[i]);
 		lname[i] = '\0';
 		h = http_header(req, i ? lname : "x-hub-signature-256");
@@ -230,7 +233,8 @@ static void handle_hook(struct webhook *wh, struct http_request *req, const char
 	}
 	if (strncmp(ref, "refs/heads/", 11) != 0 || !follows(repo, ref + 11) ||
 	    (after && strcmp(after, ZERO_SHA) == 0)) {
-		log_debug("webhook '%s': %s ignored (not a followed branch, or deleted)", name, ref);
+		log_debug("webhook '%s': %s ignored (not a followed branch, or deleted)", name,
+			  ref);
 		json_decref(doc);
 		answer(wh, req, HOOK_IGNORED, 202, "not a followed branch");
 		return;
@@ -238,8 +242,8 @@ static void handle_hook(struct webhook *wh, struct http_request *req, const char
 	id = delivery_of(repo->webhook_provider, req);
 	if (id == NULL || id[0] == '\0' || strlen(id) > 200) {
 		/* no id to deduplicate by: still recorded, so a crash leads to a poll */
-		snprintf(idbuf, sizeof(idbuf), "kiln-%llu-%llu", (unsigned long long)uv_now(wh->loop),
-			 (unsigned long long)++wh->seq);
+		snprintf(idbuf, sizeof(idbuf), "kiln-%llu-%llu",
+			 (unsigned long long)uv_now(wh->loop), (unsigned long long)++wh->seq);
 		id = idbuf;
 	}
 	j = xcalloc(1, sizeof(*j));

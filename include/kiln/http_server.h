@@ -13,9 +13,9 @@
 #include "kiln/common.h"
 
 #define HTTP_BODY_MAX_DEFAULT (25u << 20) /* GitHub's own cap */
-#define HTTP_HEADERS_MAX 16384u		  /* bytes of all header lines */
+#define HTTP_HEADERS_MAX      16384u	  /* bytes of all header lines */
 #define HTTP_HEADER_COUNT_MAX 64u
-#define HTTP_URL_MAX 2048u
+#define HTTP_URL_MAX	      2048u
 
 struct http_header {
 	char *name; /* lowercased */
@@ -61,8 +61,8 @@ void http_server_close(struct http_server *s, void (*done)(void *arg), void *arg
 
 const char *http_header(const struct http_request *req, const char *lname);
 /* Answers and frees req. body may be NULL. */
-void http_respond(struct http_request *req, int status, const char *content_type,
-		  const char *body, size_t len);
+void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
+		  size_t len);
 unsigned http_server_conns(const struct http_server *s);
 
 #endif

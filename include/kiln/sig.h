@@ -19,7 +19,7 @@ bool sig_str_equal(const char *a, const char *b);
 int sig_hex_decode(const char *hex, size_t hex_len, unsigned char *out, size_t n);
 /* Does `header` (e.g. "sha256=<hex>" or "<hex>", per prefix) carry the HMAC
  * of body under secret? Never says why not: any mismatch is just false. */
-bool sig_check_hmac(const char *secret, const char *prefix, const char *header,
-		    const void *body, size_t len);
+bool sig_check_hmac(const char *secret, const char *prefix, const char *header, const void *body,
+		    size_t len);
 
 #endif

@@ -70,8 +70,8 @@ int state_counts(struct state *s, unsigned *queued, unsigned *running, struct ki
 /* Webhook deliveries: 1 when id is new for repo (and now recorded), 0 when it
  * was seen before (a redelivery). */
 int state_record_delivery(struct state *s, const char *repo, const char *id, struct kiln_err *err);
-/* The repository's deliveries received up to `until` (unix seconds) led to a
- * completed poll. */
+/* The repository's deliveries received up to `until` (unix milliseconds) led
+ * to a completed poll. */
 int state_deliveries_handled(struct state *s, const char *repo, int64_t until,
 			     struct kiln_err *err);
 /* Repositories with deliveries not yet followed by a poll (after a crash). */

@@ -17,9 +17,10 @@ static void rfc4231(void **state)
 
 	(void)state;
 	sig_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, out);
-	assert_int_equal(sig_hex_decode("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
-					64, want, sizeof(want)),
-			 0);
+	assert_int_equal(
+	    sig_hex_decode("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", 64,
+			   want, sizeof(want)),
+	    0);
 	assert_memory_equal(out, want, sizeof(out));
 }
 
@@ -30,12 +31,15 @@ static void github_example(void **state)
 	const char *hdr = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
 	(void)state;
-	assert_true(sig_check_hmac("It's a Secret to Everybody", "sha256=", hdr, "Hello, World!", 13));
-	assert_false(sig_check_hmac("It's a Secret to Everybody", "sha256=", hdr, "Hello, World?", 13));
+	assert_true(
+	    sig_check_hmac("It's a Secret to Everybody", "sha256=", hdr, "Hello, World!", 13));
+	assert_false(
+	    sig_check_hmac("It's a Secret to Everybody", "sha256=", hdr, "Hello, World?", 13));
 	assert_false(sig_check_hmac("wrong secret", "sha256=", hdr, "Hello, World!", 13));
 	/* Gitea sends the bare hex */
 	assert_true(sig_check_hmac("It's a Secret to Everybody", "", hdr + 7, "Hello, World!", 13));
-	assert_false(sig_check_hmac("It's a Secret to Everybody", "sha256=", hdr + 7, "Hello, World!", 13));
+	assert_false(
+	    sig_check_hmac("It's a Secret to Everybody", "sha256=", hdr + 7, "Hello, World!", 13));
 	assert_false(sig_check_hmac("s", "sha256=", NULL, "x", 1));
 	assert_false(sig_check_hmac("s", "sha256=", "sha256=zz", "x", 1));
 	assert_false(sig_check_hmac("s", "sha256=", "sha256=", "x", 1));
@@ -62,9 +66,9 @@ static void compares(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(rfc4231),
-		cmocka_unit_test(github_example),
-		cmocka_unit_test(compares),
+	    cmocka_unit_test(rfc4231),
+	    cmocka_unit_test(github_example),
+	    cmocka_unit_test(compares),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -195,7 +195,7 @@ static void deliveries(void **state)
 	assert_int_equal(state_open(d, &s, &err), 0);
 	assert_int_equal(state_record_delivery(s, "images", "guid-1", &err), 1);
 	assert_int_equal(state_record_delivery(s, "images", "guid-1", &err), 0); /* redelivery */
-	assert_int_equal(state_record_delivery(s, "other", "guid-1", &err), 1);  /* per repository */
+	assert_int_equal(state_record_delivery(s, "other", "guid-1", &err), 1); /* per repository */
 	/* recorded before the answer: a restart finds them pending */
 	s = state_close(s);
 	assert_int_equal(state_open(d, &s, &err), 0);
@@ -220,7 +220,7 @@ int main(void)
 	    cmocka_unit_test(plans_supersede_and_last_seen),
 	    cmocka_unit_test(take_finish_and_recover),
 	    cmocka_unit_test(newer_schema_is_refused),
-		cmocka_unit_test(deliveries),
+	    cmocka_unit_test(deliveries),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# webhook.sh: kilnd's HTTP listener with the requests GitHub, GitLab, Gitea
+# and a generic sender make: signatures right and wrong, every error code,
+# redeliveries, keep-alive and pipelining, many connections at once.
+. "$(dirname "$0")/lib/common.sh"
+: "${KILND:?}"
+LIB=$(cd "$(dirname "$0")/lib" && pwd)
+
+setup_daemon() { # writes kilnd.yaml for four repositories (one per provider) and starts kilnd
+	PORT=$((20000 + RANDOM % 20000))
+	printf 'topsecret' >hook.secret
+	git init -q --bare -b main origin.git
+	git clone -q origin.git c 2>/dev/null
+	(cd c && mkdir a && printf 'name: a\nversion: "1"\nregistry: r.example.com\n' >a/manifest.yaml &&
+		echo 'FROM scratch' >a/Dockerfile && git add -A && git commit -qm one && git push -q origin HEAD:main)
+	{
+		echo "state_dir: $PWD/state"
+		echo "listen: {http: [\"127.0.0.1:$PORT\"]}"
+		echo "repositories:"
+		for p in github gitlab gitea generic; do
+			echo "  - name: $p"
+			echo "    url: $PWD/origin.git"
+			echo "    poll_interval: 1h"
+			if [ "$p" = generic ]; then
+				echo "    webhook: {provider: $p, secret_file: hook.secret, header: X-Signature}"
+			else
+				echo "    webhook: {provider: $p, secret_file: hook.secret}"
+			fi
+		done
+	} >kilnd.yaml
+	"$KILND" --config kilnd.yaml --log-level debug >kilnd.log 2>&1 &
+	KPID=$!
+	track_pid "$KPID"
+	wait_for 10 grep -q "ready" kilnd.log || fail "kilnd did not start: $(tail -3 kilnd.log)"
+}
+
+hook() { python3 "$LIB/hook.py" "$PORT" "$@"; }
+polls() { grep -c "watch '$1': idle -> fetching" kilnd.log; }
+
+expect_status() { # WANT ARGS...
+	local want=$1 got
+	shift
+	got=$(hook "$@")
+	[ "$got" = "$want" ] || fail "hook $*: status $got, want $want"
+}
+
+t_providers_and_errors() {
+	setup_daemon
+	expect_status 202 /hooks/github github topsecret --delivery d-1
+	wait_for 5 grep -q "watch 'github'.*first seen" kilnd.log || fail "github push did not poll"
+	n=$(polls github)
+	expect_status 200 /hooks/github github topsecret --delivery d-1 # redelivery
+	expect_status 401 /hooks/github github topsecret --bad-sig --delivery d-2
+	expect_status 401 /hooks/github github topsecret --no-sig --delivery d-3
+	expect_status 200 /hooks/github github topsecret --event ping
+	expect_status 202 /hooks/github github topsecret --event issues
+	expect_status 202 /hooks/github github topsecret --ref refs/heads/other --delivery d-4
+	expect_status 202 /hooks/github github topsecret --after 0000000000000000000000000000000000000000 --delivery d-5
+	expect_status 202 /hooks/github github topsecret --ref refs/tags/v1 --delivery d-6
+	expect_status 400 /hooks/github github topsecret --body '{"ref": ' --delivery d-7
+	expect_status 404 /hooks/nope github topsecret
+	expect_status 405 /hooks/github github topsecret --method GET
+	sleep 0.5
+	[ "$(polls github)" = "$n" ] || fail "an ignored or refused request triggered a poll"
+	# GitHub's form content type: payload=<json>, signed as sent
+	expect_status 202 /hooks/github github topsecret --form --delivery d-8
+	expect_status 202 /hooks/gitlab gitlab topsecret --delivery g-1
+	expect_status 401 /hooks/gitlab gitlab topsecret --bad-sig --delivery g-2
+	expect_status 202 /hooks/gitlab gitlab topsecret --event "Tag Push Hook" --ref refs/tags/v1
+	expect_status 202 /hooks/gitea gitea topsecret --delivery t-1
+	expect_status 401 /hooks/gitea gitea topsecret --bad-sig --delivery t-2
+	expect_status 415 /hooks/gitea gitea topsecret --form --delivery t-3
+	expect_status 202 /hooks/generic generic topsecret --delivery x-1
+	expect_status 401 /hooks/generic generic topsecret --no-sig
+	for p in gitlab gitea generic; do
+		wait_for 5 grep -q "watch '$p'.*first seen" kilnd.log || fail "$p push did not poll"
+	done
+	grep -q "topsecret" kilnd.log && fail "the secret was logged"
+	# health and metrics
+	body=$(curl -s "http://127.0.0.1:$PORT/healthz")
+	contains "$body" '"status":"ok"'
+	metrics=$(curl -s "http://127.0.0.1:$PORT/metrics")
+	contains "$metrics" 'kiln_webhook_deliveries_total{result="accepted"} 5'
+	contains "$metrics" 'kiln_webhook_deliveries_total{result="duplicate"} 1'
+	contains "$metrics" 'kiln_webhook_deliveries_total{result="unauthorized"} 5'
+	contains "$metrics" 'kiln_last_successful_poll_timestamp_seconds{repository="github"}'
+	[ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/healthz")" = 405 ] ||
+		fail "POST /healthz is not 405"
+	[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/nothing")" = 404 ] ||
+		fail "unknown path is not 404"
+	kill -TERM "$KPID"
+	wait "$KPID" || fail "kilnd did not exit 0"
+}
+
+t_limits_pipelining_and_load() {
+	setup_daemon
+	# over 25 MiB: refused from the Content-Length, before the body is read
+	head -c $((26 << 20)) /dev/zero >big
+	code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'X-GitHub-Event: push' \
+		-H 'Content-Type: application/json' --data-binary @big "http://127.0.0.1:$PORT/hooks/github")
+	[ "$code" = 413 ] || fail "26 MiB body: $code, want 413"
+	python3 - "$PORT" <<-'PY' || fail "protocol checks failed"
+	import re, socket, sys, time
+	port = int(sys.argv[1])
+	def conn():
+	    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+	    return s
+	def read_all(s):
+	    data = b""
+	    while True:
+	        try:
+	            chunk = s.recv(65536)
+	        except socket.timeout:
+	            break
+	        if not chunk:
+	            break
+	        data += chunk
+	    return data
+	# pipelining: three requests in one write, three answers in order
+	s = conn()
+	s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+	          b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"
+	          b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	data = read_all(s)
+	codes = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+	assert codes == [b"200", b"404", b"200"], codes
+	# keep-alive: two requests, one connection
+	s = conn()
+	for _ in range(2):
+	    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	    head = s.recv(65536)
+	    assert head.startswith(b"HTTP/1.1 200"), head
+	s.close()
+	# garbage: 400 and closed
+	s = conn()
+	s.sendall(b"\x00\x01 not http at all\r\n\r\n")
+	assert read_all(s).startswith(b"HTTP/1.1 400"), "garbage"
+	# headers over the limit: 431 and closed
+	s = conn()
+	s.sendall(b"GET /healthz HTTP/1.1\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n")
+	assert read_all(s).startswith(b"HTTP/1.1 431"), "big headers"
+	# many connections at once: all answered
+	socks = [conn() for _ in range(300)]
+	for x in socks:
+	    x.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	ok = sum(1 for x in socks if read_all(x).startswith(b"HTTP/1.1 200"))
+	assert ok == 300, ok
+	# a client that stops mid-request holds nothing else up
+	slow = conn()
+	slow.sendall(b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+	s = conn()
+	s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	assert read_all(s).startswith(b"HTTP/1.1 200"), "blocked by a slow client"
+	slow.close()
+	PY
+	kill -0 "$KPID" || fail "kilnd died"
+	kill -TERM "$KPID"
+	wait "$KPID" || fail "kilnd did not exit 0"
+}
+
+t_delivery_replayed_after_crash() {
+	setup_daemon
+	kill -TERM "$KPID"
+	wait "$KPID"
+	# a delivery answered just before a crash, not yet followed by a poll
+	python3 - state/kilnd.db <<-'PY'
+	import sqlite3, sys, time
+	c = sqlite3.connect(sys.argv[1])
+	c.execute("INSERT INTO deliveries (repository, id, received_at) VALUES ('gitea', 'lost', ?)", (int(time.time() * 1000),))
+	c.commit()
+	PY
+	"$KILND" --config kilnd.yaml --log-level debug >>kilnd.log 2>&1 &
+	KPID=$!
+	track_pid "$KPID"
+	wait_for 10 grep -q "'gitea' has webhook deliveries from before the restart" kilnd.log ||
+		fail "pending delivery not replayed"
+	wait_for 10 grep -q "watch 'gitea'.*first seen" kilnd.log || fail "no poll for the replayed delivery"
+	handled() { [ "$(python3 -c "import sqlite3; print(sqlite3.connect('state/kilnd.db').execute(\"SELECT handled FROM deliveries WHERE id = 'lost'\").fetchone()[0])")" = 1 ]; }
+	wait_for 10 handled || fail "delivery not marked handled after the poll"
+	kill -TERM "$KPID"
+	wait "$KPID"
+}
+
+run_all
