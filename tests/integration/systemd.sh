@@ -14,6 +14,9 @@ t_unit_verifies() {
 	sed "s|/usr/local/bin/kilnd|$KILND|" "$KILN_SRC/systemd/kilnd.service" >kilnd.service
 	expect_rc 0 systemd-analyze verify --man=no ./kilnd.service
 	[ -z "$ERR" ] || fail "verify complained: $ERR"
+	cp "$KILN_SRC/systemd/kilnd.socket" .
+	expect_rc 0 systemd-analyze verify --man=no ./kilnd.socket ./kilnd.service
+	[ -z "$ERR" ] || fail "verify complained about the socket unit: $ERR"
 	# exposure 1.3 ("OK") today; the threshold is in tenths
 	expect_rc 0 systemd-analyze security --offline=true --threshold=13 ./kilnd.service
 	grep -q '^Type=notify$' kilnd.service || fail "not Type=notify"
