@@ -181,4 +181,24 @@ t_delivery_replayed_after_crash() {
 	wait "$KPID"
 }
 
+t_socket_activation() {
+	command -v systemd-socket-activate >/dev/null || {
+		[ "${CI:-}" = true ] && fail "no systemd-socket-activate under CI"
+		echo "SKIPPED: no systemd-socket-activate"
+		return
+	}
+	PORT=$((20000 + RANDOM % 20000))
+	printf 'state_dir: %s/state\nrepositories: []\n' "$PWD" >kilnd.yaml
+	systemd-socket-activate -l "127.0.0.1:$PORT" "$KILND" --config kilnd.yaml >kilnd.log 2>&1 &
+	KPID=$!
+	track_pid "$KPID"
+	sleep 0.3
+	# the socket exists before kilnd runs: the first request starts it
+	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$PORT/healthz")
+	[ "$code" = 200 ] || fail "healthz over an adopted socket: $code ($(tail -3 kilnd.log))"
+	grep -q "listening on a socket from systemd" kilnd.log || fail "socket not adopted"
+	kill -TERM "$KPID"
+	wait "$KPID"
+}
+
 run_all
