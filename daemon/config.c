@@ -1,6 +1,7 @@
 /* config.c: parse and check kilnd.yaml with the shared YAML helpers. */
 #include <ctype.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -366,6 +367,18 @@ static void parse_repo(struct cctx *c, const yaml_node_t *n, struct config_repo 
 		strv_push(&r->branches, xstrdup("main"));
 }
 
+static void take_group(struct cctx *c, const yaml_node_t *n, const char *key, char **dst)
+{
+	const char *s = str(c, n, key);
+
+	if (s == NULL)
+		return;
+	if (getgrnam(s) == NULL)
+		ydoc_diag(c->y, c->d, n, "'%s': no group '%s' on this system", key, s);
+	else
+		take_str(c, n, key, dst);
+}
+
 static void parse_section(struct cctx *c, const yaml_node_t *k, const yaml_node_t *v,
 			  struct config *cfg)
 {
@@ -420,8 +433,13 @@ static void parse_section(struct cctx *c, const yaml_node_t *k, const yaml_node_
 				take_strv(c, v2, key2, &cfg->listen_http);
 			else if (strcmp(key2, "status_socket") == 0)
 				take_str(c, v2, key2, &cfg->status_socket);
+			else if (strcmp(key2, "status_group") == 0 ||
+				 strcmp(key2, "admin_group") == 0)
+				take_group(c, v2, key2,
+					   key2[0] == 's' ? &cfg->status_group : &cfg->admin_group);
 			else
-				unknown(c, k2, "'listen'", "http, status_socket");
+				unknown(c, k2, "'listen'",
+					"http, status_socket, status_group, admin_group");
 		})
 	} else if (strcmp(key, "shutdown_grace") == 0) {
 		take_duration(c, v, key, 0, &cfg->shutdown_grace_ms);
@@ -546,6 +564,8 @@ void config_done(struct config *c)
 	free(c->docker_host);
 	strv_done(&c->listen_http);
 	free(c->status_socket);
+	free(c->status_group);
+	free(c->admin_group);
 	memset(c, 0, sizeof(*c));
 }
 

@@ -6,7 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -263,8 +267,325 @@ out:
 	return rc;
 }
 
+/* ---- commands that talk to kilnd over its status socket ---- */
+
+#define SOCKET_DEFAULT "/run/kiln/kiln.sock"
+#define ANSWER_MAX     (64u << 20)
+
+static void online_help(FILE *f)
+{
+	fputs("usage: kiln status [--json] [--socket PATH]\n"
+	      "       kiln builds [--repository NAME] [--image PATH] [--state STATE] [--limit N]\n"
+	      "                   [--json] [--socket PATH]\n"
+	      "       kiln build ID [--json] [--socket PATH]\n"
+	      "       kiln trigger REPOSITORY [BRANCH] [--socket PATH]\n"
+	      "       kiln cancel ID [--socket PATH]\n"
+	      "       kiln health [--socket PATH]\n"
+	      "\n"
+	      "Ask the running kilnd. The socket is --socket, else $KILN_SOCKET, "
+	      "else\n" SOCKET_DEFAULT ".\n"
+	      "  status   version, uptime, every repository with its branches' heads and\n"
+	      "           last-seen commits, and the queue\n"
+	      "  builds   builds, newest first (--limit, default 100)\n"
+	      "  build    one build\n"
+	      "  trigger  poll a repository now (needs the admin group)\n"
+	      "  cancel   cancel a queued build (needs the admin group)\n"
+	      "  health   exit 0 when kilnd answers and is healthy, 1 otherwise, saying why\n"
+	      "  --json   print kilnd's answer as JSON (times in RFC 3339)\n"
+	      "\n"
+	      "Exit status: 0 done, 1 kilnd refused or failed (the reason on stderr), 2 usage\n"
+	      "error or no kilnd to talk to.\n",
+	      f);
+}
+
+static const char *str_or(json_t *o, const char *key, const char *dflt)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s ? s : dflt;
+}
+
+/* One request, one answer line. NULL with a message on stderr on failure. */
+static json_t *ask(const char *path, json_t *req)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct timeval tv = {30, 0};
+	char *text = json_dumps(req, JSON_COMPACT);
+	struct buf in = {0};
+	json_error_t jerr;
+	json_t *ans = NULL;
+	int fd = -1;
+	size_t off = 0, len;
+
+	json_decref(req);
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "kiln: socket path too long: %s\n", path);
+		goto out;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		fprintf(stderr, "kiln: cannot reach kilnd at '%s': %s\n", path, strerror(errno));
+		goto out;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	len = strlen(text);
+	text[len++] = '\n'; /* over the NUL: exactly len bytes are sent */
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+		if (n < 0) {
+			fprintf(stderr, "kiln: cannot write to '%s': %s\n", path, strerror(errno));
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	for (;;) {
+		char chunk[65536];
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+		if (n <= 0) {
+			fprintf(stderr, "kiln: kilnd closed the connection without an answer%s%s\n",
+				n < 0 ? ": " : "", n < 0 ? strerror(errno) : "");
+			goto out;
+		}
+		buf_append(&in, chunk, (size_t)n);
+		if (memchr(in.p, '\n', in.len))
+			break;
+		if (in.len > ANSWER_MAX) {
+			fprintf(stderr, "kiln: answer longer than %u bytes\n", ANSWER_MAX);
+			goto out;
+		}
+	}
+	ans = json_loadb(in.p, (size_t)((char *)memchr(in.p, '\n', in.len) - in.p), 0, &jerr);
+	if (ans == NULL)
+		fprintf(stderr, "kiln: kilnd's answer is not JSON: %s\n", jerr.text);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(text);
+	buf_done(&in);
+	return ans;
+}
+
+/* The result of a successful answer, else NULL with kilnd's error printed. */
+static json_t *result_of(json_t *ans, int *rc)
+{
+	if (ans == NULL) {
+		*rc = EXIT_USAGE;
+		return NULL;
+	}
+	if (!json_is_true(json_object_get(ans, "ok"))) {
+		fprintf(stderr, "kiln: kilnd: %s\n", str_or(ans, "error", "error"));
+		*rc = EXIT_INVALID;
+		return NULL;
+	}
+	*rc = 0;
+	return json_object_get(ans, "result");
+}
+
+static void rfc3339(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	char t[32];
+	time_t s;
+	struct tm tm;
+
+	if (!json_is_integer(v))
+		return;
+	s = (time_t)json_integer_value(v);
+	gmtime_r(&s, &tm);
+	strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	json_object_set_new(o, key, json_string(t));
+}
+
+static void print_builds_table(json_t *arr)
+{
+	size_t i;
+	json_t *b;
+
+	printf("%-6s %-11s %-14s %-12s %-24s %-12s %s\n", "ID", "STATE", "REPOSITORY", "BRANCH",
+	       "PATH", "COMMIT", "IMAGE");
+	json_array_foreach(arr, i, b)
+	{
+		printf("%-6lld %-11s %-14s %-12s %-24s %-12.12s %s\n",
+		       (long long)json_integer_value(json_object_get(b, "id")),
+		       str_or(b, "state", "-"), str_or(b, "repository", "-"),
+		       str_or(b, "branch", "-"), str_or(b, "path", "-"), str_or(b, "commit", "-"),
+		       str_or(b, "image", "-"));
+	}
+}
+
+static void print_status(json_t *r)
+{
+	size_t i, k;
+	json_t *repo, *br;
+	long long up = (long long)json_integer_value(json_object_get(r, "uptime_s"));
+
+	printf("kilnd %s, up %lldh%02lldm; builds: %lld queued, %lld running\n",
+	       str_or(r, "version", "?"), up / 3600, up / 60 % 60,
+	       (long long)json_integer_value(json_object_get(r, "queued")),
+	       (long long)json_integer_value(json_object_get(r, "running")));
+	printf("%-16s %-9s %-12s %-12s %-12s %s\n", "REPOSITORY", "STATE", "BRANCH", "HEAD",
+	       "LAST SEEN", "LAST ERROR");
+	json_array_foreach(json_object_get(r, "repositories"), i, repo)
+	{
+		json_array_foreach(json_object_get(repo, "branches"), k, br)
+		{
+			printf("%-16s %-9s %-12s %-12.12s %-12.12s %s\n", str_or(repo, "name", "-"),
+			       str_or(repo, "state", "-"), str_or(br, "name", "-"),
+			       str_or(br, "head", "-"), str_or(br, "last_seen", "-"),
+			       k == 0 ? str_or(repo, "last_error", "-") : "");
+		}
+	}
+}
+
+/* The positional arguments of each command into the request. */
+static int online_args(const char *cmd, int argc, char **argv, json_t *req)
+{
+	if (strcmp(cmd, "build") == 0 || strcmp(cmd, "cancel") == 0) {
+		char *end = NULL;
+		long long id = optind < argc ? strtoll(argv[optind], &end, 10) : 0;
+		if (argc - optind != 1 || *end || id <= 0) {
+			fprintf(stderr, "kiln %s: expected one build ID; see 'kiln %s --help'\n",
+				cmd, cmd);
+			return -EINVAL;
+		}
+		json_object_set_new(req, "id", json_integer(id));
+	} else if (strcmp(cmd, "trigger") == 0) {
+		if (argc - optind < 1 || argc - optind > 2) {
+			fprintf(stderr, "kiln trigger: expected REPOSITORY [BRANCH]\n");
+			return -EINVAL;
+		}
+		json_object_set_new(req, "repository", json_string(argv[optind]));
+		if (argc - optind == 2)
+			json_object_set_new(req, "branch", json_string(argv[optind + 1]));
+	} else if (optind != argc) {
+		fprintf(stderr, "kiln %s: unexpected argument '%s'\n", cmd, argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void times_to_rfc3339(json_t *res)
+{
+	size_t i;
+	json_t *b;
+
+	if (json_is_object(res)) {
+		rfc3339(res, "queued_at");
+		rfc3339(res, "started_at");
+		rfc3339(res, "finished_at");
+	}
+	json_array_foreach(res, i, b)
+	{
+		rfc3339(b, "queued_at");
+		rfc3339(b, "started_at");
+		rfc3339(b, "finished_at");
+	}
+}
+
+static void print_result(const char *cmd, json_t *res, bool json)
+{
+	if (strcmp(cmd, "builds") == 0 || strcmp(cmd, "build") == 0)
+		times_to_rfc3339(res);
+	if (json) {
+		json_dumpf(res, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		fputc('\n', stdout);
+	} else if (strcmp(cmd, "status") == 0) {
+		print_status(res);
+	} else if (strcmp(cmd, "builds") == 0) {
+		print_builds_table(res);
+	} else if (strcmp(cmd, "build") == 0) {
+		json_t *arr = json_array();
+		json_array_append(arr, res);
+		print_builds_table(arr);
+		json_decref(arr);
+	} else if (strcmp(cmd, "trigger") == 0) {
+		printf("polling '%s' now\n", str_or(res, "triggered", "?"));
+	} else {
+		printf("build %lld cancelled\n",
+		       (long long)json_integer_value(json_object_get(res, "id")));
+	}
+}
+
+static int cmd_online(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"socket", required_argument, NULL, 's'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"repository", required_argument, NULL, 'r'},
+	    {"image", required_argument, NULL, 'i'},
+	    {"state", required_argument, NULL, 't'},
+	    {"limit", required_argument, NULL, 'n'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *cmd = argv[0], *sock = getenv("KILN_SOCKET");
+	json_t *req = json_pack("{s:i, s:s}", "v", 1, "cmd", cmd), *ans, *res;
+	bool json = false;
+	int c, rc;
+
+	if (sock == NULL || sock[0] == '\0')
+		sock = SOCKET_DEFAULT;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			sock = optarg;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'r':
+			json_object_set_new(req, "repository", json_string(optarg));
+			break;
+		case 'i':
+			json_object_set_new(req, "image", json_string(optarg));
+			break;
+		case 't':
+			json_object_set_new(req, "state", json_string(optarg));
+			break;
+		case 'n':
+			json_object_set_new(req, "limit", json_integer(atoi(optarg)));
+			break;
+		case 'h':
+			online_help(stdout);
+			json_decref(req);
+			return 0;
+		default:
+			fprintf(stderr, "kiln %s: see 'kiln %s --help'\n", cmd, cmd);
+			json_decref(req);
+			return EXIT_USAGE;
+		}
+	}
+	if (online_args(cmd, argc, argv, req) < 0) {
+		json_decref(req);
+		return EXIT_USAGE;
+	}
+	ans = ask(sock, req);
+	res = result_of(ans, &rc);
+	if (strcmp(cmd, "health") == 0) {
+		if (res == NULL) {
+			rc = 1;
+		} else if (!json_is_true(json_object_get(res, "healthy"))) {
+			printf("unhealthy: %s\n", str_or(res, "reason", "unknown"));
+			rc = 1;
+		} else {
+			printf("healthy\n");
+		}
+	} else if (res != NULL) {
+		print_result(cmd, res, json);
+	}
+	json_decref(ans);
+	return rc;
+}
+
 static const struct kiln_cmd cmds[] = {
     {"changes", "list the images changed between two commits", cmd_changes, changes_help},
+    {"status", "kilnd's repositories, branches and queue", cmd_online, online_help},
+    {"builds", "kilnd's builds, newest first", cmd_online, online_help},
+    {"build", "one build", cmd_online, online_help},
+    {"trigger", "ask kilnd to poll a repository now", cmd_online, online_help},
+    {"cancel", "cancel a queued build", cmd_online, online_help},
+    {"health", "exit 0 when kilnd answers and is healthy", cmd_online, online_help},
 };
 
 static void usage(FILE *f)

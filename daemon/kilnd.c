@@ -2,6 +2,7 @@
  * loop, signals, sd_notify, and the owners of everything long-lived: the
  * state, one watch per repository, the builder. */
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 
 #include "kiln/build.h"
 #include "kiln/config.h"
+#include "kiln/control.h"
 #include "kiln/log.h"
 #include "kiln/notify.h"
 #include "kiln/repo.h"
@@ -35,6 +37,7 @@ struct daemon {
 	uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
 	uv_timer_t watchdog, grace;
 	struct http_server *http; /* NULL: no listener */
+	struct control *control;  /* NULL: closed */
 	struct webhook webhook;
 	int64_t started;
 	bool stopping;
@@ -68,7 +71,8 @@ static void update_status(struct daemon *d)
 
 static void maybe_exit(struct daemon *d)
 {
-	if (!d->stopping || d->closing > 0 || d->nwatches > 0 || d->builder.running > 0 || d->http)
+	if (!d->stopping || d->closing > 0 || d->nwatches > 0 || d->builder.running > 0 ||
+	    d->http || d->control)
 		return;
 	log_info("all work finished; exiting");
 	uv_stop(d->loop);
@@ -253,6 +257,103 @@ static int start_http(struct daemon *d)
 	return 0;
 }
 
+/* ---- the status socket ---- */
+
+static void ctl_status(json_t *o, void *arg)
+{
+	struct daemon *d = arg;
+	json_t *repos = json_array();
+
+	json_object_set_new(o, "version", json_string(KILN_VERSION));
+	json_object_set_new(o, "uptime_s", json_integer(time(NULL) - d->started));
+	for (size_t i = 0; i < d->nwatches; i++) {
+		struct watch *w = d->watches[i];
+		json_t *r = json_object(), *branches = json_array();
+		for (size_t k = 0; k < w->branches.n; k++) {
+			const char *head = k < w->mirror_tips.n ? w->mirror_tips.v[k] : "";
+			const char *seen = w->have_seen && k < w->seen.n ? w->seen.v[k] : "";
+			json_array_append_new(
+			    branches,
+			    json_pack("{s:s, s:o, s:o}", "name", w->branches.v[k], "head",
+				      head[0] ? json_string(head) : json_null(), "last_seen",
+				      seen[0] ? json_string(seen) : json_null()));
+		}
+		json_object_set_new(r, "name", json_string(w->name));
+		json_object_set_new(r, "url", json_string(w->url));
+		json_object_set_new(r, "state", json_string(watch_state_str(w->st)));
+		json_object_set_new(r, "last_error",
+				    w->last_error[0] ? json_string(w->last_error) : json_null());
+		json_object_set_new(r, "branches", branches);
+		json_array_append_new(repos, r);
+	}
+	json_object_set_new(o, "repositories", repos);
+	json_object_set_new(o, "queued", json_integer(d->builder.queued));
+	json_object_set_new(o, "running", json_integer(d->builder.active));
+}
+
+static int ctl_trigger(const char *repo, const char *branch, void *arg)
+{
+	struct daemon *d = arg;
+	struct watch *w = find_watch(d, repo);
+	bool found = branch == NULL;
+
+	for (size_t k = 0; w && branch && k < w->branches.n; k++)
+		found |= strcmp(w->branches.v[k], branch) == 0;
+	if (w == NULL || !found || d->stopping)
+		return -ENOENT;
+	log_info("status socket: poll of '%s' requested", repo);
+	watch_trigger(w);
+	return 0;
+}
+
+static void ctl_changed(void *arg)
+{
+	struct daemon *d = arg;
+	builder_kick(&d->builder); /* refreshes the counts */
+	update_status(d);
+}
+
+static int ctl_health(json_t *o, void *arg)
+{
+	struct daemon *d = arg;
+	bool ok = d->builder.last_error[0] == '\0';
+
+	json_object_set_new(o, "status", json_string(ok ? "ok" : "degraded"));
+	if (!ok)
+		json_object_set_new(o, "reason", json_string(d->builder.last_error));
+	return ok ? 0 : -EIO;
+}
+
+static const struct control_ops ctl_ops = {ctl_status, ctl_trigger, ctl_changed, ctl_health};
+
+static gid_t group_id(const char *name)
+{
+	struct group *g = name ? getgrnam(name) : NULL;
+	return g ? g->gr_gid : (gid_t)-1;
+}
+
+static int start_control(struct daemon *d)
+{
+	struct kiln_err err = {0};
+	gid_t status = group_id(d->cfg.status_group), admin = group_id(d->cfg.admin_group);
+
+	if (d->cfg.status_socket[0] == '\0')
+		return 0; /* status_socket: "" turns it off */
+	if (control_start(d->loop, d->cfg.status_socket, status != (gid_t)-1 ? status : admin,
+			  status, admin, d->state, &ctl_ops, d, &d->control, &err) < 0)
+		return log_error_errno(-EIO, "%s", err.msg);
+	log_info("status socket on '%s'", d->cfg.status_socket);
+	return 0;
+}
+
+static void control_closed(void *arg)
+{
+	struct daemon *d = arg;
+
+	d->control = NULL;
+	maybe_exit(d);
+}
+
 static void http_closed(void *arg)
 {
 	struct daemon *d = arg;
@@ -367,6 +468,8 @@ static void stop(struct daemon *d, const char *why)
 	builder_drain(&d->builder);
 	if (d->http)
 		http_server_close(d->http, http_closed, d);
+	if (d->control)
+		control_close(d->control, control_closed, d);
 	while (d->nwatches > 0)
 		remove_watch(d, d->nwatches - 1);
 	uv_timer_start(&d->grace, grace_cb, d->cfg.shutdown_grace_ms, 0);
@@ -458,7 +561,7 @@ static int run(struct daemon *d)
 		uv_timer_start(&d->watchdog, watchdog_cb, wd / 2000, wd / 2000);
 		log_debug("watchdog ping every %" PRIu64 "ms", wd / 2000);
 	}
-	if (start_http(d) < 0)
+	if (start_http(d) < 0 || start_control(d) < 0)
 		return 1;
 	{
 		/* deliveries answered before a crash but not yet followed by a poll */

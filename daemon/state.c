@@ -554,3 +554,154 @@ int state_pending_deliveries(struct state *s, struct strv *ret, struct kiln_err 
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
+
+static char *col_dup(sqlite3_stmt *st, int col)
+{
+	const char *v = (const char *)sqlite3_column_text(st, col);
+	return v ? xstrdup(v) : NULL;
+}
+
+int state_list_builds(struct state *s, const struct state_build_filter *f,
+		      struct state_build_row **ret, size_t *ret_n, struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	struct state_build_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0, rc;
+
+	*ret = NULL;
+	*ret_n = 0;
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(
+		s->db,
+		"SELECT id, repository, branch, path, image, commit_sha, change, state,"
+		" error, attempts, created_at, started_at, finished_at FROM builds"
+		" WHERE (?1 IS NULL OR repository = ?1) AND (?2 IS NULL OR path = ?2)"
+		" AND (?3 IS NULL OR state = ?3) AND (?4 = 0 OR id = ?4)"
+		" ORDER BY id DESC LIMIT ?5",
+		-1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "listing builds");
+		goto out;
+	}
+	if (f->repo)
+		sqlite3_bind_text(st, 1, f->repo, -1, SQLITE_STATIC);
+	if (f->path)
+		sqlite3_bind_text(st, 2, f->path, -1, SQLITE_STATIC);
+	if (f->state)
+		sqlite3_bind_text(st, 3, f->state, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, f->id);
+	sqlite3_bind_int(st, 5, f->limit ? (int)f->limit : 100);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct state_build_row *b;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			rows = xreallocarray(rows, cap, sizeof(*rows));
+		}
+		b = &rows[n++];
+		b->id = sqlite3_column_int64(st, 0);
+		b->repo = col_dup(st, 1);
+		b->branch = col_dup(st, 2);
+		b->path = col_dup(st, 3);
+		b->image = col_dup(st, 4);
+		b->commit = col_dup(st, 5);
+		b->change = col_dup(st, 6);
+		b->state = col_dup(st, 7);
+		b->error = col_dup(st, 8);
+		b->attempts = sqlite3_column_int(st, 9);
+		b->created_at = sqlite3_column_int64(st, 10);
+		b->started_at = sqlite3_column_int64(st, 11);
+		b->finished_at = sqlite3_column_int64(st, 12);
+	}
+	if (rc != SQLITE_DONE)
+		r = db_err(s, err, "listing builds");
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0) {
+		state_build_rows_free(rows, n);
+		return r;
+	}
+	*ret = rows;
+	*ret_n = n;
+	return 0;
+}
+
+void state_build_rows_free(struct state_build_row *rows, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(rows[i].repo);
+		free(rows[i].branch);
+		free(rows[i].path);
+		free(rows[i].image);
+		free(rows[i].commit);
+		free(rows[i].change);
+		free(rows[i].state);
+		free(rows[i].error);
+	}
+	free(rows);
+}
+
+int state_cancel(struct state *s, int64_t id, struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(s->db,
+			       "UPDATE builds SET state = 'cancelled', finished_at = ?2"
+			       " WHERE id = ?1 AND state = 'queued'",
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "cancelling");
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, now());
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		r = db_err(s, err, "cancelling");
+	} else if (sqlite3_changes(s->db) == 0) {
+		sqlite3_stmt *q = NULL;
+		r = kiln_err_set(err, -ENOENT, "no build %lld", (long long)id);
+		if (sqlite3_prepare_v2(s->db, "SELECT state FROM builds WHERE id = ?", -1, &q,
+				       NULL) == SQLITE_OK) {
+			sqlite3_bind_int64(q, 1, id);
+			if (sqlite3_step(q) == SQLITE_ROW)
+				r = kiln_err_set(err, -EBUSY, "build %lld is %s, not queued",
+						 (long long)id,
+						 (const char *)sqlite3_column_text(q, 0));
+		}
+		sqlite3_finalize(q);
+	}
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int64_t state_queue_build(struct state *s, const char *repo, const char *branch, const char *path,
+			  const char *image, const char *commit, struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t r;
+
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(
+		s->db,
+		"INSERT INTO builds (repository, branch, path, image, commit_sha, change,"
+		" state, created_at) VALUES (?, ?, ?, ?, ?, 'rebuild', 'queued', ?)",
+		-1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "queueing a rebuild");
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, branch, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, path, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, image, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, commit, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, now());
+	r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_last_insert_rowid(s->db)
+					    : db_err(s, err, "queueing a rebuild");
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}

@@ -39,6 +39,8 @@ struct config {
 	bool dry_run;
 	struct strv listen_http;
 	char *status_socket;
+	char *status_group; /* may read over the status socket; NULL: root and kilnd's user */
+	char *admin_group;  /* may also trigger and cancel */
 	uint64_t shutdown_grace_ms;
 	struct config_repo *repos;
 	size_t nrepos;

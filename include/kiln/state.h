@@ -67,6 +67,32 @@ int state_finish(struct state *s, int64_t id, enum build_state st, const char *e
 /* Counts by state. */
 int state_counts(struct state *s, unsigned *queued, unsigned *running, struct kiln_err *err);
 
+/* A build as the status socket shows it; strings are owned (NULL when unset). */
+struct state_build_row {
+	int64_t id;
+	char *repo, *branch, *path, *image, *commit, *change, *state, *error;
+	int attempts;
+	int64_t created_at, started_at, finished_at; /* unix seconds, 0: not yet */
+};
+
+struct state_build_filter {
+	const char *repo;  /* NULL: any */
+	const char *path;  /* image folder; NULL: any */
+	const char *state; /* NULL: any */
+	int64_t id;	   /* 0: any */
+	unsigned limit;	   /* 0: 100 */
+};
+
+/* Newest first. */
+int state_list_builds(struct state *s, const struct state_build_filter *f,
+		      struct state_build_row **ret, size_t *ret_n, struct kiln_err *err);
+void state_build_rows_free(struct state_build_row *rows, size_t n);
+/* Cancels a queued build: 0, -ENOENT (no such build), -EBUSY (not queued). */
+int state_cancel(struct state *s, int64_t id, struct kiln_err *err);
+/* Queues one build outside any plan (a rebuild); returns its id. */
+int64_t state_queue_build(struct state *s, const char *repo, const char *branch, const char *path,
+			  const char *image, const char *commit, struct kiln_err *err);
+
 /* Webhook deliveries: 1 when id is new for repo (and now recorded), 0 when it
  * was seen before (a redelivery). */
 int state_record_delivery(struct state *s, const char *repo, const char *id, struct kiln_err *err);

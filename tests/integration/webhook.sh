@@ -15,7 +15,7 @@ setup_daemon() { # writes kilnd.yaml for four repositories (one per provider) an
 		echo 'FROM scratch' >a/Dockerfile && git add -A && git commit -qm one && git push -q origin HEAD:main)
 	{
 		echo "state_dir: $PWD/state"
-		echo "listen: {http: [\"127.0.0.1:$PORT\"]}"
+		echo "listen: {http: [\"127.0.0.1:$PORT\"], status_socket: $PWD/kiln.sock}"
 		echo "repositories:"
 		for p in github gitlab gitea generic; do
 			echo "  - name: $p"
@@ -188,7 +188,7 @@ t_socket_activation() {
 		return
 	}
 	PORT=$((20000 + RANDOM % 20000))
-	printf 'state_dir: %s/state\nrepositories: []\n' "$PWD" >kilnd.yaml
+	printf 'state_dir: %s/state\nlisten: {status_socket: %s/kiln.sock}\nrepositories: []\n' "$PWD" "$PWD" >kilnd.yaml
 	systemd-socket-activate -l "127.0.0.1:$PORT" "$KILND" --config kilnd.yaml >kilnd.log 2>&1 &
 	KPID=$!
 	track_pid "$KPID"

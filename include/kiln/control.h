@@ -1,0 +1,40 @@
+/* control.h: the status socket. A unix stream socket speaking one JSON object
+ * per line each way (protocol version 1, see README.md). Every request is
+ * checked against the peer's credentials (SO_PEERCRED): reading needs root,
+ * kilnd's own user or the status group; changing anything needs root,
+ * kilnd's own user or the admin group. */
+#ifndef KILN_CONTROL_H
+#define KILN_CONTROL_H
+
+#include <jansson.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "kiln/common.h"
+#include "kiln/state.h"
+
+#define CONTROL_PROTOCOL 1
+#define CONTROL_LINE_MAX (64u << 10)
+
+struct control_ops {
+	/* fills the "status" answer: version, uptime, repositories, queue */
+	void (*status)(json_t *obj, void *arg);
+	/* poll now; -ENOENT when the repository (or branch) is not watched */
+	int (*trigger)(const char *repo, const char *branch, void *arg);
+	/* builds were queued or cancelled */
+	void (*changed)(void *arg);
+	/* 0 healthy, else why not */
+	int (*health)(json_t *obj, void *arg);
+};
+
+struct control;
+
+/* Listens on path (a stale socket file is replaced), mode 0660, group gid
+ * when gid != (gid_t)-1. status_gid and admin_gid may be (gid_t)-1: none. */
+int control_start(uv_loop_t *loop, const char *path, gid_t sock_gid, gid_t status_gid,
+		  gid_t admin_gid, struct state *state, const struct control_ops *ops, void *arg,
+		  struct control **ret, struct kiln_err *err);
+/* Closes the socket and every client, then done(arg). */
+void control_close(struct control *c, void (*done)(void *arg), void *arg);
+
+#endif
