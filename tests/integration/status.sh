@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# status.sh: the status socket and the kiln commands that use it: every
+# command, permission refusals for another uid, and bad clients beside good.
+. "$(dirname "$0")/lib/common.sh"
+: "${KILND:?}" "${KILN:?}"
+
+start() { # [extra listen yaml]
+	git init -q --bare -b main origin.git
+	git clone -q origin.git c 2>/dev/null
+	(cd c && image a a 1 && image b b 1 reg.example.com:5000/team/a:1 && commit one &&
+		git push -q origin HEAD:main)
+	cat >kilnd.yaml <<-Y
+	state_dir: $PWD/state
+	listen: {status_socket: $PWD/kiln.sock${1:-}}
+	repositories:
+	  - name: images
+	    url: $PWD/origin.git
+	    poll_interval: 300ms
+	Y
+	"$KILND" --config kilnd.yaml >kilnd.log 2>&1 &
+	KPID=$!
+	track_pid "$KPID"
+	wait_for 10 test -S kiln.sock || fail "no status socket"
+	wait_for 10 grep -q "first seen" kilnd.log || fail "no first poll"
+	export KILN_SOCKET=$PWD/kiln.sock
+}
+
+t_commands() {
+	start
+	(cd c && echo x >>a/f && commit two && git push -q origin HEAD:main)
+	sha=$(git -C c rev-parse HEAD)
+	wait_for 10 grep -q "2 builds queued" kilnd.log || fail "push not planned"
+	sleep 0.3
+	expect_rc 0 "$KILN" status
+	contains "$OUT" "images"
+	contains "$OUT" "${sha:0:12}"
+	expect_rc 0 "$KILN" status --json
+	echo "$OUT" | SHA="$sha" python3 -c '
+import json, os, sys
+s = json.load(sys.stdin)
+assert s["version"] and s["uptime_s"] >= 0 and s["queued"] == 0 and s["running"] == 0, s
+b = s["repositories"][0]["branches"][0]
+assert s["repositories"][0]["name"] == "images" and b["name"] == "main", s
+assert b["head"] == os.environ["SHA"] and b["last_seen"] == os.environ["SHA"], b
+' || fail "status --json: $OUT"
+	expect_rc 0 "$KILN" builds --json
+	echo "$OUT" | SHA="$sha" python3 -c '
+import json, os, re, sys
+bs = json.load(sys.stdin)
+assert [b["path"] for b in bs] == ["b", "a"], bs          # newest first: a was queued before b
+for b in bs:
+    for k in ("id", "repository", "branch", "path", "image", "commit", "state", "attempts",
+              "digest", "error", "queued_at", "started_at", "finished_at"):
+        assert k in b, (k, b)
+    assert b["commit"] == os.environ["SHA"] and b["state"] == "succeeded", b
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", b["queued_at"]), b
+' || fail "builds --json: $OUT"
+	expect_rc 0 "$KILN" builds --image a
+	contains "$OUT" "reg.example.com:5000/team/a:1"
+	id=$(echo "$OUT" | awk 'NR == 2 {print $1}')
+	expect_rc 0 "$KILN" build "$id" --json
+	contains "$OUT" '"path": "a"'
+	expect_rc 1 "$KILN" build 9999
+	contains "$ERR" "no build 9999"
+	expect_rc 0 "$KILN" trigger images main
+	expect_rc 1 "$KILN" trigger images nosuchbranch
+	expect_rc 1 "$KILN" trigger nope
+	contains "$ERR" "'nope' is not watched"
+	# cancel: a queued build (put there behind kilnd's back, so nothing takes it)
+	python3 -c "
+import sqlite3, time
+c = sqlite3.connect('state/kilnd.db')
+c.execute(\"INSERT INTO builds (repository, branch, path, image, commit_sha, change, state, created_at) VALUES ('images', 'main', 'a', 'x:1', '$sha', 'modified', 'queued', 0)\")
+c.commit()"
+	qid=$(python3 -c "import sqlite3; print(sqlite3.connect('state/kilnd.db').execute(\"SELECT max(id) FROM builds\").fetchone()[0])")
+	expect_rc 0 "$KILN" cancel "$qid"
+	contains "$OUT" "cancelled"
+	expect_rc 1 "$KILN" cancel "$qid"
+	contains "$ERR" "is cancelled, not queued"
+	expect_rc 0 "$KILN" health
+	contains "$OUT" "healthy"
+	expect_rc 2 "$KILN" build notanumber
+	expect_rc 2 "$KILN" status --socket "$PWD/none.sock"
+	contains "$ERR" "cannot reach kilnd"
+	expect_rc 1 "$KILN" health --socket "$PWD/none.sock"
+	kill -TERM "$KPID"
+	wait "$KPID"
+	[ -e kiln.sock ] && fail "the socket was left behind"
+	return 0
+}
+
+t_permissions() {
+	[ "$(id -u)" = 0 ] || { [ "${CI:-}" = true ] && fail "not root under CI"; echo "SKIPPED: not root"; return; }
+	command -v setpriv >/dev/null || { fail "no setpriv"; return; }
+	chmod 755 "$TEST_TMP" "$PWD"
+	# nogroup may read; nobody (uid 65534, gid nogroup) reads but may not trigger
+	start ", status_group: nogroup"
+	expect_rc 0 setpriv --reuid=65534 --regid=65534 --clear-groups "$KILN" status
+	contains "$OUT" "images"
+	expect_rc 1 setpriv --reuid=65534 --regid=65534 --clear-groups "$KILN" trigger images
+	contains "$ERR" "permission denied"
+	# a user outside the group cannot even connect (mode 0660)
+	expect_rc 2 setpriv --reuid=65533 --regid=65533 --clear-groups "$KILN" status
+	contains "$ERR" "Permission denied"
+	kill -TERM "$KPID"
+	wait "$KPID"
+}
+
+t_bad_clients() {
+	start
+	python3 - "$PWD/kiln.sock" <<-'PY' || fail "bad clients affected others"
+	import json, socket, sys
+	path = sys.argv[1]
+	def conn():
+	    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+	    s.settimeout(10)
+	    s.connect(path)
+	    return s
+	pending = {}
+	def line(s):
+	    data = pending.get(s, b"")
+	    while b"\n" not in data:
+	        chunk = s.recv(65536)
+	        if not chunk:
+	            break
+	        data += chunk
+	    first, _, rest = data.partition(b"\n")
+	    pending[s] = rest
+	    return first
+	stalled = conn()
+	stalled.sendall(b'{"v":1,"cmd":"sta')          # never finishes its line
+	garbage = conn()
+	good = conn()
+	garbage.sendall(b"this is not json\n")
+	a = json.loads(line(garbage))
+	assert a["ok"] is False and "not a JSON object" in a["error"], a
+	garbage.sendall(b'{"v":1,"cmd":"nope"}\n{"v":9,"cmd":"status"}\n["array"]\n')
+	for want in ("unknown command", "protocol version 9", "not a JSON object"):
+	    a = json.loads(line(garbage))
+	    assert a["ok"] is False and want in a["error"], (want, a)
+	# several requests in one write: answered in order, while others misbehave
+	good.sendall(b'{"v":1,"cmd":"status"}\n{"v":1,"cmd":"builds","limit":1}\n{"v":1,"cmd":"health"}\n')
+	r1, r2, r3 = json.loads(line(good)), json.loads(line(good)), json.loads(line(good))
+	assert r1["ok"] and "repositories" in r1["result"], r1
+	assert r2["ok"] and isinstance(r2["result"], list), r2
+	assert r3["ok"] and r3["result"]["healthy"] is True, r3
+	# an over-long line ends that client only
+	big = conn()
+	try:
+	    big.sendall(b"x" * (200 * 1024))
+	except OSError:
+	    pass
+	a = line(big)
+	assert b"longer than" in a, a
+	# a half-closed client still gets its answer
+	half = conn()
+	half.sendall(b'{"v":1,"cmd":"health"}\n')
+	half.shutdown(socket.SHUT_WR)
+	assert json.loads(line(half))["ok"] is True
+	good.sendall(b'{"v":1,"cmd":"status"}\n')
+	assert json.loads(line(good))["ok"] is True
+	stalled.close()
+	PY
+	kill -0 "$KPID" || fail "kilnd died"
+	kill -TERM "$KPID"
+	wait "$KPID" || fail "kilnd did not exit 0"
+}
+
+run_all
