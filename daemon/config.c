@@ -433,13 +433,20 @@ static void parse_section(struct cctx *c, const yaml_node_t *k, const yaml_node_
 				take_strv(c, v2, key2, &cfg->listen_http);
 			else if (strcmp(key2, "status_socket") == 0)
 				take_str(c, v2, key2, &cfg->status_socket);
+			else if (strcmp(key2, "header_timeout") == 0)
+				take_duration(c, v2, key2, POLL_MIN_MS, &cfg->header_timeout_ms);
+			else if (strcmp(key2, "body_timeout") == 0)
+				take_duration(c, v2, key2, POLL_MIN_MS, &cfg->body_timeout_ms);
+			else if (strcmp(key2, "idle_timeout") == 0)
+				take_duration(c, v2, key2, POLL_MIN_MS, &cfg->idle_timeout_ms);
 			else if (strcmp(key2, "status_group") == 0 ||
 				 strcmp(key2, "admin_group") == 0)
 				take_group(c, v2, key2,
 					   key2[0] == 's' ? &cfg->status_group : &cfg->admin_group);
 			else
 				unknown(c, k2, "'listen'",
-					"http, status_socket, status_group, admin_group");
+					"http, header_timeout, body_timeout, idle_timeout, "
+					"status_socket, status_group, admin_group");
 		})
 	} else if (strcmp(key, "shutdown_grace") == 0) {
 		take_duration(c, v, key, 0, &cfg->shutdown_grace_ms);
@@ -519,6 +526,9 @@ int config_load(const char *path, struct config *ret, struct kiln_diags *diags)
 	cfg.dry_run = true; /* the only builder until the Docker builder lands */
 	cfg.status_socket = xstrdup("/run/kiln/kiln.sock");
 	cfg.shutdown_grace_ms = 30 * 1000;
+	cfg.header_timeout_ms = 10 * 1000;
+	cfg.body_timeout_ms = 30 * 1000;
+	cfg.idle_timeout_ms = 15 * 1000;
 	if (memchr(text, '\0', len)) {
 		kiln_diags_add(diags, path, 0, 0, "contains a NUL byte");
 	} else if (ydoc_load(&y, text, len, path, diags) == 0) {

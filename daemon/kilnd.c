@@ -243,6 +243,9 @@ static int start_http(struct daemon *d)
 		return 0;
 	webhook_init(&d->webhook, d->loop, d->state, &d->cfg, &hook_ops, d);
 	http_server_default_opts(&o);
+	o.header_timeout_ms = d->cfg.header_timeout_ms;
+	o.body_timeout_ms = d->cfg.body_timeout_ms;
+	o.idle_timeout_ms = d->cfg.idle_timeout_ms;
 	http_server_new(d->loop, &o, webhook_handle, &d->webhook, &d->http);
 	for (int i = 0; i < nfds; i++) {
 		if (http_server_adopt(d->http, SD_LISTEN_FDS_START + i, &err) < 0)

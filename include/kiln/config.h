@@ -41,6 +41,7 @@ struct config {
 	char *status_socket;
 	char *status_group; /* may read over the status socket; NULL: root and kilnd's user */
 	char *admin_group;  /* may also trigger and cancel */
+	uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms; /* the HTTP listener's */
 	uint64_t shutdown_grace_ms;
 	struct config_repo *repos;
 	size_t nrepos;

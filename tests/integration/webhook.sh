@@ -15,7 +15,8 @@ setup_daemon() { # writes kilnd.yaml for four repositories (one per provider) an
 		echo 'FROM scratch' >a/Dockerfile && git add -A && git commit -qm one && git push -q origin HEAD:main)
 	{
 		echo "state_dir: $PWD/state"
-		echo "listen: {http: [\"127.0.0.1:$PORT\"], status_socket: $PWD/kiln.sock}"
+		echo "listen: {http: [\"127.0.0.1:$PORT\"], status_socket: $PWD/kiln.sock,"
+		echo "         header_timeout: 1s, body_timeout: 1s, idle_timeout: 2s}"
 		echo "repositories:"
 		for p in github gitlab gitea generic; do
 			echo "  - name: $p"
@@ -93,6 +94,7 @@ t_providers_and_errors() {
 }
 
 t_limits_pipelining_and_load() {
+	ulimit -n 4096 2>/dev/null || true # 1,000 sockets on each side
 	setup_daemon
 	# over 25 MiB: refused from the Content-Length, before the body is read
 	head -c $((26 << 20)) /dev/zero >big
@@ -139,12 +141,38 @@ t_limits_pipelining_and_load() {
 	s = conn()
 	s.sendall(b"GET /healthz HTTP/1.1\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n")
 	assert read_all(s).startswith(b"HTTP/1.1 431"), "big headers"
-	# many connections at once: all answered
-	socks = [conn() for _ in range(300)]
+	# 1,000 connections at once: all answered
+	socks = [conn() for _ in range(1000)]
 	for x in socks:
 	    x.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	ok = sum(1 for x in socks if read_all(x).startswith(b"HTTP/1.1 200"))
-	assert ok == 300, ok
+	assert ok == 1000, ok
+	for x in socks:
+	    x.close()
+	# slow loris: headers trickling in are cut at header_timeout (1 s here)
+	t0 = time.monotonic()
+	s = conn()
+	s.sendall(b"GET /healthz HTTP/1.1\r\n")
+	for _ in range(40):
+	    time.sleep(0.1)
+	    try:
+	        s.sendall(b"X-A: b\r\n")
+	    except OSError:
+	        break
+	assert read_all(s) == b"", "slow headers were answered"
+	assert time.monotonic() - t0 < 3, "not cut at the header timeout"
+	# a body that never finishes is cut at body_timeout
+	s = conn()
+	s.sendall(b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+	t0 = time.monotonic()
+	assert read_all(s) == b"" and time.monotonic() - t0 < 3, "slow body not cut"
+	# an idle keep-alive connection is closed after idle_timeout
+	s = conn()
+	s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	s.settimeout(5)
+	t0 = time.monotonic()
+	data = read_all(s)
+	assert data.startswith(b"HTTP/1.1 200") and time.monotonic() - t0 < 4, "idle not closed"
 	# a client that stops mid-request holds nothing else up
 	slow = conn()
 	slow.sendall(b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")

@@ -81,7 +81,8 @@ static void full_config(void **state)
 	    "state_dir: /var/lib/kiln-test\n"
 	    "docker: {host: \"unix:///run/docker.sock\"}\n"
 	    "builds: {concurrency: 3, dry_run: true}\n"
-	    "listen: {http: [\"127.0.0.1:8080\", \"[::1]:8081\"], status_socket: /run/k.sock}\n"
+	    "listen: {http: [\"127.0.0.1:8080\", \"[::1]:8081\"], status_socket: /run/k.sock,\n"
+	    "         header_timeout: 2s, body_timeout: 3s, idle_timeout: 4s}\n"
 	    "shutdown_grace: 1m\n"
 	    "repositories:\n"
 	    "  - name: images\n"
@@ -107,6 +108,9 @@ static void full_config(void **state)
 	assert_true(c.dry_run);
 	assert_int_equal(c.listen_http.n, 2);
 	assert_string_equal(c.status_socket, "/run/k.sock");
+	assert_int_equal(c.header_timeout_ms, 2000);
+	assert_int_equal(c.body_timeout_ms, 3000);
+	assert_int_equal(c.idle_timeout_ms, 4000);
 	assert_int_equal(c.shutdown_grace_ms, 60000);
 	assert_int_equal(c.nrepos, 2);
 	r = config_repo(&c, "images");
