@@ -362,6 +362,7 @@ static void http_closed(void *arg)
 	struct daemon *d = arg;
 
 	d->http = NULL;
+	webhook_done(&d->webhook);
 	maybe_exit(d);
 }
 

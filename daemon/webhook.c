@@ -42,6 +42,43 @@ void webhook_init(struct webhook *wh, uv_loop_t *loop, struct state *state,
 	wh->arg = arg;
 }
 
+void webhook_done(struct webhook *wh)
+{
+	for (int g = 0; g < 2; g++) {
+		strmap_done(&wh->seen[g].map);
+		strv_done(&wh->seen[g].keys);
+	}
+}
+
+/* "repository\nid": neither part can hold a newline (names are checked,
+ * ids come from one header line). */
+static char *seen_key(const char *repo, const char *id)
+{
+	return xasprintf("%s\n%s", repo, id);
+}
+
+static bool seen_has(struct webhook *wh, const char *key)
+{
+	return strmap_get(&wh->seen[0].map, key, strlen(key)) ||
+	       strmap_get(&wh->seen[1].map, key, strlen(key));
+}
+
+static void seen_add(struct webhook *wh, char *key)
+{
+	if (seen_has(wh, key)) {
+		free(key);
+		return;
+	}
+	if (wh->seen[0].keys.n >= WEBHOOK_SEEN_MAX) { /* a new generation */
+		strmap_done(&wh->seen[1].map);
+		strv_done(&wh->seen[1].keys);
+		wh->seen[1] = wh->seen[0];
+		memset(&wh->seen[0], 0, sizeof(wh->seen[0]));
+	}
+	strv_push(&wh->seen[0].keys, key);
+	*strmap_put(&wh->seen[0].map, key, strlen(key)) = (void *)1;
+}
+
 static void answer(struct webhook *wh, struct http_request *req, enum webhook_result res,
 		   int status, const char *msg)
 {
@@ -95,6 +132,8 @@ static void record_after(uv_work_t *r, int status)
 	struct hook_job *j = container_of(r, struct hook_job, req);
 	struct webhook *wh = j->wh;
 
+	if (status >= 0 && j->r >= 0)
+		seen_add(wh, seen_key(j->repo, j->id)); /* recorded now, or before */
 	if (status < 0 || j->r < 0) {
 		log_error("webhook '%s': cannot record delivery %s: %s", j->repo, j->id,
 			  status < 0 ? "cancelled" : j->err.msg);
@@ -213,6 +252,16 @@ static void handle_hook(struct webhook *wh, struct http_request *req, const char
 		answer(wh, req, HOOK_IGNORED, 202, "event ignored");
 		return;
 	}
+	id = delivery_of(repo->webhook_provider, req);
+	if (id && id[0] && strlen(id) <= 200) {
+		char *key = seen_key(name, id);
+		bool known = seen_has(wh, key);
+		free(key);
+		if (known) { /* a redelivery we recorded: answered from memory */
+			answer(wh, req, HOOK_DUPLICATE, 200, "already received");
+			return;
+		}
+	}
 	ctype = http_header(req, "content-type");
 	if (ctype && strncmp(ctype, "application/x-www-form-urlencoded", 33) == 0) {
 		if (strcmp(repo->webhook_provider, "github") != 0 ||
@@ -239,7 +288,6 @@ static void handle_hook(struct webhook *wh, struct http_request *req, const char
 		answer(wh, req, HOOK_IGNORED, 202, "not a followed branch");
 		return;
 	}
-	id = delivery_of(repo->webhook_provider, req);
 	if (id == NULL || id[0] == '\0' || strlen(id) > 200) {
 		/* no id to deduplicate by: still recorded, so a crash leads to a poll */
 		snprintf(idbuf, sizeof(idbuf), "kiln-%llu-%llu",

@@ -10,6 +10,7 @@
 #include "kiln/buf.h"
 #include "kiln/config.h"
 #include "kiln/http_server.h"
+#include "kiln/map.h"
 #include "kiln/state.h"
 
 enum webhook_result {
@@ -31,6 +32,16 @@ struct webhook_ops {
 	void (*metrics)(struct buf *text, void *arg);
 };
 
+/* Delivery ids known to be recorded, so a redelivery is answered without a
+ * database round trip: two generations of WEBHOOK_SEEN_MAX ids each; a miss
+ * falls back to the database, which is the authority. */
+#define WEBHOOK_SEEN_MAX 4096
+
+struct webhook_seen {
+	struct strmap map;
+	struct strv keys;
+};
+
 struct webhook {
 	uv_loop_t *loop;
 	struct state *state;	  /* borrowed */
@@ -39,10 +50,12 @@ struct webhook {
 	void *arg;
 	uint64_t results[HOOK_NRESULTS];
 	uint64_t seq;
+	struct webhook_seen seen[2]; /* [0] current, [1] previous */
 };
 
 void webhook_init(struct webhook *wh, uv_loop_t *loop, struct state *state,
 		  const struct config *cfg, const struct webhook_ops *ops, void *arg);
+void webhook_done(struct webhook *wh);
 /* The http_handler_cb for kilnd's server (arg: struct webhook *). */
 void webhook_handle(struct http_request *req, void *arg);
 const char *webhook_result_str(enum webhook_result r);
