@@ -217,13 +217,16 @@ void http_respond(struct http_request *req, int status, const char *content_type
 	struct http_conn *c = req->conn;
 	bool close_after;
 
-	request_free(req);
-	if (c == NULL || c->st == CONN_CLOSING)
-		return; /* the client went away meanwhile */
+	if (c == NULL || c->st == CONN_CLOSING) {
+		request_free(req); /* the client went away meanwhile */
+		return;
+	}
 	assert(c->st == CONN_HANDLING);
 	c->inflight = NULL;
 	close_after = !c->keep_alive || c->s->closing;
+	/* body may point into req (an echo): send before freeing */
 	send_response(c, status, content_type, body, len, close_after);
+	request_free(req);
 	if (close_after) {
 		c->st = CONN_CLOSING;
 		return;

@@ -5,7 +5,7 @@ set -eu
 
 pkgs="build-essential cmake pkg-config git ca-certificates python3
 libgit2-dev libyaml-dev libjansson-dev libcmocka-dev libuv1-dev libsqlite3-dev libsystemd-dev
-libssl-dev libhttp-parser-dev curl
+libssl-dev libhttp-parser-dev curl clang
 systemd"
 
 missing=""
