@@ -17,6 +17,8 @@
 #include "kiln/control.h"
 #include "kiln/err.h"
 #include "kiln/log.h"
+#include "kiln/manifest.h"
+#include "kiln/repo.h"
 
 #define CLIENT_IDLE_MS	   (5 * 60 * 1000)
 #define CLIENT_BACKLOG_MAX (4u << 20) /* unread answers before we give up on a client */
@@ -53,9 +55,15 @@ struct client {
 	uid_t uid;
 };
 
+#define LOG_ANSWER_MAX (8u << 20) /* the tail of a longer log is sent */
+#define FOLLOW_POLL_MS 500
+
 struct job {
 	uv_work_t req;
+	uv_timer_t timer; /* logs --follow: waiting for the build to end */
 	struct state *state;
+	char *log_path;			  /* logs */
+	char *mirror, *manifest, *branch; /* rebuild */
 	struct client *cl; /* NULL once the client went away; never used by the worker */
 	json_t *request;
 	json_t *answer;
@@ -165,6 +173,99 @@ static void db_work(uv_work_t *req)
 	struct state_build_row *rows = NULL;
 	size_t n = 0;
 
+	if (strcmp(cmd, "logs") == 0) {
+		int64_t id = json_integer_value(json_object_get(j->request, "id"));
+		struct state_build_filter lf = {.id = id, .limit = 1};
+		FILE *fp;
+		struct buf text = {0};
+		char chunk[65536];
+		size_t got;
+		long size;
+
+		j->r = state_list_builds(j->state, &lf, &rows, &n, &j->err);
+		if (j->r < 0)
+			return;
+		if (n == 0) {
+			j->r = kiln_err_set(&j->err, -ENOENT, "no build %lld", (long long)id);
+			return;
+		}
+		if ((fp = fopen(j->log_path, "re")) != NULL) {
+			if (fseek(fp, 0, SEEK_END) == 0 &&
+			    (size = ftell(fp)) > (long)LOG_ANSWER_MAX)
+				fseek(fp, size - (long)LOG_ANSWER_MAX, SEEK_SET);
+			else
+				rewind(fp);
+			while ((got = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+				buf_append(&text, chunk, got);
+			fclose(fp);
+		}
+		j->answer = json_pack("{s:I, s:s, s:s%}", "id", (json_int_t)id, "state",
+				      rows[0].state ? rows[0].state : "", "log",
+				      text.p ? text.p : "", text.len);
+		buf_done(&text);
+		state_build_rows_free(rows, 1);
+		return;
+	}
+	if (strcmp(cmd, "rebuild") == 0) {
+		const char *repo = json_string_value(json_object_get(j->request, "repository"));
+		const char *path = json_string_value(json_object_get(j->request, "image"));
+		const char *want = json_string_value(json_object_get(j->request, "commit"));
+		git_repository *mirror = NULL;
+		git_commit *commit = NULL;
+		git_tree *tree = NULL;
+		git_tree_entry *e = NULL;
+		git_blob *blob = NULL;
+		struct manifest m = {0};
+		struct kiln_diags diags = {0};
+		char seen[STATE_SHA_LEN + 1], hex[GIT_OID_HEXSZ + 1], *file, *ref;
+		int64_t id;
+
+		if (strcmp(path, ".") == 0)
+			path = "";
+		file = path[0] ? xasprintf("%s/%s", path, j->manifest) : xstrdup(j->manifest);
+		if (want == NULL && state_last_seen(j->state, repo, j->branch, seen, &j->err) < 0) {
+			j->r = kiln_err_set(&j->err, -ENOENT, "'%s' has no commit seen yet", repo);
+		} else if ((j->r = repo_mirror_open(j->mirror, &mirror, &j->err)) == 0 &&
+			   (j->r = repo_commit(mirror, want ? want : seen, &commit, &j->err)) ==
+			       0) {
+			if (git_commit_tree(&tree, commit) < 0 || repo_entry(tree, file, &e) < 0 ||
+			    git_tree_entry_type(e) != GIT_OBJECT_BLOB ||
+			    repo_blob(mirror, git_tree_entry_id(e), MANIFEST_SIZE_MAX, &blob,
+				      NULL) < 0) {
+				j->r = kiln_err_set(
+				    &j->err, -ENOENT, "no image folder '%s' at %.12s",
+				    path[0] ? path : ".",
+				    git_oid_tostr(hex, sizeof(hex), git_commit_id(commit)));
+			} else if (manifest_parse(git_blob_rawcontent(blob),
+						  (size_t)git_blob_rawsize(blob), file, path, &m,
+						  &diags) < 0) {
+				char line[512];
+				kiln_diag_format(&diags.v[0], line, sizeof(line));
+				j->r = kiln_err_set(&j->err, -EINVAL, "%s", line);
+			} else {
+				ref = manifest_ref(&m, m.version);
+				git_oid_tostr(hex, sizeof(hex), git_commit_id(commit));
+				id = state_queue_build(j->state, repo, j->branch, path, ref, hex,
+						       &j->err);
+				if (id < 0)
+					j->r = (int)id;
+				else
+					j->answer =
+					    json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id,
+						      "image", ref, "commit", hex);
+				free(ref);
+			}
+		}
+		manifest_done(&m);
+		kiln_diags_done(&diags);
+		git_blob_free(blob);
+		git_tree_entry_free(e);
+		git_tree_free(tree);
+		git_commit_free(commit);
+		git_repository_free(mirror);
+		free(file);
+		return;
+	}
 	if (strcmp(cmd, "cancel") == 0) {
 		j->r = state_cancel(j->state, json_integer_value(json_object_get(j->request, "id")),
 				    &j->err);
@@ -200,11 +301,50 @@ static void db_work(uv_work_t *req)
 	state_build_rows_free(rows, n);
 }
 
+static void job_free_cb(uv_handle_t *h)
+{
+	struct job *j = h->data;
+
+	json_decref(j->answer);
+	json_decref(j->request);
+	free(j->log_path);
+	free(j->mirror);
+	free(j->manifest);
+	free(j->branch);
+	free(j);
+}
+
+static void db_after(uv_work_t *req, int status);
+
+static void follow_cb(uv_timer_t *t)
+{
+	struct job *j = t->data;
+
+	if (j->cl == NULL) { /* the follower left */
+		uv_close((uv_handle_t *)&j->timer, job_free_cb);
+		return;
+	}
+	uv_queue_work(j->cl->ctl->loop, &j->req, db_work, db_after);
+}
+
 static void db_after(uv_work_t *req, int status)
 {
 	struct job *j = container_of(req, struct job, req);
 	struct client *cl = j->cl;
 
+	const char *bstate = j->r == 0 && json_is_object(j->answer)
+				 ? json_string_value(json_object_get(j->answer, "state"))
+				 : NULL;
+
+	if (cl != NULL && status >= 0 && j->log_path != NULL && bstate != NULL &&
+	    json_is_true(json_object_get(j->request, "follow")) &&
+	    (strcmp(bstate, "queued") == 0 || strcmp(bstate, "running") == 0)) {
+		/* logs --follow: look again once the build has had time to move on */
+		json_decref(j->answer);
+		j->answer = NULL;
+		uv_timer_start(&j->timer, follow_cb, FOLLOW_POLL_MS, 0);
+		return;
+	}
 	if (cl != NULL) {
 		cl->busy = false;
 		cl->job = NULL;
@@ -212,16 +352,15 @@ static void db_after(uv_work_t *req, int status)
 			send_error(cl, "%s", status < 0 ? "cancelled" : j->err.msg);
 		} else {
 			const char *cmd = json_string_value(json_object_get(j->request, "cmd"));
-			if (strcmp(cmd, "cancel") == 0 && cl->ctl->ops.changed)
+			if ((strcmp(cmd, "cancel") == 0 || strcmp(cmd, "rebuild") == 0) &&
+			    cl->ctl->ops.changed)
 				cl->ctl->ops.changed(cl->ctl->arg);
 			send_ok(cl, j->answer);
 			j->answer = NULL;
 		}
 		client_process(cl);
 	}
-	json_decref(j->answer);
-	json_decref(j->request);
-	free(j);
+	uv_close((uv_handle_t *)&j->timer, job_free_cb);
 }
 
 /* ---- dispatch ---- */
@@ -234,9 +373,14 @@ struct cmd {
 };
 
 static const struct cmd cmds[] = {
-    {"status", false, false, NULL},	    {"health", false, false, NULL},
-    {"builds", false, true, NULL},	    {"build", false, true, "id"},
-    {"trigger", true, false, "repository"}, {"cancel", true, true, "id"},
+    {"status", false, false, NULL},
+    {"health", false, false, NULL},
+    {"builds", false, true, NULL},
+    {"build", false, true, "id"},
+    {"trigger", true, false, "repository"},
+    {"cancel", true, true, "id"},
+    {"logs", false, true, "id"},
+    {"rebuild", true, true, "repository"},
 };
 
 static void dispatch(struct client *cl, json_t *req)
@@ -256,7 +400,8 @@ static void dispatch(struct client *cl, json_t *req)
 	}
 	if (c == NULL) {
 		send_error(cl,
-			   "unknown command '%s' (status, health, builds, build, trigger, cancel)",
+			   "unknown command '%s' (status, health, builds, build, logs, trigger, "
+			   "rebuild, cancel)",
 			   name ? name : "(none)");
 		goto out;
 	}
@@ -279,6 +424,25 @@ static void dispatch(struct client *cl, json_t *req)
 		j->cl = cl;
 		j->state = cl->ctl->state;
 		j->request = json_incref(req);
+		uv_timer_init(cl->ctl->loop, &j->timer);
+		j->timer.data = j;
+		if (strcmp(name, "logs") == 0)
+			j->log_path = cl->ctl->ops.log_path(
+			    json_integer_value(json_object_get(req, "id")), cl->ctl->arg);
+		if (strcmp(name, "rebuild") == 0) {
+			const char *repo = json_string_value(json_object_get(req, "repository"));
+			if (!json_is_string(json_object_get(req, "image"))) {
+				uv_close((uv_handle_t *)&j->timer, job_free_cb);
+				send_error(cl, "'rebuild' needs 'image' (the image folder)");
+				goto out;
+			}
+			if (cl->ctl->ops.repo_info(repo, &j->mirror, &j->manifest, &j->branch,
+						   cl->ctl->arg) < 0) {
+				uv_close((uv_handle_t *)&j->timer, job_free_cb);
+				send_error(cl, "repository '%s' is not watched", repo);
+				goto out;
+			}
+		}
 		cl->busy = true;
 		cl->job = j;
 		uv_queue_work(cl->ctl->loop, &j->req, db_work, db_after);

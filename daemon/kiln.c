@@ -278,7 +278,9 @@ static void online_help(FILE *f)
 	      "       kiln builds [--repository NAME] [--image PATH] [--state STATE] [--limit N]\n"
 	      "                   [--json] [--socket PATH]\n"
 	      "       kiln build ID [--json] [--socket PATH]\n"
+	      "       kiln logs [-f] ID [--socket PATH]\n"
 	      "       kiln trigger REPOSITORY [BRANCH] [--socket PATH]\n"
+	      "       kiln rebuild REPOSITORY IMAGE-PATH [COMMIT] [--socket PATH]\n"
 	      "       kiln cancel ID [--socket PATH]\n"
 	      "       kiln health [--socket PATH]\n"
 	      "\n"
@@ -288,6 +290,9 @@ static void online_help(FILE *f)
 	      "           last-seen commits, and the queue\n"
 	      "  builds   builds, newest first (--limit, default 100)\n"
 	      "  build    one build\n"
+	      "  logs     a build's log; -f waits until the build has ended\n"
+	      "  rebuild  queue a build of an image folder at COMMIT (default: the first\n"
+	      "           branch's last-seen commit; needs the admin group)\n"
 	      "  trigger  poll a repository now (needs the admin group)\n"
 	      "  cancel   cancel a queued build (needs the admin group)\n"
 	      "  health   exit 0 when kilnd answers and is healthy, 1 otherwise, saying why\n"
@@ -440,7 +445,17 @@ static void print_status(json_t *r)
 /* The positional arguments of each command into the request. */
 static int online_args(const char *cmd, int argc, char **argv, json_t *req)
 {
-	if (strcmp(cmd, "build") == 0 || strcmp(cmd, "cancel") == 0) {
+	if (strcmp(cmd, "rebuild") == 0) {
+		if (argc - optind < 2 || argc - optind > 3) {
+			fprintf(stderr, "kiln rebuild: expected REPOSITORY IMAGE-PATH [COMMIT]\n");
+			return -EINVAL;
+		}
+		json_object_set_new(req, "repository", json_string(argv[optind]));
+		json_object_set_new(req, "image", json_string(argv[optind + 1]));
+		if (argc - optind == 3)
+			json_object_set_new(req, "commit", json_string(argv[optind + 2]));
+	} else if (strcmp(cmd, "build") == 0 || strcmp(cmd, "cancel") == 0 ||
+		   strcmp(cmd, "logs") == 0) {
 		char *end = NULL;
 		long long id = optind < argc ? strtoll(argv[optind], &end, 10) : 0;
 		if (argc - optind != 1 || *end || id <= 0) {
@@ -500,6 +515,17 @@ static void print_result(const char *cmd, json_t *res, bool json)
 		json_decref(arr);
 	} else if (strcmp(cmd, "trigger") == 0) {
 		printf("polling '%s' now\n", str_or(res, "triggered", "?"));
+	} else if (strcmp(cmd, "logs") == 0) {
+		const char *log = str_or(res, "log", "");
+		fwrite(log, 1, json_string_length(json_object_get(res, "log")), stdout);
+		if (log[0] == '\0')
+			fprintf(stderr, "kiln: build %lld (%s) has no log yet\n",
+				(long long)json_integer_value(json_object_get(res, "id")),
+				str_or(res, "state", "?"));
+	} else if (strcmp(cmd, "rebuild") == 0) {
+		printf("queued build %lld: %s at %.12s\n",
+		       (long long)json_integer_value(json_object_get(res, "id")),
+		       str_or(res, "image", "?"), str_or(res, "commit", "?"));
 	} else {
 		printf("build %lld cancelled\n",
 		       (long long)json_integer_value(json_object_get(res, "id")));
@@ -526,10 +552,13 @@ static int cmd_online(int argc, char **argv)
 	if (sock == NULL || sock[0] == '\0')
 		sock = SOCKET_DEFAULT;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			sock = optarg;
+			break;
+		case 'f':
+			json_object_set_new(req, "follow", json_true());
 			break;
 		case 'j':
 			json = true;
@@ -583,7 +612,9 @@ static const struct kiln_cmd cmds[] = {
     {"status", "kilnd's repositories, branches and queue", cmd_online, online_help},
     {"builds", "kilnd's builds, newest first", cmd_online, online_help},
     {"build", "one build", cmd_online, online_help},
+    {"logs", "a build's log", cmd_online, online_help},
     {"trigger", "ask kilnd to poll a repository now", cmd_online, online_help},
+    {"rebuild", "queue a build of one image", cmd_online, online_help},
     {"cancel", "cancel a queued build", cmd_online, online_help},
     {"health", "exit 0 when kilnd answers and is healthy", cmd_online, online_help},
 };

@@ -219,6 +219,15 @@ static void hook_metrics(struct buf *b, void *arg)
 	metric(b, "kiln_builds_total", "counter", "Builds finished since start, by result.");
 	buf_printf(b, "kiln_builds_total{result=\"succeeded\"} %llu\n",
 		   (unsigned long long)d->builder.done);
+	metric(b, "kiln_build_duration_seconds", "histogram", "How long builds took.");
+	for (int k = 0; k < BUILD_DURATION_BUCKETS; k++)
+		buf_printf(b, "kiln_build_duration_seconds_bucket{le=\"%g\"} %llu\n",
+			   build_duration_bounds[k], (unsigned long long)d->builder.dur_buckets[k]);
+	buf_printf(b, "kiln_build_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+		   (unsigned long long)d->builder.dur_count);
+	buf_printf(b, "kiln_build_duration_seconds_sum %.6f\n", d->builder.dur_sum);
+	buf_printf(b, "kiln_build_duration_seconds_count %llu\n",
+		   (unsigned long long)d->builder.dur_count);
 	metric(b, "kiln_fetches_total", "counter", "Fetches that brought new commits.");
 	buf_printf(b, "kiln_fetches_total %llu\n", (unsigned long long)fetches);
 	metric(b, "kiln_fetch_errors_total", "counter", "Polls or plans that failed.");
@@ -327,7 +336,27 @@ static int ctl_health(json_t *o, void *arg)
 	return ok ? 0 : -EIO;
 }
 
-static const struct control_ops ctl_ops = {ctl_status, ctl_trigger, ctl_changed, ctl_health};
+static char *ctl_log_path(int64_t id, void *arg)
+{
+	struct daemon *d = arg;
+	return builder_log_path(&d->builder, id);
+}
+
+static int ctl_repo_info(const char *repo, char **mirror, char **manifest, char **branch, void *arg)
+{
+	struct daemon *d = arg;
+	struct watch *w = find_watch(d, repo);
+
+	if (w == NULL)
+		return -ENOENT;
+	*mirror = xstrdup(w->mirror_path);
+	*manifest = xstrdup(w->manifest);
+	*branch = xstrdup(w->branches.v[0]);
+	return 0;
+}
+
+static const struct control_ops ctl_ops = {ctl_status, ctl_trigger,  ctl_changed,
+					   ctl_health, ctl_log_path, ctl_repo_info};
 
 static gid_t group_id(const char *name)
 {
@@ -545,7 +574,12 @@ static int run(struct daemon *d)
 	}
 	d->loop = uv_default_loop();
 	d->started = (int64_t)time(NULL);
-	builder_init(&d->builder, d->loop, d->state, d->cfg.concurrency, on_builder_changed, d);
+	{
+		char *logs = xasprintf("%s/logs", d->cfg.state_dir);
+		builder_init(&d->builder, d->loop, d->state, d->cfg.concurrency, logs,
+			     on_builder_changed, d);
+		free(logs);
+	}
 	for (size_t i = 0; i < d->cfg.nrepos; i++) {
 		if (add_watch(d, &d->cfg.repos[i]) < 0)
 			return 1;
@@ -592,6 +626,7 @@ static int run(struct daemon *d)
 		_exit(d->exit_code);
 	}
 	d->state = state_close(d->state);
+	builder_done(&d->builder);
 	log_info("stopped");
 	return d->exit_code;
 }

@@ -25,6 +25,12 @@ struct control_ops {
 	void (*changed)(void *arg);
 	/* 0 healthy, else why not */
 	int (*health)(json_t *obj, void *arg);
+	/* a build's log file path (the caller frees it) */
+	char *(*log_path)(int64_t id, void *arg);
+	/* for rebuild: the repository's mirror, manifest file name and first
+	 * branch (all new strings), or -ENOENT when it is not watched */
+	int (*repo_info)(const char *repo, char **mirror, char **manifest, char **branch,
+			 void *arg);
 };
 
 struct control;

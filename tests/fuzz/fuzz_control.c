@@ -1,6 +1,7 @@
 /* fuzz_control.c: arbitrary bytes sent to kilnd's status socket, the server
  * running in-process on its libuv loop with a real (temporary) state
  * database. It must answer or close, never crash or leak. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,7 +48,29 @@ static int health(json_t *o, void *arg)
 	return 0;
 }
 
-static const struct control_ops ops = {status, trigger, changed, health};
+static char *log_path(int64_t id, void *arg)
+{
+	char *p;
+
+	(void)arg;
+	if (asprintf(&p, "%s/%lld.log", dir, (long long)id) < 0)
+		abort();
+	return p;
+}
+
+static int repo_info(const char *repo, char **mirror, char **manifest, char **branch, void *arg)
+{
+	(void)arg;
+	if (strcmp(repo, "images") != 0)
+		return -ENOENT;
+	if (asprintf(mirror, "%s/mirror.git", dir) < 0)
+		abort();
+	*manifest = strdup("manifest.yaml");
+	*branch = strdup("main");
+	return 0;
+}
+
+static const struct control_ops ops = {status, trigger, changed, health, log_path, repo_info};
 
 static void setup(void)
 {
@@ -56,11 +79,12 @@ static void setup(void)
 
 	if (mkdtemp(dir) == NULL || state_open(dir, &st, &err) < 0)
 		abort();
-	state_record_plan(st, "images", "main", "0123456789012345678901234567890123456789", items, 1,
-			  &err);
+	state_record_plan(st, "images", "main", "0123456789012345678901234567890123456789", items,
+			  1, &err);
 	snprintf(path, sizeof(path), "%s/kiln.sock", dir);
 	uv_loop_init(&loop);
-	if (control_start(&loop, path, (gid_t)-1, (gid_t)-1, (gid_t)-1, st, &ops, NULL, &ctl, &err) < 0)
+	if (control_start(&loop, path, (gid_t)-1, (gid_t)-1, (gid_t)-1, st, &ops, NULL, &ctl,
+			  &err) < 0)
 		abort();
 }
 

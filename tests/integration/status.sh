@@ -77,6 +77,34 @@ c.commit()"
 	contains "$OUT" "cancelled"
 	expect_rc 1 "$KILN" cancel "$qid"
 	contains "$ERR" "is cancelled, not queued"
+	# logs: the dry run's log names what it would have built
+	expect_rc 0 "$KILN" logs "$id"
+	contains "$OUT" "dry run: would build reg.example.com:5000/team/a:1"
+	contains "$OUT" "$sha"
+	expect_rc 1 "$KILN" logs 9999
+	# rebuild queues one build of a folder at the last-seen commit (or a given one)
+	expect_rc 0 "$KILN" rebuild images b
+	contains "$OUT" "reg.example.com:5000/team/b:1 at ${sha:0:12}"
+	expect_rc 0 "$KILN" rebuild images a "$(git -C c rev-parse HEAD~1)"
+	expect_rc 1 "$KILN" rebuild images nope
+	contains "$ERR" "no image folder 'nope'"
+	expect_rc 1 "$KILN" rebuild nope a
+	expect_rc 2 "$KILN" rebuild images
+	# logs -f waits for a queued build to end: queue one behind kilnd's back,
+	# follow it, then a rebuild wakes the builder, which takes the oldest first
+	python3 -c "
+import sqlite3
+c = sqlite3.connect('state/kilnd.db')
+c.execute(\"INSERT INTO builds (repository, branch, path, image, commit_sha, change, state, created_at) VALUES ('images', 'main', 'b', 'reg.example.com:5000/team/b:1', '$sha', 'modified', 'queued', 0)\")
+c.commit()"
+	fid=$(python3 -c "import sqlite3; print(sqlite3.connect('state/kilnd.db').execute('SELECT max(id) FROM builds').fetchone()[0])")
+	"$KILN" logs -f "$fid" >follow.out 2>&1 &
+	fpid=$!
+	sleep 1
+	kill -0 "$fpid" 2>/dev/null || fail "logs -f returned before the build ran: $(cat follow.out)"
+	expect_rc 0 "$KILN" rebuild images a
+	wait "$fpid" || fail "logs -f failed: $(cat follow.out)"
+	contains "$(cat follow.out)" "would build reg.example.com:5000/team/b:1"
 	expect_rc 0 "$KILN" health
 	contains "$OUT" "healthy"
 	expect_rc 2 "$KILN" build notanumber
@@ -99,6 +127,9 @@ t_permissions() {
 	contains "$OUT" "images"
 	expect_rc 1 setpriv --reuid=65534 --regid=65534 --clear-groups "$KILN" trigger images
 	contains "$ERR" "permission denied"
+	expect_rc 1 setpriv --reuid=65534 --regid=65534 --clear-groups "$KILN" rebuild images a
+	contains "$ERR" "permission denied"
+	expect_rc 0 setpriv --reuid=65534 --regid=65534 --clear-groups "$KILN" builds
 	# a user outside the group cannot even connect (mode 0660)
 	expect_rc 2 setpriv --reuid=65533 --regid=65533 --clear-groups "$KILN" status
 	contains "$ERR" "Permission denied"
