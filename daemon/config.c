@@ -333,8 +333,7 @@ static void parse_repo(struct cctx *c, const yaml_node_t *n, struct config_repo 
 		} else if (strcmp(key, "poll_interval") == 0) {
 			take_duration(c, v, key, POLL_MIN_MS, &r->poll_interval_ms);
 		} else if (strcmp(key, "manifest") == 0) {
-			if ((s = str(c, v, key)) != NULL &&
-			    (strchr(s, '/') || !strcmp(s, ".") || !strcmp(s, "..")))
+			if ((s = str(c, v, key)) != NULL && !manifest_valid_file_name(s))
 				ydoc_diag(c->y, c->d, v, "'manifest' must be a file name, not '%s'",
 					  s);
 			else

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "kiln/changes.h"
+#include "kiln/manifest.h"
 #include "kiln/map.h"
 #include "kiln/path.h"
 #include "kiln/repo.h"
@@ -79,11 +80,6 @@ static void changes_help(FILE *f)
 	      "reported on stderr, or under \"errors\" with --json), 2 usage error, no\n"
 	      "repository or unknown revision.\n",
 	      f);
-}
-
-static bool valid_manifest_name(const char *s)
-{
-	return s[0] && strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
 /* The cache lives in the git directory (shared by all worktrees). A read-only
@@ -216,7 +212,7 @@ static int cmd_changes(int argc, char **argv)
 			argc - optind, argc - optind == 1 ? "" : "s");
 		return EXIT_USAGE;
 	}
-	if (!valid_manifest_name(manifest_name)) {
+	if (!manifest_valid_file_name(manifest_name)) {
 		fprintf(stderr, "kiln changes: --manifest '%s' must be a file name, not a path\n",
 			manifest_name);
 		return EXIT_USAGE;

@@ -462,11 +462,7 @@ static void reload(struct daemon *d)
 		}
 	}
 	for (size_t k = 0; k < next.nrepos; k++) {
-		struct watch *w = NULL;
-		for (size_t i = 0; i < d->nwatches && !w; i++) {
-			if (strcmp(d->watches[i]->name, next.repos[k].name) == 0)
-				w = d->watches[i];
-		}
+		struct watch *w = find_watch(d, next.repos[k].name);
 		if (w)
 			watch_reconfigure(w, &next.repos[k]);
 		else

@@ -143,9 +143,8 @@ int repo_mirror_open(const char *path, git_repository **ret, struct kiln_err *er
 /* Remotes are anonymous (the URL comes from kilnd.yaml, not the mirror's
  * config): libgit2 1.5's named-remote lookup matches config keys with PCRE2
  * and leaks the match data on every miss, tens of KiB per poll. */
-int repo_remote_heads(git_repository *mirror, const char *url, const struct repo_creds *cr,
-		      const char *const *branches, size_t n, git_oid *ret_oids, bool *ret_found,
-		      struct kiln_err *err)
+int repo_remote_heads(const char *url, const struct repo_creds *cr, const char *const *branches,
+		      size_t n, git_oid *ret_oids, bool *ret_found, struct kiln_err *err)
 {
 	git_remote *remote = NULL;
 	git_remote_callbacks cbs;
@@ -154,7 +153,6 @@ int repo_remote_heads(git_repository *mirror, const char *url, const struct repo
 	size_t nheads = 0;
 	int r = 0;
 
-	(void)mirror;
 	git_remote_init_callbacks(&cbs, GIT_REMOTE_CALLBACKS_VERSION);
 	cbs.credentials = cred_cb;
 	cbs.payload = &cs;

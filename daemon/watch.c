@@ -222,8 +222,7 @@ static void fetch_work(uv_work_t *req)
 		strv_copy(&j->mirror_tips_out, &j->mirror_tips_in);
 		return;
 	}
-	j->r = repo_remote_heads(NULL, j->url, &cr, branches, j->branches.n, j->tips, j->found,
-				 &j->err);
+	j->r = repo_remote_heads(j->url, &cr, branches, j->branches.n, j->tips, j->found, &j->err);
 	if (j->r < 0)
 		return;
 	for (size_t i = 0; i < j->branches.n; i++) {

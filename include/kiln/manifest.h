@@ -42,5 +42,7 @@ char *manifest_ref(const struct manifest *m, const char *tag);
 bool manifest_valid_name(const char *s);
 bool manifest_valid_tag(const char *s);
 bool manifest_valid_registry(const char *s);
+/* A manifest file name (--manifest, repositories[].manifest): no '/', not . or .. */
+bool manifest_valid_file_name(const char *s);
 
 #endif

@@ -35,9 +35,8 @@ int repo_mirror_open(const char *path, git_repository **ret, struct kiln_err *er
 /* Asks the remote at url for its branch tips without fetching (ls-remote).
  * For each of the n branches, ret_found[i] says whether it exists and
  * ret_oids[i] is its commit. */
-int repo_remote_heads(git_repository *mirror, const char *url, const struct repo_creds *cr,
-		      const char *const *branches, size_t n, git_oid *ret_oids, bool *ret_found,
-		      struct kiln_err *err);
+int repo_remote_heads(const char *url, const struct repo_creds *cr, const char *const *branches,
+		      size_t n, git_oid *ret_oids, bool *ret_found, struct kiln_err *err);
 /* Fetches the n branches from url into the mirror's refs/heads (forced: a
  * force push is followed). */
 int repo_fetch(git_repository *mirror, const char *url, const struct repo_creds *cr,
