@@ -141,7 +141,7 @@ t_two_quick_pushes_coalesce() {
 t_git_daemon_fetch() {
 	mkdir served
 	clone=$(origin "$PWD/served/images.git")
-	port=$((20000 + RANDOM % 20000))
+	port=$(free_port)
 	git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$PWD/served" \
 		--export-all --pid-file="$PWD/gitd.pid" --detach "$PWD/served" ||
 		{ fail "git daemon did not start"; return; }

@@ -7,7 +7,7 @@
 LIB=$(cd "$(dirname "$0")/lib" && pwd)
 
 setup_daemon() { # writes kilnd.yaml for four repositories (one per provider) and starts kilnd
-	PORT=$((20000 + RANDOM % 20000))
+	PORT=$(free_port)
 	printf 'topsecret' >hook.secret
 	git init -q --bare -b main origin.git
 	git clone -q origin.git c 2>/dev/null
@@ -32,7 +32,8 @@ setup_daemon() { # writes kilnd.yaml for four repositories (one per provider) an
 	"$KILND" --config kilnd.yaml --log-level debug >kilnd.log 2>&1 &
 	KPID=$!
 	track_pid "$KPID"
-	wait_for 10 grep -q "ready" kilnd.log || fail "kilnd did not start: $(tail -3 kilnd.log)"
+	wait_for 10 grep -q "kilnd .* ready:" kilnd.log || fail "kilnd did not start: $(tail -3 kilnd.log)"
+	kill -0 "$KPID" 2>/dev/null || fail "kilnd exited: $(tail -3 kilnd.log)"
 }
 
 hook() { python3 "$LIB/hook.py" "$PORT" "$@"; }
@@ -201,7 +202,7 @@ t_delivery_replayed_after_crash() {
 	KPID=$!
 	track_pid "$KPID"
 	wait_for 10 grep -q "'gitea' has webhook deliveries from before the restart" kilnd.log ||
-		fail "pending delivery not replayed"
+		fail "pending delivery not replayed: $(tail -5 kilnd.log)"
 	wait_for 10 grep -q "watch 'gitea'.*first seen" kilnd.log || fail "no poll for the replayed delivery"
 	handled() { [ "$(python3 -c "import sqlite3; print(sqlite3.connect('state/kilnd.db').execute(\"SELECT handled FROM deliveries WHERE id = 'lost'\").fetchone()[0])")" = 1 ]; }
 	wait_for 10 handled || fail "delivery not marked handled after the poll"
@@ -215,7 +216,7 @@ t_socket_activation() {
 		echo "SKIPPED: no systemd-socket-activate"
 		return
 	}
-	PORT=$((20000 + RANDOM % 20000))
+	PORT=$(free_port)
 	printf 'state_dir: %s/state\nlisten: {status_socket: %s/kiln.sock}\nrepositories: []\n' "$PWD" "$PWD" >kilnd.yaml
 	systemd-socket-activate -l "127.0.0.1:$PORT" "$KILND" --config kilnd.yaml >kilnd.log 2>&1 &
 	KPID=$!

@@ -34,6 +34,12 @@ git config --global protocol.file.allow always
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:log_path=$TEST_TMP/sanitizer"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-}:log_path=$TEST_TMP/sanitizer:print_stacktrace=1"
 
+# free_port: a loopback TCP port nothing listens on now (the kernel's choice,
+# not a random guess that may collide with another test's listener)
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 FAILS=0
 failed_now=0
 
