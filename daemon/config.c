@@ -352,10 +352,12 @@ static void parse_repo(struct cctx *c, const yaml_node_t *n, struct config_repo 
 			parse_credentials(c, v, r);
 		} else if (strcmp(key, "webhook") == 0) {
 			parse_webhook(c, v, r);
+		} else if (strcmp(key, "overwrite_tags") == 0) {
+			take_bool(c, v, key, &r->overwrite_tags);
 		} else {
 			unknown(c, k, "a repository",
 				"name, url, branches, poll_interval, manifest, build_on_start, "
-				"credentials, webhook");
+				"credentials, webhook, overwrite_tags");
 		}
 	})
 	if (name == NULL)
@@ -378,6 +380,78 @@ static void take_group(struct cctx *c, const yaml_node_t *n, const char *key, ch
 		take_str(c, n, key, dst);
 }
 
+static void parse_registries(struct cctx *c, const yaml_node_t *v, struct config *cfg)
+{
+	if (v->type != YAML_SEQUENCE_NODE) {
+		ydoc_diag(c->y, c->d, v, "'registries' must be a list, not %s", ydoc_kind(v));
+		return;
+	}
+	cfg->registries =
+	    xcalloc((size_t)(v->data.sequence.items.top - v->data.sequence.items.start) + 1,
+		    sizeof(*cfg->registries));
+	for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+	     it++) {
+		const yaml_node_t *n = ydoc_node(c->y, *it);
+		struct config_registry *g = &cfg->registries[cfg->nregistries++];
+		if (!ydoc_mapping(c->y, c->d, n, "registries[]"))
+			continue;
+		FOR_PAIRS(c, n, k, v2, {
+			const char *key = (const char *)k->data.scalar.value;
+			const char *s;
+			if (strcmp(key, "host") == 0) {
+				if ((s = str(c, v2, key)) != NULL && (!manifest_valid_registry(s) || strchr(s, '/')))
+					ydoc_diag(c->y, c->d, v2,
+						  "'host' must be a registry host[:port], not '%s'", s);
+				else
+					take_str(c, v2, key, &g->host);
+			} else if (strcmp(key, "username") == 0) {
+				take_str(c, v2, key, &g->username);
+			} else if (strcmp(key, "password_file") == 0) {
+				if ((s = str(c, v2, key)) != NULL) {
+					free(g->password);
+					g->password = read_secret(c, v2, key, s);
+				}
+			} else {
+				unknown(c, k, "'registries[]'", "host, username, password_file");
+			}
+		})
+		if (!g->host)
+			ydoc_diag(c->y, c->d, n, "'registries[]' needs 'host'");
+		else if (!g->username || !g->password)
+			ydoc_diag(c->y, c->d, n, "registry '%s' needs 'username' and 'password_file'",
+				  g->host);
+		for (size_t j = 0; g->host && j + 1 < cfg->nregistries; j++)
+			if (cfg->registries[j].host && strcmp(cfg->registries[j].host, g->host) == 0)
+				ydoc_diag(c->y, c->d, n, "registry '%s' is listed twice", g->host);
+	}
+}
+
+int config_parse_size(const char *s, uint64_t *ret)
+{
+	uint64_t v = 0, mul = 1;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return -EINVAL;
+	while (isdigit((unsigned char)*p)) {
+		v = v * 10 + (uint64_t)(*p++ - '0');
+		if (v > (1ull << 40))
+			return -ERANGE;
+	}
+	if (*p == 'K' || *p == 'k')
+		mul = 1ull << 10;
+	else if (*p == 'M')
+		mul = 1ull << 20;
+	else if (*p == 'G')
+		mul = 1ull << 30;
+	else if (*p != '\0')
+		return -EINVAL;
+	if (*p && p[1] != '\0')
+		return -EINVAL;
+	*ret = v * mul;
+	return 0;
+}
+
 static void parse_section(struct cctx *c, const yaml_node_t *k, const yaml_node_t *v,
 			  struct config *cfg)
 {
@@ -393,10 +467,25 @@ static void parse_section(struct cctx *c, const yaml_node_t *k, const yaml_node_
 		if (!ydoc_mapping(c->y, c->d, v, key))
 			return;
 		FOR_PAIRS(c, v, k2, v2, {
-			if (strcmp((const char *)k2->data.scalar.value, "host") == 0)
-				take_str(c, v2, "host", &cfg->docker_host);
-			else
-				unknown(c, k2, "'docker'", "host");
+			const char *key2 = (const char *)k2->data.scalar.value;
+			if (strcmp(key2, "host") == 0) {
+				const char *s = str(c, v2, key2);
+				if (s && strncmp(s, "unix:///", 8) && strncmp(s, "tcp://", 6))
+					ydoc_diag(c->y, c->d, v2,
+						  "'host' must be unix:///path or tcp://host:port, "
+						  "not '%s'",
+						  s);
+				else
+					take_str(c, v2, key2, &cfg->docker_host);
+			} else if (strcmp(key2, "cert_path") == 0) {
+				take_str(c, v2, key2, &cfg->docker_cert_path);
+			} else if (strcmp(key2, "tls_verify") == 0) {
+				bool b = false;
+				take_bool(c, v2, key2, &b);
+				cfg->docker_tls_verify = b;
+			} else {
+				unknown(c, k2, "'docker'", "host, tls_verify, cert_path");
+			}
 		})
 	} else if (strcmp(key, "builds") == 0) {
 		if (!ydoc_mapping(c->y, c->d, v, key))
@@ -414,13 +503,33 @@ static void parse_section(struct cctx *c, const yaml_node_t *k, const yaml_node_
 					cfg->concurrency = (unsigned)n;
 			} else if (strcmp(key2, "dry_run") == 0) {
 				take_bool(c, v2, key2, &cfg->dry_run);
-				if (!cfg->dry_run)
-					ydoc_diag(
-					    c->y, c->d, v2,
-					    "'dry_run: false' needs the Docker builder, which this "
-					    "kilnd does not have yet; set dry_run: true");
+			} else if (strcmp(key2, "retries") == 0 || strcmp(key2, "keep_logs") == 0) {
+				const char *s = ydoc_scalar(c->y, c->d, v2, key2, "a number");
+				char *end;
+				long n = s ? strtol(s, &end, 10) : 0;
+				long max = key2[0] == 'r' ? 100 : 1000000;
+				if (s && (*end || n < (key2[0] == 'r' ? 0 : 1) || n > max))
+					ydoc_diag(c->y, c->d, v2, "'%s' must be %d to %ld", key2,
+						  key2[0] == 'r' ? 0 : 1, max);
+				else if (s && key2[0] == 'r')
+					cfg->retries = (unsigned)n;
+				else if (s)
+					cfg->keep_logs = (unsigned)n;
+			} else if (strcmp(key2, "retry_delay") == 0) {
+				take_duration(c, v2, key2, POLL_MIN_MS, &cfg->retry_delay_ms);
+			} else if (strcmp(key2, "test_timeout") == 0) {
+				take_duration(c, v2, key2, 1000, &cfg->test_timeout_ms);
+			} else if (strcmp(key2, "log_max_size") == 0) {
+				const char *s = ydoc_scalar(c->y, c->d, v2, key2, "a size");
+				if (s && config_parse_size(s, &cfg->log_max_bytes) < 0)
+					ydoc_diag(c->y, c->d, v2,
+						  "'log_max_size' must be a size like 512K, 10M or "
+						  "1G, not '%s'",
+						  s);
 			} else {
-				unknown(c, k2, "'builds'", "concurrency, dry_run");
+				unknown(c, k2, "'builds'",
+					"concurrency, dry_run, retries, retry_delay, test_timeout, "
+					"log_max_size, keep_logs");
 			}
 		})
 	} else if (strcmp(key, "listen") == 0) {
@@ -447,6 +556,8 @@ static void parse_section(struct cctx *c, const yaml_node_t *k, const yaml_node_
 					"http, header_timeout, body_timeout, idle_timeout, "
 					"status_socket, status_group, admin_group");
 		})
+	} else if (strcmp(key, "registries") == 0) {
+		parse_registries(c, v, cfg);
 	} else if (strcmp(key, "shutdown_grace") == 0) {
 		take_duration(c, v, key, 0, &cfg->shutdown_grace_ms);
 	} else if (strcmp(key, "repositories") == 0) {
@@ -471,7 +582,8 @@ static void parse_section(struct cctx *c, const yaml_node_t *k, const yaml_node_
 		}
 	} else {
 		unknown(c, k, "the configuration",
-			"state_dir, docker, builds, listen, shutdown_grace, repositories");
+			"state_dir, docker, builds, registries, listen, shutdown_grace, "
+			"repositories");
 	}
 }
 
@@ -520,9 +632,14 @@ int config_load(const char *path, struct config *ret, struct kiln_diags *diags)
 	c.dir = dir;
 	cfg.path = xstrdup(path);
 	cfg.state_dir = xstrdup("/var/lib/kiln");
-	cfg.docker_host = xstrdup("unix:///var/run/docker.sock");
+	cfg.docker_tls_verify = -1;
 	cfg.concurrency = 2;
-	cfg.dry_run = true; /* the only builder until the Docker builder lands */
+	cfg.dry_run = false;
+	cfg.retries = 3;
+	cfg.retry_delay_ms = 10 * 1000;
+	cfg.test_timeout_ms = 10 * 60 * 1000;
+	cfg.log_max_bytes = 10u << 20;
+	cfg.keep_logs = 1000;
 	cfg.status_socket = xstrdup("/run/kiln/kiln.sock");
 	cfg.shutdown_grace_ms = 30 * 1000;
 	cfg.header_timeout_ms = 10 * 1000;
@@ -571,6 +688,15 @@ void config_done(struct config *c)
 	free(c->path);
 	free(c->state_dir);
 	free(c->docker_host);
+	free(c->docker_cert_path);
+	for (size_t i = 0; i < c->nregistries; i++) {
+		free(c->registries[i].host);
+		free(c->registries[i].username);
+		if (c->registries[i].password)
+			explicit_bzero(c->registries[i].password, strlen(c->registries[i].password));
+		free(c->registries[i].password);
+	}
+	free(c->registries);
 	strv_done(&c->listen_http);
 	free(c->status_socket);
 	free(c->status_group);

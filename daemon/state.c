@@ -15,6 +15,7 @@
 #include "kiln/buf.h"
 #include "kiln/err.h"
 #include "kiln/state.h"
+#include "kiln/map.h"
 
 struct state {
 	pthread_mutex_t lock; /* one operation (and its transaction) at a time */
@@ -56,6 +57,16 @@ static const char *const migrations[] = {
     "  received_at INTEGER NOT NULL," /* unix milliseconds */
     "  handled INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY (repository, id));",
+    /* 3: the Docker builder: results, retry delays, dependency order */
+    "ALTER TABLE builds ADD COLUMN image_id TEXT;"
+    "ALTER TABLE builds ADD COLUMN digest TEXT;"
+    "ALTER TABLE builds ADD COLUMN not_before INTEGER NOT NULL DEFAULT 0;" /* unix ms */
+    "CREATE TABLE build_deps ("
+    "  build INTEGER NOT NULL,"
+    "  base INTEGER NOT NULL,"
+    "  PRIMARY KEY (build, base));"
+    "CREATE INDEX build_deps_by_base ON build_deps (base);"
+    "CREATE INDEX builds_by_pushed ON builds (image, commit_sha) WHERE digest IS NOT NULL;",
 };
 
 static const char *const state_names[] = {"queued", "running",	 "succeeded",
@@ -247,8 +258,10 @@ static int64_t now_ms(void)
 static int record_plan_locked(struct state *s, const char *repo, const char *branch, const char *to,
 			      const struct state_plan_item *items, size_t n, struct kiln_err *err)
 {
-	sqlite3_stmt *sup = NULL, *ins = NULL, *seen = NULL;
+	sqlite3_stmt *sup = NULL, *ins = NULL, *seen = NULL, *dep = NULL;
 	int r = 0, queued = 0;
+	int64_t *ids = xcalloc(n + 1, sizeof(*ids));
+	struct strmap by_path = {0};
 
 	r = exec(s, "BEGIN IMMEDIATE", err);
 	if (r < 0)
@@ -267,7 +280,9 @@ static int record_plan_locked(struct state *s, const char *repo, const char *bra
 			       "INSERT INTO branches (repository, branch, last_seen, updated_at)"
 			       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (repository, branch)"
 			       " DO UPDATE SET last_seen = ?3, updated_at = ?4",
-			       -1, &seen, NULL) != SQLITE_OK) {
+			       -1, &seen, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(s->db, "INSERT OR IGNORE INTO build_deps (build, base) VALUES (?, ?)",
+			       -1, &dep, NULL) != SQLITE_OK) {
 		r = db_err(s, err, "preparing the plan");
 		goto out;
 	}
@@ -302,6 +317,24 @@ static int record_plan_locked(struct state *s, const char *repo, const char *bra
 			break;
 		}
 		queued += !removed;
+		if (!removed) {
+			ids[i] = sqlite3_last_insert_rowid(s->db);
+			*strmap_put(&by_path, items[i].path, strlen(items[i].path)) = &ids[i];
+		}
+	}
+	/* dependencies come first in a plan, so every base has its id by now */
+	for (size_t i = 0; i < n && r == 0; i++) {
+		for (size_t k = 0; ids[i] && k < items[i].ndepends; k++) {
+			const char *d = items[i].depends_on[k];
+			int64_t *base = strmap_get(&by_path, d, strlen(d));
+			if (!base || !*base)
+				continue; /* not rebuilt in this plan: nothing to wait for */
+			sqlite3_reset(dep);
+			sqlite3_bind_int64(dep, 1, ids[i]);
+			sqlite3_bind_int64(dep, 2, *base);
+			if (sqlite3_step(dep) != SQLITE_DONE)
+				r = db_err(s, err, "recording a build's dependency");
+		}
 	}
 	if (r == 0) {
 		sqlite3_bind_text(seen, 1, repo, -1, SQLITE_STATIC);
@@ -315,6 +348,9 @@ out:
 	sqlite3_finalize(sup);
 	sqlite3_finalize(ins);
 	sqlite3_finalize(seen);
+	sqlite3_finalize(dep);
+	strmap_done(&by_path);
+	free(ids);
 	if (r == 0)
 		r = exec(s, "COMMIT", err);
 	if (r < 0) {
@@ -340,14 +376,18 @@ static int take_next_locked(struct state *s, struct state_build *ret, struct kil
 	if (sqlite3_prepare_v2(
 		s->db,
 		"UPDATE builds SET state = 'running', started_at = ?1,"
-		" attempts = attempts + 1 WHERE id = (SELECT id FROM builds"
-		" WHERE state = 'queued' ORDER BY id LIMIT 1)"
-		" RETURNING id, repository, branch, path, image, commit_sha, attempts",
+		" attempts = attempts + 1 WHERE id = (SELECT b.id FROM builds b"
+		" WHERE b.state = 'queued' AND b.not_before <= ?2 AND NOT EXISTS"
+		" (SELECT 1 FROM build_deps d JOIN builds x ON x.id = d.base"
+		"  WHERE d.build = b.id AND x.state IN ('queued', 'running'))"
+		" ORDER BY b.id LIMIT 1)"
+		" RETURNING id, repository, branch, path, image, commit_sha, attempts, change",
 		-1, &st, NULL) != SQLITE_OK) {
 		r = db_err(s, err, "taking a build");
 		goto out;
 	}
 	sqlite3_bind_int64(st, 1, now());
+	sqlite3_bind_int64(st, 2, now_ms());
 	switch (sqlite3_step(st)) {
 	case SQLITE_ROW:
 		memset(ret, 0, sizeof(*ret));
@@ -358,6 +398,7 @@ static int take_next_locked(struct state *s, struct state_build *ret, struct kil
 		copy_col(st, 4, ret->image, sizeof(ret->image));
 		copy_col(st, 5, ret->commit, sizeof(ret->commit));
 		ret->attempts = sqlite3_column_int(st, 6);
+		copy_col(st, 7, ret->change, sizeof(ret->change));
 		ret->state = BUILD_RUNNING;
 		r = 0;
 		if (sqlite3_step(st) != SQLITE_DONE)
@@ -398,6 +439,28 @@ static int finish_locked(struct state *s, int64_t id, enum build_state bst, cons
 	sqlite3_bind_int64(st, 4, id);
 	if (sqlite3_step(st) != SQLITE_DONE)
 		r = db_err(s, err, "finishing a build");
+	sqlite3_finalize(st);
+	if (r < 0 || (bst != BUILD_FAILED && bst != BUILD_CANCELLED))
+		return r;
+	/* what builds FROM it cannot be built as planned */
+	if (sqlite3_prepare_v2(
+		s->db,
+		"WITH RECURSIVE dep(id) AS (SELECT build FROM build_deps WHERE base = ?1"
+		" UNION SELECT d.build FROM build_deps d JOIN dep ON d.base = dep.id)"
+		" UPDATE builds SET state = 'cancelled', finished_at = ?2, error = ?3"
+		" WHERE id IN dep AND state = 'queued'",
+		-1, &st, NULL) != SQLITE_OK)
+		return db_err(s, err, "cancelling dependent builds");
+	{
+		char *why = xasprintf("its base image's build %lld %s", (long long)id,
+				      build_state_str(bst));
+		sqlite3_bind_int64(st, 1, id);
+		sqlite3_bind_int64(st, 2, now());
+		sqlite3_bind_text(st, 3, why, -1, SQLITE_TRANSIENT);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = db_err(s, err, "cancelling dependent builds");
+		free(why);
+	}
 	sqlite3_finalize(st);
 	return r;
 }
@@ -463,7 +526,118 @@ int state_finish(struct state *s, int64_t id, enum build_state bst, const char *
 	int r;
 
 	pthread_mutex_lock(&s->lock);
-	r = finish_locked(s, id, bst, error, err);
+	r = exec(s, "BEGIN IMMEDIATE", err);
+	if (r == 0)
+		r = finish_locked(s, id, bst, error, err);
+	if (r == 0)
+		r = exec(s, "COMMIT", err);
+	if (r < 0)
+		exec(s, "ROLLBACK", NULL);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int state_requeue(struct state *s, int64_t id, uint64_t delay_ms, bool count_attempt,
+		  const char *error, struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(s->db,
+			       "UPDATE builds SET state = 'queued', not_before = ?2, error = ?3,"
+			       " attempts = attempts - ?4 WHERE id = ?1 AND state = 'running'",
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "requeueing a build");
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, now_ms() + (int64_t)delay_ms);
+	if (error)
+		sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 4, count_attempt ? 0 : 1);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		r = db_err(s, err, "requeueing a build");
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int state_set_result(struct state *s, int64_t id, const char *image_id, const char *digest,
+		     struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(s->db,
+			       "UPDATE builds SET image_id = coalesce(?2, image_id),"
+			       " digest = coalesce(?3, digest) WHERE id = ?1",
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "recording a build's result");
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, id);
+	if (image_id && *image_id)
+		sqlite3_bind_text(st, 2, image_id, -1, SQLITE_STATIC);
+	if (digest && *digest)
+		sqlite3_bind_text(st, 3, digest, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		r = db_err(s, err, "recording a build's result");
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int state_pushed_from(struct state *s, const char *image, const char *commit,
+		      struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT 1 FROM builds WHERE image = ? AND commit_sha = ?"
+			       " AND digest IS NOT NULL LIMIT 1",
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "looking up pushed images");
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, image, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, commit, -1, SQLITE_STATIC);
+	switch (sqlite3_step(st)) {
+	case SQLITE_ROW:
+		r = 1;
+		break;
+	case SQLITE_DONE:
+		r = 0;
+		break;
+	default:
+		r = db_err(s, err, "looking up pushed images");
+	}
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int64_t state_next_retry(struct state *s)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT min(not_before) FROM builds WHERE state = 'queued'"
+			       " AND not_before > ?",
+			       -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, now_ms());
+		if (sqlite3_step(st) == SQLITE_ROW)
+			r = sqlite3_column_int64(st, 0);
+	}
+	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
@@ -575,7 +749,7 @@ int state_list_builds(struct state *s, const struct state_build_filter *f,
 	if (sqlite3_prepare_v2(
 		s->db,
 		"SELECT id, repository, branch, path, image, commit_sha, change, state,"
-		" error, attempts, created_at, started_at, finished_at FROM builds"
+		" error, attempts, created_at, started_at, finished_at, digest FROM builds"
 		" WHERE (?1 IS NULL OR repository = ?1) AND (?2 IS NULL OR path = ?2)"
 		" AND (?3 IS NULL OR state = ?3) AND (?4 = 0 OR id = ?4)"
 		" ORDER BY id DESC LIMIT ?5",
@@ -611,6 +785,7 @@ int state_list_builds(struct state *s, const struct state_build_filter *f,
 		b->created_at = sqlite3_column_int64(st, 10);
 		b->started_at = sqlite3_column_int64(st, 11);
 		b->finished_at = sqlite3_column_int64(st, 12);
+		b->digest = col_dup(st, 13);
 	}
 	if (rc != SQLITE_DONE)
 		r = db_err(s, err, "listing builds");
@@ -637,6 +812,7 @@ void state_build_rows_free(struct state_build_row *rows, size_t n)
 		free(rows[i].change);
 		free(rows[i].state);
 		free(rows[i].error);
+		free(rows[i].digest);
 	}
 	free(rows);
 }

@@ -341,6 +341,8 @@ static int plan_branch(struct watch_job *j, size_t i, const char *repo_name)
 		items[k].path = cs.v[k].path;
 		items[k].image = cs.v[k].image;
 		items[k].change = change_kind_str(cs.v[k].kind);
+		items[k].depends_on = (const char *const *)cs.v[k].depends_on.v;
+		items[k].ndepends = cs.v[k].depends_on.n;
 	}
 	r = state_record_plan(w->state, repo_name, branch, tip, items, cs.n, &j->err);
 	if (r >= 0) {

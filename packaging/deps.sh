@@ -5,7 +5,8 @@ set -eu
 
 pkgs="build-essential cmake pkg-config git ca-certificates python3
 libgit2-dev libyaml-dev libjansson-dev libcmocka-dev libuv1-dev libsqlite3-dev libsystemd-dev
-libssl-dev libhttp-parser-dev curl clang
+libssl-dev libhttp-parser-dev libcurl4-openssl-dev libarchive-dev curl clang
+docker.io docker-registry busybox-static apache2-utils openssl
 systemd"
 
 missing=""

@@ -29,14 +29,31 @@ struct config_repo {
 	char *webhook_provider; /* github | gitlab | gitea | generic; NULL: no webhook */
 	char *webhook_secret;
 	char *webhook_header; /* generic only */
+	bool overwrite_tags;  /* let a build replace an existing version tag */
+};
+
+/* Credentials for one registry host ("registry.example.com:5000"). */
+struct config_registry {
+	char *host;
+	char *username;
+	char *password; /* the secret itself */
 };
 
 struct config {
 	char *path;
 	char *state_dir;
-	char *docker_host;
+	char *docker_host;	/* NULL: $DOCKER_HOST, else the default socket */
+	char *docker_cert_path; /* NULL: $DOCKER_CERT_PATH */
+	int docker_tls_verify;	/* -1: $DOCKER_TLS_VERIFY */
 	unsigned concurrency;
 	bool dry_run;
+	unsigned retries;	   /* transient failures retried this often */
+	uint64_t retry_delay_ms;   /* the first retry's delay; doubles each time */
+	uint64_t test_timeout_ms;  /* a smoke test's time limit */
+	uint64_t log_max_bytes;	   /* a build log is cut here */
+	unsigned keep_logs;	   /* build logs kept; older ones are removed */
+	struct config_registry *registries;
+	size_t nregistries;
 	struct strv listen_http;
 	char *status_socket;
 	char *status_group; /* may read over the status socket; NULL: root and kilnd's user */
@@ -53,6 +70,8 @@ int config_load(const char *path, struct config *ret, struct kiln_diags *diags);
 void config_done(struct config *c);
 /* "500ms", "30s", "5m", "1h" -> milliseconds. */
 int config_parse_duration(const char *s, uint64_t *ret_ms);
+/* "512K", "10M", "1G" or bytes -> bytes. */
+int config_parse_size(const char *s, uint64_t *ret);
 const struct config_repo *config_repo(const struct config *c, const char *name);
 
 #endif

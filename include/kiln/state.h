@@ -43,6 +43,10 @@ struct state_plan_item {
 	const char *path;   /* image folder, "" for the root */
 	const char *image;  /* reference; NULL for a removed image with an invalid manifest */
 	const char *change; /* added, modified, dependency, removed */
+	/* folders of images in this plan it builds FROM: its build waits for
+	 * theirs, and is cancelled when one of them fails */
+	const char *const *depends_on;
+	size_t ndepends;
 };
 
 /* In one transaction: queues a build per item that is not removed (a queued
@@ -56,21 +60,40 @@ struct state_build {
 	int64_t id;
 	char repo[256], branch[256], path[4096], image[1024];
 	char commit[STATE_SHA_LEN + 1];
+	char change[16];
 	enum build_state state;
 	int attempts;
 };
 
-/* Takes the oldest queued build and marks it running: 0, or -ENOENT. */
+/* Takes the oldest queued build that may start (its retry delay is over, no
+ * build it depends on is queued or running) and marks it running: 0, or
+ * -ENOENT. */
 int state_take_next(struct state *s, struct state_build *ret, struct kiln_err *err);
+/* Ends a build. A failed or cancelled build cancels the queued builds that
+ * depend on it, transitively. */
 int state_finish(struct state *s, int64_t id, enum build_state st, const char *error,
 		 struct kiln_err *err);
+/* Puts a running build back in the queue, to start no sooner than delay_ms
+ * from now. count_attempt false: this try does not count (the engine was
+ * unreachable before the build began). */
+int state_requeue(struct state *s, int64_t id, uint64_t delay_ms, bool count_attempt,
+		  const char *error, struct kiln_err *err);
+/* Records the image id and the pushed digest of the version tag. */
+int state_set_result(struct state *s, int64_t id, const char *image_id, const char *digest,
+		     struct kiln_err *err);
+/* Whether kiln has pushed image (a reference) built from commit: 1 or 0. */
+int state_pushed_from(struct state *s, const char *image, const char *commit,
+		      struct kiln_err *err);
+/* The earliest time (unix ms) a queued build waiting for its retry delay
+ * may start, or 0 when none waits. */
+int64_t state_next_retry(struct state *s);
 /* Counts by state. */
 int state_counts(struct state *s, unsigned *queued, unsigned *running, struct kiln_err *err);
 
 /* A build as the status socket shows it; strings are owned (NULL when unset). */
 struct state_build_row {
 	int64_t id;
-	char *repo, *branch, *path, *image, *commit, *change, *state, *error;
+	char *repo, *branch, *path, *image, *commit, *change, *state, *error, *digest;
 	int attempts;
 	int64_t created_at, started_at, finished_at; /* unix seconds, 0: not yet */
 };

@@ -39,6 +39,7 @@ git -C "$work/src" add -A
 git -C "$work/src" commit -q -m one
 {
 	echo "state_dir: $work/state"
+	echo "builds: {dry_run: true}"
 	echo "listen: {status_socket: $work/kiln.sock}"
 	echo "repositories:"
 	for i in $(seq 1 "$repos"); do

@@ -43,6 +43,7 @@ git clone -q "$work/origin.git" "$work/c" 2>/dev/null
 printf '%s' "$secret" >"$work/hook.secret"
 cat >"$work/kilnd.yaml" <<Y
 state_dir: $work/state
+builds: {dry_run: true}
 listen: {http: ["127.0.0.1:$kport"], status_socket: $work/kiln.sock}
 repositories:
   - name: images

@@ -32,6 +32,7 @@ push() {
 config() { # STATE URL INTERVAL [more yaml]
 	cat <<-Y
 	state_dir: $1
+	builds: {dry_run: true}
 	listen: {status_socket: $1.sock}
 	shutdown_grace: 5s
 	repositories:

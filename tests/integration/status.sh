@@ -11,6 +11,7 @@ start() { # [extra listen yaml]
 		git push -q origin HEAD:main)
 	cat >kilnd.yaml <<-Y
 	state_dir: $PWD/state
+	builds: {dry_run: true}
 	listen: {status_socket: $PWD/kiln.sock${1:-}}
 	repositories:
 	  - name: images

@@ -15,6 +15,7 @@ setup_daemon() { # writes kilnd.yaml for four repositories (one per provider) an
 		echo 'FROM scratch' >a/Dockerfile && git add -A && git commit -qm one && git push -q origin HEAD:main)
 	{
 		echo "state_dir: $PWD/state"
+		echo "builds: {dry_run: true}"
 		echo "listen: {http: [\"127.0.0.1:$PORT\"], status_socket: $PWD/kiln.sock,"
 		echo "         header_timeout: 1s, body_timeout: 1s, idle_timeout: 2s}"
 		echo "repositories:"

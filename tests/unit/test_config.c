@@ -35,6 +35,7 @@ static int setup(void **state)
 	assert_non_null(mkdtemp(dir));
 	free(write_file("token", "hunter2\n"));
 	free(write_file("hook.secret", "s3cret"));
+	free(write_file("reg.token", "pa55\n"));
 	free(write_file("empty", ""));
 	return 0;
 }
@@ -79,8 +80,11 @@ static void full_config(void **state)
 	char *path = write_file(
 	    "full.yaml",
 	    "state_dir: /var/lib/kiln-test\n"
-	    "docker: {host: \"unix:///run/docker.sock\"}\n"
-	    "builds: {concurrency: 3, dry_run: true}\n"
+	    "docker: {host: \"tcp://10.0.0.5:2376\", tls_verify: false}\n"
+	    "builds: {concurrency: 3, dry_run: true, retries: 5, retry_delay: 2s,\n"
+	    "         test_timeout: 1m, log_max_size: 512K, keep_logs: 20}\n"
+	    "registries:\n"
+	    "  - {host: \"r.example.com:5000\", username: ci, password_file: reg.token}\n"
 	    "listen: {http: [\"127.0.0.1:8080\", \"[::1]:8081\"], status_socket: /run/k.sock,\n"
 	    "         header_timeout: 2s, body_timeout: 3s, idle_timeout: 4s}\n"
 	    "shutdown_grace: 1m\n"
@@ -103,9 +107,19 @@ static void full_config(void **state)
 	assert_int_equal(config_load(path, &c, &d), 0);
 	assert_int_equal(d.n, 0);
 	assert_string_equal(c.state_dir, "/var/lib/kiln-test");
-	assert_string_equal(c.docker_host, "unix:///run/docker.sock");
+	assert_string_equal(c.docker_host, "tcp://10.0.0.5:2376");
+	assert_int_equal(c.docker_tls_verify, 0);
 	assert_int_equal(c.concurrency, 3);
 	assert_true(c.dry_run);
+	assert_int_equal(c.retries, 5);
+	assert_int_equal(c.retry_delay_ms, 2000);
+	assert_int_equal(c.test_timeout_ms, 60000);
+	assert_int_equal(c.log_max_bytes, 512 * 1024);
+	assert_int_equal(c.keep_logs, 20);
+	assert_int_equal(c.nregistries, 1);
+	assert_string_equal(c.registries[0].host, "r.example.com:5000");
+	assert_string_equal(c.registries[0].username, "ci");
+	assert_string_equal(c.registries[0].password, "pa55");
 	assert_int_equal(c.listen_http.n, 2);
 	assert_string_equal(c.status_socket, "/run/k.sock");
 	assert_int_equal(c.header_timeout_ms, 2000);
@@ -147,6 +161,10 @@ static void defaults(void **state)
 	assert_string_equal(c.state_dir, "/var/lib/kiln");
 	assert_string_equal(c.status_socket, "/run/kiln/kiln.sock");
 	assert_int_equal(c.concurrency, 2);
+	assert_false(c.dry_run);
+	assert_null(c.docker_host); /* $DOCKER_HOST, then the default socket */
+	assert_int_equal(c.docker_tls_verify, -1);
+	assert_int_equal(c.retries, 3);
 	assert_int_equal(c.shutdown_grace_ms, 30000);
 	assert_int_equal(c.nrepos, 0);
 	config_done(&c);
@@ -196,7 +214,15 @@ static void errors_located(void **state)
 	expect_error("state_dir: relative/dir\n", 1, 12, "absolute path");
 	expect_error("builds: {concurrency: 0}\n", 1, 23, "must be 1 to 64");
 	expect_error("builds: {concurrency: lots}\n", 1, 23, "must be 1 to 64");
-	expect_error("builds: {dry_run: false}\n", 1, 19, "dry_run: true");
+	expect_error("builds: {retries: -1}\n", 1, 19, "must be 0 to 100");
+	expect_error("builds: {log_max_size: 10 MB}\n", 1, 24, "like 512K");
+	expect_error("builds: {keep_logs: 0}\n", 1, 21, "must be 1 to");
+	expect_error("docker: {host: /var/run/docker.sock}\n", 1, 16, "unix:///path or tcp://");
+	expect_error("registries:\n  - {host: r.example.com}\n", 2, 5, "needs 'username'");
+	expect_error("registries:\n  - {host: r.example.com/ns, username: u}\n", 2, 12,
+		     "host[:port]");
+	expect_error("repositories:\n  - {name: a, url: /r, overwrite_tags: yes}\n", 2, 40,
+		     "true or false");
 	expect_error("builds: {dry_run: maybe}\n", 1, 19, "true or false");
 	expect_error("shutdown_grace: 10 years\n", 1, 17, "not a duration");
 	expect_error("listen: {http: 8080}\n", 1, 16, "must be a list");

@@ -72,7 +72,7 @@ static void lock_and_schema(void **state)
 	assert_int_equal(state_open(d, &s2, &err), -EBUSY);
 	assert_non_null(strstr(err.msg, "another kilnd (pid "));
 	assert_null(s2);
-	assert_int_equal(count(d, "PRAGMA user_version"), 2);
+	assert_int_equal(count(d, "PRAGMA user_version"), 3);
 	s = state_close(s);
 	/* released at close: opens again, schema already current */
 	assert_int_equal(state_open(d, &s, &err), 0);
@@ -87,12 +87,12 @@ static void plans_supersede_and_last_seen(void **state)
 	struct kiln_err err = {0};
 	char seen[STATE_SHA_LEN + 1];
 	const struct state_plan_item first[] = {
-	    {"base", "r/base:1", "modified"},
-	    {"app", "r/app:1", "dependency"},
+	    {"base", "r/base:1", "modified", NULL, 0},
+	    {"app", "r/app:1", "dependency", NULL, 0},
 	};
 	const struct state_plan_item second[] = {
-	    {"app", "r/app:2", "modified"},
-	    {"old", NULL, "removed"},
+	    {"app", "r/app:2", "modified", NULL, 0},
+	    {"old", NULL, "removed", NULL, 0},
 	};
 	unsigned q, r;
 
@@ -129,8 +129,8 @@ static void take_finish_and_recover(void **state)
 	struct kiln_err err = {0};
 	struct state_build b;
 	const struct state_plan_item items[] = {
-	    {"a", "r/a:1", "added"},
-	    {"b", "r/b:1", "added"},
+	    {"a", "r/a:1", "added", NULL, 0},
+	    {"b", "r/b:1", "added", NULL, 0},
 	};
 	unsigned q, r;
 
@@ -160,6 +160,55 @@ static void take_finish_and_recover(void **state)
 	assert_int_equal(state_finish(s, b.id, BUILD_FAILED, "boom", &err), 0);
 	assert_int_equal(
 	    count(d, "SELECT count(*) FROM builds WHERE state = 'failed' AND error = 'boom'"), 1);
+	state_close(s);
+	free(d);
+}
+
+static void dependents_wait_and_are_cancelled(void **state)
+{
+	char *d = sub("deps");
+	struct state *s = NULL;
+	struct kiln_err err = {0};
+	struct state_build b, c;
+	const char *const on_base[] = {"base"};
+	const char *const on_mid[] = {"mid"};
+	const struct state_plan_item items[] = {
+	    {"base", "r/base:1", "modified", NULL, 0},
+	    {"mid", "r/mid:1", "dependency", on_base, 1},
+	    {"top", "r/top:1", "dependency", on_mid, 1},
+	    {"other", "r/other:1", "added", NULL, 0},
+	};
+
+	(void)state;
+	assert_int_equal(state_open(d, &s, &err), 0);
+	assert_int_equal(state_record_plan(s, "images", "main", A, items, 4, &err), 4);
+	/* base runs; mid and top wait for it, so other (newer) goes next */
+	assert_int_equal(state_take_next(s, &b, &err), 0);
+	assert_string_equal(b.path, "base");
+	assert_int_equal(state_take_next(s, &c, &err), 0);
+	assert_string_equal(c.path, "other");
+	assert_string_equal(c.change, "added");
+	assert_int_equal(state_take_next(s, &c, &err), -ENOENT);
+	/* a retry delay holds a build back */
+	assert_int_equal(state_requeue(s, c.id, 60000, false, "engine down", &err), 0);
+	assert_int_equal(state_take_next(s, &c, &err), -ENOENT);
+	assert_true(state_next_retry(s) > 0);
+	/* base fails: everything above it is cancelled, transitively */
+	assert_int_equal(state_finish(s, b.id, BUILD_FAILED, "boom", &err), 0);
+	assert_int_equal(count(d, "SELECT count(*) FROM builds WHERE state = 'cancelled'"
+				  " AND path IN ('mid', 'top') AND error LIKE '%base image%failed'"),
+			 2);
+	/* and a success lets the next in line go */
+	assert_int_equal(state_record_plan(s, "images", "main", B, items, 4, &err), 4);
+	assert_int_equal(state_take_next(s, &b, &err), 0);
+	assert_string_equal(b.path, "base");
+	assert_int_equal(state_set_result(s, b.id, "sha256:i", "sha256:d", &err), 0);
+	assert_int_equal(state_pushed_from(s, "r/base:1", B, &err), 1);
+	assert_int_equal(state_pushed_from(s, "r/base:1", A, &err), 0);
+	assert_int_equal(state_finish(s, b.id, BUILD_SUCCEEDED, NULL, &err), 0);
+	assert_int_equal(state_take_next(s, &b, &err), 0);
+	assert_string_equal(b.path, "mid");
+	assert_string_equal(b.commit, B);
 	state_close(s);
 	free(d);
 }
@@ -219,6 +268,7 @@ int main(void)
 	    cmocka_unit_test(lock_and_schema),
 	    cmocka_unit_test(plans_supersede_and_last_seen),
 	    cmocka_unit_test(take_finish_and_recover),
+	    cmocka_unit_test(dependents_wait_and_are_cancelled),
 	    cmocka_unit_test(newer_schema_is_refused),
 	    cmocka_unit_test(deliveries),
 	};

@@ -1,0 +1,768 @@
+/* docker.c: the Engine API client. One CURLM per client; libuv polls the
+ * sockets curl asks for and runs curl's single timer. The client owns its
+ * calls; each call is freed right after its done callback. */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kiln/buf.h"
+#include "kiln/docker.h"
+#include "kiln/err.h"
+
+#define LINE_MAX_BYTES (1u << 20)
+
+struct docker_call {
+	struct docker *d;
+	struct docker_call *prev, *next; /* d->calls */
+	CURL *h;
+	struct curl_slist *hdrs;
+	char *method, *path, *json, *content_type, *registry_auth, *registry_config;
+	bool unversioned;
+	docker_body_cb *body;
+	docker_line_cb *line;
+	docker_done_cb *done;
+	void *arg;
+	struct buf reply;   /* collected reply, or an error reply of a streamed call */
+	struct buf partial; /* the unfinished line of a streamed reply */
+	bool in_multi, paused, aborting, ping;
+	int early; /* a failure before curl had it, reported from the defer timer */
+	long status;
+	int result;
+	char curl_err[CURL_ERROR_SIZE];
+	char error[1024];
+	char api_header[16]; /* a ping's Api-Version */
+};
+
+struct docker {
+	uv_loop_t *loop;
+	CURLM *multi;
+	uv_timer_t timer; /* curl's timeout */
+	uv_timer_t defer; /* aborts run here, outside curl's callbacks */
+	int open_handles;
+	char *host, *unix_path, *base;
+	char *ca, *cert, *key;
+	bool tls, verify;
+	char api[16];
+	bool negotiated;
+	struct docker_call *ping; /* in flight */
+	struct docker_call *calls;
+};
+
+struct dsock {
+	uv_poll_t poll;
+	struct docker *d;
+	curl_socket_t fd;
+};
+
+static void check_done(struct docker *d);
+static void call_begin(struct docker_call *c);
+
+/* ---- the loop glue ---- */
+
+static void sock_close_cb(uv_handle_t *h)
+{
+	free(container_of((uv_poll_t *)h, struct dsock, poll));
+}
+
+static void poll_cb(uv_poll_t *p, int status, int events)
+{
+	struct dsock *s = container_of(p, struct dsock, poll);
+	struct docker *d = s->d;
+	int flags = 0, running;
+
+	if (status < 0)
+		flags = CURL_CSELECT_ERR;
+	else {
+		if (events & UV_READABLE)
+			flags |= CURL_CSELECT_IN;
+		if (events & UV_WRITABLE)
+			flags |= CURL_CSELECT_OUT;
+	}
+	curl_multi_socket_action(d->multi, s->fd, flags, &running);
+	check_done(d);
+}
+
+static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct docker *d = userp;
+	struct dsock *s = socketp;
+	int events = 0;
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (s) {
+			/* fds are reused at once: stop now, free when libuv is done */
+			uv_poll_stop(&s->poll);
+			uv_close((uv_handle_t *)&s->poll, sock_close_cb);
+			curl_multi_assign(d->multi, fd, NULL);
+		}
+		return 0;
+	}
+	if (!s) {
+		s = xcalloc(1, sizeof(*s));
+		s->d = d;
+		s->fd = fd;
+		if (uv_poll_init_socket(d->loop, &s->poll, fd) < 0) {
+			free(s);
+			return -1;
+		}
+		curl_multi_assign(d->multi, fd, s);
+	}
+	if (what & CURL_POLL_IN)
+		events |= UV_READABLE;
+	if (what & CURL_POLL_OUT)
+		events |= UV_WRITABLE;
+	uv_poll_start(&s->poll, events, poll_cb);
+	return 0;
+}
+
+static void timeout_cb(uv_timer_t *t)
+{
+	struct docker *d = t->data;
+	int running;
+
+	curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	check_done(d);
+}
+
+static int timer_cb(CURLM *multi, long ms, void *userp)
+{
+	struct docker *d = userp;
+
+	(void)multi;
+	if (ms < 0)
+		uv_timer_stop(&d->timer);
+	else
+		uv_timer_start(&d->timer, timeout_cb, (uint64_t)ms, 0);
+	return 0;
+}
+
+/* ---- calls ---- */
+
+static void call_free(struct docker_call *c)
+{
+	if (c->h)
+		curl_easy_cleanup(c->h);
+	curl_slist_free_all(c->hdrs);
+	free(c->method);
+	free(c->path);
+	free(c->json);
+	free(c->content_type);
+	free(c->registry_auth);
+	free(c->registry_config);
+	buf_done(&c->reply);
+	buf_done(&c->partial);
+	free(c);
+}
+
+static void set_error(struct docker_call *c)
+{
+	json_t *j;
+	const char *m;
+
+	if (c->error[0])
+		return; /* said already */
+	if (c->result < 0) {
+		if (c->result == -ECANCELED)
+			snprintf(c->error, sizeof(c->error), "aborted");
+		else
+			snprintf(c->error, sizeof(c->error), "%s %s: %s", c->method, c->path,
+				 c->curl_err[0] ? c->curl_err : strerror(-c->result));
+		return;
+	}
+	if (c->status < 300)
+		return;
+	j = json_loadb(c->reply.p ? c->reply.p : "", c->reply.len, 0, NULL);
+	m = json_is_object(j) ? json_string_value(json_object_get(j, "message")) : NULL;
+	if (m)
+		snprintf(c->error, sizeof(c->error), "%s", m);
+	else
+		snprintf(c->error, sizeof(c->error), "HTTP %ld: %.200s", c->status,
+			 c->reply.p ? c->reply.p : "");
+	json_decref(j);
+}
+
+/* Ends a call: unhooks it, tells its owner, frees it. */
+static void call_finish(struct docker_call *c, int result)
+{
+	struct docker *d = c->d;
+
+	if (c->in_multi) {
+		curl_multi_remove_handle(d->multi, c->h);
+		c->in_multi = false;
+	}
+	if (c->aborting)
+		result = -ECANCELED;
+	c->result = result;
+	set_error(c);
+	if (c->line && c->partial.len > 0 && result == 0 && c->status < 300)
+		c->line(c, c->partial.p, c->partial.len, c->arg);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		d->calls = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	if (c->done)
+		c->done(c, c->arg);
+	call_free(c);
+}
+
+static int map_curl(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_OK:
+		return 0;
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+		return -ECONNREFUSED;
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+		return -ECONNRESET;
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_ABORTED_BY_CALLBACK:
+	case CURLE_READ_ERROR:
+	case CURLE_WRITE_ERROR:
+		return -ECANCELED;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CACERT_BADFILE:
+		return -EPROTO;
+	default:
+		return -EIO;
+	}
+}
+
+static void check_done(struct docker *d)
+{
+	CURLMsg *m;
+	int left;
+
+	while ((m = curl_multi_info_read(d->multi, &left)) != NULL) {
+		struct docker_call *c = NULL;
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+		curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &c->status);
+		call_finish(c, map_curl(m->data.result));
+	}
+}
+
+static size_t write_cb(char *data, size_t size, size_t n, void *arg)
+{
+	struct docker_call *c = arg;
+	size_t len = size * n, start = 0;
+
+	if (c->aborting)
+		return 0;
+	if (c->status == 0)
+		curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &c->status);
+	if (!c->line || c->status >= 300) {
+		if (c->reply.len + len <= DOCKER_REPLY_MAX)
+			buf_append(&c->reply, data, len);
+		return len;
+	}
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] != '\n')
+			continue;
+		if (c->partial.len > 0) {
+			buf_append(&c->partial, data + start, i - start);
+			c->line(c, c->partial.p, c->partial.len, c->arg);
+			c->partial.len = 0;
+		} else {
+			c->line(c, data + start, i - start, c->arg);
+		}
+		if (c->aborting)
+			return 0;
+		start = i + 1;
+	}
+	if (start < len) {
+		if (c->partial.len + (len - start) > LINE_MAX_BYTES) {
+			/* one absurd line: deliver what fits, drop the rest of it */
+			c->line(c, c->partial.p ? c->partial.p : "", c->partial.len, c->arg);
+			c->partial.len = 0;
+		} else {
+			buf_append(&c->partial, data + start, len - start);
+		}
+	}
+	return len;
+}
+
+static size_t header_cb(char *data, size_t size, size_t n, void *arg)
+{
+	struct docker_call *c = arg;
+	size_t len = size * n;
+	static const char name[] = "api-version:";
+
+	if (c->ping && len > sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0) {
+		size_t i = sizeof(name) - 1, k = 0;
+		while (i < len && (data[i] == ' ' || data[i] == '\t'))
+			i++;
+		while (i < len && k + 1 < sizeof(c->api_header) &&
+		       (data[i] == '.' || (data[i] >= '0' && data[i] <= '9')))
+			c->api_header[k++] = data[i++];
+		c->api_header[k] = '\0';
+	}
+	return len;
+}
+
+static size_t read_cb(char *buf, size_t size, size_t n, void *arg)
+{
+	struct docker_call *c = arg;
+	ssize_t r;
+
+	if (c->aborting)
+		return CURL_READFUNC_ABORT;
+	r = c->body(c, buf, size * n, c->arg);
+	if (r == -EAGAIN) {
+		c->paused = true;
+		return CURL_READFUNC_PAUSE;
+	}
+	if (r < 0)
+		return CURL_READFUNC_ABORT;
+	return (size_t)r;
+}
+
+static void abort_deferred_cb(uv_timer_t *t)
+{
+	struct docker *d = t->data;
+	struct docker_call *c, *next;
+
+	for (c = d->calls; c; c = next) {
+		next = c->next;
+		if (c->early && !c->in_multi)
+			call_finish(c, c->early);
+		else if (c->aborting && c != d->ping)
+			call_finish(c, -ECANCELED);
+	}
+}
+
+/* 1.41 vs 1.47: <0, 0, >0 */
+static int api_cmp(const char *a, const char *b)
+{
+	unsigned amaj = 0, amin = 0, bmaj = 0, bmin = 0;
+
+	sscanf(a, "%u.%u", &amaj, &amin);
+	sscanf(b, "%u.%u", &bmaj, &bmin);
+	if (amaj != bmaj)
+		return amaj < bmaj ? -1 : 1;
+	return amin < bmin ? -1 : amin > bmin;
+}
+
+static void ping_done(struct docker_call *p, void *arg)
+{
+	struct docker *d = arg;
+	struct docker_call *c, *next;
+	int r = docker_call_result(p);
+
+	d->ping = NULL;
+	if (r == 0 && p->status == 200) {
+		if (p->api_header[0] && api_cmp(p->api_header, DOCKER_API_NEWEST) < 0)
+			snprintf(d->api, sizeof(d->api), "%s", p->api_header);
+		else
+			snprintf(d->api, sizeof(d->api), "%s", DOCKER_API_NEWEST);
+		if (api_cmp(d->api, DOCKER_API_OLDEST) < 0) {
+			r = -EPROTO;
+			snprintf(p->error, sizeof(p->error),
+				 "the engine speaks API %s; kiln needs at least %s", d->api,
+				 DOCKER_API_OLDEST);
+		} else {
+			d->negotiated = true;
+		}
+	} else if (r == 0) {
+		r = -EPROTO;
+	}
+	/* the calls that waited for the version go now, or fail as the ping did */
+	for (c = d->calls; c; c = next) {
+		next = c->next;
+		if (c == p || c->in_multi || c->ping)
+			continue;
+		if (r == 0 && !c->aborting) {
+			call_begin(c);
+		} else {
+			c->status = 0;
+			snprintf(c->error, sizeof(c->error), "engine %s: %.900s", d->host,
+				 p->error[0] ? p->error : "no reply to /_ping");
+			call_finish(c, r < 0 ? r : -EPROTO);
+		}
+	}
+}
+
+static struct docker_call *call_new(struct docker *d, const struct docker_request *rq,
+				    docker_done_cb *done, void *arg)
+{
+	struct docker_call *c = xcalloc(1, sizeof(*c));
+
+	c->d = d;
+	c->method = xstrdup(rq->method);
+	c->path = xstrdup(rq->path);
+	c->unversioned = rq->unversioned;
+	c->json = rq->json ? xstrdup(rq->json) : NULL;
+	c->content_type = rq->content_type ? xstrdup(rq->content_type) : NULL;
+	c->registry_auth = rq->registry_auth ? xstrdup(rq->registry_auth) : NULL;
+	c->registry_config = rq->registry_config ? xstrdup(rq->registry_config) : NULL;
+	c->body = rq->body;
+	c->line = rq->line;
+	c->done = done;
+	c->arg = arg;
+	c->next = d->calls;
+	if (d->calls)
+		d->calls->prev = c;
+	d->calls = c;
+	return c;
+}
+
+static void add_header(struct docker_call *c, const char *fmt, const char *v)
+{
+	char *h = xasprintf(fmt, v);
+	c->hdrs = curl_slist_append(c->hdrs, h);
+	free(h);
+}
+
+/* A call never ends inside docker_call_start: its owner has not seen it yet. */
+static void fail_early(struct docker_call *c, int code)
+{
+	c->early = code;
+	uv_timer_start(&c->d->defer, abort_deferred_cb, 0, 0);
+}
+
+/* Hands the call to curl. */
+static void call_begin(struct docker_call *c)
+{
+	struct docker *d = c->d;
+	char *url;
+
+	url = c->unversioned ? xasprintf("%s%s", d->base, c->path)
+			     : xasprintf("%s/v%s%s", d->base, d->api, c->path);
+	c->h = curl_easy_init();
+	if (!c->h) {
+		free(url);
+		fail_early(c, -ENOMEM);
+		return;
+	}
+	curl_easy_setopt(c->h, CURLOPT_URL, url);
+	free(url);
+	curl_easy_setopt(c->h, CURLOPT_PRIVATE, (char *)c);
+	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, c->curl_err);
+	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, c);
+	curl_easy_setopt(c->h, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(c->h, CURLOPT_HEADERDATA, c);
+	curl_easy_setopt(c->h, CURLOPT_USERAGENT, "kiln/" KILN_VERSION);
+	if (d->unix_path)
+		curl_easy_setopt(c->h, CURLOPT_UNIX_SOCKET_PATH, d->unix_path);
+	if (d->tls) {
+		if (d->cert)
+			curl_easy_setopt(c->h, CURLOPT_SSLCERT, d->cert);
+		if (d->key)
+			curl_easy_setopt(c->h, CURLOPT_SSLKEY, d->key);
+		if (d->ca)
+			curl_easy_setopt(c->h, CURLOPT_CAINFO, d->ca);
+		curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYPEER, d->verify ? 1L : 0L);
+		curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYHOST, d->verify ? 2L : 0L);
+	}
+	/* no round trip for 100-continue on unknown sizes */
+	c->hdrs = curl_slist_append(c->hdrs, "Expect:");
+	if (strcmp(c->method, "POST") == 0) {
+		curl_easy_setopt(c->h, CURLOPT_POST, 1L);
+		if (c->json) {
+			c->hdrs = curl_slist_append(c->hdrs, "Content-Type: application/json");
+			curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, c->json);
+		} else if (c->body) {
+			add_header(c, "Content-Type: %s",
+				   c->content_type ? c->content_type : "application/octet-stream");
+			c->hdrs = curl_slist_append(c->hdrs, "Transfer-Encoding: chunked");
+			curl_easy_setopt(c->h, CURLOPT_READFUNCTION, read_cb);
+			curl_easy_setopt(c->h, CURLOPT_READDATA, c);
+		} else {
+			curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, 0L);
+			curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, "");
+		}
+	} else if (strcmp(c->method, "GET") != 0) {
+		curl_easy_setopt(c->h, CURLOPT_CUSTOMREQUEST, c->method);
+	}
+	if (c->registry_auth)
+		add_header(c, "X-Registry-Auth: %s", c->registry_auth);
+	if (c->registry_config)
+		add_header(c, "X-Registry-Config: %s", c->registry_config);
+	curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, c->hdrs);
+	if (curl_multi_add_handle(d->multi, c->h) != CURLM_OK) {
+		fail_early(c, -EIO);
+		return;
+	}
+	c->in_multi = true;
+}
+
+struct docker_call *docker_call_start(struct docker *d, const struct docker_request *rq,
+				      docker_done_cb *done, void *arg)
+{
+	struct docker_call *c = call_new(d, rq, done, arg);
+
+	if (rq->unversioned || d->negotiated) {
+		call_begin(c);
+		return c;
+	}
+	if (!d->ping) {
+		struct docker_request p = {.method = "GET", .path = "/_ping", .unversioned = true};
+		d->ping = call_new(d, &p, ping_done, d);
+		d->ping->ping = true;
+		call_begin(d->ping);
+	}
+	return c;
+}
+
+void docker_call_resume(struct docker_call *c)
+{
+	if (c->paused && c->in_multi) {
+		c->paused = false;
+		curl_easy_pause(c->h, CURLPAUSE_CONT);
+	}
+}
+
+void docker_call_abort(struct docker_call *c)
+{
+	if (c->aborting)
+		return;
+	c->aborting = true;
+	if (c->paused && c->in_multi) {
+		/* a paused transfer never calls back: wake it so it sees the abort */
+		c->paused = false;
+		curl_easy_pause(c->h, CURLPAUSE_CONT);
+	}
+	uv_timer_start(&c->d->defer, abort_deferred_cb, 0, 0);
+}
+
+int docker_call_result(const struct docker_call *c)
+{
+	return c->result;
+}
+
+long docker_call_status(const struct docker_call *c)
+{
+	return c->status;
+}
+
+const char *docker_call_reply(const struct docker_call *c, size_t *ret_len)
+{
+	if (ret_len)
+		*ret_len = c->reply.len;
+	return c->reply.p ? c->reply.p : "";
+}
+
+const char *docker_call_error(const struct docker_call *c)
+{
+	return c->error;
+}
+
+bool docker_call_transient(const struct docker_call *c)
+{
+	switch (c->result) {
+	case 0:
+		return c->status == 502 || c->status == 503 || c->status == 504;
+	case -ECONNREFUSED:
+	case -ECONNRESET:
+	case -ETIMEDOUT:
+	case -EIO:
+		return true;
+	default:
+		return false;
+	}
+}
+
+bool docker_error_transient(const char *msg)
+{
+	static const char *const marks[] = {
+	    "connection refused",
+	    "connection reset",
+	    "i/o timeout",
+	    "TLS handshake timeout",
+	    "unexpected EOF",
+	    "500 Internal Server Error",
+	    "502 Bad Gateway",
+	    "503 Service Unavailable",
+	    "504 Gateway Timeout",
+	    "received unexpected HTTP status: 5",
+	    "no such host",
+	    "net/http: request canceled",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(marks); i++)
+		if (strcasestr(msg, marks[i]))
+			return true;
+	return false;
+}
+
+char *docker_escape(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	struct buf b = {0};
+
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		    ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+			buf_putc(&b, (char)ch);
+		} else {
+			buf_putc(&b, '%');
+			buf_putc(&b, hex[ch >> 4]);
+			buf_putc(&b, hex[ch & 15]);
+		}
+	}
+	return buf_steal(&b);
+}
+
+/* ---- the client ---- */
+
+static int cert_file(const char *dir, const char *name, char **ret, struct kiln_err *err)
+{
+	char *p = xasprintf("%s/%s", dir, name);
+
+	if (access(p, R_OK) < 0) {
+		int e = errno;
+		kiln_err_set(err, -EINVAL, "docker TLS: cannot read '%s': %s", p, strerror(e));
+		free(p);
+		return -EINVAL;
+	}
+	*ret = p;
+	return 0;
+}
+
+static int parse_host(struct docker *d, const char *cert_path, struct kiln_err *err)
+{
+	const char *h = d->host;
+
+	if (strncmp(h, "unix://", 7) == 0) {
+		if (h[7] != '/')
+			return kiln_err_set(err, -EINVAL,
+					    "docker host '%s': a unix socket needs an absolute path", h);
+		d->unix_path = xstrdup(h + 7);
+		d->base = xstrdup("http://localhost");
+		return 0;
+	}
+	if (strncmp(h, "tcp://", 6) == 0) {
+		const char *hp = h + 6;
+		size_t n = strcspn(hp, "/");
+		int r;
+		if (n == 0)
+			return kiln_err_set(err, -EINVAL, "docker host '%s': no address", h);
+		d->tls = d->verify || cert_path;
+		d->base = xasprintf("%s://%.*s", d->tls ? "https" : "http", (int)n, hp);
+		if (!strchr(d->base + (d->tls ? 8 : 7), ':')) {
+			char *b = xasprintf("%s:%d", d->base, d->tls ? 2376 : 2375);
+			free(d->base);
+			d->base = b;
+		}
+		if (d->tls && cert_path) {
+			if ((r = cert_file(cert_path, "cert.pem", &d->cert, err)) < 0 ||
+			    (r = cert_file(cert_path, "key.pem", &d->key, err)) < 0)
+				return r;
+			if (d->verify && (r = cert_file(cert_path, "ca.pem", &d->ca, err)) < 0)
+				return r;
+		}
+		return 0;
+	}
+	return kiln_err_set(err, -EINVAL,
+			    "docker host '%s': expected unix:///path or tcp://host:port", h);
+}
+
+int docker_new(uv_loop_t *loop, const struct docker_opts *o, struct docker **ret,
+	       struct kiln_err *err)
+{
+	struct docker *d = xcalloc(1, sizeof(*d));
+	const char *host = o->host, *cert_path = o->cert_path, *v;
+	int r;
+
+	if (!host || !*host)
+		host = getenv("DOCKER_HOST");
+	if (!host || !*host)
+		host = "unix:///var/run/docker.sock";
+	if (!cert_path || !*cert_path)
+		cert_path = getenv("DOCKER_CERT_PATH");
+	if (cert_path && !*cert_path)
+		cert_path = NULL;
+	if (o->tls_verify >= 0)
+		d->verify = o->tls_verify;
+	else
+		d->verify = (v = getenv("DOCKER_TLS_VERIFY")) != NULL && *v && strcmp(v, "0") != 0;
+	d->host = xstrdup(host);
+	if ((r = parse_host(d, cert_path, err)) < 0)
+		goto fail;
+	d->multi = curl_multi_init();
+	if (!d->multi) {
+		r = kiln_err_set(err, -ENOMEM, "curl_multi_init failed");
+		goto fail;
+	}
+	curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d);
+	curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d);
+	d->loop = loop;
+	uv_timer_init(loop, &d->timer);
+	uv_timer_init(loop, &d->defer);
+	d->timer.data = d->defer.data = d;
+	d->open_handles = 2;
+	*ret = d;
+	return 0;
+fail:
+	free(d->host);
+	free(d->unix_path);
+	free(d->base);
+	free(d->ca);
+	free(d->cert);
+	free(d->key);
+	free(d);
+	return r;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+	struct docker *d = h->data;
+
+	if (--d->open_handles > 0)
+		return;
+	free(d->host);
+	free(d->unix_path);
+	free(d->base);
+	free(d->ca);
+	free(d->cert);
+	free(d->key);
+	free(d);
+}
+
+struct docker *docker_free(struct docker *d)
+{
+	if (!d)
+		return NULL;
+	while (d->calls) {
+		d->calls->aborting = true;
+		call_finish(d->calls, -ECANCELED);
+	}
+	curl_multi_cleanup(d->multi);
+	d->multi = NULL;
+	uv_close((uv_handle_t *)&d->timer, handle_closed);
+	uv_close((uv_handle_t *)&d->defer, handle_closed);
+	return NULL;
+}
+
+const char *docker_host(const struct docker *d)
+{
+	return d->host;
+}
+
+const char *docker_api_version(const struct docker *d)
+{
+	return d->negotiated ? d->api : NULL;
+}
+
+void docker_renegotiate(struct docker *d)
+{
+	d->negotiated = false;
+}

@@ -1,0 +1,756 @@
+/* job.c: the state machine of one image's build. Each state starts one
+ * engine call; its done callback decides the next state. The job owns its
+ * spec, its context producer and its one call in flight. */
+#include <git2.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kiln/buf.h"
+#include "kiln/context.h"
+#include "kiln/err.h"
+#include "kiln/job.h"
+#include "kiln/log.h"
+#include "kiln/path.h"
+#include "kiln/repo.h"
+
+struct job {
+	uv_loop_t *loop;
+	struct docker *d;
+	struct job_spec spec;
+	job_log_cb *log;
+	job_done_cb *done;
+	void *arg;
+	enum job_state state;
+	struct job_result res;
+	struct docker_call *call; /* in flight, or NULL */
+	struct context *cx;
+	char *dockerfile_in_tar;
+	char *ref; /* <registry>/<name>:<version> */
+	char *repo_ref; /* <registry>/<name> */
+	char container[80]; /* the smoke test's, "" when none */
+	int exit_code;
+	size_t push_index; /* 0: the version, then the extra tags */
+	bool cancelled, finished;
+	struct kiln_err cx_err; /* the context producer's failure */
+	bool cx_failed;
+	uv_timer_t timer; /* the smoke test's time limit */
+	bool timer_closed;
+};
+
+static void next_state(struct job *j);
+
+const char *job_state_str(enum job_state s)
+{
+	static const char *const names[] = {"check", "build", "test", "push", "cleanup", "done"};
+	return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "?";
+}
+
+static void say(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(struct job *j, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	s = xvasprintf(fmt, ap);
+	va_end(ap);
+	j->log(j, s, strlen(s), j->arg);
+	free(s);
+}
+
+/* Engine output may hold several lines, or end in one newline. */
+static void say_text(struct job *j, const char *s)
+{
+	while (*s) {
+		size_t n = strcspn(s, "\n");
+		if (n > 0 || s[n] == '\0')
+			j->log(j, s, n, j->arg);
+		s += n;
+		if (*s == '\n')
+			s++;
+	}
+}
+
+static void fail(struct job *j, int code, bool transient, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fail(struct job *j, int code, bool transient, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (j->res.code < 0)
+		return; /* the first failure is the one that counts */
+	va_start(ap, fmt);
+	vsnprintf(j->res.error, sizeof(j->res.error), fmt, ap);
+	va_end(ap);
+	j->res.code = code;
+	j->res.transient = transient;
+}
+
+static void set_state(struct job *j, enum job_state s)
+{
+	log_debug("job %" PRId64 " %s: %s -> %s", j->spec.id, j->ref, job_state_str(j->state),
+		  job_state_str(s));
+	j->state = s;
+}
+
+static void finish_cb(uv_timer_t *t)
+{
+	struct job *j = t->data;
+
+	j->done(j, j->arg);
+}
+
+/* The owner hears of the end from the loop, never from inside job_start or
+ * one of its own calls into the job. */
+static void finish(struct job *j)
+{
+	if (j->finished)
+		return;
+	j->finished = true;
+	set_state(j, JOB_DONE);
+	if (j->cancelled && j->res.code == 0)
+		fail(j, -ECANCELED, false, "cancelled");
+	j->cx = context_free(j->cx);
+	uv_timer_stop(&j->timer);
+	uv_timer_start(&j->timer, finish_cb, 0, 0);
+}
+
+static struct docker_call *start_call(struct job *j, const struct docker_request *rq,
+				      docker_done_cb *done)
+{
+	j->call = docker_call_start(j->d, rq, done, j);
+	return j->call;
+}
+
+/* A failed call: the engine's own words, and whether to try again. */
+static void call_failed(struct job *j, struct docker_call *c, const char *what)
+{
+	if (docker_call_result(c) == -ECANCELED && j->cancelled)
+		return;
+	fail(j, docker_call_result(c) < 0 ? docker_call_result(c) : -EIO,
+	     docker_call_transient(c), "%s: %s", what, docker_call_error(c));
+}
+
+/* ---- check ---- */
+
+static void check_done(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+	long st = docker_call_status(c);
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0) {
+		call_failed(j, c, "asking the engine for the registry's tags");
+	} else if (st == 200) {
+		if (j->spec.pushed_before) {
+			say(j, "kiln: %s is in the registry, pushed by kiln from this commit; "
+			       "building it again", j->ref);
+		} else {
+			fail(j, -EEXIST, false,
+			     "%s already exists in the registry and tags are immutable: bump "
+			     "`version` in %s (or set overwrite_tags: true for the repository)",
+			     j->ref, j->spec.manifest_file);
+		}
+	} else if (st == 404) {
+		say(j, "kiln: %s is not in the registry yet", j->ref);
+	} else {
+		/* 401/403/5xx: unknown; the push will tell */
+		say(j, "kiln: cannot tell whether %s exists (%s); going on", j->ref,
+		    docker_call_error(c));
+	}
+	next_state(j);
+}
+
+static void start_check(struct job *j)
+{
+	char *path = xasprintf("/distribution/%s/json", j->ref);
+	struct docker_request rq = {
+	    .method = "GET", .path = path, .registry_auth = j->spec.registry_auth};
+
+	start_call(j, &rq, check_done);
+	free(path);
+}
+
+/* ---- build ---- */
+
+static void json_kv(json_t *o, const struct kv *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		json_object_set_new(o, v[i].key, json_string(v[i].value));
+}
+
+static void add_query(struct buf *q, const char *key, const char *value)
+{
+	char *e = docker_escape(value);
+	buf_printf(q, "%c%s=%s", q->len ? '&' : '?', key, e);
+	free(e);
+}
+
+static void add_query_json(struct buf *q, const char *key, json_t *o)
+{
+	char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	add_query(q, key, s);
+	free(s);
+	json_decref(o);
+}
+
+static void build_line(struct docker_call *c, const char *line, size_t len, void *arg)
+{
+	struct job *j = arg;
+	json_t *o = json_loadb(line, len, 0, NULL), *v;
+	const char *s;
+
+	(void)c;
+	if (!json_is_object(o)) {
+		say(j, "%.*s", (int)len, line);
+		json_decref(o);
+		return;
+	}
+	if ((s = json_string_value(json_object_get(o, "stream"))) != NULL)
+		say_text(j, s);
+	if ((s = json_string_value(json_object_get(o, "status"))) != NULL) {
+		const char *id = json_string_value(json_object_get(o, "id"));
+		if (!json_object_get(o, "progressDetail") ||
+		    json_object_size(json_object_get(o, "progressDetail")) == 0)
+			say(j, "%s%s%s", id ? id : "", id ? ": " : "", s);
+	}
+	if ((v = json_object_get(o, "aux")) && (s = json_string_value(json_object_get(v, "ID"))))
+		snprintf(j->res.image_id, sizeof(j->res.image_id), "%s", s);
+	if ((s = json_string_value(json_object_get(o, "error"))) != NULL) {
+		say_text(j, s);
+		fail(j, -EIO, docker_error_transient(s), "build failed: %s", s);
+	}
+	json_decref(o);
+}
+
+static ssize_t build_body(struct docker_call *c, char *buf, size_t size, void *arg)
+{
+	struct job *j = arg;
+	ssize_t n;
+
+	(void)c;
+	n = context_read(j->cx, buf, size, &j->cx_err);
+	if (n < 0 && n != -EAGAIN)
+		j->cx_failed = true;
+	return n;
+}
+
+static void context_ready(struct context *cx, void *arg)
+{
+	struct job *j = arg;
+
+	(void)cx;
+	if (j->call)
+		docker_call_resume(j->call);
+}
+
+static void build_done(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+
+	j->call = NULL;
+	if (j->cx_failed) {
+		fail(j, j->cx_err.code ? j->cx_err.code : -EIO, false, "build context: %s",
+		     j->cx_err.msg);
+	} else if (docker_call_result(c) < 0) {
+		call_failed(j, c, "build");
+	} else if (docker_call_status(c) != 200) {
+		/* errors before the stream: a bad Dockerfile name, a bad parameter */
+		fail(j, -EIO, docker_call_transient(c), "build: %s", docker_call_error(c));
+	} else if (j->res.code == 0 && !j->res.image_id[0]) {
+		fail(j, -EPROTO, true, "build: the engine's reply ended without an image id");
+	}
+	if (j->res.code == 0)
+		say(j, "kiln: built %s (%s); context %" PRIu64 " bytes in %u entries", j->ref,
+		    j->res.image_id, context_bytes(j->cx), context_files(j->cx));
+	j->cx = context_free(j->cx);
+	next_state(j);
+}
+
+static void start_build(struct job *j)
+{
+	const struct manifest *m = &j->spec.m;
+	struct context_spec cs = {.repo_path = j->spec.repo_path,
+				  .commit = j->spec.commit,
+				  .dir = m->context,
+				  .dockerfile = m->dockerfile};
+	struct buf q = {0};
+	struct docker_request rq = {.method = "POST",
+				    .content_type = "application/x-tar",
+				    .body = build_body,
+				    .line = build_line,
+				    .registry_config = j->spec.registry_config};
+	json_t *labels = json_object();
+	char created[32], *path;
+	time_t now = time(NULL);
+	struct tm tm;
+	int r;
+
+	r = context_start(j->loop, &cs, context_ready, j, &j->cx, &j->dockerfile_in_tar, &j->cx_err);
+	if (r < 0) {
+		fail(j, r, true, "build context: %s", j->cx_err.msg);
+		next_state(j);
+		return;
+	}
+	add_query(&q, "t", j->ref);
+	for (size_t i = 0; i < m->ntags; i++) {
+		char *t = manifest_ref(m, m->tags[i]);
+		add_query(&q, "t", t);
+		free(t);
+	}
+	add_query(&q, "dockerfile", j->dockerfile_in_tar);
+	if (m->nbuild_args > 0) {
+		json_t *a = json_object();
+		json_kv(a, m->build_args, m->nbuild_args);
+		add_query_json(&q, "buildargs", a);
+	}
+	json_kv(labels, m->labels, m->nlabels);
+	gmtime_r(&now, &tm);
+	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	json_object_set_new(labels, "org.opencontainers.image.revision",
+			    json_string(j->spec.commit));
+	if (j->spec.source_url)
+		json_object_set_new(labels, "org.opencontainers.image.source",
+				    json_string(j->spec.source_url));
+	json_object_set_new(labels, "org.opencontainers.image.created", json_string(created));
+	add_query_json(&q, "labels", labels);
+	if (m->target)
+		add_query(&q, "target", m->target);
+	if (m->platform)
+		add_query(&q, "platform", m->platform);
+	/* the classic builder: its stream is documented, closing the connection
+	 * cancels it, and forcerm leaves no container behind a failed step */
+	add_query(&q, "version", "1");
+	add_query(&q, "rm", "1");
+	add_query(&q, "forcerm", "1");
+	path = xasprintf("/build%s", q.p);
+	rq.path = path;
+	say(j, "kiln: building %s from %s at %.12s (context %s, Dockerfile %s)", j->ref,
+	    path_display(j->spec.path), j->spec.commit, path_display(m->context), m->dockerfile);
+	start_call(j, &rq, build_done);
+	free(path);
+	buf_done(&q);
+}
+
+/* ---- smoke test ---- */
+
+static void test_removed(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0 ||
+	    (docker_call_status(c) >= 300 && docker_call_status(c) != 404))
+		say(j, "kiln: could not remove test container %.12s: %s", j->container,
+		    docker_call_error(c));
+	j->container[0] = '\0';
+	next_state(j);
+}
+
+static void remove_container(struct job *j)
+{
+	char *path = xasprintf("/containers/%s?force=1&v=1", j->container);
+	struct docker_request rq = {.method = "DELETE", .path = path};
+
+	set_state(j, JOB_CLEANUP);
+	/* not j->call's abort: the removal must run even after a cancel */
+	j->call = docker_call_start(j->d, &rq, test_removed, j);
+	free(path);
+}
+
+static void test_logs_done(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+	size_t len, off = 0;
+	const unsigned char *p = (const unsigned char *)docker_call_reply(c, &len);
+	struct buf line = {0};
+
+	j->call = NULL;
+	if (docker_call_result(c) == 0 && docker_call_status(c) == 200) {
+		/* no TTY: frames of [stream, 0, 0, 0, length (u32 BE)] then data */
+		while (off + 8 <= len) {
+			size_t n = (size_t)p[off + 4] << 24 | (size_t)p[off + 5] << 16 |
+				   (size_t)p[off + 6] << 8 | p[off + 7];
+			if (off + 8 + n > len)
+				n = len - off - 8;
+			buf_append(&line, p + off + 8, n);
+			off += 8 + n;
+		}
+		if (line.len)
+			say_text(j, line.p);
+	}
+	buf_done(&line);
+	if (j->exit_code != 0)
+		fail(j, -EIO, false, "smoke test failed: exit code %d; nothing pushed",
+		     j->exit_code);
+	else
+		say(j, "kiln: smoke test passed");
+	remove_container(j);
+}
+
+static void test_wait_done(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+	json_t *o;
+	char *path;
+	struct docker_request rq = {.method = "GET"};
+
+	j->call = NULL;
+	uv_timer_stop(&j->timer);
+	if (docker_call_result(c) < 0 || docker_call_status(c) != 200) {
+		call_failed(j, c, "waiting for the smoke test");
+		remove_container(j);
+		return;
+	}
+	o = json_loads(docker_call_reply(c, NULL), 0, NULL);
+	j->exit_code = json_is_integer(json_object_get(o, "StatusCode"))
+			   ? (int)json_integer_value(json_object_get(o, "StatusCode"))
+			   : -1;
+	json_decref(o);
+	path = xasprintf("/containers/%s/logs?stdout=1&stderr=1", j->container);
+	rq.path = path;
+	start_call(j, &rq, test_logs_done);
+	free(path);
+}
+
+static void test_timeout(uv_timer_t *t)
+{
+	struct job *j = t->data;
+
+	fail(j, -ETIMEDOUT, false, "smoke test did not finish within %" PRIu64 " s",
+	     j->spec.test_timeout_ms / 1000);
+	if (j->call)
+		docker_call_abort(j->call);
+}
+
+static void test_started(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+	char *path;
+	struct docker_request rq = {.method = "POST"};
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0 || docker_call_status(c) >= 300) {
+		call_failed(j, c, "starting the smoke test");
+		remove_container(j);
+		return;
+	}
+	/* not-running answers at once for a container that already exited */
+	path = xasprintf("/containers/%s/wait?condition=not-running", j->container);
+	rq.path = path;
+	if (j->spec.test_timeout_ms)
+		uv_timer_start(&j->timer, test_timeout, j->spec.test_timeout_ms, 0);
+	start_call(j, &rq, test_wait_done);
+	free(path);
+}
+
+static void test_created(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+	json_t *o;
+	const char *id;
+	char *path;
+	struct docker_request rq = {.method = "POST"};
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0 || docker_call_status(c) != 201) {
+		call_failed(j, c, "creating the smoke test container");
+		next_state(j);
+		return;
+	}
+	o = json_loads(docker_call_reply(c, NULL), 0, NULL);
+	id = json_string_value(json_object_get(o, "Id"));
+	snprintf(j->container, sizeof(j->container), "%s", id ? id : "");
+	json_decref(o);
+	if (!j->container[0]) {
+		fail(j, -EPROTO, true, "creating the smoke test container: no id in the reply");
+		next_state(j);
+		return;
+	}
+	if (j->cancelled) {
+		remove_container(j);
+		return;
+	}
+	path = xasprintf("/containers/%s/start", j->container);
+	rq.path = path;
+	start_call(j, &rq, test_started);
+	free(path);
+}
+
+static void start_test(struct job *j)
+{
+	json_t *body = json_object(), *cmd = json_array(), *labels = json_object();
+	char *s, *id = xasprintf("%" PRId64, j->spec.id);
+	struct docker_request rq = {.method = "POST", .path = "/containers/create"};
+
+	for (size_t i = 0; i < j->spec.m.ntest_command; i++)
+		json_array_append_new(cmd, json_string(j->spec.m.test_command[i]));
+	json_object_set_new(body, "Image", json_string(j->res.image_id));
+	json_object_set_new(body, "Cmd", cmd);
+	json_object_set_new(labels, "org.kiln.build", json_string(id));
+	json_object_set_new(labels, "org.kiln.image", json_string(j->ref));
+	json_object_set_new(body, "Labels", labels);
+	json_object_set_new(body, "HostConfig", json_pack("{s:s}", "NetworkMode", "none"));
+	s = json_dumps(body, JSON_COMPACT);
+	rq.json = s;
+	say(j, "kiln: smoke test: %s", s);
+	start_call(j, &rq, test_created);
+	free(s);
+	free(id);
+	json_decref(body);
+}
+
+/* ---- push ---- */
+
+static const char *push_tag(const struct job *j)
+{
+	return j->push_index == 0 ? j->spec.m.version : j->spec.m.tags[j->push_index - 1];
+}
+
+static void push_line(struct docker_call *c, const char *line, size_t len, void *arg)
+{
+	struct job *j = arg;
+	json_t *o = json_loadb(line, len, 0, NULL), *aux, *pd;
+	const char *s;
+
+	(void)c;
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return;
+	}
+	if ((s = json_string_value(json_object_get(o, "status"))) != NULL) {
+		const char *id = json_string_value(json_object_get(o, "id"));
+		pd = json_object_get(o, "progressDetail");
+		if (!pd || json_object_size(pd) == 0)
+			say(j, "%s%s%s", id ? id : "", id ? ": " : "", s);
+	}
+	if ((aux = json_object_get(o, "aux")) && (s = json_string_value(json_object_get(aux, "Digest")))) {
+		if (j->push_index == 0)
+			snprintf(j->res.digest, sizeof(j->res.digest), "%s", s);
+	}
+	if ((s = json_string_value(json_object_get(o, "error"))) != NULL) {
+		say_text(j, s);
+		fail(j, -EIO, docker_error_transient(s), "push of %s:%s failed: %s",
+		     j->repo_ref, push_tag(j), s);
+	}
+	json_decref(o);
+}
+
+static void push_done(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0)
+		call_failed(j, c, "push");
+	else if (docker_call_status(c) != 200)
+		fail(j, -EIO, docker_call_transient(c), "push of %s:%s: %s", j->repo_ref,
+		     push_tag(j), docker_call_error(c));
+	else if (j->res.code == 0)
+		say(j, "kiln: pushed %s:%s", j->repo_ref, push_tag(j));
+	if (j->res.code == 0 && j->push_index == 0 && !j->res.digest[0])
+		fail(j, -EPROTO, true, "push of %s: the engine reported no digest", j->ref);
+	j->push_index++;
+	next_state(j);
+}
+
+static void start_push(struct job *j)
+{
+	char *e = docker_escape(push_tag(j));
+	char *path = xasprintf("/images/%s/push?tag=%s", j->repo_ref, e);
+	struct docker_request rq = {.method = "POST",
+				    .path = path,
+				    .line = push_line,
+				    .registry_auth = j->spec.registry_auth};
+
+	start_call(j, &rq, push_done);
+	free(path);
+	free(e);
+}
+
+/* ---- the machine ---- */
+
+/* Called when a state's work is over: picks what comes next. */
+static void next_state(struct job *j)
+{
+	if (j->res.code < 0 || j->cancelled) {
+		if (j->container[0] && j->state != JOB_CLEANUP)
+			remove_container(j);
+		else
+			finish(j);
+		return;
+	}
+	switch (j->state) {
+	case JOB_CHECK:
+		set_state(j, JOB_BUILD);
+		start_build(j);
+		break;
+	case JOB_BUILD:
+		if (j->spec.m.test_command) {
+			set_state(j, JOB_TEST);
+			start_test(j);
+			break;
+		}
+		/* fall through */
+	case JOB_TEST:
+	case JOB_CLEANUP:
+		if (!j->spec.push) {
+			finish(j);
+			break;
+		}
+		set_state(j, JOB_PUSH);
+		start_push(j);
+		break;
+	case JOB_PUSH:
+		if (j->push_index <= j->spec.m.ntags)
+			start_push(j);
+		else
+			finish(j);
+		break;
+	case JOB_DONE:
+		break;
+	}
+}
+
+struct job *job_start(uv_loop_t *loop, struct docker *d, struct job_spec *spec, job_log_cb *log,
+		      job_done_cb *done, void *arg)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+
+	j->loop = loop;
+	j->d = d;
+	j->spec = *spec;
+	memset(spec, 0, sizeof(*spec));
+	j->log = log;
+	j->done = done;
+	j->arg = arg;
+	j->ref = manifest_ref(&j->spec.m, j->spec.m.version);
+	j->repo_ref = xasprintf("%s/%s", j->spec.m.registry, j->spec.m.name);
+	uv_timer_init(loop, &j->timer);
+	j->timer.data = j;
+	if (j->spec.check_tag) {
+		j->state = JOB_CHECK;
+		start_check(j);
+	} else {
+		j->state = JOB_CHECK;
+		next_state(j);
+	}
+	return j;
+}
+
+void job_cancel(struct job *j)
+{
+	if (j->cancelled || j->finished)
+		return;
+	j->cancelled = true;
+	/* the removal of a test container runs to its end */
+	if (j->call && j->state != JOB_CLEANUP)
+		docker_call_abort(j->call);
+}
+
+const struct job_result *job_result(const struct job *j)
+{
+	return &j->res;
+}
+
+const struct job_spec *job_spec(const struct job *j)
+{
+	return &j->spec;
+}
+
+enum job_state job_get_state(const struct job *j)
+{
+	return j->state;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+	struct job *j = h->data;
+
+	job_spec_done(&j->spec);
+	free(j->dockerfile_in_tar);
+	free(j->ref);
+	free(j->repo_ref);
+	free(j);
+}
+
+struct job *job_free(struct job *j)
+{
+	if (!j)
+		return NULL;
+	j->cx = context_free(j->cx);
+	uv_close((uv_handle_t *)&j->timer, timer_closed);
+	return NULL;
+}
+
+/* ---- preparing (on a worker) ---- */
+
+int job_prepare(const char *repo_path, const char *commit, const char *path,
+		const char *manifest_name, struct job_spec *ret, struct kiln_err *err)
+{
+	git_repository *repo = NULL;
+	git_commit *c = NULL;
+	git_tree *tree = NULL;
+	git_tree_entry *te = NULL;
+	git_blob *blob = NULL;
+	struct kiln_diags diags = {0};
+	char *file = path[0] ? xasprintf("%s/%s", path, manifest_name) : xstrdup(manifest_name);
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	if ((r = repo_open(repo_path, &repo, err)) < 0)
+		goto out;
+	if ((r = repo_commit(repo, commit, &c, err)) < 0)
+		goto out;
+	if (git_commit_tree(&tree, c) < 0) {
+		r = kiln_err_git(err, -EIO, "the tree of %s", commit);
+		goto out;
+	}
+	if (repo_entry(tree, file, &te) < 0 || git_tree_entry_type(te) != GIT_OBJECT_BLOB) {
+		r = kiln_err_set(err, -ENOENT, "%s: no such manifest at %.12s", file, commit);
+		goto out;
+	}
+	if ((r = repo_blob(repo, git_tree_entry_id(te), MANIFEST_SIZE_MAX, &blob, err)) < 0)
+		goto out;
+	r = manifest_parse(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob), file, path,
+			   &ret->m, &diags);
+	if (r < 0) {
+		char line[900];
+		kiln_diag_format(&diags.v[0], line, sizeof(line));
+		r = kiln_err_set(err, -EINVAL, "%s%s", line,
+				 diags.n > 1 ? " (and more errors)" : "");
+		goto out;
+	}
+	ret->repo_path = xstrdup(repo_path);
+	ret->commit = xstrdup(git_oid_tostr_s(git_commit_id(c)));
+	ret->path = xstrdup(path);
+	ret->manifest_file = file;
+	file = NULL;
+out:
+	kiln_diags_done(&diags);
+	free(file);
+	git_blob_free(blob);
+	git_tree_entry_free(te);
+	git_tree_free(tree);
+	git_commit_free(c);
+	repo_close(repo);
+	return r;
+}
+
+void job_spec_done(struct job_spec *s)
+{
+	free(s->repo_path);
+	free(s->commit);
+	free(s->source_url);
+	free(s->path);
+	free(s->manifest_file);
+	manifest_done(&s->m);
+	free(s->registry_auth);
+	free(s->registry_config);
+	memset(s, 0, sizeof(*s));
+}

@@ -1,0 +1,78 @@
+/* job.h: one image's build on a Docker engine, from tag check to push.
+ *
+ *   check (is <registry>/<name>:<version> already in the registry?)
+ *   -> build (POST /build, the context streamed from the commit's tree)
+ *   -> test (the manifest's test.command in a container of the image)
+ *   -> push (each tag) -> done
+ *
+ * A job runs on the loop and never blocks it; job_prepare, which reads the
+ * manifest from git, is the one blocking step and runs on a worker. The
+ * daemon's builder and `kiln build` both drive jobs. */
+#ifndef KILN_JOB_H
+#define KILN_JOB_H
+
+#include <uv.h>
+
+#include "kiln/docker.h"
+#include "kiln/manifest.h"
+
+enum job_state {
+	JOB_CHECK,
+	JOB_BUILD,
+	JOB_TEST,
+	JOB_PUSH,
+	JOB_CLEANUP, /* removing the smoke test's container */
+	JOB_DONE,
+};
+
+const char *job_state_str(enum job_state s);
+
+struct job_spec {
+	int64_t id;	     /* for names and messages; 0 in `kiln build` */
+	char *repo_path;     /* the repository the context comes from */
+	char *commit;	     /* full sha */
+	char *source_url;    /* org.opencontainers.image.source; may be NULL */
+	char *path;	     /* the image folder, "" for the root */
+	char *manifest_file; /* "<path>/manifest.yaml", for messages */
+	struct manifest m;
+	bool push;
+	bool check_tag;	     /* refuse to overwrite an existing version tag */
+	bool pushed_before;  /* kiln itself pushed this version from this commit */
+	char *registry_auth; /* X-Registry-Auth for m.registry's host ("e30=" for none) */
+	char *registry_config; /* X-Registry-Config (auths for base image pulls) */
+	uint64_t test_timeout_ms;
+};
+
+/* Reads and checks the manifest of the image folder `path` at `commit`
+ * (blocking: call from a worker). Fills the repository, commit, path and
+ * manifest fields of ret; the caller sets the rest. */
+int job_prepare(const char *repo_path, const char *commit, const char *path,
+		const char *manifest_name, struct job_spec *ret, struct kiln_err *err);
+void job_spec_done(struct job_spec *s);
+
+struct job;
+typedef void job_log_cb(struct job *j, const char *line, size_t len, void *arg);
+typedef void job_done_cb(struct job *j, void *arg);
+
+struct job_result {
+	int code;	 /* 0: built (and pushed); -ECANCELED; other: failed */
+	bool transient;	 /* worth retrying: the engine or registry failed, not the build */
+	char error[1024];
+	char image_id[80];
+	char digest[80]; /* of the version tag, when pushed */
+};
+
+/* Takes the spec (it is freed with the job). The log callback gets every
+ * line of the build's output; done is called once, on the loop. */
+struct job *job_start(uv_loop_t *loop, struct docker *d, struct job_spec *spec, job_log_cb *log,
+		      job_done_cb *done, void *arg);
+/* Aborts the transfer in flight (the engine stops a build when the
+ * connection closes), removes the test container, then ends as cancelled. */
+void job_cancel(struct job *j);
+const struct job_result *job_result(const struct job *j);
+const struct job_spec *job_spec(const struct job *j);
+enum job_state job_get_state(const struct job *j);
+/* Call after done (or never started): frees everything. */
+struct job *job_free(struct job *j);
+
+#endif
