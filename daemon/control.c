@@ -345,6 +345,15 @@ static void db_after(uv_work_t *req, int status)
 		uv_timer_start(&j->timer, follow_cb, FOLLOW_POLL_MS, 0);
 		return;
 	}
+	if (cl != NULL && status >= 0 && j->r == -EBUSY && cl->ctl->ops.cancel_running &&
+	    strcmp(json_string_value(json_object_get(j->request, "cmd")), "cancel") == 0) {
+		/* not queued: perhaps running, which only the builder can stop */
+		json_int_t id = json_integer_value(json_object_get(j->request, "id"));
+		if (cl->ctl->ops.cancel_running((int64_t)id, cl->ctl->arg) == 0) {
+			j->r = 0;
+			j->answer = json_pack("{s:I, s:s}", "id", id, "state", "cancelling");
+		}
+	}
 	if (cl != NULL) {
 		cl->busy = false;
 		cl->job = NULL;

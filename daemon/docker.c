@@ -168,6 +168,11 @@ static void set_error(struct docker_call *c)
 	if (c->result < 0) {
 		if (c->result == -ECANCELED)
 			snprintf(c->error, sizeof(c->error), "aborted");
+		else if (c->result == -ECONNREFUSED)
+			snprintf(c->error, sizeof(c->error),
+				 "cannot connect to the docker engine at %s (is it running, and may "
+				 "this user open its socket?)",
+				 c->d->host);
 		else
 			snprintf(c->error, sizeof(c->error), "%s %s: %s", c->method, c->path,
 				 c->curl_err[0] ? c->curl_err : strerror(-c->result));

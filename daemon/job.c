@@ -492,7 +492,8 @@ static void start_test(struct job *j)
 		json_array_append_new(cmd, json_string(j->spec.m.test_command[i]));
 	json_object_set_new(body, "Image", json_string(j->res.image_id));
 	json_object_set_new(body, "Cmd", cmd);
-	json_object_set_new(labels, "org.kiln.build", json_string(id));
+	if (j->spec.id)
+		json_object_set_new(labels, "org.kiln.build", json_string(id));
 	json_object_set_new(labels, "org.kiln.image", json_string(j->ref));
 	json_object_set_new(body, "Labels", labels);
 	json_object_set_new(body, "HostConfig", json_pack("{s:s}", "NetworkMode", "none"));

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <uv.h>
@@ -219,6 +220,12 @@ static void hook_metrics(struct buf *b, void *arg)
 	metric(b, "kiln_builds_total", "counter", "Builds finished since start, by result.");
 	buf_printf(b, "kiln_builds_total{result=\"succeeded\"} %llu\n",
 		   (unsigned long long)d->builder.done);
+	buf_printf(b, "kiln_builds_total{result=\"failed\"} %llu\n",
+		   (unsigned long long)d->builder.failed);
+	buf_printf(b, "kiln_builds_total{result=\"cancelled\"} %llu\n",
+		   (unsigned long long)d->builder.cancelled);
+	buf_printf(b, "kiln_builds_total{result=\"retried\"} %llu\n",
+		   (unsigned long long)d->builder.retried);
 	metric(b, "kiln_build_duration_seconds", "histogram", "How long builds took.");
 	for (int k = 0; k < BUILD_DURATION_BUCKETS; k++)
 		buf_printf(b, "kiln_build_duration_seconds_bucket{le=\"%g\"} %llu\n",
@@ -355,8 +362,15 @@ static int ctl_repo_info(const char *repo, char **mirror, char **manifest, char 
 	return 0;
 }
 
-static const struct control_ops ctl_ops = {ctl_status, ctl_trigger,  ctl_changed,
-					   ctl_health, ctl_log_path, ctl_repo_info};
+static int ctl_cancel_running(int64_t id, void *arg)
+{
+	struct daemon *d = arg;
+	return builder_cancel(&d->builder, id);
+}
+
+static const struct control_ops ctl_ops = {ctl_status,	 ctl_trigger,	ctl_changed,
+					   ctl_health,	 ctl_log_path,	ctl_repo_info,
+					   ctl_cancel_running};
 
 static gid_t group_id(const char *name)
 {
@@ -572,9 +586,22 @@ static int run(struct daemon *d)
 	d->started = (int64_t)time(NULL);
 	{
 		char *logs = xasprintf("%s/logs", d->cfg.state_dir);
-		builder_init(&d->builder, d->loop, d->state, d->cfg.concurrency, logs,
+		struct docker *engine = NULL;
+		struct docker_opts dopts = {.host = d->cfg.docker_host,
+					    .cert_path = d->cfg.docker_cert_path,
+					    .tls_verify = d->cfg.docker_tls_verify};
+		if (!d->cfg.dry_run && docker_new(d->loop, &dopts, &engine, &err) < 0) {
+			log_error("%s: %s", d->cfg.path, err.msg);
+			free(logs);
+			return 1;
+		}
+		builder_init(&d->builder, d->loop, d->state, &d->cfg, engine, d->mirrors_dir, logs,
 			     on_builder_changed, d);
 		free(logs);
+		if (engine)
+			log_info("building on docker engine %s", docker_host(engine));
+		else
+			log_info("builds.dry_run: builds are logged, not built");
 	}
 	for (size_t i = 0; i < d->cfg.nrepos; i++) {
 		if (add_watch(d, &d->cfg.repos[i]) < 0)
@@ -623,6 +650,7 @@ static int run(struct daemon *d)
 	}
 	d->state = state_close(d->state);
 	builder_done(&d->builder);
+	uv_run(d->loop, UV_RUN_NOWAIT); /* the engine client's handles close */
 	log_info("stopped");
 	return d->exit_code;
 }
@@ -695,7 +723,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 	rc = run(&d);
+	curl_global_cleanup();
 	config_done(&d.cfg);
 	free(d.mirrors_dir);
 	free(d.watches);

@@ -1,45 +1,67 @@
-/* build.h: the builder seam. It takes queued builds from the state, up to
- * `concurrency` at a time, on worker threads, and records how each ended.
- * This build has one builder, the dry run: it logs what it would build (image
- * reference, repository, commit) and records the build as succeeded. The
- * Docker builder will take the same place. */
+/* build.h: the builder. It takes queued builds from the state, up to
+ * `concurrency` at a time, runs each as a job on a Docker engine (or, with
+ * builds.dry_run, only logs what it would build), keeps each build's log
+ * under <state_dir>/logs, and records how each ended: succeeded, failed,
+ * cancelled, or back in the queue with a delay when the engine or the
+ * registry failed in passing. While the engine cannot be reached nothing is
+ * taken: the builder pings it with a growing delay and says why in
+ * last_error. */
 #ifndef KILN_BUILD_H
 #define KILN_BUILD_H
 
+#include <stdio.h>
 #include <uv.h>
 
+#include "kiln/config.h"
+#include "kiln/docker.h"
 #include "kiln/state.h"
 
 struct builder;
+struct builder_slot;
 
 #define BUILD_DURATION_BUCKETS 10
 extern const double build_duration_bounds[BUILD_DURATION_BUCKETS]; /* seconds; +Inf implied */
 
 typedef void builder_changed_cb(struct builder *b, void *arg);
 
+enum builder_engine { BUILDER_ENGINE_UNKNOWN, BUILDER_ENGINE_OK, BUILDER_ENGINE_DOWN };
+
 struct builder {
 	uv_loop_t *loop;
-	struct state *state; /* borrowed */
+	struct state *state;	   /* borrowed */
+	const struct config *cfg;  /* borrowed; read on the loop thread only */
+	struct docker *docker;	   /* owned; NULL in a dry run */
+	char *mirrors_dir;
 	unsigned concurrency;
-	unsigned running; /* jobs in flight */
+	unsigned running; /* slots in flight */
 	bool draining;	  /* stopping: take nothing new */
-	bool idle;	  /* the last take found the queue empty */
+	bool idle;	  /* the last take found nothing to start */
 	unsigned queued;  /* last counts seen, for status */
 	unsigned active;
+	/* what keeps builds from running (engine, state store); "" when nothing */
 	char last_error[256];
-	uint64_t done;
+	enum builder_engine engine;
+	bool pinging;
+	uint64_t engine_backoff_ms;
+	uv_timer_t timer; /* the next engine ping, or the next retry's start */
+	uint64_t done;	  /* succeeded */
+	uint64_t failed, cancelled, retried;
 	/* build durations in seconds, Prometheus-style cumulative buckets */
 	uint64_t dur_buckets[BUILD_DURATION_BUCKETS];
 	uint64_t dur_count;
 	double dur_sum;
 	char *logs_dir; /* one file per build: <id>.log */
+	struct builder_slot *slots;
 	builder_changed_cb *changed;
 	void *arg;
 };
 
-/* logs_dir: where each build's log file goes (created if missing). */
-void builder_init(struct builder *b, uv_loop_t *loop, struct state *state, unsigned concurrency,
+/* docker: the engine client, taken (NULL for a dry run). cfg stays the
+ * caller's and may be replaced between loop turns (a reload). */
+void builder_init(struct builder *b, uv_loop_t *loop, struct state *state,
+		  const struct config *cfg, struct docker *docker, const char *mirrors_dir,
 		  const char *logs_dir, builder_changed_cb *changed, void *arg);
+/* Closes the engine client and the timer; run the loop once more after. */
 void builder_done(struct builder *b);
 /* The path of a build's log file; the caller frees it. */
 char *builder_log_path(const struct builder *b, int64_t id);
@@ -47,5 +69,17 @@ char *builder_log_path(const struct builder *b, int64_t id);
 void builder_kick(struct builder *b);
 /* Take nothing new; running jobs finish. */
 void builder_drain(struct builder *b);
+/* Cancels a running build: 0, or -ENOENT when it is not running here. */
+int builder_cancel(struct builder *b, int64_t id);
+
+/* A build log with a size cap, shared with `kiln build`. */
+struct build_log {
+	FILE *f;
+	uint64_t bytes, max;
+	bool cut;
+};
+int build_log_open(struct build_log *l, const char *path, uint64_t max, struct kiln_err *err);
+void build_log_line(struct build_log *l, const char *line, size_t len);
+void build_log_close(struct build_log *l);
 
 #endif

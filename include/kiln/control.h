@@ -31,6 +31,8 @@ struct control_ops {
 	 * branch (all new strings), or -ENOENT when it is not watched */
 	int (*repo_info)(const char *repo, char **mirror, char **manifest, char **branch,
 			 void *arg);
+	/* cancel a running build: 0, or -ENOENT when none runs with that id */
+	int (*cancel_running)(int64_t id, void *arg);
 };
 
 struct control;

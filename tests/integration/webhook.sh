@@ -218,7 +218,7 @@ t_socket_activation() {
 		return
 	}
 	PORT=$(free_port)
-	printf 'state_dir: %s/state\nlisten: {status_socket: %s/kiln.sock}\nrepositories: []\n' "$PWD" "$PWD" >kilnd.yaml
+	printf 'state_dir: %s/state\nlisten: {status_socket: %s/kiln.sock}\nbuilds: {dry_run: true}\nrepositories: []\n' "$PWD" "$PWD" >kilnd.yaml
 	systemd-socket-activate -l "127.0.0.1:$PORT" "$KILND" --config kilnd.yaml >kilnd.log 2>&1 &
 	KPID=$!
 	track_pid "$KPID"
