@@ -3,6 +3,7 @@
  * repository/revision that cannot be found. */
 #include <dlfcn.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,10 @@
 
 #include <jansson.h>
 
+#include <curl/curl.h>
+
 #include "kiln/changes.h"
+#include "kiln/oneshot.h"
 #include "kiln/manifest.h"
 #include "kiln/map.h"
 #include "kiln/path.h"
@@ -98,6 +102,49 @@ static char *cache_path(git_repository *repo, const char *manifest_name)
 	return file;
 }
 
+/* The changeset FROM..TO of the repository at repo_dir, with the catalog
+ * cache under its git directory unless use_cache is false. */
+static int plan(const char *repo_dir, const char *manifest_name, bool use_cache, const char *from_rev,
+		const char *to_rev, git_repository **ret_repo, struct changeset *ret,
+		struct kiln_err *err)
+{
+	git_repository *repo = NULL;
+	git_commit *from = NULL, *to = NULL;
+	struct catalog cat;
+	char *cache = NULL;
+	int r;
+
+	catalog_init(&cat, manifest_name, NULL);
+	if ((r = repo_open(repo_dir, &repo, err)) < 0 ||
+	    (r = repo_commit(repo, from_rev, &from, err)) < 0 ||
+	    (r = repo_commit(repo, to_rev, &to, err)) < 0)
+		goto out;
+	if (use_cache && (cache = cache_path(repo, manifest_name)) != NULL) {
+		catalog_done(&cat);
+		catalog_init(&cat, manifest_name, cache);
+	}
+	r = changes_compute(repo, from, to, &cat, ret, err);
+	if (r == -EBADMSG && cache != NULL) {
+		/* a damaged cache is never trusted: remove it and start over */
+		unlink(cache);
+		catalog_done(&cat);
+		catalog_init(&cat, manifest_name, cache);
+		r = changes_compute(repo, from, to, &cat, ret, err);
+	}
+	if (r == 0)
+		catalog_save(&cat, NULL); /* best effort: a cache, not state */
+out:
+	catalog_done(&cat);
+	free(cache);
+	git_commit_free(from);
+	git_commit_free(to);
+	if (r == 0)
+		*ret_repo = repo;
+	else
+		git_repository_free(repo);
+	return r;
+}
+
 static json_t *strv_json(const struct strv *sv)
 {
 	json_t *a = json_array();
@@ -175,12 +222,9 @@ static int cmd_changes(int argc, char **argv)
 	const char *repo_dir = ".", *manifest_name = "manifest.yaml";
 	bool json = false, use_cache = true;
 	git_repository *repo = NULL;
-	git_commit *from = NULL, *to = NULL;
-	struct catalog cat;
 	struct changeset cs = {0};
 	struct kiln_err err = {0};
-	char *cache = NULL;
-	int c, r, rc = EXIT_USAGE;
+	int c, rc = EXIT_USAGE;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -218,30 +262,11 @@ static int cmd_changes(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	git_init_offline();
-	catalog_init(&cat, manifest_name, NULL);
-	if (repo_open(repo_dir, &repo, &err) < 0 ||
-	    repo_commit(repo, argv[optind], &from, &err) < 0 ||
-	    repo_commit(repo, argv[optind + 1], &to, &err) < 0) {
+	if (plan(repo_dir, manifest_name, use_cache, argv[optind], argv[optind + 1], &repo, &cs,
+		 &err) < 0) {
 		fprintf(stderr, "kiln changes: %s\n", err.msg);
 		goto out;
 	}
-	if (use_cache && (cache = cache_path(repo, manifest_name)) != NULL) {
-		catalog_done(&cat);
-		catalog_init(&cat, manifest_name, cache);
-	}
-	r = changes_compute(repo, from, to, &cat, &cs, &err);
-	if (r == -EBADMSG && cache != NULL) {
-		/* a damaged cache is never trusted: remove it and start over */
-		unlink(cache);
-		catalog_done(&cat);
-		catalog_init(&cat, manifest_name, cache);
-		r = changes_compute(repo, from, to, &cat, &cs, &err);
-	}
-	if (r < 0) {
-		fprintf(stderr, "kiln changes: %s\n", err.msg);
-		goto out;
-	}
-	catalog_save(&cat, NULL); /* best effort: a cache, not state */
 	if (json)
 		print_json(&cs);
 	else
@@ -254,10 +279,6 @@ static int cmd_changes(int argc, char **argv)
 	rc = cs.errors.n ? EXIT_INVALID : 0;
 out:
 	changeset_done(&cs);
-	catalog_done(&cat);
-	free(cache);
-	git_commit_free(from);
-	git_commit_free(to);
 	git_repository_free(repo);
 	git_libgit2_shutdown();
 	return rc;
@@ -290,7 +311,7 @@ static void online_help(FILE *f)
 	      "  rebuild  queue a build of an image folder at COMMIT (default: the first\n"
 	      "           branch's last-seen commit; needs the admin group)\n"
 	      "  trigger  poll a repository now (needs the admin group)\n"
-	      "  cancel   cancel a queued build (needs the admin group)\n"
+	      "  cancel   cancel a queued build, or stop a running one (admin group)\n"
 	      "  health   exit 0 when kilnd answers and is healthy, 1 otherwise, saying why\n"
 	      "  --json   print kilnd's answer as JSON (times in RFC 3339)\n"
 	      "\n"
@@ -523,8 +544,9 @@ static void print_result(const char *cmd, json_t *res, bool json)
 		       (long long)json_integer_value(json_object_get(res, "id")),
 		       str_or(res, "image", "?"), str_or(res, "commit", "?"));
 	} else {
-		printf("build %lld cancelled\n",
-		       (long long)json_integer_value(json_object_get(res, "id")));
+		/* a running build is "cancelling" until its transfer is cut */
+		printf("build %lld %s\n", (long long)json_integer_value(json_object_get(res, "id")),
+		       str_or(res, "state", "cancelled"));
 	}
 }
 
@@ -603,15 +625,238 @@ static int cmd_online(int argc, char **argv)
 	return rc;
 }
 
+/* ---- kiln build: the builder in the foreground ---- */
+
+static void build_help(FILE *f)
+{
+	fputs("usage: kiln build [--repo DIR] [--push] [--dry-run] [OPTIONS] FROM TO\n"
+	      "       kiln build ID [--json] [--socket PATH]\n"
+	      "\n"
+	      "Build every image that changed between commits FROM and TO (what 'kiln changes'\n"
+	      "lists, except removed images) on a Docker engine, in dependency order, from\n"
+	      "the git tree of TO (not the working copy). Each image's output goes to stdout,\n"
+	      "each line prefixed with 'name:version | '; a summary table ends the run. An\n"
+	      "image whose base image failed is skipped. No daemon is needed: this is what a\n"
+	      "CI job calls. With one numeric argument, shows build ID of kilnd instead.\n"
+	      "\n"
+	      "  --repo DIR          the repository (bare or not); default: the current directory\n"
+	      "  --manifest NAME     the file that marks an image folder; default: manifest.yaml\n"
+	      "  --push              push every tag after the build (and its smoke test); the\n"
+	      "                      version tag must not exist in the registry yet\n"
+	      "  --overwrite-tags    with --push: allow replacing an existing version tag\n"
+	      "  --dry-run           print what would be built, in order, and build nothing\n"
+	      "  --concurrency N     builds at once (default 2)\n"
+	      "  --retries N         retries of a build that failed in passing, such as an\n"
+	      "                      unreachable engine or a registry 5xx (default 2)\n"
+	      "  --docker-host URL   unix:///path or tcp://host:port; default: $DOCKER_HOST,\n"
+	      "                      else unix:///var/run/docker.sock ($DOCKER_TLS_VERIFY and\n"
+	      "                      $DOCKER_CERT_PATH apply to tcp://)\n"
+	      "  --source URL        org.opencontainers.image.source; default: remote.origin.url\n"
+	      "  --no-cache          neither read nor write the change detection cache\n"
+	      "  -h, --help          this text\n"
+	      "\n"
+	      "Registry credentials come from $DOCKER_CONFIG/config.json or\n"
+	      "~/.docker/config.json ('auths'), as 'docker login' writes them.\n"
+	      "\n"
+	      "Exit status: 0 every image built (and pushed), 1 an image failed, was skipped or\n"
+	      "has an invalid manifest, 2 usage error, no repository, unknown revision or a\n"
+	      "bad engine address.\n",
+	      f);
+}
+
+static bool all_digits(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
+static char *origin_url(git_repository *repo)
+{
+	git_config *cfg = NULL;
+	git_buf b = {0};
+	char *r = NULL;
+
+	if (git_repository_config_snapshot(&cfg, repo) == 0 &&
+	    git_config_get_string_buf(&b, cfg, "remote.origin.url") == 0)
+		r = xstrdup(b.ptr);
+	git_buf_dispose(&b);
+	git_config_free(cfg);
+	return r;
+}
+
+static int cmd_build(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"repo", required_argument, NULL, 'r'},
+	    {"manifest", required_argument, NULL, 'm'},
+	    {"push", no_argument, NULL, 'p'},
+	    {"overwrite-tags", no_argument, NULL, 'o'},
+	    {"dry-run", no_argument, NULL, 'd'},
+	    {"concurrency", required_argument, NULL, 'c'},
+	    {"retries", required_argument, NULL, 'R'},
+	    {"docker-host", required_argument, NULL, 'H'},
+	    {"source", required_argument, NULL, 's'},
+	    {"no-cache", no_argument, NULL, 'n'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct oneshot_opts o = {.manifest_name = "manifest.yaml",
+				 .concurrency = 2,
+				 .retries = 2,
+				 .retry_delay_ms = 2000,
+				 .test_timeout_ms = 10 * 60 * 1000};
+	const char *repo_dir = ".";
+	bool dry = false, use_cache = true;
+	git_repository *repo = NULL;
+	struct changeset cs = {0};
+	struct kiln_err err = {0};
+	char *source = NULL, *end;
+	int c, rc = EXIT_USAGE;
+	long n;
+
+	/* `kiln build ID`: one of kilnd's builds (one numeric argument) */
+	{
+		static const char *const valued[] = {"--repo", "--manifest", "--concurrency",
+						     "--retries", "--docker-host", "--source",
+						     "--socket"};
+		int positional = 0, numeric = 0;
+		for (int i = 1; i < argc; i++) {
+			bool value = false;
+			for (size_t k = 0; k < ARRAY_SIZE(valued); k++)
+				value |= strcmp(argv[i - 1], valued[k]) == 0;
+			if (argv[i][0] == '-' || value)
+				continue;
+			positional++;
+			numeric += all_digits(argv[i]);
+		}
+		if (positional == 1 && numeric == 1)
+			return cmd_online(argc, argv);
+	}
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			repo_dir = optarg;
+			break;
+		case 'm':
+			o.manifest_name = optarg;
+			break;
+		case 'p':
+			o.push = true;
+			break;
+		case 'o':
+			o.overwrite_tags = true;
+			break;
+		case 'd':
+			dry = true;
+			break;
+		case 'c':
+		case 'R':
+			n = strtol(optarg, &end, 10);
+			if (*end || n < (c == 'c' ? 1 : 0) || n > 64) {
+				fprintf(stderr, "kiln build: --%s must be %d to 64, not '%s'\n",
+					c == 'c' ? "concurrency" : "retries", c == 'c' ? 1 : 0,
+					optarg);
+				return EXIT_USAGE;
+			}
+			if (c == 'c')
+				o.concurrency = (unsigned)n;
+			else
+				o.retries = (unsigned)n;
+			break;
+		case 'H':
+			o.docker_host = optarg;
+			break;
+		case 's':
+			o.source_url = optarg;
+			break;
+		case 'n':
+			use_cache = false;
+			break;
+		case 'h':
+			build_help(stdout);
+			return 0;
+		default:
+			fprintf(stderr, "kiln build: see 'kiln build --help'\n");
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 2) {
+		fprintf(stderr,
+			"kiln build: expected FROM and TO, got %d argument%s; see 'kiln build "
+			"--help'\n",
+			argc - optind, argc - optind == 1 ? "" : "s");
+		return EXIT_USAGE;
+	}
+	if (!manifest_valid_file_name(o.manifest_name)) {
+		fprintf(stderr, "kiln build: --manifest '%s' must be a file name, not a path\n",
+			o.manifest_name);
+		return EXIT_USAGE;
+	}
+	git_init_offline();
+	if (plan(repo_dir, o.manifest_name, use_cache, argv[optind], argv[optind + 1], &repo, &cs,
+		 &err) < 0) {
+		fprintf(stderr, "kiln build: %s\n", err.msg);
+		goto out;
+	}
+	for (size_t i = 0; i < cs.errors.n; i++) {
+		char line[1024];
+		kiln_diag_format(&cs.errors.v[i], line, sizeof(line));
+		fprintf(stderr, "kiln build: %s\n", line);
+	}
+	if (dry) {
+		size_t k = 0;
+		for (size_t i = 0; i < cs.n; i++) {
+			const struct change *ch = &cs.v[i];
+			if (ch->kind == CHANGE_REMOVED || !ch->image)
+				continue;
+			printf("%zu. %s (%s, %s)", ++k, ch->image, change_kind_str(ch->kind),
+			       path_display(ch->path));
+			for (size_t d = 0; d < ch->depends_on.n; d++)
+				printf("%s%s", d ? ", " : " after ", path_display(ch->depends_on.v[d]));
+			printf("\n");
+		}
+		printf("%zu image%s would be built%s\n", k, k == 1 ? "" : "s",
+		       o.push ? " and pushed" : "");
+		rc = cs.errors.n ? EXIT_INVALID : 0;
+		goto out;
+	}
+	if (!o.source_url)
+		o.source_url = source = origin_url(repo);
+	{
+		char hex[GIT_OID_HEXSZ + 1];
+		git_oid_tostr(hex, sizeof(hex), &cs.to);
+		o.commit = hex;
+		o.repo_path = git_repository_path(repo);
+		signal(SIGPIPE, SIG_IGN); /* a cancelled build closes the context pipe */
+		curl_global_init(CURL_GLOBAL_DEFAULT);
+		rc = oneshot_run(&o, &cs);
+		curl_global_cleanup();
+	}
+	if (rc == 0 && cs.errors.n)
+		rc = EXIT_INVALID;
+out:
+	free(source);
+	changeset_done(&cs);
+	git_repository_free(repo);
+	git_libgit2_shutdown();
+	return rc;
+}
+
 static const struct kiln_cmd cmds[] = {
     {"changes", "list the images changed between two commits", cmd_changes, changes_help},
     {"status", "kilnd's repositories, branches and queue", cmd_online, online_help},
     {"builds", "kilnd's builds, newest first", cmd_online, online_help},
-    {"build", "one build", cmd_online, online_help},
+    {"build", "build (and push) the images changed between two commits", cmd_build,
+     build_help},
     {"logs", "a build's log", cmd_online, online_help},
     {"trigger", "ask kilnd to poll a repository now", cmd_online, online_help},
     {"rebuild", "queue a build of one image", cmd_online, online_help},
-    {"cancel", "cancel a queued build", cmd_online, online_help},
+    {"cancel", "cancel a queued or running build", cmd_online, online_help},
     {"health", "exit 0 when kilnd answers and is healthy", cmd_online, online_help},
 };
 
