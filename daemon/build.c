@@ -3,6 +3,7 @@
  *   take (worker: the next startable build from the state)
  *   -> prepare (worker: manifest at the commit, credentials, log rotation)
  *   -> run (loop: the job on the engine; its output into the log file)
+ *   [-> verify (loop: after a hard failure, is the engine still there?)]
  *   -> record (worker: the outcome into the state) -> free
  *
  * The builder owns its slots, the engine client and the timer; the state
@@ -27,11 +28,12 @@
 const double build_duration_bounds[BUILD_DURATION_BUCKETS] = {1,   5,	15,  30,   60,
 							      120, 300, 600, 1200, 3600};
 
-#define RETRY_DELAY_MAX_MS  (10u * 60 * 1000)
-#define ENGINE_BACKOFF_MIN  1000u
-#define ENGINE_BACKOFF_MAX  (60u * 1000)
+#define RETRY_DELAY_MAX_MS (10u * 60 * 1000)
+#define ENGINE_BACKOFF_MIN 1000u
+#define ENGINE_BACKOFF_MAX (60u * 1000)
+#define VERIFY_DELAY_MS	   1000u
 
-enum slot_phase { SLOT_TAKE, SLOT_PREPARE, SLOT_RUN, SLOT_RECORD };
+enum slot_phase { SLOT_TAKE, SLOT_PREPARE, SLOT_RUN, SLOT_VERIFY, SLOT_RECORD };
 
 struct builder_slot {
 	struct builder *b;
@@ -54,7 +56,9 @@ struct builder_slot {
 	struct job *job;
 	struct build_log log;
 	bool cancel_requested;
-	/* record's input */
+	/* the job's outcome, and record's input */
+	int res_code;
+	bool res_transient;
 	enum build_state final;
 	bool requeue, count_attempt;
 	uint64_t delay_ms;
@@ -318,8 +322,8 @@ static void prepare_work(uv_work_t *req)
 	int r;
 
 	rotate_logs(s->logs_dir, s->keep_logs);
-	s->r = job_prepare(s->repo_path, s->build.commit, s->build.path, s->manifest_name,
-			   &s->spec, &s->err);
+	s->r = job_prepare(s->repo_path, s->build.commit, s->build.path, s->manifest_name, &s->spec,
+			   &s->err);
 	if (s->r < 0)
 		return;
 	s->spec.id = s->build.id;
@@ -347,54 +351,113 @@ static void job_log(struct job *j, const char *line, size_t len, void *arg)
 	build_log_line(&s->log, line, len);
 }
 
-static void job_done(struct job *j, void *arg)
+/* Decides what a failed or finished job means for its build, then records
+ * it. engine_gone: the engine stopped answering right after the failure. */
+static void conclude(struct builder_slot *s, bool engine_gone)
 {
-	struct builder_slot *s = arg;
 	struct builder *b = s->b;
-	const struct job_result *res = job_result(j);
 	unsigned max_attempts = b->cfg->retries + 1;
+	bool transient = s->res_transient || engine_gone;
+	char *line;
 
-	snprintf(s->image_id, sizeof(s->image_id), "%s", res->image_id);
-	snprintf(s->digest, sizeof(s->digest), "%s", res->digest);
-	if (res->code == 0) {
+	if (s->res_code == 0) {
 		s->final = BUILD_SUCCEEDED;
 		build_log_line(&s->log, "kiln: build succeeded", 21);
-	} else if (res->code == -ECANCELED) {
+		goto out;
+	}
+	if (s->res_code == -ECANCELED || s->cancel_requested) {
 		s->final = BUILD_CANCELLED;
 		snprintf(s->error, sizeof(s->error), "cancelled");
 		build_log_line(&s->log, "kiln: build cancelled", 21);
-	} else {
-		char *line;
-		snprintf(s->error, sizeof(s->error), "%s", res->error);
-		if (res->code == -ECONNREFUSED) {
-			/* the engine is gone: wait for it, whatever the attempt count */
-			b->engine = BUILDER_ENGINE_UNKNOWN;
-			docker_renegotiate(b->docker);
-			s->requeue = true;
-			s->count_attempt = false;
-			s->delay_ms = ENGINE_BACKOFF_MIN;
-		} else if (res->transient && (unsigned)s->build.attempts < max_attempts) {
-			if (res->code == -ECONNRESET || res->code == -EIO)
-				b->engine = BUILDER_ENGINE_UNKNOWN;
-			docker_renegotiate(b->docker);
-			s->requeue = true;
-			s->count_attempt = true;
-			s->delay_ms = b->cfg->retry_delay_ms << (s->build.attempts - 1);
-			if (s->delay_ms > RETRY_DELAY_MAX_MS)
-				s->delay_ms = RETRY_DELAY_MAX_MS;
-		} else {
-			s->final = BUILD_FAILED;
-		}
-		line = s->requeue ? xasprintf("kiln: attempt %d failed: %s; retrying in %" PRIu64
-					      " ms",
-					      s->build.attempts, res->error, s->delay_ms)
-				  : xasprintf("kiln: build failed: %s", res->error);
-		build_log_line(&s->log, line, strlen(line));
-		free(line);
+		goto out;
 	}
+	if (s->res_code == -ECONNREFUSED) {
+		/* the engine is gone: wait for it, whatever the attempt count */
+		b->engine = BUILDER_ENGINE_UNKNOWN;
+		docker_renegotiate(b->docker);
+		s->requeue = true;
+		s->count_attempt = false;
+		s->delay_ms = ENGINE_BACKOFF_MIN;
+	} else if (transient && (unsigned)s->build.attempts < max_attempts) {
+		if (engine_gone || s->res_code == -ECONNRESET || s->res_code == -EIO)
+			b->engine = BUILDER_ENGINE_UNKNOWN;
+		docker_renegotiate(b->docker);
+		s->requeue = true;
+		s->count_attempt = true;
+		s->delay_ms = b->cfg->retry_delay_ms << (s->build.attempts - 1);
+		if (s->delay_ms > RETRY_DELAY_MAX_MS)
+			s->delay_ms = RETRY_DELAY_MAX_MS;
+	} else {
+		s->final = BUILD_FAILED;
+	}
+	line = s->requeue ? xasprintf("kiln: attempt %d failed: %s; retrying in %" PRIu64 " ms",
+				      s->build.attempts, s->error, s->delay_ms)
+			  : xasprintf("kiln: build failed: %s", s->error);
+	build_log_line(&s->log, line, strlen(line));
+	free(line);
+out:
 	build_log_close(&s->log);
-	s->job = job_free(s->job);
 	record(s);
+}
+
+static void verify_timer_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void verify_done(struct docker_call *c, void *arg)
+{
+	struct builder_slot *s = arg;
+	bool up = docker_call_result(c) == 0 && docker_call_status(c) == 200;
+
+	if (!up)
+		log_warning("build %" PRId64 " %s: the engine stopped answering after the "
+			    "failure (%s); the build goes back to the queue",
+			    s->build.id, s->build.image, docker_call_error(c));
+	conclude(s, !up);
+}
+
+static void verify_cb(uv_timer_t *t)
+{
+	struct builder_slot *s = t->data;
+	struct docker_request rq = {.method = "GET", .path = "/_ping", .unversioned = true};
+
+	uv_close((uv_handle_t *)t, verify_timer_closed);
+	if (!s->b->docker)
+		return; /* the daemon is exiting; the build is requeued at the next start */
+	docker_call_start(s->b->docker, &rq, verify_done, s);
+}
+
+/* A build that fails because its engine is shutting down can read like a
+ * Dockerfile error ("failed to update the store state of sandbox"). Asking
+ * the engine a moment later tells the two apart: one that no longer answers
+ * had the failure, not the build. */
+static void verify_engine(struct builder_slot *s)
+{
+	uv_timer_t *t = xcalloc(1, sizeof(*t));
+
+	s->phase = SLOT_VERIFY;
+	uv_timer_init(s->b->loop, t);
+	t->data = s;
+	uv_timer_start(t, verify_cb, VERIFY_DELAY_MS, 0);
+}
+
+static void job_done(struct job *j, void *arg)
+{
+	struct builder_slot *s = arg;
+	const struct job_result *res = job_result(j);
+
+	snprintf(s->image_id, sizeof(s->image_id), "%s", res->image_id);
+	snprintf(s->digest, sizeof(s->digest), "%s", res->digest);
+	snprintf(s->error, sizeof(s->error), "%s", res->error);
+	s->res_code = res->code;
+	s->res_transient = res->transient;
+	s->job = job_free(s->job);
+	if (s->res_code < 0 && s->res_code != -ECANCELED && s->res_code != -ECONNREFUSED &&
+	    !s->res_transient)
+		verify_engine(s);
+	else
+		conclude(s, false);
 }
 
 static void prepare_after(uv_work_t *req, int status)
@@ -420,8 +483,7 @@ static void prepare_after(uv_work_t *req, int status)
 	line = xasprintf("kiln: build %" PRId64 " attempt %d of %s: repository '%s' branch '%s' "
 			 "commit %s (%s), engine %s",
 			 s->build.id, s->build.attempts, s->build.image, s->build.repo,
-			 s->build.branch, s->build.commit, s->build.change,
-			 docker_host(b->docker));
+			 s->build.branch, s->build.commit, s->build.change, docker_host(b->docker));
 	build_log_line(&s->log, line, strlen(line));
 	free(line);
 	log_info("build %" PRId64 ": building %s from '%s' %s at %.12s (%s), attempt %d",
@@ -564,9 +626,9 @@ static void record(struct builder_slot *s)
 
 /* ---- the builder ---- */
 
-void builder_init(struct builder *b, uv_loop_t *loop, struct state *state,
-		  const struct config *cfg, struct docker *docker, const char *mirrors_dir,
-		  const char *logs_dir, builder_changed_cb *changed, void *arg)
+void builder_init(struct builder *b, uv_loop_t *loop, struct state *state, const struct config *cfg,
+		  struct docker *docker, const char *mirrors_dir, const char *logs_dir,
+		  builder_changed_cb *changed, void *arg)
 {
 	memset(b, 0, sizeof(*b));
 	b->logs_dir = xstrdup(logs_dir);

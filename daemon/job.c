@@ -30,8 +30,8 @@ struct job {
 	struct docker_call *call; /* in flight, or NULL */
 	struct context *cx;
 	char *dockerfile_in_tar;
-	char *ref; /* <registry>/<name>:<version> */
-	char *repo_ref; /* <registry>/<name> */
+	char *ref;	    /* <registry>/<name>:<version> */
+	char *repo_ref;	    /* <registry>/<name> */
 	char container[80]; /* the smoke test's, "" when none */
 	int exit_code;
 	size_t push_index; /* 0: the version, then the extra tags */
@@ -132,8 +132,8 @@ static void call_failed(struct job *j, struct docker_call *c, const char *what)
 {
 	if (docker_call_result(c) == -ECANCELED && j->cancelled)
 		return;
-	fail(j, docker_call_result(c) < 0 ? docker_call_result(c) : -EIO,
-	     docker_call_transient(c), "%s: %s", what, docker_call_error(c));
+	fail(j, docker_call_result(c) < 0 ? docker_call_result(c) : -EIO, docker_call_transient(c),
+	     "%s: %s", what, docker_call_error(c));
 }
 
 /* ---- check ---- */
@@ -148,8 +148,10 @@ static void check_done(struct docker_call *c, void *arg)
 		call_failed(j, c, "asking the engine for the registry's tags");
 	} else if (st == 200) {
 		if (j->spec.pushed_before) {
-			say(j, "kiln: %s is in the registry, pushed by kiln from this commit; "
-			       "building it again", j->ref);
+			say(j,
+			    "kiln: %s is in the registry, pushed by kiln from this commit; "
+			    "building it again",
+			    j->ref);
 		} else {
 			fail(j, -EEXIST, false,
 			     "%s already exists in the registry and tags are immutable: bump "
@@ -258,6 +260,10 @@ static void build_done(struct docker_call *c, void *arg)
 		fail(j, j->cx_err.code ? j->cx_err.code : -EIO, false, "build context: %s",
 		     j->cx_err.msg);
 	} else if (docker_call_result(c) < 0) {
+		/* an error line, then a broken connection: the engine went away
+		 * mid-build, and the error was its, not the Dockerfile's */
+		if (j->res.code < 0 && docker_call_transient(c))
+			j->res.transient = true;
 		call_failed(j, c, "build");
 	} else if (docker_call_status(c) != 200) {
 		/* errors before the stream: a bad Dockerfile name, a bad parameter */
@@ -291,7 +297,8 @@ static void start_build(struct job *j)
 	struct tm tm;
 	int r;
 
-	r = context_start(j->loop, &cs, context_ready, j, &j->cx, &j->dockerfile_in_tar, &j->cx_err);
+	r = context_start(j->loop, &cs, context_ready, j, &j->cx, &j->dockerfile_in_tar,
+			  &j->cx_err);
 	if (r < 0) {
 		fail(j, r, true, "build context: %s", j->cx_err.msg);
 		next_state(j);
@@ -530,14 +537,15 @@ static void push_line(struct docker_call *c, const char *line, size_t len, void 
 		if (!pd || json_object_size(pd) == 0)
 			say(j, "%s%s%s", id ? id : "", id ? ": " : "", s);
 	}
-	if ((aux = json_object_get(o, "aux")) && (s = json_string_value(json_object_get(aux, "Digest")))) {
+	if ((aux = json_object_get(o, "aux")) &&
+	    (s = json_string_value(json_object_get(aux, "Digest")))) {
 		if (j->push_index == 0)
 			snprintf(j->res.digest, sizeof(j->res.digest), "%s", s);
 	}
 	if ((s = json_string_value(json_object_get(o, "error"))) != NULL) {
 		say_text(j, s);
-		fail(j, -EIO, docker_error_transient(s), "push of %s:%s failed: %s",
-		     j->repo_ref, push_tag(j), s);
+		fail(j, -EIO, docker_error_transient(s), "push of %s:%s failed: %s", j->repo_ref,
+		     push_tag(j), s);
 	}
 	json_decref(o);
 }
