@@ -72,7 +72,8 @@ static void changes_help(FILE *f)
 	      "and TO (any revision git accepts: SHA, branch, tag, HEAD~3). One line per image:\n"
 	      "  <change>\\t<path>\\t<registry>/<name>:<version>\n"
 	      "where change is added, modified, dependency or removed, dependencies first,\n"
-	      "otherwise by path.\n"
+	      "otherwise by path. FROM may be git's empty tree,\n"
+	      "4b825dc642cb6eb9a060e54bf8d69288fbee4904, to list every image of TO as added.\n"
 	      "\n"
 	      "  --repo DIR       the repository (bare or not); default: the current directory\n"
 	      "  --manifest NAME  the file that marks an image folder; default: manifest.yaml\n"
@@ -104,9 +105,12 @@ static char *cache_path(git_repository *repo, const char *manifest_name)
 
 /* The changeset FROM..TO of the repository at repo_dir, with the catalog
  * cache under its git directory unless use_cache is false. */
-static int plan(const char *repo_dir, const char *manifest_name, bool use_cache, const char *from_rev,
-		const char *to_rev, git_repository **ret_repo, struct changeset *ret,
-		struct kiln_err *err)
+/* git's empty tree as FROM: every image at TO is added (a first CI run) */
+#define EMPTY_TREE "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+static int plan(const char *repo_dir, const char *manifest_name, bool use_cache,
+		const char *from_rev, const char *to_rev, git_repository **ret_repo,
+		struct changeset *ret, struct kiln_err *err)
 {
 	git_repository *repo = NULL;
 	git_commit *from = NULL, *to = NULL;
@@ -116,7 +120,8 @@ static int plan(const char *repo_dir, const char *manifest_name, bool use_cache,
 
 	catalog_init(&cat, manifest_name, NULL);
 	if ((r = repo_open(repo_dir, &repo, err)) < 0 ||
-	    (r = repo_commit(repo, from_rev, &from, err)) < 0 ||
+	    (strcmp(from_rev, EMPTY_TREE) != 0 &&
+	     (r = repo_commit(repo, from_rev, &from, err)) < 0) ||
 	    (r = repo_commit(repo, to_rev, &to, err)) < 0)
 		goto out;
 	if (use_cache && (cache = cache_path(repo, manifest_name)) != NULL) {
@@ -637,7 +642,10 @@ static void build_help(FILE *f)
 	      "the git tree of TO (not the working copy). Each image's output goes to stdout,\n"
 	      "each line prefixed with 'name:version | '; a summary table ends the run. An\n"
 	      "image whose base image failed is skipped. No daemon is needed: this is what a\n"
-	      "CI job calls. With one numeric argument, shows build ID of kilnd instead.\n"
+	      "CI job calls. FROM may be git's empty tree, "
+	      "4b825dc642cb6eb9a060e54bf8d69288fbee4904,\n"
+	      "to build every image of TO. With one numeric argument, shows build ID of\n"
+	      "kilnd instead.\n"
 	      "\n"
 	      "  --repo DIR          the repository (bare or not); default: the current directory\n"
 	      "  --manifest NAME     the file that marks an image folder; default: manifest.yaml\n"
@@ -720,7 +728,7 @@ static int cmd_build(int argc, char **argv)
 
 	/* `kiln build ID`: one of kilnd's builds (one numeric argument) */
 	{
-		static const char *const valued[] = {"--repo", "--manifest", "--concurrency",
+		static const char *const valued[] = {"--repo",	  "--manifest",	   "--concurrency",
 						     "--retries", "--docker-host", "--source",
 						     "--socket"};
 		int positional = 0, numeric = 0;
@@ -817,7 +825,8 @@ static int cmd_build(int argc, char **argv)
 			printf("%zu. %s (%s, %s)", ++k, ch->image, change_kind_str(ch->kind),
 			       path_display(ch->path));
 			for (size_t d = 0; d < ch->depends_on.n; d++)
-				printf("%s%s", d ? ", " : " after ", path_display(ch->depends_on.v[d]));
+				printf("%s%s", d ? ", " : " after ",
+				       path_display(ch->depends_on.v[d]));
 			printf("\n");
 		}
 		printf("%zu image%s would be built%s\n", k, k == 1 ? "" : "s",
@@ -851,8 +860,7 @@ static const struct kiln_cmd cmds[] = {
     {"changes", "list the images changed between two commits", cmd_changes, changes_help},
     {"status", "kilnd's repositories, branches and queue", cmd_online, online_help},
     {"builds", "kilnd's builds, newest first", cmd_online, online_help},
-    {"build", "build (and push) the images changed between two commits", cmd_build,
-     build_help},
+    {"build", "build (and push) the images changed between two commits", cmd_build, build_help},
     {"logs", "a build's log", cmd_online, online_help},
     {"trigger", "ask kilnd to poll a repository now", cmd_online, online_help},
     {"rebuild", "queue a build of one image", cmd_online, online_help},
