@@ -89,8 +89,8 @@ static json_t *credentials(const struct config_registry *regs, size_t n, json_t 
 
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(regs[i].host, host) == 0)
-			return json_pack("{s:s, s:s, s:s}", "username", regs[i].username, "password",
-					 regs[i].password, "serveraddress", host);
+			return json_pack("{s:s, s:s, s:s}", "username", regs[i].username,
+					 "password", regs[i].password, "serveraddress", host);
 	json_object_foreach(auths, key, v)
 	{
 		const char *a = json_string_value(json_object_get(v, "auth"));
@@ -104,8 +104,8 @@ static json_t *credentials(const struct config_registry *regs, size_t n, json_t 
 			json_t *o = NULL;
 			if (colon) {
 				*colon = '\0';
-				o = json_pack("{s:s, s:s, s:s}", "username", up, "password", colon + 1,
-					      "serveraddress", host);
+				o = json_pack("{s:s, s:s, s:s}", "username", up, "password",
+					      colon + 1, "serveraddress", host);
 				explicit_bzero(colon + 1, strlen(colon + 1));
 			}
 			free(up);
@@ -114,8 +114,8 @@ static json_t *credentials(const struct config_registry *regs, size_t n, json_t 
 		if (json_is_string(json_object_get(v, "username"))) {
 			const char *pw = json_string_value(json_object_get(v, "password"));
 			return json_pack("{s:s, s:s, s:s}", "username",
-					 json_string_value(json_object_get(v, "username")), "password",
-					 pw ? pw : "", "serveraddress", host);
+					 json_string_value(json_object_get(v, "username")),
+					 "password", pw ? pw : "", "serveraddress", host);
 		}
 	}
 	return NULL;

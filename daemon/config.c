@@ -399,9 +399,11 @@ static void parse_registries(struct cctx *c, const yaml_node_t *v, struct config
 			const char *key = (const char *)k->data.scalar.value;
 			const char *s;
 			if (strcmp(key, "host") == 0) {
-				if ((s = str(c, v2, key)) != NULL && (!manifest_valid_registry(s) || strchr(s, '/')))
+				if ((s = str(c, v2, key)) != NULL &&
+				    (!manifest_valid_registry(s) || strchr(s, '/')))
 					ydoc_diag(c->y, c->d, v2,
-						  "'host' must be a registry host[:port], not '%s'", s);
+						  "'host' must be a registry host[:port], not '%s'",
+						  s);
 				else
 					take_str(c, v2, key, &g->host);
 			} else if (strcmp(key, "username") == 0) {
@@ -418,10 +420,11 @@ static void parse_registries(struct cctx *c, const yaml_node_t *v, struct config
 		if (!g->host)
 			ydoc_diag(c->y, c->d, n, "'registries[]' needs 'host'");
 		else if (!g->username || !g->password)
-			ydoc_diag(c->y, c->d, n, "registry '%s' needs 'username' and 'password_file'",
-				  g->host);
+			ydoc_diag(c->y, c->d, n,
+				  "registry '%s' needs 'username' and 'password_file'", g->host);
 		for (size_t j = 0; g->host && j + 1 < cfg->nregistries; j++)
-			if (cfg->registries[j].host && strcmp(cfg->registries[j].host, g->host) == 0)
+			if (cfg->registries[j].host &&
+			    strcmp(cfg->registries[j].host, g->host) == 0)
 				ydoc_diag(c->y, c->d, n, "registry '%s' is listed twice", g->host);
 	}
 }
@@ -693,7 +696,8 @@ void config_done(struct config *c)
 		free(c->registries[i].host);
 		free(c->registries[i].username);
 		if (c->registries[i].password)
-			explicit_bzero(c->registries[i].password, strlen(c->registries[i].password));
+			explicit_bzero(c->registries[i].password,
+				       strlen(c->registries[i].password));
 		free(c->registries[i].password);
 	}
 	free(c->registries);

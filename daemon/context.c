@@ -31,8 +31,8 @@ struct context {
 	context_ready_cb *ready;
 	void *arg;
 	char *repo_path, *commit, *dir, *dockerfile;
-	char *df_in_tar;   /* the Dockerfile's name in the tar */
-	bool df_outside;   /* the Dockerfile is not under dir */
+	char *df_in_tar; /* the Dockerfile's name in the tar */
+	bool df_outside; /* the Dockerfile is not under dir */
 	atomic_bool stop;
 	atomic_uint_fast64_t bytes;
 	atomic_uint files;
@@ -102,7 +102,8 @@ static int put_entry(struct walker *w, const char *name, unsigned type, unsigned
 	archive_entry_set_size(w->e, type == AE_IFREG ? (la_int64_t)size : 0);
 	if (archive_write_header(w->a, w->e) != ARCHIVE_OK)
 		return tar_fail(w, name);
-	if (type == AE_IFREG && size > 0 && archive_write_data(w->a, data, size) != (la_ssize_t)size)
+	if (type == AE_IFREG && size > 0 &&
+	    archive_write_data(w->a, data, size) != (la_ssize_t)size)
 		return tar_fail(w, name);
 	atomic_fetch_add(&w->cx->files, 1);
 	return 0;
@@ -165,7 +166,8 @@ static int walk(struct walker *w, git_tree *tree, struct buf *path, const bool *
 			if (excluded && !dockerignore_enter_dir(w->di, path->p) &&
 			    !leads_to_dockerfile(w, path->p, path->len))
 				continue;
-			if (!excluded && (r = put_entry(w, path->p, AE_IFDIR, 0755, NULL, 0, NULL)) < 0)
+			if (!excluded &&
+			    (r = put_entry(w, path->p, AE_IFDIR, 0755, NULL, 0, NULL)) < 0)
 				break;
 			if (git_tree_lookup(&sub, w->repo, git_tree_entry_id(te)) < 0) {
 				r = kiln_err_git(&w->err, -EIO, "reading directory '%s'", path->p);
@@ -184,11 +186,12 @@ static int walk(struct walker *w, git_tree *tree, struct buf *path, const bool *
 		if (excluded && !always)
 			continue;
 		if (fm == GIT_FILEMODE_COMMIT) {
-			r = kiln_err_set(&w->err, -ENOTSUP,
-					 "the build context holds a git submodule at '%s': a git tree "
-					 "records only its commit id, so kiln cannot send its files; "
-					 "exclude it in .dockerignore or vendor it",
-					 path->p);
+			r = kiln_err_set(
+			    &w->err, -ENOTSUP,
+			    "the build context holds a git submodule at '%s': a git tree "
+			    "records only its commit id, so kiln cannot send its files; "
+			    "exclude it in .dockerignore or vendor it",
+			    path->p);
 			break;
 		}
 		r = put_blob(w, path->p, te);
@@ -236,7 +239,8 @@ static int produce(struct context *cx, struct kiln_err *err)
 	}
 	git_tree_entry_free(te);
 	te = NULL;
-	if (repo_entry(root, cx->dockerfile, &te) < 0 || git_tree_entry_type(te) != GIT_OBJECT_BLOB) {
+	if (repo_entry(root, cx->dockerfile, &te) < 0 ||
+	    git_tree_entry_type(te) != GIT_OBJECT_BLOB) {
 		r = kiln_err_set(err, -ENOENT, "Dockerfile '%s' is not a file at %.12s",
 				 cx->dockerfile, cx->commit);
 		goto out;
@@ -248,7 +252,8 @@ static int produce(struct context *cx, struct kiln_err *err)
 		    git_tree_entry_type(ie) == GIT_OBJECT_BLOB) {
 			struct kiln_err e = {0};
 			git_blob *ib = NULL;
-			r = repo_blob(w.repo, git_tree_entry_id(ie), DOCKERIGNORE_SIZE_MAX, &ib, err);
+			r = repo_blob(w.repo, git_tree_entry_id(ie), DOCKERIGNORE_SIZE_MAX, &ib,
+				      err);
 			if (r == 0 &&
 			    (r = dockerignore_parse(git_blob_rawcontent(ib),
 						    (size_t)git_blob_rawsize(ib), &w.di, &e)) < 0)

@@ -169,10 +169,11 @@ static void set_error(struct docker_call *c)
 		if (c->result == -ECANCELED)
 			snprintf(c->error, sizeof(c->error), "aborted");
 		else if (c->result == -ECONNREFUSED)
-			snprintf(c->error, sizeof(c->error),
-				 "cannot connect to the docker engine at %s (is it running, and may "
-				 "this user open its socket?)",
-				 c->d->host);
+			snprintf(
+			    c->error, sizeof(c->error),
+			    "cannot connect to the docker engine at %s (is it running, and may "
+			    "this user open its socket?)",
+			    c->d->host);
 		else
 			snprintf(c->error, sizeof(c->error), "%s %s: %s", c->method, c->path,
 				 c->curl_err[0] ? c->curl_err : strerror(-c->result));
@@ -586,18 +587,12 @@ bool docker_call_transient(const struct docker_call *c)
 bool docker_error_transient(const char *msg)
 {
 	static const char *const marks[] = {
-	    "connection refused",
-	    "connection reset",
-	    "i/o timeout",
-	    "TLS handshake timeout",
-	    "unexpected EOF",
-	    "500 Internal Server Error",
-	    "502 Bad Gateway",
-	    "503 Service Unavailable",
-	    "504 Gateway Timeout",
-	    "received unexpected HTTP status: 5",
-	    "no such host",
-	    "net/http: request canceled",
+	    "connection refused",  "connection reset",
+	    "i/o timeout",	   "TLS handshake timeout",
+	    "unexpected EOF",	   "500 Internal Server Error",
+	    "502 Bad Gateway",	   "503 Service Unavailable",
+	    "504 Gateway Timeout", "received unexpected HTTP status: 5",
+	    "no such host",	   "net/http: request canceled",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(marks); i++)
 		if (strcasestr(msg, marks[i]))
@@ -612,8 +607,8 @@ char *docker_escape(const char *s)
 
 	for (; *s; s++) {
 		unsigned char ch = (unsigned char)*s;
-		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-		    ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
 			buf_putc(&b, (char)ch);
 		} else {
 			buf_putc(&b, '%');
@@ -646,8 +641,9 @@ static int parse_host(struct docker *d, const char *cert_path, struct kiln_err *
 
 	if (strncmp(h, "unix://", 7) == 0) {
 		if (h[7] != '/')
-			return kiln_err_set(err, -EINVAL,
-					    "docker host '%s': a unix socket needs an absolute path", h);
+			return kiln_err_set(
+			    err, -EINVAL, "docker host '%s': a unix socket needs an absolute path",
+			    h);
 		d->unix_path = xstrdup(h + 7);
 		d->base = xstrdup("http://localhost");
 		return 0;

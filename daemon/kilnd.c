@@ -368,8 +368,8 @@ static int ctl_cancel_running(int64_t id, void *arg)
 	return builder_cancel(&d->builder, id);
 }
 
-static const struct control_ops ctl_ops = {ctl_status,	 ctl_trigger,	ctl_changed,
-					   ctl_health,	 ctl_log_path,	ctl_repo_info,
+static const struct control_ops ctl_ops = {ctl_status,	      ctl_trigger,  ctl_changed,
+					   ctl_health,	      ctl_log_path, ctl_repo_info,
 					   ctl_cancel_running};
 
 static gid_t group_id(const char *name)

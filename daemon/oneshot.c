@@ -16,7 +16,14 @@
 #include "kiln/oneshot.h"
 #include "kiln/path.h"
 
-enum item_state { ITEM_PENDING, ITEM_WAITING_RETRY, ITEM_RUNNING, ITEM_OK, ITEM_FAILED, ITEM_SKIPPED };
+enum item_state {
+	ITEM_PENDING,
+	ITEM_WAITING_RETRY,
+	ITEM_RUNNING,
+	ITEM_OK,
+	ITEM_FAILED,
+	ITEM_SKIPPED
+};
 
 struct item {
 	struct run *run;
@@ -78,7 +85,8 @@ static void item_done(struct job *j, void *arg)
 	struct timespec t1;
 
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	it->seconds += (double)(t1.tv_sec - it->t0.tv_sec) + (double)(t1.tv_nsec - it->t0.tv_nsec) / 1e9;
+	it->seconds +=
+	    (double)(t1.tv_sec - it->t0.tv_sec) + (double)(t1.tv_nsec - it->t0.tv_nsec) / 1e9;
 	run->running--;
 	snprintf(it->digest, sizeof(it->digest), "%s", res->digest);
 	if (res->code == 0) {
@@ -235,7 +243,8 @@ int oneshot_run(const struct oneshot_opts *o, const struct changeset *cs)
 	schedule(&run);
 	uv_run(&run.loop, UV_RUN_DEFAULT);
 
-	printf("\n%-40s %-8s %9s  %s\n", "IMAGE", "RESULT", "SECONDS", o->push ? "DIGEST / ERROR" : "ERROR");
+	printf("\n%-40s %-8s %9s  %s\n", "IMAGE", "RESULT", "SECONDS",
+	       o->push ? "DIGEST / ERROR" : "ERROR");
 	for (size_t i = 0; i < run.n; i++) {
 		struct item *it = &run.items[i];
 		char *ref = xasprintf("%s/%s:%s", it->ch->registry, it->ch->name, it->ch->version);

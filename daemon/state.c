@@ -281,8 +281,9 @@ static int record_plan_locked(struct state *s, const char *repo, const char *bra
 			       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (repository, branch)"
 			       " DO UPDATE SET last_seen = ?3, updated_at = ?4",
 			       -1, &seen, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(s->db, "INSERT OR IGNORE INTO build_deps (build, base) VALUES (?, ?)",
-			       -1, &dep, NULL) != SQLITE_OK) {
+	    sqlite3_prepare_v2(s->db,
+			       "INSERT OR IGNORE INTO build_deps (build, base) VALUES (?, ?)", -1,
+			       &dep, NULL) != SQLITE_OK) {
 		r = db_err(s, err, "preparing the plan");
 		goto out;
 	}
@@ -591,8 +592,7 @@ out:
 	return r;
 }
 
-int state_pushed_from(struct state *s, const char *image, const char *commit,
-		      struct kiln_err *err)
+int state_pushed_from(struct state *s, const char *image, const char *commit, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r;

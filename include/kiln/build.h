@@ -28,9 +28,9 @@ enum builder_engine { BUILDER_ENGINE_UNKNOWN, BUILDER_ENGINE_OK, BUILDER_ENGINE_
 
 struct builder {
 	uv_loop_t *loop;
-	struct state *state;	   /* borrowed */
-	const struct config *cfg;  /* borrowed; read on the loop thread only */
-	struct docker *docker;	   /* owned; NULL in a dry run */
+	struct state *state;	  /* borrowed */
+	const struct config *cfg; /* borrowed; read on the loop thread only */
+	struct docker *docker;	  /* owned; NULL in a dry run */
 	char *mirrors_dir;
 	unsigned concurrency;
 	unsigned running; /* slots in flight */
@@ -58,9 +58,9 @@ struct builder {
 
 /* docker: the engine client, taken (NULL for a dry run). cfg stays the
  * caller's and may be replaced between loop turns (a reload). */
-void builder_init(struct builder *b, uv_loop_t *loop, struct state *state,
-		  const struct config *cfg, struct docker *docker, const char *mirrors_dir,
-		  const char *logs_dir, builder_changed_cb *changed, void *arg);
+void builder_init(struct builder *b, uv_loop_t *loop, struct state *state, const struct config *cfg,
+		  struct docker *docker, const char *mirrors_dir, const char *logs_dir,
+		  builder_changed_cb *changed, void *arg);
 /* Closes the engine client and the timer; run the loop once more after. */
 void builder_done(struct builder *b);
 /* The path of a build's log file; the caller frees it. */

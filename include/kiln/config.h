@@ -47,11 +47,11 @@ struct config {
 	int docker_tls_verify;	/* -1: $DOCKER_TLS_VERIFY */
 	unsigned concurrency;
 	bool dry_run;
-	unsigned retries;	   /* transient failures retried this often */
-	uint64_t retry_delay_ms;   /* the first retry's delay; doubles each time */
-	uint64_t test_timeout_ms;  /* a smoke test's time limit */
-	uint64_t log_max_bytes;	   /* a build log is cut here */
-	unsigned keep_logs;	   /* build logs kept; older ones are removed */
+	unsigned retries;	  /* transient failures retried this often */
+	uint64_t retry_delay_ms;  /* the first retry's delay; doubles each time */
+	uint64_t test_timeout_ms; /* a smoke test's time limit */
+	uint64_t log_max_bytes;	  /* a build log is cut here */
+	unsigned keep_logs;	  /* build logs kept; older ones are removed */
 	struct config_registry *registries;
 	size_t nregistries;
 	struct strv listen_http;

@@ -20,7 +20,8 @@
 #define DOCKER_REPLY_MAX  (1u << 20) /* collected replies larger than this are cut */
 
 struct docker_opts {
-	const char *host;      /* unix:///path, tcp://host:port; NULL: $DOCKER_HOST or the default socket */
+	const char
+	    *host; /* unix:///path, tcp://host:port; NULL: $DOCKER_HOST or the default socket */
 	const char *cert_path; /* ca.pem, cert.pem, key.pem; NULL: $DOCKER_CERT_PATH */
 	int tls_verify;	       /* 1 on, 0 off, -1: $DOCKER_TLS_VERIFY */
 };
@@ -38,15 +39,15 @@ typedef ssize_t docker_body_cb(struct docker_call *c, char *buf, size_t size, vo
 typedef void docker_done_cb(struct docker_call *c, void *arg);
 
 struct docker_request {
-	const char *method; /* GET, POST, DELETE */
-	const char *path;   /* "/build?t=...", after the version prefix; query escaped */
-	bool unversioned;   /* /_ping has no /vX.Y prefix */
-	const char *json;   /* a JSON body, or NULL */
-	docker_body_cb *body;	      /* a streamed body (Content-Type content_type), or NULL */
-	const char *content_type;     /* for body */
-	const char *registry_auth;    /* X-Registry-Auth value, or NULL */
-	const char *registry_config;  /* X-Registry-Config value, or NULL */
-	docker_line_cb *line;	      /* stream the reply line by line; NULL: collect it */
+	const char *method;	     /* GET, POST, DELETE */
+	const char *path;	     /* "/build?t=...", after the version prefix; query escaped */
+	bool unversioned;	     /* /_ping has no /vX.Y prefix */
+	const char *json;	     /* a JSON body, or NULL */
+	docker_body_cb *body;	     /* a streamed body (Content-Type content_type), or NULL */
+	const char *content_type;    /* for body */
+	const char *registry_auth;   /* X-Registry-Auth value, or NULL */
+	const char *registry_config; /* X-Registry-Config value, or NULL */
+	docker_line_cb *line;	     /* stream the reply line by line; NULL: collect it */
 };
 
 /* Reads the options (and the environment where they leave things unset).

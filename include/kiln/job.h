@@ -36,9 +36,9 @@ struct job_spec {
 	char *manifest_file; /* "<path>/manifest.yaml", for messages */
 	struct manifest m;
 	bool push;
-	bool check_tag;	     /* refuse to overwrite an existing version tag */
-	bool pushed_before;  /* kiln itself pushed this version from this commit */
-	char *registry_auth; /* X-Registry-Auth for m.registry's host ("e30=" for none) */
+	bool check_tag;	       /* refuse to overwrite an existing version tag */
+	bool pushed_before;    /* kiln itself pushed this version from this commit */
+	char *registry_auth;   /* X-Registry-Auth for m.registry's host ("e30=" for none) */
 	char *registry_config; /* X-Registry-Config (auths for base image pulls) */
 	uint64_t test_timeout_ms;
 };
@@ -55,8 +55,8 @@ typedef void job_log_cb(struct job *j, const char *line, size_t len, void *arg);
 typedef void job_done_cb(struct job *j, void *arg);
 
 struct job_result {
-	int code;	 /* 0: built (and pushed); -ECANCELED; other: failed */
-	bool transient;	 /* worth retrying: the engine or registry failed, not the build */
+	int code;	/* 0: built (and pushed); -ECANCELED; other: failed */
+	bool transient; /* worth retrying: the engine or registry failed, not the build */
 	char error[1024];
 	char image_id[80];
 	char digest[80]; /* of the version tag, when pushed */

@@ -9,11 +9,11 @@
 #include "kiln/changes.h"
 
 struct oneshot_opts {
-	const char *repo_path;	   /* the git directory the changeset came from */
-	const char *commit;	   /* TO, full sha */
+	const char *repo_path; /* the git directory the changeset came from */
+	const char *commit;    /* TO, full sha */
 	const char *manifest_name;
-	const char *source_url;	   /* org.opencontainers.image.source; may be NULL */
-	const char *docker_host;   /* NULL: $DOCKER_HOST or the default socket */
+	const char *source_url;	 /* org.opencontainers.image.source; may be NULL */
+	const char *docker_host; /* NULL: $DOCKER_HOST or the default socket */
 	bool push;
 	bool overwrite_tags;
 	unsigned concurrency;

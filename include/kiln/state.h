@@ -82,8 +82,7 @@ int state_requeue(struct state *s, int64_t id, uint64_t delay_ms, bool count_att
 int state_set_result(struct state *s, int64_t id, const char *image_id, const char *digest,
 		     struct kiln_err *err);
 /* Whether kiln has pushed image (a reference) built from commit: 1 or 0. */
-int state_pushed_from(struct state *s, const char *image, const char *commit,
-		      struct kiln_err *err);
+int state_pushed_from(struct state *s, const char *image, const char *commit, struct kiln_err *err);
 /* The earliest time (unix ms) a queued build waiting for its retry delay
  * may start, or 0 when none waits. */
 int64_t state_next_retry(struct state *s);
