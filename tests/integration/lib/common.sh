@@ -1,6 +1,7 @@
 # common.sh: helpers for integration scenarios (sourced). Each scenario is a
 # shell function named t_*; run_all runs them in order, each in a fresh
-# directory, and prints "N passed, M failed".
+# directory, and prints "N passed, M failed". KILN_ONLY=PREFIX runs
+# only the scenarios whose name starts with t_PREFIX.
 set -u
 
 : "${KILN:?set KILN to the kiln executable}"
@@ -110,7 +111,7 @@ contains() {
 
 run_all() {
 	local t passed=0
-	for t in $(declare -F | awk '{print $3}' | grep '^t_'); do
+	for t in $(declare -F | awk '{print $3}' | grep "^t_${KILN_ONLY:-}"); do
 		mkdir "$TEST_TMP/$t"
 		failed_now=0
 		(

@@ -1,0 +1,131 @@
+# engine.sh: a private Docker engine and two private registries for the
+# end-to-end tests (sourced after tests/integration/lib/common.sh).
+#
+# dockerd runs with its own socket, data root and exec root under one
+# directory, --bridge=none --iptables=false so it touches no host
+# networking; nothing can be pulled, so images are built FROM scratch with
+# Debian's static busybox. One registry is plain HTTP on 127.0.0.1, the other
+# TLS (a CA made here, placed in /etc/docker/certs.d for its address) with
+# htpasswd authentication. engine_teardown stops everything it started, by
+# pid, and removes the certs.d entry.
+
+BUSYBOX=/bin/busybox
+
+# engine_skip_reason: why no engine can run here ("" when one can)
+engine_skip_reason() {
+	[ "$(id -u)" = 0 ] || { echo "not root (dockerd needs root)"; return; }
+	for c in dockerd docker-registry openssl htpasswd; do
+		command -v "$c" >/dev/null || { echo "no $c (packages docker.io, docker-registry, openssl, apache2-utils)"; return; }
+	done
+	if [ ! -x "$BUSYBOX" ] || ldd "$BUSYBOX" >/dev/null 2>&1; then
+		echo "no static $BUSYBOX (package busybox-static)"
+		return
+	fi
+	echo ""
+}
+
+# engine_start DIR: starts dockerd; sets ENGINE_DIR, ENGINE_PID, DOCKER_HOST
+engine_start() {
+	ENGINE_DIR=$1
+	mkdir -p "$ENGINE_DIR/data" "$ENGINE_DIR/exec"
+	[ -f "$ENGINE_DIR/daemon.json" ] || echo '{}' >"$ENGINE_DIR/daemon.json"
+	dockerd --config-file "$ENGINE_DIR/daemon.json" --data-root "$ENGINE_DIR/data" \
+		--exec-root "$ENGINE_DIR/exec" --host "unix://$ENGINE_DIR/docker.sock" \
+		--pidfile "$ENGINE_DIR/docker.pid" --bridge=none --iptables=false \
+		--ip6tables=false >>"$ENGINE_DIR/dockerd.log" 2>&1 &
+	ENGINE_PID=$!
+	track_engine_pid "$ENGINE_PID"
+	export DOCKER_HOST="unix://$ENGINE_DIR/docker.sock"
+	wait_for 60 curl -sf --unix-socket "$ENGINE_DIR/docker.sock" http://localhost/_ping -o /dev/null || {
+		echo "dockerd did not start: $(tail -5 "$ENGINE_DIR/dockerd.log")" >&2
+		return 1
+	}
+}
+
+# engine_stop: stops dockerd (and the containerd it started) and waits
+engine_stop() {
+	[ -n "${ENGINE_PID:-}" ] || return 0
+	kill -TERM "$ENGINE_PID" 2>/dev/null
+	for _ in $(seq 1 100); do
+		kill -0 "$ENGINE_PID" 2>/dev/null || break
+		sleep 0.2
+	done
+	kill -KILL "$ENGINE_PID" 2>/dev/null
+	wait "$ENGINE_PID" 2>/dev/null
+	ENGINE_PID=
+	rm -f "$ENGINE_DIR/docker.pid"
+	stop_strays
+}
+
+# Processes of ours that outlive dockerd (its containerd and shims) are
+# found by the engine directory in their command line, and stopped by pid.
+stop_strays() {
+	local p
+	for p in $(pgrep -f "$ENGINE_DIR/" 2>/dev/null); do
+		[ "$p" != $$ ] && kill -TERM "$p" 2>/dev/null
+	done
+	sleep 0.3
+	for p in $(pgrep -f "$ENGINE_DIR/" 2>/dev/null); do
+		[ "$p" != $$ ] && kill -KILL "$p" 2>/dev/null
+	done
+}
+
+ENGINE_PIDS=
+track_engine_pid() { ENGINE_PIDS="$ENGINE_PIDS $1"; }
+
+# registry_start DIR PORT [tls]: a docker-registry on 127.0.0.1:PORT
+registry_start() {
+	local dir=$1 port=$2 tls=${3:-} url
+	mkdir -p "$dir/store"
+	{
+		echo "version: 0.1"
+		echo "log: {level: error}"
+		echo "storage: {filesystem: {rootdirectory: $dir/store}, delete: {enabled: true}}"
+		echo "http:"
+		echo "  addr: 127.0.0.1:$port"
+		echo "  secret: kiln-test"
+		if [ -n "$tls" ]; then
+			echo "  tls: {certificate: $dir/reg.crt, key: $dir/reg.key}"
+			echo "auth: {htpasswd: {realm: kiln-test, path: $dir/htpasswd}}"
+		fi
+	} >"$dir/config.yml"
+	if [ -n "$tls" ]; then
+		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=kiln test CA" \
+			-keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null &&
+			openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+				-keyout "$dir/reg.key" -out "$dir/reg.csr" 2>/dev/null &&
+			printf 'subjectAltName=IP:127.0.0.1\n' >"$dir/san.ext" &&
+			openssl x509 -req -in "$dir/reg.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+				-CAcreateserial -days 2 -extfile "$dir/san.ext" -out "$dir/reg.crt" 2>/dev/null ||
+			return 1
+		htpasswd -Bbn kiln "s3cret-pw" >"$dir/htpasswd" 2>/dev/null
+		CERTS_D="/etc/docker/certs.d/127.0.0.1:$port"
+		mkdir -p "$CERTS_D" && cp "$dir/ca.crt" "$CERTS_D/ca.crt"
+		url="https://127.0.0.1:$port/v2/"
+	else
+		url="http://127.0.0.1:$port/v2/"
+	fi
+	docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+	track_engine_pid $!
+	wait_for 20 curl -s ${tls:+--cacert "$dir/ca.crt"} -o /dev/null "$url" || {
+		echo "registry on $port did not start: $(tail -3 "$dir/registry.log")" >&2
+		return 1
+	}
+}
+
+engine_teardown() {
+	local p
+	[ -f "${ENGINE_DIR:-/nonexistent}/docker.pid" ] && ENGINE_PID=$(cat "$ENGINE_DIR/docker.pid")
+	engine_stop
+	for p in $ENGINE_PIDS; do
+		kill -TERM "$p" 2>/dev/null
+	done
+	sleep 0.2
+	for p in $ENGINE_PIDS; do
+		kill -KILL "$p" 2>/dev/null
+	done
+	[ -n "${CERTS_D:-}" ] && rm -rf "$CERTS_D"
+	# the engine's data root holds read-only layers and mounts
+	[ -n "${ENGINE_DIR:-}" ] && { umount -R "$ENGINE_DIR/data" 2>/dev/null; rm -rf "$ENGINE_DIR"; }
+	return 0
+}
