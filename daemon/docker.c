@@ -1,6 +1,7 @@
 /* docker.c: the Engine API client. One CURLM per client; libuv polls the
  * sockets curl asks for and runs curl's single timer. The client owns its
  * calls; each call is freed right after its done callback. */
+#include <ctype.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -370,7 +371,10 @@ static void ping_done(struct docker_call *p, void *arg)
 
 	d->ping = NULL;
 	if (r == 0 && p->status == 200) {
-		if (p->api_header[0] && api_cmp(p->api_header, DOCKER_API_NEWEST) < 0)
+		/* no (or no readable) version: assume the oldest, as the docker CLI does */
+		if (!p->api_header[0] || !isdigit((unsigned char)p->api_header[0]))
+			snprintf(d->api, sizeof(d->api), "%s", DOCKER_API_OLDEST);
+		else if (api_cmp(p->api_header, DOCKER_API_NEWEST) < 0)
 			snprintf(d->api, sizeof(d->api), "%s", p->api_header);
 		else
 			snprintf(d->api, sizeof(d->api), "%s", DOCKER_API_NEWEST);
@@ -674,11 +678,24 @@ static int parse_host(struct docker *d, const char *cert_path, struct kiln_err *
 			    "docker host '%s': expected unix:///path or tcp://host:port", h);
 }
 
+/* Frees the client's memory; its handles are closed (or never opened). */
+static void release(struct docker *d)
+{
+	free(d->host);
+	free(d->unix_path);
+	free(d->base);
+	free(d->ca);
+	free(d->cert);
+	free(d->key);
+	free(d);
+}
+
 int docker_new(uv_loop_t *loop, const struct docker_opts *o, struct docker **ret,
 	       struct kiln_err *err)
 {
 	struct docker *d = xcalloc(1, sizeof(*d));
 	const char *host = o->host, *cert_path = o->cert_path, *v;
+	char *home_certs = NULL;
 	int r;
 
 	if (!host || !*host)
@@ -694,7 +711,12 @@ int docker_new(uv_loop_t *loop, const struct docker_opts *o, struct docker **ret
 	else
 		d->verify = (v = getenv("DOCKER_TLS_VERIFY")) != NULL && *v && strcmp(v, "0") != 0;
 	d->host = xstrdup(host);
-	if ((r = parse_host(d, cert_path, err)) < 0)
+	/* as the docker CLI: verifying without a path means ~/.docker */
+	if (!cert_path && d->verify && (v = getenv("HOME")) != NULL && *v)
+		cert_path = home_certs = xasprintf("%s/.docker", v);
+	r = parse_host(d, cert_path, err);
+	free(home_certs);
+	if (r < 0)
 		goto fail;
 	d->multi = curl_multi_init();
 	if (!d->multi) {
@@ -713,13 +735,7 @@ int docker_new(uv_loop_t *loop, const struct docker_opts *o, struct docker **ret
 	*ret = d;
 	return 0;
 fail:
-	free(d->host);
-	free(d->unix_path);
-	free(d->base);
-	free(d->ca);
-	free(d->cert);
-	free(d->key);
-	free(d);
+	release(d);
 	return r;
 }
 
@@ -727,15 +743,8 @@ static void handle_closed(uv_handle_t *h)
 {
 	struct docker *d = h->data;
 
-	if (--d->open_handles > 0)
-		return;
-	free(d->host);
-	free(d->unix_path);
-	free(d->base);
-	free(d->ca);
-	free(d->cert);
-	free(d->key);
-	free(d);
+	if (--d->open_handles == 0)
+		release(d);
 }
 
 struct docker *docker_free(struct docker *d)

@@ -160,10 +160,17 @@ static void check_done(struct docker_call *c, void *arg)
 		}
 	} else if (st == 404) {
 		say(j, "kiln: %s is not in the registry yet", j->ref);
-	} else {
-		/* 401/403/5xx: unknown; the push will tell */
-		say(j, "kiln: cannot tell whether %s exists (%s); going on", j->ref,
+	} else if (st == 401 || st == 403) {
+		/* some registries answer a tag that does not exist this way; a
+		 * real refusal fails the push */
+		say(j, "kiln: the registry would not say whether %s exists (%s); going on", j->ref,
 		    docker_call_error(c));
+	} else {
+		/* pushing without knowing could overwrite a version: retry */
+		fail(j, -EAGAIN, true,
+		     "cannot tell whether %s already exists in the registry (tags are "
+		     "immutable): %s",
+		     j->ref, docker_call_error(c));
 	}
 	next_state(j);
 }
@@ -415,9 +422,14 @@ static void test_wait_done(struct docker_call *c, void *arg)
 		return;
 	}
 	o = json_loads(docker_call_reply(c, NULL), 0, NULL);
-	j->exit_code = json_is_integer(json_object_get(o, "StatusCode"))
-			   ? (int)json_integer_value(json_object_get(o, "StatusCode"))
-			   : -1;
+	if (!json_is_integer(json_object_get(o, "StatusCode"))) {
+		json_decref(o);
+		fail(j, -EPROTO, true,
+		     "waiting for the smoke test: no StatusCode in the engine's reply");
+		remove_container(j);
+		return;
+	}
+	j->exit_code = (int)json_integer_value(json_object_get(o, "StatusCode"));
 	json_decref(o);
 	path = xasprintf("/containers/%s/logs?stdout=1&stderr=1", j->container);
 	rq.path = path;
