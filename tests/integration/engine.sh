@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# engine.sh: `kiln build` and kilnd against a stand-in engine that answers
+# badly on purpose (lib/hostile_engine.py). Every bad reply must end that
+# build with an error that says what went wrong, never a crash (the
+# sanitizer build runs this too), and kilnd must stay up with its state.
+. "$(dirname "$0")/lib/common.sh"
+: "${KILND:?}" "${KILN:?}"
+ENGINE_PY="$(cd "$(dirname "$0")/lib" && pwd)/hostile_engine.py"
+EMPTY_TREE=4b825dc642cb6eb9a060e54bf8d69288fbee4904
+
+start_engine() {
+	python3 "$ENGINE_PY" "$PWD/e.sock" "$PWD/mode" 2>engine.log &
+	track_pid $!
+	wait_for 10 test -S e.sock || fail "the stand-in engine did not start: $(cat engine.log)"
+}
+
+# one_image [manifest lines...]: repository c with one image folder, app
+one_image() {
+	mkdir c
+	(cd c && new_repo && manifest app app 1 "$@" &&
+		printf 'FROM scratch\nCOPY . /\n' >app/Dockerfile && commit one)
+}
+
+# kb MODE RC TEXT [options...]: `kiln build` with the engine in MODE exits
+# RC (never a signal), and its output or errors contain TEXT
+kb() {
+	local m=$1 rc=$2 text=$3
+	shift 3
+	echo "$m" >mode
+	expect_rc "$rc" "$KILN" build --repo c --docker-host "unix://$PWD/e.sock" --retries 0 \
+		"$@" "$EMPTY_TREE" HEAD
+	contains "$OUT$ERR" "$text"
+}
+
+t_good_replies_build_and_push() {
+	start_engine
+	one_image
+	kb ok 0 "reg.example.com:5000/team/app:1"
+	kb ok 0 "sha256:$(printf 'cd%.0s' $(seq 32))" --push
+}
+
+t_odd_pings_fall_back_to_the_oldest_api() {
+	start_engine
+	one_image
+	kb ping_noversion 0 "1 built"
+	kb ping_garbage 0 "1 built"
+}
+
+t_bad_build_streams_fail_the_build() {
+	start_engine
+	one_image
+	kb build_garbage 1 "the engine's reply ended without an image id"
+	contains "$OUT" "app:1 | not json at all"
+	kb build_error 1 "build failed: step failed"
+	kb build_500 1 "engine on fire"
+	kb build_html 1 "HTTP 500: <html>"
+	kb build_cut 1 "FAILED"
+	# odd but complete streams still build
+	kb build_hugeline 0 "1 built"
+	kb build_nul 0 "1 built"
+}
+
+t_bad_smoke_test_replies() {
+	start_engine
+	one_image 'test: {command: ["true"]}'
+	kb create_garbage 1 "creating the smoke test container: no id in the reply"
+	kb wait_garbage 1 "no StatusCode in the engine's reply"
+	kb logs_garbage 0 "1 built"
+}
+
+t_bad_registry_replies() {
+	start_engine
+	one_image
+	kb check_500 1 "registry exploded" --push
+	kb push_error 1 "push of reg.example.com:5000/team/app:1 failed: denied: no" --push
+	kb push_garbage 1 "the engine reported no digest" --push
+}
+
+# kilnd meets the same replies: each build fails with its reason, and the
+# daemon stays up, healthy, and builds once the engine behaves
+t_kilnd_stays_up() {
+	start_engine
+	git init -q --bare -b main origin.git
+	git clone -q origin.git c 2>/dev/null
+	(cd c && for i in 1 2 3; do image "app$i" "app$i" 1; done && commit one &&
+		git push -q origin HEAD:main)
+	cat >kilnd.yaml <<-Y
+	state_dir: $PWD/state
+	docker: {host: "unix://$PWD/e.sock"}
+	builds: {concurrency: 3, retries: 0}
+	listen: {status_socket: $PWD/kiln.sock}
+	repositories:
+	  - name: images
+	    url: $PWD/origin.git
+	    poll_interval: 300ms
+	    build_on_start: all
+	Y
+	echo build_garbage >mode
+	"$KILND" --config kilnd.yaml >kilnd.log 2>&1 &
+	KPID=$!
+	track_pid "$KPID"
+	export KILN_SOCKET=$PWD/kiln.sock
+	done3() { [ "$("$KILN" builds --state failed --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 3 ]; }
+	wait_for 30 done3 || fail "three failed builds expected: $("$KILN" builds 2>&1)"
+	"$KILN" builds --json | python3 -c '
+import json, sys
+for b in json.load(sys.stdin):
+    assert "without an image id" in (b["error"] or ""), b' || fail "failed builds without their reason"
+	kill -0 "$KPID" 2>/dev/null || fail "kilnd died: $(tail -5 kilnd.log)"
+	echo build_cut >mode
+	"$KILN" rebuild images app1 >/dev/null || fail "rebuild refused"
+	wait_for 30 sh -c "[ \"\$('$KILN' builds --image app1 --limit 1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0][\"state\"])')\" = failed ]" ||
+		fail "the cut-off build did not fail"
+	echo ok >mode
+	"$KILN" rebuild images app1 >/dev/null || fail "rebuild refused"
+	wait_for 30 sh -c "[ \"\$('$KILN' builds --image app1 --limit 1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0][\"state\"])')\" = succeeded ]" ||
+		fail "no good build once the engine behaved: $("$KILN" builds 2>&1)"
+	expect_rc 0 "$KILN" health
+	kill -TERM "$KPID"
+	wait "$KPID" || fail "kilnd did not exit 0"
+}
+
+run_all
