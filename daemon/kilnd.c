@@ -548,7 +548,8 @@ static void usage(FILE *f)
 		"       kilnd --check-config [--config PATH]\n"
 		"       kilnd --version | --help\n"
 		"\n"
-		"The kiln daemon: watches git repositories of images and plans their builds.\n"
+		"The kiln daemon: watches git repositories of images and builds, tests and\n"
+		"pushes the images each new commit changes, through the Docker Engine API.\n"
 		"\n"
 		"  -c, --config PATH      configuration file (default %s)\n"
 		"      --check-config     validate the configuration (and its secret files),\n"
@@ -558,7 +559,7 @@ static void usage(FILE *f)
 		"  -V, --version          print the version\n"
 		"\n"
 		"Signals: SIGHUP reloads the configuration; SIGTERM and SIGINT stop after the\n"
-		"work in flight (at most builds.shutdown_grace).\n",
+		"work in flight (at most shutdown_grace).\n",
 		CONFIG_DEFAULT_PATH);
 }
 
