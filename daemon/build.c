@@ -115,8 +115,9 @@ void build_log_close(struct build_log *l)
 	l->f = NULL;
 }
 
-/* Keeps the newest `keep` logs: build ids only grow, so the smallest go. */
-static void rotate_logs(const char *dir, unsigned keep)
+/* Keeps the newest `keep` logs besides the current build's (a retry appends
+ * to it): build ids only grow, so the smallest go. */
+static void rotate_logs(const char *dir, unsigned keep, int64_t current)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -128,7 +129,7 @@ static void rotate_logs(const char *dir, unsigned keep)
 	while ((e = readdir(d)) != NULL) {
 		char *end;
 		long long id = strtoll(e->d_name, &end, 10);
-		if (end == e->d_name || strcmp(end, ".log") != 0)
+		if (end == e->d_name || strcmp(end, ".log") != 0 || id == current)
 			continue;
 		if (n == cap) {
 			cap = cap ? 2 * cap : 256;
@@ -321,7 +322,8 @@ static void prepare_work(uv_work_t *req)
 	char *host;
 	int r;
 
-	rotate_logs(s->logs_dir, s->keep_logs);
+	/* room for the log this build is about to write */
+	rotate_logs(s->logs_dir, s->keep_logs - 1, s->build.id);
 	s->r = job_prepare(s->repo_path, s->build.commit, s->build.path, s->manifest_name, &s->spec,
 			   &s->err);
 	if (s->r < 0)

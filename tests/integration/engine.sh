@@ -120,4 +120,37 @@ for b in json.load(sys.stdin):
 	wait "$KPID" || fail "kilnd did not exit 0"
 }
 
+# a 3 MiB line makes each log hit its cap; only the newest logs are kept
+t_kilnd_caps_and_rotates_logs() {
+	start_engine
+	git init -q --bare -b main origin.git
+	git clone -q origin.git c 2>/dev/null
+	(cd c && for i in 1 2 3; do image "app$i" "app$i" 1; done && commit one &&
+		git push -q origin HEAD:main)
+	cat >kilnd.yaml <<-Y
+	state_dir: $PWD/state
+	docker: {host: "unix://$PWD/e.sock"}
+	builds: {concurrency: 1, retries: 0, log_max_size: 64K, keep_logs: 2}
+	listen: {status_socket: $PWD/kiln.sock}
+	repositories:
+	  - name: images
+	    url: $PWD/origin.git
+	    poll_interval: 300ms
+	    build_on_start: all
+	Y
+	echo build_hugeline >mode
+	"$KILND" --config kilnd.yaml >kilnd.log 2>&1 &
+	KPID=$!
+	track_pid "$KPID"
+	export KILN_SOCKET=$PWD/kiln.sock
+	ok3() { [ "$("$KILN" builds --state succeeded --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 3 ]; }
+	wait_for 30 ok3 || fail "three builds expected: $("$KILN" builds 2>&1)"
+	[ "$(ls state/logs)" = "$(printf '2.log\n3.log')" ] || fail "logs kept: $(ls state/logs | tr '\n' ' ')"
+	size=$(stat -c %s state/logs/3.log)
+	[ "$size" -le $((64 * 1024 + 200)) ] || fail "log of $size bytes over its 64K cap"
+	tail -1 state/logs/3.log | grep -q "log cut at" || fail "a cut log does not say so"
+	kill -TERM "$KPID"
+	wait "$KPID" || fail "kilnd did not exit 0"
+}
+
 run_all
