@@ -153,4 +153,23 @@ t_kilnd_caps_and_rotates_logs() {
 	wait "$KPID" || fail "kilnd did not exit 0"
 }
 
+# SIGINT during `kiln build`: the build is cut off at once, the summary says
+# so and the exit status is 1
+t_kiln_build_interrupted() {
+	start_engine
+	one_image
+	echo build_slow >mode
+	"$KILN" build --repo c --docker-host "unix://$PWD/e.sock" "$EMPTY_TREE" HEAD >out 2>err &
+	pid=$!
+	wait_for 10 grep -q "RUN sleep 60" out || fail "the build did not start: $(cat err)"
+	t0=$(date +%s)
+	kill -INT "$pid"
+	wait "$pid"
+	rc=$?
+	[ "$rc" = 1 ] || fail "exit status $rc after SIGINT, expected 1"
+	[ $(($(date +%s) - t0)) -lt 5 ] || fail "SIGINT took $(($(date +%s) - t0)) s"
+	grep -q "interrupted" err || fail "no word of the interruption: $(cat err)"
+	grep -q "app:1 .*\(cancelled\|interrupted\)" out || fail "summary: $(tail -3 out)"
+}
+
 run_all

@@ -18,6 +18,7 @@ goes wrong; every other call gets a plausible good answer:
   build_cut       the connection closes in the middle of the stream
   build_hugeline  one 3 MiB line without a newline, then a good end
   build_nul       NUL bytes and invalid UTF-8 inside stream lines
+  build_slow      one line, then nothing for 60 s (a build to interrupt)
   create_garbage  /containers/create answers 201 with a non-JSON body
   wait_garbage    /containers/{id}/wait answers {} (no StatusCode)
   logs_garbage    /containers/{id}/logs answers frames with lying lengths
@@ -29,6 +30,7 @@ import http.server
 import os
 import socketserver
 import sys
+import time
 
 SOCK, MODE_FILE = sys.argv[1], sys.argv[2]
 IMAGE_ID = "sha256:" + "ab" * 32
@@ -166,6 +168,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if m == "build_nul":
             return self.stream([b'{"stream":"a\\u0000b\\n"}\n', b'{"stream":"\xff\xfe\n"}\n',
                                 b"\x00\x00\n"] + good_end)
+        if m == "build_slow":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            line = b'{"stream":"Step 1/2 : RUN sleep 60\\n"}\n'
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+            self.wfile.flush()
+            time.sleep(60)
+            return
         return self.stream(['{"stream":"Step 1/1 : FROM scratch\\n"}\n'] + good_end)
 
 
