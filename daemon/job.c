@@ -160,17 +160,17 @@ static void check_done(struct docker_call *c, void *arg)
 		}
 	} else if (st == 404) {
 		say(j, "kiln: %s is not in the registry yet", j->ref);
-	} else if (st == 401 || st == 403) {
-		/* some registries answer a tag that does not exist this way; a
-		 * real refusal fails the push */
-		say(j, "kiln: the registry would not say whether %s exists (%s); going on", j->ref,
-		    docker_call_error(c));
-	} else {
+	} else if (docker_call_transient(c) || docker_error_transient(docker_call_error(c))) {
 		/* pushing without knowing could overwrite a version: retry */
 		fail(j, -EAGAIN, true,
 		     "cannot tell whether %s already exists in the registry (tags are "
 		     "immutable): %s",
 		     j->ref, docker_call_error(c));
+	} else {
+		/* a refusal ("no basic auth credentials", a 401 that some registries
+		 * give for a repository that does not exist yet): the push decides */
+		say(j, "kiln: the registry would not say whether %s exists (%s); going on", j->ref,
+		    docker_call_error(c));
 	}
 	next_state(j);
 }

@@ -22,7 +22,8 @@ goes wrong; every other call gets a plausible good answer:
   create_garbage  /containers/create answers 201 with a non-JSON body
   wait_garbage    /containers/{id}/wait answers {} (no StatusCode)
   logs_garbage    /containers/{id}/logs answers frames with lying lengths
-  check_500       /distribution/{name}/json answers 500
+  check_500       /distribution/{name}/json: the registry answered 503
+  check_denied    /distribution/{name}/json: the registry wants credentials
   push_error      the push stream carries an error line
   push_garbage    the push stream is not JSON, and has no digest
 """
@@ -109,7 +110,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.ping()
         if "/distribution/" in p:
             if m == "check_500":
-                return self.reply(500, '{"message":"registry exploded"}')
+                return self.reply(500, '{"message":"received unexpected HTTP status: '
+                                       '503 Service Unavailable"}')
+            if m == "check_denied":
+                return self.reply(500, '{"message":"no basic auth credentials"}')
             return self.reply(404, '{"message":"manifest unknown"}')
         if "/logs" in p:
             if m == "logs_garbage":
