@@ -248,23 +248,38 @@ t_existing_version_is_refused() {
 	stop_kilnd
 }
 
-t_engine_restart_mid_build_retries() {
+# engine_restart_mid_build SIGNAL NAME: a build (of image NAME) reaches its slow step, the engine
+# is stopped with SIGNAL and started again; the build must end pushed
+engine_restart_mid_build() {
 	origin_init
-	bb_image slow slow 1
+	bb_image slow "$2" 1
 	echo 'RUN sleep 4' >>c/slow/Dockerfile
 	push one
 	kilnd_config >kilnd.yaml
 	start_kilnd
 	wait_for 60 grep -q "RUN sleep 4" state/logs/1.log || fail "build did not reach its slow step"
-	engine_stop
+	engine_stop "$1"
 	sleep 1
 	engine_start "$E" || fail "dockerd did not come back"
 	wait_settled 180 1
 	IFS='|' read -r st attempts err <<<"$(build_of slow)"
 	[ "$st" = succeeded ] || fail "slow: $st ($err)"
+	[ "$(tags "$2")" = 1 ] || fail "not pushed"
+}
+
+# a crash cuts the build's connection: the build goes back to the queue
+t_engine_crash_mid_build_retries() {
+	engine_restart_mid_build KILL crashed
 	[ "$attempts" -ge 2 ] || fail "no retry recorded (attempts $attempts)"
 	grep -q "docker engine .* unusable\|back in the queue" kilnd.log || fail "the outage was not reported"
-	[ "$(tags slow)" = 1 ] || fail "not pushed after the retry"
+	stop_kilnd
+}
+
+# a graceful stop may let the build finish (busybox sleep as PID 1 ignores
+# SIGTERM, so dockerd waits for it) or fail it with an error that reads like
+# the Dockerfile's; either way it must not end as a failed build
+t_engine_restart_mid_build_ends_pushed() {
+	engine_restart_mid_build TERM restarted
 	stop_kilnd
 }
 

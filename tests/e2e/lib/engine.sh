@@ -42,10 +42,11 @@ engine_start() {
 	}
 }
 
-# engine_stop: stops dockerd (and the containerd it started) and waits
+# engine_stop [SIGNAL]: stops dockerd (and the containerd it started) and
+# waits; SIGNAL (default TERM) KILL is a crash
 engine_stop() {
 	[ -n "${ENGINE_PID:-}" ] || return 0
-	kill -TERM "$ENGINE_PID" 2>/dev/null
+	kill -"${1:-TERM}" "$ENGINE_PID" 2>/dev/null
 	for _ in $(seq 1 100); do
 		kill -0 "$ENGINE_PID" 2>/dev/null || break
 		sleep 0.2
