@@ -44,7 +44,8 @@ if [ -n "$reason" ]; then
 fi
 
 E=$(mktemp -d /tmp/kiln-b.XXXXXX)
-trap 'engine_teardown; kill_tracked; rm -rf "$TEST_TMP"' EXIT
+# errexit must not cut the cleanup short (a kill of a pid already gone fails)
+trap 'set +e; engine_teardown; kill_tracked; rm -rf "$TEST_TMP"' EXIT
 engine_start "$E" >&2 || exit 1
 export GIT_CONFIG_NOSYSTEM=1
 w=$TEST_TMP

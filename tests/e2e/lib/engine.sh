@@ -56,6 +56,10 @@ engine_stop() {
 	ENGINE_PID=
 	rm -f "$ENGINE_DIR/docker.pid"
 	stop_strays
+	# pids wrap quickly on a busy test host: a stale pid file naming a pid
+	# that now belongs to someone else makes the next dockerd wait for a
+	# containerd that is not there ("containerd is still running")
+	rm -f "$ENGINE_DIR/exec/containerd/containerd.pid"
 }
 
 # Processes of ours that outlive dockerd (its containerd and shims) are

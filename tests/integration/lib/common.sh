@@ -24,6 +24,9 @@ track_pid() {
 	echo "$1" >>"$TEST_TMP/pids"
 }
 trap 'kill_tracked; chmod -R u+w "$TEST_TMP" 2>/dev/null; rm -rf "$TEST_TMP"' EXIT
+# a test killed by ctest's timeout or ^C still cleans up: exit runs the EXIT trap
+trap 'exit 143' TERM
+trap 'exit 130' INT
 export GIT_AUTHOR_NAME=kiln GIT_AUTHOR_EMAIL=kiln@example.invalid
 export GIT_COMMITTER_NAME=kiln GIT_COMMITTER_EMAIL=kiln@example.invalid
 export GIT_CONFIG_NOSYSTEM=1 HOME="$TEST_TMP"
