@@ -70,12 +70,20 @@ static int repo_info(const char *repo, char **mirror, char **manifest, char **br
 	return 0;
 }
 
-static const struct control_ops ops = {status, trigger, changed, health, log_path, repo_info};
+static int cancel_running(int64_t id, void *arg)
+{
+	(void)id;
+	(void)arg;
+	return -ENOENT; /* nothing runs here: cancels of running builds are refused */
+}
+
+static const struct control_ops ops = {status,	 trigger,   changed,	   health,
+				       log_path, repo_info, cancel_running};
 
 static void setup(void)
 {
 	struct kiln_err err = {0};
-	const struct state_plan_item items[] = {{"a", "r/a:1", "added"}};
+	const struct state_plan_item items[] = {{"a", "r/a:1", "added", NULL, 0}};
 
 	if (mkdtemp(dir) == NULL || state_open(dir, &st, &err) < 0)
 		abort();
