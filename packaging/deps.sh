@@ -1,13 +1,19 @@
 #!/bin/sh
-# deps.sh: installs kiln's build and test dependencies from Debian 12's archive,
-# only those that are missing (so a prepared machine needs no network).
+# deps.sh [--tests]: installs kiln's build dependencies from Debian 12's
+# archive, and with --tests also what the test suite needs (clang for the
+# fuzzers, a Docker engine, a registry, static busybox, htpasswd); only those
+# that are missing, so a prepared machine needs no network.
 set -eu
 
 pkgs="build-essential cmake pkg-config git ca-certificates python3
 libgit2-dev libyaml-dev libjansson-dev libcmocka-dev libuv1-dev libsqlite3-dev libsystemd-dev
-libssl-dev libhttp-parser-dev libcurl4-openssl-dev libarchive-dev curl clang
-docker.io docker-registry busybox-static apache2-utils openssl
-systemd"
+libssl-dev libhttp-parser-dev libcurl4-openssl-dev libarchive-dev curl systemd"
+if [ "${1:-}" = --tests ]; then
+	pkgs="$pkgs clang docker-registry busybox-static apache2-utils openssl"
+	# a host with Docker's own packages (docker-ce) keeps its engine: Debian's
+	# docker.io would conflict with them
+	command -v dockerd >/dev/null || pkgs="$pkgs docker.io"
+fi
 
 missing=""
 for p in $pkgs; do

@@ -8,7 +8,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 jobs=$(nproc)
 
-packaging/deps.sh
+packaging/deps.sh --tests
 
 echo "== build (plain)"
 rm -rf build build-sanitize
