@@ -78,9 +78,9 @@ t_bad_registry_replies() {
 	kb push_garbage 1 "the engine reported no digest" --push
 }
 
-# kilnd meets the same replies: each build fails with its reason, and the
-# daemon stays up, healthy, and builds once the engine behaves
-t_kilnd_stays_up() {
+# kilnd_on_engine MODE BUILDS-YAML: kilnd watching a repository of three
+# images (all built at once) on the stand-in engine in MODE
+kilnd_on_engine() {
 	start_engine
 	git init -q --bare -b main origin.git
 	git clone -q origin.git c 2>/dev/null
@@ -89,7 +89,7 @@ t_kilnd_stays_up() {
 	cat >kilnd.yaml <<-Y
 	state_dir: $PWD/state
 	docker: {host: "unix://$PWD/e.sock"}
-	builds: {concurrency: 3, retries: 0}
+	builds: $2
 	listen: {status_socket: $PWD/kiln.sock}
 	repositories:
 	  - name: images
@@ -97,13 +97,23 @@ t_kilnd_stays_up() {
 	    poll_interval: 300ms
 	    build_on_start: all
 	Y
-	echo build_garbage >mode
+	echo "$1" >mode
 	"$KILND" --config kilnd.yaml >kilnd.log 2>&1 &
 	KPID=$!
 	track_pid "$KPID"
 	export KILN_SOCKET=$PWD/kiln.sock
-	done3() { [ "$("$KILN" builds --state failed --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 3 ]; }
-	wait_for 30 done3 || fail "three failed builds expected: $("$KILN" builds 2>&1)"
+}
+
+# count_builds STATE N: kilnd has N builds in STATE
+count_builds() {
+	[ "$("$KILN" builds --state "$1" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = "$2" ]
+}
+
+# kilnd meets the same replies: each build fails with its reason, and the
+# daemon stays up, healthy, and builds once the engine behaves
+t_kilnd_stays_up() {
+	kilnd_on_engine build_garbage "{concurrency: 3, retries: 0}"
+	wait_for 30 count_builds failed 3 || fail "three failed builds expected: $("$KILN" builds 2>&1)"
 	"$KILN" builds --json | python3 -c '
 import json, sys
 for b in json.load(sys.stdin):
@@ -124,29 +134,8 @@ for b in json.load(sys.stdin):
 
 # a 3 MiB line makes each log hit its cap; only the newest logs are kept
 t_kilnd_caps_and_rotates_logs() {
-	start_engine
-	git init -q --bare -b main origin.git
-	git clone -q origin.git c 2>/dev/null
-	(cd c && for i in 1 2 3; do image "app$i" "app$i" 1; done && commit one &&
-		git push -q origin HEAD:main)
-	cat >kilnd.yaml <<-Y
-	state_dir: $PWD/state
-	docker: {host: "unix://$PWD/e.sock"}
-	builds: {concurrency: 1, retries: 0, log_max_size: 64K, keep_logs: 2}
-	listen: {status_socket: $PWD/kiln.sock}
-	repositories:
-	  - name: images
-	    url: $PWD/origin.git
-	    poll_interval: 300ms
-	    build_on_start: all
-	Y
-	echo build_hugeline >mode
-	"$KILND" --config kilnd.yaml >kilnd.log 2>&1 &
-	KPID=$!
-	track_pid "$KPID"
-	export KILN_SOCKET=$PWD/kiln.sock
-	ok3() { [ "$("$KILN" builds --state succeeded --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 3 ]; }
-	wait_for 30 ok3 || fail "three builds expected: $("$KILN" builds 2>&1)"
+	kilnd_on_engine build_hugeline "{concurrency: 1, retries: 0, log_max_size: 64K, keep_logs: 2}"
+	wait_for 30 count_builds succeeded 3 || fail "three builds expected: $("$KILN" builds 2>&1)"
 	[ "$(ls state/logs)" = "$(printf '2.log\n3.log')" ] || fail "logs kept: $(ls state/logs | tr '\n' ' ')"
 	size=$(stat -c %s state/logs/3.log)
 	[ "$size" -le $((64 * 1024 + 200)) ] || fail "log of $size bytes over its 64K cap"
