@@ -230,7 +230,9 @@ static void ping_done(struct docker_call *c, void *arg)
 	b->pinging = false;
 	if (docker_call_result(c) == 0 && docker_call_status(c) == 200) {
 		if (b->engine != BUILDER_ENGINE_OK)
-			log_info("docker engine %s is up", docker_host(b->docker));
+			log_info("docker engine %s is up (API %s)", docker_host(b->docker),
+				 docker_api_version(b->docker) ? docker_api_version(b->docker)
+							       : "?");
 		b->engine = BUILDER_ENGINE_OK;
 		b->engine_backoff_ms = 0;
 		b->last_error[0] = '\0';

@@ -679,16 +679,6 @@ const struct job_result *job_result(const struct job *j)
 	return &j->res;
 }
 
-const struct job_spec *job_spec(const struct job *j)
-{
-	return &j->spec;
-}
-
-enum job_state job_get_state(const struct job *j)
-{
-	return j->state;
-}
-
 static void timer_closed(uv_handle_t *h)
 {
 	struct job *j = h->data;

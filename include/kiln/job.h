@@ -70,8 +70,6 @@ struct job *job_start(uv_loop_t *loop, struct docker *d, struct job_spec *spec, 
  * connection closes), removes the test container, then ends as cancelled. */
 void job_cancel(struct job *j);
 const struct job_result *job_result(const struct job *j);
-const struct job_spec *job_spec(const struct job *j);
-enum job_state job_get_state(const struct job *j);
 /* Call after done (or never started): frees everything. */
 struct job *job_free(struct job *j);
 
