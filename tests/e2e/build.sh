@@ -401,13 +401,8 @@ t_one_gib_context_with_small_rss() {
 	git init -q --bare -b main served/origin.git
 	python3 "$(dirname "$PEEK")/bigrepo.py" big 20000 $((1 << 30)) "$REG" |
 		git -C served/origin.git fast-import --quiet || { fail "fast-import"; return; }
-	port=$(free_port)
-	git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$PWD/served" \
-		--export-all --pid-file="$PWD/gitd.pid" --detach "$PWD/served" ||
-		{ fail "git daemon did not start"; return; }
-	wait_for 5 test -s gitd.pid
-	track_pid "$(cat gitd.pid)"
-	kilnd_config | sed "s|url: .*|url: git://127.0.0.1:$port/origin.git|" >kilnd.yaml
+	serve_git "$PWD/served" || return
+	kilnd_config | sed "s|url: .*|url: git://127.0.0.1:$GIT_PORT/origin.git|" >kilnd.yaml
 	start_kilnd
 	wait_settled 300 1
 	[ "$(build_of big | cut -d'|' -f1)" = succeeded ] || fail "big: $(build_of big)"

@@ -142,13 +142,8 @@ t_two_quick_pushes_coalesce() {
 t_git_daemon_fetch() {
 	mkdir served
 	clone=$(origin "$PWD/served/images.git")
-	port=$(free_port)
-	git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$PWD/served" \
-		--export-all --pid-file="$PWD/gitd.pid" --detach "$PWD/served" ||
-		{ fail "git daemon did not start"; return; }
-	wait_for 5 test -s gitd.pid
-	track_pid "$(cat gitd.pid)"
-	config "$PWD/state" "git://127.0.0.1:$port/images.git" 300ms >kilnd.yaml
+	serve_git "$PWD/served" || return
+	config "$PWD/state" "git://127.0.0.1:$GIT_PORT/images.git" 300ms >kilnd.yaml
 	start_kilnd kilnd.yaml
 	wait_for 10 grep -q "first seen" kilnd.log || fail "no first poll over git://: $(tail -5 kilnd.log)"
 	push "$clone" app/x
@@ -158,7 +153,7 @@ t_git_daemon_fetch() {
 	[ "$(git --git-dir=state/mirrors/images.git rev-parse main)" = "$sha" ] || fail "mirror not fetched"
 	stop_kilnd
 	# an unreachable server: errors, backoff, then recovery
-	kill "$(cat gitd.pid)"
+	kill "$GIT_PID"
 	start_kilnd kilnd.yaml
 	wait_for 10 grep -q "poll failed.*retrying in" kilnd.log || fail "no poll error logged"
 	wait_for 5 grep -q "STATUS=.*last error" "$NOTES" || fail "STATUS has no last error"

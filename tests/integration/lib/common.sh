@@ -112,6 +112,18 @@ contains() {
 	fail "expected to find '$2' in: $1"
 }
 
+# serve_git DIR: `git daemon` exporting the repositories under DIR on
+# 127.0.0.1 (stopped with the scenario); sets GIT_PORT and GIT_PID, fails if
+# it won't start
+serve_git() {
+	GIT_PORT=$(free_port)
+	git daemon --reuseaddr --listen=127.0.0.1 --port="$GIT_PORT" --base-path="$1" \
+		--export-all --pid-file="$1/.gitd.pid" --detach "$1" &&
+		wait_for 5 test -s "$1/.gitd.pid" || { fail "git daemon did not start"; return 1; }
+	GIT_PID=$(cat "$1/.gitd.pid")
+	track_pid "$GIT_PID"
+}
+
 run_all() {
 	local t passed=0
 	for t in $(declare -F | awk '{print $3}' | grep "^t_${KILN_ONLY:-}"); do
