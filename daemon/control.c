@@ -31,7 +31,7 @@ struct control {
 	uv_pipe_t pipe;
 	char *path;
 	gid_t status_gid, admin_gid;
-	struct state *state;
+	struct store *store;
 	struct control_ops ops;
 	void *arg;
 	struct client *clients;
@@ -61,7 +61,7 @@ struct client {
 struct job {
 	uv_work_t req;
 	uv_timer_t timer; /* logs --follow: waiting for the build to end */
-	struct state *state;
+	struct store *store;
 	char *log_path;			  /* logs */
 	char *mirror, *manifest, *branch; /* rebuild */
 	struct client *cl; /* NULL once the client went away; never used by the worker */
@@ -142,7 +142,7 @@ static void send_error(struct client *cl, const char *fmt, ...)
 
 /* ---- commands that read or write the state (on a worker) ---- */
 
-static json_t *row_json(const struct state_build_row *b)
+static json_t *row_json(const struct store_build_row *b)
 {
 	json_t *o = json_object();
 
@@ -169,20 +169,20 @@ static void db_work(uv_work_t *req)
 {
 	struct job *j = container_of(req, struct job, req);
 	const char *cmd = json_string_value(json_object_get(j->request, "cmd"));
-	struct state_build_filter f = {0};
-	struct state_build_row *rows = NULL;
+	struct store_build_filter f = {0};
+	struct store_build_row *rows = NULL;
 	size_t n = 0;
 
 	if (strcmp(cmd, "logs") == 0) {
 		int64_t id = json_integer_value(json_object_get(j->request, "id"));
-		struct state_build_filter lf = {.id = id, .limit = 1};
+		struct store_build_filter lf = {.id = id, .limit = 1};
 		FILE *fp;
 		struct buf text = {0};
 		char chunk[65536];
 		size_t got;
 		long size;
 
-		j->r = state_list_builds(j->state, &lf, &rows, &n, &j->err);
+		j->r = store_list_builds(j->store, &lf, &rows, &n, &j->err);
 		if (j->r < 0)
 			return;
 		if (n == 0) {
@@ -203,7 +203,7 @@ static void db_work(uv_work_t *req)
 				      rows[0].state ? rows[0].state : "", "log",
 				      text.p ? text.p : "", text.len);
 		buf_done(&text);
-		state_build_rows_free(rows, 1);
+		store_build_rows_free(rows, 1);
 		return;
 	}
 	if (strcmp(cmd, "rebuild") == 0) {
@@ -217,13 +217,13 @@ static void db_work(uv_work_t *req)
 		git_blob *blob = NULL;
 		struct manifest m = {0};
 		struct kiln_diags diags = {0};
-		char seen[STATE_SHA_LEN + 1], hex[GIT_OID_HEXSZ + 1], *file, *ref;
+		char seen[STORE_SHA_LEN + 1], hex[GIT_OID_HEXSZ + 1], *file, *ref;
 		int64_t id;
 
 		if (strcmp(path, ".") == 0)
 			path = "";
 		file = path[0] ? xasprintf("%s/%s", path, j->manifest) : xstrdup(j->manifest);
-		if (want == NULL && state_last_seen(j->state, repo, j->branch, seen, &j->err) < 0) {
+		if (want == NULL && store_last_seen(j->store, repo, j->branch, seen, &j->err) < 0) {
 			j->r = kiln_err_set(&j->err, -ENOENT, "'%s' has no commit seen yet", repo);
 		} else if ((j->r = repo_mirror_open(j->mirror, &mirror, &j->err)) == 0 &&
 			   (j->r = repo_commit(mirror, want ? want : seen, &commit, &j->err)) ==
@@ -245,7 +245,7 @@ static void db_work(uv_work_t *req)
 			} else {
 				ref = manifest_ref(&m, m.version);
 				git_oid_tostr(hex, sizeof(hex), git_commit_id(commit));
-				id = state_queue_build(j->state, repo, j->branch, path, ref, hex,
+				id = store_queue_build(j->store, repo, j->branch, path, ref, hex,
 						       &j->err);
 				if (id < 0)
 					j->r = (int)id;
@@ -267,7 +267,7 @@ static void db_work(uv_work_t *req)
 		return;
 	}
 	if (strcmp(cmd, "cancel") == 0) {
-		j->r = state_cancel(j->state, json_integer_value(json_object_get(j->request, "id")),
+		j->r = store_cancel(j->store, json_integer_value(json_object_get(j->request, "id")),
 				    &j->err);
 		if (j->r == 0)
 			j->answer = json_pack("{s:I, s:s}", "id",
@@ -285,7 +285,7 @@ static void db_work(uv_work_t *req)
 		f.id = json_integer_value(json_object_get(j->request, "id"));
 		f.limit = 1;
 	}
-	j->r = state_list_builds(j->state, &f, &rows, &n, &j->err);
+	j->r = store_list_builds(j->store, &f, &rows, &n, &j->err);
 	if (j->r < 0)
 		return;
 	if (strcmp(cmd, "build") == 0) {
@@ -298,7 +298,7 @@ static void db_work(uv_work_t *req)
 		for (size_t i = 0; i < n; i++)
 			json_array_append_new(j->answer, row_json(&rows[i]));
 	}
-	state_build_rows_free(rows, n);
+	store_build_rows_free(rows, n);
 }
 
 static void job_free_cb(uv_handle_t *h)
@@ -431,7 +431,7 @@ static void dispatch(struct client *cl, json_t *req)
 	if (c->db) {
 		struct job *j = xcalloc(1, sizeof(*j));
 		j->cl = cl;
-		j->state = cl->ctl->state;
+		j->store = cl->ctl->store;
 		j->request = json_incref(req);
 		uv_timer_init(cl->ctl->loop, &j->timer);
 		j->timer.data = j;
@@ -664,7 +664,7 @@ static void free_on_close(uv_handle_t *h)
 }
 
 int control_start(uv_loop_t *loop, const char *path, gid_t sock_gid, gid_t status_gid,
-		  gid_t admin_gid, struct state *state, const struct control_ops *ops, void *arg,
+		  gid_t admin_gid, struct store *store, const struct control_ops *ops, void *arg,
 		  struct control **ret, struct kiln_err *err)
 {
 	struct control *ctl = xcalloc(1, sizeof(*ctl));
@@ -675,7 +675,7 @@ int control_start(uv_loop_t *loop, const char *path, gid_t sock_gid, gid_t statu
 	ctl->path = xstrdup(path);
 	ctl->status_gid = status_gid;
 	ctl->admin_gid = admin_gid;
-	ctl->state = state;
+	ctl->store = store;
 	ctl->ops = *ops;
 	ctl->arg = arg;
 	/* a socket left by a previous run (the state lock proves it is not in use) */

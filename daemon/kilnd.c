@@ -16,20 +16,20 @@
 #include <time.h>
 #include <uv.h>
 
-#include "kiln/build.h"
+#include "kiln/builder.h"
 #include "kiln/config.h"
 #include "kiln/control.h"
 #include "kiln/log.h"
 #include "kiln/notify.h"
 #include "kiln/repo.h"
-#include "kiln/state.h"
+#include "kiln/store.h"
 #include "kiln/watch.h"
 #include "kiln/webhook.h"
 
 struct daemon {
 	uv_loop_t *loop;
 	struct config cfg;
-	struct state *state;
+	struct store *store;
 	char *mirrors_dir;
 	struct watch **watches;
 	size_t nwatches, capwatches;
@@ -117,7 +117,7 @@ static void on_builder_changed(struct builder *b, void *arg)
 
 struct mark_job {
 	uv_work_t req;
-	struct state *state;
+	struct store *store;
 	char *repo;
 	int64_t until;
 };
@@ -127,7 +127,7 @@ static void mark_work(uv_work_t *r)
 	struct mark_job *j = container_of(r, struct mark_job, req);
 	struct kiln_err err = {0};
 
-	if (state_deliveries_handled(j->state, j->repo, j->until, &err) < 0)
+	if (store_deliveries_handled(j->store, j->repo, j->until, &err) < 0)
 		log_warning("webhook deliveries of '%s' not marked handled: %s", j->repo, err.msg);
 }
 
@@ -150,7 +150,7 @@ static void on_polled(struct watch *w, void *arg)
 		return;
 	w->deliveries_pending = false;
 	j = xcalloc(1, sizeof(*j));
-	j->state = d->state;
+	j->store = d->store;
 	j->repo = xstrdup(w->name);
 	/* a delivery recorded in the very millisecond the poll began stays
 	 * pending: at worst one more poll after a restart */
@@ -257,7 +257,7 @@ static int start_http(struct daemon *d)
 
 	if (d->cfg.listen_http.n == 0 && nfds <= 0)
 		return 0;
-	webhook_init(&d->webhook, d->loop, d->state, &d->cfg, &hook_ops, d);
+	webhook_init(&d->webhook, d->loop, d->store, &d->cfg, &hook_ops, d);
 	http_server_default_opts(&o);
 	o.header_timeout_ms = d->cfg.header_timeout_ms;
 	o.body_timeout_ms = d->cfg.body_timeout_ms;
@@ -386,7 +386,7 @@ static int start_control(struct daemon *d)
 	if (d->cfg.status_socket[0] == '\0')
 		return 0; /* status_socket: "" turns it off */
 	if (control_start(d->loop, d->cfg.status_socket, status != (gid_t)-1 ? status : admin,
-			  status, admin, d->state, &ctl_ops, d, &d->control, &err) < 0)
+			  status, admin, d->store, &ctl_ops, d, &d->control, &err) < 0)
 		return log_error_errno(-EIO, "%s", err.msg);
 	log_info("status socket on '%s'", d->cfg.status_socket);
 	return 0;
@@ -413,7 +413,7 @@ static int add_watch(struct daemon *d, const struct config_repo *repo)
 {
 	struct watch *w;
 	struct kiln_err err = {0};
-	int r = watch_new(d->loop, repo, d->mirrors_dir, d->state, &ops, d, &w, &err);
+	int r = watch_new(d->loop, repo, d->mirrors_dir, d->store, &ops, d, &w, &err);
 
 	if (r < 0)
 		return log_error_errno(r, "repository '%s': %s", repo->name, err.msg);
@@ -570,14 +570,14 @@ static int run(struct daemon *d)
 	int r;
 
 	repo_global_init();
-	r = state_open(d->cfg.state_dir, &d->state, &err);
+	r = store_open(d->cfg.state_dir, &d->store, &err);
 	if (r < 0) {
 		log_error("%s", err.msg);
 		return 1;
 	}
-	if (state_requeued(d->state))
+	if (store_requeued(d->store))
 		log_notice("%u build%s left running by the last run went back to the queue",
-			   state_requeued(d->state), state_requeued(d->state) == 1 ? "" : "s");
+			   store_requeued(d->store), store_requeued(d->store) == 1 ? "" : "s");
 	d->mirrors_dir = xasprintf("%s/mirrors", d->cfg.state_dir);
 	if (mkdir(d->mirrors_dir, 0750) < 0 && errno != EEXIST) {
 		log_error("cannot create '%s': %s", d->mirrors_dir, strerror(errno));
@@ -596,7 +596,7 @@ static int run(struct daemon *d)
 			free(logs);
 			return 1;
 		}
-		builder_init(&d->builder, d->loop, d->state, &d->cfg, engine, d->mirrors_dir, logs,
+		builder_init(&d->builder, d->loop, d->store, &d->cfg, engine, d->mirrors_dir, logs,
 			     on_builder_changed, d);
 		free(logs);
 		if (engine)
@@ -628,7 +628,7 @@ static int run(struct daemon *d)
 	{
 		/* deliveries answered before a crash but not yet followed by a poll */
 		struct strv pending = {0};
-		state_pending_deliveries(d->state, &pending, NULL);
+		store_pending_deliveries(d->store, &pending, NULL);
 		for (size_t i = 0; i < pending.n; i++) {
 			if (hook_trigger(pending.v[i], d) == 0)
 				log_notice("repository '%s' has webhook deliveries from before the "
@@ -649,7 +649,7 @@ static int run(struct daemon *d)
 		log_info("stopped");
 		_exit(d->exit_code);
 	}
-	d->state = state_close(d->state);
+	d->store = store_close(d->store);
 	builder_done(&d->builder);
 	uv_run(d->loop, UV_RUN_NOWAIT); /* the engine client's handles close */
 	log_info("stopped");

@@ -276,16 +276,16 @@ static int plan_branch(struct watch_job *j, size_t i, const char *repo_name)
 {
 	struct watch *w = j->w;
 	const char *branch = j->branches.v[i];
-	char tip[GIT_OID_HEXSZ + 1], seen[STATE_SHA_LEN + 1], first[STATE_SHA_LEN + 1];
+	char tip[GIT_OID_HEXSZ + 1], seen[STORE_SHA_LEN + 1], first[STORE_SHA_LEN + 1];
 	git_commit *from = NULL, *to = NULL;
 	struct changeset cs = {0};
-	struct state_plan_item *items = NULL;
+	struct store_plan_item *items = NULL;
 	const char *from_hex = NULL;
 	bool empty_from = false;
 	int r;
 
 	git_oid_tostr(tip, sizeof(tip), &j->tips[i]);
-	r = state_last_seen(w->state, repo_name, branch, seen, &j->err);
+	r = store_last_seen(w->store, repo_name, branch, seen, &j->err);
 	if (r == 0 && strcmp(seen, tip) == 0) {
 		strv_push(&j->seen_out, xstrdup(seen));
 		return 0;
@@ -295,13 +295,13 @@ static int plan_branch(struct watch_job *j, size_t i, const char *repo_name)
 	if (r == 0) {
 		from_hex = seen;
 	} else if (i > 0 &&
-		   state_last_seen(w->state, repo_name, j->branches.v[0], first, NULL) == 0) {
+		   store_last_seen(w->store, repo_name, j->branches.v[0], first, NULL) == 0) {
 		from_hex = first; /* a branch added later starts from the first branch */
 	} else if (j->build_on_start == CONFIG_BUILD_ON_START_ALL) {
 		empty_from = true;
 	} else {
 		/* first sight: remember the head, build nothing */
-		r = state_record_plan(w->state, repo_name, branch, tip, NULL, 0, &j->err);
+		r = store_record_plan(w->store, repo_name, branch, tip, NULL, 0, &j->err);
 		if (r >= 0) {
 			note(j, "branch '%s' first seen at %.12s; nothing built", branch, tip);
 			strv_push(&j->seen_out, xstrdup(tip));
@@ -344,7 +344,7 @@ static int plan_branch(struct watch_job *j, size_t i, const char *repo_name)
 		items[k].depends_on = (const char *const *)cs.v[k].depends_on.v;
 		items[k].ndepends = cs.v[k].depends_on.n;
 	}
-	r = state_record_plan(w->state, repo_name, branch, tip, items, cs.n, &j->err);
+	r = store_record_plan(w->store, repo_name, branch, tip, items, cs.n, &j->err);
 	if (r >= 0) {
 		j->queued += (unsigned)r;
 		for (size_t k = 0; k < cs.n; k++)
@@ -532,7 +532,7 @@ static void poll_start(struct watch *w)
 /* ---- public ---- */
 
 int watch_new(uv_loop_t *loop, const struct config_repo *repo, const char *mirrors_dir,
-	      struct state *state, const struct watch_ops *ops, void *arg, struct watch **ret,
+	      struct store *store, const struct watch_ops *ops, void *arg, struct watch **ret,
 	      struct kiln_err *err)
 {
 	struct watch *w = xcalloc(1, sizeof(*w));
@@ -541,7 +541,7 @@ int watch_new(uv_loop_t *loop, const struct config_repo *repo, const char *mirro
 	w->loop = loop;
 	w->name = xstrdup(repo->name);
 	w->mirror_path = xasprintf("%s/%s.git", mirrors_dir, repo->name);
-	w->state = state;
+	w->store = store;
 	w->ops = *ops;
 	w->arg = arg;
 	settings_take(w, repo);

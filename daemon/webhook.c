@@ -31,12 +31,12 @@ const char *webhook_result_str(enum webhook_result r)
 	return (unsigned)r < ARRAY_SIZE(names) ? names[r] : "unknown";
 }
 
-void webhook_init(struct webhook *wh, uv_loop_t *loop, struct state *state,
+void webhook_init(struct webhook *wh, uv_loop_t *loop, struct store *store,
 		  const struct config *cfg, const struct webhook_ops *ops, void *arg)
 {
 	memset(wh, 0, sizeof(*wh));
 	wh->loop = loop;
-	wh->state = state;
+	wh->store = store;
 	wh->cfg = cfg;
 	wh->ops = *ops;
 	wh->arg = arg;
@@ -124,7 +124,7 @@ static char *form_payload(const char *body, size_t len, size_t *ret_len)
 static void record_work(uv_work_t *r)
 {
 	struct hook_job *j = container_of(r, struct hook_job, req);
-	j->r = state_record_delivery(j->wh->state, j->repo, j->id, &j->err);
+	j->r = store_record_delivery(j->wh->store, j->repo, j->id, &j->err);
 }
 
 static void record_after(uv_work_t *r, int status)

@@ -11,7 +11,7 @@
 #include <uv.h>
 
 #include "kiln/common.h"
-#include "kiln/state.h"
+#include "kiln/store.h"
 
 #define CONTROL_PROTOCOL 1
 #define CONTROL_LINE_MAX (64u << 10)
@@ -40,7 +40,7 @@ struct control;
 /* Listens on path (a stale socket file is replaced), mode 0660, group gid
  * when gid != (gid_t)-1. status_gid and admin_gid may be (gid_t)-1: none. */
 int control_start(uv_loop_t *loop, const char *path, gid_t sock_gid, gid_t status_gid,
-		  gid_t admin_gid, struct state *state, const struct control_ops *ops, void *arg,
+		  gid_t admin_gid, struct store *store, const struct control_ops *ops, void *arg,
 		  struct control **ret, struct kiln_err *err);
 /* Closes the socket and every client, then done(arg). */
 void control_close(struct control *c, void (*done)(void *arg), void *arg);

@@ -12,7 +12,7 @@
 #include "kiln/buf.h"
 #include "kiln/catalog.h"
 #include "kiln/config.h"
-#include "kiln/state.h"
+#include "kiln/store.h"
 
 enum watch_state { WATCH_IDLE, WATCH_FETCHING, WATCH_PLANNING, WATCH_CLOSED };
 
@@ -31,7 +31,7 @@ struct watch {
 	uv_loop_t *loop;
 	char *name;
 	char *mirror_path;
-	struct state *state; /* borrowed */
+	struct store *store; /* borrowed */
 	struct watch_ops ops;
 	void *arg;
 
@@ -70,7 +70,7 @@ struct watch {
  * creates the mirror (no network). The first poll comes after a random part
  * of the poll interval, so many repositories do not poll together. */
 int watch_new(uv_loop_t *loop, const struct config_repo *repo, const char *mirrors_dir,
-	      struct state *state, const struct watch_ops *ops, void *arg, struct watch **ret,
+	      struct store *store, const struct watch_ops *ops, void *arg, struct watch **ret,
 	      struct kiln_err *err);
 void watch_start(struct watch *w);
 /* New settings for the same repository name; used from the next poll on. */

@@ -11,7 +11,7 @@
 #include "kiln/config.h"
 #include "kiln/http_server.h"
 #include "kiln/map.h"
-#include "kiln/state.h"
+#include "kiln/store.h"
 
 enum webhook_result {
 	HOOK_ACCEPTED,	   /* 202, poll triggered */
@@ -44,7 +44,7 @@ struct webhook_seen {
 
 struct webhook {
 	uv_loop_t *loop;
-	struct state *state;	  /* borrowed */
+	struct store *store;	  /* borrowed */
 	const struct config *cfg; /* borrowed; kilnd swaps it on reload */
 	struct webhook_ops ops;
 	void *arg;
@@ -53,7 +53,7 @@ struct webhook {
 	struct webhook_seen seen[2]; /* [0] current, [1] previous */
 };
 
-void webhook_init(struct webhook *wh, uv_loop_t *loop, struct state *state,
+void webhook_init(struct webhook *wh, uv_loop_t *loop, struct store *store,
 		  const struct config *cfg, const struct webhook_ops *ops, void *arg);
 void webhook_done(struct webhook *wh);
 /* The http_handler_cb for kilnd's server (arg: struct webhook *). */

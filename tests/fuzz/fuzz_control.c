@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uv_loop_t loop;
 static struct control *ctl;
-static struct state *st;
+static struct store *st;
 static char dir[] = "/tmp/kiln-fuzz-control.XXXXXX";
 static char path[128];
 
@@ -83,11 +83,11 @@ static const struct control_ops ops = {status,	 trigger,   changed,	   health,
 static void setup(void)
 {
 	struct kiln_err err = {0};
-	const struct state_plan_item items[] = {{"a", "r/a:1", "added", NULL, 0}};
+	const struct store_plan_item items[] = {{"a", "r/a:1", "added", NULL, 0}};
 
-	if (mkdtemp(dir) == NULL || state_open(dir, &st, &err) < 0)
+	if (mkdtemp(dir) == NULL || store_open(dir, &st, &err) < 0)
 		abort();
-	state_record_plan(st, "images", "main", "0123456789012345678901234567890123456789", items,
+	store_record_plan(st, "images", "main", "0123456789012345678901234567890123456789", items,
 			  1, &err);
 	snprintf(path, sizeof(path), "%s/kiln.sock", dir);
 	uv_loop_init(&loop);

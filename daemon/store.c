@@ -1,4 +1,4 @@
-/* state.c: the SQLite schema, its migrations, the instance lock, and the few
+/* store.c: the SQLite schema, its migrations, the instance lock, and the few
  * statements kilnd needs. Owns the database connection and the lock file. */
 #include <fcntl.h>
 #include <pthread.h>
@@ -14,10 +14,10 @@
 
 #include "kiln/buf.h"
 #include "kiln/err.h"
-#include "kiln/state.h"
+#include "kiln/store.h"
 #include "kiln/map.h"
 
-struct state {
+struct store {
 	pthread_mutex_t lock; /* one operation (and its transaction) at a time */
 	sqlite3 *db;
 	int lock_fd;
@@ -77,12 +77,12 @@ const char *build_state_str(enum build_state s)
 	return (unsigned)s < ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
 }
 
-static int db_err(struct state *s, struct kiln_err *err, const char *what)
+static int db_err(struct store *s, struct kiln_err *err, const char *what)
 {
 	return kiln_err_set(err, -EIO, "state database: %s: %s", what, sqlite3_errmsg(s->db));
 }
 
-static int exec(struct state *s, const char *sql, struct kiln_err *err)
+static int exec(struct store *s, const char *sql, struct kiln_err *err)
 {
 	char *msg = NULL;
 
@@ -125,7 +125,7 @@ out:
 	return r;
 }
 
-static int migrate(struct state *s, struct kiln_err *err)
+static int migrate(struct store *s, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int version = 0, r;
@@ -152,9 +152,9 @@ static int migrate(struct state *s, struct kiln_err *err)
 	return 0;
 }
 
-int state_open(const char *dir, struct state **ret, struct kiln_err *err)
+int store_open(const char *dir, struct store **ret, struct kiln_err *err)
 {
-	struct state *s = xcalloc(1, sizeof(*s));
+	struct store *s = xcalloc(1, sizeof(*s));
 	char *path = NULL;
 	int r;
 
@@ -197,11 +197,11 @@ int state_open(const char *dir, struct state **ret, struct kiln_err *err)
 	return 0;
 fail:
 	free(path);
-	state_close(s);
+	store_close(s);
 	return r;
 }
 
-struct state *state_close(struct state *s)
+struct store *store_close(struct store *s)
 {
 	if (s == NULL)
 		return NULL;
@@ -214,13 +214,13 @@ struct state *state_close(struct state *s)
 	return NULL;
 }
 
-unsigned state_requeued(const struct state *s)
+unsigned store_requeued(const struct store *s)
 {
 	return s->requeued;
 }
 
-static int last_seen_locked(struct state *s, const char *repo, const char *branch,
-			    char ret_sha[STATE_SHA_LEN + 1], struct kiln_err *err)
+static int last_seen_locked(struct store *s, const char *repo, const char *branch,
+			    char ret_sha[STORE_SHA_LEN + 1], struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r = -ENOENT;
@@ -233,8 +233,8 @@ static int last_seen_locked(struct state *s, const char *repo, const char *branc
 	sqlite3_bind_text(st, 2, branch, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		const char *sha = (const char *)sqlite3_column_text(st, 0);
-		if (sha && strlen(sha) == STATE_SHA_LEN) {
-			memcpy(ret_sha, sha, STATE_SHA_LEN + 1);
+		if (sha && strlen(sha) == STORE_SHA_LEN) {
+			memcpy(ret_sha, sha, STORE_SHA_LEN + 1);
 			r = 0;
 		}
 	}
@@ -255,8 +255,8 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int record_plan_locked(struct state *s, const char *repo, const char *branch, const char *to,
-			      const struct state_plan_item *items, size_t n, struct kiln_err *err)
+static int record_plan_locked(struct store *s, const char *repo, const char *branch, const char *to,
+			      const struct store_plan_item *items, size_t n, struct kiln_err *err)
 {
 	sqlite3_stmt *sup = NULL, *ins = NULL, *seen = NULL, *dep = NULL;
 	int r = 0, queued = 0;
@@ -367,7 +367,7 @@ static void copy_col(sqlite3_stmt *st, int col, char *dst, size_t size)
 	snprintf(dst, size, "%s", v ? v : "");
 }
 
-static int take_next_locked(struct state *s, struct state_build *ret, struct kiln_err *err)
+static int take_next_locked(struct store *s, struct store_build *ret, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r = -ENOENT;
@@ -421,7 +421,7 @@ out:
 	return r;
 }
 
-static int finish_locked(struct state *s, int64_t id, enum build_state bst, const char *error,
+static int finish_locked(struct store *s, int64_t id, enum build_state bst, const char *error,
 			 struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
@@ -466,7 +466,7 @@ static int finish_locked(struct state *s, int64_t id, enum build_state bst, cons
 	return r;
 }
 
-static int counts_locked(struct state *s, unsigned *queued, unsigned *running, struct kiln_err *err)
+static int counts_locked(struct store *s, unsigned *queued, unsigned *running, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 
@@ -489,8 +489,8 @@ static int counts_locked(struct state *s, unsigned *queued, unsigned *running, s
 	return 0;
 }
 
-int state_last_seen(struct state *s, const char *repo, const char *branch,
-		    char ret_sha[STATE_SHA_LEN + 1], struct kiln_err *err)
+int store_last_seen(struct store *s, const char *repo, const char *branch,
+		    char ret_sha[STORE_SHA_LEN + 1], struct kiln_err *err)
 {
 	int r;
 
@@ -500,8 +500,8 @@ int state_last_seen(struct state *s, const char *repo, const char *branch,
 	return r;
 }
 
-int state_record_plan(struct state *s, const char *repo, const char *branch, const char *to,
-		      const struct state_plan_item *items, size_t n, struct kiln_err *err)
+int store_record_plan(struct store *s, const char *repo, const char *branch, const char *to,
+		      const struct store_plan_item *items, size_t n, struct kiln_err *err)
 {
 	int r;
 
@@ -511,7 +511,7 @@ int state_record_plan(struct state *s, const char *repo, const char *branch, con
 	return r;
 }
 
-int state_take_next(struct state *s, struct state_build *ret, struct kiln_err *err)
+int store_take_next(struct store *s, struct store_build *ret, struct kiln_err *err)
 {
 	int r;
 
@@ -521,7 +521,7 @@ int state_take_next(struct state *s, struct state_build *ret, struct kiln_err *e
 	return r;
 }
 
-int state_finish(struct state *s, int64_t id, enum build_state bst, const char *error,
+int store_finish(struct store *s, int64_t id, enum build_state bst, const char *error,
 		 struct kiln_err *err)
 {
 	int r;
@@ -538,7 +538,7 @@ int state_finish(struct state *s, int64_t id, enum build_state bst, const char *
 	return r;
 }
 
-int state_requeue(struct state *s, int64_t id, uint64_t delay_ms, bool count_attempt,
+int store_requeue(struct store *s, int64_t id, uint64_t delay_ms, bool count_attempt,
 		  const char *error, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
@@ -565,7 +565,7 @@ out:
 	return r;
 }
 
-int state_set_result(struct state *s, int64_t id, const char *image_id, const char *digest,
+int store_set_result(struct store *s, int64_t id, const char *image_id, const char *digest,
 		     struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
@@ -592,7 +592,7 @@ out:
 	return r;
 }
 
-int state_pushed_from(struct state *s, const char *image, const char *commit, struct kiln_err *err)
+int store_pushed_from(struct store *s, const char *image, const char *commit, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r;
@@ -623,7 +623,7 @@ out:
 	return r;
 }
 
-int64_t state_next_retry(struct state *s)
+int64_t store_next_retry(struct store *s)
 {
 	sqlite3_stmt *st = NULL;
 	int64_t r = 0;
@@ -642,7 +642,7 @@ int64_t state_next_retry(struct state *s)
 	return r;
 }
 
-int state_counts(struct state *s, unsigned *queued, unsigned *running, struct kiln_err *err)
+int store_counts(struct store *s, unsigned *queued, unsigned *running, struct kiln_err *err)
 {
 	int r;
 
@@ -652,7 +652,7 @@ int state_counts(struct state *s, unsigned *queued, unsigned *running, struct ki
 	return r;
 }
 
-static int record_delivery_locked(struct state *s, const char *repo, const char *id,
+static int record_delivery_locked(struct store *s, const char *repo, const char *id,
 				  struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
@@ -672,7 +672,7 @@ static int record_delivery_locked(struct state *s, const char *repo, const char 
 	return r;
 }
 
-int state_record_delivery(struct state *s, const char *repo, const char *id, struct kiln_err *err)
+int store_record_delivery(struct store *s, const char *repo, const char *id, struct kiln_err *err)
 {
 	int r;
 
@@ -682,7 +682,7 @@ int state_record_delivery(struct state *s, const char *repo, const char *id, str
 	return r;
 }
 
-int state_deliveries_handled(struct state *s, const char *repo, int64_t until, struct kiln_err *err)
+int store_deliveries_handled(struct store *s, const char *repo, int64_t until, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r = 0;
@@ -710,7 +710,7 @@ int state_deliveries_handled(struct state *s, const char *repo, int64_t until, s
 	return r;
 }
 
-int state_pending_deliveries(struct state *s, struct strv *ret, struct kiln_err *err)
+int store_pending_deliveries(struct store *s, struct strv *ret, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r = 0;
@@ -735,11 +735,11 @@ static char *col_dup(sqlite3_stmt *st, int col)
 	return v ? xstrdup(v) : NULL;
 }
 
-int state_list_builds(struct state *s, const struct state_build_filter *f,
-		      struct state_build_row **ret, size_t *ret_n, struct kiln_err *err)
+int store_list_builds(struct store *s, const struct store_build_filter *f,
+		      struct store_build_row **ret, size_t *ret_n, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
-	struct state_build_row *rows = NULL;
+	struct store_build_row *rows = NULL;
 	size_t n = 0, cap = 0;
 	int r = 0, rc;
 
@@ -766,7 +766,7 @@ int state_list_builds(struct state *s, const struct state_build_filter *f,
 	sqlite3_bind_int64(st, 4, f->id);
 	sqlite3_bind_int(st, 5, f->limit ? (int)f->limit : 100);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct state_build_row *b;
+		struct store_build_row *b;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
 			rows = xreallocarray(rows, cap, sizeof(*rows));
@@ -793,7 +793,7 @@ out:
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
 	if (r < 0) {
-		state_build_rows_free(rows, n);
+		store_build_rows_free(rows, n);
 		return r;
 	}
 	*ret = rows;
@@ -801,7 +801,7 @@ out:
 	return 0;
 }
 
-void state_build_rows_free(struct state_build_row *rows, size_t n)
+void store_build_rows_free(struct store_build_row *rows, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		free(rows[i].repo);
@@ -817,7 +817,7 @@ void state_build_rows_free(struct state_build_row *rows, size_t n)
 	free(rows);
 }
 
-int state_cancel(struct state *s, int64_t id, struct kiln_err *err)
+int store_cancel(struct store *s, int64_t id, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r = 0;
@@ -853,7 +853,7 @@ out:
 	return r;
 }
 
-int64_t state_queue_build(struct state *s, const char *repo, const char *branch, const char *path,
+int64_t store_queue_build(struct store *s, const char *repo, const char *branch, const char *path,
 			  const char *image, const char *commit, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;

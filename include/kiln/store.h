@@ -1,18 +1,18 @@
-/* state.h: kilnd's durable state in SQLite (WAL): the last commit seen per
+/* store.h: kilnd's durable store in SQLite (WAL): the last commit seen per
  * repository and branch, and the builds. A plan (its builds and the new
  * last-seen commit) is written in one transaction, so a crash leaves either
- * all of it or none. One struct state per process; it serialises its own
+ * all of it or none. One struct store per process; it serialises its own
  * use, so worker threads may share it. Blocking: call from workers or at
  * startup only. */
-#ifndef KILN_STATE_H
-#define KILN_STATE_H
+#ifndef KILN_STORE_H
+#define KILN_STORE_H
 
 #include <stdint.h>
 
 #include "kiln/buf.h"
 #include "kiln/common.h"
 
-#define STATE_SHA_LEN 40
+#define STORE_SHA_LEN 40
 
 enum build_state {
 	BUILD_QUEUED,
@@ -25,21 +25,21 @@ enum build_state {
 
 const char *build_state_str(enum build_state s);
 
-struct state;
+struct store;
 
 /* Creates dir if needed, locks it against a second kilnd (-EBUSY, with the
  * holder's pid in err), opens or creates the database, migrates its schema
  * and puts builds left running by a crash back in the queue. */
-int state_open(const char *dir, struct state **ret, struct kiln_err *err);
-struct state *state_close(struct state *s);
-/* How many running builds state_open put back in the queue. */
-unsigned state_requeued(const struct state *s);
+int store_open(const char *dir, struct store **ret, struct kiln_err *err);
+struct store *store_close(struct store *s);
+/* How many running builds store_open put back in the queue. */
+unsigned store_requeued(const struct store *s);
 
 /* The branch's last-seen commit: 0 and the sha, or -ENOENT. */
-int state_last_seen(struct state *s, const char *repo, const char *branch,
-		    char ret_sha[STATE_SHA_LEN + 1], struct kiln_err *err);
+int store_last_seen(struct store *s, const char *repo, const char *branch,
+		    char ret_sha[STORE_SHA_LEN + 1], struct kiln_err *err);
 
-struct state_plan_item {
+struct store_plan_item {
 	const char *path;   /* image folder, "" for the root */
 	const char *image;  /* reference; NULL for a removed image with an invalid manifest */
 	const char *change; /* added, modified, dependency, removed */
@@ -53,13 +53,13 @@ struct state_plan_item {
  * build of the same repository, branch and path becomes superseded), records
  * removed items as such, and sets the branch's last-seen commit to `to`.
  * Returns the number of builds queued. */
-int state_record_plan(struct state *s, const char *repo, const char *branch, const char *to,
-		      const struct state_plan_item *items, size_t n, struct kiln_err *err);
+int store_record_plan(struct store *s, const char *repo, const char *branch, const char *to,
+		      const struct store_plan_item *items, size_t n, struct kiln_err *err);
 
-struct state_build {
+struct store_build {
 	int64_t id;
 	char repo[256], branch[256], path[4096], image[1024];
-	char commit[STATE_SHA_LEN + 1];
+	char commit[STORE_SHA_LEN + 1];
 	char change[16];
 	enum build_state state;
 	int attempts;
@@ -68,36 +68,36 @@ struct state_build {
 /* Takes the oldest queued build that may start (its retry delay is over, no
  * build it depends on is queued or running) and marks it running: 0, or
  * -ENOENT. */
-int state_take_next(struct state *s, struct state_build *ret, struct kiln_err *err);
+int store_take_next(struct store *s, struct store_build *ret, struct kiln_err *err);
 /* Ends a build. A failed or cancelled build cancels the queued builds that
  * depend on it, transitively. */
-int state_finish(struct state *s, int64_t id, enum build_state st, const char *error,
+int store_finish(struct store *s, int64_t id, enum build_state st, const char *error,
 		 struct kiln_err *err);
 /* Puts a running build back in the queue, to start no sooner than delay_ms
  * from now. count_attempt false: this try does not count (the engine was
  * unreachable before the build began). */
-int state_requeue(struct state *s, int64_t id, uint64_t delay_ms, bool count_attempt,
+int store_requeue(struct store *s, int64_t id, uint64_t delay_ms, bool count_attempt,
 		  const char *error, struct kiln_err *err);
 /* Records the image id and the pushed digest of the version tag. */
-int state_set_result(struct state *s, int64_t id, const char *image_id, const char *digest,
+int store_set_result(struct store *s, int64_t id, const char *image_id, const char *digest,
 		     struct kiln_err *err);
 /* Whether kiln has pushed image (a reference) built from commit: 1 or 0. */
-int state_pushed_from(struct state *s, const char *image, const char *commit, struct kiln_err *err);
+int store_pushed_from(struct store *s, const char *image, const char *commit, struct kiln_err *err);
 /* The earliest time (unix ms) a queued build waiting for its retry delay
  * may start, or 0 when none waits. */
-int64_t state_next_retry(struct state *s);
+int64_t store_next_retry(struct store *s);
 /* Counts by state. */
-int state_counts(struct state *s, unsigned *queued, unsigned *running, struct kiln_err *err);
+int store_counts(struct store *s, unsigned *queued, unsigned *running, struct kiln_err *err);
 
 /* A build as the status socket shows it; strings are owned (NULL when unset). */
-struct state_build_row {
+struct store_build_row {
 	int64_t id;
 	char *repo, *branch, *path, *image, *commit, *change, *state, *error, *digest;
 	int attempts;
 	int64_t created_at, started_at, finished_at; /* unix seconds, 0: not yet */
 };
 
-struct state_build_filter {
+struct store_build_filter {
 	const char *repo;  /* NULL: any */
 	const char *path;  /* image folder; NULL: any */
 	const char *state; /* NULL: any */
@@ -106,23 +106,23 @@ struct state_build_filter {
 };
 
 /* Newest first. */
-int state_list_builds(struct state *s, const struct state_build_filter *f,
-		      struct state_build_row **ret, size_t *ret_n, struct kiln_err *err);
-void state_build_rows_free(struct state_build_row *rows, size_t n);
+int store_list_builds(struct store *s, const struct store_build_filter *f,
+		      struct store_build_row **ret, size_t *ret_n, struct kiln_err *err);
+void store_build_rows_free(struct store_build_row *rows, size_t n);
 /* Cancels a queued build: 0, -ENOENT (no such build), -EBUSY (not queued). */
-int state_cancel(struct state *s, int64_t id, struct kiln_err *err);
+int store_cancel(struct store *s, int64_t id, struct kiln_err *err);
 /* Queues one build outside any plan (a rebuild); returns its id. */
-int64_t state_queue_build(struct state *s, const char *repo, const char *branch, const char *path,
+int64_t store_queue_build(struct store *s, const char *repo, const char *branch, const char *path,
 			  const char *image, const char *commit, struct kiln_err *err);
 
 /* Webhook deliveries: 1 when id is new for repo (and now recorded), 0 when it
  * was seen before (a redelivery). */
-int state_record_delivery(struct state *s, const char *repo, const char *id, struct kiln_err *err);
+int store_record_delivery(struct store *s, const char *repo, const char *id, struct kiln_err *err);
 /* The repository's deliveries received up to `until` (unix milliseconds) led
  * to a completed poll. */
-int state_deliveries_handled(struct state *s, const char *repo, int64_t until,
+int store_deliveries_handled(struct store *s, const char *repo, int64_t until,
 			     struct kiln_err *err);
 /* Repositories with deliveries not yet followed by a poll (after a crash). */
-int state_pending_deliveries(struct state *s, struct strv *ret, struct kiln_err *err);
+int store_pending_deliveries(struct store *s, struct strv *ret, struct kiln_err *err);
 
 #endif

@@ -1,4 +1,4 @@
-/* build.h: the builder. It takes queued builds from the state, up to
+/* builder.h: the builder. It takes queued builds from the store, up to
  * `concurrency` at a time, runs each as a job on a Docker engine (or, with
  * builds.dry_run, only logs what it would build), keeps each build's log
  * under <state_dir>/logs, and records how each ended: succeeded, failed,
@@ -6,15 +6,15 @@
  * registry failed in passing. While the engine cannot be reached nothing is
  * taken: the builder pings it with a growing delay and says why in
  * last_error. */
-#ifndef KILN_BUILD_H
-#define KILN_BUILD_H
+#ifndef KILN_BUILDER_H
+#define KILN_BUILDER_H
 
 #include <stdio.h>
 #include <uv.h>
 
 #include "kiln/config.h"
 #include "kiln/docker.h"
-#include "kiln/state.h"
+#include "kiln/store.h"
 
 struct builder;
 struct builder_slot;
@@ -28,7 +28,7 @@ enum builder_engine { BUILDER_ENGINE_UNKNOWN, BUILDER_ENGINE_OK, BUILDER_ENGINE_
 
 struct builder {
 	uv_loop_t *loop;
-	struct state *state;	  /* borrowed */
+	struct store *store;	  /* borrowed */
 	const struct config *cfg; /* borrowed; read on the loop thread only */
 	struct docker *docker;	  /* owned; NULL in a dry run */
 	char *mirrors_dir;
@@ -58,7 +58,7 @@ struct builder {
 
 /* docker: the engine client, taken (NULL for a dry run). cfg stays the
  * caller's and may be replaced between loop turns (a reload). */
-void builder_init(struct builder *b, uv_loop_t *loop, struct state *state, const struct config *cfg,
+void builder_init(struct builder *b, uv_loop_t *loop, struct store *store, const struct config *cfg,
 		  struct docker *docker, const char *mirrors_dir, const char *logs_dir,
 		  builder_changed_cb *changed, void *arg);
 /* Closes the engine client and the timer; run the loop once more after. */

@@ -1,4 +1,4 @@
-/* build.c: the builder. Each build runs in a slot that moves through
+/* builder.c: the builder. Each build runs in a slot that moves through
  *
  *   take (worker: the next startable build from the state)
  *   -> prepare (worker: manifest at the commit, credentials, log rotation)
@@ -19,7 +19,7 @@
 
 #include "kiln/auth.h"
 #include "kiln/buf.h"
-#include "kiln/build.h"
+#include "kiln/builder.h"
 #include "kiln/err.h"
 #include "kiln/job.h"
 #include "kiln/log.h"
@@ -43,7 +43,7 @@ struct builder_slot {
 	bool dry_run;
 	int r;
 	struct kiln_err err;
-	struct state_build build;
+	struct store_build build;
 	struct timespec t0;
 	/* prepare's inputs, copied on the loop (the config may be reloaded) */
 	char *repo_path, *manifest_name, *source_url, *logs_dir;
@@ -283,7 +283,7 @@ static void dry_run(struct builder_slot *s)
 		fclose(f);
 	}
 	free(path);
-	s->r = state_finish(s->b->state, s->build.id, BUILD_SUCCEEDED, NULL, &s->err);
+	s->r = store_finish(s->b->store, s->build.id, BUILD_SUCCEEDED, NULL, &s->err);
 }
 
 static void take_work(uv_work_t *req)
@@ -291,12 +291,12 @@ static void take_work(uv_work_t *req)
 	struct builder_slot *s = container_of(req, struct builder_slot, req);
 
 	clock_gettime(CLOCK_MONOTONIC, &s->t0);
-	s->r = state_take_next(s->b->state, &s->build, &s->err);
+	s->r = store_take_next(s->b->store, &s->build, &s->err);
 	if (s->r == 0 && s->dry_run)
 		dry_run(s);
 	if (s->r == 0 || s->r == -ENOENT) {
-		state_counts(s->b->state, &s->queued, &s->running, NULL);
-		s->next_retry = state_next_retry(s->b->state);
+		store_counts(s->b->store, &s->queued, &s->running, NULL);
+		s->next_retry = store_next_retry(s->b->store);
 	}
 }
 
@@ -341,7 +341,7 @@ static void prepare_work(uv_work_t *req)
 	free(host);
 	{
 		char *ref = manifest_ref(&s->spec.m, s->spec.m.version);
-		r = state_pushed_from(s->b->state, ref, s->spec.commit, NULL);
+		r = store_pushed_from(s->b->store, ref, s->spec.commit, NULL);
 		s->spec.pushed_before = r == 1;
 		free(ref);
 	}
@@ -569,21 +569,21 @@ static void take_after(uv_work_t *req, int status)
 static void record_work(uv_work_t *req)
 {
 	struct builder_slot *s = container_of(req, struct builder_slot, req);
-	struct state *st = s->b->state;
+	struct store *st = s->b->store;
 
 	s->r = 0;
 	if (s->image_id[0] || s->digest[0])
-		s->r = state_set_result(st, s->build.id, s->image_id, s->digest, &s->err);
+		s->r = store_set_result(st, s->build.id, s->image_id, s->digest, &s->err);
 	if (s->r == 0) {
 		if (s->requeue)
-			s->r = state_requeue(st, s->build.id, s->delay_ms, s->count_attempt,
+			s->r = store_requeue(st, s->build.id, s->delay_ms, s->count_attempt,
 					     s->error, &s->err);
 		else
-			s->r = state_finish(st, s->build.id, s->final,
+			s->r = store_finish(st, s->build.id, s->final,
 					    s->final == BUILD_SUCCEEDED ? NULL : s->error, &s->err);
 	}
-	state_counts(st, &s->queued, &s->running, NULL);
-	s->next_retry = state_next_retry(st);
+	store_counts(st, &s->queued, &s->running, NULL);
+	s->next_retry = store_next_retry(st);
 }
 
 static void record_after(uv_work_t *req, int status)
@@ -630,7 +630,7 @@ static void record(struct builder_slot *s)
 
 /* ---- the builder ---- */
 
-void builder_init(struct builder *b, uv_loop_t *loop, struct state *state, const struct config *cfg,
+void builder_init(struct builder *b, uv_loop_t *loop, struct store *store, const struct config *cfg,
 		  struct docker *docker, const char *mirrors_dir, const char *logs_dir,
 		  builder_changed_cb *changed, void *arg)
 {
@@ -639,7 +639,7 @@ void builder_init(struct builder *b, uv_loop_t *loop, struct state *state, const
 	mkdir(logs_dir, 0750);
 	b->mirrors_dir = xstrdup(mirrors_dir);
 	b->loop = loop;
-	b->state = state;
+	b->store = store;
 	b->cfg = cfg;
 	b->docker = docker;
 	b->concurrency = cfg->concurrency ? cfg->concurrency : 1;

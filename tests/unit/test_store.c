@@ -10,7 +10,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "kiln/state.h"
+#include "kiln/store.h"
 
 #define A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
@@ -64,115 +64,115 @@ static int count(const char *d, const char *sql)
 static void lock_and_schema(void **state)
 {
 	char *d = sub("lock");
-	struct state *s = NULL, *s2 = NULL;
+	struct store *s = NULL, *s2 = NULL;
 	struct kiln_err err = {0};
 
 	(void)state;
-	assert_int_equal(state_open(d, &s, &err), 0);
-	assert_int_equal(state_open(d, &s2, &err), -EBUSY);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_open(d, &s2, &err), -EBUSY);
 	assert_non_null(strstr(err.msg, "another kilnd (pid "));
 	assert_null(s2);
 	assert_int_equal(count(d, "PRAGMA user_version"), 3);
-	s = state_close(s);
+	s = store_close(s);
 	/* released at close: opens again, schema already current */
-	assert_int_equal(state_open(d, &s, &err), 0);
-	state_close(s);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	store_close(s);
 	free(d);
 }
 
 static void plans_supersede_and_last_seen(void **state)
 {
 	char *d = sub("plan");
-	struct state *s = NULL;
+	struct store *s = NULL;
 	struct kiln_err err = {0};
-	char seen[STATE_SHA_LEN + 1];
-	const struct state_plan_item first[] = {
+	char seen[STORE_SHA_LEN + 1];
+	const struct store_plan_item first[] = {
 	    {"base", "r/base:1", "modified", NULL, 0},
 	    {"app", "r/app:1", "dependency", NULL, 0},
 	};
-	const struct state_plan_item second[] = {
+	const struct store_plan_item second[] = {
 	    {"app", "r/app:2", "modified", NULL, 0},
 	    {"old", NULL, "removed", NULL, 0},
 	};
 	unsigned q, r;
 
 	(void)state;
-	assert_int_equal(state_open(d, &s, &err), 0);
-	assert_int_equal(state_last_seen(s, "images", "main", seen, &err), -ENOENT);
-	assert_int_equal(state_record_plan(s, "images", "main", A, first, 2, &err), 2);
-	assert_int_equal(state_last_seen(s, "images", "main", seen, &err), 0);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), -ENOENT);
+	assert_int_equal(store_record_plan(s, "images", "main", A, first, 2, &err), 2);
+	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), 0);
 	assert_string_equal(seen, A);
 	/* a queued build of the same path and branch is superseded */
-	assert_int_equal(state_record_plan(s, "images", "main", B, second, 2, &err), 1);
-	assert_int_equal(state_last_seen(s, "images", "main", seen, &err), 0);
+	assert_int_equal(store_record_plan(s, "images", "main", B, second, 2, &err), 1);
+	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), 0);
 	assert_string_equal(seen, B);
 	assert_int_equal(
 	    count(d, "SELECT count(*) FROM builds WHERE state = 'superseded' AND path = 'app'"), 1);
 	assert_int_equal(
 	    count(d, "SELECT count(*) FROM builds WHERE state = 'removed' AND path = 'old'"), 1);
-	assert_int_equal(state_counts(s, &q, &r, &err), 0);
+	assert_int_equal(store_counts(s, &q, &r, &err), 0);
 	assert_int_equal(q, 2);
 	assert_int_equal(r, 0);
 	/* other branches are independent */
-	assert_int_equal(state_last_seen(s, "images", "dev", seen, &err), -ENOENT);
+	assert_int_equal(store_last_seen(s, "images", "dev", seen, &err), -ENOENT);
 	/* a first sight records the head and no builds */
-	assert_int_equal(state_record_plan(s, "images", "dev", A, NULL, 0, &err), 0);
-	assert_int_equal(state_last_seen(s, "images", "dev", seen, &err), 0);
-	state_close(s);
+	assert_int_equal(store_record_plan(s, "images", "dev", A, NULL, 0, &err), 0);
+	assert_int_equal(store_last_seen(s, "images", "dev", seen, &err), 0);
+	store_close(s);
 	free(d);
 }
 
 static void take_finish_and_recover(void **state)
 {
 	char *d = sub("run");
-	struct state *s = NULL;
+	struct store *s = NULL;
 	struct kiln_err err = {0};
-	struct state_build b;
-	const struct state_plan_item items[] = {
+	struct store_build b;
+	const struct store_plan_item items[] = {
 	    {"a", "r/a:1", "added", NULL, 0},
 	    {"b", "r/b:1", "added", NULL, 0},
 	};
 	unsigned q, r;
 
 	(void)state;
-	assert_int_equal(state_open(d, &s, &err), 0);
-	assert_int_equal(state_take_next(s, &b, &err), -ENOENT);
-	assert_int_equal(state_record_plan(s, "images", "main", A, items, 2, &err), 2);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_take_next(s, &b, &err), -ENOENT);
+	assert_int_equal(store_record_plan(s, "images", "main", A, items, 2, &err), 2);
 	/* oldest first */
-	assert_int_equal(state_take_next(s, &b, &err), 0);
+	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "a");
 	assert_string_equal(b.image, "r/a:1");
 	assert_string_equal(b.commit, A);
 	assert_int_equal(b.attempts, 1);
-	assert_int_equal(state_finish(s, b.id, BUILD_SUCCEEDED, NULL, &err), 0);
-	assert_int_equal(state_take_next(s, &b, &err), 0);
+	assert_int_equal(store_finish(s, b.id, BUILD_SUCCEEDED, NULL, &err), 0);
+	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "b");
-	assert_int_equal(state_counts(s, &q, &r, &err), 0);
+	assert_int_equal(store_counts(s, &q, &r, &err), 0);
 	assert_int_equal(q, 0);
 	assert_int_equal(r, 1);
 	/* a crash with b running: the next start puts it back in the queue */
-	s = state_close(s);
-	assert_int_equal(state_open(d, &s, &err), 0);
-	assert_int_equal(state_requeued(s), 1);
-	assert_int_equal(state_take_next(s, &b, &err), 0);
+	s = store_close(s);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_requeued(s), 1);
+	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "b");
 	assert_int_equal(b.attempts, 2);
-	assert_int_equal(state_finish(s, b.id, BUILD_FAILED, "boom", &err), 0);
+	assert_int_equal(store_finish(s, b.id, BUILD_FAILED, "boom", &err), 0);
 	assert_int_equal(
 	    count(d, "SELECT count(*) FROM builds WHERE state = 'failed' AND error = 'boom'"), 1);
-	state_close(s);
+	store_close(s);
 	free(d);
 }
 
 static void dependents_wait_and_are_cancelled(void **state)
 {
 	char *d = sub("deps");
-	struct state *s = NULL;
+	struct store *s = NULL;
 	struct kiln_err err = {0};
-	struct state_build b, c;
+	struct store_build b, c;
 	const char *const on_base[] = {"base"};
 	const char *const on_mid[] = {"mid"};
-	const struct state_plan_item items[] = {
+	const struct store_plan_item items[] = {
 	    {"base", "r/base:1", "modified", NULL, 0},
 	    {"mid", "r/mid:1", "dependency", on_base, 1},
 	    {"top", "r/top:1", "dependency", on_mid, 1},
@@ -180,36 +180,36 @@ static void dependents_wait_and_are_cancelled(void **state)
 	};
 
 	(void)state;
-	assert_int_equal(state_open(d, &s, &err), 0);
-	assert_int_equal(state_record_plan(s, "images", "main", A, items, 4, &err), 4);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_record_plan(s, "images", "main", A, items, 4, &err), 4);
 	/* base runs; mid and top wait for it, so other (newer) goes next */
-	assert_int_equal(state_take_next(s, &b, &err), 0);
+	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "base");
-	assert_int_equal(state_take_next(s, &c, &err), 0);
+	assert_int_equal(store_take_next(s, &c, &err), 0);
 	assert_string_equal(c.path, "other");
 	assert_string_equal(c.change, "added");
-	assert_int_equal(state_take_next(s, &c, &err), -ENOENT);
+	assert_int_equal(store_take_next(s, &c, &err), -ENOENT);
 	/* a retry delay holds a build back */
-	assert_int_equal(state_requeue(s, c.id, 60000, false, "engine down", &err), 0);
-	assert_int_equal(state_take_next(s, &c, &err), -ENOENT);
-	assert_true(state_next_retry(s) > 0);
+	assert_int_equal(store_requeue(s, c.id, 60000, false, "engine down", &err), 0);
+	assert_int_equal(store_take_next(s, &c, &err), -ENOENT);
+	assert_true(store_next_retry(s) > 0);
 	/* base fails: everything above it is cancelled, transitively */
-	assert_int_equal(state_finish(s, b.id, BUILD_FAILED, "boom", &err), 0);
+	assert_int_equal(store_finish(s, b.id, BUILD_FAILED, "boom", &err), 0);
 	assert_int_equal(count(d, "SELECT count(*) FROM builds WHERE state = 'cancelled'"
 				  " AND path IN ('mid', 'top') AND error LIKE '%base image%failed'"),
 			 2);
 	/* and a success lets the next in line go */
-	assert_int_equal(state_record_plan(s, "images", "main", B, items, 4, &err), 4);
-	assert_int_equal(state_take_next(s, &b, &err), 0);
+	assert_int_equal(store_record_plan(s, "images", "main", B, items, 4, &err), 4);
+	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "base");
-	assert_int_equal(state_set_result(s, b.id, "sha256:i", "sha256:d", &err), 0);
-	assert_int_equal(state_pushed_from(s, "r/base:1", B, &err), 1);
-	assert_int_equal(state_pushed_from(s, "r/base:1", A, &err), 0);
-	assert_int_equal(state_finish(s, b.id, BUILD_SUCCEEDED, NULL, &err), 0);
-	assert_int_equal(state_take_next(s, &b, &err), 0);
+	assert_int_equal(store_set_result(s, b.id, "sha256:i", "sha256:d", &err), 0);
+	assert_int_equal(store_pushed_from(s, "r/base:1", B, &err), 1);
+	assert_int_equal(store_pushed_from(s, "r/base:1", A, &err), 0);
+	assert_int_equal(store_finish(s, b.id, BUILD_SUCCEEDED, NULL, &err), 0);
+	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "mid");
 	assert_string_equal(b.commit, B);
-	state_close(s);
+	store_close(s);
 	free(d);
 }
 
@@ -217,17 +217,17 @@ static void newer_schema_is_refused(void **state)
 {
 	char *d = sub("future");
 	char *path = sub("future/kilnd.db");
-	struct state *s = NULL;
+	struct store *s = NULL;
 	struct kiln_err err = {0};
 	sqlite3 *db;
 
 	(void)state;
-	assert_int_equal(state_open(d, &s, &err), 0);
-	state_close(s);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	store_close(s);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
-	assert_int_equal(state_open(d, &s, &err), -EPROTO);
+	assert_int_equal(store_open(d, &s, &err), -EPROTO);
 	assert_non_null(strstr(err.msg, "newer than this kilnd"));
 	free(path);
 	free(d);
@@ -236,29 +236,29 @@ static void newer_schema_is_refused(void **state)
 static void deliveries(void **state)
 {
 	char *d = sub("deliveries");
-	struct state *s = NULL;
+	struct store *s = NULL;
 	struct kiln_err err = {0};
 	struct strv pending = {0};
 
 	(void)state;
-	assert_int_equal(state_open(d, &s, &err), 0);
-	assert_int_equal(state_record_delivery(s, "images", "guid-1", &err), 1);
-	assert_int_equal(state_record_delivery(s, "images", "guid-1", &err), 0); /* redelivery */
-	assert_int_equal(state_record_delivery(s, "other", "guid-1", &err), 1); /* per repository */
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_record_delivery(s, "images", "guid-1", &err), 1);
+	assert_int_equal(store_record_delivery(s, "images", "guid-1", &err), 0); /* redelivery */
+	assert_int_equal(store_record_delivery(s, "other", "guid-1", &err), 1); /* per repository */
 	/* recorded before the answer: a restart finds them pending */
-	s = state_close(s);
-	assert_int_equal(state_open(d, &s, &err), 0);
-	assert_int_equal(state_pending_deliveries(s, &pending, &err), 0);
+	s = store_close(s);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_pending_deliveries(s, &pending, &err), 0);
 	assert_int_equal(pending.n, 2);
 	strv_done(&pending);
-	assert_int_equal(state_deliveries_handled(s, "images", INT64_MAX, &err), 0);
-	assert_int_equal(state_pending_deliveries(s, &pending, &err), 0);
+	assert_int_equal(store_deliveries_handled(s, "images", INT64_MAX, &err), 0);
+	assert_int_equal(store_pending_deliveries(s, &pending, &err), 0);
 	assert_int_equal(pending.n, 1);
 	assert_string_equal(pending.v[0], "other");
 	strv_done(&pending);
 	/* a handled id is still remembered: no double trigger on redelivery */
-	assert_int_equal(state_record_delivery(s, "images", "guid-1", &err), 0);
-	state_close(s);
+	assert_int_equal(store_record_delivery(s, "images", "guid-1", &err), 0);
+	store_close(s);
 	free(d);
 }
 
