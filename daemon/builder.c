@@ -19,6 +19,7 @@
 
 #include "kiln/auth.h"
 #include "kiln/buf.h"
+#include "kiln/backoff.h"
 #include "kiln/builder.h"
 #include "kiln/err.h"
 #include "kiln/job.h"
@@ -28,7 +29,6 @@
 const double build_duration_bounds[BUILD_DURATION_BUCKETS] = {1,   5,	15,  30,   60,
 							      120, 300, 600, 1200, 3600};
 
-#define RETRY_DELAY_MAX_MS (10u * 60 * 1000)
 #define ENGINE_BACKOFF_MIN 1000u
 #define ENGINE_BACKOFF_MAX (60u * 1000)
 #define VERIFY_DELAY_MS	   1000u
@@ -226,6 +226,7 @@ static void timer_cb(uv_timer_t *t)
 static void ping_done(struct docker_call *c, void *arg)
 {
 	struct builder *b = arg;
+	uint64_t delay_ms;
 
 	b->pinging = false;
 	if (docker_call_result(c) == 0 && docker_call_status(c) == 200) {
@@ -234,29 +235,30 @@ static void ping_done(struct docker_call *c, void *arg)
 				 docker_api_version(b->docker) ? docker_api_version(b->docker)
 							       : "?");
 		b->engine = BUILDER_ENGINE_OK;
-		b->engine_backoff_ms = 0;
+		b->engine_failures = 0;
 		b->last_error[0] = '\0';
 		if (b->changed)
 			b->changed(b, b->arg);
 		builder_kick(b);
 		return;
 	}
-	b->engine_backoff_ms = b->engine_backoff_ms ? 2 * b->engine_backoff_ms : ENGINE_BACKOFF_MIN;
-	if (b->engine_backoff_ms > ENGINE_BACKOFF_MAX)
-		b->engine_backoff_ms = ENGINE_BACKOFF_MAX;
-	if (b->engine != BUILDER_ENGINE_DOWN || b->engine_backoff_ms == ENGINE_BACKOFF_MAX)
+	b->engine_failures++;
+	delay_ms = backoff_ms(ENGINE_BACKOFF_MIN, b->engine_failures, ENGINE_BACKOFF_MAX);
+	/* said once when it goes down, then once per minute at the cap */
+	if (b->engine != BUILDER_ENGINE_DOWN ||
+	    backoff_exact_ms(ENGINE_BACKOFF_MIN, b->engine_failures, ENGINE_BACKOFF_MAX) ==
+		ENGINE_BACKOFF_MAX)
 		log_warning("docker engine %s unusable: %s; builds wait (next try in %" PRIu64
 			    " ms)",
 			    docker_host(b->docker),
-			    docker_call_error(c)[0] ? docker_call_error(c) : "no reply",
-			    b->engine_backoff_ms);
+			    docker_call_error(c)[0] ? docker_call_error(c) : "no reply", delay_ms);
 	b->engine = BUILDER_ENGINE_DOWN;
 	snprintf(b->last_error, sizeof(b->last_error), "docker engine %s unusable: %.180s",
 		 docker_host(b->docker), docker_call_error(c));
 	if (b->changed)
 		b->changed(b, b->arg);
 	if (!b->draining)
-		uv_timer_start(&b->timer, timer_cb, b->engine_backoff_ms, 0);
+		uv_timer_start(&b->timer, timer_cb, delay_ms, 0);
 }
 
 static void ping(struct builder *b)
@@ -388,9 +390,8 @@ static void conclude(struct builder_slot *s, bool engine_gone)
 		docker_renegotiate(b->docker);
 		s->requeue = true;
 		s->count_attempt = true;
-		s->delay_ms = b->cfg->retry_delay_ms << (s->build.attempts - 1);
-		if (s->delay_ms > RETRY_DELAY_MAX_MS)
-			s->delay_ms = RETRY_DELAY_MAX_MS;
+		s->delay_ms = backoff_ms(b->cfg->retry_delay_ms, (unsigned)s->build.attempts,
+					 BACKOFF_RETRY_MAX_MS);
 	} else {
 		s->final = BUILD_FAILED;
 	}

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "kiln/auth.h"
+#include "kiln/backoff.h"
 #include "kiln/buf.h"
 #include "kiln/job.h"
 #include "kiln/oneshot.h"
@@ -92,7 +93,8 @@ static void item_done(struct job *j, void *arg)
 	if (res->code == 0) {
 		it->state = ITEM_OK;
 	} else if (res->transient && !run->interrupted && it->attempts <= run->o->retries) {
-		uint64_t delay = run->o->retry_delay_ms << (it->attempts - 1);
+		uint64_t delay =
+		    backoff_ms(run->o->retry_delay_ms, it->attempts, BACKOFF_RETRY_MAX_MS);
 		printf("%s | kiln: attempt %u failed: %s; retrying in %" PRIu64 " ms\n", it->prefix,
 		       it->attempts, res->error, delay);
 		it->state = ITEM_WAITING_RETRY;

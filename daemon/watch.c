@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kiln/backoff.h"
 #include "kiln/changes.h"
 #include "kiln/log.h"
 #include "kiln/path.h"
@@ -101,29 +102,11 @@ static void settings_take(struct watch *w, const struct config_repo *repo)
 
 /* ---- scheduling ---- */
 
-static uint64_t rnd(void)
-{
-	static uint64_t x;
-
-	if (x == 0)
-		x = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid();
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return x;
-}
-
 /* The interval, doubled per consecutive failure up to BACKOFF_MAX_MS (or the
  * interval when that is longer), then spread by +-10%. */
 static uint64_t next_delay(const struct watch *w)
 {
-	uint64_t d = w->interval_ms;
-
-	for (unsigned i = 0; i < w->failures && d < BACKOFF_MAX_MS; i++)
-		d *= 2;
-	if (w->failures && d > BACKOFF_MAX_MS)
-		d = w->interval_ms > BACKOFF_MAX_MS ? w->interval_ms : BACKOFF_MAX_MS;
-	return d * (90 + rnd() % 21) / 100;
+	return backoff_ms(w->interval_ms, w->failures + 1, BACKOFF_MAX_MS);
 }
 
 static void timer_cb(uv_timer_t *t)
@@ -564,7 +547,7 @@ int watch_new(uv_loop_t *loop, const struct config_repo *repo, const char *mirro
 void watch_start(struct watch *w)
 {
 	/* a random part of the interval: no thundering herd at startup */
-	schedule(w, rnd() % (w->interval_ms + 1));
+	schedule(w, backoff_rand() % (w->interval_ms + 1));
 }
 
 void watch_reconfigure(struct watch *w, const struct config_repo *repo)
@@ -583,7 +566,7 @@ void watch_reconfigure(struct watch *w, const struct config_repo *repo)
 	}
 	w->local_fp_valid = false; /* the URL may have changed too */
 	if (interval_changed && w->st == WATCH_IDLE && !w->stopping)
-		schedule(w, rnd() % (w->interval_ms + 1));
+		schedule(w, backoff_rand() % (w->interval_ms + 1));
 }
 
 void watch_trigger(struct watch *w)

@@ -42,7 +42,7 @@ struct builder {
 	char last_error[256];
 	enum builder_engine engine;
 	bool pinging;
-	uint64_t engine_backoff_ms;
+	unsigned engine_failures; /* pings failed in a row, for the backoff */
 	uv_timer_t timer; /* the next engine ping, or the next retry's start */
 	uint64_t done;	  /* succeeded */
 	uint64_t failed, cancelled, retried;
