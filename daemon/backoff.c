@@ -1,4 +1,4 @@
-/* backoff.c: retry delays (see backoff.h). Owns the per-thread generator
+/* backoff.c (base): retry delays (see backoff.h). Owns the per-thread generator
  * used to spread them; nothing here is for secrets. */
 #include <time.h>
 #include <unistd.h>

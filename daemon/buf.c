@@ -1,4 +1,4 @@
-/* buf.c: allocation wrappers, the growable buffer and the string vector. */
+/* buf.c (base): allocation wrappers, the growable buffer and the string vector. */
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>

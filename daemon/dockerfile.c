@@ -1,4 +1,4 @@
-/* dockerfile.c: extract FROM references from a Dockerfile without building it. */
+/* dockerfile.c (plan): extract FROM references from a Dockerfile without building it. */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>

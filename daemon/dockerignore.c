@@ -1,4 +1,4 @@
-/* dockerignore.c: parse .dockerignore and match paths with Docker's semantics.
+/* dockerignore.c (plan): parse .dockerignore and match paths with Docker's semantics.
  * Patterns compile to a small token program run as an NFA, so matching is
  * linear in the path whatever the pattern (no backtracking blow-up). */
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* err.c: setters for struct kiln_err and the located-diagnostics list. */
+/* err.c (base): setters for struct kiln_err and the located-diagnostics list. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* graph.c: topological order with a key-ordered heap, and cycle extraction. */
+/* graph.c (plan): topological order with a key-ordered heap, and cycle extraction. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,4 +1,4 @@
-/* log.c: one line per call, written whole with a single write(2) so lines
+/* log.c (base): one line per call, written whole with a single write(2) so lines
  * from threads never interleave. */
 #include <errno.h>
 #include <stdarg.h>

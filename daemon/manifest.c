@@ -1,4 +1,4 @@
-/* manifest.c: manifest.yaml -> struct manifest, with every error located.
+/* manifest.c (input): manifest.yaml -> struct manifest, with every error located.
  * The grammars follow Docker's reference rules (distribution/reference). */
 #include <ctype.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* map.c: string-keyed open-addressing hash map (linear probing, FNV-1a). */
+/* map.c (base): string-keyed open-addressing hash map (linear probing, FNV-1a). */
 #include <stdlib.h>
 #include <string.h>
 

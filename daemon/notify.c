@@ -1,4 +1,4 @@
-/* notify.c: sd_notify messages for Type=notify. */
+/* notify.c (report): sd_notify messages for Type=notify. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>

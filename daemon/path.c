@@ -1,4 +1,4 @@
-/* path.c: normalising repository-relative paths without touching a filesystem. */
+/* path.c (base): normalising repository-relative paths without touching a filesystem. */
 #include <errno.h>
 #include <string.h>
 

@@ -1,4 +1,6 @@
-/* repo.c: libgit2 access for reading: open, resolve revisions, read blobs. */
+/* repo.c (fetch): libgit2 for everything kiln reads from git: open a repository,
+ * resolve revisions, read blobs and trees, and keep the bare mirrors current
+ * (ls-remote tip check, fetch). Blocking: worker threads and the CLI only. */
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* sig.c: HMAC-SHA256 with OpenSSL's libcrypto, constant-time compares. */
+/* sig.c (base; used by trigger): HMAC-SHA256 with OpenSSL's libcrypto, constant-time compares. */
 #include <errno.h>
 #include <string.h>
 

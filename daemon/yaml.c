@@ -1,4 +1,4 @@
-/* yaml.c: loading YAML with libyaml's document API and the shared type checks. */
+/* yaml.c (base): loading YAML with libyaml's document API and the shared type checks. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
