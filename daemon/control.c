@@ -1,14 +1,17 @@
-/* control.c: the status socket. Owns the listening pipe and every client.
- * Requests on one connection are answered in order; one that needs the
- * database runs on a worker while reading from that client pauses. A client
- * that sends garbage gets an error line; one that sends an over-long line,
- * stops reading its answers or idles too long is disconnected. Nothing a
- * client does blocks the loop or another client. */
+/* control.c (report): the status socket. Owns the listening pipe, every client
+ * and every request in flight. The protocol is proto.h; the commands are one
+ * table, a row per command: the right it needs, whether it blocks (then its
+ * handler runs on a worker) and its handler. Requests on one connection are
+ * answered in order; while one is on a worker, reading from that client
+ * pauses. A client that sends garbage gets an error line; one that sends an
+ * over-long line, stops reading its answers or idles too long is
+ * disconnected. Nothing a client does blocks the loop or another client. */
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,15 +19,18 @@
 #include "kiln/buf.h"
 #include "kiln/control.h"
 #include "kiln/err.h"
+#include "kiln/job.h"
 #include "kiln/log.h"
-#include "kiln/manifest.h"
-#include "kiln/repo.h"
+#include "kiln/proto.h"
 
 #define CLIENT_IDLE_MS	   (5 * 60 * 1000)
 #define CLIENT_BACKLOG_MAX (4u << 20) /* unread answers before we give up on a client */
 #define CLIENTS_MAX	   256
+#define FOLLOW_POLL_MS	   500
 
 struct client;
+struct request;
+TAILQ_HEAD(client_list, client);
 
 struct control {
 	uv_loop_t *loop;
@@ -34,7 +40,7 @@ struct control {
 	struct store *store;
 	struct control_ops ops;
 	void *arg;
-	struct client *clients;
+	struct client_list clients;
 	unsigned nclients;
 	bool closing, pipe_closed;
 	void (*done)(void *);
@@ -46,35 +52,63 @@ struct client {
 	uv_timer_t timer;
 	int handles_open;
 	struct control *ctl;
-	struct client *prev, *next;
+	TAILQ_ENTRY(client) entry;
 	struct buf in;
 	bool busy; /* a request is on a worker */
 	bool reading, closing;
-	struct job *job; /* on a worker */
+	struct request *rq; /* on a worker */
 	bool can_read, can_admin;
 	uid_t uid;
 };
 
-#define LOG_ANSWER_MAX (8u << 20) /* the tail of a longer log is sent */
-#define FOLLOW_POLL_MS 500
+/* A handler fills rq->answer and returns 0, or returns a negative errno with
+ * rq->err set. A finish step may return CTL_AGAIN: the request goes on and is
+ * answered later. */
+#define CTL_AGAIN 1
+typedef int ctl_handler(struct request *rq);
 
-struct job {
-	uv_work_t req;
-	uv_timer_t timer; /* logs --follow: waiting for the build to end */
-	struct store *store;
-	char *log_path;			  /* logs */
-	char *mirror, *manifest, *branch; /* rebuild */
-	struct client *cl; /* NULL once the client went away; never used by the worker */
-	json_t *request;
-	json_t *answer;
-	struct kiln_err err;
-	int r;
+enum ctl_right { CTL_READ, CTL_ADMIN };
+
+struct ctl_cmd {
+	const char *name;
+	enum ctl_right right;
+	const char *need;     /* an argument it must have: PROTO_F_ID (> 0) or a string */
+	bool on_worker;	      /* the handler blocks (the store, git): it runs on a worker */
+	bool changes;	      /* success queued or cancelled builds: tell kilnd */
+	ctl_handler *prepare; /* on the loop before the worker: what only the loop knows */
+	ctl_handler *handler;
+	ctl_handler *finish; /* on the loop after the worker */
 };
 
-static void client_close(struct client *cl);
+/* One request being answered. On a worker, the handler touches only this. */
+struct request {
+	uv_work_t work;
+	uv_timer_t timer; /* logs --follow: waiting for the build to end */
+	const struct ctl_cmd *cmd;
+	struct client *cl; /* NULL once the client went away; never used on a worker */
+	struct store *store;
+	json_t *args; /* the request object */
+	json_t *answer;
+	char *log_path;			  /* logs */
+	char *mirror, *manifest, *branch; /* rebuild */
+	int r;
+	struct kiln_err err;
+};
+
+static void client_close(struct client *cl, const char *why);
 static void client_process(struct client *cl);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+
+static const char *arg_str(const struct request *rq, const char *key)
+{
+	return json_string_value(json_object_get(rq->args, key));
+}
+
+static int64_t arg_int(const struct request *rq, const char *key)
+{
+	return (int64_t)json_integer_value(json_object_get(rq->args, key));
+}
 
 /* ---- writing answers ---- */
 
@@ -98,15 +132,20 @@ static void send_json(struct client *cl, json_t *obj)
 	struct wreq *wr;
 	uv_buf_t b;
 	size_t n;
+	int r;
 
 	json_decref(obj);
-	if (text == NULL || cl->closing) {
+	if (cl->closing) {
 		free(text);
+		return;
+	}
+	if (text == NULL) {
+		client_close(cl, "out of memory for an answer");
 		return;
 	}
 	if (uv_stream_get_write_queue_size((uv_stream_t *)&cl->pipe) > CLIENT_BACKLOG_MAX) {
 		free(text);
-		client_close(cl); /* it does not read what it asks for */
+		client_close(cl, "it does not read its answers");
 		return;
 	}
 	n = strlen(text);
@@ -114,368 +153,476 @@ static void send_json(struct client *cl, json_t *obj)
 	wr->data = xreallocarray(text, n + 2, 1);
 	wr->data[n] = '\n';
 	b = uv_buf_init(wr->data, (unsigned)n + 1);
-	if (uv_write(&wr->w, (uv_stream_t *)&cl->pipe, &b, 1, after_write) < 0) {
+	if ((r = uv_write(&wr->w, (uv_stream_t *)&cl->pipe, &b, 1, after_write)) < 0) {
 		free(wr->data);
 		free(wr);
-		client_close(cl);
+		client_close(cl, uv_strerror(r));
 	}
 }
 
 static void send_ok(struct client *cl, json_t *result)
 {
-	send_json(cl, json_pack("{s:i, s:b, s:o}", "v", CONTROL_PROTOCOL, "ok", 1, "result",
-				result ? result : json_object()));
+	send_json(cl, json_pack("{s:i, s:b, s:o}", PROTO_F_VERSION, PROTO_VERSION, PROTO_F_OK, 1,
+				PROTO_F_RESULT, result ? result : json_object()));
 }
 
-static void send_error(struct client *cl, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void send_error(struct client *cl, const char *fmt, ...)
+static void send_error(struct client *cl, const char *msg)
 {
-	char msg[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	send_json(cl, json_pack("{s:i, s:b, s:s}", "v", CONTROL_PROTOCOL, "ok", 0, "error", msg));
+	send_json(cl, json_pack("{s:i, s:b, s:s}", PROTO_F_VERSION, PROTO_VERSION, PROTO_F_OK, 0,
+				PROTO_F_ERROR, msg));
 }
 
-/* ---- commands that read or write the state (on a worker) ---- */
+/* ---- the commands answered on the loop ---- */
+
+static int status_run(struct request *rq)
+{
+	struct control *ctl = rq->cl->ctl;
+
+	rq->answer = json_object();
+	ctl->ops.status(rq->answer, ctl->arg);
+	return 0;
+}
+
+static int health_run(struct request *rq)
+{
+	struct control *ctl = rq->cl->ctl;
+	int r;
+
+	rq->answer = json_object();
+	r = ctl->ops.health(rq->answer, ctl->arg);
+	json_object_set_new(rq->answer, PROTO_F_HEALTHY, json_boolean(r == 0));
+	return 0;
+}
+
+static int trigger_run(struct request *rq)
+{
+	struct control *ctl = rq->cl->ctl;
+	const char *repo = arg_str(rq, PROTO_F_REPOSITORY), *branch = arg_str(rq, PROTO_F_BRANCH);
+
+	if (ctl->ops.trigger(repo, branch, ctl->arg) < 0)
+		return kiln_err_set(&rq->err, -ENOENT, "repository '%s'%s%s%s is not watched", repo,
+				    branch ? " (branch '" : "", branch ? branch : "",
+				    branch ? "')" : "");
+	rq->answer = json_pack("{s:s}", PROTO_F_TRIGGERED, repo);
+	return 0;
+}
+
+/* ---- the commands that read or write the store (on a worker) ---- */
+
+static json_t *str_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+static json_t *time_or_null(int64_t t)
+{
+	return t ? json_integer(t) : json_null();
+}
 
 static json_t *row_json(const struct store_build_row *b)
 {
 	json_t *o = json_object();
 
-	json_object_set_new(o, "id", json_integer(b->id));
-	json_object_set_new(o, "repository", json_string(b->repo ? b->repo : ""));
-	json_object_set_new(o, "branch", json_string(b->branch ? b->branch : ""));
-	json_object_set_new(o, "path", json_string(b->path && b->path[0] ? b->path : "."));
-	json_object_set_new(o, "image", b->image ? json_string(b->image) : json_null());
-	json_object_set_new(o, "commit", json_string(b->commit ? b->commit : ""));
-	json_object_set_new(o, "change", json_string(b->change ? b->change : ""));
-	json_object_set_new(o, "state", json_string(b->state ? b->state : ""));
-	json_object_set_new(o, "attempts", json_integer(b->attempts));
-	json_object_set_new(o, "digest", json_null());
-	json_object_set_new(o, "error", b->error ? json_string(b->error) : json_null());
-	json_object_set_new(o, "queued_at", json_integer(b->created_at));
-	json_object_set_new(o, "started_at",
-			    b->started_at ? json_integer(b->started_at) : json_null());
-	json_object_set_new(o, "finished_at",
-			    b->finished_at ? json_integer(b->finished_at) : json_null());
+	json_object_set_new(o, PROTO_F_ID, json_integer(b->id));
+	json_object_set_new(o, PROTO_F_REPOSITORY, json_string(b->repo ? b->repo : ""));
+	json_object_set_new(o, PROTO_F_BRANCH, json_string(b->branch ? b->branch : ""));
+	json_object_set_new(o, PROTO_F_PATH, json_string(b->path && b->path[0] ? b->path : "."));
+	json_object_set_new(o, PROTO_F_IMAGE, str_or_null(b->image));
+	json_object_set_new(o, PROTO_F_COMMIT, json_string(b->commit ? b->commit : ""));
+	json_object_set_new(o, PROTO_F_CHANGE, json_string(b->change ? b->change : ""));
+	json_object_set_new(o, PROTO_F_STATE, json_string(b->state ? b->state : ""));
+	json_object_set_new(o, PROTO_F_ATTEMPTS, json_integer(b->attempts));
+	json_object_set_new(o, PROTO_F_DIGEST, str_or_null(b->digest));
+	json_object_set_new(o, PROTO_F_ERROR, str_or_null(b->error));
+	json_object_set_new(o, PROTO_F_QUEUED_AT, json_integer(b->created_at));
+	json_object_set_new(o, PROTO_F_STARTED_AT, time_or_null(b->started_at));
+	json_object_set_new(o, PROTO_F_FINISHED_AT, time_or_null(b->finished_at));
 	return o;
 }
 
-static void db_work(uv_work_t *req)
+/* The build with this id: 0 and *ret (free with store_build_rows_free), or
+ * -ENOENT. */
+static int one_build(struct request *rq, int64_t id, struct store_build_row **ret)
 {
-	struct job *j = container_of(req, struct job, req);
-	const char *cmd = json_string_value(json_object_get(j->request, "cmd"));
+	struct store_build_filter f = {.id = id, .limit = 1};
+	struct store_build_row *rows = NULL;
+	size_t n = 0;
+	int r;
+
+	r = store_list_builds(rq->store, &f, &rows, &n, &rq->err);
+	if (r < 0)
+		return r;
+	if (n == 0)
+		return kiln_err_set(&rq->err, -ENOENT, "no build %lld", (long long)id);
+	*ret = rows;
+	return 0;
+}
+
+static int builds_work(struct request *rq)
+{
 	struct store_build_filter f = {0};
 	struct store_build_row *rows = NULL;
 	size_t n = 0;
+	int r;
 
-	if (strcmp(cmd, "logs") == 0) {
-		int64_t id = json_integer_value(json_object_get(j->request, "id"));
-		struct store_build_filter lf = {.id = id, .limit = 1};
-		FILE *fp;
-		struct buf text = {0};
-		char chunk[65536];
-		size_t got;
-		long size;
-
-		j->r = store_list_builds(j->store, &lf, &rows, &n, &j->err);
-		if (j->r < 0)
-			return;
-		if (n == 0) {
-			j->r = kiln_err_set(&j->err, -ENOENT, "no build %lld", (long long)id);
-			return;
-		}
-		if ((fp = fopen(j->log_path, "re")) != NULL) {
-			if (fseek(fp, 0, SEEK_END) == 0 &&
-			    (size = ftell(fp)) > (long)LOG_ANSWER_MAX)
-				fseek(fp, size - (long)LOG_ANSWER_MAX, SEEK_SET);
-			else
-				rewind(fp);
-			while ((got = fread(chunk, 1, sizeof(chunk), fp)) > 0)
-				buf_append(&text, chunk, got);
-			fclose(fp);
-		}
-		j->answer = json_pack("{s:I, s:s, s:s%}", "id", (json_int_t)id, "state",
-				      rows[0].state ? rows[0].state : "", "log",
-				      text.p ? text.p : "", text.len);
-		buf_done(&text);
-		store_build_rows_free(rows, 1);
-		return;
-	}
-	if (strcmp(cmd, "rebuild") == 0) {
-		const char *repo = json_string_value(json_object_get(j->request, "repository"));
-		const char *path = json_string_value(json_object_get(j->request, "image"));
-		const char *want = json_string_value(json_object_get(j->request, "commit"));
-		git_repository *mirror = NULL;
-		git_commit *commit = NULL;
-		git_tree *tree = NULL;
-		git_tree_entry *e = NULL;
-		git_blob *blob = NULL;
-		struct manifest m = {0};
-		struct kiln_diags diags = {0};
-		char seen[STORE_SHA_LEN + 1], hex[GIT_OID_HEXSZ + 1], *file, *ref;
-		int64_t id;
-
-		if (strcmp(path, ".") == 0)
-			path = "";
-		file = path[0] ? xasprintf("%s/%s", path, j->manifest) : xstrdup(j->manifest);
-		if (want == NULL && store_last_seen(j->store, repo, j->branch, seen, &j->err) < 0) {
-			j->r = kiln_err_set(&j->err, -ENOENT, "'%s' has no commit seen yet", repo);
-		} else if ((j->r = repo_mirror_open(j->mirror, &mirror, &j->err)) == 0 &&
-			   (j->r = repo_commit(mirror, want ? want : seen, &commit, &j->err)) ==
-			       0) {
-			if (git_commit_tree(&tree, commit) < 0 || repo_entry(tree, file, &e) < 0 ||
-			    git_tree_entry_type(e) != GIT_OBJECT_BLOB ||
-			    repo_blob(mirror, git_tree_entry_id(e), MANIFEST_SIZE_MAX, &blob,
-				      NULL) < 0) {
-				j->r = kiln_err_set(
-				    &j->err, -ENOENT, "no image folder '%s' at %.12s",
-				    path[0] ? path : ".",
-				    git_oid_tostr(hex, sizeof(hex), git_commit_id(commit)));
-			} else if (manifest_parse(git_blob_rawcontent(blob),
-						  (size_t)git_blob_rawsize(blob), file, path, &m,
-						  &diags) < 0) {
-				char line[512];
-				kiln_diag_format(&diags.v[0], line, sizeof(line));
-				j->r = kiln_err_set(&j->err, -EINVAL, "%s", line);
-			} else {
-				ref = manifest_ref(&m, m.version);
-				git_oid_tostr(hex, sizeof(hex), git_commit_id(commit));
-				id = store_queue_build(j->store, repo, j->branch, path, ref, hex,
-						       &j->err);
-				if (id < 0)
-					j->r = (int)id;
-				else
-					j->answer =
-					    json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id,
-						      "image", ref, "commit", hex);
-				free(ref);
-			}
-		}
-		manifest_done(&m);
-		kiln_diags_done(&diags);
-		git_blob_free(blob);
-		git_tree_entry_free(e);
-		git_tree_free(tree);
-		git_commit_free(commit);
-		git_repository_free(mirror);
-		free(file);
-		return;
-	}
-	if (strcmp(cmd, "cancel") == 0) {
-		j->r = store_cancel(j->store, json_integer_value(json_object_get(j->request, "id")),
-				    &j->err);
-		if (j->r == 0)
-			j->answer = json_pack("{s:I, s:s}", "id",
-					      json_integer_value(json_object_get(j->request, "id")),
-					      "state", "cancelled");
-		return;
-	}
-	f.repo = json_string_value(json_object_get(j->request, "repository"));
-	f.path = json_string_value(json_object_get(j->request, "image"));
+	f.repo = arg_str(rq, PROTO_F_REPOSITORY);
+	f.path = arg_str(rq, PROTO_F_IMAGE);
 	if (f.path && strcmp(f.path, ".") == 0)
 		f.path = "";
-	f.state = json_string_value(json_object_get(j->request, "state"));
-	f.limit = (unsigned)json_integer_value(json_object_get(j->request, "limit"));
-	if (strcmp(cmd, "build") == 0) {
-		f.id = json_integer_value(json_object_get(j->request, "id"));
-		f.limit = 1;
-	}
-	j->r = store_list_builds(j->store, &f, &rows, &n, &j->err);
-	if (j->r < 0)
-		return;
-	if (strcmp(cmd, "build") == 0) {
-		if (n == 0)
-			j->r = kiln_err_set(&j->err, -ENOENT, "no build %lld", (long long)f.id);
-		else
-			j->answer = row_json(&rows[0]);
-	} else {
-		j->answer = json_array();
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(j->answer, row_json(&rows[i]));
-	}
+	f.state = arg_str(rq, PROTO_F_STATE);
+	f.limit = (unsigned)arg_int(rq, PROTO_F_LIMIT);
+	r = store_list_builds(rq->store, &f, &rows, &n, &rq->err);
+	if (r < 0)
+		return r;
+	rq->answer = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(rq->answer, row_json(&rows[i]));
 	store_build_rows_free(rows, n);
+	return 0;
 }
 
-static void job_free_cb(uv_handle_t *h)
+static int build_work(struct request *rq)
 {
-	struct job *j = h->data;
+	struct store_build_row *row;
+	int r = one_build(rq, arg_int(rq, PROTO_F_ID), &row);
 
-	json_decref(j->answer);
-	json_decref(j->request);
-	free(j->log_path);
-	free(j->mirror);
-	free(j->manifest);
-	free(j->branch);
-	free(j);
+	if (r < 0)
+		return r;
+	rq->answer = row_json(row);
+	store_build_rows_free(row, 1);
+	return 0;
 }
 
-static void db_after(uv_work_t *req, int status);
+static int logs_prepare(struct request *rq)
+{
+	struct control *ctl = rq->cl->ctl;
+
+	rq->log_path = ctl->ops.log_path(arg_int(rq, PROTO_F_ID), ctl->arg);
+	return 0;
+}
+
+/* The last `max` bytes of the file at path into out; none yet is no error. */
+static int read_tail(const char *path, long max, struct buf *out, struct kiln_err *err)
+{
+	char chunk[65536];
+	FILE *fp = path ? fopen(path, "re") : NULL;
+	long size;
+	size_t got;
+	int r = 0;
+
+	if (fp == NULL) {
+		if (path == NULL || errno == ENOENT)
+			return 0;
+		return kiln_err_set(err, -errno, "cannot read log '%s': %s", path, strerror(errno));
+	}
+	if (fseek(fp, 0, SEEK_END) < 0 || (size = ftell(fp)) < 0 ||
+	    fseek(fp, size > max ? size - max : 0, SEEK_SET) < 0)
+		r = kiln_err_set(err, -errno, "cannot seek in log '%s': %s", path, strerror(errno));
+	while (r == 0 && (got = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+		buf_append(out, chunk, got);
+	if (r == 0 && ferror(fp))
+		r = kiln_err_set(err, -EIO, "cannot read log '%s'", path);
+	fclose(fp);
+	return r;
+}
+
+static int logs_work(struct request *rq)
+{
+	int64_t id = arg_int(rq, PROTO_F_ID);
+	struct store_build_row *row = NULL;
+	struct buf text = {0};
+	int r;
+
+	r = one_build(rq, id, &row);
+	if (r < 0)
+		goto out;
+	r = read_tail(rq->log_path, (long)PROTO_LOG_MAX, &text, &rq->err);
+	if (r < 0)
+		goto out;
+	rq->answer =
+	    json_pack("{s:I, s:s, s:s%}", PROTO_F_ID, (json_int_t)id, PROTO_F_STATE,
+		      row->state ? row->state : "", PROTO_F_LOG, text.p ? text.p : "", text.len);
+out:
+	buf_done(&text);
+	store_build_rows_free(row, row ? 1 : 0);
+	return r;
+}
+
+static void work_cb(uv_work_t *w);
+static void after_work_cb(uv_work_t *w, int status);
+static void request_end(struct request *rq);
 
 static void follow_cb(uv_timer_t *t)
 {
-	struct job *j = t->data;
+	struct request *rq = container_of(t, struct request, timer);
+	int r;
 
-	if (j->cl == NULL) { /* the follower left */
-		uv_close((uv_handle_t *)&j->timer, job_free_cb);
+	if (rq->cl == NULL) { /* the follower left */
+		request_end(rq);
 		return;
 	}
-	uv_queue_work(j->cl->ctl->loop, &j->req, db_work, db_after);
+	r = uv_queue_work(rq->cl->ctl->loop, &rq->work, work_cb, after_work_cb);
+	if (r < 0) {
+		rq->r = kiln_err_set(&rq->err, r, "cannot queue work: %s", uv_strerror(r));
+		request_end(rq);
+	}
 }
 
-static void db_after(uv_work_t *req, int status)
+/* logs --follow: look again once a queued or running build has had time to
+ * move on */
+static int logs_finish(struct request *rq)
 {
-	struct job *j = container_of(req, struct job, req);
-	struct client *cl = j->cl;
+	const char *state = json_string_value(json_object_get(rq->answer, PROTO_F_STATE));
 
-	const char *bstate = j->r == 0 && json_is_object(j->answer)
-				 ? json_string_value(json_object_get(j->answer, "state"))
-				 : NULL;
-
-	if (cl != NULL && status >= 0 && j->log_path != NULL && bstate != NULL &&
-	    json_is_true(json_object_get(j->request, "follow")) &&
-	    (strcmp(bstate, "queued") == 0 || strcmp(bstate, "running") == 0)) {
-		/* logs --follow: look again once the build has had time to move on */
-		json_decref(j->answer);
-		j->answer = NULL;
-		uv_timer_start(&j->timer, follow_cb, FOLLOW_POLL_MS, 0);
-		return;
-	}
-	if (cl != NULL && status >= 0 && j->r == -EBUSY && cl->ctl->ops.cancel_running &&
-	    strcmp(json_string_value(json_object_get(j->request, "cmd")), "cancel") == 0) {
-		/* not queued: perhaps running, which only the builder can stop */
-		json_int_t id = json_integer_value(json_object_get(j->request, "id"));
-		if (cl->ctl->ops.cancel_running((int64_t)id, cl->ctl->arg) == 0) {
-			j->r = 0;
-			j->answer = json_pack("{s:I, s:s}", "id", id, "state", "cancelling");
-		}
-	}
-	if (cl != NULL) {
-		cl->busy = false;
-		cl->job = NULL;
-		if (status < 0 || j->r < 0) {
-			send_error(cl, "%s", status < 0 ? "cancelled" : j->err.msg);
-		} else {
-			const char *cmd = json_string_value(json_object_get(j->request, "cmd"));
-			if ((strcmp(cmd, "cancel") == 0 || strcmp(cmd, "rebuild") == 0) &&
-			    cl->ctl->ops.changed)
-				cl->ctl->ops.changed(cl->ctl->arg);
-			send_ok(cl, j->answer);
-			j->answer = NULL;
-		}
-		client_process(cl);
-	}
-	uv_close((uv_handle_t *)&j->timer, job_free_cb);
+	if (rq->r < 0 || !json_is_true(json_object_get(rq->args, PROTO_F_FOLLOW)) || !state ||
+	    (strcmp(state, PROTO_STATE_QUEUED) != 0 && strcmp(state, PROTO_STATE_RUNNING) != 0))
+		return 0;
+	json_decref(rq->answer);
+	rq->answer = NULL;
+	uv_timer_start(&rq->timer, follow_cb, FOLLOW_POLL_MS, 0);
+	return CTL_AGAIN;
 }
 
-/* ---- dispatch ---- */
-
-struct cmd {
-	const char *name;
-	bool admin;	  /* changes something */
-	bool db;	  /* runs on a worker */
-	const char *need; /* a required integer or string argument */
-};
-
-static const struct cmd cmds[] = {
-    {"status", false, false, NULL},
-    {"health", false, false, NULL},
-    {"builds", false, true, NULL},
-    {"build", false, true, "id"},
-    {"trigger", true, false, "repository"},
-    {"cancel", true, true, "id"},
-    {"logs", false, true, "id"},
-    {"rebuild", true, true, "repository"},
-};
-
-static void dispatch(struct client *cl, json_t *req)
+static int cancel_work(struct request *rq)
 {
-	const char *name = json_string_value(json_object_get(req, "cmd"));
-	json_t *v = json_object_get(req, "v");
-	const struct cmd *c = NULL;
+	int64_t id = arg_int(rq, PROTO_F_ID);
+	int r = store_cancel(rq->store, id, &rq->err);
 
-	if (v && json_integer_value(v) != CONTROL_PROTOCOL) {
-		send_error(cl, "protocol version %lld is not supported (this kilnd speaks %d)",
-			   (long long)json_integer_value(v), CONTROL_PROTOCOL);
+	if (r < 0)
+		return r;
+	rq->answer = json_pack("{s:I, s:s}", PROTO_F_ID, (json_int_t)id, PROTO_F_STATE,
+			       PROTO_STATE_CANCELLED);
+	return 0;
+}
+
+/* not queued: perhaps running, which only the builder can stop */
+static int cancel_finish(struct request *rq)
+{
+	struct control *ctl = rq->cl->ctl;
+	int64_t id = arg_int(rq, PROTO_F_ID);
+
+	if (rq->r != -EBUSY || ctl->ops.cancel_running == NULL ||
+	    ctl->ops.cancel_running(id, ctl->arg) < 0)
+		return 0;
+	rq->r = 0;
+	rq->answer = json_pack("{s:I, s:s}", PROTO_F_ID, (json_int_t)id, PROTO_F_STATE,
+			       PROTO_STATE_CANCELLING);
+	return 0;
+}
+
+static int rebuild_prepare(struct request *rq)
+{
+	struct control *ctl = rq->cl->ctl;
+	const char *repo = arg_str(rq, PROTO_F_REPOSITORY);
+
+	if (arg_str(rq, PROTO_F_IMAGE) == NULL)
+		return kiln_err_set(&rq->err, -EINVAL, "'%s' needs '%s' (the image folder)",
+				    rq->cmd->name, PROTO_F_IMAGE);
+	if (ctl->ops.repo_info(repo, &rq->mirror, &rq->manifest, &rq->branch, ctl->arg) < 0)
+		return kiln_err_set(&rq->err, -ENOENT, "repository '%s' is not watched", repo);
+	return 0;
+}
+
+/* Queues a build of one image folder at a commit (default: the first
+ * branch's last-seen one), its manifest read from the mirror as a build
+ * reads it. Errors say what failed: only a manifest that is not there is
+ * reported as not found. */
+static int rebuild_work(struct request *rq)
+{
+	const char *repo = arg_str(rq, PROTO_F_REPOSITORY), *path = arg_str(rq, PROTO_F_IMAGE);
+	const char *commit = arg_str(rq, PROTO_F_COMMIT);
+	char seen[STORE_SHA_LEN + 1];
+	struct job_spec spec = {0};
+	char *ref = NULL;
+	int64_t id;
+	int r;
+
+	if (strcmp(path, ".") == 0)
+		path = "";
+	if (commit == NULL) {
+		r = store_last_seen(rq->store, repo, rq->branch, seen, &rq->err);
+		if (r == -ENOENT)
+			r = kiln_err_set(&rq->err, r, "'%s' has no commit seen yet", repo);
+		if (r < 0)
+			goto out;
+		commit = seen;
+	}
+	r = job_prepare(rq->mirror, commit, path, rq->manifest, &spec, &rq->err);
+	if (r < 0)
+		goto out;
+	ref = manifest_ref(&spec.m, spec.m.version);
+	id = store_queue_build(rq->store, repo, rq->branch, path, ref, spec.commit, &rq->err);
+	if (id < 0) {
+		r = (int)id;
 		goto out;
 	}
-	for (size_t i = 0; name && i < ARRAY_SIZE(cmds); i++) {
-		if (strcmp(cmds[i].name, name) == 0)
-			c = &cmds[i];
+	rq->answer = json_pack("{s:I, s:s, s:s}", PROTO_F_ID, (json_int_t)id, PROTO_F_IMAGE, ref,
+			       PROTO_F_COMMIT, spec.commit);
+out:
+	free(ref);
+	job_spec_done(&spec);
+	return r;
+}
+
+/* ---- the table ---- */
+
+static const struct ctl_cmd ctl_cmds[] = {
+    {PROTO_CMD_STATUS, CTL_READ, NULL, false, false, NULL, status_run, NULL},
+    {PROTO_CMD_HEALTH, CTL_READ, NULL, false, false, NULL, health_run, NULL},
+    {PROTO_CMD_BUILDS, CTL_READ, NULL, true, false, NULL, builds_work, NULL},
+    {PROTO_CMD_BUILD, CTL_READ, PROTO_F_ID, true, false, NULL, build_work, NULL},
+    {PROTO_CMD_LOGS, CTL_READ, PROTO_F_ID, true, false, logs_prepare, logs_work, logs_finish},
+    {PROTO_CMD_TRIGGER, CTL_ADMIN, PROTO_F_REPOSITORY, false, false, NULL, trigger_run, NULL},
+    {PROTO_CMD_REBUILD, CTL_ADMIN, PROTO_F_REPOSITORY, true, true, rebuild_prepare, rebuild_work,
+     NULL},
+    {PROTO_CMD_CANCEL, CTL_ADMIN, PROTO_F_ID, true, true, NULL, cancel_work, cancel_finish},
+};
+
+static const struct ctl_cmd *ctl_cmd_find(const char *name)
+{
+	for (size_t i = 0; name && i < ARRAY_SIZE(ctl_cmds); i++) {
+		if (strcmp(ctl_cmds[i].name, name) == 0)
+			return &ctl_cmds[i];
+	}
+	return NULL;
+}
+
+/* The command a request names, if this client may run it with these
+ * arguments; else NULL and why in err. */
+static const struct ctl_cmd *request_check(const struct client *cl, json_t *args,
+					   struct kiln_err *err)
+{
+	const char *name = json_string_value(json_object_get(args, PROTO_F_CMD));
+	json_t *v = json_object_get(args, PROTO_F_VERSION), *a;
+	const struct ctl_cmd *c = ctl_cmd_find(name);
+	char names[256] = "";
+
+	if (v && json_integer_value(v) != PROTO_VERSION) {
+		kiln_err_set(err, -EPROTO,
+			     "protocol version %lld is not supported (this kilnd speaks %d)",
+			     (long long)json_integer_value(v), PROTO_VERSION);
+		return NULL;
 	}
 	if (c == NULL) {
-		send_error(cl,
-			   "unknown command '%s' (status, health, builds, build, logs, trigger, "
-			   "rebuild, cancel)",
-			   name ? name : "(none)");
-		goto out;
+		for (size_t i = 0; i < ARRAY_SIZE(ctl_cmds); i++)
+			snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+				 i ? ", " : "", ctl_cmds[i].name);
+		kiln_err_set(err, -EINVAL, "unknown command '%s' (%s)", name ? name : "(none)",
+			     names);
+		return NULL;
 	}
-	if (c->admin ? !cl->can_admin : !cl->can_read) {
-		send_error(cl, "permission denied: '%s' needs %s", name,
-			   c->admin ? "root, kilnd's user or the admin group"
-				    : "root, kilnd's user or the status group");
-		goto out;
+	if (c->right == CTL_ADMIN ? !cl->can_admin : !cl->can_read) {
+		kiln_err_set(err, -EPERM, "permission denied: '%s' needs %s", name,
+			     c->right == CTL_ADMIN ? "root, kilnd's user or the admin group"
+						   : "root, kilnd's user or the status group");
+		return NULL;
 	}
-	if (c->need) {
-		json_t *a = json_object_get(req, c->need);
-		if (strcmp(c->need, "id") == 0 ? !json_is_integer(a) || json_integer_value(a) <= 0
-					       : !json_is_string(a)) {
-			send_error(cl, "'%s' needs '%s'", name, c->need);
-			goto out;
-		}
+	a = c->need ? json_object_get(args, c->need) : NULL;
+	if (c->need &&
+	    (strcmp(c->need, PROTO_F_ID) == 0 ? !json_is_integer(a) || json_integer_value(a) <= 0
+					      : !json_is_string(a))) {
+		kiln_err_set(err, -EINVAL, "'%s' needs '%s'", name, c->need);
+		return NULL;
 	}
-	if (c->db) {
-		struct job *j = xcalloc(1, sizeof(*j));
-		j->cl = cl;
-		j->store = cl->ctl->store;
-		j->request = json_incref(req);
-		uv_timer_init(cl->ctl->loop, &j->timer);
-		j->timer.data = j;
-		if (strcmp(name, "logs") == 0)
-			j->log_path = cl->ctl->ops.log_path(
-			    json_integer_value(json_object_get(req, "id")), cl->ctl->arg);
-		if (strcmp(name, "rebuild") == 0) {
-			const char *repo = json_string_value(json_object_get(req, "repository"));
-			if (!json_is_string(json_object_get(req, "image"))) {
-				uv_close((uv_handle_t *)&j->timer, job_free_cb);
-				send_error(cl, "'rebuild' needs 'image' (the image folder)");
-				goto out;
-			}
-			if (cl->ctl->ops.repo_info(repo, &j->mirror, &j->manifest, &j->branch,
-						   cl->ctl->arg) < 0) {
-				uv_close((uv_handle_t *)&j->timer, job_free_cb);
-				send_error(cl, "repository '%s' is not watched", repo);
-				goto out;
-			}
-		}
-		cl->busy = true;
-		cl->job = j;
-		uv_queue_work(cl->ctl->loop, &j->req, db_work, db_after);
-	} else if (strcmp(name, "status") == 0) {
-		json_t *o = json_object();
-		cl->ctl->ops.status(o, cl->ctl->arg);
-		send_ok(cl, o);
-	} else if (strcmp(name, "health") == 0) {
-		json_t *o = json_object();
-		int r = cl->ctl->ops.health(o, cl->ctl->arg);
-		json_object_set_new(o, "healthy", json_boolean(r == 0));
-		send_ok(cl, o);
-	} else { /* trigger */
-		const char *repo = json_string_value(json_object_get(req, "repository"));
-		const char *branch = json_string_value(json_object_get(req, "branch"));
-		if (cl->ctl->ops.trigger(repo, branch, cl->ctl->arg) < 0)
-			send_error(cl, "repository '%s'%s%s%s is not watched", repo,
-				   branch ? " (branch '" : "", branch ? branch : "",
-				   branch ? "')" : "");
-		else
-			send_ok(cl, json_pack("{s:s}", "triggered", repo));
+	return c;
+}
+
+/* ---- requests ---- */
+
+static void request_free_cb(uv_handle_t *h)
+{
+	struct request *rq = container_of((uv_timer_t *)h, struct request, timer);
+
+	json_decref(rq->answer);
+	json_decref(rq->args);
+	free(rq->log_path);
+	free(rq->mirror);
+	free(rq->manifest);
+	free(rq->branch);
+	free(rq);
+}
+
+/* Answers (when the client is still there), lets the client go on with its
+ * next request if this one held it, and frees the request. */
+static void request_end(struct request *rq)
+{
+	struct client *cl = rq->cl;
+	bool held;
+
+	uv_close((uv_handle_t *)&rq->timer, request_free_cb);
+	if (cl == NULL)
+		return;
+	held = cl->rq == rq;
+	if (held) {
+		cl->busy = false;
+		cl->rq = NULL;
 	}
-out:
-	json_decref(req);
+	if (rq->r < 0) {
+		send_error(cl, rq->err.msg);
+	} else {
+		if (rq->cmd->changes && cl->ctl->ops.changed)
+			cl->ctl->ops.changed(cl->ctl->arg);
+		send_ok(cl, rq->answer);
+		rq->answer = NULL;
+	}
+	if (held)
+		client_process(cl);
+}
+
+static void work_cb(uv_work_t *w)
+{
+	struct request *rq = container_of(w, struct request, work);
+
+	rq->r = rq->cmd->handler(rq);
+}
+
+static void after_work_cb(uv_work_t *w, int status)
+{
+	struct request *rq = container_of(w, struct request, work);
+
+	if (status < 0)
+		rq->r = kiln_err_set(&rq->err, status, "cancelled");
+	else if (rq->cl != NULL && rq->cmd->finish && rq->cmd->finish(rq) == CTL_AGAIN)
+		return;
+	request_end(rq);
+}
+
+/* Runs one request: takes args. */
+static void dispatch(struct client *cl, json_t *args)
+{
+	struct kiln_err err = {0};
+	const struct ctl_cmd *c = request_check(cl, args, &err);
+	struct request *rq;
+	int r;
+
+	if (c == NULL) {
+		json_decref(args);
+		send_error(cl, err.msg);
+		return;
+	}
+	rq = xcalloc(1, sizeof(*rq));
+	rq->cmd = c;
+	rq->cl = cl;
+	rq->store = cl->ctl->store;
+	rq->args = args;
+	uv_timer_init(cl->ctl->loop, &rq->timer);
+	if (c->prepare && (rq->r = c->prepare(rq)) < 0) {
+		request_end(rq);
+		return;
+	}
+	if (!c->on_worker) {
+		rq->r = c->handler(rq);
+		request_end(rq);
+		return;
+	}
+	r = uv_queue_work(cl->ctl->loop, &rq->work, work_cb, after_work_cb);
+	if (r < 0) {
+		rq->r = kiln_err_set(&rq->err, r, "cannot queue work: %s", uv_strerror(r));
+		request_end(rq);
+		return;
+	}
+	cl->busy = true;
+	cl->rq = rq;
 }
 
 /* Answers every complete line buffered, in order, unless one is on a worker. */
@@ -483,6 +630,7 @@ static void client_process(struct client *cl)
 {
 	while (!cl->busy && !cl->closing) {
 		char *nl = cl->in.len ? memchr(cl->in.p, '\n', cl->in.len) : NULL;
+		char msg[256];
 		size_t len;
 		json_t *req;
 		json_error_t jerr;
@@ -497,7 +645,8 @@ static void client_process(struct client *cl)
 			continue;
 		if (!json_is_object(req)) {
 			json_decref(req);
-			send_error(cl, "not a JSON object: %s", jerr.text);
+			snprintf(msg, sizeof(msg), "not a JSON object: %s", jerr.text);
+			send_error(cl, msg);
 			continue;
 		}
 		dispatch(cl, req);
@@ -520,12 +669,13 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 
 static void timer_cb(uv_timer_t *t)
 {
-	client_close(container_of(t, struct client, timer));
+	client_close(container_of(t, struct client, timer), "idle");
 }
 
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 {
 	struct client *cl = container_of((uv_pipe_t *)st, struct client, pipe);
+	char msg[64];
 
 	if (nread < 0) {
 		/* a half-closed client still gets the answers to what it sent */
@@ -536,13 +686,15 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 			client_process(cl);
 		}
 		if (!cl->busy)
-			client_close(cl);
+			client_close(cl,
+				     nread == UV_EOF ? "end of input" : uv_strerror((int)nread));
 	} else if (nread > 0) {
 		buf_append(&cl->in, b->base, (size_t)nread);
 		uv_timer_start(&cl->timer, timer_cb, CLIENT_IDLE_MS, 0);
-		if (cl->in.len > CONTROL_LINE_MAX && memchr(cl->in.p, '\n', cl->in.len) == NULL) {
-			send_error(cl, "request longer than %u bytes", CONTROL_LINE_MAX);
-			client_close(cl);
+		if (cl->in.len > PROTO_LINE_MAX && memchr(cl->in.p, '\n', cl->in.len) == NULL) {
+			snprintf(msg, sizeof(msg), "request longer than %u bytes", PROTO_LINE_MAX);
+			send_error(cl, msg);
+			client_close(cl, msg);
 		} else if (cl->busy) {
 			uv_read_stop(st); /* one request at a time */
 			cl->reading = false;
@@ -570,26 +722,24 @@ static void client_closed(uv_handle_t *h)
 
 	if (--cl->handles_open > 0)
 		return;
-	if (cl->prev)
-		cl->prev->next = cl->next;
-	else
-		ctl->clients = cl->next;
-	if (cl->next)
-		cl->next->prev = cl->prev;
+	TAILQ_REMOVE(&ctl->clients, cl, entry);
 	ctl->nclients--;
 	buf_done(&cl->in);
 	free(cl);
 	control_maybe_done(ctl);
 }
 
-static void client_close(struct client *cl)
+/* Every way a client ends; why is logged at debug. Memory goes in the close
+ * callbacks. */
+static void client_close(struct client *cl, const char *why)
 {
 	if (cl->closing)
 		return;
+	log_debug("status socket: client uid %u closed: %s", (unsigned)cl->uid, why);
 	cl->closing = true;
-	if (cl->job) { /* its answer will go nowhere */
-		cl->job->cl = NULL;
-		cl->job = NULL;
+	if (cl->rq) { /* its answer will go nowhere */
+		cl->rq->cl = NULL;
+		cl->rq = NULL;
 	}
 	uv_close((uv_handle_t *)&cl->pipe, client_closed);
 	uv_close((uv_handle_t *)&cl->timer, client_closed);
@@ -626,24 +776,32 @@ static void on_connection(uv_stream_t *server, int status)
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 	uv_os_fd_t fd;
+	int r;
 
-	if (status < 0)
+	if (status < 0) {
+		log_warning("status socket: cannot accept: %s", uv_strerror(status));
 		return;
+	}
 	cl = xcalloc(1, sizeof(*cl));
 	cl->ctl = ctl;
+	cl->uid = (uid_t)-1;
 	uv_pipe_init(ctl->loop, &cl->pipe, 0);
 	uv_timer_init(ctl->loop, &cl->timer);
 	cl->pipe.data = cl->timer.data = cl;
 	cl->handles_open = 2;
-	cl->next = ctl->clients;
-	if (ctl->clients)
-		ctl->clients->prev = cl;
-	ctl->clients = cl;
+	TAILQ_INSERT_HEAD(&ctl->clients, cl, entry);
 	ctl->nclients++;
-	if (uv_accept(server, (uv_stream_t *)&cl->pipe) < 0 || ctl->closing ||
-	    ctl->nclients > CLIENTS_MAX || uv_fileno((uv_handle_t *)&cl->pipe, &fd) < 0 ||
+	if ((r = uv_accept(server, (uv_stream_t *)&cl->pipe)) < 0) {
+		client_close(cl, uv_strerror(r));
+		return;
+	}
+	if (ctl->closing || ctl->nclients > CLIENTS_MAX) {
+		client_close(cl, ctl->closing ? "kilnd is stopping" : "too many clients");
+		return;
+	}
+	if (uv_fileno((uv_handle_t *)&cl->pipe, &fd) < 0 ||
 	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-		client_close(cl);
+		client_close(cl, "no peer credentials");
 		return;
 	}
 	cl->uid = cred.uid;
@@ -678,6 +836,7 @@ int control_start(uv_loop_t *loop, const char *path, gid_t sock_gid, gid_t statu
 	ctl->store = store;
 	ctl->ops = *ops;
 	ctl->arg = arg;
+	TAILQ_INIT(&ctl->clients);
 	/* a socket left by a previous run (the state lock proves it is not in use) */
 	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
 		unlink(path);
@@ -713,8 +872,8 @@ void control_close(struct control *ctl, void (*done)(void *arg), void *arg)
 	ctl->done = done;
 	ctl->done_arg = arg;
 	uv_close((uv_handle_t *)&ctl->pipe, pipe_closed);
-	for (struct client *cl = ctl->clients, *next; cl; cl = next) {
-		next = cl->next;
-		client_close(cl);
+	for (struct client *cl = TAILQ_FIRST(&ctl->clients), *next; cl; cl = next) {
+		next = TAILQ_NEXT(cl, entry);
+		client_close(cl, "kilnd is stopping");
 	}
 }

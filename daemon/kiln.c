@@ -1,7 +1,6 @@
 /* kiln.c: the command-line tool. One table of commands; each parses its own
  * options. Exit status: 0 success, 1 the inputs have errors, 2 usage or a
  * repository/revision that cannot be found. */
-#include <dlfcn.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,46 +22,20 @@
 #include "kiln/manifest.h"
 #include "kiln/map.h"
 #include "kiln/path.h"
+#include "kiln/proto.h"
 #include "kiln/repo.h"
 
 enum { EXIT_INVALID = 1, EXIT_USAGE = 2 };
 
-/* Debian's libgit2 is built on mbedTLS, and git_libgit2_init() parses the
- * whole system CA bundle: about 8 ms, more than half of a typical
- * `kiln changes`. The command line makes no TLS connection through libgit2,
- * so this definition (which the dynamic linker binds ahead of libmbedx509's)
- * skips that one parse. Any other call reaches the real function; and were a
- * TLS connection ever attempted, the empty CA chain would make certificate
- * verification fail: it fails closed. Builds of libgit2 on OpenSSL never call
- * this at all. kilnd, which fetches over https, does not carry it. */
-struct mbedtls_x509_crt;
-int mbedtls_x509_crt_parse_file(struct mbedtls_x509_crt *chain, const char *path);
-static bool in_git_init;
-
-int mbedtls_x509_crt_parse_file(struct mbedtls_x509_crt *chain, const char *path)
-{
-	int (*real)(struct mbedtls_x509_crt *, const char *);
-
-	if (in_git_init)
-		return 0;
-	real = (int (*)(struct mbedtls_x509_crt *, const char *))dlsym(
-	    RTLD_NEXT, "mbedtls_x509_crt_parse_file");
-	return real ? real(chain, path) : -1;
-}
-
-static void git_init_offline(void)
-{
-	in_git_init = true;
-	repo_global_init();
-	in_git_init = false;
-}
-
 struct kiln_cmd {
 	const char *name;
+	const char *proto; /* the status socket command it sends; NULL: runs here */
 	const char *summary;
-	int (*run)(int argc, char **argv);
+	int (*run)(const struct kiln_cmd *cmd, int argc, char **argv);
 	void (*help)(FILE *f);
 };
+
+static const struct kiln_cmd *find_cmd(const char *name);
 
 static void changes_help(FILE *f)
 {
@@ -115,6 +88,7 @@ static int plan(const char *repo_dir, const char *manifest_name, bool use_cache,
 	git_repository *repo = NULL;
 	git_commit *from = NULL, *to = NULL;
 	struct catalog cat;
+	struct kiln_err save_err = {0};
 	char *cache = NULL;
 	int r;
 
@@ -136,8 +110,8 @@ static int plan(const char *repo_dir, const char *manifest_name, bool use_cache,
 		catalog_init(&cat, manifest_name, cache);
 		r = changes_compute(repo, from, to, &cat, ret, err);
 	}
-	if (r == 0)
-		catalog_save(&cat, NULL); /* best effort: a cache, not state */
+	if (r == 0 && catalog_save(&cat, &save_err) < 0) /* a cache, not state: go on */
+		fprintf(stderr, "kiln: warning: the cache was not saved: %s\n", save_err.msg);
 out:
 	catalog_done(&cat);
 	free(cache);
@@ -217,7 +191,7 @@ static void print_text(const struct changeset *cs)
 	}
 }
 
-static int cmd_changes(int argc, char **argv)
+static int cmd_changes(const struct kiln_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"repo", required_argument, NULL, 'r'}, {"manifest", required_argument, NULL, 'm'},
@@ -231,6 +205,7 @@ static int cmd_changes(int argc, char **argv)
 	struct kiln_err err = {0};
 	int c, rc = EXIT_USAGE;
 
+	(void)cmd;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -266,7 +241,7 @@ static int cmd_changes(int argc, char **argv)
 			manifest_name);
 		return EXIT_USAGE;
 	}
-	git_init_offline();
+	repo_global_init();
 	if (plan(repo_dir, manifest_name, use_cache, argv[optind], argv[optind + 1], &repo, &cs,
 		 &err) < 0) {
 		fprintf(stderr, "kiln changes: %s\n", err.msg);
@@ -291,15 +266,12 @@ out:
 
 /* ---- commands that talk to kilnd over its status socket ---- */
 
-#define SOCKET_DEFAULT "/run/kiln/kiln.sock"
-#define ANSWER_MAX     (64u << 20)
-
 static void online_help(FILE *f)
 {
 	fputs("usage: kiln status [--json] [--socket PATH]\n"
 	      "       kiln builds [--repository NAME] [--image PATH] [--state STATE] [--limit N]\n"
 	      "                   [--json] [--socket PATH]\n"
-	      "       kiln build ID [--json] [--socket PATH]\n"
+	      "       kiln show ID [--json] [--socket PATH]\n"
 	      "       kiln logs [-f] ID [--socket PATH]\n"
 	      "       kiln trigger REPOSITORY [BRANCH] [--socket PATH]\n"
 	      "       kiln rebuild REPOSITORY IMAGE-PATH [COMMIT] [--socket PATH]\n"
@@ -307,11 +279,12 @@ static void online_help(FILE *f)
 	      "       kiln health [--socket PATH]\n"
 	      "\n"
 	      "Ask the running kilnd. The socket is --socket, else $KILN_SOCKET, "
-	      "else\n" SOCKET_DEFAULT ".\n"
+	      "else\n" PROTO_SOCKET_DEFAULT ".\n"
 	      "  status   version, uptime, every repository with its branches' heads and\n"
 	      "           last-seen commits, and the queue\n"
 	      "  builds   builds, newest first (--limit, default 100)\n"
-	      "  build    one build\n"
+	      "  show     one build, with the digest of its pushed version tag ('kiln build ID'\n"
+	      "           still works and says so on stderr)\n"
 	      "  logs     a build's log; -f waits until the build has ended\n"
 	      "  rebuild  queue a build of an image folder at COMMIT (default: the first\n"
 	      "           branch's last-seen commit; needs the admin group)\n"
@@ -354,7 +327,8 @@ static json_t *ask(const char *path, json_t *req)
 		fprintf(stderr, "kiln: cannot reach kilnd at '%s': %s\n", path, strerror(errno));
 		goto out;
 	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) /* then wait on */
+		fprintf(stderr, "kiln: warning: no answer timeout: %s\n", strerror(errno));
 	len = strlen(text);
 	text[len++] = '\n'; /* over the NUL: exactly len bytes are sent */
 	while (off < len) {
@@ -376,8 +350,8 @@ static json_t *ask(const char *path, json_t *req)
 		buf_append(&in, chunk, (size_t)n);
 		if (memchr(in.p, '\n', in.len))
 			break;
-		if (in.len > ANSWER_MAX) {
-			fprintf(stderr, "kiln: answer longer than %u bytes\n", ANSWER_MAX);
+		if (in.len > PROTO_ANSWER_MAX) {
+			fprintf(stderr, "kiln: answer longer than %u bytes\n", PROTO_ANSWER_MAX);
 			goto out;
 		}
 	}
@@ -399,13 +373,13 @@ static json_t *result_of(json_t *ans, int *rc)
 		*rc = EXIT_USAGE;
 		return NULL;
 	}
-	if (!json_is_true(json_object_get(ans, "ok"))) {
-		fprintf(stderr, "kiln: kilnd: %s\n", str_or(ans, "error", "error"));
+	if (!json_is_true(json_object_get(ans, PROTO_F_OK))) {
+		fprintf(stderr, "kiln: kilnd: %s\n", str_or(ans, PROTO_F_ERROR, "error"));
 		*rc = EXIT_INVALID;
 		return NULL;
 	}
 	*rc = 0;
-	return json_object_get(ans, "result");
+	return json_object_get(ans, PROTO_F_RESULT);
 }
 
 static void rfc3339(json_t *o, const char *key)
@@ -433,72 +407,100 @@ static void print_builds_table(json_t *arr)
 	json_array_foreach(arr, i, b)
 	{
 		printf("%-6lld %-11s %-14s %-12s %-24s %-12.12s %s\n",
-		       (long long)json_integer_value(json_object_get(b, "id")),
-		       str_or(b, "state", "-"), str_or(b, "repository", "-"),
-		       str_or(b, "branch", "-"), str_or(b, "path", "-"), str_or(b, "commit", "-"),
-		       str_or(b, "image", "-"));
+		       (long long)json_integer_value(json_object_get(b, PROTO_F_ID)),
+		       str_or(b, PROTO_F_STATE, "-"), str_or(b, PROTO_F_REPOSITORY, "-"),
+		       str_or(b, PROTO_F_BRANCH, "-"), str_or(b, PROTO_F_PATH, "-"),
+		       str_or(b, PROTO_F_COMMIT, "-"), str_or(b, PROTO_F_IMAGE, "-"));
 	}
+}
+
+/* kiln show: one build, a field per line */
+static void print_build(json_t *b)
+{
+	static const char *const keys[] = {
+	    PROTO_F_STATE, PROTO_F_REPOSITORY, PROTO_F_BRANCH,	   PROTO_F_PATH,
+	    PROTO_F_IMAGE, PROTO_F_COMMIT,     PROTO_F_CHANGE,	   PROTO_F_DIGEST,
+	    PROTO_F_ERROR, PROTO_F_QUEUED_AT,  PROTO_F_STARTED_AT, PROTO_F_FINISHED_AT,
+	};
+
+	printf("%-12s %lld\n", PROTO_F_ID,
+	       (long long)json_integer_value(json_object_get(b, PROTO_F_ID)));
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+		printf("%-12s %s\n", keys[i], str_or(b, keys[i], "-"));
+	printf("%-12s %lld\n", PROTO_F_ATTEMPTS,
+	       (long long)json_integer_value(json_object_get(b, PROTO_F_ATTEMPTS)));
 }
 
 static void print_status(json_t *r)
 {
 	size_t i, k;
 	json_t *repo, *br;
-	long long up = (long long)json_integer_value(json_object_get(r, "uptime_s"));
+	long long up = (long long)json_integer_value(json_object_get(r, PROTO_F_UPTIME));
 
 	printf("kilnd %s, up %lldh%02lldm; builds: %lld queued, %lld running\n",
-	       str_or(r, "version", "?"), up / 3600, up / 60 % 60,
-	       (long long)json_integer_value(json_object_get(r, "queued")),
-	       (long long)json_integer_value(json_object_get(r, "running")));
+	       str_or(r, PROTO_F_SRV_VERSION, "?"), up / 3600, up / 60 % 60,
+	       (long long)json_integer_value(json_object_get(r, PROTO_F_QUEUED)),
+	       (long long)json_integer_value(json_object_get(r, PROTO_F_RUNNING)));
 	printf("%-16s %-9s %-12s %-12s %-12s %s\n", "REPOSITORY", "STATE", "BRANCH", "HEAD",
 	       "LAST SEEN", "LAST ERROR");
-	json_array_foreach(json_object_get(r, "repositories"), i, repo)
+	json_array_foreach(json_object_get(r, PROTO_F_REPOSITORIES), i, repo)
 	{
-		json_array_foreach(json_object_get(repo, "branches"), k, br)
+		json_array_foreach(json_object_get(repo, PROTO_F_BRANCHES), k, br)
 		{
-			printf("%-16s %-9s %-12s %-12.12s %-12.12s %s\n", str_or(repo, "name", "-"),
-			       str_or(repo, "state", "-"), str_or(br, "name", "-"),
-			       str_or(br, "head", "-"), str_or(br, "last_seen", "-"),
-			       k == 0 ? str_or(repo, "last_error", "-") : "");
+			printf("%-16s %-9s %-12s %-12.12s %-12.12s %s\n",
+			       str_or(repo, PROTO_F_NAME, "-"), str_or(repo, PROTO_F_STATE, "-"),
+			       str_or(br, PROTO_F_NAME, "-"), str_or(br, PROTO_F_HEAD, "-"),
+			       str_or(br, PROTO_F_LAST_SEEN, "-"),
+			       k == 0 ? str_or(repo, PROTO_F_LAST_ERROR, "-") : "");
 		}
 	}
 }
 
 /* The positional arguments of each command into the request. */
-static int online_args(const char *cmd, int argc, char **argv, json_t *req)
+static int online_args(const struct kiln_cmd *cmd, int argc, char **argv, json_t *req)
 {
-	if (strcmp(cmd, "rebuild") == 0) {
+	const char *p = cmd->proto;
+
+	if (strcmp(p, PROTO_CMD_REBUILD) == 0) {
 		if (argc - optind < 2 || argc - optind > 3) {
-			fprintf(stderr, "kiln rebuild: expected REPOSITORY IMAGE-PATH [COMMIT]\n");
+			fprintf(stderr, "kiln %s: expected REPOSITORY IMAGE-PATH [COMMIT]\n",
+				cmd->name);
 			return -EINVAL;
 		}
-		json_object_set_new(req, "repository", json_string(argv[optind]));
-		json_object_set_new(req, "image", json_string(argv[optind + 1]));
+		json_object_set_new(req, PROTO_F_REPOSITORY, json_string(argv[optind]));
+		json_object_set_new(req, PROTO_F_IMAGE, json_string(argv[optind + 1]));
 		if (argc - optind == 3)
-			json_object_set_new(req, "commit", json_string(argv[optind + 2]));
-	} else if (strcmp(cmd, "build") == 0 || strcmp(cmd, "cancel") == 0 ||
-		   strcmp(cmd, "logs") == 0) {
+			json_object_set_new(req, PROTO_F_COMMIT, json_string(argv[optind + 2]));
+	} else if (strcmp(p, PROTO_CMD_BUILD) == 0 || strcmp(p, PROTO_CMD_CANCEL) == 0 ||
+		   strcmp(p, PROTO_CMD_LOGS) == 0) {
 		char *end = NULL;
 		long long id = optind < argc ? strtoll(argv[optind], &end, 10) : 0;
 		if (argc - optind != 1 || *end || id <= 0) {
 			fprintf(stderr, "kiln %s: expected one build ID; see 'kiln %s --help'\n",
-				cmd, cmd);
+				cmd->name, cmd->name);
 			return -EINVAL;
 		}
-		json_object_set_new(req, "id", json_integer(id));
-	} else if (strcmp(cmd, "trigger") == 0) {
+		json_object_set_new(req, PROTO_F_ID, json_integer(id));
+	} else if (strcmp(p, PROTO_CMD_TRIGGER) == 0) {
 		if (argc - optind < 1 || argc - optind > 2) {
-			fprintf(stderr, "kiln trigger: expected REPOSITORY [BRANCH]\n");
+			fprintf(stderr, "kiln %s: expected REPOSITORY [BRANCH]\n", cmd->name);
 			return -EINVAL;
 		}
-		json_object_set_new(req, "repository", json_string(argv[optind]));
+		json_object_set_new(req, PROTO_F_REPOSITORY, json_string(argv[optind]));
 		if (argc - optind == 2)
-			json_object_set_new(req, "branch", json_string(argv[optind + 1]));
+			json_object_set_new(req, PROTO_F_BRANCH, json_string(argv[optind + 1]));
 	} else if (optind != argc) {
-		fprintf(stderr, "kiln %s: unexpected argument '%s'\n", cmd, argv[optind]);
+		fprintf(stderr, "kiln %s: unexpected argument '%s'\n", cmd->name, argv[optind]);
 		return -EINVAL;
 	}
 	return 0;
+}
+
+static void build_times_to_rfc3339(json_t *b)
+{
+	rfc3339(b, PROTO_F_QUEUED_AT);
+	rfc3339(b, PROTO_F_STARTED_AT);
+	rfc3339(b, PROTO_F_FINISHED_AT);
 }
 
 static void times_to_rfc3339(json_t *res)
@@ -506,56 +508,62 @@ static void times_to_rfc3339(json_t *res)
 	size_t i;
 	json_t *b;
 
-	if (json_is_object(res)) {
-		rfc3339(res, "queued_at");
-		rfc3339(res, "started_at");
-		rfc3339(res, "finished_at");
-	}
+	if (json_is_object(res))
+		build_times_to_rfc3339(res);
 	json_array_foreach(res, i, b)
 	{
-		rfc3339(b, "queued_at");
-		rfc3339(b, "started_at");
-		rfc3339(b, "finished_at");
+		build_times_to_rfc3339(b);
 	}
 }
 
-static void print_result(const char *cmd, json_t *res, bool json)
+static void print_result(const char *p, json_t *res, bool json)
 {
-	if (strcmp(cmd, "builds") == 0 || strcmp(cmd, "build") == 0)
+	if (strcmp(p, PROTO_CMD_BUILDS) == 0 || strcmp(p, PROTO_CMD_BUILD) == 0)
 		times_to_rfc3339(res);
 	if (json) {
 		json_dumpf(res, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		fputc('\n', stdout);
-	} else if (strcmp(cmd, "status") == 0) {
+	} else if (strcmp(p, PROTO_CMD_STATUS) == 0) {
 		print_status(res);
-	} else if (strcmp(cmd, "builds") == 0) {
+	} else if (strcmp(p, PROTO_CMD_BUILDS) == 0) {
 		print_builds_table(res);
-	} else if (strcmp(cmd, "build") == 0) {
-		json_t *arr = json_array();
-		json_array_append(arr, res);
-		print_builds_table(arr);
-		json_decref(arr);
-	} else if (strcmp(cmd, "trigger") == 0) {
-		printf("polling '%s' now\n", str_or(res, "triggered", "?"));
-	} else if (strcmp(cmd, "logs") == 0) {
-		const char *log = str_or(res, "log", "");
-		fwrite(log, 1, json_string_length(json_object_get(res, "log")), stdout);
+	} else if (strcmp(p, PROTO_CMD_BUILD) == 0) {
+		print_build(res);
+	} else if (strcmp(p, PROTO_CMD_TRIGGER) == 0) {
+		printf("polling '%s' now\n", str_or(res, PROTO_F_TRIGGERED, "?"));
+	} else if (strcmp(p, PROTO_CMD_LOGS) == 0) {
+		const char *log = str_or(res, PROTO_F_LOG, "");
+		fwrite(log, 1, json_string_length(json_object_get(res, PROTO_F_LOG)), stdout);
 		if (log[0] == '\0')
 			fprintf(stderr, "kiln: build %lld (%s) has no log yet\n",
-				(long long)json_integer_value(json_object_get(res, "id")),
-				str_or(res, "state", "?"));
-	} else if (strcmp(cmd, "rebuild") == 0) {
+				(long long)json_integer_value(json_object_get(res, PROTO_F_ID)),
+				str_or(res, PROTO_F_STATE, "?"));
+	} else if (strcmp(p, PROTO_CMD_REBUILD) == 0) {
 		printf("queued build %lld: %s at %.12s\n",
-		       (long long)json_integer_value(json_object_get(res, "id")),
-		       str_or(res, "image", "?"), str_or(res, "commit", "?"));
+		       (long long)json_integer_value(json_object_get(res, PROTO_F_ID)),
+		       str_or(res, PROTO_F_IMAGE, "?"), str_or(res, PROTO_F_COMMIT, "?"));
 	} else {
 		/* a running build is "cancelling" until its transfer is cut */
-		printf("build %lld %s\n", (long long)json_integer_value(json_object_get(res, "id")),
-		       str_or(res, "state", "cancelled"));
+		printf("build %lld %s\n",
+		       (long long)json_integer_value(json_object_get(res, PROTO_F_ID)),
+		       str_or(res, PROTO_F_STATE, PROTO_STATE_CANCELLED));
 	}
 }
 
-static int cmd_online(int argc, char **argv)
+/* kiln health: exit 0 only when kilnd answers and says it is healthy */
+static int print_health(json_t *res)
+{
+	if (res == NULL)
+		return EXIT_INVALID;
+	if (!json_is_true(json_object_get(res, PROTO_F_HEALTHY))) {
+		printf("unhealthy: %s\n", str_or(res, PROTO_F_REASON, "unknown"));
+		return EXIT_INVALID;
+	}
+	printf("healthy\n");
+	return 0;
+}
+
+static int cmd_online(const struct kiln_cmd *cmd, int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"socket", required_argument, NULL, 's'},
@@ -567,13 +575,15 @@ static int cmd_online(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *cmd = argv[0], *sock = getenv("KILN_SOCKET");
-	json_t *req = json_pack("{s:i, s:s}", "v", 1, "cmd", cmd), *ans, *res;
+	const char *sock = getenv("KILN_SOCKET");
+	json_t *req =
+		   json_pack("{s:i, s:s}", PROTO_F_VERSION, PROTO_VERSION, PROTO_F_CMD, cmd->proto),
+	       *ans, *res;
 	bool json = false;
 	int c, rc;
 
 	if (sock == NULL || sock[0] == '\0')
-		sock = SOCKET_DEFAULT;
+		sock = PROTO_SOCKET_DEFAULT;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
 		switch (c) {
@@ -581,29 +591,29 @@ static int cmd_online(int argc, char **argv)
 			sock = optarg;
 			break;
 		case 'f':
-			json_object_set_new(req, "follow", json_true());
+			json_object_set_new(req, PROTO_F_FOLLOW, json_true());
 			break;
 		case 'j':
 			json = true;
 			break;
 		case 'r':
-			json_object_set_new(req, "repository", json_string(optarg));
+			json_object_set_new(req, PROTO_F_REPOSITORY, json_string(optarg));
 			break;
 		case 'i':
-			json_object_set_new(req, "image", json_string(optarg));
+			json_object_set_new(req, PROTO_F_IMAGE, json_string(optarg));
 			break;
 		case 't':
-			json_object_set_new(req, "state", json_string(optarg));
+			json_object_set_new(req, PROTO_F_STATE, json_string(optarg));
 			break;
 		case 'n':
-			json_object_set_new(req, "limit", json_integer(atoi(optarg)));
+			json_object_set_new(req, PROTO_F_LIMIT, json_integer(atoi(optarg)));
 			break;
 		case 'h':
 			online_help(stdout);
 			json_decref(req);
 			return 0;
 		default:
-			fprintf(stderr, "kiln %s: see 'kiln %s --help'\n", cmd, cmd);
+			fprintf(stderr, "kiln %s: see 'kiln %s --help'\n", cmd->name, cmd->name);
 			json_decref(req);
 			return EXIT_USAGE;
 		}
@@ -614,18 +624,10 @@ static int cmd_online(int argc, char **argv)
 	}
 	ans = ask(sock, req);
 	res = result_of(ans, &rc);
-	if (strcmp(cmd, "health") == 0) {
-		if (res == NULL) {
-			rc = 1;
-		} else if (!json_is_true(json_object_get(res, "healthy"))) {
-			printf("unhealthy: %s\n", str_or(res, "reason", "unknown"));
-			rc = 1;
-		} else {
-			printf("healthy\n");
-		}
-	} else if (res != NULL) {
-		print_result(cmd, res, json);
-	}
+	if (strcmp(cmd->proto, PROTO_CMD_HEALTH) == 0)
+		rc = print_health(res);
+	else if (res != NULL)
+		print_result(cmd->proto, res, json);
 	json_decref(ans);
 	return rc;
 }
@@ -635,7 +637,6 @@ static int cmd_online(int argc, char **argv)
 static void build_help(FILE *f)
 {
 	fputs("usage: kiln build [--repo DIR] [--push] [--dry-run] [OPTIONS] FROM TO\n"
-	      "       kiln build ID [--json] [--socket PATH]\n"
 	      "\n"
 	      "Build every image that changed between commits FROM and TO (what 'kiln changes'\n"
 	      "lists, except removed images) on a Docker engine, in dependency order, from\n"
@@ -644,8 +645,8 @@ static void build_help(FILE *f)
 	      "image whose base image failed is skipped. No daemon is needed: this is what a\n"
 	      "CI job calls. FROM may be git's empty tree, "
 	      "4b825dc642cb6eb9a060e54bf8d69288fbee4904,\n"
-	      "to build every image of TO. With one numeric argument, shows build ID of\n"
-	      "kilnd instead.\n"
+	      "to build every image of TO. 'kiln build ID' (one argument, all digits) is the\n"
+	      "old spelling of 'kiln show ID': it still works, with a note on stderr.\n"
 	      "\n"
 	      "  --repo DIR          the repository (bare or not); default: the current directory\n"
 	      "  --manifest NAME     the file that marks an image folder; default: manifest.yaml\n"
@@ -682,6 +683,28 @@ static bool all_digits(const char *s)
 	return true;
 }
 
+/* Whether argv is the old `kiln build ID`: exactly one argument that is not
+ * an option or an option's value, and it is all digits. A FROM and TO are
+ * two arguments, so this is never a build. */
+static bool build_is_show(int argc, char **argv)
+{
+	static const char *const valued[] = {"--repo",	  "--manifest",	   "--concurrency",
+					     "--retries", "--docker-host", "--source",
+					     "--socket"};
+	int positional = 0, numeric = 0;
+
+	for (int i = 1; i < argc; i++) {
+		bool value = false;
+		for (size_t k = 0; k < ARRAY_SIZE(valued); k++)
+			value |= strcmp(argv[i - 1], valued[k]) == 0;
+		if (argv[i][0] == '-' || value)
+			continue;
+		positional++;
+		numeric += all_digits(argv[i]);
+	}
+	return positional == 1 && numeric == 1;
+}
+
 static char *origin_url(git_repository *repo)
 {
 	git_config *cfg = NULL;
@@ -696,7 +719,15 @@ static char *origin_url(git_repository *repo)
 	return r;
 }
 
-static int cmd_build(int argc, char **argv)
+struct build_args {
+	struct oneshot_opts o;
+	const char *repo_dir;
+	bool dry, use_cache;
+};
+
+/* Options into a; then argv[optind] and argv[optind + 1] are FROM and TO.
+ * 0 to go on, else the exit status (after --help, 0 too: *done is set). */
+static int build_parse(int argc, char **argv, struct build_args *a, bool *done)
 {
 	static const struct option opts[] = {
 	    {"repo", required_argument, NULL, 'r'},
@@ -712,55 +743,27 @@ static int cmd_build(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct oneshot_opts o = {.manifest_name = "manifest.yaml",
-				 .concurrency = 2,
-				 .retries = 2,
-				 .retry_delay_ms = 2000,
-				 .test_timeout_ms = 10 * 60 * 1000};
-	const char *repo_dir = ".";
-	bool dry = false, use_cache = true;
-	git_repository *repo = NULL;
-	struct changeset cs = {0};
-	struct kiln_err err = {0};
-	char *source = NULL, *end;
-	int c, rc = EXIT_USAGE;
+	char *end;
 	long n;
+	int c;
 
-	/* `kiln build ID`: one of kilnd's builds (one numeric argument) */
-	{
-		static const char *const valued[] = {"--repo",	  "--manifest",	   "--concurrency",
-						     "--retries", "--docker-host", "--source",
-						     "--socket"};
-		int positional = 0, numeric = 0;
-		for (int i = 1; i < argc; i++) {
-			bool value = false;
-			for (size_t k = 0; k < ARRAY_SIZE(valued); k++)
-				value |= strcmp(argv[i - 1], valued[k]) == 0;
-			if (argv[i][0] == '-' || value)
-				continue;
-			positional++;
-			numeric += all_digits(argv[i]);
-		}
-		if (positional == 1 && numeric == 1)
-			return cmd_online(argc, argv);
-	}
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
-			repo_dir = optarg;
+			a->repo_dir = optarg;
 			break;
 		case 'm':
-			o.manifest_name = optarg;
+			a->o.manifest_name = optarg;
 			break;
 		case 'p':
-			o.push = true;
+			a->o.push = true;
 			break;
 		case 'o':
-			o.overwrite_tags = true;
+			a->o.overwrite_tags = true;
 			break;
 		case 'd':
-			dry = true;
+			a->dry = true;
 			break;
 		case 'c':
 		case 'R':
@@ -772,21 +775,22 @@ static int cmd_build(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			if (c == 'c')
-				o.concurrency = (unsigned)n;
+				a->o.concurrency = (unsigned)n;
 			else
-				o.retries = (unsigned)n;
+				a->o.retries = (unsigned)n;
 			break;
 		case 'H':
-			o.docker_host = optarg;
+			a->o.docker_host = optarg;
 			break;
 		case 's':
-			o.source_url = optarg;
+			a->o.source_url = optarg;
 			break;
 		case 'n':
-			use_cache = false;
+			a->use_cache = false;
 			break;
 		case 'h':
 			build_help(stdout);
+			*done = true;
 			return 0;
 		default:
 			fprintf(stderr, "kiln build: see 'kiln build --help'\n");
@@ -800,14 +804,78 @@ static int cmd_build(int argc, char **argv)
 			argc - optind, argc - optind == 1 ? "" : "s");
 		return EXIT_USAGE;
 	}
-	if (!manifest_valid_file_name(o.manifest_name)) {
+	if (!manifest_valid_file_name(a->o.manifest_name)) {
 		fprintf(stderr, "kiln build: --manifest '%s' must be a file name, not a path\n",
-			o.manifest_name);
+			a->o.manifest_name);
 		return EXIT_USAGE;
 	}
-	git_init_offline();
-	if (plan(repo_dir, o.manifest_name, use_cache, argv[optind], argv[optind + 1], &repo, &cs,
-		 &err) < 0) {
+	return 0;
+}
+
+/* --dry-run: what would be built, in order */
+static void print_dry_run(const struct changeset *cs, bool push)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < cs->n; i++) {
+		const struct change *ch = &cs->v[i];
+		if (ch->kind == CHANGE_REMOVED || !ch->image)
+			continue;
+		printf("%zu. %s (%s, %s)", ++k, ch->image, change_kind_str(ch->kind),
+		       path_display(ch->path));
+		for (size_t d = 0; d < ch->depends_on.n; d++)
+			printf("%s%s", d ? ", " : " after ", path_display(ch->depends_on.v[d]));
+		printf("\n");
+	}
+	printf("%zu image%s would be built%s\n", k, k == 1 ? "" : "s", push ? " and pushed" : "");
+}
+
+/* The builds themselves, on the engine: oneshot_run's exit status. */
+static int build_run(git_repository *repo, struct oneshot_opts o, const struct changeset *cs)
+{
+	char hex[GIT_OID_HEXSZ + 1], *source = NULL;
+	int rc;
+
+	if (!o.source_url)
+		o.source_url = source = origin_url(repo);
+	o.commit = git_oid_tostr(hex, sizeof(hex), &cs->to);
+	o.repo_path = git_repository_path(repo);
+	signal(SIGPIPE, SIG_IGN); /* a cancelled build closes the context pipe */
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	rc = oneshot_run(&o, cs);
+	curl_global_cleanup();
+	free(source);
+	return rc;
+}
+
+static int cmd_build(const struct kiln_cmd *cmd, int argc, char **argv)
+{
+	struct build_args a = {.o = {.manifest_name = "manifest.yaml",
+				     .concurrency = 2,
+				     .retries = 2,
+				     .retry_delay_ms = 2000,
+				     .test_timeout_ms = 10 * 60 * 1000},
+			       .repo_dir = ".",
+			       .use_cache = true};
+	git_repository *repo = NULL;
+	struct changeset cs = {0};
+	struct kiln_err err = {0};
+	bool done = false;
+	int rc;
+
+	(void)cmd;
+	if (build_is_show(argc, argv)) {
+		fprintf(stderr, "kiln: 'kiln build ID' is deprecated; use 'kiln show ID'\n");
+		cmd = find_cmd("show");
+		return cmd->run(cmd, argc, argv);
+	}
+	rc = build_parse(argc, argv, &a, &done);
+	if (rc != 0 || done)
+		return rc;
+	rc = EXIT_USAGE;
+	repo_global_init();
+	if (plan(a.repo_dir, a.o.manifest_name, a.use_cache, argv[optind], argv[optind + 1], &repo,
+		 &cs, &err) < 0) {
 		fprintf(stderr, "kiln build: %s\n", err.msg);
 		goto out;
 	}
@@ -816,40 +884,15 @@ static int cmd_build(int argc, char **argv)
 		kiln_diag_format(&cs.errors.v[i], line, sizeof(line));
 		fprintf(stderr, "kiln build: %s\n", line);
 	}
-	if (dry) {
-		size_t k = 0;
-		for (size_t i = 0; i < cs.n; i++) {
-			const struct change *ch = &cs.v[i];
-			if (ch->kind == CHANGE_REMOVED || !ch->image)
-				continue;
-			printf("%zu. %s (%s, %s)", ++k, ch->image, change_kind_str(ch->kind),
-			       path_display(ch->path));
-			for (size_t d = 0; d < ch->depends_on.n; d++)
-				printf("%s%s", d ? ", " : " after ",
-				       path_display(ch->depends_on.v[d]));
-			printf("\n");
-		}
-		printf("%zu image%s would be built%s\n", k, k == 1 ? "" : "s",
-		       o.push ? " and pushed" : "");
-		rc = cs.errors.n ? EXIT_INVALID : 0;
-		goto out;
-	}
-	if (!o.source_url)
-		o.source_url = source = origin_url(repo);
-	{
-		char hex[GIT_OID_HEXSZ + 1];
-		git_oid_tostr(hex, sizeof(hex), &cs.to);
-		o.commit = hex;
-		o.repo_path = git_repository_path(repo);
-		signal(SIGPIPE, SIG_IGN); /* a cancelled build closes the context pipe */
-		curl_global_init(CURL_GLOBAL_DEFAULT);
-		rc = oneshot_run(&o, &cs);
-		curl_global_cleanup();
+	if (a.dry) {
+		print_dry_run(&cs, a.o.push);
+		rc = 0;
+	} else {
+		rc = build_run(repo, a.o, &cs);
 	}
 	if (rc == 0 && cs.errors.n)
 		rc = EXIT_INVALID;
 out:
-	free(source);
 	changeset_done(&cs);
 	git_repository_free(repo);
 	git_libgit2_shutdown();
@@ -857,15 +900,20 @@ out:
 }
 
 static const struct kiln_cmd cmds[] = {
-    {"changes", "list the images changed between two commits", cmd_changes, changes_help},
-    {"status", "kilnd's repositories, branches and queue", cmd_online, online_help},
-    {"builds", "kilnd's builds, newest first", cmd_online, online_help},
-    {"build", "build (and push) the images changed between two commits", cmd_build, build_help},
-    {"logs", "a build's log", cmd_online, online_help},
-    {"trigger", "ask kilnd to poll a repository now", cmd_online, online_help},
-    {"rebuild", "queue a build of one image", cmd_online, online_help},
-    {"cancel", "cancel a queued or running build", cmd_online, online_help},
-    {"health", "exit 0 when kilnd answers and is healthy", cmd_online, online_help},
+    {"changes", NULL, "list the images changed between two commits", cmd_changes, changes_help},
+    {"status", PROTO_CMD_STATUS, "kilnd's repositories, branches and queue", cmd_online,
+     online_help},
+    {"builds", PROTO_CMD_BUILDS, "kilnd's builds, newest first", cmd_online, online_help},
+    {"show", PROTO_CMD_BUILD, "one of kilnd's builds, with its pushed digest", cmd_online,
+     online_help},
+    {"build", NULL, "build (and push) the images changed between two commits", cmd_build,
+     build_help},
+    {"logs", PROTO_CMD_LOGS, "a build's log", cmd_online, online_help},
+    {"trigger", PROTO_CMD_TRIGGER, "ask kilnd to poll a repository now", cmd_online, online_help},
+    {"rebuild", PROTO_CMD_REBUILD, "queue a build of one image", cmd_online, online_help},
+    {"cancel", PROTO_CMD_CANCEL, "cancel a queued or running build", cmd_online, online_help},
+    {"health", PROTO_CMD_HEALTH, "exit 0 when kilnd answers and is healthy", cmd_online,
+     online_help},
 };
 
 static void usage(FILE *f)
@@ -921,5 +969,5 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kiln: unknown command '%s'; see 'kiln --help'\n", argv[1]);
 		return EXIT_USAGE;
 	}
-	return cmd->run(argc - 1, argv + 1);
+	return cmd->run(cmd, argc - 1, argv + 1);
 }

@@ -1,5 +1,5 @@
-/* control.h: the status socket. A unix stream socket speaking one JSON object
- * per line each way (protocol version 1, see README.md). Every request is
+/* control.h (report): the status socket. A unix stream socket speaking the
+ * protocol of proto.h: one JSON object per line each way. Every request is
  * checked against the peer's credentials (SO_PEERCRED): reading needs root,
  * kilnd's own user or the status group; changing anything needs root,
  * kilnd's own user or the admin group. */
@@ -12,9 +12,6 @@
 
 #include "kiln/common.h"
 #include "kiln/store.h"
-
-#define CONTROL_PROTOCOL 1
-#define CONTROL_LINE_MAX (64u << 10)
 
 struct control_ops {
 	/* fills the "status" answer: version, uptime, repositories, queue */

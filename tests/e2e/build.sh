@@ -162,6 +162,10 @@ t_commit_ends_in_registry_with_tags_and_label() {
 	"$KILN" logs "$(db "SELECT id FROM builds WHERE path = 'tools'")" --socket kiln.sock |
 		grep -q "kiln: pushed $REG/tools/bb:latest" ||
 		fail "kiln logs does not show the push"
+	# kiln show reports the digest the job recorded (issue #8: it was always null)
+	shown=$("$KILN" show "$(db "SELECT id FROM builds WHERE path = 'tools'")" --json --socket kiln.sock |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["digest"])')
+	[ "$shown" = "$digest" ] || fail "kiln show's digest $shown is not the recorded $digest"
 	stop_kilnd
 }
 

@@ -1,6 +1,7 @@
-/* fuzz_control.c: arbitrary bytes sent to kilnd's status socket, the server
- * running in-process on its libuv loop with a real (temporary) state
- * database. It must answer or close, never crash or leak. */
+/* fuzz_control.c (report): arbitrary bytes sent to kilnd's status socket,
+ * the server running in-process on its libuv loop with a real (temporary)
+ * state database holding one build with a pushed digest. It must answer or
+ * close, never crash or leak. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -85,10 +86,13 @@ static void setup(void)
 	struct kiln_err err = {0};
 	const struct store_plan_item items[] = {{"a", "r/a:1", "added", NULL, 0}};
 
-	if (mkdtemp(dir) == NULL || store_open(dir, &st, &err) < 0)
+	if (mkdtemp(dir) == NULL || store_open(dir, &st, &err) < 0 ||
+	    store_record_plan(st, "images", "main", "0123456789012345678901234567890123456789",
+			      items, 1, &err) < 0 ||
+	    store_set_result(st, 1, "sha256:1", "sha256:2", &err) < 0) {
+		fprintf(stderr, "fuzz_control: setup: %s\n", err.msg);
 		abort();
-	store_record_plan(st, "images", "main", "0123456789012345678901234567890123456789", items,
-			  1, &err);
+	}
 	snprintf(path, sizeof(path), "%s/kiln.sock", dir);
 	uv_loop_init(&loop);
 	if (control_start(&loop, path, (gid_t)-1, (gid_t)-1, (gid_t)-1, st, &ops, NULL, &ctl,

@@ -4,6 +4,11 @@
 . "$(dirname "$0")/lib/common.sh"
 : "${KILND:?}" "${KILN:?}"
 
+not_contains() {
+	case "$1" in *"$2"*) fail "did not expect '$2' in: $1" ;; esac
+	return 0
+}
+
 start() { # [extra listen yaml]
 	git init -q --bare -b main origin.git
 	git clone -q origin.git c 2>/dev/null
@@ -59,9 +64,9 @@ for b in bs:
 	expect_rc 0 "$KILN" builds --image a
 	contains "$OUT" "reg.example.com:5000/team/a:1"
 	id=$(echo "$OUT" | awk 'NR == 2 {print $1}')
-	expect_rc 0 "$KILN" build "$id" --json
+	expect_rc 0 "$KILN" show "$id" --json
 	contains "$OUT" '"path": "a"'
-	expect_rc 1 "$KILN" build 9999
+	expect_rc 1 "$KILN" show 9999
 	contains "$ERR" "no build 9999"
 	expect_rc 0 "$KILN" trigger images main
 	expect_rc 1 "$KILN" trigger images nosuchbranch
@@ -88,7 +93,9 @@ c.commit()"
 	contains "$OUT" "reg.example.com:5000/team/b:1 at ${sha:0:12}"
 	expect_rc 0 "$KILN" rebuild images a "$(git -C c rev-parse HEAD~1)"
 	expect_rc 1 "$KILN" rebuild images nope
-	contains "$ERR" "no image folder 'nope'"
+	contains "$ERR" "nope/manifest.yaml: no such manifest at ${sha:0:12}"
+	expect_rc 1 "$KILN" rebuild images a 0123456789abcdef0123456789abcdef01234567
+	contains "$ERR" "unknown revision '0123456789abcdef0123456789abcdef01234567'"
 	expect_rc 1 "$KILN" rebuild nope a
 	expect_rc 2 "$KILN" rebuild images
 	# logs -f waits for a queued build to end: queue one behind kilnd's back,
@@ -109,6 +116,8 @@ c.commit()"
 	expect_rc 0 "$KILN" health
 	contains "$OUT" "healthy"
 	expect_rc 2 "$KILN" build notanumber
+	expect_rc 2 "$KILN" build 12 34 # FROM and TO: an offline build, here of no repository
+	not_contains "$ERR" "deprecated"
 	expect_rc 2 "$KILN" status --socket "$PWD/none.sock"
 	contains "$ERR" "cannot reach kilnd"
 	expect_rc 1 "$KILN" health --socket "$PWD/none.sock"
@@ -116,6 +125,79 @@ c.commit()"
 	wait "$KPID"
 	[ -e kiln.sock ] && fail "the socket was left behind"
 	return 0
+}
+
+# The digest a push recorded (store_set_result's column) comes back through
+# the socket: kiln show, its text and JSON, and kiln builds --json. The old
+# spelling `kiln build ID` still shows it, with a note on stderr only.
+t_show_digest() {
+	start
+	expect_rc 0 "$KILN" rebuild images a
+	id=$(echo "$OUT" | sed -n 's/^queued build \([0-9]*\):.*/\1/p')
+	[ -n "$id" ] || { fail "no build of a: $OUT"; return; }
+	wait_for 10 sh -c "'$KILN' show $id | grep -q 'state *succeeded'" || fail "the dry run did not end"
+	expect_rc 0 "$KILN" show "$id" --json
+	echo "$OUT" | python3 -c 'import json, sys; b = json.load(sys.stdin); assert b["digest"] is None, b' ||
+		fail "a dry run has no digest: $OUT"
+	digest=sha256:$(printf 'kiln %s' "$id" | sha256sum | cut -d' ' -f1)
+	python3 -c "
+import sqlite3
+c = sqlite3.connect('state/kilnd.db')
+c.execute('UPDATE builds SET image_id = ?, digest = ? WHERE id = ?', ('sha256:img', '$digest', $id))
+c.commit()"
+	expect_rc 0 "$KILN" show "$id" --json
+	echo "$OUT" | D="$digest" python3 -c '
+import json, os, sys
+b = json.load(sys.stdin)
+assert b["digest"] == os.environ["D"] and b["path"] == "a", b' || fail "show --json: $OUT"
+	expect_rc 0 "$KILN" builds --json
+	echo "$OUT" | D="$digest" ID="$id" python3 -c '
+import json, os, sys
+bs = {b["id"]: b for b in json.load(sys.stdin)}
+assert bs[int(os.environ["ID"])]["digest"] == os.environ["D"], bs
+assert all(b["digest"] is None for i, b in bs.items() if i != int(os.environ["ID"])), bs' ||
+		fail "builds --json: $OUT"
+	expect_rc 0 "$KILN" show "$id"
+	contains "$OUT" "digest       $digest"
+	[ -z "$ERR" ] || fail "kiln show wrote to stderr: $ERR"
+	shown=$OUT
+	expect_rc 0 "$KILN" build "$id"
+	[ "$OUT" = "$shown" ] || fail "kiln build ID differs from kiln show ID: $OUT"
+	contains "$ERR" "'kiln build ID' is deprecated; use 'kiln show ID'"
+	expect_rc 0 "$KILN" show --help
+	contains "$OUT" "kiln show ID"
+	expect_rc 0 "$KILN" build --help
+	not_contains "$OUT" "kiln build ID ["
+	expect_rc 2 "$KILN" show
+	expect_rc 2 "$KILN" show 1 2
+	kill -TERM "$KPID"
+	wait "$KPID"
+}
+
+# A damaged object is an error that says what failed, never "not found".
+t_rebuild_damaged() {
+	start
+	mirror=$(find state -name HEAD -path '*.git/HEAD' | head -n1)
+	mirror=${mirror%/HEAD}
+	[ -d "$mirror/objects" ] || { fail "no mirror under state: $(find state -maxdepth 3)"; return; }
+	# a commit with a folder c whose manifest is a loose object, then damage it
+	blob=$(printf 'name: c\nversion: "1"\nregistry: r\n' | git --git-dir="$mirror" hash-object -w --stdin)
+	df=$(printf 'FROM scratch\n' | git --git-dir="$mirror" hash-object -w --stdin)
+	sub=$(printf '100644 blob %s\tDockerfile\n100644 blob %s\tmanifest.yaml\n' "$df" "$blob" |
+		git --git-dir="$mirror" mktree)
+	tree=$(printf '040000 tree %s\tc\n' "$sub" | git --git-dir="$mirror" mktree)
+	c=$(git --git-dir="$mirror" commit-tree "$tree" -m damaged)
+	expect_rc 0 "$KILN" rebuild images c "$c"
+	obj="$mirror/objects/${blob:0:2}/${blob:2}"
+	[ -f "$obj" ] || { fail "the manifest is not a loose object"; return; }
+	chmod u+w "$obj"
+	printf 'not zlib' >"$obj"
+	expect_rc 1 "$KILN" rebuild images c "$c"
+	contains "$ERR" "cannot read blob $blob"
+	not_contains "$ERR" "no such manifest"
+	not_contains "$ERR" "no image folder"
+	kill -TERM "$KPID"
+	wait "$KPID"
 }
 
 t_permissions() {
