@@ -285,6 +285,27 @@ int catalog_get(struct catalog *c, uint32_t i, struct catalog_image *ret)
 	return r;
 }
 
+/* The FROM lines of the Dockerfile blob id. A Dockerfile over
+ * DOCKERFILE_SIZE_MAX names no base kiln can see (Docker has the final word
+ * at build time); a blob git cannot read fails the sync. */
+static int read_froms(git_repository *repo, const git_oid *id, const struct manifest *m,
+		      struct dockerfile_froms *ret, struct kiln_err *err)
+{
+	struct kiln_err e = {0};
+	git_blob *blob = NULL;
+	int r = repo_blob(repo, id, DOCKERFILE_SIZE_MAX, &blob, &e);
+
+	if (r == 0)
+		r = dockerfile_froms(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob),
+				     m->build_args, m->nbuild_args, ret, &e);
+	git_blob_free(blob);
+	if (r == -EFBIG)
+		return 0;
+	if (r < 0 && err)
+		*err = e;
+	return r;
+}
+
 /* Reads the manifest (and Dockerfile) at dir and packs one record. */
 static int record_build(git_repository *repo, struct repo_trees *tree, const char *manifest_name,
 			const char *dir, const git_oid *manifest_id, struct buf *b,
@@ -318,11 +339,9 @@ static int record_build(git_repository *repo, struct repo_trees *tree, const cha
 	    git_tree_entry_type(dfe) == GIT_OBJECT_BLOB) {
 		has_df = true;
 		git_oid_cpy(&df_id, git_tree_entry_id(dfe));
-		if (repo_blob(repo, &df_id, DOCKERFILE_SIZE_MAX, &blob, NULL) == 0) {
-			dockerfile_froms(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob),
-					 m.build_args, m.nbuild_args, &froms, NULL);
-			git_blob_free(blob);
-		}
+		r = read_froms(repo, &df_id, &m, &froms, err);
+		if (r < 0)
+			goto out;
 	}
 	put_str(b, dir);
 	buf_append(b, manifest_id->id, GIT_OID_RAWSZ);
@@ -769,129 +788,153 @@ static int rebuild(struct catalog *c, git_repository *repo, struct repo_trees *t
 	return r;
 }
 
-int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct kiln_err *err)
+/* Work of one catalog_sync: what changed, and the records read again. */
+struct sync {
+	struct delta d;
+	struct strmap redo;  /* folders to read again */
+	unsigned char *drop; /* per old record: not kept */
+	struct buf fresh;    /* the records read again, back to back */
+	size_t *fresh_at, nfresh;
+};
+
+/* Which folders to read again: changed manifests and images whose
+ * Dockerfile changed; the gone are only dropped. */
+static int mark_redo(struct catalog *c, struct sync *y, struct kiln_err *err)
 {
-	struct delta d = {.manifest_name = c->manifest_name};
-	struct strmap redo = {0}; /* folders to read again */
-	unsigned char *drop = NULL;
-	struct rec *recs = NULL;
-	struct strv fresh_dirs = {0};
-	struct buf fresh = {0};
-	size_t *fresh_at = NULL, nrecs = 0, nfresh = 0;
-	git_tree *old = NULL;
-	struct repo_trees trees;
-	int r;
+	struct delta *d = &y->d;
 
-	repo_trees_init(&trees, repo, tree);
-	if (!c->has_tree && c->cache_file && c->snap == NULL)
-		cache_read(c); /* absent or damaged: built from scratch below */
-	if (c->has_tree && git_oid_equal(&c->tree_id, git_tree_id(tree)))
-		return 0; /* trees is still empty */
-	if (c->has_tree && git_tree_lookup(&old, repo, &c->tree_id) < 0)
-		old = NULL; /* that tree is gone (gc, another clone): start over */
-	if (old == NULL)
-		snapshot_drop(c); /* describe nothing until the new snapshot is written */
-	d.want_changed = old != NULL;
-	r = treediff(repo, old, tree, delta_cb, &d, err);
-	if (r < 0)
-		goto out;
-
-	/* Which folders to read again: changed manifests and images whose
-	 * Dockerfile changed; the gone are dropped. */
-	drop = xcalloc(c->n + 1, 1);
-	for (size_t i = 0; i < d.manifests.n; i++) {
-		const char *dir = d.manifests.v[i];
+	y->drop = xcalloc(c->n + 1, 1);
+	for (size_t i = 0; i < d->manifests.n; i++) {
+		const char *dir = d->manifests.v[i];
 		uint32_t idx;
-		r = catalog_find(c, dir, strlen(dir), &idx);
-		if (r == -EBADMSG) {
-			kiln_err_set(err, r, "the catalog cache is damaged");
-			goto out;
-		}
+		int r = catalog_find(c, dir, strlen(dir), &idx);
+
+		if (r == -EBADMSG)
+			return kiln_err_set(err, r, "the catalog cache is damaged");
 		if (r == 0)
-			drop[idx] = 1;
-		r = 0;
-		if (strmap_get(&d.gone, dir, strlen(dir)) == NULL)
-			*strmap_put(&redo, dir, strlen(dir)) = (void *)dir;
+			y->drop[idx] = 1;
+		if (strmap_get(&d->gone, dir, strlen(dir)) == NULL)
+			*strmap_put(&y->redo, dir, strlen(dir)) = (void *)dir;
 	}
-	for (size_t i = 0; i < d.changed.n; i++) {
+	for (size_t i = 0; i < d->changed.n; i++) {
 		const unsigned char *ix;
-		uint32_t n = catalog_lookup(c, CATALOG_BY_DOCKERFILE, d.changed.v[i],
-					    strlen(d.changed.v[i]), &ix);
+		uint32_t n = catalog_lookup(c, CATALOG_BY_DOCKERFILE, d->changed.v[i],
+					    strlen(d->changed.v[i]), &ix);
 		for (uint32_t k = 0; k < n; k++) {
 			struct catalog_image img;
 			uint32_t idx = catalog_u32(ix, k);
-			if (idx >= c->n || catalog_get(c, idx, &img) < 0) {
-				r = kiln_err_set(err, -EBADMSG, "catalog record %u is damaged",
-						 idx);
-				goto out;
-			}
-			drop[idx] = 1;
-			if (strmap_get(&d.gone, img.path, strlen(img.path)) == NULL)
-				*strmap_put(&redo, img.path, strlen(img.path)) = (void *)img.path;
+
+			if (idx >= c->n || catalog_get(c, idx, &img) < 0)
+				return kiln_err_set(err, -EBADMSG, "catalog record %u is damaged",
+						    idx);
+			y->drop[idx] = 1;
+			if (strmap_get(&d->gone, img.path, strlen(img.path)) == NULL)
+				*strmap_put(&y->redo, img.path, strlen(img.path)) =
+				    (void *)img.path;
 		}
 	}
+	return 0;
+}
 
-	/* Read the redone folders into one buffer of fresh records. */
-	fresh_at = xcalloc(redo.n + 1, sizeof(size_t));
-	for (size_t i = 0; i < redo.cap; i++) {
-		const char *dir = redo.slots[i].key;
-		size_t at = fresh.len;
+/* Reads the redone folders into one buffer of fresh records. */
+static int read_fresh(struct catalog *c, git_repository *repo, struct repo_trees *trees,
+		      struct sync *y, struct kiln_err *err)
+{
+	y->fresh_at = xcalloc(y->redo.n + 1, sizeof(size_t));
+	for (size_t i = 0; i < y->redo.cap; i++) {
+		const char *dir = y->redo.slots[i].key;
+		size_t at = y->fresh.len;
+		int r;
+
 		if (dir == NULL)
 			continue;
-		r = rebuild(c, repo, &trees, dir, &fresh, err);
+		r = rebuild(c, repo, trees, dir, &y->fresh, err);
 		if (r == -ENOENT)
-			continue;
+			continue; /* no manifest file there any more */
 		if (r < 0)
-			goto out;
-		fresh_at[nfresh++] = at;
-		strv_push(&fresh_dirs, xstrdup(dir));
+			return r;
+		y->fresh_at[y->nfresh++] = at;
 	}
-	r = 0;
+	return 0;
+}
 
-	/* Kept old records plus fresh ones, in path order. */
-	recs = xcalloc(c->n + nfresh + 1, sizeof(*recs));
+/* The kept old records plus the fresh ones, in path order. */
+static int merge(struct catalog *c, const struct sync *y, struct rec **ret, size_t *ret_n,
+		 struct kiln_err *err)
+{
+	struct rec *recs = xcalloc(c->n + y->nfresh + 1, sizeof(*recs));
+	size_t n = 0;
+
 	for (uint32_t i = 0; i < c->n; i++) {
 		struct catalog_image img;
 		uint32_t table = get_u32(c->snap, H_TABLE);
 		uint32_t a = get_u32(c->snap, table + 4 * (size_t)i);
 
-		if (drop[i])
+		if (y->drop[i])
 			continue;
 		if (catalog_get(c, i, &img) < 0) {
-			r = kiln_err_set(err, -EBADMSG, "catalog record %u is damaged", i);
-			goto out;
+			free(recs);
+			return kiln_err_set(err, -EBADMSG, "catalog record %u is damaged", i);
 		}
-		recs[nrecs].path = img.path;
-		recs[nrecs].p = c->snap + a;
-		recs[nrecs].len = get_u32(c->snap, table + 4 * (size_t)i + 4) - a;
-		nrecs++;
+		recs[n].path = img.path;
+		recs[n].p = c->snap + a;
+		recs[n].len = get_u32(c->snap, table + 4 * (size_t)i + 4) - a;
+		n++;
 	}
-	for (size_t k = 0; k < nfresh; k++) {
-		size_t end = k + 1 < nfresh ? fresh_at[k + 1] : fresh.len;
-		recs[nrecs].path = fresh.p + fresh_at[k];
-		recs[nrecs].p = fresh.p + fresh_at[k];
-		recs[nrecs].len = (uint32_t)(end - fresh_at[k]);
-		nrecs++;
+	for (size_t k = 0; k < y->nfresh; k++) {
+		size_t end = k + 1 < y->nfresh ? y->fresh_at[k + 1] : y->fresh.len;
+		recs[n].path = y->fresh.p + y->fresh_at[k];
+		recs[n].p = y->fresh.p + y->fresh_at[k];
+		recs[n].len = (uint32_t)(end - y->fresh_at[k]);
+		n++;
 	}
-	if (c->broken) {
+	qsort(recs, n, sizeof(*recs), rec_cmp);
+	*ret = recs;
+	*ret_n = n;
+	return 0;
+}
+
+int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct kiln_err *err)
+{
+	struct sync y = {.d = {.manifest_name = c->manifest_name}};
+	struct rec *recs = NULL;
+	size_t nrecs = 0;
+	git_tree *old = NULL;
+	struct repo_trees trees;
+	int r;
+
+	if (!c->has_tree && c->cache_file && c->snap == NULL)
+		cache_read(c); /* absent or damaged: built from scratch below */
+	if (c->has_tree && git_oid_equal(&c->tree_id, git_tree_id(tree)))
+		return 0;
+	repo_trees_init(&trees, repo, tree);
+	if (c->has_tree && git_tree_lookup(&old, repo, &c->tree_id) < 0)
+		old = NULL; /* that tree is gone (gc, another clone): start over */
+	if (old == NULL)
+		snapshot_drop(c); /* describe nothing until the new snapshot is written */
+	y.d.want_changed = old != NULL;
+	r = treediff(repo, old, tree, delta_cb, &y.d, err);
+	if (r == 0)
+		r = mark_redo(c, &y, err);
+	if (r == 0)
+		r = read_fresh(c, repo, &trees, &y, err);
+	if (r == 0)
+		r = merge(c, &y, &recs, &nrecs, err);
+	if (r == 0 && c->broken)
 		r = kiln_err_set(err, -EBADMSG, "the catalog cache is damaged");
-		goto out;
-	}
-	qsort(recs, nrecs, sizeof(*recs), rec_cmp);
-	snapshot_write(c, git_tree_id(tree), recs, nrecs); /* frees the old snapshot last */
-out:
-	if (r < 0)
+	if (r == 0)
+		snapshot_write(c, git_tree_id(tree), recs, nrecs); /* frees the old snapshot last */
+	else
 		snapshot_drop(c); /* never describe a tree wrongly; rebuilt next time */
 	free(recs);
-	free(drop);
-	free(fresh_at);
-	buf_done(&fresh);
-	strv_done(&fresh_dirs);
-	strmap_done(&redo);
+	free(y.drop);
+	free(y.fresh_at);
+	buf_done(&y.fresh);
+	strmap_done(&y.redo);
 	git_tree_free(old);
 	repo_trees_done(&trees);
-	strv_done(&d.changed);
-	strv_done(&d.manifests);
-	strmap_done(&d.gone);
+	strv_done(&y.d.changed);
+	strv_done(&y.d.manifests);
+	strmap_done(&y.d.gone);
 	return r;
 }

@@ -249,15 +249,22 @@ static void manifest_errors(struct run *rn, const char *dir, const git_oid *id)
 	free(file);
 }
 
+/* A removed image's fields, from its manifest in FROM; left NULL when that
+ * manifest is invalid or too large (its problems are FROM's, not reported).
+ * One git cannot read is reported, as manifest_errors does for TO's. */
 static void fill_from_manifest(struct run *rn, struct change *c, const git_oid *id)
 {
 	git_blob *blob = NULL;
 	struct manifest m;
 	struct kiln_diags ignored = {0};
+	struct kiln_err err = {0};
+	int r = repo_blob(rn->repo, id, MANIFEST_SIZE_MAX, &blob, &err);
 
-	if (repo_blob(rn->repo, id, MANIFEST_SIZE_MAX, &blob, NULL) == 0 &&
-	    manifest_parse(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob), "", c->path,
-			   &m, &ignored) == 0) {
+	if (r < 0 && r != -EFBIG)
+		kiln_diags_add(&rn->out->errors, c->path[0] ? c->path : ".", 0, 0,
+			       "%s of the removed image: %s", rn->cat->manifest_name, err.msg);
+	if (r == 0 && manifest_parse(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob), "",
+				     c->path, &m, &ignored) == 0) {
 		c->name = xstrdup(m.name);
 		c->version = xstrdup(m.version);
 		c->registry = xstrdup(m.registry);

@@ -255,110 +255,154 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int record_plan_locked(struct store *s, const char *repo, const char *branch, const char *to,
-			      const struct store_plan_item *items, size_t n, struct kiln_err *err)
-{
-	sqlite3_stmt *sup = NULL, *ins = NULL, *seen = NULL, *dep = NULL;
-	int r = 0, queued = 0;
-	int64_t *ids = xcalloc(n + 1, sizeof(*ids));
-	struct strmap by_path = {0};
+/* The statements of one plan. */
+struct plan_stmts {
+	sqlite3_stmt *sup, *ins, *seen, *dep;
+};
 
-	r = exec(s, "BEGIN IMMEDIATE", err);
-	if (r < 0)
-		return r;
+static int plan_stmts_prepare(struct store *s, struct plan_stmts *st, struct kiln_err *err)
+{
 	if (sqlite3_prepare_v2(
 		s->db,
 		"UPDATE builds SET state = 'superseded', finished_at = ?4 "
 		"WHERE repository = ?1 AND branch = ?2 AND path = ?3 AND state = 'queued'",
-		-1, &sup, NULL) != SQLITE_OK ||
+		-1, &st->sup, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(
 		s->db,
 		"INSERT INTO builds (repository, branch, path, image, commit_sha, change,"
 		" state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-		-1, &ins, NULL) != SQLITE_OK ||
+		-1, &st->ins, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(s->db,
 			       "INSERT INTO branches (repository, branch, last_seen, updated_at)"
 			       " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (repository, branch)"
 			       " DO UPDATE SET last_seen = ?3, updated_at = ?4",
-			       -1, &seen, NULL) != SQLITE_OK ||
+			       -1, &st->seen, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(s->db,
 			       "INSERT OR IGNORE INTO build_deps (build, base) VALUES (?, ?)", -1,
-			       &dep, NULL) != SQLITE_OK) {
-		r = db_err(s, err, "preparing the plan");
-		goto out;
-	}
-	for (size_t i = 0; i < n && r == 0; i++) {
-		bool removed = strcmp(items[i].change, "removed") == 0;
+			       &st->dep, NULL) != SQLITE_OK)
+		return db_err(s, err, "preparing the plan");
+	return 0;
+}
 
-		if (!removed) {
-			sqlite3_reset(sup);
-			sqlite3_bind_text(sup, 1, repo, -1, SQLITE_STATIC);
-			sqlite3_bind_text(sup, 2, branch, -1, SQLITE_STATIC);
-			sqlite3_bind_text(sup, 3, items[i].path, -1, SQLITE_STATIC);
-			sqlite3_bind_int64(sup, 4, now());
-			if (sqlite3_step(sup) != SQLITE_DONE) {
-				r = db_err(s, err, "superseding");
-				break;
-			}
-		}
-		sqlite3_reset(ins);
-		sqlite3_bind_text(ins, 1, repo, -1, SQLITE_STATIC);
-		sqlite3_bind_text(ins, 2, branch, -1, SQLITE_STATIC);
-		sqlite3_bind_text(ins, 3, items[i].path, -1, SQLITE_STATIC);
-		if (items[i].image)
-			sqlite3_bind_text(ins, 4, items[i].image, -1, SQLITE_STATIC);
-		else
-			sqlite3_bind_null(ins, 4);
-		sqlite3_bind_text(ins, 5, to, -1, SQLITE_STATIC);
-		sqlite3_bind_text(ins, 6, items[i].change, -1, SQLITE_STATIC);
-		sqlite3_bind_text(ins, 7, removed ? "removed" : "queued", -1, SQLITE_STATIC);
-		sqlite3_bind_int64(ins, 8, now());
-		if (sqlite3_step(ins) != SQLITE_DONE) {
-			r = db_err(s, err, "queueing a build");
-			break;
-		}
-		queued += !removed;
-		if (!removed) {
-			ids[i] = sqlite3_last_insert_rowid(s->db);
-			*strmap_put(&by_path, items[i].path, strlen(items[i].path)) = &ids[i];
-		}
+static void plan_stmts_done(struct plan_stmts *st)
+{
+	sqlite3_finalize(st->sup);
+	sqlite3_finalize(st->ins);
+	sqlite3_finalize(st->seen);
+	sqlite3_finalize(st->dep);
+}
+
+/* One item: a queued build that supersedes the path's queued one, or a
+ * removed row. *ret_id is the build's id, 0 for a removed item. */
+static int record_item(struct store *s, struct plan_stmts *st, const char *repo, const char *branch,
+		       const char *to, const struct store_plan_item *it, int64_t *ret_id,
+		       struct kiln_err *err)
+{
+	bool removed = strcmp(it->change, "removed") == 0;
+
+	if (!removed) {
+		sqlite3_reset(st->sup);
+		sqlite3_bind_text(st->sup, 1, repo, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st->sup, 2, branch, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st->sup, 3, it->path, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st->sup, 4, now());
+		if (sqlite3_step(st->sup) != SQLITE_DONE)
+			return db_err(s, err, "superseding");
 	}
-	/* dependencies come first in a plan, so every base has its id by now */
+	sqlite3_reset(st->ins);
+	sqlite3_bind_text(st->ins, 1, repo, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st->ins, 2, branch, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st->ins, 3, it->path, -1, SQLITE_STATIC);
+	if (it->image)
+		sqlite3_bind_text(st->ins, 4, it->image, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st->ins, 4);
+	sqlite3_bind_text(st->ins, 5, to, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st->ins, 6, it->change, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st->ins, 7, removed ? "removed" : "queued", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st->ins, 8, now());
+	if (sqlite3_step(st->ins) != SQLITE_DONE)
+		return db_err(s, err, "queueing a build");
+	*ret_id = removed ? 0 : sqlite3_last_insert_rowid(s->db);
+	return 0;
+}
+
+/* Each queued build waits for the builds of this plan it builds FROM.
+ * Dependencies come first in a plan, so every base has its id by now. */
+static int record_deps(struct store *s, struct plan_stmts *st, const struct store_plan_item *items,
+		       size_t n, const int64_t *ids, struct kiln_err *err)
+{
+	struct strmap by_path = {0};
+	int r = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (ids[i])
+			*strmap_put(&by_path, items[i].path, strlen(items[i].path)) =
+			    (void *)&ids[i];
+	}
 	for (size_t i = 0; i < n && r == 0; i++) {
-		for (size_t k = 0; ids[i] && k < items[i].ndepends; k++) {
+		for (size_t k = 0; ids[i] && k < items[i].ndepends && r == 0; k++) {
 			const char *d = items[i].depends_on[k];
-			int64_t *base = strmap_get(&by_path, d, strlen(d));
-			if (!base || !*base)
+			const int64_t *base = strmap_get(&by_path, d, strlen(d));
+			if (!base)
 				continue; /* not rebuilt in this plan: nothing to wait for */
-			sqlite3_reset(dep);
-			sqlite3_bind_int64(dep, 1, ids[i]);
-			sqlite3_bind_int64(dep, 2, *base);
-			if (sqlite3_step(dep) != SQLITE_DONE)
+			sqlite3_reset(st->dep);
+			sqlite3_bind_int64(st->dep, 1, ids[i]);
+			sqlite3_bind_int64(st->dep, 2, *base);
+			if (sqlite3_step(st->dep) != SQLITE_DONE)
 				r = db_err(s, err, "recording a build's dependency");
 		}
 	}
-	if (r == 0) {
-		sqlite3_bind_text(seen, 1, repo, -1, SQLITE_STATIC);
-		sqlite3_bind_text(seen, 2, branch, -1, SQLITE_STATIC);
-		sqlite3_bind_text(seen, 3, to, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(seen, 4, now());
-		if (sqlite3_step(seen) != SQLITE_DONE)
-			r = db_err(s, err, "recording the last-seen commit");
-	}
-out:
-	sqlite3_finalize(sup);
-	sqlite3_finalize(ins);
-	sqlite3_finalize(seen);
-	sqlite3_finalize(dep);
 	strmap_done(&by_path);
-	free(ids);
+	return r;
+}
+
+static int record_seen(struct store *s, struct plan_stmts *st, const char *repo, const char *branch,
+		       const char *to, struct kiln_err *err)
+{
+	sqlite3_bind_text(st->seen, 1, repo, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st->seen, 2, branch, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st->seen, 3, to, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st->seen, 4, now());
+	if (sqlite3_step(st->seen) != SQLITE_DONE)
+		return db_err(s, err, "recording the last-seen commit");
+	return 0;
+}
+
+static int record_plan_locked(struct store *s, const char *repo, const char *branch, const char *to,
+			      const struct store_plan_item *items, size_t n, struct kiln_err *err)
+{
+	struct plan_stmts st = {0};
+	int64_t *ids = xcalloc(n + 1, sizeof(*ids));
+	int r, queued = 0;
+
+	r = exec(s, "BEGIN IMMEDIATE", err);
+	if (r < 0)
+		goto out;
+	r = plan_stmts_prepare(s, &st, err);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		r = record_item(s, &st, repo, branch, to, &items[i], &ids[i], err);
+		queued += r == 0 && ids[i] != 0;
+	}
+	if (r == 0)
+		r = record_deps(s, &st, items, n, ids, err);
+	if (r == 0)
+		r = record_seen(s, &st, repo, branch, to, err);
+	plan_stmts_done(&st);
 	if (r == 0)
 		r = exec(s, "COMMIT", err);
 	if (r < 0) {
-		exec(s, "ROLLBACK", NULL);
-		return r;
+		struct kiln_err rb = {0};
+		if (exec(s, "ROLLBACK", &rb) < 0 && err) {
+			/* the first cause stays first; the caller logs both once */
+			size_t len = strlen(err->msg);
+			snprintf(err->msg + len, sizeof(err->msg) - len,
+				 "; rolling back failed too: %s", rb.msg);
+		}
 	}
-	return queued;
+out:
+	free(ids);
+	return r < 0 ? r : queued;
 }
 
 static void copy_col(sqlite3_stmt *st, int col, char *dst, size_t size)

@@ -1,8 +1,11 @@
-/* watch.c: one machine per repository; decides when to poll, fetch and plan.
- * Owns the poll timer, the job in flight, the mirror handle and the catalog
- * (the latter two used only by that job, on a worker thread). */
+/* watch.c (trigger -> fetch -> plan): one machine per repository,
+ * idle -> fetching -> planning -> idle; decides when to poll (timer, jitter,
+ * backoff, coalesced triggers). Owns the poll timer, the work in flight, the
+ * mirror handle and the catalog (the latter two used only by that work, on a
+ * worker thread). What a plan contains is plan.c's business. */
 #include <assert.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -12,24 +15,33 @@
 #include "kiln/changes.h"
 #include "kiln/log.h"
 #include "kiln/path.h"
+#include "kiln/plan.h"
 #include "kiln/repo.h"
 #include "kiln/watch.h"
 
 #define BACKOFF_MAX_MS (15ull * 60 * 1000)
 
-enum job_kind { JOB_FETCH, JOB_PLAN };
+/* What the worker does: a poll (ls-remote and fetch), then maybe a plan. */
+enum watch_work_kind { WATCH_WORK_FETCH, WATCH_WORK_PLAN };
 
-struct watch_job {
+/* One poll on the worker pool. The worker reads only this struct, plus the
+ * watch's name, mirror path and store (fixed at watch_new) and its mirror and
+ * catalog (touched by nothing but the work in flight); everything a reload
+ * may change is copied in before the work is queued. */
+struct watch_work {
 	uv_work_t req;
 	struct watch *w;
-	enum job_kind kind;
-	/* inputs, copied so a reload cannot change them under the worker */
+	enum watch_work_kind kind;
+	unsigned gen; /* w->gen when queued */
+	/* inputs */
 	char *url, *manifest;
 	struct strv branches;
 	enum config_build_on_start build_on_start;
 	char *username, *password, *ssh_key_file;
 	struct strv seen_in;	    /* empty: unknown */
 	struct strv mirror_tips_in; /* empty: unknown */
+	uint64_t prev_fp;	    /* the local remote's fingerprint at the last good poll */
+	bool prev_fp_valid;
 	/* outputs */
 	int r;
 	struct kiln_err err;
@@ -123,68 +135,86 @@ static void schedule(struct watch *w, uint64_t delay_ms)
 		uv_timer_start(&w->timer, timer_cb, delay_ms, 0);
 }
 
-/* ---- jobs ---- */
+/* ---- work on the worker threads ---- */
 
-static struct watch_job *job_new(struct watch *w, enum job_kind kind)
+static struct watch_work *work_new(struct watch *w, enum watch_work_kind kind)
 {
-	struct watch_job *j = xcalloc(1, sizeof(*j));
+	struct watch_work *wk = xcalloc(1, sizeof(*wk));
 
-	j->w = w;
-	j->kind = kind;
-	j->url = xstrdup(w->url);
-	j->manifest = xstrdup(w->manifest);
-	strv_copy(&j->branches, &w->branches);
-	j->build_on_start = w->build_on_start;
-	j->username = dup_or_null(w->username);
-	j->password = dup_or_null(w->password);
-	j->ssh_key_file = dup_or_null(w->ssh_key_file);
+	wk->w = w;
+	wk->kind = kind;
+	wk->gen = w->gen;
+	wk->url = xstrdup(w->url);
+	wk->manifest = xstrdup(w->manifest);
+	strv_copy(&wk->branches, &w->branches);
+	wk->build_on_start = w->build_on_start;
+	wk->username = dup_or_null(w->username);
+	wk->password = dup_or_null(w->password);
+	wk->ssh_key_file = dup_or_null(w->ssh_key_file);
+	wk->prev_fp = w->local_fp;
+	wk->prev_fp_valid = w->local_fp_valid;
 	if (w->have_seen)
-		strv_copy(&j->seen_in, &w->seen);
+		strv_copy(&wk->seen_in, &w->seen);
 	if (w->mirror_tips.n == w->branches.n)
-		strv_copy(&j->mirror_tips_in, &w->mirror_tips);
-	j->tips = xcalloc(j->branches.n + 1, sizeof(git_oid));
-	j->found = xcalloc(j->branches.n + 1, sizeof(bool));
-	return j;
+		strv_copy(&wk->mirror_tips_in, &w->mirror_tips);
+	wk->tips = xcalloc(wk->branches.n + 1, sizeof(git_oid));
+	wk->found = xcalloc(wk->branches.n + 1, sizeof(bool));
+	return wk;
 }
 
-static void job_free(struct watch_job *j)
+static void work_free(struct watch_work *wk)
 {
-	free(j->url);
-	free(j->manifest);
-	strv_done(&j->branches);
-	free(j->username);
-	secret_free(j->password);
-	free(j->ssh_key_file);
-	strv_done(&j->seen_in);
-	free(j->tips);
-	free(j->found);
-	strv_done(&j->seen_out);
-	strv_done(&j->mirror_tips_in);
-	strv_done(&j->mirror_tips_out);
-	strv_done(&j->notes);
-	free(j);
+	free(wk->url);
+	free(wk->manifest);
+	strv_done(&wk->branches);
+	free(wk->username);
+	secret_free(wk->password);
+	free(wk->ssh_key_file);
+	strv_done(&wk->seen_in);
+	free(wk->tips);
+	free(wk->found);
+	strv_done(&wk->seen_out);
+	strv_done(&wk->mirror_tips_in);
+	strv_done(&wk->mirror_tips_out);
+	strv_done(&wk->notes);
+	free(wk);
 }
 
-static void note(struct watch_job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note(struct watch_job *j, const char *fmt, ...)
+static const char *work_kind_str(enum watch_work_kind k)
+{
+	return k == WATCH_WORK_FETCH ? "poll" : "planning";
+}
+
+static void note(struct watch_work *wk, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(struct watch_work *wk, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	strv_push(&j->notes, xvasprintf(fmt, ap));
+	strv_push(&wk->notes, xvasprintf(fmt, ap));
 	va_end(ap);
 }
 
 /* Every branch's mirror tip has been planned (is its last-seen commit). */
-static bool all_planned(const struct watch_job *j)
+static bool all_planned(const struct watch_work *wk)
 {
-	if (j->seen_in.n != j->branches.n || j->mirror_tips_in.n != j->branches.n)
+	if (wk->seen_in.n != wk->branches.n || wk->mirror_tips_in.n != wk->branches.n)
 		return false;
-	for (size_t i = 0; i < j->branches.n; i++) {
-		if (strcmp(j->seen_in.v[i], j->mirror_tips_in.v[i]) != 0)
+	for (size_t i = 0; i < wk->branches.n; i++) {
+		if (strcmp(wk->seen_in.v[i], wk->mirror_tips_in.v[i]) != 0)
 			return false;
 	}
 	return true;
+}
+
+/* The mirror, opened on first use by this work (reopened per poll). */
+static int mirror_open(struct watch_work *wk)
+{
+	struct watch *w = wk->w;
+
+	if (w->mirror)
+		return 0;
+	return repo_mirror_open(w->mirror_path, &w->mirror, &wk->err);
 }
 
 /* Worker: ls-remote, then fetch only the branches whose tip the mirror lacks.
@@ -192,187 +222,156 @@ static bool all_planned(const struct watch_job *j)
  * good poll is not even asked. */
 static void fetch_work(uv_work_t *req)
 {
-	struct watch_job *j = container_of(req, struct watch_job, req);
-	struct watch *w = j->w;
-	struct repo_creds cr = {j->username, j->password, j->ssh_key_file};
-	const char *const *branches = (const char *const *)j->branches.v;
+	struct watch_work *wk = container_of(req, struct watch_work, req);
+	struct repo_creds cr = {wk->username, wk->password, wk->ssh_key_file};
+	const char *const *branches = (const char *const *)wk->branches.v;
 	struct strv need = {0};
 	char hex[GIT_OID_HEXSZ + 1];
 
-	j->fp_valid = repo_local_fingerprint(j->url, branches, j->branches.n, &j->fp) == 0;
-	if (j->fp_valid && w->local_fp_valid && j->fp == w->local_fp && all_planned(j)) {
-		j->skipped = true;
-		strv_copy(&j->mirror_tips_out, &j->mirror_tips_in);
+	wk->fp_valid = repo_local_fingerprint(wk->url, branches, wk->branches.n, &wk->fp) == 0;
+	if (wk->fp_valid && wk->prev_fp_valid && wk->fp == wk->prev_fp && all_planned(wk)) {
+		wk->skipped = true;
+		strv_copy(&wk->mirror_tips_out, &wk->mirror_tips_in);
 		return;
 	}
-	j->r = repo_remote_heads(j->url, &cr, branches, j->branches.n, j->tips, j->found, &j->err);
-	if (j->r < 0)
+	wk->r = repo_remote_heads(wk->url, &cr, branches, wk->branches.n, wk->tips, wk->found,
+				  &wk->err);
+	if (wk->r < 0)
 		return;
-	for (size_t i = 0; i < j->branches.n; i++) {
+	for (size_t i = 0; i < wk->branches.n; i++) {
 		git_oid local;
 		bool have;
 
-		if (!j->found[i]) {
-			note(j, "branch '%s' does not exist on the remote", j->branches.v[i]);
-			strv_push(&j->mirror_tips_out, xstrdup(""));
+		if (!wk->found[i]) {
+			note(wk, "branch '%s' does not exist on the remote", wk->branches.v[i]);
+			strv_push(&wk->mirror_tips_out, xstrdup(""));
 			continue;
 		}
-		git_oid_tostr(hex, sizeof(hex), &j->tips[i]);
-		if (j->mirror_tips_in.n == j->branches.n) {
-			have = strcmp(j->mirror_tips_in.v[i], hex) == 0;
+		git_oid_tostr(hex, sizeof(hex), &wk->tips[i]);
+		if (wk->mirror_tips_in.n == wk->branches.n) {
+			have = strcmp(wk->mirror_tips_in.v[i], hex) == 0;
 		} else {
-			if (w->mirror == NULL &&
-			    (j->r = repo_mirror_open(w->mirror_path, &w->mirror, &j->err)) < 0)
+			if ((wk->r = mirror_open(wk)) < 0)
 				goto out;
-			have = repo_branch_tip(w->mirror, j->branches.v[i], &local) == 0 &&
-			       git_oid_equal(&local, &j->tips[i]);
+			have = repo_branch_tip(wk->w->mirror, wk->branches.v[i], &local) == 0 &&
+			       git_oid_equal(&local, &wk->tips[i]);
 		}
 		if (!have)
-			strv_push(&need, xstrdup(j->branches.v[i]));
-		strv_push(&j->mirror_tips_out, xstrdup(hex));
-		if (j->seen_in.n != j->branches.n || strcmp(j->seen_in.v[i], hex) != 0)
-			j->moved = true;
+			strv_push(&need, xstrdup(wk->branches.v[i]));
+		strv_push(&wk->mirror_tips_out, xstrdup(hex));
+		if (wk->seen_in.n != wk->branches.n || strcmp(wk->seen_in.v[i], hex) != 0)
+			wk->moved = true;
 	}
 	if (need.n > 0) {
-		if (w->mirror == NULL &&
-		    (j->r = repo_mirror_open(w->mirror_path, &w->mirror, &j->err)) < 0)
+		if ((wk->r = mirror_open(wk)) < 0)
 			goto out;
-		j->r = repo_fetch(w->mirror, j->url, &cr, (const char *const *)need.v, need.n,
-				  &j->err);
-		j->fetched = j->r == 0;
+		wk->r = repo_fetch(wk->w->mirror, wk->url, &cr, (const char *const *)need.v, need.n,
+				   &wk->err);
+		wk->fetched = wk->r == 0;
 	}
 out:
 	strv_done(&need);
 }
 
-static int lookup_commit(git_repository *repo, const char *hex, git_commit **ret)
+/* Lines for the log: the plan's problems and its builds. */
+static void note_plan(struct watch_work *wk, const char *branch, const struct plan *p)
 {
-	git_oid id;
+	for (size_t k = 0; k < p->cs.errors.n; k++) {
+		char line[1024];
+		kiln_diag_format(&p->cs.errors.v[k], line, sizeof(line));
+		note(wk, "branch '%s' at %.12s: %s", branch, p->to, line);
+	}
+	for (size_t k = 0; k < p->cs.n; k++) {
+		const struct change *c = &p->cs.v[k];
+		note(wk, "branch '%s' %.12s..%.12s: %s %s %s", branch,
+		     p->from[0] ? p->from : "(empty)", p->to, change_kind_str(c->kind),
+		     path_display(c->path), c->image ? c->image : "-");
+	}
+}
 
-	if (git_oid_fromstr(&id, hex) < 0 || git_commit_lookup(ret, repo, &id) < 0)
-		return -ENOENT;
-	return 0;
+/* The last-seen commits plan_branch starts from: the branch's own, else
+ * (for a branch other than the first) the first branch's. */
+static int read_seen(struct watch_work *wk, size_t i, char seen[STORE_SHA_LEN + 1],
+		     char base[STORE_SHA_LEN + 1], struct plan_input *in)
+{
+	struct watch *w = wk->w;
+	int r = store_last_seen(w->store, w->name, wk->branches.v[i], seen, &wk->err);
+
+	if (r == 0)
+		in->seen = seen;
+	else if (r != -ENOENT)
+		return r;
+	if (in->seen || i == 0)
+		return 0;
+	r = store_last_seen(w->store, w->name, wk->branches.v[0], base, &wk->err);
+	if (r == 0)
+		in->base = base;
+	return r == -ENOENT ? 0 : r;
 }
 
 /* Worker: one branch's range -> builds, recorded with its new last-seen. */
-static int plan_branch(struct watch_job *j, size_t i, const char *repo_name)
+static int plan_one(struct watch_work *wk, size_t i)
 {
-	struct watch *w = j->w;
-	const char *branch = j->branches.v[i];
-	char tip[GIT_OID_HEXSZ + 1], seen[STORE_SHA_LEN + 1], first[STORE_SHA_LEN + 1];
-	git_commit *from = NULL, *to = NULL;
-	struct changeset cs = {0};
-	struct store_plan_item *items = NULL;
-	const char *from_hex = NULL;
-	bool empty_from = false;
+	struct watch *w = wk->w;
+	const char *branch = wk->branches.v[i];
+	const struct plan_settings s = {wk->manifest, wk->build_on_start};
+	char tip[GIT_OID_HEXSZ + 1], seen[STORE_SHA_LEN + 1], base[STORE_SHA_LEN + 1];
+	struct plan_input in = {.branch = branch, .head = tip};
+	struct plan p = {0};
 	int r;
 
-	git_oid_tostr(tip, sizeof(tip), &j->tips[i]);
-	r = store_last_seen(w->store, repo_name, branch, seen, &j->err);
-	if (r == 0 && strcmp(seen, tip) == 0) {
-		strv_push(&j->seen_out, xstrdup(seen));
-		return 0;
-	}
-	if (r < 0 && r != -ENOENT)
-		return r;
-	if (r == 0) {
-		from_hex = seen;
-	} else if (i > 0 &&
-		   store_last_seen(w->store, repo_name, j->branches.v[0], first, NULL) == 0) {
-		from_hex = first; /* a branch added later starts from the first branch */
-	} else if (j->build_on_start == CONFIG_BUILD_ON_START_ALL) {
-		empty_from = true;
-	} else {
-		/* first sight: remember the head, build nothing */
-		r = store_record_plan(w->store, repo_name, branch, tip, NULL, 0, &j->err);
-		if (r >= 0) {
-			note(j, "branch '%s' first seen at %.12s; nothing built", branch, tip);
-			strv_push(&j->seen_out, xstrdup(tip));
-		}
-		return r < 0 ? r : 0;
-	}
-	if (lookup_commit(w->mirror, tip, &to) < 0) {
-		r = kiln_err_set(&j->err, -EIO, "branch '%s': commit %s is not in the mirror",
-				 branch, tip);
-		goto out;
-	}
-	if (!empty_from && lookup_commit(w->mirror, from_hex, &from) < 0) {
-		r = kiln_err_set(&j->err, -EIO,
-				 "branch '%s': last-seen commit %s is not in the mirror", branch,
-				 from_hex);
-		goto out;
-	}
-	if (strcmp(w->catalog.manifest_name ? w->catalog.manifest_name : "", j->manifest) != 0) {
-		catalog_done(&w->catalog);
-		catalog_init(&w->catalog, j->manifest, NULL);
-	}
-	r = changes_compute(w->mirror, from, to, &w->catalog, &cs, &j->err);
-	if (r == -EBADMSG) { /* never from memory, but be safe: start over */
-		catalog_done(&w->catalog);
-		catalog_init(&w->catalog, j->manifest, NULL);
-		r = changes_compute(w->mirror, from, to, &w->catalog, &cs, &j->err);
-	}
+	git_oid_tostr(tip, sizeof(tip), &wk->tips[i]);
+	r = read_seen(wk, i, seen, base, &in);
 	if (r < 0)
-		goto out;
-	for (size_t k = 0; k < cs.errors.n; k++) {
-		char line[1024];
-		kiln_diag_format(&cs.errors.v[k], line, sizeof(line));
-		note(j, "branch '%s' at %.12s: %s", branch, tip, line);
+		return r;
+	r = plan_branch(w->mirror, &w->catalog, &s, &in, &p, &wk->err);
+	if (r < 0)
+		return r;
+	if (p.kind != PLAN_UNCHANGED) {
+		r = store_record_plan(w->store, w->name, branch, p.to, p.items, p.n, &wk->err);
+		if (r < 0)
+			goto out;
+		wk->queued += (unsigned)r;
+		if (p.kind == PLAN_FIRST_SIGHT)
+			note(wk, "branch '%s' first seen at %.12s; nothing built", branch, tip);
+		note_plan(wk, branch, &p);
 	}
-	items = xcalloc(cs.n + 1, sizeof(*items));
-	for (size_t k = 0; k < cs.n; k++) {
-		items[k].path = cs.v[k].path;
-		items[k].image = cs.v[k].image;
-		items[k].change = change_kind_str(cs.v[k].kind);
-		items[k].depends_on = (const char *const *)cs.v[k].depends_on.v;
-		items[k].ndepends = cs.v[k].depends_on.n;
-	}
-	r = store_record_plan(w->store, repo_name, branch, tip, items, cs.n, &j->err);
-	if (r >= 0) {
-		j->queued += (unsigned)r;
-		for (size_t k = 0; k < cs.n; k++)
-			note(j, "branch '%s' %.12s..%.12s: %s %s %s", branch,
-			     empty_from ? "(empty)" : from_hex, tip, change_kind_str(cs.v[k].kind),
-			     path_display(cs.v[k].path), cs.v[k].image ? cs.v[k].image : "-");
-		strv_push(&j->seen_out, xstrdup(tip));
-		r = 0;
-	}
+	strv_push(&wk->seen_out, xstrdup(tip));
+	r = 0;
 out:
-	free(items);
-	changeset_done(&cs);
-	git_commit_free(from);
-	git_commit_free(to);
+	plan_done(&p);
 	return r;
 }
 
 static void plan_work(uv_work_t *req)
 {
-	struct watch_job *j = container_of(req, struct watch_job, req);
+	struct watch_work *wk = container_of(req, struct watch_work, req);
 
-	if (j->w->mirror == NULL &&
-	    (j->r = repo_mirror_open(j->w->mirror_path, &j->w->mirror, &j->err)) < 0)
+	if ((wk->r = mirror_open(wk)) < 0)
 		return;
-
-	for (size_t i = 0; i < j->branches.n && j->r == 0; i++) {
-		if (!j->found[i]) {
-			strv_push(&j->seen_out, xstrdup(i < j->seen_in.n ? j->seen_in.v[i] : ""));
+	for (size_t i = 0; i < wk->branches.n && wk->r == 0; i++) {
+		if (!wk->found[i]) {
+			strv_push(&wk->seen_out,
+				  xstrdup(i < wk->seen_in.n ? wk->seen_in.v[i] : ""));
 			continue;
 		}
-		j->r = plan_branch(j, i, j->w->name);
+		wk->r = plan_one(wk, i);
 	}
 }
 
-static void job_failed(struct watch *w, struct watch_job *j)
+/* ---- back on the loop ---- */
+
+static void work_failed(struct watch *w, struct watch_work *wk)
 {
 	uint64_t delay;
 
 	w->mirror = repo_close(w->mirror);
 	w->failures++;
 	w->errors++;
-	snprintf(w->last_error, sizeof(w->last_error), "%s", j->err.msg);
+	snprintf(w->last_error, sizeof(w->last_error), "%s", wk->err.msg);
 	delay = next_delay(w);
 	log_warning("watch '%s': %s failed: %s; retrying in %" PRIu64 "s", w->name,
-		    j->kind == JOB_FETCH ? "poll" : "planning", j->err.msg, (delay + 999) / 1000);
+		    work_kind_str(wk->kind), wk->err.msg, (delay + 999) / 1000);
 	w->again = false;
 	set_state(w, WATCH_IDLE);
 	schedule(w, delay);
@@ -395,6 +394,7 @@ static void go_idle(struct watch *w)
 	set_state(w, WATCH_IDLE);
 	if (w->again && !w->stopping) {
 		w->again = false;
+		log_debug("watch '%s': polling again for a trigger that came while busy", w->name);
 		poll_start(w);
 	} else {
 		schedule(w, next_delay(w));
@@ -406,7 +406,7 @@ static void close_cb(uv_handle_t *h)
 	struct watch *w = container_of((uv_timer_t *)h, struct watch, timer);
 
 	w->timer_closed = true;
-	w->st = WATCH_CLOSED;
+	set_state(w, WATCH_CLOSED);
 	if (w->ops.closed)
 		w->ops.closed(w, w->arg); /* the owner frees w there */
 }
@@ -416,100 +416,124 @@ static void finish_stop(struct watch *w)
 	uv_close((uv_handle_t *)&w->timer, close_cb);
 }
 
-/* Back on the loop: the job's notes are logged and a cancelled job failed. */
-static void job_landed(struct watch *w, struct watch_job *j, int status)
+/* Back on the loop: the work's notes are logged and cancelled work failed. */
+static void work_landed(struct watch *w, struct watch_work *wk, int status)
 {
-	w->job = NULL;
-	for (size_t i = 0; i < j->notes.n; i++)
-		log_info("watch '%s': %s", w->name, j->notes.v[i]);
-	if (status < 0 && j->r == 0)
-		j->r = kiln_err_set(&j->err, status, "the %s job was cancelled",
-				    j->kind == JOB_FETCH ? "poll" : "planning");
+	w->work = NULL;
+	for (size_t i = 0; i < wk->notes.n; i++)
+		log_info("watch '%s': %s", w->name, wk->notes.v[i]);
+	if (status < 0 && wk->r == 0)
+		wk->r = kiln_err_set(&wk->err, status, "the %s work was cancelled",
+				     work_kind_str(wk->kind));
 }
 
-static void job_end(struct watch *w, struct watch_job *j)
+static void work_end(struct watch *w, struct watch_work *wk)
 {
-	job_free(j);
+	work_free(wk);
 	if (w->stopping)
 		finish_stop(w);
 }
 
+/* What the work learnt of the branches, unless a reload changed them since
+ * it was queued (then it describes other branches, or another URL). */
+static bool work_current(const struct watch *w, const struct watch_work *wk)
+{
+	return wk->gen == w->gen;
+}
+
+static void plan_landed(struct watch *w, struct watch_work *wk)
+{
+	w->plans++;
+	if (wk->r < 0) {
+		w->local_fp_valid = false; /* plan again at the next poll */
+		work_failed(w, wk);
+		return;
+	}
+	succeeded(w);
+	if (work_current(w, wk)) {
+		strv_done(&w->seen);
+		strv_copy(&w->seen, &wk->seen_out);
+		w->have_seen = w->seen.n == w->branches.n;
+	}
+	if (w->ops.planned)
+		w->ops.planned(w, wk->queued, w->arg);
+	go_idle(w);
+}
+
 static void plan_after(uv_work_t *req, int status)
 {
-	struct watch_job *j = container_of(req, struct watch_job, req);
-	struct watch *w = j->w;
+	struct watch_work *wk = container_of(req, struct watch_work, req);
+	struct watch *w = wk->w;
 
 	assert(w->st == WATCH_PLANNING);
-	job_landed(w, j, status);
-	w->plans++;
-	if (j->r < 0) {
-		w->local_fp_valid = false; /* plan again at the next poll */
-		job_failed(w, j);
-	} else {
-		succeeded(w);
-		strv_done(&w->seen);
-		strv_copy(&w->seen, &j->seen_out);
-		w->have_seen = w->seen.n == w->branches.n;
-		if (w->ops.planned)
-			w->ops.planned(w, j->queued, w->arg);
-		go_idle(w);
+	work_landed(w, wk, status);
+	plan_landed(w, wk);
+	work_end(w, wk);
+}
+
+/* Returns true when the same work goes on to plan (it keeps the tips). */
+static bool fetch_landed(struct watch *w, struct watch_work *wk)
+{
+	if (wk->fetched) {
+		w->fetches++;
+		log_info("watch '%s': fetched", w->name);
 	}
-	job_end(w, j);
+	if (wk->r < 0) {
+		w->local_fp_valid = false;
+		strv_done(&w->mirror_tips);
+		work_failed(w, wk);
+		return false;
+	}
+	if (work_current(w, wk)) {
+		w->local_fp = wk->fp;
+		w->local_fp_valid = wk->fp_valid;
+		strv_done(&w->mirror_tips);
+		strv_copy(&w->mirror_tips, &wk->mirror_tips_out);
+	}
+	if (w->stopping || !wk->moved) {
+		succeeded(w);
+		go_idle(w);
+		return false;
+	}
+	wk->kind = WATCH_WORK_PLAN;
+	set_state(w, WATCH_PLANNING);
+	w->work = wk;
+	uv_queue_work(w->loop, &wk->req, plan_work, plan_after);
+	return true;
 }
 
 static void fetch_after(uv_work_t *req, int status)
 {
-	struct watch_job *j = container_of(req, struct watch_job, req);
-	struct watch *w = j->w;
+	struct watch_work *wk = container_of(req, struct watch_work, req);
+	struct watch *w = wk->w;
 
 	assert(w->st == WATCH_FETCHING);
-	job_landed(w, j, status);
-	if (j->fetched) {
-		w->fetches++;
-		log_info("watch '%s': fetched", w->name);
-	}
-	if (j->r < 0) {
-		w->local_fp_valid = false;
-		strv_done(&w->mirror_tips);
-		job_failed(w, j);
-		job_end(w, j);
-		return;
-	}
-	w->local_fp = j->fp;
-	w->local_fp_valid = j->fp_valid;
-	strv_done(&w->mirror_tips);
-	strv_copy(&w->mirror_tips, &j->mirror_tips_out);
-	if (w->stopping || !j->moved) {
-		succeeded(w);
-		go_idle(w);
-	} else {
-		/* the plan job takes over the tips: reuse this job */
-		j->kind = JOB_PLAN;
-		set_state(w, WATCH_PLANNING);
-		w->job = j;
-		uv_queue_work(w->loop, &j->req, plan_work, plan_after);
-		return;
-	}
-	job_end(w, j);
+	work_landed(w, wk, status);
+	if (!fetch_landed(w, wk))
+		work_end(w, wk);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void poll_start(struct watch *w)
 {
-	struct watch_job *j;
+	struct watch_work *wk;
 
 	if (w->stopping)
 		return;
 	uv_timer_stop(&w->timer);
-	j = job_new(w, JOB_FETCH);
-	w->job = j;
+	wk = work_new(w, WATCH_WORK_FETCH);
+	w->work = wk;
 	w->polls++;
-	{
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		w->poll_started_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-	}
+	w->poll_started_ms = now_ms();
 	set_state(w, WATCH_FETCHING);
-	uv_queue_work(w->loop, &j->req, fetch_work, fetch_after);
+	uv_queue_work(w->loop, &wk->req, fetch_work, fetch_after);
 }
 
 /* ---- public ---- */
@@ -565,6 +589,7 @@ void watch_reconfigure(struct watch *w, const struct config_repo *repo)
 		w->have_seen = false;
 	}
 	w->local_fp_valid = false; /* the URL may have changed too */
+	w->gen++;		   /* what work in flight learns is of the old settings */
 	if (interval_changed && w->st == WATCH_IDLE && !w->stopping)
 		schedule(w, backoff_rand() % (w->interval_ms + 1));
 }
@@ -573,10 +598,13 @@ void watch_trigger(struct watch *w)
 {
 	if (w->stopping)
 		return;
-	if (w->st == WATCH_IDLE)
+	if (w->st == WATCH_IDLE) {
 		poll_start(w);
-	else
-		w->again = true; /* coalesced: at most one more poll */
+	} else {
+		log_debug("watch '%s': trigger while %s, coalesced into one more poll", w->name,
+			  watch_state_str(w->st));
+		w->again = true; /* at most one more poll */
+	}
 }
 
 void watch_stop(struct watch *w)
@@ -585,7 +613,7 @@ void watch_stop(struct watch *w)
 		return;
 	w->stopping = true;
 	uv_timer_stop(&w->timer);
-	if (w->job == NULL)
+	if (w->work == NULL)
 		finish_stop(w);
 }
 

@@ -1,4 +1,4 @@
-/* watch.h: one machine per watched repository: idle -> fetching -> planning
+/* watch.h (trigger): one machine per watched repository: idle -> fetching -> planning
  * -> idle. A poll asks the remote for its branch tips (ls-remote) and
  * fetches only branches that moved; planning turns each moved branch's range
  * into queued builds, recorded with the new last-seen commit in one
@@ -17,7 +17,7 @@
 enum watch_state { WATCH_IDLE, WATCH_FETCHING, WATCH_PLANNING, WATCH_CLOSED };
 
 struct watch;
-struct watch_job;
+struct watch_work;
 
 /* Told on the loop thread. */
 struct watch_ops {
@@ -43,19 +43,23 @@ struct watch {
 	bool have_seen;	   /* seen[] holds the last-seen commits */
 	unsigned failures; /* consecutive, for the backoff */
 	char last_error[sizeof(((struct kiln_err *)0)->msg)];
-	struct watch_job *job; /* in flight */
+	struct watch_work *work; /* in flight */
 
-	/* Settings, replaced by watch_reconfigure; a job copies what it uses. */
+	/* Settings, replaced by watch_reconfigure (which bumps gen); queued work
+	 * has its own copy. */
 	char *url, *manifest;
 	struct strv branches;
 	uint64_t interval_ms;
 	enum config_build_on_start build_on_start;
 	char *username, *password, *ssh_key_file;
+	unsigned gen;
 
-	/* Only ever touched by the one job in flight. */
+	/* Only ever touched by the one work in flight, on its worker thread. */
 	git_repository *mirror;
 	struct catalog catalog;
-	struct strv seen;	 /* per branch: last-seen sha or "" (loop thread, between jobs) */
+
+	/* Loop thread; work in flight has a copy. */
+	struct strv seen;	 /* per branch: last-seen sha or "" */
 	struct strv mirror_tips; /* per branch: the mirror's tip as last known, or "" */
 	uint64_t local_fp;	 /* refs fingerprint of a local remote at the last good poll */
 	bool local_fp_valid;
@@ -78,7 +82,7 @@ void watch_reconfigure(struct watch *w, const struct config_repo *repo);
 /* Poll now. A trigger while a poll runs coalesces into one more poll after it;
  * the webhook listener calls this too. */
 void watch_trigger(struct watch *w);
-/* Stops polling; ops.closed follows once the job in flight is done, and the
+/* Stops polling; ops.closed follows once the work in flight is done, and the
  * owner calls watch_free there (or later). */
 void watch_stop(struct watch *w);
 struct watch *watch_free(struct watch *w);
