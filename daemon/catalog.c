@@ -122,6 +122,19 @@ void catalog_done(struct catalog *c)
 	c->fd = -1;
 }
 
+void catalog_reset(struct catalog *c)
+{
+	char *name = c->manifest_name, *cache = c->cache_file;
+
+	if (cache)
+		unlink(cache); /* damaged: never read again */
+	c->manifest_name = c->cache_file = NULL;
+	catalog_done(c);
+	catalog_init(c, name, cache);
+	free(name);
+	free(cache);
+}
+
 /* A fast 64-bit checksum in four lanes (not cryptographic: it detects torn
  * and damaged files; the cache is no trust boundary, the repository is). */
 static uint64_t checksum(const char *p, size_t n)

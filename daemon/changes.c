@@ -421,8 +421,8 @@ out:
 	return r;
 }
 
-int changes_compute(git_repository *repo, git_commit *from, git_commit *to, struct catalog *cat,
-		    struct changeset *ret, struct kiln_err *err)
+static int compute(git_repository *repo, git_commit *from, git_commit *to, struct catalog *cat,
+		   struct changeset *ret, struct kiln_err *err)
 {
 	struct run rn = {.repo = repo, .cat = cat, .err = err, .out = ret};
 	git_tree *from_tree = NULL;
@@ -478,6 +478,18 @@ out:
 	git_tree_free(rn.to_tree);
 	if (r < 0)
 		changeset_done(ret);
+	return r;
+}
+
+int changes_compute(git_repository *repo, git_commit *from, git_commit *to, struct catalog *cat,
+		    struct changeset *ret, struct kiln_err *err)
+{
+	int r = compute(repo, from, to, cat, ret, err);
+
+	if (r == -EBADMSG) { /* a damaged cache is never trusted: start over from the tree */
+		catalog_reset(cat);
+		r = compute(repo, from, to, cat, ret, err);
+	}
 	return r;
 }
 

@@ -103,13 +103,6 @@ static int plan(const char *repo_dir, const char *manifest_name, bool use_cache,
 		catalog_init(&cat, manifest_name, cache);
 	}
 	r = changes_compute(repo, from, to, &cat, ret, err);
-	if (r == -EBADMSG && cache != NULL) {
-		/* a damaged cache is never trusted: remove it and start over */
-		unlink(cache);
-		catalog_done(&cat);
-		catalog_init(&cat, manifest_name, cache);
-		r = changes_compute(repo, from, to, &cat, ret, err);
-	}
 	if (r == 0 && catalog_save(&cat, &save_err) < 0) /* a cache, not state: go on */
 		fprintf(stderr, "kiln: warning: the cache was not saved: %s\n", save_err.msg);
 out:

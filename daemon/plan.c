@@ -43,20 +43,13 @@ static void catalog_restart(struct catalog *cat, const char *manifest)
 	catalog_init(cat, manifest, NULL);
 }
 
-/* from..to against the catalog, which starts over once if it is damaged. */
+/* from..to against the catalog (changes_compute starts a damaged one over). */
 static int compute(git_repository *mirror, struct catalog *cat, const char *manifest,
 		   git_commit *from, git_commit *to, struct changeset *ret, struct kiln_err *err)
 {
-	int r;
-
 	if (strcmp(cat->manifest_name ? cat->manifest_name : "", manifest) != 0)
 		catalog_restart(cat, manifest);
-	r = changes_compute(mirror, from, to, cat, ret, err);
-	if (r == -EBADMSG) { /* never from memory, but be safe: start over */
-		catalog_restart(cat, manifest);
-		r = changes_compute(mirror, from, to, cat, ret, err);
-	}
-	return r;
+	return changes_compute(mirror, from, to, cat, ret, err);
 }
 
 /* The queue's rows for cs, pointing into it. */

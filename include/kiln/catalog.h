@@ -64,6 +64,9 @@ struct catalog {
  * catalog_save writes it back when something changed. */
 void catalog_init(struct catalog *c, const char *manifest_name, const char *cache_file);
 void catalog_done(struct catalog *c);
+/* Forgets everything and removes the cache file, keeping the manifest name
+ * and the cache path: the next catalog_sync reads the tree from scratch. */
+void catalog_reset(struct catalog *c);
 
 /* Makes c describe tree, reading only what differs from the tree it
  * described (everything the first time, or when that tree is gone). */

@@ -39,10 +39,10 @@ struct changeset {
 
 /* Fills ret. from may be NULL: the empty tree (everything in TO is added).
  * cat is the catalog of the repository (synced here to TO's tree;
- * its manifest name is the one used). Fails when git data cannot be read, or
- * with -EBADMSG when the catalog's cache file turns out damaged (drop the
- * catalog and call again without it). Problems with the images themselves
- * go to ret->errors. */
+ * its manifest name is the one used). A catalog whose cache file turns out
+ * damaged is reset (catalog_reset) and the work done once more from the
+ * tree. Fails when git data cannot be read. Problems with the images
+ * themselves go to ret->errors. */
 int changes_compute(git_repository *repo, git_commit *from, git_commit *to, struct catalog *cat,
 		    struct changeset *ret, struct kiln_err *err);
 void changeset_done(struct changeset *cs);
