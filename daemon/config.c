@@ -569,12 +569,13 @@ const struct config_key config_keys[] = {
      .help = "webhook, `/healthz` and `/metrics` listener addresses: `127.0.0.1:8080`, "
 	     "`[::1]:8080`, `:8080`; changes take effect at the next start"},
     {SUB("listen", "header_timeout", CONFIG_DURATION, parse_duration, header_timeout_ms),
-     .min = POLL_MIN_MS, .def = "10s", .help = "how long a request's headers may take"},
+     .min = POLL_MIN_MS, .def = "10s",
+     .help = "from a request's first byte to its last header; a connection over a deadline is "
+	     "closed"},
     {SUB("listen", "body_timeout", CONFIG_DURATION, parse_duration, body_timeout_ms),
-     .min = POLL_MIN_MS, .def = "30s", .help = "how long a request's body may take"},
+     .min = POLL_MIN_MS, .def = "30s", .help = "for a request's body"},
     {SUB("listen", "idle_timeout", CONFIG_DURATION, parse_duration, idle_timeout_ms),
-     .min = POLL_MIN_MS, .def = "15s",
-     .help = "how long a kept-alive connection may wait for its next request"},
+     .min = POLL_MIN_MS, .def = "15s", .help = "between keep-alive requests"},
     {SUB("listen", "status_socket", CONFIG_STRING, parse_string, status_socket),
      .def = "/run/kiln/kiln.sock", .help = "the status socket; `\"\"` turns it off"},
     {SUB("listen", "status_group", CONFIG_STRING, parse_group, status_group),
@@ -948,6 +949,19 @@ static void print_duration(FILE *f, uint64_t ms)
 		fprintf(f, "%llums", (unsigned long long)ms);
 }
 
+/* A section, or a list of sections: shown without a default. */
+static bool has_keys(const struct config_key *k)
+{
+	char sub[SECTION_MAX];
+
+	child_section(k, sub);
+	for (size_t i = 0; i < config_nkeys; i++) {
+		if (strcmp(config_keys[i].section, sub) == 0)
+			return true;
+	}
+	return false;
+}
+
 static void print_row(FILE *f, const struct config_key *k)
 {
 	fprintf(f, "| `%s%s%s` | ", k->section, k->section[0] ? "." : "", k->key);
@@ -956,6 +970,8 @@ static void print_row(FILE *f, const struct config_key *k)
 		fprintf(f, "`%s`", k->def);
 	else if (k->required)
 		fputs("required", f);
+	else if (!has_keys(k))
+		fputs("none", f);
 	fprintf(f, " | %s", k->help);
 	if (k->type == CONFIG_NUMBER)
 		fprintf(f, "; %llu to %llu", (unsigned long long)k->min,
