@@ -795,6 +795,26 @@ static void reported_once(void **state)
 	expect_error("builds: {retries: ''}\n", 1, 19, "must be 0 to 100");
 }
 
+static void buffer_with_nul(void **state)
+{
+	static const char text[] = "state_dir: /x\0\nrepositories: []\n";
+	struct config c;
+	struct kiln_diags d = {0};
+
+	(void)state;
+	/* this path used to free a YAML document it had never loaded */
+	assert_int_equal(config_parse(text, sizeof(text) - 1, "nul.yaml", &c, &d), -EINVAL);
+	assert_int_equal(d.n, 1);
+	assert_string_equal(d.v[0].path, "nul.yaml");
+	assert_non_null(strstr(d.v[0].message, "NUL byte"));
+	assert_null(c.path);
+	kiln_diags_done(&d);
+	/* the same text without the NUL parses from the buffer */
+	assert_int_equal(config_parse("state_dir: /x\n", 14, "ok.yaml", &c, &d), 0);
+	assert_string_equal(c.state_dir, "/x");
+	config_done(&c);
+}
+
 static void secret_not_a_regular_file(void **state)
 {
 	char *fifo;
@@ -828,6 +848,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(readme_table_is_current),
 	    cmocka_unit_test(reported_once),
 	    cmocka_unit_test(secret_not_a_regular_file),
+	    cmocka_unit_test(buffer_with_nul),
 	};
 
 	if (argc == 2 && strcmp(argv[1], "--markdown") == 0) {
