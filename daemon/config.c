@@ -391,75 +391,51 @@ static void parse_absolute_path(struct config_ctx *c, const struct config_key *k
 		set_str(dst, s);
 }
 
-static void parse_docker_host(struct config_ctx *c, const struct config_key *k,
-			      const yaml_node_t *n, void *dst)
+/* A string that valid() accepts, else "'KEY' must RULE, not 'VALUE'". */
+static void parse_checked(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			  void *dst, bool (*valid)(const char *), const char *rule)
 {
 	const char *s = str(c, n, k->key);
 
 	if (s == NULL)
 		return;
-	if (strncmp(s, "unix:///", 8) && strncmp(s, "tcp://", 6))
-		ydoc_diag(c->y, c->d, n, "'%s' must be unix:///path or tcp://host:port, not '%s'",
-			  k->key, s);
+	if (!valid(s))
+		ydoc_diag(c->y, c->d, n, "'%s' must %s, not '%s'", k->key, rule, s);
 	else
 		set_str(dst, s);
 }
 
-static void parse_registry_host(struct config_ctx *c, const struct config_key *k,
-				const yaml_node_t *n, void *dst)
+static bool valid_docker_host(const char *s)
 {
-	const char *s = str(c, n, k->key);
-
-	if (s == NULL)
-		return;
-	if (!manifest_valid_registry(s) || strchr(s, '/'))
-		ydoc_diag(c->y, c->d, n, "'%s' must be a registry host[:port], not '%s'", k->key,
-			  s);
-	else
-		set_str(dst, s);
+	return strncmp(s, "unix:///", 8) == 0 || strncmp(s, "tcp://", 6) == 0;
 }
 
-static void parse_repo_name(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
-			    void *dst)
+static bool valid_registry_host(const char *s)
 {
-	const char *s = str(c, n, k->key);
-
-	if (s == NULL)
-		return;
-	if (!valid_repo_name(s))
-		ydoc_diag(c->y, c->d, n, "'%s' must match [A-Za-z0-9._-]+, not '%s'", k->key, s);
-	else
-		set_str(dst, s);
+	return manifest_valid_registry(s) && strchr(s, '/') == NULL;
 }
 
-static void parse_url(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
-		      void *dst)
+static bool valid_provider(const char *s)
 {
-	const char *s = str(c, n, k->key);
-
-	if (s == NULL)
-		return;
-	if (!valid_url(s))
-		ydoc_diag(c->y, c->d, n,
-			  "'%s' must be a path, file://, https://, ssh:// or git:// URL, "
-			  "or user@host:path, not '%s'",
-			  k->key, s);
-	else
-		set_str(dst, s);
+	return strcmp(s, "github") == 0 || strcmp(s, "gitlab") == 0 || strcmp(s, "gitea") == 0 ||
+	       strcmp(s, "generic") == 0;
 }
 
-static void parse_manifest_name(struct config_ctx *c, const struct config_key *k,
-				const yaml_node_t *n, void *dst)
-{
-	const char *s = str(c, n, k->key);
+/* A parser for one kind of checked string (systemd's DEFINE_CONFIG_PARSE). */
+#define DEFINE_PARSE_CHECKED(name, valid, rule)                                                    \
+	static void name(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,   \
+			 void *dst)                                                                \
+	{                                                                                          \
+		parse_checked(c, k, n, dst, valid, rule);                                          \
+	}
 
-	if (s == NULL)
-		return;
-	if (!manifest_valid_file_name(s))
-		ydoc_diag(c->y, c->d, n, "'%s' must be a file name, not '%s'", k->key, s);
-	else
-		set_str(dst, s);
-}
+DEFINE_PARSE_CHECKED(parse_docker_host, valid_docker_host, "be unix:///path or tcp://host:port")
+DEFINE_PARSE_CHECKED(parse_registry_host, valid_registry_host, "be a registry host[:port]")
+DEFINE_PARSE_CHECKED(parse_repo_name, valid_repo_name, "match [A-Za-z0-9._-]+")
+DEFINE_PARSE_CHECKED(parse_url, valid_url,
+		     "be a path, file://, https://, ssh:// or git:// URL, or user@host:path")
+DEFINE_PARSE_CHECKED(parse_manifest_name, manifest_valid_file_name, "be a file name")
+DEFINE_PARSE_CHECKED(parse_provider, valid_provider, "be github, gitlab, gitea or generic")
 
 static void parse_branches(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
 			   void *dst)
@@ -494,21 +470,6 @@ static void parse_build_on_start(struct config_ctx *c, const struct config_key *
 		*(enum config_build_on_start *)dst = CONFIG_BUILD_ON_START_ALL;
 	else
 		ydoc_diag(c->y, c->d, n, "'%s' must be none or all, not '%s'", k->key, s);
-}
-
-static void parse_provider(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
-			   void *dst)
-{
-	const char *s = str(c, n, k->key);
-
-	if (s == NULL)
-		return;
-	if (strcmp(s, "github") && strcmp(s, "gitlab") && strcmp(s, "gitea") &&
-	    strcmp(s, "generic"))
-		ydoc_diag(c->y, c->d, n, "'%s' must be github, gitlab, gitea or generic, not '%s'",
-			  k->key, s);
-	else
-		set_str(dst, s);
 }
 
 /* --- sections: a mapping whose keys are the rows naming it as their section --- */
