@@ -1,4 +1,8 @@
-/* config.c: parse and check kilnd.yaml with the shared YAML helpers. */
+/* config.c (input): parse and check kilnd.yaml with the shared YAML helpers.
+ * Every key is a row of config_keys[] (section, key, parser, offset, range,
+ * secret, default, help), as in systemd's conf-parser tables: the dispatcher,
+ * the defaults, the unknown-key errors and README.md's table all read it.
+ * Owns nothing after config_parse returns but the struct config it fills. */
 #include <ctype.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -15,8 +19,10 @@
 #define POLL_MIN_MS	100
 #define DURATION_MAX_MS (7ull * 24 * 3600 * 1000)
 #define CONCURRENCY_MAX 64
+#define SIZE_MAX_UNITS	(1ull << 40) /* before the K, M or G multiplier */
+#define SECTION_MAX	64	     /* "repositories[].credentials" and a NUL fit */
 
-struct cctx {
+struct config_ctx {
 	struct ydoc *y;
 	struct kiln_diags *d;
 	const char *dir; /* of the config file, for relative secret files */
@@ -50,71 +56,80 @@ int config_parse_duration(const char *s, uint64_t *ret_ms)
 	return 0;
 }
 
-static const char *str(struct cctx *c, const yaml_node_t *n, const char *key)
+int config_parse_size(const char *s, uint64_t *ret)
+{
+	uint64_t v = 0, mul = 1;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return -EINVAL;
+	while (isdigit((unsigned char)*p)) {
+		v = v * 10 + (uint64_t)(*p++ - '0');
+		if (v > SIZE_MAX_UNITS)
+			return -ERANGE;
+	}
+	if (*p == 'K' || *p == 'k')
+		mul = 1ull << 10;
+	else if (*p == 'M')
+		mul = 1ull << 20;
+	else if (*p == 'G')
+		mul = 1ull << 30;
+	else if (*p != '\0')
+		return -EINVAL;
+	if (*p && p[1] != '\0')
+		return -EINVAL;
+	*ret = v * mul;
+	return 0;
+}
+
+static const char *str(struct config_ctx *c, const yaml_node_t *n, const char *key)
 {
 	return ydoc_scalar(c->y, c->d, n, key, "a string");
 }
 
-static void take_str(struct cctx *c, const yaml_node_t *n, const char *key, char **dst)
+static void set_str(char **dst, const char *s)
 {
-	const char *s = str(c, n, key);
-
-	if (s) {
-		free(*dst);
-		*dst = xstrdup(s);
-	}
+	free(*dst);
+	*dst = xstrdup(s);
 }
 
-static void take_bool(struct cctx *c, const yaml_node_t *n, const char *key, bool *dst)
+static char *secret_free(char *s)
 {
-	const char *s = ydoc_scalar(c->y, c->d, n, key, "true or false");
-
-	if (s == NULL)
-		return;
-	if (strcmp(s, "true") == 0)
-		*dst = true;
-	else if (strcmp(s, "false") == 0)
-		*dst = false;
-	else
-		ydoc_diag(c->y, c->d, n, "'%s' must be true or false, not '%s'", key, s);
+	if (s)
+		explicit_bzero(s, strlen(s));
+	free(s);
+	return NULL;
 }
 
-static void take_duration(struct cctx *c, const yaml_node_t *n, const char *key, uint64_t min,
-			  uint64_t *dst)
+/* Checks n is a list; "'KEY' must be a list" otherwise. */
+static bool is_list(struct config_ctx *c, const yaml_node_t *n, const char *key)
 {
-	const char *s = ydoc_scalar(c->y, c->d, n, key, "a duration");
-	uint64_t v;
-
-	if (s == NULL)
-		return;
-	if (config_parse_duration(s, &v) < 0)
-		ydoc_diag(c->y, c->d, n, "'%s' is not a duration like 500ms, 30s, 5m or 1h: '%s'",
-			  key, s);
-	else if (v < min)
-		ydoc_diag(c->y, c->d, n, "'%s' must be at least %llums", key,
-			  (unsigned long long)min);
-	else
-		*dst = v;
+	if (n->type == YAML_SEQUENCE_NODE)
+		return true;
+	ydoc_diag(c->y, c->d, n, "'%s' must be a list, not %s", key, ydoc_kind(n));
+	return false;
 }
 
-static void take_strv(struct cctx *c, const yaml_node_t *n, const char *key, struct strv *dst)
+static size_t list_len(const yaml_node_t *n)
 {
-	if (n->type != YAML_SEQUENCE_NODE) {
-		ydoc_diag(c->y, c->d, n, "'%s' must be a list, not %s", key, ydoc_kind(n));
-		return;
+	return (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+}
+
+/* True when the checked mapping n has key (its first occurrence counts). */
+static bool has_key(const yaml_node_t *n, struct config_ctx *c, const char *key)
+{
+	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
+	     p++) {
+		const yaml_node_t *k = ydoc_node(c->y, p->key);
+		if (strcmp((const char *)k->data.scalar.value, key) == 0)
+			return true;
 	}
-	strv_done(dst);
-	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
-	     it++) {
-		const char *s = str(c, ydoc_node(c->y, *it), key);
-		if (s)
-			strv_push(dst, xstrdup(s));
-	}
+	return false;
 }
 
 /* Reads a secret file: relative names live in $CREDENTIALS_DIRECTORY (systemd
  * LoadCredential=) when it is set, else beside the config file. */
-static char *resolve_file(struct cctx *c, const char *name)
+static char *resolve_file(struct config_ctx *c, const char *name)
 {
 	const char *creds = getenv("CREDENTIALS_DIRECTORY");
 
@@ -125,16 +140,35 @@ static char *resolve_file(struct cctx *c, const char *name)
 	return xasprintf("%s/%s", c->dir, name);
 }
 
-static char *read_secret(struct cctx *c, const yaml_node_t *n, const char *key, const char *name)
+/* A secret is a regular file: a FIFO or a terminal would block the loader
+ * (O_NONBLOCK keeps open() itself from waiting on a FIFO's writer). */
+static int open_secret(struct config_ctx *c, const yaml_node_t *n, const char *key,
+		       const char *path)
 {
-	char *path = resolve_file(c, name), *buf = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	ssize_t len = 0, r;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	struct stat st;
 
 	if (fd < 0) {
 		ydoc_diag(c->y, c->d, n, "'%s': cannot read '%s': %s", key, path, strerror(errno));
-		goto out;
+		return -1;
 	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		ydoc_diag(c->y, c->d, n, "'%s': '%s' is not a regular file", key, path);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static char *read_secret(struct config_ctx *c, const yaml_node_t *n, const char *key,
+			 const char *name)
+{
+	char *path = resolve_file(c, name), *buf = NULL;
+	int fd = open_secret(c, n, key, path);
+	ssize_t len = 0, r;
+
+	if (fd < 0)
+		goto out;
 	buf = xmalloc(CONFIG_SECRET_MAX + 1);
 	while ((r = read(fd, buf + len, CONFIG_SECRET_MAX + 1 - (size_t)len)) > 0 &&
 	       len + r <= (ssize_t)CONFIG_SECRET_MAX)
@@ -142,8 +176,7 @@ static char *read_secret(struct cctx *c, const yaml_node_t *n, const char *key, 
 	if (r < 0 || len + (r > 0 ? r : 0) > (ssize_t)CONFIG_SECRET_MAX) {
 		ydoc_diag(c->y, c->d, n, "'%s': '%s' is unreadable or larger than %u bytes", key,
 			  path, CONFIG_SECRET_MAX);
-		free(buf);
-		buf = NULL;
+		buf = secret_free(buf);
 		goto out;
 	}
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
@@ -151,8 +184,7 @@ static char *read_secret(struct cctx *c, const yaml_node_t *n, const char *key, 
 	buf[len] = '\0';
 	if (len == 0 || memchr(buf, '\0', (size_t)len) != NULL) {
 		ydoc_diag(c->y, c->d, n, "'%s': '%s' is empty or holds a NUL byte", key, path);
-		free(buf);
-		buf = NULL;
+		buf = secret_free(buf);
 	}
 out:
 	if (fd >= 0)
@@ -199,87 +231,478 @@ static bool valid_branch(const char *s)
 	return true;
 }
 
-#define FOR_PAIRS(c, node, kvar, vvar, body)                                                       \
-	for (yaml_node_pair_t *p_ = (node)->data.mapping.pairs.start;                              \
-	     p_ < (node)->data.mapping.pairs.top; p_++) {                                          \
-		yaml_node_t *kvar = ydoc_node((c)->y, p_->key),                                    \
-			    *vvar = ydoc_node((c)->y, p_->value);                                  \
-		if (ydoc_pair_is_dup((c)->y, (node), p_))                                          \
-			continue;                                                                  \
-		body                                                                               \
-	}
+/* --- value parsers: one per kind of value, then the keys that check more --- */
 
-static void unknown(struct cctx *c, const yaml_node_t *k, const char *where, const char *known)
+static void parse_string(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			 void *dst)
 {
-	ydoc_diag(c->y, c->d, k, "unknown key '%s' in %s (known: %s)",
-		  (const char *)k->data.scalar.value, where, known);
+	const char *s = str(c, n, k->key);
+
+	if (s)
+		set_str(dst, s);
 }
 
-static void parse_credentials(struct cctx *c, const yaml_node_t *n, struct config_repo *r)
+static void parse_bool(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+		       void *dst)
 {
-	if (!ydoc_mapping(c->y, c->d, n, "credentials"))
+	const char *s = ydoc_scalar(c->y, c->d, n, k->key, "true or false");
+
+	if (s == NULL)
 		return;
-	FOR_PAIRS(c, n, k, v, {
-		const char *key = (const char *)k->data.scalar.value;
-		const char *s;
-		if (strcmp(key, "username") == 0) {
-			take_str(c, v, key, &r->username);
-		} else if (strcmp(key, "password_file") == 0) {
-			if ((s = str(c, v, key)) != NULL) {
-				free(r->password);
-				r->password = read_secret(c, v, key, s);
-			}
-		} else if (strcmp(key, "ssh_key_file") == 0) {
-			if ((s = str(c, v, key)) != NULL) {
-				free(r->ssh_key_file);
-				r->ssh_key_file = resolve_file(c, s);
-				if (access(r->ssh_key_file, R_OK) < 0)
-					ydoc_diag(c->y, c->d, v, "'%s': cannot read '%s': %s", key,
-						  r->ssh_key_file, strerror(errno));
-			}
-		} else {
-			unknown(c, k, "'credentials'", "username, password_file, ssh_key_file");
+	if (strcmp(s, "true") == 0)
+		*(bool *)dst = true;
+	else if (strcmp(s, "false") == 0)
+		*(bool *)dst = false;
+	else
+		ydoc_diag(c->y, c->d, n, "'%s' must be true or false, not '%s'", k->key, s);
+}
+
+/* A bool whose absence (-1) means "ask the environment". */
+static void parse_tristate(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			   void *dst)
+{
+	bool b;
+	size_t before = c->d->n;
+
+	parse_bool(c, k, n, &b);
+	if (c->d->n == before)
+		*(int *)dst = b;
+}
+
+static void parse_number(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			 void *dst)
+{
+	const char *s = ydoc_scalar(c->y, c->d, n, k->key, "a number");
+	char *end;
+	long long v;
+
+	if (s == NULL)
+		return;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (end == s || *end || errno || v < 0 || (uint64_t)v < k->min || (uint64_t)v > k->max)
+		ydoc_diag(c->y, c->d, n, "'%s' must be %llu to %llu", k->key,
+			  (unsigned long long)k->min, (unsigned long long)k->max);
+	else
+		*(unsigned *)dst = (unsigned)v;
+}
+
+static void parse_duration(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			   void *dst)
+{
+	const char *s = ydoc_scalar(c->y, c->d, n, k->key, "a duration");
+	uint64_t v;
+
+	if (s == NULL)
+		return;
+	if (config_parse_duration(s, &v) < 0)
+		ydoc_diag(c->y, c->d, n, "'%s' is not a duration like 500ms, 30s, 5m or 1h: '%s'",
+			  k->key, s);
+	else if (v < k->min)
+		ydoc_diag(c->y, c->d, n, "'%s' must be at least %llums", k->key,
+			  (unsigned long long)k->min);
+	else
+		*(uint64_t *)dst = v;
+}
+
+static void parse_size(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+		       void *dst)
+{
+	const char *s = ydoc_scalar(c->y, c->d, n, k->key, "a size");
+	uint64_t v;
+
+	if (s == NULL)
+		return;
+	if (config_parse_size(s, &v) < 0)
+		ydoc_diag(c->y, c->d, n, "'%s' must be a size like 512K, 10M or 1G, not '%s'",
+			  k->key, s);
+	else
+		*(uint64_t *)dst = v;
+}
+
+static void parse_strv(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+		       void *dst)
+{
+	struct strv *sv = dst;
+
+	if (!is_list(c, n, k->key))
+		return;
+	strv_done(sv);
+	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	     it++) {
+		const char *s = str(c, ydoc_node(c->y, *it), k->key);
+		if (s)
+			strv_push(sv, xstrdup(s));
+	}
+}
+
+static void parse_secret(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			 void *dst)
+{
+	const char *s = str(c, n, k->key);
+	char **secret = dst;
+
+	if (s == NULL)
+		return;
+	secret_free(*secret);
+	*secret = read_secret(c, n, k->key, s);
+}
+
+/* A file kilnd hands on by name (the SSH key goes to libgit2): resolved like a
+ * secret and checked readable now, but never read here. */
+static void parse_readable_file(struct config_ctx *c, const struct config_key *k,
+				const yaml_node_t *n, void *dst)
+{
+	const char *s = str(c, n, k->key);
+	char **path = dst;
+
+	if (s == NULL)
+		return;
+	free(*path);
+	*path = resolve_file(c, s);
+	if (access(*path, R_OK) < 0)
+		ydoc_diag(c->y, c->d, n, "'%s': cannot read '%s': %s", k->key, *path,
+			  strerror(errno));
+}
+
+static void parse_group(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			void *dst)
+{
+	const char *s = str(c, n, k->key);
+
+	if (s == NULL)
+		return;
+	if (getgrnam(s) == NULL)
+		ydoc_diag(c->y, c->d, n, "'%s': no group '%s' on this system", k->key, s);
+	else
+		set_str(dst, s);
+}
+
+static void parse_absolute_path(struct config_ctx *c, const struct config_key *k,
+				const yaml_node_t *n, void *dst)
+{
+	const char *s = str(c, n, k->key);
+
+	if (s == NULL)
+		return;
+	if (s[0] != '/')
+		ydoc_diag(c->y, c->d, n, "'%s' must be an absolute path", k->key);
+	else
+		set_str(dst, s);
+}
+
+/* A string that valid() accepts, else "'KEY' must RULE, not 'VALUE'". */
+static void parse_checked(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			  void *dst, bool (*valid)(const char *), const char *rule)
+{
+	const char *s = str(c, n, k->key);
+
+	if (s == NULL)
+		return;
+	if (!valid(s))
+		ydoc_diag(c->y, c->d, n, "'%s' must %s, not '%s'", k->key, rule, s);
+	else
+		set_str(dst, s);
+}
+
+static bool valid_docker_host(const char *s)
+{
+	return strncmp(s, "unix:///", 8) == 0 || strncmp(s, "tcp://", 6) == 0;
+}
+
+static bool valid_registry_host(const char *s)
+{
+	return manifest_valid_registry(s) && strchr(s, '/') == NULL;
+}
+
+static bool valid_provider(const char *s)
+{
+	return strcmp(s, "github") == 0 || strcmp(s, "gitlab") == 0 || strcmp(s, "gitea") == 0 ||
+	       strcmp(s, "generic") == 0;
+}
+
+/* A parser for one kind of checked string (systemd's DEFINE_CONFIG_PARSE). */
+#define DEFINE_PARSE_CHECKED(name, valid, rule)                                                    \
+	static void name(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,   \
+			 void *dst)                                                                \
+	{                                                                                          \
+		parse_checked(c, k, n, dst, valid, rule);                                          \
+	}
+
+DEFINE_PARSE_CHECKED(parse_docker_host, valid_docker_host, "be unix:///path or tcp://host:port")
+DEFINE_PARSE_CHECKED(parse_registry_host, valid_registry_host, "be a registry host[:port]")
+DEFINE_PARSE_CHECKED(parse_repo_name, valid_repo_name, "match [A-Za-z0-9._-]+")
+DEFINE_PARSE_CHECKED(parse_url, valid_url,
+		     "be a path, file://, https://, ssh:// or git:// URL, or user@host:path")
+DEFINE_PARSE_CHECKED(parse_manifest_name, manifest_valid_file_name, "be a file name")
+DEFINE_PARSE_CHECKED(parse_provider, valid_provider, "be github, gitlab, gitea or generic")
+
+static void parse_branches(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			   void *dst)
+{
+	struct strv *b = dst;
+
+	if (!is_list(c, n, k->key))
+		return;
+	parse_strv(c, k, n, dst);
+	for (size_t i = 0; i < b->n; i++) {
+		if (!valid_branch(b->v[i]))
+			ydoc_diag(c->y, c->d, n, "'%s' is not a valid branch name", b->v[i]);
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(b->v[i], b->v[j]) == 0)
+				ydoc_diag(c->y, c->d, n, "branch '%s' is listed twice", b->v[i]);
 		}
-	})
+	}
+	if (b->n == 0)
+		ydoc_diag(c->y, c->d, n, "'%s' must not be empty", k->key);
+}
+
+static void parse_build_on_start(struct config_ctx *c, const struct config_key *k,
+				 const yaml_node_t *n, void *dst)
+{
+	const char *s = str(c, n, k->key);
+
+	if (s == NULL)
+		return;
+	if (strcmp(s, "none") == 0)
+		*(enum config_build_on_start *)dst = CONFIG_BUILD_ON_START_NONE;
+	else if (strcmp(s, "all") == 0)
+		*(enum config_build_on_start *)dst = CONFIG_BUILD_ON_START_ALL;
+	else
+		ydoc_diag(c->y, c->d, n, "'%s' must be none or all, not '%s'", k->key, s);
+}
+
+/* --- sections: a mapping whose keys are the rows naming it as their section --- */
+
+static config_parse_fn parse_section, parse_credentials, parse_webhook, parse_registries,
+    parse_repositories;
+
+#define KEY(sec, name, ty, fn, st, field)                                                          \
+	.section = sec, .key = name, .type = ty, .parse = fn, .offset = offsetof(st, field)
+#define SECTION(sec, name, fn)	      .section = sec, .key = name, .type = CONFIG_SECTION, .parse = fn
+#define TOP(name, ty, fn, field)      KEY("", name, ty, fn, struct config, field)
+#define SUB(sec, name, ty, fn, field) KEY(sec, name, ty, fn, struct config, field)
+#define REG(name, ty, fn, field)      KEY("registries[]", name, ty, fn, struct config_registry, field)
+#define REPO(sec, name, ty, fn, field)                                                             \
+	KEY("repositories[]" sec, name, ty, fn, struct config_repo, field)
+
+/* In the order README.md lists them; a section's row comes before its keys.
+ * A CONFIG_SECTION row has offset 0: its keys land in the same struct. */
+const struct config_key config_keys[] = {
+    {TOP("state_dir", CONFIG_STRING, parse_absolute_path, state_dir), .def = "/var/lib/kiln",
+     .help = "absolute path: database, lock, mirrors"},
+    {SECTION("", "docker", parse_section), .help = "the Docker engine"},
+    {SUB("docker", "host", CONFIG_STRING, parse_docker_host, docker_host),
+     .help = "`unix:///path` or `tcp://host:port`; unset: `$DOCKER_HOST`, else "
+	     "`unix:///var/run/docker.sock`"},
+    {SUB("docker", "tls_verify", CONFIG_BOOL, parse_tristate, docker_tls_verify),
+     .help = "with `tcp://`: TLS with client certificates, verifying the engine; unset: "
+	     "`$DOCKER_TLS_VERIFY`"},
+    {SUB("docker", "cert_path", CONFIG_STRING, parse_string, docker_cert_path),
+     .help = "directory of `ca.pem`, `cert.pem`, `key.pem`; unset: `$DOCKER_CERT_PATH`, else "
+	     "`~/.docker`"},
+    {SECTION("", "builds", parse_section), .help = "how builds run"},
+    {SUB("builds", "concurrency", CONFIG_NUMBER, parse_number, concurrency), .min = 1,
+     .max = CONCURRENCY_MAX, .def = "2", .help = "builds at once"},
+    {SUB("builds", "dry_run", CONFIG_BOOL, parse_bool, dry_run), .def = "false",
+     .help = "true: record builds as done without an engine (see *Dry run*)"},
+    {SUB("builds", "retries", CONFIG_NUMBER, parse_number, retries), .max = 100, .def = "3",
+     .help = "retries of a build that failed in passing"},
+    {SUB("builds", "retry_delay", CONFIG_DURATION, parse_duration, retry_delay_ms),
+     .min = POLL_MIN_MS, .def = "10s",
+     .help = "the first retry's delay; doubles per attempt, at most 10 minutes"},
+    {SUB("builds", "test_timeout", CONFIG_DURATION, parse_duration, test_timeout_ms), .min = 1000,
+     .def = "10m", .help = "how long a smoke test may run"},
+    {SUB("builds", "log_max_size", CONFIG_SIZE, parse_size, log_max_bytes), .def = "10M",
+     .help = "a build log's cap: a number with `K`, `M` or `G`"},
+    {SUB("builds", "keep_logs", CONFIG_NUMBER, parse_number, keep_logs), .min = 1, .max = 1000000,
+     .def = "1000", .help = "build logs kept; older ones are deleted"},
+    {TOP("registries", CONFIG_LIST, parse_registries, registries),
+     .help = "credentials for pushing, one entry per registry host"},
+    {REG("host", CONFIG_STRING, parse_registry_host, host), .required = true,
+     .help = "the registry host as in manifests, `host[:port]`"},
+    {REG("username", CONFIG_STRING, parse_string, username), .required = true,
+     .help = "the user to push as"},
+    {REG("password_file", CONFIG_FILE, parse_secret, password), .secret = true, .required = true,
+     .help = "file holding the password or token"},
+    {SECTION("", "listen", parse_section), .help = "the HTTP listener and the status socket"},
+    {SUB("listen", "http", CONFIG_LIST, parse_strv, listen_http),
+     .help = "webhook, `/healthz` and `/metrics` listener addresses: `127.0.0.1:8080`, "
+	     "`[::1]:8080`, `:8080`; changes take effect at the next start"},
+    {SUB("listen", "header_timeout", CONFIG_DURATION, parse_duration, header_timeout_ms),
+     .min = POLL_MIN_MS, .def = "10s",
+     .help = "from a request's first byte to its last header; a connection over a deadline is "
+	     "closed"},
+    {SUB("listen", "body_timeout", CONFIG_DURATION, parse_duration, body_timeout_ms),
+     .min = POLL_MIN_MS, .def = "30s", .help = "for a request's body"},
+    {SUB("listen", "idle_timeout", CONFIG_DURATION, parse_duration, idle_timeout_ms),
+     .min = POLL_MIN_MS, .def = "15s", .help = "between keep-alive requests"},
+    {SUB("listen", "status_socket", CONFIG_STRING, parse_string, status_socket),
+     .def = "/run/kiln/kiln.sock", .help = "the status socket; `\"\"` turns it off"},
+    {SUB("listen", "status_group", CONFIG_STRING, parse_group, status_group),
+     .help = "group allowed to read over the status socket"},
+    {SUB("listen", "admin_group", CONFIG_STRING, parse_group, admin_group),
+     .help = "group also allowed to `trigger` and `cancel`"},
+    {TOP("shutdown_grace", CONFIG_DURATION, parse_duration, shutdown_grace_ms), .def = "30s",
+     .help = "how long SIGTERM waits for work in flight"},
+    {TOP("repositories", CONFIG_LIST, parse_repositories, repos),
+     .help = "the watched repositories"},
+    {REPO("", "name", CONFIG_STRING, parse_repo_name, name), .required = true,
+     .help = "`[A-Za-z0-9._-]+`, unique; names the mirror and the builds"},
+    {REPO("", "url", CONFIG_STRING, parse_url, url), .required = true,
+     .help = "a path, `file://`, `https://`, `http://`, `ssh://`, `git://`, or "
+	     "`user@host:path`"},
+    {REPO("", "branches", CONFIG_LIST, parse_branches, branches), .def = "[main]",
+     .help = "branches to follow; the first is the base for branches added later"},
+    {REPO("", "poll_interval", CONFIG_DURATION, parse_duration, poll_interval_ms),
+     .min = POLL_MIN_MS, .def = "60s", .help = "how often the remote's tip is checked"},
+    {REPO("", "manifest", CONFIG_STRING, parse_manifest_name, manifest), .def = "manifest.yaml",
+     .help = "the file that marks an image folder"},
+    {REPO("", "build_on_start", CONFIG_STRING, parse_build_on_start, build_on_start), .def = "none",
+     .help = "`none`, or `all`: build everything when a branch is first seen"},
+    {SECTION("repositories[]", "credentials", parse_credentials),
+     .help = "how to authenticate to the remote"},
+    {REPO(".credentials", "username", CONFIG_STRING, parse_string, username),
+     .help = "user for HTTP(S) and SSH"},
+    {REPO(".credentials", "password_file", CONFIG_FILE, parse_secret, password), .secret = true,
+     .help = "file holding the password or token"},
+    {REPO(".credentials", "ssh_key_file", CONFIG_FILE, parse_readable_file, ssh_key_file),
+     .secret = true, .help = "private key for `ssh://`"},
+    {SECTION("repositories[]", "webhook", parse_webhook),
+     .help = "where pushes are announced; without it, polling only"},
+    {REPO(".webhook", "provider", CONFIG_STRING, parse_provider, webhook_provider),
+     .required = true, .help = "`github`, `gitlab`, `gitea` or `generic`"},
+    {REPO(".webhook", "secret_file", CONFIG_FILE, parse_secret, webhook_secret), .secret = true,
+     .required = true, .help = "file holding the webhook secret: unsigned hooks are refused"},
+    {REPO(".webhook", "header", CONFIG_STRING, parse_string, webhook_header),
+     .help = "the signature header, `generic` only"},
+    {REPO("", "overwrite_tags", CONFIG_BOOL, parse_bool, overwrite_tags), .def = "false",
+     .help = "true: allow a build to replace an existing version tag"},
+};
+const size_t config_nkeys = ARRAY_SIZE(config_keys);
+
+/* "docker", "repositories[]", "repositories[].webhook": the section whose rows
+ * are k's keys. */
+static void child_section(const struct config_key *k, char buf[SECTION_MAX])
+{
+	snprintf(buf, SECTION_MAX, "%s%s%s%s", k->section, k->section[0] ? "." : "", k->key,
+		 k->type == CONFIG_LIST ? "[]" : "");
+}
+
+static const struct config_key *key_find(const char *section, const char *key)
+{
+	for (size_t i = 0; i < config_nkeys; i++) {
+		if (strcmp(config_keys[i].section, section) == 0 &&
+		    strcmp(config_keys[i].key, key) == 0)
+			return &config_keys[i];
+	}
+	return NULL;
+}
+
+static void unknown(struct config_ctx *c, const yaml_node_t *k, const char *section)
+{
+	struct buf known = {0};
+	const char *dot = strrchr(section, '.');
+	char *where;
+
+	for (size_t i = 0; i < config_nkeys; i++) {
+		if (strcmp(config_keys[i].section, section) == 0)
+			buf_printf(&known, "%s%s", known.len ? ", " : "", config_keys[i].key);
+	}
+	if (section[0] == '\0')
+		where = xstrdup("the configuration");
+	else if (strcmp(section, "repositories[]") == 0)
+		where = xstrdup("a repository");
+	else
+		where = xasprintf("'%s'", dot ? dot + 1 : section);
+	ydoc_diag(c->y, c->d, k, "unknown key '%s' in %s (known: %s)",
+		  (const char *)k->data.scalar.value, where, known.len ? known.p : "");
+	free(where);
+	buf_done(&known);
+}
+
+/* Runs each key of the checked mapping n through its row's parser. */
+static void parse_keys(struct config_ctx *c, const char *section, const yaml_node_t *n, void *base)
+{
+	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
+	     p++) {
+		const yaml_node_t *k = ydoc_node(c->y, p->key), *v = ydoc_node(c->y, p->value);
+		const struct config_key *row;
+
+		if (ydoc_pair_is_dup(c->y, n, p))
+			continue;
+		row = key_find(section, (const char *)k->data.scalar.value);
+		if (row == NULL)
+			unknown(c, k, section);
+		else
+			row->parse(c, row, v, (char *)base + row->offset);
+	}
+}
+
+/* Sets every key of section (and of the sections inside it that share its
+ * struct) to its default by parsing the row's YAML text, so the default obeys
+ * the same rules as a value from the file. */
+static void apply_defaults(struct config_ctx *c, const char *section, void *base)
+{
+	struct ydoc *file = c->y;
+	char sub[SECTION_MAX];
+
+	for (size_t i = 0; i < config_nkeys; i++) {
+		const struct config_key *k = &config_keys[i];
+		struct ydoc def;
+
+		if (strcmp(k->section, section) != 0)
+			continue;
+		if (k->type == CONFIG_SECTION) {
+			child_section(k, sub);
+			apply_defaults(c, sub, base);
+		}
+		if (k->def == NULL)
+			continue;
+		if (ydoc_load(&def, k->def, strlen(k->def), "(default)", c->d) == 0 &&
+		    ydoc_root(&def) != NULL) {
+			c->y = &def;
+			k->parse(c, k, ydoc_root(&def), (char *)base + k->offset);
+			c->y = file;
+		}
+		ydoc_done(&def);
+	}
+}
+
+static void parse_section(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			  void *dst)
+{
+	char sub[SECTION_MAX];
+
+	if (!ydoc_mapping(c->y, c->d, n, k->key))
+		return;
+	child_section(k, sub);
+	parse_keys(c, sub, n, dst);
+}
+
+static void parse_credentials(struct config_ctx *c, const struct config_key *k,
+			      const yaml_node_t *n, void *dst)
+{
+	struct config_repo *r = dst;
+
+	if (!ydoc_mapping(c->y, c->d, n, k->key))
+		return;
+	parse_keys(c, "repositories[].credentials", n, r);
 	if (r->password && !r->username)
 		ydoc_diag(c->y, c->d, n, "'credentials' has a password_file but no username");
 }
 
-static void parse_webhook(struct cctx *c, const yaml_node_t *n, struct config_repo *r)
+static void parse_webhook(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			  void *dst)
 {
-	const yaml_node_t *secret = NULL;
+	struct config_repo *r = dst;
 
-	if (!ydoc_mapping(c->y, c->d, n, "webhook"))
+	if (!ydoc_mapping(c->y, c->d, n, k->key))
 		return;
-	FOR_PAIRS(c, n, k, v, {
-		const char *key = (const char *)k->data.scalar.value;
-		const char *s;
-		if (strcmp(key, "provider") == 0) {
-			if ((s = str(c, v, key)) == NULL)
-				continue;
-			if (strcmp(s, "github") && strcmp(s, "gitlab") && strcmp(s, "gitea") &&
-			    strcmp(s, "generic"))
-				ydoc_diag(
-				    c->y, c->d, v,
-				    "'provider' must be github, gitlab, gitea or generic, not '%s'",
-				    s);
-			else
-				take_str(c, v, key, &r->webhook_provider);
-		} else if (strcmp(key, "secret_file") == 0) {
-			if ((s = str(c, v, key)) != NULL) {
-				free(r->webhook_secret);
-				r->webhook_secret = read_secret(c, v, key, s);
-				secret = v;
-			}
-		} else if (strcmp(key, "header") == 0) {
-			take_str(c, v, key, &r->webhook_header);
-		} else {
-			unknown(c, k, "'webhook'", "provider, secret_file, header");
-		}
-	})
+	parse_keys(c, "repositories[].webhook", n, r);
 	if (r->webhook_provider == NULL)
 		ydoc_diag(c->y, c->d, n, "'webhook' needs 'provider'");
-	else if (secret == NULL)
+	else if (!has_key(n, c, "secret_file"))
 		ydoc_diag(c->y, c->d, n,
 			  "'webhook' needs 'secret_file': unsigned hooks are refused");
 	if (r->webhook_header &&
@@ -287,308 +710,67 @@ static void parse_webhook(struct cctx *c, const yaml_node_t *n, struct config_re
 		ydoc_diag(c->y, c->d, n, "'header' applies only to the generic provider");
 }
 
-static void parse_repo(struct cctx *c, const yaml_node_t *n, struct config_repo *r)
+static void parse_registry(struct config_ctx *c, const yaml_node_t *n, struct config *cfg,
+			   struct config_registry *g)
 {
-	const yaml_node_t *name = NULL, *url = NULL;
+	if (!ydoc_mapping(c->y, c->d, n, "registries[]"))
+		return;
+	parse_keys(c, "registries[]", n, g);
+	if (!g->host)
+		ydoc_diag(c->y, c->d, n, "'registries[]' needs 'host'");
+	else if (!g->username || !g->password)
+		ydoc_diag(c->y, c->d, n, "registry '%s' needs 'username' and 'password_file'",
+			  g->host);
+	for (size_t j = 0; g->host && &cfg->registries[j] != g; j++) {
+		if (cfg->registries[j].host && strcmp(cfg->registries[j].host, g->host) == 0)
+			ydoc_diag(c->y, c->d, n, "registry '%s' is listed twice", g->host);
+	}
+}
 
-	r->poll_interval_ms = 60 * 1000;
-	r->manifest = xstrdup("manifest.yaml");
+static void parse_registries(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			     void *dst)
+{
+	struct config *cfg = container_of(dst, struct config, registries);
+
+	if (!is_list(c, n, k->key))
+		return;
+	cfg->registries = xcalloc(list_len(n) + 1, sizeof(*cfg->registries));
+	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	     it++)
+		parse_registry(c, ydoc_node(c->y, *it), cfg, &cfg->registries[cfg->nregistries++]);
+}
+
+static void parse_repository(struct config_ctx *c, const yaml_node_t *n, struct config *cfg,
+			     struct config_repo *r)
+{
+	apply_defaults(c, "repositories[]", r);
 	if (!ydoc_mapping(c->y, c->d, n, "repositories[]"))
 		return;
-	FOR_PAIRS(c, n, k, v, {
-		const char *key = (const char *)k->data.scalar.value;
-		const char *s;
-		if (strcmp(key, "name") == 0) {
-			name = v;
-			if ((s = str(c, v, key)) != NULL && !valid_repo_name(s))
-				ydoc_diag(c->y, c->d, v,
-					  "'name' must match [A-Za-z0-9._-]+, not '%s'", s);
-			else
-				take_str(c, v, key, &r->name);
-		} else if (strcmp(key, "url") == 0) {
-			url = v;
-			if ((s = str(c, v, key)) != NULL && !valid_url(s))
-				ydoc_diag(c->y, c->d, v,
-					  "'url' must be a path, file://, https://, ssh:// or "
-					  "git:// URL, "
-					  "or user@host:path, not '%s'",
-					  s);
-			else
-				take_str(c, v, key, &r->url);
-		} else if (strcmp(key, "branches") == 0) {
-			take_strv(c, v, key, &r->branches);
-			for (size_t i = 0; i < r->branches.n; i++) {
-				if (!valid_branch(r->branches.v[i]))
-					ydoc_diag(c->y, c->d, v, "'%s' is not a valid branch name",
-						  r->branches.v[i]);
-				for (size_t j = 0; j < i; j++) {
-					if (strcmp(r->branches.v[i], r->branches.v[j]) == 0)
-						ydoc_diag(c->y, c->d, v,
-							  "branch '%s' is listed twice",
-							  r->branches.v[i]);
-				}
-			}
-			if (v->type == YAML_SEQUENCE_NODE && r->branches.n == 0)
-				ydoc_diag(c->y, c->d, v, "'branches' must not be empty");
-		} else if (strcmp(key, "poll_interval") == 0) {
-			take_duration(c, v, key, POLL_MIN_MS, &r->poll_interval_ms);
-		} else if (strcmp(key, "manifest") == 0) {
-			if ((s = str(c, v, key)) != NULL && !manifest_valid_file_name(s))
-				ydoc_diag(c->y, c->d, v, "'manifest' must be a file name, not '%s'",
-					  s);
-			else
-				take_str(c, v, key, &r->manifest);
-		} else if (strcmp(key, "build_on_start") == 0) {
-			if ((s = str(c, v, key)) == NULL)
-				continue;
-			if (strcmp(s, "none") == 0)
-				r->build_on_start = CONFIG_BUILD_ON_START_NONE;
-			else if (strcmp(s, "all") == 0)
-				r->build_on_start = CONFIG_BUILD_ON_START_ALL;
-			else
-				ydoc_diag(c->y, c->d, v,
-					  "'build_on_start' must be none or all, not '%s'", s);
-		} else if (strcmp(key, "credentials") == 0) {
-			parse_credentials(c, v, r);
-		} else if (strcmp(key, "webhook") == 0) {
-			parse_webhook(c, v, r);
-		} else if (strcmp(key, "overwrite_tags") == 0) {
-			take_bool(c, v, key, &r->overwrite_tags);
-		} else {
-			unknown(c, k, "a repository",
-				"name, url, branches, poll_interval, manifest, build_on_start, "
-				"credentials, webhook, overwrite_tags");
-		}
-	})
-	if (name == NULL)
+	parse_keys(c, "repositories[]", n, r);
+	if (!has_key(n, c, "name"))
 		ydoc_diag(c->y, c->d, n, "a repository needs 'name'");
-	if (url == NULL)
+	if (!has_key(n, c, "url"))
 		ydoc_diag(c->y, c->d, n, "a repository needs 'url'");
-	if (r->branches.n == 0)
-		strv_push(&r->branches, xstrdup("main"));
+	for (size_t j = 0; r->name && &cfg->repos[j] != r; j++) {
+		if (cfg->repos[j].name && strcmp(cfg->repos[j].name, r->name) == 0)
+			ydoc_diag(c->y, c->d, n, "repository name '%s' is used twice", r->name);
+	}
 }
 
-static void take_group(struct cctx *c, const yaml_node_t *n, const char *key, char **dst)
+static void parse_repositories(struct config_ctx *c, const struct config_key *k,
+			       const yaml_node_t *n, void *dst)
 {
-	const char *s = str(c, n, key);
+	struct config *cfg = container_of(dst, struct config, repos);
 
-	if (s == NULL)
+	if (!is_list(c, n, k->key))
 		return;
-	if (getgrnam(s) == NULL)
-		ydoc_diag(c->y, c->d, n, "'%s': no group '%s' on this system", key, s);
-	else
-		take_str(c, n, key, dst);
+	cfg->repos = xcalloc(list_len(n) + 1, sizeof(*cfg->repos));
+	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	     it++)
+		parse_repository(c, ydoc_node(c->y, *it), cfg, &cfg->repos[cfg->nrepos++]);
 }
 
-static void parse_registries(struct cctx *c, const yaml_node_t *v, struct config *cfg)
-{
-	if (v->type != YAML_SEQUENCE_NODE) {
-		ydoc_diag(c->y, c->d, v, "'registries' must be a list, not %s", ydoc_kind(v));
-		return;
-	}
-	cfg->registries =
-	    xcalloc((size_t)(v->data.sequence.items.top - v->data.sequence.items.start) + 1,
-		    sizeof(*cfg->registries));
-	for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
-	     it++) {
-		const yaml_node_t *n = ydoc_node(c->y, *it);
-		struct config_registry *g = &cfg->registries[cfg->nregistries++];
-		if (!ydoc_mapping(c->y, c->d, n, "registries[]"))
-			continue;
-		FOR_PAIRS(c, n, k, v2, {
-			const char *key = (const char *)k->data.scalar.value;
-			const char *s;
-			if (strcmp(key, "host") == 0) {
-				if ((s = str(c, v2, key)) != NULL &&
-				    (!manifest_valid_registry(s) || strchr(s, '/')))
-					ydoc_diag(c->y, c->d, v2,
-						  "'host' must be a registry host[:port], not '%s'",
-						  s);
-				else
-					take_str(c, v2, key, &g->host);
-			} else if (strcmp(key, "username") == 0) {
-				take_str(c, v2, key, &g->username);
-			} else if (strcmp(key, "password_file") == 0) {
-				if ((s = str(c, v2, key)) != NULL) {
-					free(g->password);
-					g->password = read_secret(c, v2, key, s);
-				}
-			} else {
-				unknown(c, k, "'registries[]'", "host, username, password_file");
-			}
-		})
-		if (!g->host)
-			ydoc_diag(c->y, c->d, n, "'registries[]' needs 'host'");
-		else if (!g->username || !g->password)
-			ydoc_diag(c->y, c->d, n,
-				  "registry '%s' needs 'username' and 'password_file'", g->host);
-		for (size_t j = 0; g->host && j + 1 < cfg->nregistries; j++)
-			if (cfg->registries[j].host &&
-			    strcmp(cfg->registries[j].host, g->host) == 0)
-				ydoc_diag(c->y, c->d, n, "registry '%s' is listed twice", g->host);
-	}
-}
-
-int config_parse_size(const char *s, uint64_t *ret)
-{
-	uint64_t v = 0, mul = 1;
-	const char *p = s;
-
-	if (!isdigit((unsigned char)*p))
-		return -EINVAL;
-	while (isdigit((unsigned char)*p)) {
-		v = v * 10 + (uint64_t)(*p++ - '0');
-		if (v > (1ull << 40))
-			return -ERANGE;
-	}
-	if (*p == 'K' || *p == 'k')
-		mul = 1ull << 10;
-	else if (*p == 'M')
-		mul = 1ull << 20;
-	else if (*p == 'G')
-		mul = 1ull << 30;
-	else if (*p != '\0')
-		return -EINVAL;
-	if (*p && p[1] != '\0')
-		return -EINVAL;
-	*ret = v * mul;
-	return 0;
-}
-
-static void parse_section(struct cctx *c, const yaml_node_t *k, const yaml_node_t *v,
-			  struct config *cfg)
-{
-	const char *key = (const char *)k->data.scalar.value;
-
-	if (strcmp(key, "state_dir") == 0) {
-		const char *s = str(c, v, key);
-		if (s && s[0] != '/')
-			ydoc_diag(c->y, c->d, v, "'state_dir' must be an absolute path");
-		else
-			take_str(c, v, key, &cfg->state_dir);
-	} else if (strcmp(key, "docker") == 0) {
-		if (!ydoc_mapping(c->y, c->d, v, key))
-			return;
-		FOR_PAIRS(c, v, k2, v2, {
-			const char *key2 = (const char *)k2->data.scalar.value;
-			if (strcmp(key2, "host") == 0) {
-				const char *s = str(c, v2, key2);
-				if (s && strncmp(s, "unix:///", 8) && strncmp(s, "tcp://", 6))
-					ydoc_diag(c->y, c->d, v2,
-						  "'host' must be unix:///path or tcp://host:port, "
-						  "not '%s'",
-						  s);
-				else
-					take_str(c, v2, key2, &cfg->docker_host);
-			} else if (strcmp(key2, "cert_path") == 0) {
-				take_str(c, v2, key2, &cfg->docker_cert_path);
-			} else if (strcmp(key2, "tls_verify") == 0) {
-				bool b = false;
-				take_bool(c, v2, key2, &b);
-				cfg->docker_tls_verify = b;
-			} else {
-				unknown(c, k2, "'docker'", "host, tls_verify, cert_path");
-			}
-		})
-	} else if (strcmp(key, "builds") == 0) {
-		if (!ydoc_mapping(c->y, c->d, v, key))
-			return;
-		FOR_PAIRS(c, v, k2, v2, {
-			const char *key2 = (const char *)k2->data.scalar.value;
-			if (strcmp(key2, "concurrency") == 0) {
-				const char *s = ydoc_scalar(c->y, c->d, v2, key2, "a number");
-				char *end;
-				long n = s ? strtol(s, &end, 10) : 0;
-				if (s && (*end || n < 1 || n > CONCURRENCY_MAX))
-					ydoc_diag(c->y, c->d, v2, "'concurrency' must be 1 to %d",
-						  CONCURRENCY_MAX);
-				else if (s)
-					cfg->concurrency = (unsigned)n;
-			} else if (strcmp(key2, "dry_run") == 0) {
-				take_bool(c, v2, key2, &cfg->dry_run);
-			} else if (strcmp(key2, "retries") == 0 || strcmp(key2, "keep_logs") == 0) {
-				const char *s = ydoc_scalar(c->y, c->d, v2, key2, "a number");
-				char *end;
-				long n = s ? strtol(s, &end, 10) : 0;
-				long max = key2[0] == 'r' ? 100 : 1000000;
-				if (s && (*end || n < (key2[0] == 'r' ? 0 : 1) || n > max))
-					ydoc_diag(c->y, c->d, v2, "'%s' must be %d to %ld", key2,
-						  key2[0] == 'r' ? 0 : 1, max);
-				else if (s && key2[0] == 'r')
-					cfg->retries = (unsigned)n;
-				else if (s)
-					cfg->keep_logs = (unsigned)n;
-			} else if (strcmp(key2, "retry_delay") == 0) {
-				take_duration(c, v2, key2, POLL_MIN_MS, &cfg->retry_delay_ms);
-			} else if (strcmp(key2, "test_timeout") == 0) {
-				take_duration(c, v2, key2, 1000, &cfg->test_timeout_ms);
-			} else if (strcmp(key2, "log_max_size") == 0) {
-				const char *s = ydoc_scalar(c->y, c->d, v2, key2, "a size");
-				if (s && config_parse_size(s, &cfg->log_max_bytes) < 0)
-					ydoc_diag(c->y, c->d, v2,
-						  "'log_max_size' must be a size like 512K, 10M or "
-						  "1G, not '%s'",
-						  s);
-			} else {
-				unknown(c, k2, "'builds'",
-					"concurrency, dry_run, retries, retry_delay, test_timeout, "
-					"log_max_size, keep_logs");
-			}
-		})
-	} else if (strcmp(key, "listen") == 0) {
-		if (!ydoc_mapping(c->y, c->d, v, key))
-			return;
-		FOR_PAIRS(c, v, k2, v2, {
-			const char *key2 = (const char *)k2->data.scalar.value;
-			if (strcmp(key2, "http") == 0)
-				take_strv(c, v2, key2, &cfg->listen_http);
-			else if (strcmp(key2, "status_socket") == 0)
-				take_str(c, v2, key2, &cfg->status_socket);
-			else if (strcmp(key2, "header_timeout") == 0)
-				take_duration(c, v2, key2, POLL_MIN_MS, &cfg->header_timeout_ms);
-			else if (strcmp(key2, "body_timeout") == 0)
-				take_duration(c, v2, key2, POLL_MIN_MS, &cfg->body_timeout_ms);
-			else if (strcmp(key2, "idle_timeout") == 0)
-				take_duration(c, v2, key2, POLL_MIN_MS, &cfg->idle_timeout_ms);
-			else if (strcmp(key2, "status_group") == 0 ||
-				 strcmp(key2, "admin_group") == 0)
-				take_group(c, v2, key2,
-					   key2[0] == 's' ? &cfg->status_group : &cfg->admin_group);
-			else
-				unknown(c, k2, "'listen'",
-					"http, header_timeout, body_timeout, idle_timeout, "
-					"status_socket, status_group, admin_group");
-		})
-	} else if (strcmp(key, "registries") == 0) {
-		parse_registries(c, v, cfg);
-	} else if (strcmp(key, "shutdown_grace") == 0) {
-		take_duration(c, v, key, 0, &cfg->shutdown_grace_ms);
-	} else if (strcmp(key, "repositories") == 0) {
-		if (v->type != YAML_SEQUENCE_NODE) {
-			ydoc_diag(c->y, c->d, v, "'repositories' must be a list, not %s",
-				  ydoc_kind(v));
-			return;
-		}
-		cfg->repos =
-		    xcalloc((size_t)(v->data.sequence.items.top - v->data.sequence.items.start) + 1,
-			    sizeof(*cfg->repos));
-		for (yaml_node_item_t *it = v->data.sequence.items.start;
-		     it < v->data.sequence.items.top; it++) {
-			const yaml_node_t *rn = ydoc_node(c->y, *it);
-			struct config_repo *r = &cfg->repos[cfg->nrepos++];
-			parse_repo(c, rn, r);
-			for (size_t j = 0; r->name && j + 1 < cfg->nrepos; j++) {
-				if (cfg->repos[j].name && strcmp(cfg->repos[j].name, r->name) == 0)
-					ydoc_diag(c->y, c->d, rn,
-						  "repository name '%s' is used twice", r->name);
-			}
-		}
-	} else {
-		unknown(c, k, "the configuration",
-			"state_dir, docker, builds, registries, listen, shutdown_grace, "
-			"repositories");
-	}
-}
+/* --- loading --- */
 
 static char *read_file(const char *path, size_t *ret_len, struct kiln_diags *d)
 {
@@ -615,39 +797,29 @@ static char *read_file(const char *path, size_t *ret_len, struct kiln_diags *d)
 	return buf_steal(&b);
 }
 
-int config_load(const char *path, struct config *ret, struct kiln_diags *diags)
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return xstrdup(".");
+	return xasprintf("%.*s", (int)(slash - path), path);
+}
+
+int config_parse(const char *text, size_t len, const char *path, struct config *ret,
+		 struct kiln_diags *diags)
 {
 	struct config cfg = {0};
-	struct ydoc y;
-	size_t before = diags->n, len = 0;
-	char *text = read_file(path, &len, diags), *dir;
-	struct cctx c = {&y, diags, NULL};
+	struct ydoc y = {0};
+	size_t before = diags->n;
+	char *dir = dir_of(path);
+	struct config_ctx c = {&y, diags, dir};
 	yaml_node_t *root;
 
 	memset(ret, 0, sizeof(*ret));
-	if (text == NULL)
-		return -EINVAL;
-	dir = xstrdup(path);
-	if (strrchr(dir, '/'))
-		*strrchr(dir, '/') = '\0';
-	else
-		strcpy(dir, ".");
-	c.dir = dir;
 	cfg.path = xstrdup(path);
-	cfg.state_dir = xstrdup("/var/lib/kiln");
-	cfg.docker_tls_verify = -1;
-	cfg.concurrency = 2;
-	cfg.dry_run = false;
-	cfg.retries = 3;
-	cfg.retry_delay_ms = 10 * 1000;
-	cfg.test_timeout_ms = 10 * 60 * 1000;
-	cfg.log_max_bytes = 10u << 20;
-	cfg.keep_logs = 1000;
-	cfg.status_socket = xstrdup("/run/kiln/kiln.sock");
-	cfg.shutdown_grace_ms = 30 * 1000;
-	cfg.header_timeout_ms = 10 * 1000;
-	cfg.body_timeout_ms = 30 * 1000;
-	cfg.idle_timeout_ms = 15 * 1000;
+	cfg.docker_tls_verify = -1; /* not a default but "unset": $DOCKER_TLS_VERIFY decides */
+	apply_defaults(&c, "", &cfg);
 	if (memchr(text, '\0', len)) {
 		kiln_diags_add(diags, path, 0, 0, "contains a NUL byte");
 	} else if (ydoc_load(&y, text, len, path, diags) == 0) {
@@ -655,10 +827,9 @@ int config_load(const char *path, struct config *ret, struct kiln_diags *diags)
 		if (root == NULL)
 			kiln_diags_add(diags, path, 1, 1, "the configuration is empty");
 		else if (ydoc_mapping(&y, diags, root, "the configuration"))
-			FOR_PAIRS(&c, root, k, v, { parse_section(&c, k, v, &cfg); })
+			parse_keys(&c, "", root, &cfg);
 	}
 	ydoc_done(&y);
-	free(text);
 	free(dir);
 	if (diags->n != before) {
 		config_done(&cfg);
@@ -666,6 +837,21 @@ int config_load(const char *path, struct config *ret, struct kiln_diags *diags)
 	}
 	*ret = cfg;
 	return 0;
+}
+
+int config_load(const char *path, struct config *ret, struct kiln_diags *diags)
+{
+	size_t len = 0;
+	char *text = read_file(path, &len, diags);
+	int r;
+
+	if (text == NULL) {
+		memset(ret, 0, sizeof(*ret));
+		return -EINVAL;
+	}
+	r = config_parse(text, len, path, ret, diags);
+	free(text);
+	return r;
 }
 
 void config_done(struct config *c)
@@ -677,14 +863,10 @@ void config_done(struct config *c)
 		strv_done(&r->branches);
 		free(r->manifest);
 		free(r->username);
-		if (r->password)
-			explicit_bzero(r->password, strlen(r->password));
-		free(r->password);
+		secret_free(r->password);
 		free(r->ssh_key_file);
 		free(r->webhook_provider);
-		if (r->webhook_secret)
-			explicit_bzero(r->webhook_secret, strlen(r->webhook_secret));
-		free(r->webhook_secret);
+		secret_free(r->webhook_secret);
 		free(r->webhook_header);
 	}
 	free(c->repos);
@@ -695,10 +877,7 @@ void config_done(struct config *c)
 	for (size_t i = 0; i < c->nregistries; i++) {
 		free(c->registries[i].host);
 		free(c->registries[i].username);
-		if (c->registries[i].password)
-			explicit_bzero(c->registries[i].password,
-				       strlen(c->registries[i].password));
-		free(c->registries[i].password);
+		secret_free(c->registries[i].password);
 	}
 	free(c->registries);
 	strv_done(&c->listen_http);
@@ -715,4 +894,61 @@ const struct config_repo *config_repo(const struct config *c, const char *name)
 			return &c->repos[i];
 	}
 	return NULL;
+}
+
+/* --- README.md's table --- */
+
+static void print_duration(FILE *f, uint64_t ms)
+{
+	if (ms % 3600000 == 0)
+		fprintf(f, "%lluh", (unsigned long long)(ms / 3600000));
+	else if (ms % 60000 == 0)
+		fprintf(f, "%llum", (unsigned long long)(ms / 60000));
+	else if (ms % 1000 == 0)
+		fprintf(f, "%llus", (unsigned long long)(ms / 1000));
+	else
+		fprintf(f, "%llums", (unsigned long long)ms);
+}
+
+/* A section, or a list of sections: shown without a default. */
+static bool has_keys(const struct config_key *k)
+{
+	char sub[SECTION_MAX];
+
+	child_section(k, sub);
+	for (size_t i = 0; i < config_nkeys; i++) {
+		if (strcmp(config_keys[i].section, sub) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void print_row(FILE *f, const struct config_key *k)
+{
+	fprintf(f, "| `%s%s%s` | ", k->section, k->section[0] ? "." : "", k->key);
+	/* a secret file's row shows no default even if one were ever added */
+	if (k->def && !k->secret)
+		fprintf(f, "`%s`", k->def);
+	else if (k->required)
+		fputs("required", f);
+	else if (!has_keys(k))
+		fputs("none", f);
+	fprintf(f, " | %s", k->help);
+	if (k->type == CONFIG_NUMBER)
+		fprintf(f, "; %llu to %llu", (unsigned long long)k->min,
+			(unsigned long long)k->max);
+	if (k->type == CONFIG_DURATION && k->min > 0) {
+		fputs("; at least ", f);
+		print_duration(f, k->min);
+	}
+	if (k->secret)
+		fputs("; a secret: its contents never appear in messages", f);
+	fputs(" |\n", f);
+}
+
+void config_keys_markdown(FILE *f)
+{
+	fputs("| key | default | meaning |\n| --- | --- | --- |\n", f);
+	for (size_t i = 0; i < config_nkeys; i++)
+		print_row(f, &config_keys[i]);
 }

@@ -1,11 +1,16 @@
-/* config.h: kilnd.yaml -> struct config. Every error is located
+/* config.h (input): kilnd.yaml -> struct config. Every error is located
  * (file:line:col) and all are reported at once; secrets are read from files
  * (relative names inside $CREDENTIALS_DIRECTORY when it is set) and never
- * appear in messages. */
+ * appear in messages. Every key is one row of config_keys[]: its parser,
+ * where it lands, its range, its default and its one-line help, so the parser,
+ * the unknown-key errors and README.md's table cannot disagree. */
 #ifndef KILN_CONFIG_H
 #define KILN_CONFIG_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "kiln/buf.h"
 #include "kiln/err.h"
@@ -64,6 +69,53 @@ struct config {
 	size_t nrepos;
 };
 
+struct config_ctx;
+struct config_key;
+struct yaml_node_s;
+
+/* What a key's value looks like (for the help table and the tests; the parser
+ * does the work). */
+enum config_type {
+	CONFIG_SECTION, /* a mapping of further keys */
+	CONFIG_LIST,	/* a list (of strings, or of sections) */
+	CONFIG_STRING,
+	CONFIG_BOOL,
+	CONFIG_NUMBER,	 /* unsigned, min to max */
+	CONFIG_DURATION, /* milliseconds, at least min */
+	CONFIG_SIZE,	 /* bytes */
+	CONFIG_FILE,	 /* a file name, resolved like secrets */
+};
+
+/* Parses node n (NULL never) into dst, the field at k->offset; reports into
+ * the context's diags and goes on. */
+typedef void config_parse_fn(struct config_ctx *c, const struct config_key *k,
+			     const struct yaml_node_s *n, void *dst);
+
+/* One known key. section is "" at the top, "builds", "registries[]" (each
+ * entry of a list), "repositories[].webhook"; offset is into struct config
+ * for "", "docker", "builds" and "listen", struct config_registry for
+ * "registries[]", struct config_repo for "repositories[]" and below. */
+struct config_key {
+	const char *section;
+	const char *key;
+	enum config_type type;
+	config_parse_fn *parse;
+	size_t offset;
+	uint64_t min, max; /* CONFIG_NUMBER: the range; CONFIG_DURATION: min ms */
+	bool secret;	   /* names a file holding a secret: never print what it holds */
+	bool required;	   /* in every instance of its section */
+	const char *def;   /* YAML text run through parse before the file's value; NULL: none */
+	const char *help;  /* one line of Markdown */
+};
+
+extern const struct config_key config_keys[];
+extern const size_t config_nkeys;
+
+/* Parses the text of a kilnd.yaml (len bytes, need not end in NUL); path is
+ * for messages and the directory of relative secret files. On any error,
+ * returns -EINVAL with every problem in diags and leaves *ret zeroed. */
+int config_parse(const char *text, size_t len, const char *path, struct config *ret,
+		 struct kiln_diags *diags);
 /* Loads and checks path. On any error, returns -EINVAL with every problem in
  * diags and leaves *ret zeroed. */
 int config_load(const char *path, struct config *ret, struct kiln_diags *diags);
@@ -73,5 +125,8 @@ int config_parse_duration(const char *s, uint64_t *ret_ms);
 /* "512K", "10M", "1G" or bytes -> bytes. */
 int config_parse_size(const char *s, uint64_t *ret);
 const struct config_repo *config_repo(const struct config *c, const char *name);
+/* README.md's configuration table: one Markdown row per config_keys[] row.
+ * Prints defaults and help only, never a value read from a file. */
+void config_keys_markdown(FILE *f);
 
 #endif
