@@ -1,25 +1,28 @@
-/* http_server.c: HTTP/1.1 on libuv with Debian's http-parser. Owns the
- * listeners and every connection; a request handed to the handler is the
+/* http_server.c (trigger): HTTP/1.1 on libuv with Debian's http-parser. Owns
+ * the listeners and every connection; a request handed to the handler is the
  * handler's until http_respond. One timer per connection enforces the
- * header, body and keep-alive deadlines, so no slow client holds a slot. */
+ * header, body and keep-alive deadlines, so no slow client holds a slot.
+ * Every connection ends in conn_close(c, why), which logs why at debug. */
 #include <assert.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include <http_parser.h>
 
 #include "kiln/buf.h"
 #include "kiln/err.h"
 #include "kiln/http_server.h"
+#include "kiln/log.h"
 
 enum conn_state { CONN_READING, CONN_HANDLING, CONN_CLOSING };
 
 struct listener {
 	uv_tcp_t tcp;
 	struct http_server *s;
-	struct listener *next;
+	SLIST_ENTRY(listener) entry;
 };
 
 struct http_conn {
@@ -27,7 +30,8 @@ struct http_conn {
 	uv_timer_t timer;
 	int handles_open;
 	struct http_server *s;
-	struct http_conn *prev, *next;
+	TAILQ_ENTRY(http_conn) entry;
+	unsigned id; /* for the log */
 	http_parser parser;
 	enum conn_state st;
 	struct http_request *req; /* being parsed */
@@ -47,9 +51,10 @@ struct http_server {
 	http_handler_cb *cb;
 	void *arg;
 	http_parser_settings settings;
-	struct listener *listeners;
-	struct http_conn *conns;
+	SLIST_HEAD(, listener) listeners;
+	TAILQ_HEAD(, http_conn) conns;
 	unsigned nconns, nlisteners_open;
+	unsigned next_id;
 	bool closing;
 	void (*done)(void *);
 	void *done_arg;
@@ -59,10 +64,10 @@ struct write_req {
 	uv_write_t w;
 	char *data;
 	struct http_conn *c;
-	bool close_after;
+	const char *close_why; /* NULL: the connection stays open */
 };
 
-static void conn_close(struct http_conn *c);
+static void conn_close(struct http_conn *c, const char *why);
 static void conn_feed(struct http_conn *c, const char *data, size_t len);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
@@ -143,7 +148,9 @@ unsigned http_server_conns(const struct http_server *s)
 
 static void timer_cb(uv_timer_t *t)
 {
-	conn_close(container_of(t, struct http_conn, timer));
+	struct http_conn *c = container_of(t, struct http_conn, timer);
+	conn_close(c, c->st == CONN_READING && c->req == NULL ? "idle timeout"
+							      : "request deadline passed");
 }
 
 static void deadline(struct http_conn *c, uint64_t ms)
@@ -169,13 +176,16 @@ static void after_write(uv_write_t *w, int status)
 	struct write_req *wr = container_of(w, struct write_req, w);
 
 	free(wr->data);
-	if (status < 0 || wr->close_after)
-		conn_close(wr->c);
+	if (status < 0)
+		conn_close(wr->c, uv_strerror(status));
+	else if (wr->close_why)
+		conn_close(wr->c, wr->close_why);
 	free(wr);
 }
 
+/* close_why: close once written, saying why; NULL: keep the connection. */
 static void send_response(struct http_conn *c, int status, const char *ctype, const char *body,
-			  size_t len, bool close_after)
+			  size_t len, const char *close_why)
 {
 	struct buf b = {0};
 	struct write_req *wr;
@@ -185,18 +195,18 @@ static void send_response(struct http_conn *c, int status, const char *ctype, co
 		   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 		   "Connection: %s\r\n\r\n",
 		   status, reason(status), ctype ? ctype : "text/plain; charset=utf-8", len,
-		   close_after ? "close" : "keep-alive");
+		   close_why ? "close" : "keep-alive");
 	if (len)
 		buf_append(&b, body, len);
 	wr = xcalloc(1, sizeof(*wr));
 	wr->c = c;
-	wr->close_after = close_after;
+	wr->close_why = close_why;
 	wr->data = b.p;
 	ub = uv_buf_init(b.p, (unsigned)b.len);
 	if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, after_write) < 0) {
 		free(wr->data);
 		free(wr);
-		conn_close(c);
+		conn_close(c, "cannot write the answer");
 	}
 }
 
@@ -208,14 +218,14 @@ static void reject(struct http_conn *c, int status, const char *msg)
 	reading(c, false);
 	uv_timer_stop(&c->timer);
 	c->st = CONN_CLOSING; /* read nothing more; closed once written */
-	send_response(c, status, NULL, msg, strlen(msg), true);
+	send_response(c, status, NULL, msg, strlen(msg), "request refused");
 }
 
 void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
 		  size_t len)
 {
 	struct http_conn *c = req->conn;
-	bool close_after;
+	const char *close_why;
 
 	if (c == NULL || c->st == CONN_CLOSING) {
 		request_free(req); /* the client went away meanwhile */
@@ -223,11 +233,13 @@ void http_respond(struct http_request *req, int status, const char *content_type
 	}
 	assert(c->st == CONN_HANDLING);
 	c->inflight = NULL;
-	close_after = !c->keep_alive || c->s->closing;
+	close_why = c->s->closing    ? "server closing"
+		    : !c->keep_alive ? "answered, not keep-alive"
+				     : NULL;
 	/* body may point into req (an echo): send before freeing */
-	send_response(c, status, content_type, body, len, close_after);
+	send_response(c, status, content_type, body, len, close_why);
 	request_free(req);
-	if (close_after) {
+	if (close_why) {
 		c->st = CONN_CLOSING;
 		return;
 	}
@@ -434,7 +446,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 	else if (nread > 0 && c->st == CONN_HANDLING)
 		buf_append(&c->pending, b->base, (size_t)nread);
 	else if (nread < 0)
-		conn_close(c);
+		conn_close(c, nread == UV_EOF ? "closed by the client" : uv_strerror((int)nread));
 	free(b->base);
 }
 
@@ -454,12 +466,7 @@ static void conn_handle_closed(uv_handle_t *h)
 
 	if (--c->handles_open > 0)
 		return;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	TAILQ_REMOVE(&s->conns, c, entry);
 	s->nconns--;
 	request_free(c->req);
 	buf_done(&c->url);
@@ -470,10 +477,11 @@ static void conn_handle_closed(uv_handle_t *h)
 	server_maybe_done(s);
 }
 
-static void conn_close(struct http_conn *c)
+static void conn_close(struct http_conn *c, const char *why)
 {
 	if (uv_is_closing((uv_handle_t *)&c->tcp))
 		return;
+	log_debug("http connection %u closed: %s", c->id, why);
 	reading(c, false);
 	c->st = CONN_CLOSING;
 	if (c->inflight) { /* the handler's answer will go nowhere */
@@ -494,17 +502,20 @@ static void on_connection(uv_stream_t *ls, int status)
 		return;
 	c = xcalloc(1, sizeof(*c));
 	c->s = s;
+	c->id = ++s->next_id;
 	uv_tcp_init(s->loop, &c->tcp);
 	uv_timer_init(s->loop, &c->timer);
 	c->tcp.data = c->timer.data = c;
 	c->handles_open = 2;
-	c->next = s->conns;
-	if (s->conns)
-		s->conns->prev = c;
-	s->conns = c;
+	TAILQ_INSERT_TAIL(&s->conns, c, entry);
 	s->nconns++;
-	if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0 || s->closing || s->nconns > s->o.conn_max) {
-		conn_close(c); /* over the limit: accepted and closed at once */
+	if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+		conn_close(c, "accept failed");
+		return;
+	}
+	if (s->closing || s->nconns > s->o.conn_max) {
+		/* over the limit: accepted and closed at once */
+		conn_close(c, s->closing ? "server closing" : "too many connections");
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
@@ -526,6 +537,8 @@ int http_server_new(uv_loop_t *loop, const struct http_server_opts *o, http_hand
 	s->o = *o;
 	s->cb = cb;
 	s->arg = arg;
+	SLIST_INIT(&s->listeners);
+	TAILQ_INIT(&s->conns);
 	http_parser_settings_init(&s->settings);
 	s->settings.on_message_begin = on_message_begin;
 	s->settings.on_url = on_url;
@@ -552,8 +565,7 @@ static int listen_on(struct http_server *s, struct listener *l, const char *what
 		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
 		return kiln_err_set(err, r, "cannot listen on %s: %s", what, uv_strerror(r));
 	}
-	l->next = s->listeners;
-	s->listeners = l;
+	SLIST_INSERT_HEAD(&s->listeners, l, entry);
 	s->nlisteners_open++;
 	return 0;
 }
@@ -623,21 +635,21 @@ static void listener_closed(uv_handle_t *h)
 
 void http_server_close(struct http_server *s, void (*done)(void *arg), void *arg)
 {
-	struct listener *l, *ln;
-	struct http_conn *c, *cn;
+	struct listener *l;
+	struct http_conn *c;
 
 	s->closing = true;
 	s->done = done;
 	s->done_arg = arg;
-	for (l = s->listeners; l; l = ln) {
-		ln = l->next;
+	while ((l = SLIST_FIRST(&s->listeners)) != NULL) {
+		SLIST_REMOVE_HEAD(&s->listeners, entry);
 		uv_close((uv_handle_t *)&l->tcp, listener_closed);
 	}
-	s->listeners = NULL;
-	for (c = s->conns; c; c = cn) {
-		cn = c->next;
+	/* a closed connection stays listed until its handles are closed */
+	TAILQ_FOREACH(c, &s->conns, entry)
+	{
 		if (c->st != CONN_HANDLING) /* those close after their answer */
-			conn_close(c);
+			conn_close(c, "server closing");
 	}
 	server_maybe_done(s);
 }

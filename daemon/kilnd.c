@@ -1,6 +1,8 @@
-/* kilnd.c: the daemon. Options, configuration (SIGHUP reloads it), the event
- * loop, signals, sd_notify, and the owners of everything long-lived: the
- * state, one watch per repository, the builder. */
+/* kilnd.c: the daemon's wiring. Options, configuration (SIGHUP reloads it),
+ * the event loop, signals, sd_notify, and the owners of everything
+ * long-lived: the store, one watch per repository, the builder, the webhook
+ * endpoints, the status socket and the metric registry. What it reports is
+ * built in status.c and metrics.c; the delivery bookkeeping is webhook.c's. */
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
@@ -20,8 +22,10 @@
 #include "kiln/config.h"
 #include "kiln/control.h"
 #include "kiln/log.h"
+#include "kiln/metrics.h"
 #include "kiln/notify.h"
 #include "kiln/repo.h"
+#include "kiln/status.h"
 #include "kiln/store.h"
 #include "kiln/watch.h"
 #include "kiln/webhook.h"
@@ -40,34 +44,16 @@ struct daemon {
 	struct http_server *http; /* NULL: no listener */
 	struct control *control;  /* NULL: closed */
 	struct webhook webhook;
-	int64_t started;
+	struct metrics *metrics;
+	struct status status; /* reads the fields above */
 	bool stopping;
 	bool abandoned; /* the grace period ran out with jobs still on workers */
 	int exit_code;
 };
 
-/* STATUS= only when its text changes: hundreds of watches change state all
- * the time, the summary rarely. */
 static void update_status(struct daemon *d)
 {
-	static char last[512];
-	char line[512];
-	const char *err = d->builder.last_error;
-
-	if (getenv("NOTIFY_SOCKET") == NULL)
-		return;
-	for (size_t i = 0; i < d->nwatches; i++) {
-		if (d->watches[i]->last_error[0])
-			err = d->watches[i]->last_error;
-	}
-	snprintf(line, sizeof(line),
-		 "%s%zu repositories watched; builds: %u queued, %u running%s%.300s",
-		 d->stopping ? "stopping; " : "", d->nwatches, d->builder.queued, d->builder.active,
-		 err[0] ? "; last error: " : "", err);
-	if (strcmp(line, last) == 0)
-		return;
-	memcpy(last, line, sizeof(last));
-	notify_status("%s", line);
+	status_notify(&d->status);
 }
 
 static void maybe_exit(struct daemon *d)
@@ -85,8 +71,10 @@ static void on_planned(struct watch *w, unsigned queued, void *arg)
 
 	if (queued > 0) {
 		log_info("watch '%s': %u build%s queued", w->name, queued, queued == 1 ? "" : "s");
-		d->builder.queued += queued;
-		builder_kick(&d->builder);
+		/* one kick per new build, up to the slots: each kick starts a take
+		 * while a slot is free (the builder counts the queue itself) */
+		for (unsigned k = 0; k < queued && k < d->builder.concurrency; k++)
+			builder_kick(&d->builder);
 	}
 	update_status(d);
 }
@@ -115,47 +103,11 @@ static void on_builder_changed(struct builder *b, void *arg)
 	maybe_exit(d);
 }
 
-struct mark_job {
-	uv_work_t req;
-	struct store *store;
-	char *repo;
-	int64_t until;
-};
-
-static void mark_work(uv_work_t *r)
-{
-	struct mark_job *j = container_of(r, struct mark_job, req);
-	struct kiln_err err = {0};
-
-	if (store_deliveries_handled(j->store, j->repo, j->until, &err) < 0)
-		log_warning("webhook deliveries of '%s' not marked handled: %s", j->repo, err.msg);
-}
-
-static void mark_after(uv_work_t *r, int status)
-{
-	struct mark_job *j = container_of(r, struct mark_job, req);
-
-	(void)status;
-	free(j->repo);
-	free(j);
-}
-
-/* A poll that a webhook asked for is done: its deliveries need no replay. */
+/* A poll succeeded: the webhook deliveries that asked for it are handled. */
 static void on_polled(struct watch *w, void *arg)
 {
 	struct daemon *d = arg;
-	struct mark_job *j;
-
-	if (!w->deliveries_pending)
-		return;
-	w->deliveries_pending = false;
-	j = xcalloc(1, sizeof(*j));
-	j->store = d->store;
-	j->repo = xstrdup(w->name);
-	/* a delivery recorded in the very millisecond the poll began stays
-	 * pending: at worst one more poll after a restart */
-	j->until = w->poll_started_ms - 1;
-	uv_queue_work(d->loop, &j->req, mark_work, mark_after);
+	webhook_polled(&d->webhook, w->name, w->poll_started_ms);
 }
 
 static const struct watch_ops ops = {on_planned, on_watch_changed, on_watch_closed, on_polled};
@@ -178,7 +130,6 @@ static int hook_trigger(const char *repo, void *arg)
 
 	if (w == NULL || d->stopping)
 		return -ENOENT;
-	w->deliveries_pending = true;
 	watch_trigger(w);
 	return 0;
 }
@@ -186,68 +137,10 @@ static int hook_trigger(const char *repo, void *arg)
 static int hook_health(struct buf *json, void *arg)
 {
 	struct daemon *d = arg;
-	bool ok = d->builder.last_error[0] == '\0';
-
-	buf_printf(json,
-		   "{\"status\":\"%s\",\"version\":\"%s\",\"uptime_s\":%lld,"
-		   "\"repositories\":%zu,\"queued\":%u,\"running\":%u,\"dry_run\":%s}\n",
-		   ok ? "ok" : "degraded", KILN_VERSION, (long long)(time(NULL) - d->started),
-		   d->nwatches, d->builder.queued, d->builder.active,
-		   d->cfg.dry_run ? "true" : "false");
-	return ok ? 200 : 503;
+	return status_healthz(&d->status, json);
 }
 
-static void metric(struct buf *b, const char *name, const char *type, const char *help)
-{
-	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-static void hook_metrics(struct buf *b, void *arg)
-{
-	struct daemon *d = arg;
-	uint64_t fetches = 0, errors = 0;
-
-	for (size_t i = 0; i < d->nwatches; i++) {
-		fetches += d->watches[i]->fetches;
-		errors += d->watches[i]->errors;
-	}
-	metric(b, "kiln_process_start_time_seconds", "gauge", "Start time of kilnd, unix seconds.");
-	buf_printf(b, "kiln_process_start_time_seconds %lld\n", (long long)d->started);
-	metric(b, "kiln_queue_depth", "gauge", "Builds waiting.");
-	buf_printf(b, "kiln_queue_depth %u\n", d->builder.queued);
-	metric(b, "kiln_running_builds", "gauge", "Builds running.");
-	buf_printf(b, "kiln_running_builds %u\n", d->builder.active);
-	metric(b, "kiln_builds_total", "counter", "Builds finished since start, by result.");
-	buf_printf(b, "kiln_builds_total{result=\"succeeded\"} %llu\n",
-		   (unsigned long long)d->builder.done);
-	buf_printf(b, "kiln_builds_total{result=\"failed\"} %llu\n",
-		   (unsigned long long)d->builder.failed);
-	buf_printf(b, "kiln_builds_total{result=\"cancelled\"} %llu\n",
-		   (unsigned long long)d->builder.cancelled);
-	buf_printf(b, "kiln_builds_total{result=\"retried\"} %llu\n",
-		   (unsigned long long)d->builder.retried);
-	metric(b, "kiln_build_duration_seconds", "histogram", "How long builds took.");
-	for (int k = 0; k < BUILD_DURATION_BUCKETS; k++)
-		buf_printf(b, "kiln_build_duration_seconds_bucket{le=\"%g\"} %llu\n",
-			   build_duration_bounds[k], (unsigned long long)d->builder.dur_buckets[k]);
-	buf_printf(b, "kiln_build_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-		   (unsigned long long)d->builder.dur_count);
-	buf_printf(b, "kiln_build_duration_seconds_sum %.6f\n", d->builder.dur_sum);
-	buf_printf(b, "kiln_build_duration_seconds_count %llu\n",
-		   (unsigned long long)d->builder.dur_count);
-	metric(b, "kiln_fetches_total", "counter", "Fetches that brought new commits.");
-	buf_printf(b, "kiln_fetches_total %llu\n", (unsigned long long)fetches);
-	metric(b, "kiln_fetch_errors_total", "counter", "Polls or plans that failed.");
-	buf_printf(b, "kiln_fetch_errors_total %llu\n", (unsigned long long)errors);
-	metric(b, "kiln_last_successful_poll_timestamp_seconds", "gauge",
-	       "Last successful poll per repository, unix seconds.");
-	for (size_t i = 0; i < d->nwatches; i++)
-		buf_printf(b,
-			   "kiln_last_successful_poll_timestamp_seconds{repository=\"%s\"} %lld\n",
-			   d->watches[i]->name, (long long)d->watches[i]->last_success);
-}
-
-static const struct webhook_ops hook_ops = {hook_trigger, hook_health, hook_metrics};
+static const struct webhook_ops hook_ops = {hook_trigger, hook_health};
 
 static int start_http(struct daemon *d)
 {
@@ -257,7 +150,6 @@ static int start_http(struct daemon *d)
 
 	if (d->cfg.listen_http.n == 0 && nfds <= 0)
 		return 0;
-	webhook_init(&d->webhook, d->loop, d->store, &d->cfg, &hook_ops, d);
 	http_server_default_opts(&o);
 	o.header_timeout_ms = d->cfg.header_timeout_ms;
 	o.body_timeout_ms = d->cfg.body_timeout_ms;
@@ -281,33 +173,7 @@ static int start_http(struct daemon *d)
 static void ctl_status(json_t *o, void *arg)
 {
 	struct daemon *d = arg;
-	json_t *repos = json_array();
-
-	json_object_set_new(o, "version", json_string(KILN_VERSION));
-	json_object_set_new(o, "uptime_s", json_integer(time(NULL) - d->started));
-	for (size_t i = 0; i < d->nwatches; i++) {
-		struct watch *w = d->watches[i];
-		json_t *r = json_object(), *branches = json_array();
-		for (size_t k = 0; k < w->branches.n; k++) {
-			const char *head = k < w->mirror_tips.n ? w->mirror_tips.v[k] : "";
-			const char *seen = w->have_seen && k < w->seen.n ? w->seen.v[k] : "";
-			json_array_append_new(
-			    branches,
-			    json_pack("{s:s, s:o, s:o}", "name", w->branches.v[k], "head",
-				      head[0] ? json_string(head) : json_null(), "last_seen",
-				      seen[0] ? json_string(seen) : json_null()));
-		}
-		json_object_set_new(r, "name", json_string(w->name));
-		json_object_set_new(r, "url", json_string(w->url));
-		json_object_set_new(r, "state", json_string(watch_state_str(w->st)));
-		json_object_set_new(r, "last_error",
-				    w->last_error[0] ? json_string(w->last_error) : json_null());
-		json_object_set_new(r, "branches", branches);
-		json_array_append_new(repos, r);
-	}
-	json_object_set_new(o, "repositories", repos);
-	json_object_set_new(o, "queued", json_integer(d->builder.queued));
-	json_object_set_new(o, "running", json_integer(d->builder.active));
+	status_json(&d->status, o);
 }
 
 static int ctl_trigger(const char *repo, const char *branch, void *arg)
@@ -335,12 +201,7 @@ static void ctl_changed(void *arg)
 static int ctl_health(json_t *o, void *arg)
 {
 	struct daemon *d = arg;
-	bool ok = d->builder.last_error[0] == '\0';
-
-	json_object_set_new(o, "status", json_string(ok ? "ok" : "degraded"));
-	if (!ok)
-		json_object_set_new(o, "reason", json_string(d->builder.last_error));
-	return ok ? 0 : -EIO;
+	return status_health_json(&d->status, o);
 }
 
 static char *ctl_log_path(int64_t id, void *arg)
@@ -405,7 +266,6 @@ static void http_closed(void *arg)
 	struct daemon *d = arg;
 
 	d->http = NULL;
-	webhook_done(&d->webhook);
 	maybe_exit(d);
 }
 
@@ -563,17 +423,14 @@ static void usage(FILE *f)
 		CONFIG_DEFAULT_PATH);
 }
 
-static int run(struct daemon *d)
+/* The store (requeueing what the last run left running) and the mirrors. */
+static int open_store(struct daemon *d)
 {
 	struct kiln_err err = {0};
-	uint64_t wd;
-	int r;
 
-	repo_global_init();
-	r = store_open(d->cfg.state_dir, &d->store, &err);
-	if (r < 0) {
+	if (store_open(d->cfg.state_dir, &d->store, &err) < 0) {
 		log_error("%s", err.msg);
-		return 1;
+		return -EIO;
 	}
 	if (store_requeued(d->store))
 		log_notice("%u build%s left running by the last run went back to the queue",
@@ -581,33 +438,50 @@ static int run(struct daemon *d)
 	d->mirrors_dir = xasprintf("%s/mirrors", d->cfg.state_dir);
 	if (mkdir(d->mirrors_dir, 0750) < 0 && errno != EEXIST) {
 		log_error("cannot create '%s': %s", d->mirrors_dir, strerror(errno));
-		return 1;
+		return -errno;
 	}
-	d->loop = uv_default_loop();
-	d->started = (int64_t)time(NULL);
-	{
-		char *logs = xasprintf("%s/logs", d->cfg.state_dir);
-		struct docker *engine = NULL;
-		struct docker_opts dopts = {.host = d->cfg.docker_host,
-					    .cert_path = d->cfg.docker_cert_path,
-					    .tls_verify = d->cfg.docker_tls_verify};
-		if (!d->cfg.dry_run && docker_new(d->loop, &dopts, &engine, &err) < 0) {
-			log_error("%s: %s", d->cfg.path, err.msg);
-			free(logs);
-			return 1;
-		}
-		builder_init(&d->builder, d->loop, d->store, &d->cfg, engine, d->mirrors_dir, logs,
-			     on_builder_changed, d);
+	return 0;
+}
+
+/* The builder, on a Docker engine client unless builds.dry_run. */
+static int start_builder(struct daemon *d)
+{
+	struct kiln_err err = {0};
+	char *logs = xasprintf("%s/logs", d->cfg.state_dir);
+	struct docker *engine = NULL;
+	struct docker_opts dopts = {.host = d->cfg.docker_host,
+				    .cert_path = d->cfg.docker_cert_path,
+				    .tls_verify = d->cfg.docker_tls_verify};
+
+	if (!d->cfg.dry_run && docker_new(d->loop, &dopts, &engine, &err) < 0) {
+		log_error("%s: %s", d->cfg.path, err.msg);
 		free(logs);
-		if (engine)
-			log_info("building on docker engine %s", docker_host(engine));
-		else
-			log_info("builds.dry_run: builds are logged, not built");
+		return -EINVAL;
 	}
-	for (size_t i = 0; i < d->cfg.nrepos; i++) {
-		if (add_watch(d, &d->cfg.repos[i]) < 0)
-			return 1;
-	}
+	builder_init(&d->builder, d->loop, d->store, &d->cfg, engine, d->mirrors_dir, logs,
+		     on_builder_changed, d);
+	free(logs);
+	if (engine)
+		log_info("building on docker engine %s", docker_host(engine));
+	else
+		log_info("builds.dry_run: builds are logged, not built");
+	return 0;
+}
+
+/* What kilnd reports: status answers and the metric families, in the order
+ * /metrics lists them (the daemon's, then the webhook's). */
+static void start_reporting(struct daemon *d)
+{
+	d->metrics = metrics_new();
+	status_init(&d->status, &d->builder, &d->cfg, &d->watches, &d->nwatches, &d->stopping);
+	status_register_metrics(&d->status, d->metrics);
+	webhook_init(&d->webhook, d->loop, d->store, &d->cfg, d->metrics, &hook_ops, d);
+}
+
+static void start_signals(struct daemon *d)
+{
+	uint64_t wd;
+
 	uv_signal_init(d->loop, &d->sig_hup);
 	uv_signal_init(d->loop, &d->sig_term);
 	uv_signal_init(d->loop, &d->sig_int);
@@ -623,21 +497,24 @@ static int run(struct daemon *d)
 		uv_timer_start(&d->watchdog, watchdog_cb, wd / 2000, wd / 2000);
 		log_debug("watchdog ping every %" PRIu64 "ms", wd / 2000);
 	}
+}
+
+static int run(struct daemon *d)
+{
+	repo_global_init();
+	d->loop = uv_default_loop();
+	if (open_store(d) < 0 || start_builder(d) < 0)
+		return 1;
+	start_reporting(d);
+	for (size_t i = 0; i < d->cfg.nrepos; i++) {
+		if (add_watch(d, &d->cfg.repos[i]) < 0)
+			return 1;
+	}
+	start_signals(d);
 	if (start_http(d) < 0 || start_control(d) < 0)
 		return 1;
-	{
-		/* deliveries answered before a crash but not yet followed by a poll */
-		struct strv pending = {0};
-		store_pending_deliveries(d->store, &pending, NULL);
-		for (size_t i = 0; i < pending.n; i++) {
-			if (hook_trigger(pending.v[i], d) == 0)
-				log_notice("repository '%s' has webhook deliveries from before the "
-					   "restart: polling now",
-					   pending.v[i]);
-		}
-		strv_done(&pending);
-	}
-	builder_kick(&d->builder); /* builds left queued by the last run */
+	webhook_replay(&d->webhook); /* deliveries answered before a crash, not yet polled */
+	builder_kick(&d->builder);   /* builds left queued by the last run */
 	notify_ready();
 	update_status(d);
 	log_info("kilnd %s ready: %zu repositories, state in '%s'", KILN_VERSION, d->nwatches,
@@ -651,6 +528,8 @@ static int run(struct daemon *d)
 	}
 	d->store = store_close(d->store);
 	builder_done(&d->builder);
+	webhook_done(&d->webhook);
+	d->metrics = metrics_free(d->metrics);
 	uv_run(d->loop, UV_RUN_NOWAIT); /* the engine client's handles close */
 	log_info("stopped");
 	return d->exit_code;

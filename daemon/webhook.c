@@ -1,7 +1,10 @@
-/* webhook.c: push notifications in, poll triggers out. Signatures are checked
- * over the raw body before anything is parsed; the delivery id is recorded
- * durably (on a worker) before the answer, so a crash right after a 202 still
- * ends in a poll at the next start. Owns nothing long-lived. */
+/* webhook.c (trigger): push notifications in, poll triggers out. Signatures
+ * are checked over the raw body before anything is parsed; the delivery id is
+ * recorded durably (on a worker) before the answer, so a crash right after a
+ * 202 still ends in a poll at the next start. Owns the delivery bookkeeping:
+ * the ids seen, the repositories awaiting the poll a delivery asked for, and
+ * marking their deliveries handled after it. Also routes GET /healthz and
+ * GET /metrics, whose text metrics.c writes. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,14 +35,21 @@ const char *webhook_result_str(enum webhook_result r)
 }
 
 void webhook_init(struct webhook *wh, uv_loop_t *loop, struct store *store,
-		  const struct config *cfg, const struct webhook_ops *ops, void *arg)
+		  const struct config *cfg, struct metrics *metrics, const struct webhook_ops *ops,
+		  void *arg)
 {
 	memset(wh, 0, sizeof(*wh));
 	wh->loop = loop;
 	wh->store = store;
 	wh->cfg = cfg;
+	wh->metrics = metrics;
 	wh->ops = *ops;
 	wh->arg = arg;
+	for (int i = 0; i < HOOK_NRESULTS; i++)
+		wh->results[i] =
+		    metrics_series(metrics, "kiln_webhook_deliveries_total", METRICS_COUNTER,
+				   "Webhook requests by result.", "result",
+				   webhook_result_str((enum webhook_result)i));
 }
 
 void webhook_done(struct webhook *wh)
@@ -48,6 +58,7 @@ void webhook_done(struct webhook *wh)
 		strmap_done(&wh->seen[g].map);
 		strv_done(&wh->seen[g].keys);
 	}
+	strv_done(&wh->awaiting);
 }
 
 /* "repository\nid": neither part can hold a newline (names are checked,
@@ -86,7 +97,7 @@ static void answer(struct webhook *wh, struct http_request *req, enum webhook_re
 	int n = snprintf(body, sizeof(body), "{\"result\":\"%s\",\"message\":\"%s\"}\n",
 			 webhook_result_str(res), msg);
 
-	wh->results[res]++;
+	metrics_inc(wh->results[res]);
 	http_respond(req, status, "application/json", body, (size_t)n);
 }
 
@@ -121,6 +132,8 @@ static char *form_payload(const char *body, size_t len, size_t *ret_len)
 	return NULL;
 }
 
+static int trigger(struct webhook *wh, const char *repo);
+
 static void record_work(uv_work_t *r)
 {
 	struct hook_job *j = container_of(r, struct hook_job, req);
@@ -142,7 +155,7 @@ static void record_after(uv_work_t *r, int status)
 		log_debug("webhook '%s': delivery %s seen before, not triggered again", j->repo,
 			  j->id);
 		answer(wh, j->http, HOOK_DUPLICATE, 200, "already received");
-	} else if (wh->ops.trigger(j->repo, wh->arg) < 0) {
+	} else if (trigger(wh, j->repo) < 0) {
 		answer(wh, j->http, HOOK_REJECTED, 404, "repository no longer watched");
 	} else {
 		log_info("webhook '%s': push to '%s', polling now", j->repo, j->branch);
@@ -216,58 +229,76 @@ static const char *delivery_of(const char *provider, const struct http_request *
 	return http_header(req, "x-delivery");
 }
 
-static void handle_hook(struct webhook *wh, struct http_request *req, const char *name)
+/* What every request to /hooks/<name> passes before its payload is read: a
+ * repository with a webhook, POST, an authentic signature (over the raw
+ * bytes, before any parsing) and a push event. NULL when it did not pass,
+ * and then it is answered. */
+static const struct config_repo *hook_screen(struct webhook *wh, struct http_request *req,
+					     const char *name)
 {
 	const struct config_repo *repo = config_repo(wh->cfg, name);
-	const char *event, *ctype, *ref, *after, *id;
-	json_t *doc = NULL;
-	json_error_t jerr;
-	char *form = NULL;
-	const char *json = req->body;
-	size_t json_len = req->body_len;
-	struct hook_job *j;
-	char idbuf[64];
+	const char *event;
 
 	if (repo == NULL || repo->webhook_provider == NULL) {
 		answer(wh, req, HOOK_REJECTED, 404, "no such repository or no webhook configured");
-		return;
+		return NULL;
 	}
 	if (strcmp(req->method, "POST") != 0) {
 		answer(wh, req, HOOK_REJECTED, 405, "use POST");
-		return;
+		return NULL;
 	}
-	/* authenticity first, over the raw bytes, before any parsing */
 	if (!authentic(repo, req)) {
 		log_warning("webhook '%s': bad or missing signature, ignored", name);
 		answer(wh, req, HOOK_UNAUTHORIZED, 401, "bad or missing signature");
-		return;
+		return NULL;
 	}
 	event = event_of(repo->webhook_provider, req);
 	if (event && (strcmp(event, "ping") == 0 || strcmp(event, "System Hook") == 0)) {
 		answer(wh, req, HOOK_IGNORED, 200, "pong");
-		return;
+		return NULL;
 	}
 	if (event == NULL || (strcmp(event, "push") != 0 && strcmp(event, "Push Hook") != 0)) {
 		log_debug("webhook '%s': event '%s' ignored", name, event ? event : "(none)");
 		answer(wh, req, HOOK_IGNORED, 202, "event ignored");
-		return;
+		return NULL;
 	}
-	id = delivery_of(repo->webhook_provider, req);
-	if (id && id[0] && strlen(id) <= 200) {
-		char *key = seen_key(name, id);
-		bool known = seen_has(wh, key);
-		free(key);
-		if (known) { /* a redelivery we recorded: answered from memory */
-			answer(wh, req, HOOK_DUPLICATE, 200, "already received");
-			return;
-		}
-	}
-	ctype = http_header(req, "content-type");
+	return repo;
+}
+
+/* A redelivery of an id recorded since the start: answered from memory. */
+static bool hook_seen(struct webhook *wh, struct http_request *req, const char *name,
+		      const char *id)
+{
+	char *key;
+	bool known;
+
+	if (id == NULL || id[0] == '\0' || strlen(id) > 200)
+		return false;
+	key = seen_key(name, id);
+	known = seen_has(wh, key);
+	free(key);
+	if (known)
+		answer(wh, req, HOOK_DUPLICATE, 200, "already received");
+	return known;
+}
+
+/* The followed branch the payload pushed to (JSON, or GitHub's form with
+ * payload=<json>), as a new string; NULL when answered: not JSON, another
+ * branch, a tag, a deletion. */
+static char *hook_branch(struct webhook *wh, struct http_request *req,
+			 const struct config_repo *repo)
+{
+	const char *ctype = http_header(req, "content-type"), *json = req->body, *ref, *after;
+	size_t json_len = req->body_len;
+	char *form = NULL, *branch = NULL;
+	json_error_t jerr;
+	json_t *doc;
+
 	if (ctype && strncmp(ctype, "application/x-www-form-urlencoded", 33) == 0) {
 		if (strcmp(repo->webhook_provider, "github") != 0 ||
 		    (form = form_payload(req->body, req->body_len, &json_len)) == NULL) {
 			answer(wh, req, HOOK_REJECTED, 415, "send application/json");
-			return;
+			return NULL;
 		}
 		json = form;
 	}
@@ -276,18 +307,31 @@ static void handle_hook(struct webhook *wh, struct http_request *req, const char
 	ref = json_string_value(json_object_get(doc, "ref"));
 	after = json_string_value(json_object_get(doc, "after"));
 	if (doc == NULL || !json_is_object(doc) || ref == NULL) {
-		json_decref(doc);
 		answer(wh, req, HOOK_REJECTED, 400, "malformed JSON: no ref");
-		return;
-	}
-	if (strncmp(ref, "refs/heads/", 11) != 0 || !follows(repo, ref + 11) ||
-	    (after && strcmp(after, ZERO_SHA) == 0)) {
-		log_debug("webhook '%s': %s ignored (not a followed branch, or deleted)", name,
-			  ref);
-		json_decref(doc);
+	} else if (strncmp(ref, "refs/heads/", 11) != 0 || !follows(repo, ref + 11) ||
+		   (after && strcmp(after, ZERO_SHA) == 0)) {
+		log_debug("webhook '%s': %s ignored (not a followed branch, or deleted)",
+			  repo->name, ref);
 		answer(wh, req, HOOK_IGNORED, 202, "not a followed branch");
-		return;
+	} else {
+		branch = xstrdup(ref + 11);
 	}
+	json_decref(doc);
+	return branch;
+}
+
+static void handle_hook(struct webhook *wh, struct http_request *req, const char *name)
+{
+	const struct config_repo *repo = hook_screen(wh, req, name);
+	const char *id;
+	struct hook_job *j;
+	char idbuf[64], *branch;
+
+	if (repo == NULL)
+		return;
+	id = delivery_of(repo->webhook_provider, req);
+	if (hook_seen(wh, req, name, id) || (branch = hook_branch(wh, req, repo)) == NULL)
+		return;
 	if (id == NULL || id[0] == '\0' || strlen(id) > 200) {
 		/* no id to deduplicate by: still recorded, so a crash leads to a poll */
 		snprintf(idbuf, sizeof(idbuf), "kiln-%llu-%llu",
@@ -299,19 +343,95 @@ static void handle_hook(struct webhook *wh, struct http_request *req, const char
 	j->http = req;
 	j->repo = xstrdup(name);
 	j->id = xstrdup(id);
-	j->branch = xstrdup(ref + 11);
-	json_decref(doc);
+	j->branch = branch;
 	uv_queue_work(wh->loop, &j->req, record_work, record_after);
 }
 
-static void append_metrics(struct webhook *wh, struct buf *b)
+/* ---- deliveries followed by a poll ---- */
+
+static bool awaiting_has(const struct webhook *wh, const char *repo, size_t *ret_i)
 {
-	buf_puts(b, "# HELP kiln_webhook_deliveries_total Webhook requests by result.\n"
-		    "# TYPE kiln_webhook_deliveries_total counter\n");
-	for (int i = 0; i < HOOK_NRESULTS; i++)
-		buf_printf(b, "kiln_webhook_deliveries_total{result=\"%s\"} %llu\n",
-			   webhook_result_str((enum webhook_result)i),
-			   (unsigned long long)wh->results[i]);
+	for (size_t i = 0; i < wh->awaiting.n; i++) {
+		if (strcmp(wh->awaiting.v[i], repo) == 0) {
+			if (ret_i)
+				*ret_i = i;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Polls repo for a delivery; it is then awaited until webhook_polled. */
+static int trigger(struct webhook *wh, const char *repo)
+{
+	int r = wh->ops.trigger(repo, wh->arg);
+
+	if (r == 0 && !awaiting_has(wh, repo, NULL))
+		strv_push(&wh->awaiting, xstrdup(repo));
+	return r;
+}
+
+struct mark_job {
+	uv_work_t req;
+	struct store *store;
+	char *repo;
+	int64_t until;
+	int r;
+	struct kiln_err err;
+};
+
+static void mark_work(uv_work_t *r)
+{
+	struct mark_job *j = container_of(r, struct mark_job, req);
+	j->r = store_deliveries_handled(j->store, j->repo, j->until, &j->err);
+}
+
+static void mark_after(uv_work_t *r, int status)
+{
+	struct mark_job *j = container_of(r, struct mark_job, req);
+
+	if (status < 0 || j->r < 0)
+		log_warning("webhook deliveries of '%s' not marked handled: %s; they cause one "
+			    "more poll at the next start",
+			    j->repo, status < 0 ? "cancelled" : j->err.msg);
+	free(j->repo);
+	free(j);
+}
+
+void webhook_polled(struct webhook *wh, const char *repo, int64_t poll_started_ms)
+{
+	struct mark_job *j;
+	size_t i;
+
+	if (!awaiting_has(wh, repo, &i))
+		return;
+	free(wh->awaiting.v[i]);
+	wh->awaiting.v[i] = wh->awaiting.v[--wh->awaiting.n];
+	j = xcalloc(1, sizeof(*j));
+	j->store = wh->store;
+	j->repo = xstrdup(repo);
+	/* a delivery recorded in the very millisecond the poll began stays
+	 * pending: at worst one more poll after a restart */
+	j->until = poll_started_ms - 1;
+	uv_queue_work(wh->loop, &j->req, mark_work, mark_after);
+}
+
+void webhook_replay(struct webhook *wh)
+{
+	struct strv pending = {0};
+	struct kiln_err err = {0};
+
+	if (store_pending_deliveries(wh->store, &pending, &err) < 0)
+		log_warning("webhook deliveries from before the restart cannot be read: %s; those "
+			    "repositories are polled on their usual schedule",
+			    err.msg);
+	for (size_t i = 0; i < pending.n; i++) {
+		if (trigger(wh, pending.v[i]) == 0)
+			log_notice("repository '%s' has webhook deliveries from before the "
+				   "restart: polling now",
+				   pending.v[i]);
+	}
+	strv_done(&pending);
 }
 
 void webhook_handle(struct http_request *req, void *arg)
@@ -327,9 +447,8 @@ void webhook_handle(struct http_request *req, void *arg)
 		int status = wh->ops.health(&b, wh->arg);
 		http_respond(req, status, "application/json", b.p, b.len);
 	} else if (strcmp(req->path, "/metrics") == 0 && strcmp(req->method, "GET") == 0) {
-		wh->ops.metrics(&b, wh->arg);
-		append_metrics(wh, &b);
-		http_respond(req, 200, "text/plain; version=0.0.4", b.p, b.len);
+		metrics_write(wh->metrics, &b);
+		http_respond(req, 200, METRICS_CONTENT_TYPE, b.p, b.len);
 	} else if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/metrics") == 0) {
 		http_respond(req, 405, NULL, "use GET\n", 8);
 	} else {

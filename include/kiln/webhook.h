@@ -1,7 +1,10 @@
-/* webhook.h: kilnd's HTTP endpoints: POST /hooks/<repository> (GitHub,
- * GitLab, Gitea/Forgejo and generic HMAC pushes), GET /healthz and
+/* webhook.h (trigger): kilnd's HTTP endpoints: POST /hooks/<repository>
+ * (GitHub, GitLab, Gitea/Forgejo and generic HMAC pushes), GET /healthz and
  * GET /metrics. A push only triggers a poll of the repository: the payload's
- * commits are hints, never trusted for what to build. */
+ * commits are hints, never trusted for what to build. The delivery
+ * bookkeeping is here too: a delivery is recorded before its answer and
+ * marked handled once the poll it asked for is done; deliveries left
+ * unhandled by a crash are replayed (as polls) at the next start. */
 #ifndef KILN_WEBHOOK_H
 #define KILN_WEBHOOK_H
 
@@ -11,6 +14,7 @@
 #include "kiln/config.h"
 #include "kiln/http_server.h"
 #include "kiln/map.h"
+#include "kiln/metrics.h"
 #include "kiln/store.h"
 
 enum webhook_result {
@@ -28,8 +32,6 @@ struct webhook_ops {
 	int (*trigger)(const char *repo, void *arg);
 	/* 200 or 503 and a JSON body */
 	int (*health)(struct buf *json, void *arg);
-	/* Prometheus text, without the webhook counters */
-	void (*metrics)(struct buf *text, void *arg);
 };
 
 /* Delivery ids known to be recorded, so a redelivery is answered without a
@@ -46,16 +48,30 @@ struct webhook {
 	uv_loop_t *loop;
 	struct store *store;	  /* borrowed */
 	const struct config *cfg; /* borrowed; kilnd swaps it on reload */
+	struct metrics *metrics;  /* borrowed; GET /metrics writes all of it */
 	struct webhook_ops ops;
 	void *arg;
-	uint64_t results[HOOK_NRESULTS];
+	struct metrics_series *results[HOOK_NRESULTS]; /* kiln_webhook_deliveries_total */
 	uint64_t seq;
 	struct webhook_seen seen[2]; /* [0] current, [1] previous */
+	/* repositories whose poll a delivery asked for and that has not
+	 * finished yet (names, owned) */
+	struct strv awaiting;
 };
 
+/* Registers kiln_webhook_deliveries_total in metrics (all results at 0). */
 void webhook_init(struct webhook *wh, uv_loop_t *loop, struct store *store,
-		  const struct config *cfg, const struct webhook_ops *ops, void *arg);
+		  const struct config *cfg, struct metrics *metrics, const struct webhook_ops *ops,
+		  void *arg);
 void webhook_done(struct webhook *wh);
+/* At start: polls every repository with deliveries received before a crash
+ * and not yet followed by a poll. Logs what it does; a store error is logged
+ * once (those repositories are then polled on their usual schedule). */
+void webhook_replay(struct webhook *wh);
+/* A poll of repo that began at poll_started_ms (unix ms) succeeded: when a
+ * delivery asked for it, that repository's deliveries up to then are marked
+ * handled (on a worker), so they are not replayed. */
+void webhook_polled(struct webhook *wh, const char *repo, int64_t poll_started_ms);
 /* The http_handler_cb for kilnd's server (arg: struct webhook *). */
 void webhook_handle(struct http_request *req, void *arg);
 const char *webhook_result_str(enum webhook_result r);

@@ -87,6 +87,22 @@ t_providers_and_errors() {
 	contains "$metrics" 'kiln_webhook_deliveries_total{result="duplicate"} 1'
 	contains "$metrics" 'kiln_webhook_deliveries_total{result="unauthorized"} 5'
 	contains "$metrics" 'kiln_last_successful_poll_timestamp_seconds{repository="github"}'
+	# every family the README lists, each with its HELP and TYPE once
+	for f in kiln_process_start_time_seconds:gauge kiln_queue_depth:gauge \
+		kiln_running_builds:gauge kiln_builds_total:counter \
+		kiln_build_duration_seconds:histogram kiln_fetches_total:counter \
+		kiln_fetch_errors_total:counter kiln_last_successful_poll_timestamp_seconds:gauge \
+		kiln_webhook_deliveries_total:counter; do
+		[ "$(grep -c "^# TYPE ${f%%:*} ${f#*:}\$" <<<"$metrics")" = 1 ] &&
+			[ "$(grep -c "^# HELP ${f%%:*} " <<<"$metrics")" = 1 ] || fail "/metrics: family $f"
+	done
+	[ "$(grep -c '^# TYPE' <<<"$metrics")" = 9 ] || fail "/metrics has families the README does not list"
+	contains "$metrics" 'kiln_build_duration_seconds_bucket{le="+Inf"}'
+	# the polls the deliveries asked for are done: none is left to replay
+	unhandled() { python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM deliveries WHERE handled = 0").fetchone()[0])' state/kilnd.db; }
+	all_handled() { [ "$(unhandled)" = 0 ]; }
+	wait_for 5 all_handled || fail "deliveries not marked handled after their polls: $(unhandled)"
+	grep -q "http connection [0-9]* closed: " kilnd.log || fail "no connection close reason logged at debug"
 	[ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/healthz")" = 405 ] ||
 		fail "POST /healthz is not 405"
 	[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/nothing")" = 404 ] ||
