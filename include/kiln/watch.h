@@ -67,7 +67,6 @@ struct watch {
 	/* Counters and times (unix seconds), for metrics. */
 	uint64_t polls, fetches, plans, errors;
 	int64_t poll_started_ms, last_success;
-	bool deliveries_pending; /* a webhook asked for this poll: mark it done after */
 };
 
 /* Creates the machine for repo (mirror under mirrors_dir) and opens or
