@@ -746,8 +746,9 @@ static int read_manifest(const char *repo_path, const char *commit, const char *
 		goto out;
 	}
 	if (repo_entry(tree, file, &te) < 0 || git_tree_entry_type(te) != GIT_OBJECT_BLOB) {
-		r = kiln_err_set(err, -ENOENT, "%s: no such manifest at %.12s", file,
-				 git_oid_tostr_s(git_commit_id(c)));
+		/* the words `kiln rebuild` has always answered with */
+		r = kiln_err_set(err, -ENOENT, "no image folder '%s' at %.12s (no %s)",
+				 path_display(path), git_oid_tostr_s(git_commit_id(c)), file);
 		goto out;
 	}
 	if ((r = repo_blob(repo, git_tree_entry_id(te), MANIFEST_SIZE_MAX, &blob, err)) < 0)

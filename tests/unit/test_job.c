@@ -85,6 +85,7 @@ static void prepare_manifest_only(void **state)
 	job_spec_done(&s);
 	assert_int_equal(job_prepare(dir, "HEAD", "nope", "manifest.yaml", NULL, &s, &err),
 			 -ENOENT);
+	assert_non_null(strstr(err.msg, "no image folder 'nope' at "));
 	assert_int_equal(job_prepare(dir, "no-such-rev", "app", "manifest.yaml", NULL, &s, &err),
 			 -ENOENT);
 }
