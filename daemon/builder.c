@@ -13,11 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "kiln/auth.h"
 #include "kiln/buf.h"
 #include "kiln/backoff.h"
 #include "kiln/builder.h"
@@ -33,24 +33,38 @@ const double build_duration_bounds[BUILD_DURATION_BUCKETS] = {1,   5,	15,  30,  
 #define ENGINE_BACKOFF_MAX (60u * 1000)
 #define VERIFY_DELAY_MS	   1000u
 
+/* a failed read of the queue's counts leaves the retry timer unknown: look
+ * again this soon rather than leave a requeued build waiting for a trigger */
+#define QUEUE_REREAD_MS 5000u
+
 enum slot_phase { SLOT_TAKE, SLOT_PREPARE, SLOT_RUN, SLOT_VERIFY, SLOT_RECORD };
+
+/* The queue as a worker saw it after its step, for status and the retry timer. */
+struct queue_view {
+	int r; /* < 0: not read; err says why */
+	struct kiln_err err;
+	unsigned queued, running;
+	int64_t next_retry;
+};
 
 struct builder_slot {
 	struct builder *b;
-	struct builder_slot *prev, *next;
+	TAILQ_ENTRY(builder_slot) link; /* b->slots */
 	uv_work_t req;
 	enum slot_phase phase;
 	bool dry_run;
-	int r;
+	int r; /* the last worker step's result */
+	/* the one error: a step's failure, then the build's (what record stores) */
 	struct kiln_err err;
 	struct store_build build;
 	struct timespec t0;
-	/* prepare's inputs, copied on the loop (the config may be reloaded) */
+	/* prepare's inputs, copied on the loop (the config may be reloaded);
+	 * policy's strings point at the copies */
 	char *repo_path, *manifest_name, *source_url, *logs_dir;
-	bool overwrite;
 	unsigned keep_logs;
 	struct config_registry *regs;
 	size_t nregs;
+	struct job_policy policy;
 	/* prepare's output */
 	struct job_spec spec;
 	struct job *job;
@@ -62,11 +76,9 @@ struct builder_slot {
 	enum build_state final;
 	bool requeue, count_attempt;
 	uint64_t delay_ms;
-	char error[1024];
 	char image_id[80], digest[80];
 	/* record's output */
-	unsigned queued, running;
-	int64_t next_retry;
+	struct queue_view view;
 };
 
 static void take_after(uv_work_t *req, int status);
@@ -158,16 +170,27 @@ static void rotate_logs(const char *dir, unsigned keep, int64_t current)
 
 /* ---- slots ---- */
 
+static const char *slot_phase_str(enum slot_phase p)
+{
+	static const char *const names[] = {"take", "prepare", "run", "verify", "record"};
+	return (unsigned)p < ARRAY_SIZE(names) ? names[p] : "?";
+}
+
+static void slot_set_phase(struct builder_slot *s, enum slot_phase p)
+{
+	log_debug("build %" PRId64 ": slot %s -> %s", s->build.id, slot_phase_str(s->phase),
+		  slot_phase_str(p));
+	s->phase = p;
+}
+
 static struct builder_slot *slot_new(struct builder *b)
 {
 	struct builder_slot *s = xcalloc(1, sizeof(*s));
 
 	s->b = b;
 	s->dry_run = b->docker == NULL;
-	s->next = b->slots;
-	if (b->slots)
-		b->slots->prev = s;
-	b->slots = s;
+	s->phase = SLOT_TAKE;
+	TAILQ_INSERT_HEAD(&b->slots, s, link);
 	b->running++;
 	return s;
 }
@@ -176,12 +199,7 @@ static void slot_free(struct builder_slot *s)
 {
 	struct builder *b = s->b;
 
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		b->slots = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	TAILQ_REMOVE(&b->slots, s, link);
 	b->running--;
 	build_log_close(&s->log);
 	job_spec_done(&s->spec);
@@ -216,32 +234,49 @@ static void observe(struct builder *b, double seconds)
 		b->dur_buckets[k] += seconds <= build_duration_bounds[k];
 }
 
+static void notify_changed(struct builder *b)
+{
+	if (b->changed)
+		b->changed(b, b->arg);
+}
+
 /* ---- the engine's health ---- */
+
+const char *builder_engine_str(enum builder_engine e)
+{
+	static const char *const names[] = {"unknown", "ok", "down"};
+	return (unsigned)e < ARRAY_SIZE(names) ? names[e] : "?";
+}
+
+static void set_engine(struct builder *b, enum builder_engine e)
+{
+	if (b->engine == e)
+		return;
+	log_debug("builder: engine %s -> %s", builder_engine_str(b->engine), builder_engine_str(e));
+	b->engine = e;
+}
 
 static void timer_cb(uv_timer_t *t)
 {
 	builder_kick(t->data);
 }
 
-static void ping_done(struct docker_call *c, void *arg)
+static void engine_up(struct builder *b)
 {
-	struct builder *b = arg;
+	if (b->engine != BUILDER_ENGINE_OK)
+		log_info("docker engine %s is up (API %s)", docker_host(b->docker),
+			 docker_api_version(b->docker) ? docker_api_version(b->docker) : "?");
+	set_engine(b, BUILDER_ENGINE_OK);
+	b->engine_failures = 0;
+	b->last_error[0] = '\0';
+	notify_changed(b);
+	builder_kick(b);
+}
+
+static void engine_down(struct builder *b, const char *why)
+{
 	uint64_t delay_ms;
 
-	b->pinging = false;
-	if (docker_call_result(c) == 0 && docker_call_status(c) == 200) {
-		if (b->engine != BUILDER_ENGINE_OK)
-			log_info("docker engine %s is up (API %s)", docker_host(b->docker),
-				 docker_api_version(b->docker) ? docker_api_version(b->docker)
-							       : "?");
-		b->engine = BUILDER_ENGINE_OK;
-		b->engine_failures = 0;
-		b->last_error[0] = '\0';
-		if (b->changed)
-			b->changed(b, b->arg);
-		builder_kick(b);
-		return;
-	}
 	b->engine_failures++;
 	delay_ms = backoff_ms(ENGINE_BACKOFF_MIN, b->engine_failures, ENGINE_BACKOFF_MAX);
 	/* said once when it goes down, then once per minute at the cap */
@@ -250,15 +285,24 @@ static void ping_done(struct docker_call *c, void *arg)
 		ENGINE_BACKOFF_MAX)
 		log_warning("docker engine %s unusable: %s; builds wait (next try in %" PRIu64
 			    " ms)",
-			    docker_host(b->docker),
-			    docker_call_error(c)[0] ? docker_call_error(c) : "no reply", delay_ms);
-	b->engine = BUILDER_ENGINE_DOWN;
+			    docker_host(b->docker), why[0] ? why : "no reply", delay_ms);
+	set_engine(b, BUILDER_ENGINE_DOWN);
 	snprintf(b->last_error, sizeof(b->last_error), "docker engine %s unusable: %.180s",
-		 docker_host(b->docker), docker_call_error(c));
-	if (b->changed)
-		b->changed(b, b->arg);
+		 docker_host(b->docker), why);
+	notify_changed(b);
 	if (!b->draining)
 		uv_timer_start(&b->timer, timer_cb, delay_ms, 0);
+}
+
+static void ping_done(struct docker_call *c, void *arg)
+{
+	struct builder *b = arg;
+
+	b->pinging = false;
+	if (docker_call_result(c) == 0 && docker_call_status(c) == 200)
+		engine_up(b);
+	else
+		engine_down(b, docker_call_error(c));
 }
 
 static void ping(struct builder *b)
@@ -269,6 +313,51 @@ static void ping(struct builder *b)
 		return;
 	b->pinging = true;
 	docker_call_start(b->docker, &rq, ping_done, b);
+}
+
+/* ---- the queue ---- */
+
+/* On a worker, after a take or a record. */
+static void read_queue(struct store *st, struct queue_view *v)
+{
+	v->r = store_counts(st, &v->queued, &v->running, &v->err);
+	if (v->r == 0)
+		v->r = store_next_retry(st, &v->next_retry, &v->err);
+}
+
+static void arm_retry(struct builder *b, int64_t at_ms)
+{
+	struct timespec now;
+	int64_t now_ms, wait;
+
+	if (at_ms <= 0 || b->draining)
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	wait = at_ms - now_ms;
+	if (wait < 0)
+		wait = 0;
+	if (uv_is_active((uv_handle_t *)&b->timer) &&
+	    uv_timer_get_due_in(&b->timer) <= (uint64_t)wait)
+		return;
+	uv_timer_start(&b->timer, timer_cb, (uint64_t)wait + 10, 0);
+}
+
+/* On the loop: the counts for status, and the timer for the next retry. */
+static void apply_queue(struct builder *b, const struct queue_view *v)
+{
+	struct timespec now;
+
+	if (v->r < 0) {
+		log_warning("builder: reading the queue: %s; looking again in %u ms", v->err.msg,
+			    QUEUE_REREAD_MS);
+		clock_gettime(CLOCK_REALTIME, &now);
+		arm_retry(b, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 + QUEUE_REREAD_MS);
+		return;
+	}
+	b->queued = v->queued;
+	b->active = v->running;
+	arm_retry(b, v->next_retry);
 }
 
 /* ---- take ---- */
@@ -296,58 +385,60 @@ static void take_work(uv_work_t *req)
 	s->r = store_take_next(s->b->store, &s->build, &s->err);
 	if (s->r == 0 && s->dry_run)
 		dry_run(s);
-	if (s->r == 0 || s->r == -ENOENT) {
-		store_counts(s->b->store, &s->queued, &s->running, NULL);
-		s->next_retry = store_next_retry(s->b->store);
-	}
+	if (s->r == 0 || s->r == -ENOENT)
+		read_queue(s->b->store, &s->view);
 }
 
-static void arm_retry(struct builder *b, int64_t at_ms)
+static void start_prepare(struct builder_slot *s);
+
+static void take_after(uv_work_t *req, int status)
 {
-	struct timespec now;
-	int64_t now_ms, wait;
+	struct builder_slot *s = container_of(req, struct builder_slot, req);
+	struct builder *b = s->b;
 
-	if (at_ms <= 0 || b->draining)
+	(void)status;
+	if (s->r == 0 || s->r == -ENOENT)
+		apply_queue(b, &s->view);
+	if (s->r == -ENOENT) {
+		b->idle = true;
+		slot_free(s);
+	} else if (s->r < 0) {
+		snprintf(b->last_error, sizeof(b->last_error), "%.250s", s->err.msg);
+		log_error("builder: %s", s->err.msg);
+		b->idle = true; /* retried on the next kick */
+		slot_free(s);
+	} else if (s->dry_run) {
+		b->done++;
+		observe(b, since(&s->t0));
+		log_info("build %" PRId64 ": dry run, would build %s from '%s' %s at %.12s (%s)",
+			 s->build.id, s->build.image, s->build.repo, s->build.branch,
+			 s->build.commit, path_display(s->build.path));
+		slot_free(s);
+		b->idle = false; /* a finished build may have unblocked its dependents */
+	} else {
+		start_prepare(s);
 		return;
-	clock_gettime(CLOCK_REALTIME, &now);
-	now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-	wait = at_ms - now_ms;
-	if (wait < 0)
-		wait = 0;
-	if (uv_is_active((uv_handle_t *)&b->timer) &&
-	    uv_timer_get_due_in(&b->timer) <= (uint64_t)wait)
-		return;
-	uv_timer_start(&b->timer, timer_cb, (uint64_t)wait + 10, 0);
+	}
+	notify_changed(b);
+	if (!b->idle)
+		builder_kick(b);
 }
+
+/* ---- prepare ---- */
 
 static void prepare_work(uv_work_t *req)
 {
 	struct builder_slot *s = container_of(req, struct builder_slot, req);
-	char *host;
-	int r;
 
 	/* room for the log this build is about to write */
 	rotate_logs(s->logs_dir, s->keep_logs - 1, s->build.id);
-	s->r = job_prepare(s->repo_path, s->build.commit, s->build.path, s->manifest_name, &s->spec,
-			   &s->err);
-	if (s->r < 0)
-		return;
-	s->spec.id = s->build.id;
-	s->spec.push = true;
-	s->spec.source_url = s->source_url ? xstrdup(s->source_url) : NULL;
-	/* a dependency rebuild re-pushes its tags: the new base is its purpose */
-	s->spec.check_tag = !s->overwrite && strcmp(s->build.change, "dependency") != 0;
-	host = auth_registry_host(s->spec.m.registry);
-	s->spec.registry_auth = auth_header(s->regs, s->nregs, host);
-	s->spec.registry_config = auth_config_header(s->regs, s->nregs);
-	free(host);
-	{
-		char *ref = manifest_ref(&s->spec.m, s->spec.m.version);
-		r = store_pushed_from(s->b->store, ref, s->spec.commit, NULL);
-		s->spec.pushed_before = r == 1;
-		free(ref);
-	}
+	s->r = job_prepare(s->repo_path, s->build.commit, s->build.path, s->manifest_name,
+			   &s->policy, &s->spec, &s->err);
 }
+
+static void record(struct builder_slot *s);
+static void conclude(struct builder_slot *s, bool engine_gone);
+static void job_done(struct job *j, void *arg);
 
 static void job_log(struct job *j, const char *line, size_t len, void *arg)
 {
@@ -357,53 +448,91 @@ static void job_log(struct job *j, const char *line, size_t len, void *arg)
 	build_log_line(&s->log, line, len);
 }
 
-/* Decides what a failed or finished job means for its build, then records
- * it. engine_gone: the engine stopped answering right after the failure. */
-static void conclude(struct builder_slot *s, bool engine_gone)
+static void open_log(struct builder_slot *s)
 {
 	struct builder *b = s->b;
-	unsigned max_attempts = b->cfg->retries + 1;
-	bool transient = s->res_transient || engine_gone;
-	char *line;
+	char *path = builder_log_path(b, s->build.id), *line;
 
-	if (s->res_code == 0) {
-		s->final = BUILD_SUCCEEDED;
-		build_log_line(&s->log, "kiln: build succeeded", 21);
-		goto out;
+	if (build_log_open(&s->log, path, b->cfg->log_max_bytes, &s->err) < 0) {
+		log_warning("build %" PRId64 ": %s; building without a log", s->build.id,
+			    s->err.msg);
+		s->err = (struct kiln_err){0}; /* handled: the build goes on */
 	}
-	if (s->res_code == -ECANCELED || s->cancel_requested) {
-		s->final = BUILD_CANCELLED;
-		snprintf(s->error, sizeof(s->error), "cancelled");
-		build_log_line(&s->log, "kiln: build cancelled", 21);
-		goto out;
-	}
-	if (s->res_code == -ECONNREFUSED) {
-		/* the engine is gone: wait for it, whatever the attempt count */
-		b->engine = BUILDER_ENGINE_UNKNOWN;
-		docker_renegotiate(b->docker);
-		s->requeue = true;
-		s->count_attempt = false;
-		s->delay_ms = ENGINE_BACKOFF_MIN;
-	} else if (transient && (unsigned)s->build.attempts < max_attempts) {
-		if (engine_gone || s->res_code == -ECONNRESET || s->res_code == -EIO)
-			b->engine = BUILDER_ENGINE_UNKNOWN;
-		docker_renegotiate(b->docker);
-		s->requeue = true;
-		s->count_attempt = true;
-		s->delay_ms = backoff_ms(b->cfg->retry_delay_ms, (unsigned)s->build.attempts,
-					 BACKOFF_RETRY_MAX_MS);
-	} else {
-		s->final = BUILD_FAILED;
-	}
-	line = s->requeue ? xasprintf("kiln: attempt %d failed: %s; retrying in %" PRIu64 " ms",
-				      s->build.attempts, s->error, s->delay_ms)
-			  : xasprintf("kiln: build failed: %s", s->error);
+	free(path);
+	line = xasprintf("kiln: build %" PRId64 " attempt %d of %s: repository '%s' branch '%s' "
+			 "commit %s (%s), engine %s",
+			 s->build.id, s->build.attempts, s->build.image, s->build.repo,
+			 s->build.branch, s->build.commit, s->build.change, docker_host(b->docker));
 	build_log_line(&s->log, line, strlen(line));
 	free(line);
-out:
-	build_log_close(&s->log);
-	record(s);
 }
+
+static void prepare_after(uv_work_t *req, int status)
+{
+	struct builder_slot *s = container_of(req, struct builder_slot, req);
+	struct builder *b = s->b;
+
+	(void)status;
+	if (s->r < 0 || s->cancel_requested) {
+		/* -EAGAIN: the store could not answer; retried like an engine hiccup */
+		s->res_code = s->r < 0 ? s->r : -ECANCELED;
+		s->res_transient = s->r == -EAGAIN;
+		conclude(s, false);
+		return;
+	}
+	open_log(s);
+	log_info("build %" PRId64 ": building %s from '%s' %s at %.12s (%s), attempt %d",
+		 s->build.id, s->build.image, s->build.repo, s->build.branch, s->build.commit,
+		 path_display(s->build.path), s->build.attempts);
+	slot_set_phase(s, SLOT_RUN);
+	s->job = job_start(b->loop, b->docker, &s->spec, job_log, job_done, s);
+}
+
+static void copy_registries(struct builder_slot *s, const struct config *cfg)
+{
+	s->nregs = cfg->nregistries;
+	s->regs = xcalloc(s->nregs + 1, sizeof(*s->regs));
+	for (size_t i = 0; i < s->nregs; i++) {
+		s->regs[i].host = xstrdup(cfg->registries[i].host);
+		s->regs[i].username = xstrdup(cfg->registries[i].username);
+		s->regs[i].password = xstrdup(cfg->registries[i].password);
+	}
+}
+
+static void start_prepare(struct builder_slot *s)
+{
+	struct builder *b = s->b;
+	const struct config_repo *rc = config_repo(b->cfg, s->build.repo);
+
+	if (!rc) {
+		s->final = BUILD_FAILED;
+		kiln_err_set(&s->err, -ENOENT, "repository '%s' is no longer configured",
+			     s->build.repo);
+		record(s);
+		return;
+	}
+	s->repo_path = xasprintf("%s/%s.git", b->mirrors_dir, rc->name);
+	s->manifest_name = xstrdup(rc->manifest);
+	s->source_url = xstrdup(rc->url);
+	s->logs_dir = xstrdup(b->logs_dir);
+	s->keep_logs = b->cfg->keep_logs;
+	copy_registries(s, b->cfg);
+	s->policy = (struct job_policy){
+	    .id = s->build.id,
+	    .push = true,
+	    .overwrite_tags = rc->overwrite_tags,
+	    .dependency = strcmp(s->build.change, "dependency") == 0,
+	    .source_url = s->source_url,
+	    .registries = s->regs,
+	    .nregistries = s->nregs,
+	    .test_timeout_ms = b->cfg->test_timeout_ms,
+	    .store = b->store,
+	};
+	slot_set_phase(s, SLOT_PREPARE);
+	uv_queue_work(b->loop, &s->req, prepare_work, prepare_after);
+}
+
+/* ---- run ---- */
 
 static void verify_timer_closed(uv_handle_t *h)
 {
@@ -414,11 +543,12 @@ static void verify_done(struct docker_call *c, void *arg)
 {
 	struct builder_slot *s = arg;
 	bool up = docker_call_result(c) == 0 && docker_call_status(c) == 200;
+	size_t n = strlen(s->err.msg);
 
+	/* the cause goes with the build's error: record logs it once */
 	if (!up)
-		log_warning("build %" PRId64 " %s: the engine stopped answering after the "
-			    "failure (%s); the build goes back to the queue",
-			    s->build.id, s->build.image, docker_call_error(c));
+		snprintf(s->err.msg + n, sizeof(s->err.msg) - n,
+			 " (the engine stopped answering after it: %s)", docker_call_error(c));
 	conclude(s, !up);
 }
 
@@ -441,7 +571,7 @@ static void verify_engine(struct builder_slot *s)
 {
 	uv_timer_t *t = xcalloc(1, sizeof(*t));
 
-	s->phase = SLOT_VERIFY;
+	slot_set_phase(s, SLOT_VERIFY);
 	uv_timer_init(s->b->loop, t);
 	t->data = s;
 	uv_timer_start(t, verify_cb, VERIFY_DELAY_MS, 0);
@@ -454,7 +584,8 @@ static void job_done(struct job *j, void *arg)
 
 	snprintf(s->image_id, sizeof(s->image_id), "%s", res->image_id);
 	snprintf(s->digest, sizeof(s->digest), "%s", res->digest);
-	snprintf(s->error, sizeof(s->error), "%s", res->error);
+	if (res->code < 0)
+		kiln_err_set(&s->err, res->code, "%s", res->error);
 	s->res_code = res->code;
 	s->res_transient = res->transient;
 	s->job = job_free(s->job);
@@ -465,104 +596,68 @@ static void job_done(struct job *j, void *arg)
 		conclude(s, false);
 }
 
-static void prepare_after(uv_work_t *req, int status)
+/* ---- conclude ---- */
+
+/* What a failed or finished build means: its final state, or a retry. */
+static void decide(struct builder_slot *s, bool engine_gone)
 {
-	struct builder_slot *s = container_of(req, struct builder_slot, req);
 	struct builder *b = s->b;
-	char *path;
+	unsigned max_attempts = b->cfg->retries + 1;
+	bool from_engine = s->phase != SLOT_PREPARE;
+
+	if (s->res_code == 0) {
+		s->final = BUILD_SUCCEEDED;
+	} else if (s->res_code == -ECANCELED || s->cancel_requested) {
+		s->final = BUILD_CANCELLED;
+		kiln_err_set(&s->err, -ECANCELED, "cancelled");
+	} else if (s->res_code == -ECONNREFUSED) {
+		/* the engine is gone: wait for it, whatever the attempt count */
+		set_engine(b, BUILDER_ENGINE_UNKNOWN);
+		docker_renegotiate(b->docker);
+		s->requeue = true;
+		s->count_attempt = false;
+		s->delay_ms = ENGINE_BACKOFF_MIN;
+	} else if ((s->res_transient || engine_gone) &&
+		   (unsigned)s->build.attempts < max_attempts) {
+		if (from_engine) {
+			if (engine_gone || s->res_code == -ECONNRESET || s->res_code == -EIO)
+				set_engine(b, BUILDER_ENGINE_UNKNOWN);
+			docker_renegotiate(b->docker);
+		}
+		s->requeue = true;
+		s->count_attempt = true;
+		s->delay_ms = backoff_ms(b->cfg->retry_delay_ms, (unsigned)s->build.attempts,
+					 BACKOFF_RETRY_MAX_MS);
+	} else {
+		s->final = BUILD_FAILED;
+	}
+}
+
+/* The outcome as the build's log file ends with it. */
+static void log_outcome(struct builder_slot *s)
+{
 	char *line;
 
-	(void)status;
-	if (s->r < 0 || s->cancel_requested) {
-		s->final = s->cancel_requested ? BUILD_CANCELLED : BUILD_FAILED;
-		snprintf(s->error, sizeof(s->error), "%s",
-			 s->cancel_requested ? "cancelled" : s->err.msg);
-		record(s);
-		return;
-	}
-	path = builder_log_path(b, s->build.id);
-	if (build_log_open(&s->log, path, b->cfg->log_max_bytes, &s->err) < 0)
-		log_warning("build %" PRId64 ": %s; building without a log", s->build.id,
-			    s->err.msg);
-	free(path);
-	line = xasprintf("kiln: build %" PRId64 " attempt %d of %s: repository '%s' branch '%s' "
-			 "commit %s (%s), engine %s",
-			 s->build.id, s->build.attempts, s->build.image, s->build.repo,
-			 s->build.branch, s->build.commit, s->build.change, docker_host(b->docker));
+	if (s->requeue)
+		line = xasprintf("kiln: attempt %d failed: %s; retrying in %" PRIu64 " ms",
+				 s->build.attempts, s->err.msg, s->delay_ms);
+	else if (s->final == BUILD_SUCCEEDED)
+		line = xstrdup("kiln: build succeeded");
+	else if (s->final == BUILD_CANCELLED)
+		line = xstrdup("kiln: build cancelled");
+	else
+		line = xasprintf("kiln: build failed: %s", s->err.msg);
 	build_log_line(&s->log, line, strlen(line));
 	free(line);
-	log_info("build %" PRId64 ": building %s from '%s' %s at %.12s (%s), attempt %d",
-		 s->build.id, s->build.image, s->build.repo, s->build.branch, s->build.commit,
-		 path_display(s->build.path), s->build.attempts);
-	s->spec.test_timeout_ms = b->cfg->test_timeout_ms;
-	s->phase = SLOT_RUN;
-	s->job = job_start(b->loop, b->docker, &s->spec, job_log, job_done, s);
+	build_log_close(&s->log);
 }
 
-static void start_prepare(struct builder_slot *s)
+/* engine_gone: the engine stopped answering right after the failure. */
+static void conclude(struct builder_slot *s, bool engine_gone)
 {
-	struct builder *b = s->b;
-	const struct config_repo *rc = config_repo(b->cfg, s->build.repo);
-
-	if (!rc) {
-		s->final = BUILD_FAILED;
-		snprintf(s->error, sizeof(s->error), "repository '%s' is no longer configured",
-			 s->build.repo);
-		record(s);
-		return;
-	}
-	s->repo_path = xasprintf("%s/%s.git", b->mirrors_dir, rc->name);
-	s->manifest_name = xstrdup(rc->manifest);
-	s->source_url = xstrdup(rc->url);
-	s->overwrite = rc->overwrite_tags;
-	s->logs_dir = xstrdup(b->logs_dir);
-	s->keep_logs = b->cfg->keep_logs;
-	s->nregs = b->cfg->nregistries;
-	s->regs = xcalloc(s->nregs + 1, sizeof(*s->regs));
-	for (size_t i = 0; i < s->nregs; i++) {
-		s->regs[i].host = xstrdup(b->cfg->registries[i].host);
-		s->regs[i].username = xstrdup(b->cfg->registries[i].username);
-		s->regs[i].password = xstrdup(b->cfg->registries[i].password);
-	}
-	s->phase = SLOT_PREPARE;
-	uv_queue_work(b->loop, &s->req, prepare_work, prepare_after);
-}
-
-static void take_after(uv_work_t *req, int status)
-{
-	struct builder_slot *s = container_of(req, struct builder_slot, req);
-	struct builder *b = s->b;
-
-	(void)status;
-	if (s->r == 0 || s->r == -ENOENT) {
-		b->queued = s->queued;
-		b->active = s->running;
-		arm_retry(b, s->next_retry);
-	}
-	if (s->r == -ENOENT) {
-		b->idle = true;
-		slot_free(s);
-	} else if (s->r < 0) {
-		snprintf(b->last_error, sizeof(b->last_error), "%.250s", s->err.msg);
-		log_error("builder: %s", s->err.msg);
-		b->idle = true; /* retried on the next kick */
-		slot_free(s);
-	} else if (s->dry_run) {
-		b->done++;
-		observe(b, since(&s->t0));
-		log_info("build %" PRId64 ": dry run, would build %s from '%s' %s at %.12s (%s)",
-			 s->build.id, s->build.image, s->build.repo, s->build.branch,
-			 s->build.commit, path_display(s->build.path));
-		slot_free(s);
-		b->idle = false; /* a finished build may have unblocked its dependents */
-	} else {
-		start_prepare(s);
-		return;
-	}
-	if (b->changed)
-		b->changed(b, b->arg);
-	if (!b->idle)
-		builder_kick(b);
+	decide(s, engine_gone);
+	log_outcome(s);
+	record(s);
 }
 
 /* ---- record ---- */
@@ -578,31 +673,27 @@ static void record_work(uv_work_t *req)
 	if (s->r == 0) {
 		if (s->requeue)
 			s->r = store_requeue(st, s->build.id, s->delay_ms, s->count_attempt,
-					     s->error, &s->err);
+					     s->err.msg, &s->err);
 		else
-			s->r = store_finish(st, s->build.id, s->final,
-					    s->final == BUILD_SUCCEEDED ? NULL : s->error, &s->err);
+			s->r =
+			    store_finish(st, s->build.id, s->final,
+					 s->final == BUILD_SUCCEEDED ? NULL : s->err.msg, &s->err);
 	}
-	store_counts(st, &s->queued, &s->running, NULL);
-	s->next_retry = store_next_retry(st);
+	read_queue(st, &s->view);
 }
 
-static void record_after(uv_work_t *req, int status)
+/* The one line the daemon's log gets about a build's end. */
+static void report(struct builder_slot *s, double secs)
 {
-	struct builder_slot *s = container_of(req, struct builder_slot, req);
 	struct builder *b = s->b;
-	double secs = since(&s->t0);
 
-	(void)status;
-	b->queued = s->queued;
-	b->active = s->running;
 	if (s->r < 0) {
 		snprintf(b->last_error, sizeof(b->last_error), "%.250s", s->err.msg);
 		log_error("build %" PRId64 ": recording its outcome: %s", s->build.id, s->err.msg);
 	} else if (s->requeue) {
 		b->retried++;
 		log_warning("build %" PRId64 " %s: %s; back in the queue, retry in %" PRIu64 " ms",
-			    s->build.id, s->build.image, s->error, s->delay_ms);
+			    s->build.id, s->build.image, s->err.msg, s->delay_ms);
 	} else if (s->final == BUILD_SUCCEEDED) {
 		b->done++;
 		observe(b, secs);
@@ -614,18 +705,27 @@ static void record_after(uv_work_t *req, int status)
 	} else {
 		b->failed++;
 		observe(b, secs);
-		log_error("build %" PRId64 " %s failed: %s", s->build.id, s->build.image, s->error);
+		log_error("build %" PRId64 " %s failed: %s", s->build.id, s->build.image,
+			  s->err.msg);
 	}
-	arm_retry(b, s->next_retry);
+}
+
+static void record_after(uv_work_t *req, int status)
+{
+	struct builder_slot *s = container_of(req, struct builder_slot, req);
+	struct builder *b = s->b;
+
+	(void)status;
+	report(s, since(&s->t0));
+	apply_queue(b, &s->view);
 	slot_free(s);
-	if (b->changed)
-		b->changed(b, b->arg);
+	notify_changed(b);
 	builder_kick(b);
 }
 
 static void record(struct builder_slot *s)
 {
-	s->phase = SLOT_RECORD;
+	slot_set_phase(s, SLOT_RECORD);
 	uv_queue_work(s->b->loop, &s->req, record_work, record_after);
 }
 
@@ -636,6 +736,7 @@ void builder_init(struct builder *b, uv_loop_t *loop, struct store *store, const
 		  builder_changed_cb *changed, void *arg)
 {
 	memset(b, 0, sizeof(*b));
+	TAILQ_INIT(&b->slots);
 	b->logs_dir = xstrdup(logs_dir);
 	mkdir(logs_dir, 0750);
 	b->mirrors_dir = xstrdup(mirrors_dir);
@@ -663,7 +764,6 @@ void builder_kick(struct builder *b)
 	}
 	while (b->running < b->concurrency) {
 		struct builder_slot *s = slot_new(b);
-		s->phase = SLOT_TAKE;
 		uv_queue_work(b->loop, &s->req, take_work, take_after);
 		if (b->queued == 0)
 			break; /* probe with one slot; more start when it finds work */
@@ -678,7 +778,10 @@ void builder_drain(struct builder *b)
 
 int builder_cancel(struct builder *b, int64_t id)
 {
-	for (struct builder_slot *s = b->slots; s; s = s->next) {
+	struct builder_slot *s;
+
+	TAILQ_FOREACH(s, &b->slots, link)
+	{
 		if (s->build.id != id || s->phase == SLOT_TAKE || s->phase == SLOT_RECORD)
 			continue;
 		if (s->phase == SLOT_RUN)

@@ -1,8 +1,13 @@
-/* context.c: the build context's tar, produced by one thread per build into
- * a pipe. The thread owns its own git_repository (libgit2 objects are not
- * thread-safe) and the pipe's write end; the loop side owns the read end and
- * its poll handle. The only shared fields are atomics and the result, which
- * the thread writes before it closes its end. */
+/* context.c (build): the build context's tar, produced by one thread per
+ * build into a pipe. The thread owns its own git_repository (libgit2 objects
+ * are not thread-safe) and the pipe's write end; the loop side owns the read
+ * end and its poll handle. The only shared fields are atomics and the result,
+ * which the thread publishes (release) before it closes its end.
+ *
+ * The thread is joined on a libuv worker, never on the loop: a producer in
+ * the middle of reading a large blob would stall every other build. Joining
+ * (rather than detaching) keeps the loop alive until the thread is gone, so
+ * no producer outlives the daemon's teardown of libgit2. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
@@ -27,7 +32,8 @@ struct context {
 	bool polling;
 	int rfd, wfd;
 	pthread_t thread;
-	bool joined;
+	bool started;	/* the thread exists and must be joined */
+	uv_work_t join; /* joins it on a worker; the memory goes after */
 	context_ready_cb *ready;
 	void *arg;
 	char *repo_path, *commit, *dir, *dockerfile;
@@ -36,8 +42,8 @@ struct context {
 	atomic_bool stop;
 	atomic_uint_fast64_t bytes;
 	atomic_uint files;
-	/* written by the thread before it closes wfd */
-	int result;
+	/* msg is written by the thread before it stores result (release) */
+	atomic_int result;
 	char msg[1024];
 };
 
@@ -203,24 +209,14 @@ static int walk(struct walker *w, git_tree *tree, struct buf *path, const bool *
 	return r;
 }
 
-static int produce(struct context *cx, struct kiln_err *err)
+/* The context directory and the Dockerfile's entry at the commit. */
+static int find_trees(struct context *cx, git_repository *repo, git_commit *commit,
+		      git_tree **ret_ctx, git_tree_entry **ret_df, struct kiln_err *err)
 {
-	struct walker w = {.cx = cx};
-	git_oid oid;
-	git_commit *commit = NULL;
 	git_tree *root = NULL, *ctx = NULL;
 	git_tree_entry *te = NULL;
-	git_blob *blob = NULL;
-	struct buf path = {0};
-	int r;
+	int r = 0;
 
-	if ((r = repo_open(cx->repo_path, &w.repo, err)) < 0)
-		return r;
-	if (git_oid_fromstr(&oid, cx->commit) < 0 || git_commit_lookup(&commit, w.repo, &oid) < 0) {
-		r = kiln_err_git(err, -ENOENT, "commit %s", cx->commit);
-		goto out;
-	}
-	w.mtime = (time_t)git_commit_time(commit);
 	if (git_commit_tree(&root, commit) < 0) {
 		r = kiln_err_git(err, -EIO, "the tree of %s", cx->commit);
 		goto out;
@@ -232,7 +228,7 @@ static int produce(struct context *cx, struct kiln_err *err)
 		}
 	} else if (repo_entry(root, cx->dir, &te) < 0 ||
 		   git_tree_entry_type(te) != GIT_OBJECT_TREE ||
-		   git_tree_lookup(&ctx, w.repo, git_tree_entry_id(te)) < 0) {
+		   git_tree_lookup(&ctx, repo, git_tree_entry_id(te)) < 0) {
 		r = kiln_err_set(err, -ENOENT, "build context '%s' is not a directory at %.12s",
 				 path_display(cx->dir), cx->commit);
 		goto out;
@@ -245,43 +241,88 @@ static int produce(struct context *cx, struct kiln_err *err)
 				 cx->dockerfile, cx->commit);
 		goto out;
 	}
-	w.df_rel = cx->df_outside ? NULL : cx->df_in_tar;
-	{
-		git_tree_entry *ie = NULL;
-		if (repo_entry(ctx, ".dockerignore", &ie) == 0 &&
-		    git_tree_entry_type(ie) == GIT_OBJECT_BLOB) {
-			struct kiln_err e = {0};
-			git_blob *ib = NULL;
-			r = repo_blob(w.repo, git_tree_entry_id(ie), DOCKERIGNORE_SIZE_MAX, &ib,
-				      err);
-			if (r == 0 &&
-			    (r = dockerignore_parse(git_blob_rawcontent(ib),
-						    (size_t)git_blob_rawsize(ib), &w.di, &e)) < 0)
-				kiln_err_set(err, r, "%s/.dockerignore: %s", path_display(cx->dir),
-					     e.msg);
-			git_blob_free(ib);
-		}
-		git_tree_entry_free(ie);
-		if (r < 0)
-			goto out;
-		w.npat = w.di ? dockerignore_npatterns(w.di) : 0;
+	*ret_ctx = ctx;
+	*ret_df = te;
+	ctx = NULL;
+	te = NULL;
+out:
+	git_tree_entry_free(te);
+	git_tree_free(ctx);
+	git_tree_free(root);
+	return r;
+}
+
+/* The context's .dockerignore, if it has one, into w->di. */
+static int load_dockerignore(struct walker *w, git_tree *ctx, struct kiln_err *err)
+{
+	struct context *cx = w->cx;
+	git_tree_entry *ie = NULL;
+	git_blob *ib = NULL;
+	struct kiln_err e = {0};
+	int r = 0;
+
+	if (repo_entry(ctx, ".dockerignore", &ie) < 0 || git_tree_entry_type(ie) != GIT_OBJECT_BLOB)
+		goto out;
+	r = repo_blob(w->repo, git_tree_entry_id(ie), DOCKERIGNORE_SIZE_MAX, &ib, err);
+	if (r == 0 && (r = dockerignore_parse(git_blob_rawcontent(ib), (size_t)git_blob_rawsize(ib),
+					      &w->di, &e)) < 0)
+		kiln_err_set(err, r, "%s/.dockerignore: %s", path_display(cx->dir), e.msg);
+	w->npat = w->di ? dockerignore_npatterns(w->di) : 0;
+out:
+	git_blob_free(ib);
+	git_tree_entry_free(ie);
+	return r;
+}
+
+/* The tar itself: the walk, the Dockerfile when it lives outside, the end. */
+static int write_tar(struct walker *w, git_tree *ctx, const git_tree_entry *df)
+{
+	struct context *cx = w->cx;
+	struct buf path = {0};
+	int r;
+
+	w->a = archive_write_new();
+	w->e = archive_entry_new();
+	archive_write_set_format_pax_restricted(w->a);
+	archive_write_set_bytes_in_last_block(w->a, 1);
+	if (archive_write_open2(w->a, cx, NULL, tar_write, NULL, NULL) != ARCHIVE_OK) {
+		r = tar_fail(w, "starting the tar");
+		goto out;
 	}
-	w.a = archive_write_new();
-	w.e = archive_entry_new();
-	archive_write_set_format_pax_restricted(w.a);
-	archive_write_set_bytes_in_last_block(w.a, 1);
-	if (archive_write_open2(w.a, cx, NULL, tar_write, NULL, NULL) != ARCHIVE_OK) {
-		r = tar_fail(&w, "starting the tar");
-		goto done;
-	}
-	r = walk(&w, ctx, &path, NULL);
+	r = walk(w, ctx, &path, NULL);
 	if (r == 0 && cx->df_outside) {
 		/* the CLI's way: the Dockerfile under a name of its own */
-		r = put_blob(&w, cx->df_in_tar, te);
+		r = put_blob(w, cx->df_in_tar, df);
 	}
-	if (r == 0 && archive_write_close(w.a) != ARCHIVE_OK)
-		r = tar_fail(&w, "finishing the tar");
-done:
+	if (r == 0 && archive_write_close(w->a) != ARCHIVE_OK)
+		r = tar_fail(w, "finishing the tar");
+out:
+	buf_done(&path);
+	return r;
+}
+
+static int produce(struct context *cx, struct kiln_err *err)
+{
+	struct walker w = {.cx = cx};
+	git_oid oid;
+	git_commit *commit = NULL;
+	git_tree *ctx = NULL;
+	git_tree_entry *df = NULL;
+	int r;
+
+	if ((r = repo_open_at(cx->repo_path, &w.repo, err)) < 0)
+		return r;
+	if (git_oid_fromstr(&oid, cx->commit) < 0 || git_commit_lookup(&commit, w.repo, &oid) < 0) {
+		r = kiln_err_git(err, -ENOENT, "commit %s", cx->commit);
+		goto out;
+	}
+	w.mtime = (time_t)git_commit_time(commit);
+	if ((r = find_trees(cx, w.repo, commit, &ctx, &df, err)) < 0)
+		goto out;
+	w.df_rel = cx->df_outside ? NULL : cx->df_in_tar;
+	if ((r = load_dockerignore(&w, ctx, err)) < 0)
+		goto out;
+	r = write_tar(&w, ctx, df);
 	if (r < 0 && w.err.msg[0])
 		*err = w.err;
 out:
@@ -290,11 +331,8 @@ out:
 	if (w.e)
 		archive_entry_free(w.e);
 	dockerignore_free(w.di);
-	buf_done(&path);
-	git_blob_free(blob);
-	git_tree_entry_free(te);
+	git_tree_entry_free(df);
 	git_tree_free(ctx);
-	git_tree_free(root);
 	git_commit_free(commit);
 	repo_close(w.repo);
 	return r;
@@ -305,9 +343,11 @@ static void *producer(void *arg)
 	struct context *cx = arg;
 	struct kiln_err err = {0};
 
-	cx->result = produce(cx, &err);
-	if (cx->result < 0)
+	int r = produce(cx, &err);
+
+	if (r < 0)
 		snprintf(cx->msg, sizeof(cx->msg), "%s", err.msg);
+	atomic_store_explicit(&cx->result, r, memory_order_release);
 	close(cx->wfd); /* the reader's end of file: the result is ready */
 	cx->wfd = -1;
 	return NULL;
@@ -358,10 +398,10 @@ int context_start(uv_loop_t *loop, const struct context_spec *spec, context_read
 	if (pthread_create(&cx->thread, NULL, producer, cx) != 0) {
 		close(cx->wfd);
 		cx->wfd = -1;
-		cx->joined = true;
 		context_free(cx);
 		return kiln_err_set(err, -EAGAIN, "cannot start the context thread");
 	}
+	cx->started = true;
 	*ret_dockerfile = xstrdup(cx->df_in_tar);
 	*ret = cx;
 	return 0;
@@ -387,20 +427,16 @@ ssize_t context_read(struct context *cx, char *buf, size_t size, struct kiln_err
 	}
 	if (n < 0)
 		return kiln_err_set(err, -errno, "reading the context: %s", strerror(errno));
-	/* end of file: the thread has written its result and is exiting */
-	if (!cx->joined) {
-		pthread_join(cx->thread, NULL);
-		cx->joined = true;
-	}
-	if (cx->result < 0)
-		return kiln_err_set(err, cx->result, "%s", cx->msg);
+	/* end of file: the thread stored its result before closing its end;
+	 * it is joined in context_free */
+	n = atomic_load_explicit(&cx->result, memory_order_acquire);
+	if (n < 0)
+		return kiln_err_set(err, (int)n, "%s", cx->msg);
 	return 0;
 }
 
-static void poll_closed(uv_handle_t *h)
+static void release(struct context *cx)
 {
-	struct context *cx = container_of((uv_poll_t *)h, struct context, poll);
-
 	free(cx->repo_path);
 	free(cx->commit);
 	free(cx->dir);
@@ -409,19 +445,38 @@ static void poll_closed(uv_handle_t *h)
 	free(cx);
 }
 
+static void join_work(uv_work_t *req)
+{
+	struct context *cx = container_of(req, struct context, join);
+
+	pthread_join(cx->thread, NULL);
+}
+
+static void join_after(uv_work_t *req, int status)
+{
+	(void)status;
+	release(container_of(req, struct context, join));
+}
+
+static void poll_closed(uv_handle_t *h)
+{
+	struct context *cx = container_of((uv_poll_t *)h, struct context, poll);
+
+	/* the handle is gone, so the fd may go: the producer's next write
+	 * fails with EPIPE and it ends */
+	close(cx->rfd);
+	cx->rfd = -1;
+	if (cx->started)
+		uv_queue_work(cx->loop, &cx->join, join_work, join_after);
+	else
+		release(cx);
+}
+
 struct context *context_free(struct context *cx)
 {
 	if (!cx)
 		return NULL;
 	atomic_store(&cx->stop, true);
-	uv_poll_stop(&cx->poll);
-	/* closing our end turns the producer's next write into EPIPE */
-	close(cx->rfd);
-	cx->rfd = -1;
-	if (!cx->joined) {
-		pthread_join(cx->thread, NULL);
-		cx->joined = true;
-	}
 	uv_close((uv_handle_t *)&cx->poll, poll_closed);
 	return NULL;
 }

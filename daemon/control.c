@@ -447,7 +447,7 @@ static int rebuild_work(struct request *rq)
 			goto out;
 		commit = seen;
 	}
-	r = job_prepare(rq->mirror, commit, path, rq->manifest, &spec, &rq->err);
+	r = job_prepare(rq->mirror, commit, path, rq->manifest, NULL, &spec, &rq->err);
 	if (r < 0)
 		goto out;
 	ref = manifest_ref(&spec.m, spec.m.version);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <unistd.h>
 
 #include "kiln/buf.h"
@@ -17,7 +18,7 @@
 
 struct docker_call {
 	struct docker *d;
-	struct docker_call *prev, *next; /* d->calls */
+	TAILQ_ENTRY(docker_call) link; /* d->calls */
 	CURL *h;
 	struct curl_slist *hdrs;
 	char *method, *path, *json, *content_type, *registry_auth, *registry_config;
@@ -48,8 +49,8 @@ struct docker {
 	bool tls, verify;
 	char api[16];
 	bool negotiated;
-	struct docker_call *ping; /* in flight */
-	struct docker_call *calls;
+	struct docker_call *ping;	 /* in flight */
+	TAILQ_HEAD(, docker_call) calls; /* every call not yet finished */
 };
 
 struct dsock {
@@ -207,12 +208,7 @@ static void call_finish(struct docker_call *c, int result)
 	set_error(c);
 	if (c->line && c->partial.len > 0 && result == 0 && c->status < 300)
 		c->line(c, c->partial.p, c->partial.len, c->arg);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		d->calls = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	TAILQ_REMOVE(&d->calls, c, link);
 	if (c->done)
 		c->done(c, c->arg);
 	call_free(c);
@@ -342,8 +338,8 @@ static void abort_deferred_cb(uv_timer_t *t)
 	struct docker *d = t->data;
 	struct docker_call *c, *next;
 
-	for (c = d->calls; c; c = next) {
-		next = c->next;
+	for (c = TAILQ_FIRST(&d->calls); c; c = next) {
+		next = TAILQ_NEXT(c, link);
 		if (c->early && !c->in_multi)
 			call_finish(c, c->early);
 		else if (c->aborting && c != d->ping)
@@ -390,8 +386,8 @@ static void ping_done(struct docker_call *p, void *arg)
 		r = -EPROTO;
 	}
 	/* the calls that waited for the version go now, or fail as the ping did */
-	for (c = d->calls; c; c = next) {
-		next = c->next;
+	for (c = TAILQ_FIRST(&d->calls); c; c = next) {
+		next = TAILQ_NEXT(c, link);
 		if (c == p || c->in_multi || c->ping)
 			continue;
 		if (r == 0 && !c->aborting) {
@@ -422,10 +418,7 @@ static struct docker_call *call_new(struct docker *d, const struct docker_reques
 	c->line = rq->line;
 	c->done = done;
 	c->arg = arg;
-	c->next = d->calls;
-	if (d->calls)
-		d->calls->prev = c;
-	d->calls = c;
+	TAILQ_INSERT_HEAD(&d->calls, c, link);
 	return c;
 }
 
@@ -604,6 +597,21 @@ bool docker_error_transient(const char *msg)
 	return false;
 }
 
+void docker_demux_logs(const void *data, size_t len, struct buf *out)
+{
+	const unsigned char *p = data;
+	size_t off = 0;
+
+	while (off + 8 <= len) {
+		size_t n = (size_t)p[off + 4] << 24 | (size_t)p[off + 5] << 16 |
+			   (size_t)p[off + 6] << 8 | p[off + 7];
+		if (n > len - off - 8)
+			n = len - off - 8; /* cut short: keep what arrived */
+		buf_append(out, p + off + 8, n);
+		off += 8 + n;
+	}
+}
+
 char *docker_escape(const char *s)
 {
 	static const char hex[] = "0123456789ABCDEF";
@@ -728,6 +736,7 @@ int docker_new(uv_loop_t *loop, const struct docker_opts *o, struct docker **ret
 	curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d);
 	d->loop = loop;
+	TAILQ_INIT(&d->calls);
 	uv_timer_init(loop, &d->timer);
 	uv_timer_init(loop, &d->defer);
 	d->timer.data = d->defer.data = d;
@@ -751,9 +760,10 @@ struct docker *docker_free(struct docker *d)
 {
 	if (!d)
 		return NULL;
-	while (d->calls) {
-		d->calls->aborting = true;
-		call_finish(d->calls, -ECANCELED);
+	while (!TAILQ_EMPTY(&d->calls)) {
+		struct docker_call *c = TAILQ_FIRST(&d->calls);
+		c->aborting = true;
+		call_finish(c, -ECANCELED);
 	}
 	curl_multi_cleanup(d->multi);
 	d->multi = NULL;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kiln/auth.h"
 #include "kiln/buf.h"
 #include "kiln/context.h"
 #include "kiln/err.h"
@@ -17,6 +18,7 @@
 #include "kiln/log.h"
 #include "kiln/path.h"
 #include "kiln/repo.h"
+#include "kiln/store.h"
 
 struct job {
 	uv_loop_t *loop;
@@ -27,6 +29,7 @@ struct job {
 	void *arg;
 	enum job_state state;
 	struct job_result res;
+	struct job_reply reply;	  /* the build's or the current push's stream */
 	struct docker_call *call; /* in flight, or NULL */
 	struct context *cx;
 	char *dockerfile_in_tar;
@@ -64,16 +67,28 @@ static void say(struct job *j, const char *fmt, ...)
 }
 
 /* Engine output may hold several lines, or end in one newline. */
-static void say_text(struct job *j, const char *s)
+static void show_text(const char *s, job_show_cb *show, void *arg)
 {
 	while (*s) {
 		size_t n = strcspn(s, "\n");
 		if (n > 0 || s[n] == '\0')
-			j->log(j, s, n, j->arg);
+			show(s, n, arg);
 		s += n;
 		if (*s == '\n')
 			s++;
 	}
+}
+
+static void show_line(const char *line, size_t len, void *arg)
+{
+	struct job *j = arg;
+
+	j->log(j, line, len, j->arg);
+}
+
+static void say_text(struct job *j, const char *s)
+{
+	show_text(s, show_line, j);
 }
 
 static void fail(struct job *j, int code, bool transient, const char *fmt, ...)
@@ -208,33 +223,65 @@ static void add_query_json(struct buf *q, const char *key, json_t *o)
 	json_decref(o);
 }
 
+/* ---- the progress streams ---- */
+
+static void show_fmt(job_show_cb *show, void *arg, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void show_fmt(job_show_cb *show, void *arg, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	s = xvasprintf(fmt, ap);
+	va_end(ap);
+	show(s, strlen(s), arg);
+	free(s);
+}
+
+bool job_reply_line(struct job_reply *rp, const char *line, size_t len, job_show_cb *show,
+		    void *arg)
+{
+	json_t *o = json_loadb(line, len, 0, NULL), *v;
+	const char *s, *id_key = rp->kind == JOB_STREAM_BUILD ? "ID" : "Digest";
+	bool failed = false;
+
+	if (!json_is_object(o)) {
+		/* the classic builder's plain lines; a push says nothing worth it */
+		if (rp->kind == JOB_STREAM_BUILD)
+			show_fmt(show, arg, "%.*s", (int)len, line);
+		json_decref(o);
+		return false;
+	}
+	if (rp->kind == JOB_STREAM_BUILD && (s = json_string_value(json_object_get(o, "stream"))))
+		show_text(s, show, arg);
+	if ((s = json_string_value(json_object_get(o, "status"))) != NULL) {
+		const char *id = json_string_value(json_object_get(o, "id"));
+		/* progress bars repeat: only the lines that say something new */
+		v = json_object_get(o, "progressDetail");
+		if (!v || json_object_size(v) == 0)
+			show_fmt(show, arg, "%s%s%s", id ? id : "", id ? ": " : "", s);
+	}
+	if ((v = json_object_get(o, "aux")) && (s = json_string_value(json_object_get(v, id_key))))
+		snprintf(rp->id, sizeof(rp->id), "%s", s);
+	if ((s = json_string_value(json_object_get(o, "error"))) != NULL) {
+		show_text(s, show, arg);
+		snprintf(rp->error, sizeof(rp->error), "%s", s);
+		failed = true;
+	}
+	json_decref(o);
+	return failed;
+}
+
 static void build_line(struct docker_call *c, const char *line, size_t len, void *arg)
 {
 	struct job *j = arg;
-	json_t *o = json_loadb(line, len, 0, NULL), *v;
-	const char *s;
 
 	(void)c;
-	if (!json_is_object(o)) {
-		say(j, "%.*s", (int)len, line);
-		json_decref(o);
-		return;
-	}
-	if ((s = json_string_value(json_object_get(o, "stream"))) != NULL)
-		say_text(j, s);
-	if ((s = json_string_value(json_object_get(o, "status"))) != NULL) {
-		const char *id = json_string_value(json_object_get(o, "id"));
-		if (!json_object_get(o, "progressDetail") ||
-		    json_object_size(json_object_get(o, "progressDetail")) == 0)
-			say(j, "%s%s%s", id ? id : "", id ? ": " : "", s);
-	}
-	if ((v = json_object_get(o, "aux")) && (s = json_string_value(json_object_get(v, "ID"))))
-		snprintf(j->res.image_id, sizeof(j->res.image_id), "%s", s);
-	if ((s = json_string_value(json_object_get(o, "error"))) != NULL) {
-		say_text(j, s);
-		fail(j, -EIO, docker_error_transient(s), "build failed: %s", s);
-	}
-	json_decref(o);
+	if (job_reply_line(&j->reply, line, len, show_line, j))
+		fail(j, -EIO, docker_error_transient(j->reply.error), "build failed: %s",
+		     j->reply.error);
+	snprintf(j->res.image_id, sizeof(j->res.image_id), "%s", j->reply.id);
 }
 
 static ssize_t build_body(struct docker_call *c, char *buf, size_t size, void *arg)
@@ -344,6 +391,7 @@ static void start_build(struct job *j)
 	add_query(&q, "forcerm", "1");
 	path = xasprintf("/build%s", q.p);
 	rq.path = path;
+	j->reply = (struct job_reply){.kind = JOB_STREAM_BUILD};
 	say(j, "kiln: building %s from %s at %.12s (context %s, Dockerfile %s)", j->ref,
 	    path_display(j->spec.path), j->spec.commit, path_display(m->context), m->dockerfile);
 	start_call(j, &rq, build_done);
@@ -380,25 +428,17 @@ static void remove_container(struct job *j)
 static void test_logs_done(struct docker_call *c, void *arg)
 {
 	struct job *j = arg;
-	size_t len, off = 0;
-	const unsigned char *p = (const unsigned char *)docker_call_reply(c, &len);
-	struct buf line = {0};
+	size_t len;
+	const char *p = docker_call_reply(c, &len);
+	struct buf text = {0};
 
 	j->call = NULL;
 	if (docker_call_result(c) == 0 && docker_call_status(c) == 200) {
-		/* no TTY: frames of [stream, 0, 0, 0, length (u32 BE)] then data */
-		while (off + 8 <= len) {
-			size_t n = (size_t)p[off + 4] << 24 | (size_t)p[off + 5] << 16 |
-				   (size_t)p[off + 6] << 8 | p[off + 7];
-			if (off + 8 + n > len)
-				n = len - off - 8;
-			buf_append(&line, p + off + 8, n);
-			off += 8 + n;
-		}
-		if (line.len)
-			say_text(j, line.p);
+		docker_demux_logs(p, len, &text);
+		if (text.len)
+			say_text(j, text.p);
 	}
-	buf_done(&line);
+	buf_done(&text);
 	if (j->exit_code != 0)
 		fail(j, -EIO, false, "smoke test failed: exit code %d; nothing pushed",
 		     j->exit_code);
@@ -535,31 +575,13 @@ static const char *push_tag(const struct job *j)
 static void push_line(struct docker_call *c, const char *line, size_t len, void *arg)
 {
 	struct job *j = arg;
-	json_t *o = json_loadb(line, len, 0, NULL), *aux, *pd;
-	const char *s;
 
 	(void)c;
-	if (!json_is_object(o)) {
-		json_decref(o);
-		return;
-	}
-	if ((s = json_string_value(json_object_get(o, "status"))) != NULL) {
-		const char *id = json_string_value(json_object_get(o, "id"));
-		pd = json_object_get(o, "progressDetail");
-		if (!pd || json_object_size(pd) == 0)
-			say(j, "%s%s%s", id ? id : "", id ? ": " : "", s);
-	}
-	if ((aux = json_object_get(o, "aux")) &&
-	    (s = json_string_value(json_object_get(aux, "Digest")))) {
-		if (j->push_index == 0)
-			snprintf(j->res.digest, sizeof(j->res.digest), "%s", s);
-	}
-	if ((s = json_string_value(json_object_get(o, "error"))) != NULL) {
-		say_text(j, s);
-		fail(j, -EIO, docker_error_transient(s), "push of %s:%s failed: %s", j->repo_ref,
-		     push_tag(j), s);
-	}
-	json_decref(o);
+	if (job_reply_line(&j->reply, line, len, show_line, j))
+		fail(j, -EIO, docker_error_transient(j->reply.error), "push of %s:%s failed: %s",
+		     j->repo_ref, push_tag(j), j->reply.error);
+	if (j->push_index == 0)
+		snprintf(j->res.digest, sizeof(j->res.digest), "%s", j->reply.id);
 }
 
 static void push_done(struct docker_call *c, void *arg)
@@ -589,6 +611,7 @@ static void start_push(struct job *j)
 				    .line = push_line,
 				    .registry_auth = j->spec.registry_auth};
 
+	j->reply = (struct job_reply){.kind = JOB_STREAM_PUSH};
 	start_call(j, &rq, push_done);
 	free(path);
 	free(e);
@@ -701,8 +724,10 @@ struct job *job_free(struct job *j)
 
 /* ---- preparing (on a worker) ---- */
 
-int job_prepare(const char *repo_path, const char *commit, const char *path,
-		const char *manifest_name, struct job_spec *ret, struct kiln_err *err)
+/* The manifest of `path` at the commit, with the commit's full sha. */
+static int read_manifest(const char *repo_path, const char *commit, const char *file,
+			 const char *path, struct manifest *ret_m, char **ret_sha,
+			 struct kiln_err *err)
 {
 	git_repository *repo = NULL;
 	git_commit *c = NULL;
@@ -710,11 +735,9 @@ int job_prepare(const char *repo_path, const char *commit, const char *path,
 	git_tree_entry *te = NULL;
 	git_blob *blob = NULL;
 	struct kiln_diags diags = {0};
-	char *file = path[0] ? xasprintf("%s/%s", path, manifest_name) : xstrdup(manifest_name);
 	int r;
 
-	memset(ret, 0, sizeof(*ret));
-	if ((r = repo_open(repo_path, &repo, err)) < 0)
+	if ((r = repo_open_at(repo_path, &repo, err)) < 0)
 		goto out;
 	if ((r = repo_commit(repo, commit, &c, err)) < 0)
 		goto out;
@@ -723,13 +746,15 @@ int job_prepare(const char *repo_path, const char *commit, const char *path,
 		goto out;
 	}
 	if (repo_entry(tree, file, &te) < 0 || git_tree_entry_type(te) != GIT_OBJECT_BLOB) {
-		r = kiln_err_set(err, -ENOENT, "%s: no such manifest at %.12s", file, commit);
+		/* the words `kiln rebuild` has always answered with */
+		r = kiln_err_set(err, -ENOENT, "no image folder '%s' at %.12s (no %s)",
+				 path_display(path), git_oid_tostr_s(git_commit_id(c)), file);
 		goto out;
 	}
 	if ((r = repo_blob(repo, git_tree_entry_id(te), MANIFEST_SIZE_MAX, &blob, err)) < 0)
 		goto out;
 	r = manifest_parse(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob), file, path,
-			   &ret->m, &diags);
+			   ret_m, &diags);
 	if (r < 0) {
 		char line[900];
 		kiln_diag_format(&diags.v[0], line, sizeof(line));
@@ -737,20 +762,68 @@ int job_prepare(const char *repo_path, const char *commit, const char *path,
 				 diags.n > 1 ? " (and more errors)" : "");
 		goto out;
 	}
-	ret->repo_path = xstrdup(repo_path);
-	ret->commit = xstrdup(git_oid_tostr_s(git_commit_id(c)));
-	ret->path = xstrdup(path);
-	ret->manifest_file = file;
-	file = NULL;
+	*ret_sha = xstrdup(git_oid_tostr_s(git_commit_id(c)));
 out:
 	kiln_diags_done(&diags);
-	free(file);
 	git_blob_free(blob);
 	git_tree_entry_free(te);
 	git_tree_free(tree);
 	git_commit_free(c);
 	repo_close(repo);
 	return r;
+}
+
+/* The policy's part of the spec: what to push, what to check, credentials. */
+static int apply_policy(const struct job_policy *p, struct job_spec *s, struct kiln_err *err)
+{
+	char *host;
+	int r = 0;
+
+	s->id = p->id;
+	s->push = p->push;
+	/* a dependency rebuild re-pushes its tags: the new base is its purpose */
+	s->check_tag = p->push && !p->overwrite_tags && !p->dependency;
+	s->source_url = p->source_url ? xstrdup(p->source_url) : NULL;
+	s->test_timeout_ms = p->test_timeout_ms;
+	host = auth_registry_host(s->m.registry);
+	s->registry_auth = auth_header(p->registries, p->nregistries, host);
+	s->registry_config = auth_config_header(p->registries, p->nregistries);
+	free(host);
+	if (s->check_tag && p->store) {
+		char *ref = manifest_ref(&s->m, s->m.version);
+		r = store_pushed_from(p->store, ref, s->commit, err);
+		free(ref);
+		/* not knowing must not read as "not pushed by kiln", which would
+		 * refuse the build as an overwrite: the caller retries */
+		if (r < 0)
+			return -EAGAIN;
+		s->pushed_before = r == 1;
+	}
+	return 0;
+}
+
+int job_prepare(const char *repo_path, const char *commit, const char *path,
+		const char *manifest_name, const struct job_policy *policy, struct job_spec *ret,
+		struct kiln_err *err)
+{
+	struct job_spec s = {0};
+	char *file = path[0] ? xasprintf("%s/%s", path, manifest_name) : xstrdup(manifest_name);
+	int r;
+
+	r = read_manifest(repo_path, commit, file, path, &s.m, &s.commit, err);
+	if (r < 0) {
+		free(file);
+		return r;
+	}
+	s.repo_path = xstrdup(repo_path);
+	s.path = xstrdup(path);
+	s.manifest_file = file;
+	if (policy && (r = apply_policy(policy, &s, err)) < 0) {
+		job_spec_done(&s);
+		return r;
+	}
+	*ret = s;
+	return 0;
 }
 
 void job_spec_done(struct job_spec *s)

@@ -10,7 +10,6 @@
 #include <time.h>
 #include <uv.h>
 
-#include "kiln/auth.h"
 #include "kiln/backoff.h"
 #include "kiln/buf.h"
 #include "kiln/job.h"
@@ -113,26 +112,25 @@ static void start(struct item *it)
 {
 	struct run *run = it->run;
 	const struct oneshot_opts *o = run->o;
+	struct job_policy policy = {
+	    .push = o->push,
+	    .overwrite_tags = o->overwrite_tags,
+	    .dependency = it->ch->kind == CHANGE_DEPENDENCY,
+	    .source_url = o->source_url,
+	    .test_timeout_ms = o->test_timeout_ms,
+	};
 	struct job_spec spec;
 	struct kiln_err err = {0};
-	char *host;
 
 	it->attempts++;
 	clock_gettime(CLOCK_MONOTONIC, &it->t0);
-	if (job_prepare(o->repo_path, o->commit, it->ch->path, o->manifest_name, &spec, &err) < 0) {
+	if (job_prepare(o->repo_path, o->commit, it->ch->path, o->manifest_name, &policy, &spec,
+			&err) < 0) {
 		it->state = ITEM_FAILED;
 		snprintf(it->error, sizeof(it->error), "%s", err.msg);
 		printf("%s | kiln: failed: %s\n", it->prefix, err.msg);
 		return;
 	}
-	spec.push = o->push;
-	spec.check_tag = o->push && !o->overwrite_tags && it->ch->kind != CHANGE_DEPENDENCY;
-	spec.source_url = o->source_url ? xstrdup(o->source_url) : NULL;
-	spec.test_timeout_ms = o->test_timeout_ms;
-	host = auth_registry_host(spec.m.registry);
-	spec.registry_auth = auth_header(NULL, 0, host);
-	spec.registry_config = auth_config_header(NULL, 0);
-	free(host);
 	it->state = ITEM_RUNNING;
 	run->running++;
 	it->job = job_start(&run->loop, run->docker, &spec, item_log, item_done, it);

@@ -30,10 +30,10 @@ void repo_global_init(void)
 	git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, (size_t)16 << 20);
 }
 
-int repo_open(const char *path, git_repository **ret, struct kiln_err *err)
+static int open_flags(const char *path, unsigned flags, git_repository **ret, struct kiln_err *err)
 {
 	git_repository *repo = NULL;
-	int r = git_repository_open_ext(&repo, path, 0, NULL);
+	int r = git_repository_open_ext(&repo, path, flags, NULL);
 
 	if (r == GIT_ENOTFOUND)
 		return kiln_err_set(err, -ENOENT, "not a git repository: '%s'", path);
@@ -46,6 +46,16 @@ int repo_open(const char *path, git_repository **ret, struct kiln_err *err)
 		return kiln_err_git(err, -EIO, "cannot open repository '%s'", path);
 	*ret = repo;
 	return 0;
+}
+
+int repo_open(const char *path, git_repository **ret, struct kiln_err *err)
+{
+	return open_flags(path, 0, ret, err);
+}
+
+int repo_open_at(const char *path, git_repository **ret, struct kiln_err *err)
+{
+	return open_flags(path, GIT_REPOSITORY_OPEN_NO_SEARCH, ret, err);
 }
 
 int repo_commit(git_repository *repo, const char *rev, git_commit **ret, struct kiln_err *err)

@@ -132,8 +132,13 @@ static int migrate(struct store *s, struct kiln_err *err)
 
 	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
 		return db_err(s, err, "reading the schema version");
-	if (sqlite3_step(st) == SQLITE_ROW)
-		version = sqlite3_column_int(st, 0);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		/* not 0: that would run every migration again on a live schema */
+		r = db_err(s, err, "reading the schema version");
+		sqlite3_finalize(st);
+		return r;
+	}
+	version = sqlite3_column_int(st, 0);
 	sqlite3_finalize(st);
 	if (version > (int)ARRAY_SIZE(migrations))
 		return kiln_err_set(err, -EPROTO,
@@ -231,12 +236,20 @@ static int last_seen_locked(struct store *s, const char *repo, const char *branc
 		return db_err(s, err, "last seen");
 	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, branch, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW) {
+	switch (sqlite3_step(st)) {
+	case SQLITE_ROW: {
 		const char *sha = (const char *)sqlite3_column_text(st, 0);
 		if (sha && strlen(sha) == STORE_SHA_LEN) {
 			memcpy(ret_sha, sha, STORE_SHA_LEN + 1);
 			r = 0;
 		}
+		break;
+	}
+	case SQLITE_DONE:
+		break;
+	default:
+		/* not -ENOENT: that would make the branch's head a first sighting */
+		r = db_err(s, err, "last seen");
 	}
 	sqlite3_finalize(st);
 	return r;
@@ -513,24 +526,31 @@ static int finish_locked(struct store *s, int64_t id, enum build_state bst, cons
 static int counts_locked(struct store *s, unsigned *queued, unsigned *running, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
+	unsigned q = 0, run = 0;
+	int rc, r = 0;
 
-	*queued = *running = 0;
 	if (sqlite3_prepare_v2(
 		s->db,
 		"SELECT state, count(*) FROM builds WHERE state IN ('queued', 'running')"
 		" GROUP BY state",
 		-1, &st, NULL) != SQLITE_OK)
 		return db_err(s, err, "counting builds");
-	while (sqlite3_step(st) == SQLITE_ROW) {
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *name = (const char *)sqlite3_column_text(st, 0);
 		unsigned c = (unsigned)sqlite3_column_int(st, 1);
 		if (name && strcmp(name, "queued") == 0)
-			*queued = c;
+			q = c;
 		else
-			*running = c;
+			run = c;
 	}
+	if (rc != SQLITE_DONE)
+		r = db_err(s, err, "counting builds");
 	sqlite3_finalize(st);
-	return 0;
+	if (r == 0) {
+		*queued = q;
+		*running = run;
+	}
+	return r;
 }
 
 int store_last_seen(struct store *s, const char *repo, const char *branch,
@@ -667,20 +687,26 @@ out:
 	return r;
 }
 
-int64_t store_next_retry(struct store *s)
+int store_next_retry(struct store *s, int64_t *ret_ms, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
-	int64_t r = 0;
+	int r = 0;
 
 	pthread_mutex_lock(&s->lock);
 	if (sqlite3_prepare_v2(s->db,
 			       "SELECT min(not_before) FROM builds WHERE state = 'queued'"
 			       " AND not_before > ?",
-			       -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_int64(st, 1, now_ms());
-		if (sqlite3_step(st) == SQLITE_ROW)
-			r = sqlite3_column_int64(st, 0);
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "finding the next retry");
+		goto out;
 	}
+	sqlite3_bind_int64(st, 1, now_ms());
+	/* an aggregate always gives one row; NULL (0) when none waits */
+	if (sqlite3_step(st) != SQLITE_ROW)
+		r = db_err(s, err, "finding the next retry");
+	else
+		*ret_ms = sqlite3_column_int64(st, 0);
+out:
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
 	return r;
@@ -745,7 +771,8 @@ int store_deliveries_handled(struct store *s, const char *repo, int64_t until, s
 			r = db_err(s, err, "marking deliveries");
 	}
 	sqlite3_finalize(st);
-	/* GitHub keeps redeliveries for three days: older ids need not be kept */
+	/* GitHub keeps redeliveries for three days: older ids need not be kept.
+	 * Best effort: a failed prune leaves rows the next mark removes. */
 	exec(s,
 	     "DELETE FROM deliveries WHERE handled = 1 AND received_at < 1000 * (strftime('%s', "
 	     "'now') - 4 * 86400)",
@@ -765,8 +792,11 @@ int store_pending_deliveries(struct store *s, struct strv *ret, struct kiln_err 
 			       &st, NULL) != SQLITE_OK) {
 		r = db_err(s, err, "reading deliveries");
 	} else {
-		while (sqlite3_step(st) == SQLITE_ROW)
+		int rc;
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 			strv_push(ret, xstrdup((const char *)sqlite3_column_text(st, 0)));
+		if (rc != SQLITE_DONE)
+			r = db_err(s, err, "reading deliveries");
 	}
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
@@ -882,12 +912,21 @@ int store_cancel(struct store *s, int64_t id, struct kiln_err *err)
 		sqlite3_stmt *q = NULL;
 		r = kiln_err_set(err, -ENOENT, "no build %lld", (long long)id);
 		if (sqlite3_prepare_v2(s->db, "SELECT state FROM builds WHERE id = ?", -1, &q,
-				       NULL) == SQLITE_OK) {
+				       NULL) != SQLITE_OK) {
+			r = db_err(s, err, "cancelling");
+		} else {
 			sqlite3_bind_int64(q, 1, id);
-			if (sqlite3_step(q) == SQLITE_ROW)
+			switch (sqlite3_step(q)) {
+			case SQLITE_ROW:
 				r = kiln_err_set(err, -EBUSY, "build %lld is %s, not queued",
 						 (long long)id,
 						 (const char *)sqlite3_column_text(q, 0));
+				break;
+			case SQLITE_DONE:
+				break;
+			default:
+				r = db_err(s, err, "cancelling");
+			}
 		}
 		sqlite3_finalize(q);
 	}

@@ -10,6 +10,7 @@
 #define KILN_BUILDER_H
 
 #include <stdio.h>
+#include <sys/queue.h>
 #include <uv.h>
 
 #include "kiln/config.h"
@@ -25,6 +26,7 @@ extern const double build_duration_bounds[BUILD_DURATION_BUCKETS]; /* seconds; +
 typedef void builder_changed_cb(struct builder *b, void *arg);
 
 enum builder_engine { BUILDER_ENGINE_UNKNOWN, BUILDER_ENGINE_OK, BUILDER_ENGINE_DOWN };
+const char *builder_engine_str(enum builder_engine e);
 
 struct builder {
 	uv_loop_t *loop;
@@ -43,15 +45,15 @@ struct builder {
 	enum builder_engine engine;
 	bool pinging;
 	unsigned engine_failures; /* pings failed in a row, for the backoff */
-	uv_timer_t timer; /* the next engine ping, or the next retry's start */
-	uint64_t done;	  /* succeeded */
+	uv_timer_t timer;	  /* the next engine ping, or the next retry's start */
+	uint64_t done;		  /* succeeded */
 	uint64_t failed, cancelled, retried;
 	/* build durations in seconds, Prometheus-style cumulative buckets */
 	uint64_t dur_buckets[BUILD_DURATION_BUCKETS];
 	uint64_t dur_count;
 	double dur_sum;
-	char *logs_dir; /* one file per build: <id>.log */
-	struct builder_slot *slots;
+	char *logs_dir;			  /* one file per build: <id>.log */
+	TAILQ_HEAD(, builder_slot) slots; /* every build in flight, newest first */
 	builder_changed_cb *changed;
 	void *arg;
 };

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "kiln/buf.h"
 #include "kiln/common.h"
 
 #define DOCKER_API_NEWEST "1.47"
@@ -88,6 +89,11 @@ const char *docker_call_error(const struct docker_call *c);
 /* Whether a failure is worth retrying: unreachable engine, broken
  * connection, 5xx other than a build's own error. */
 bool docker_call_transient(const struct docker_call *c);
+
+/* Joins the payloads of a container's log read without a TTY: frames of
+ * an 8-byte header [stream, 0, 0, 0, length (u32 big-endian)] then the
+ * data. A frame cut short keeps what arrived; a partial header is dropped. */
+void docker_demux_logs(const void *data, size_t len, struct buf *out);
 
 /* URL-escapes s for a query value into a new string the caller frees. */
 char *docker_escape(const char *s);

@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "kiln/config.h"
 #include "kiln/docker.h"
 #include "kiln/manifest.h"
 
@@ -43,11 +44,36 @@ struct job_spec {
 	uint64_t test_timeout_ms;
 };
 
-/* Reads and checks the manifest of the image folder `path` at `commit`
- * (blocking: call from a worker). Fills the repository, commit, path and
- * manifest fields of ret; the caller sets the rest. */
+struct store;
+
+/* How the daemon or `kiln build` wants an image built: job_prepare turns
+ * it, with the manifest, into the whole spec. */
+struct job_policy {
+	int64_t id; /* the build's, for names and messages; 0 in `kiln build` */
+	bool push;
+	bool overwrite_tags;	/* the repository allows replacing a version tag */
+	bool dependency;	/* rebuilt because a base changed: its tags are pushed again */
+	const char *source_url; /* org.opencontainers.image.source; may be NULL */
+	/* credentials by registry host; hosts not listed come from the user's
+	 * ~/.docker/config.json */
+	const struct config_registry *registries;
+	size_t nregistries;
+	uint64_t test_timeout_ms;
+	/* asked whether kiln itself pushed this version from this commit, when
+	 * the tag is checked; NULL: never (`kiln build` keeps no record) */
+	struct store *store;
+};
+
+/* Reads and checks the manifest of the image folder `path` at `commit` (any
+ * revision libgit2 resolves; spec.commit gets the full sha), then, unless
+ * policy is NULL, fills the rest of the spec from the policy: push, the tag
+ * check and whether kiln pushed this version before, registry credentials.
+ * Blocking (git, a file, the store): call from a worker. Errors: -ENOENT (no
+ * such revision or manifest), -EINVAL (a bad manifest), -EAGAIN (the store
+ * could not answer: worth retrying), -EIO; ret is untouched on failure. */
 int job_prepare(const char *repo_path, const char *commit, const char *path,
-		const char *manifest_name, struct job_spec *ret, struct kiln_err *err);
+		const char *manifest_name, const struct job_policy *policy, struct job_spec *ret,
+		struct kiln_err *err);
 void job_spec_done(struct job_spec *s);
 
 struct job;
@@ -72,5 +98,20 @@ void job_cancel(struct job *j);
 const struct job_result *job_result(const struct job *j);
 /* Call after done (or never started): frees everything. */
 struct job *job_free(struct job *j);
+
+/* The engine's progress streams (POST /build, POST /images/{name}/push):
+ * NDJSON, one object per line. Exposed for the fuzzer. */
+enum job_stream { JOB_STREAM_BUILD, JOB_STREAM_PUSH };
+typedef void job_show_cb(const char *line, size_t len, void *arg);
+struct job_reply {
+	enum job_stream kind;
+	char
+	    id[80]; /* build: the image id (aux.ID); push: the digest (aux.Digest); the last seen */
+	char error[1024]; /* the last error line's text */
+};
+/* Consumes one line: what is worth showing goes to show, a line per call.
+ * Returns true when the line reported an error (its text in rp->error). */
+bool job_reply_line(struct job_reply *rp, const char *line, size_t len, job_show_cb *show,
+		    void *arg);
 
 #endif

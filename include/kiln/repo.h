@@ -15,6 +15,9 @@ void repo_global_init(void);
 /* Opens the repository at path or the nearest one above it (bare or not).
  * -ENOENT with a message naming path when there is none. */
 int repo_open(const char *path, git_repository **ret, struct kiln_err *err);
+/* Opens the repository at exactly path (a mirror, a resolved git directory):
+ * a missing one is -ENOENT, never a repository found further up. */
+int repo_open_at(const char *path, git_repository **ret, struct kiln_err *err);
 /* Any revision git accepts, peeled to a commit. -ENOENT: unknown revision. */
 int repo_commit(git_repository *repo, const char *rev, git_commit **ret, struct kiln_err *err);
 /* Reads a blob whose size must not exceed max (-EFBIG otherwise). */

@@ -84,9 +84,9 @@ int store_set_result(struct store *s, int64_t id, const char *image_id, const ch
 /* Whether kiln has pushed image (a reference) built from commit: 1 or 0. */
 int store_pushed_from(struct store *s, const char *image, const char *commit, struct kiln_err *err);
 /* The earliest time (unix ms) a queued build waiting for its retry delay
- * may start, or 0 when none waits. */
-int64_t store_next_retry(struct store *s);
-/* Counts by state. */
+ * may start into ret_ms, 0 when none waits. */
+int store_next_retry(struct store *s, int64_t *ret_ms, struct kiln_err *err);
+/* Counts by state; ret untouched on failure. */
 int store_counts(struct store *s, unsigned *queued, unsigned *running, struct kiln_err *err);
 
 /* A build as the status socket shows it; strings are owned (NULL when unset). */
