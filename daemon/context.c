@@ -226,8 +226,10 @@ static int find_trees(struct context *cx, git_repository *repo, git_commit *comm
 			r = kiln_err_git(err, -EIO, "the tree of %s", cx->commit);
 			goto out;
 		}
-	} else if (repo_entry(root, cx->dir, &te) < 0 ||
-		   git_tree_entry_type(te) != GIT_OBJECT_TREE ||
+	} else if ((r = repo_entry(root, cx->dir, &te)) == -EIO) {
+		r = kiln_err_git(err, r, "cannot read '%s' at %.12s", cx->dir, cx->commit);
+		goto out;
+	} else if (r < 0 || git_tree_entry_type(te) != GIT_OBJECT_TREE ||
 		   git_tree_lookup(&ctx, repo, git_tree_entry_id(te)) < 0) {
 		r = kiln_err_set(err, -ENOENT, "build context '%s' is not a directory at %.12s",
 				 path_display(cx->dir), cx->commit);
@@ -235,8 +237,11 @@ static int find_trees(struct context *cx, git_repository *repo, git_commit *comm
 	}
 	git_tree_entry_free(te);
 	te = NULL;
-	if (repo_entry(root, cx->dockerfile, &te) < 0 ||
-	    git_tree_entry_type(te) != GIT_OBJECT_BLOB) {
+	if ((r = repo_entry(root, cx->dockerfile, &te)) == -EIO) {
+		r = kiln_err_git(err, r, "cannot read '%s' at %.12s", cx->dockerfile, cx->commit);
+		goto out;
+	}
+	if (r < 0 || git_tree_entry_type(te) != GIT_OBJECT_BLOB) {
 		r = kiln_err_set(err, -ENOENT, "Dockerfile '%s' is not a file at %.12s",
 				 cx->dockerfile, cx->commit);
 		goto out;
@@ -261,8 +266,13 @@ static int load_dockerignore(struct walker *w, git_tree *ctx, struct kiln_err *e
 	struct kiln_err e = {0};
 	int r = 0;
 
-	if (repo_entry(ctx, ".dockerignore", &ie) < 0 || git_tree_entry_type(ie) != GIT_OBJECT_BLOB)
+	r = repo_entry(ctx, ".dockerignore", &ie);
+	if (r == -EIO) /* sending what it would have excluded is worse than failing */
+		r = kiln_err_git(err, r, "cannot read %s/.dockerignore", path_display(cx->dir));
+	if (r < 0 || git_tree_entry_type(ie) != GIT_OBJECT_BLOB) {
+		r = r == -ENOENT ? 0 : r;
 		goto out;
+	}
 	r = repo_blob(w->repo, git_tree_entry_id(ie), DOCKERIGNORE_SIZE_MAX, &ib, err);
 	if (r == 0 && (r = dockerignore_parse(git_blob_rawcontent(ib), (size_t)git_blob_rawsize(ib),
 					      &w->di, &e)) < 0)

@@ -745,7 +745,13 @@ static int read_manifest(const char *repo_path, const char *commit, const char *
 		r = kiln_err_git(err, -EIO, "the tree of %s", commit);
 		goto out;
 	}
-	if (repo_entry(tree, file, &te) < 0 || git_tree_entry_type(te) != GIT_OBJECT_BLOB) {
+	r = repo_entry(tree, file, &te);
+	if (r == -EIO) {
+		r = kiln_err_git(err, r, "cannot read '%s' at %.12s", file,
+				 git_oid_tostr_s(git_commit_id(c)));
+		goto out;
+	}
+	if (r < 0 || git_tree_entry_type(te) != GIT_OBJECT_BLOB) {
 		/* the words `kiln rebuild` has always answered with */
 		r = kiln_err_set(err, -ENOENT, "no image folder '%s' at %.12s (no %s)",
 				 path_display(path), git_oid_tostr_s(git_commit_id(c)), file);

@@ -97,9 +97,14 @@ int repo_blob(git_repository *repo, const git_oid *id, size_t max, git_blob **re
 
 int repo_entry(git_tree *tree, const char *path, git_tree_entry **ret)
 {
+	int r;
+
 	if (path[0] == '\0')
 		return -EISDIR;
-	return git_tree_entry_bypath(ret, tree, path) == 0 ? 0 : -ENOENT;
+	r = git_tree_entry_bypath(ret, tree, path);
+	if (r == GIT_ENOTFOUND)
+		return -ENOENT;
+	return r < 0 ? -EIO : 0; /* a subtree git cannot read is no "not found" */
 }
 
 /* libgit2 asks again after every rejection; one try per kind is enough. */

@@ -23,7 +23,8 @@ int repo_commit(git_repository *repo, const char *rev, git_commit **ret, struct 
 /* Reads a blob whose size must not exceed max (-EFBIG otherwise). */
 int repo_blob(git_repository *repo, const git_oid *id, size_t max, git_blob **ret,
 	      struct kiln_err *err);
-/* The entry at path in tree, or -ENOENT. *ret is freed with git_tree_entry_free. */
+/* The entry at path in tree: 0, -ENOENT when there is none, -EIO when git
+ * cannot read a tree on the way. *ret is freed with git_tree_entry_free. */
 int repo_entry(git_tree *tree, const char *path, git_tree_entry **ret);
 
 /* Credentials for a remote; borrowed strings, any may be NULL. */

@@ -93,7 +93,7 @@ c.commit()"
 	contains "$OUT" "reg.example.com:5000/team/b:1 at ${sha:0:12}"
 	expect_rc 0 "$KILN" rebuild images a "$(git -C c rev-parse HEAD~1)"
 	expect_rc 1 "$KILN" rebuild images nope
-	contains "$ERR" "nope/manifest.yaml: no such manifest at ${sha:0:12}"
+	contains "$ERR" "no image folder 'nope' at ${sha:0:12} (no nope/manifest.yaml)"
 	expect_rc 1 "$KILN" rebuild images a 0123456789abcdef0123456789abcdef01234567
 	contains "$ERR" "unknown revision '0123456789abcdef0123456789abcdef01234567'"
 	expect_rc 1 "$KILN" rebuild nope a
