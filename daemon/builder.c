@@ -770,6 +770,14 @@ void builder_kick(struct builder *b)
 	}
 }
 
+void builder_planned(struct builder *b, unsigned n)
+{
+	/* counted now so that one kick fills every free slot and status shows
+	 * them at once; the next take replaces it with the store's count */
+	b->queued += n;
+	builder_kick(b);
+}
+
 void builder_drain(struct builder *b)
 {
 	b->draining = true;

@@ -71,10 +71,7 @@ static void on_planned(struct watch *w, unsigned queued, void *arg)
 
 	if (queued > 0) {
 		log_info("watch '%s': %u build%s queued", w->name, queued, queued == 1 ? "" : "s");
-		/* one kick per new build, up to the slots: each kick starts a take
-		 * while a slot is free (the builder counts the queue itself) */
-		for (unsigned k = 0; k < queued && k < d->builder.concurrency; k++)
-			builder_kick(&d->builder);
+		builder_planned(&d->builder, queued);
 	}
 	update_status(d);
 }

@@ -69,6 +69,8 @@ void builder_done(struct builder *b);
 char *builder_log_path(const struct builder *b, int64_t id);
 /* There may be new queued builds: start jobs up to the concurrency. */
 void builder_kick(struct builder *b);
+/* A plan queued n builds: start jobs for them up to the concurrency. */
+void builder_planned(struct builder *b, unsigned n);
 /* Take nothing new; running jobs finish. */
 void builder_drain(struct builder *b);
 /* Cancels a running build: 0, or -ENOENT when it is not running here. */
