@@ -13,6 +13,7 @@
 #include "kiln/backoff.h"
 #include "kiln/buf.h"
 #include "kiln/job.h"
+#include "kiln/log.h"
 #include "kiln/oneshot.h"
 #include "kiln/path.h"
 
@@ -52,6 +53,22 @@ struct run {
 
 static void schedule(struct run *run);
 
+/* The summary table's words: the three an item can end in stand out. */
+static const char *item_state_str(enum item_state s)
+{
+	static const char *const names[] = {"pending", "waiting-retry", "running",
+					    "ok",      "FAILED",	"SKIPPED"};
+
+	return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "?";
+}
+
+static void item_set_state(struct item *it, enum item_state s)
+{
+	log_debug("kiln build '%s': %s -> %s", it->ch->path, item_state_str(it->state),
+		  item_state_str(s));
+	it->state = s;
+}
+
 static struct item *find(struct run *run, const char *path)
 {
 	for (size_t i = 0; i < run->n; i++)
@@ -73,7 +90,7 @@ static void retry_cb(uv_timer_t *t)
 {
 	struct item *it = t->data;
 
-	it->state = ITEM_PENDING;
+	item_set_state(it, ITEM_PENDING);
 	schedule(it->run);
 }
 
@@ -90,16 +107,16 @@ static void item_done(struct job *j, void *arg)
 	run->running--;
 	snprintf(it->digest, sizeof(it->digest), "%s", res->digest);
 	if (res->code == 0) {
-		it->state = ITEM_OK;
+		item_set_state(it, ITEM_OK);
 	} else if (res->transient && !run->interrupted && it->attempts <= run->o->retries) {
 		uint64_t delay =
 		    backoff_ms(run->o->retry_delay_ms, it->attempts, BACKOFF_RETRY_MAX_MS);
 		printf("%s | kiln: attempt %u failed: %s; retrying in %" PRIu64 " ms\n", it->prefix,
 		       it->attempts, res->error, delay);
-		it->state = ITEM_WAITING_RETRY;
+		item_set_state(it, ITEM_WAITING_RETRY);
 		uv_timer_start(&it->retry, retry_cb, delay, 0);
 	} else {
-		it->state = ITEM_FAILED;
+		item_set_state(it, ITEM_FAILED);
 		snprintf(it->error, sizeof(it->error), "%s", res->error);
 		printf("%s | kiln: failed: %s\n", it->prefix, res->error);
 	}
@@ -126,12 +143,12 @@ static void start(struct item *it)
 	clock_gettime(CLOCK_MONOTONIC, &it->t0);
 	if (job_prepare(o->repo_path, o->commit, it->ch->path, o->manifest_name, &policy, &spec,
 			&err) < 0) {
-		it->state = ITEM_FAILED;
+		item_set_state(it, ITEM_FAILED);
 		snprintf(it->error, sizeof(it->error), "%s", err.msg);
 		printf("%s | kiln: failed: %s\n", it->prefix, err.msg);
 		return;
 	}
-	it->state = ITEM_RUNNING;
+	item_set_state(it, ITEM_RUNNING);
 	run->running++;
 	it->job = job_start(&run->loop, run->docker, &spec, item_log, item_done, it);
 }
@@ -158,7 +175,7 @@ static void schedule(struct run *run)
 					ready = false;
 			}
 			if (doomed) {
-				it->state = ITEM_SKIPPED;
+				item_set_state(it, ITEM_SKIPPED);
 				snprintf(it->error, sizeof(it->error), "%s",
 					 run->interrupted ? "interrupted"
 							  : "skipped: a base image it builds FROM "
@@ -186,25 +203,11 @@ static void on_signal(uv_signal_t *s, int signum)
 			job_cancel(run->items[i].job);
 		if (run->items[i].state == ITEM_WAITING_RETRY) {
 			uv_timer_stop(&run->items[i].retry);
-			run->items[i].state = ITEM_FAILED;
+			item_set_state(&run->items[i], ITEM_FAILED);
 			snprintf(run->items[i].error, sizeof(run->items[i].error), "interrupted");
 		}
 	}
 	schedule(run);
-}
-
-static const char *state_word(enum item_state s)
-{
-	switch (s) {
-	case ITEM_OK:
-		return "ok";
-	case ITEM_FAILED:
-		return "FAILED";
-	case ITEM_SKIPPED:
-		return "SKIPPED";
-	default:
-		return "?";
-	}
 }
 
 int oneshot_run(const struct oneshot_opts *o, const struct changeset *cs)
@@ -248,7 +251,7 @@ int oneshot_run(const struct oneshot_opts *o, const struct changeset *cs)
 	for (size_t i = 0; i < run.n; i++) {
 		struct item *it = &run.items[i];
 		char *ref = xasprintf("%s/%s:%s", it->ch->registry, it->ch->name, it->ch->version);
-		printf("%-40s %-8s %9.1f  %s\n", ref, state_word(it->state), it->seconds,
+		printf("%-40s %-8s %9.1f  %s\n", ref, item_state_str(it->state), it->seconds,
 		       it->state == ITEM_OK ? it->digest : it->error);
 		failed += it->state != ITEM_OK;
 		free(ref);
