@@ -1,4 +1,4 @@
-/* auth.c: registry credentials as the Engine API wants them. */
+/* auth.c (build): registry credentials as the Engine API wants them. */
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdlib.h>

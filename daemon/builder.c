@@ -1,4 +1,4 @@
-/* builder.c: the builder. Each build runs in a slot that moves through
+/* builder.c (build): the builder. Each build runs in a slot that moves through
  *
  *   take (worker: the next startable build from the state)
  *   -> prepare (worker: manifest at the commit, credentials, log rotation)

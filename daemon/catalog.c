@@ -1,4 +1,4 @@
-/* catalog.c: the image folders of a tree as one indexed snapshot, kept current
+/* catalog.c (plan): the image folders of a tree as one indexed snapshot, kept current
  * by tree diffs, and its cache file. Owns the snapshot buffer.
  *
  * Snapshot layout (integers are little-endian u32, offsets from the start):

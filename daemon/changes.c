@@ -1,4 +1,4 @@
-/* changes.c: two commits -> the affected image folders, ordered for building.
+/* changes.c (plan): two commits -> the affected image folders, ordered for building.
  * Reads the tree diff, the catalog of TO's images, and only those
  * .dockerignore files and old manifests the answer needs. */
 #include <stdlib.h>

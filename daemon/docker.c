@@ -1,4 +1,4 @@
-/* docker.c: the Engine API client. One CURLM per client; libuv polls the
+/* docker.c (build): the Engine API client. One CURLM per client; libuv polls the
  * sockets curl asks for and runs curl's single timer. The client owns its
  * calls; each call is freed right after its done callback. */
 #include <ctype.h>

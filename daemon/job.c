@@ -1,4 +1,4 @@
-/* job.c: the state machine of one image's build. Each state starts one
+/* job.c (build -> push): the state machine of one image's build. Each state starts one
  * engine call; its done callback decides the next state. The job owns its
  * spec, its context producer and its one call in flight. */
 #include <git2.h>

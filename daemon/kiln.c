@@ -1,4 +1,4 @@
-/* kiln.c: the command-line tool. One table of commands; each parses its own
+/* kiln.c (main): the command-line tool. One table of commands; each parses its own
  * options. Exit status: 0 success, 1 the inputs have errors, 2 usage or a
  * repository/revision that cannot be found. */
 #include <getopt.h>

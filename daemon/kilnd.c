@@ -1,4 +1,4 @@
-/* kilnd.c: the daemon's wiring. Options, configuration (SIGHUP reloads it),
+/* kilnd.c (main): the daemon's wiring. Options, configuration (SIGHUP reloads it),
  * the event loop, signals, sd_notify, and the owners of everything
  * long-lived: the store, one watch per repository, the builder, the webhook
  * endpoints, the status socket and the metric registry. What it reports is

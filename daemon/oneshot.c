@@ -1,4 +1,4 @@
-/* oneshot.c: `kiln build` runs a changeset's builds with the daemon's job
+/* oneshot.c (build): `kiln build` runs a changeset's builds with the daemon's job
  * machine on a loop of its own. The scheduler is a small in-memory version
  * of the daemon's: an item starts when every base it builds FROM in this
  * changeset has succeeded, and is skipped when one has not. */

@@ -1,4 +1,4 @@
-/* store.c: the SQLite schema, its migrations, the instance lock, and the few
+/* store.c (queue): the SQLite schema, its migrations, the instance lock, and the few
  * statements kilnd needs. Owns the database connection and the lock file. */
 #include <fcntl.h>
 #include <pthread.h>

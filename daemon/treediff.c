@@ -1,4 +1,4 @@
-/* treediff.c: a merge walk over two sorted git trees. */
+/* treediff.c (plan): a merge walk over two sorted git trees. */
 #include <string.h>
 
 #include "kiln/buf.h"

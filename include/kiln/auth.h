@@ -1,4 +1,4 @@
-/* auth.h: registry credentials for the engine's X-Registry-Auth and
+/* auth.h (build): registry credentials for the engine's X-Registry-Auth and
  * X-Registry-Config headers, from kilnd.yaml's `registries` or, when a host
  * has none there, from the service user's ~/.docker/config.json `auths`
  * ($DOCKER_CONFIG/config.json when that is set). Blocking (reads a file):

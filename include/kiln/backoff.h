@@ -1,4 +1,4 @@
-/* backoff.h: the one formula for every retry delay in kiln (a failing poll,
+/* backoff.h (base): the one formula for every retry delay in kiln (a failing poll,
  * an engine that does not answer, a build retried after a transient failure,
  * `kiln build`'s retries): base doubled per attempt, capped, spread by +-10%
  * so that many waiters do not retry together. */

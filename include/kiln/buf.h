@@ -1,4 +1,4 @@
-/* buf.h: allocation that cannot fail (kiln aborts on out-of-memory, as Redis
+/* buf.h (base): allocation that cannot fail (kiln aborts on out-of-memory, as Redis
  * and OpenBSD daemons do: there is no useful recovery), a growable byte buffer
  * and a growable vector of strings. */
 #ifndef KILN_BUF_H

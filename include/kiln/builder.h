@@ -1,4 +1,4 @@
-/* builder.h: the builder. It takes queued builds from the store, up to
+/* builder.h (build): the builder. It takes queued builds from the store, up to
  * `concurrency` at a time, runs each as a job on a Docker engine (or, with
  * builds.dry_run, only logs what it would build), keeps each build's log
  * under <state_dir>/logs, and records how each ended: succeeded, failed,

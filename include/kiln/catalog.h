@@ -1,4 +1,4 @@
-/* catalog.h: every image folder of one tree, with what change detection needs
+/* catalog.h (plan): every image folder of one tree, with what change detection needs
  * to know of it: its manifest's fields, its context, its Dockerfile and the
  * references its FROM lines name.
  *

@@ -1,4 +1,4 @@
-/* changes.h: which image folders two commits' trees differ in, and how.
+/* changes.h (plan): which image folders two commits' trees differ in, and how.
  * The heart of kiln: `kiln changes` prints it and the daemon plans builds
  * from it. Only the two trees matter, not the commits between them. */
 #ifndef KILN_CHANGES_H

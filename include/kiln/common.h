@@ -1,4 +1,4 @@
-/* common.h: what every kiln module shares: the error record, container_of,
+/* common.h (base): what every kiln module shares: the error record, container_of,
  * and the limits every input is held to. */
 #ifndef KILN_COMMON_H
 #define KILN_COMMON_H

@@ -1,4 +1,4 @@
-/* context.h: a build context as a tar stream, made from a git tree (never a
+/* context.h (build): a build context as a tar stream, made from a git tree (never a
  * working copy: builds of different commits run side by side).
  *
  * A thread of its own walks the context directory of the commit's tree,

@@ -1,4 +1,4 @@
-/* docker.h: a Docker Engine API client on libcurl's multi interface, driven
+/* docker.h (build): a Docker Engine API client on libcurl's multi interface, driven
  * by a libuv loop (curl_multi_socket_action): requests never block the loop.
  * The engine is a unix socket or tcp:// with optional TLS client
  * certificates. The API version is negotiated once from GET /_ping: the

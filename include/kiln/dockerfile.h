@@ -1,4 +1,4 @@
-/* dockerfile.h: the images a Dockerfile builds FROM, read the way Docker reads
+/* dockerfile.h (plan): the images a Dockerfile builds FROM, read the way Docker reads
  * them: parser directives (escape), line continuations, comments, flags such
  * as --platform=, "AS name" stages, and $VAR / ${VAR} / ${VAR:-x} / ${VAR:+x}
  * from the ARGs declared before the first FROM (build args override their

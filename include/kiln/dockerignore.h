@@ -1,4 +1,4 @@
-/* dockerignore.h: a compiled .dockerignore, matched the way the Docker CLI
+/* dockerignore.h (plan): a compiled .dockerignore, matched the way the Docker CLI
  * applies it while it walks a build context (moby's patternmatcher with
  * MatchesUsingParentResults, and the rule for entering excluded directories). */
 #ifndef KILN_DOCKERIGNORE_H

@@ -1,4 +1,4 @@
-/* err.h: filling struct kiln_err, and lists of located diagnostics
+/* err.h (base): filling struct kiln_err, and lists of located diagnostics
  * (path:line:col: message) for inputs that report every error at once. */
 #ifndef KILN_ERR_H
 #define KILN_ERR_H

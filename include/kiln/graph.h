@@ -1,4 +1,4 @@
-/* graph.h: ordering images so that dependencies come before dependents, ties
+/* graph.h (plan): ordering images so that dependencies come before dependents, ties
  * broken by key (the image path), and naming a cycle when there is one. */
 #ifndef KILN_GRAPH_H
 #define KILN_GRAPH_H

@@ -1,4 +1,4 @@
-/* http_server.h: a small HTTP/1.1 server on the libuv loop for kilnd's
+/* http_server.h (trigger): a small HTTP/1.1 server on the libuv loop for kilnd's
  * webhook, /healthz and /metrics endpoints. Strict limits on everything a
  * client controls: connections, header size and count, body size, and the
  * time to send headers and body; keep-alive and pipelining work (requests on

@@ -1,4 +1,4 @@
-/* job.h: one image's build on a Docker engine, from tag check to push.
+/* job.h (build -> push): one image's build on a Docker engine, from tag check to push.
  *
  *   check (is <registry>/<name>:<version> already in the registry?)
  *   -> build (POST /build, the context streamed from the commit's tree)

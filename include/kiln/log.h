@@ -1,4 +1,4 @@
-/* log.h: leveled logging to stderr. Lines carry the sd-daemon "<N>" priority
+/* log.h (base): leveled logging to stderr. Lines carry the sd-daemon "<N>" priority
  * prefix unless stderr is a terminal, so journald keeps each line's level.
  * Only the owners of decisions log (watch, plan, kilnd.c); libraries fill a
  * struct kiln_err instead. Never pass a secret to these functions. */

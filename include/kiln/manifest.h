@@ -1,4 +1,4 @@
-/* manifest.h: an image folder's manifest.yaml, parsed and checked. */
+/* manifest.h (input): an image folder's manifest.yaml, parsed and checked. */
 #ifndef KILN_MANIFEST_H
 #define KILN_MANIFEST_H
 

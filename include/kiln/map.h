@@ -1,4 +1,4 @@
-/* map.h: an open-addressing hash map from byte strings to pointers. Keys are
+/* map.h (base): an open-addressing hash map from byte strings to pointers. Keys are
  * borrowed: the caller keeps them alive and unchanged while they are in the map. */
 #ifndef KILN_MAP_H
 #define KILN_MAP_H

@@ -1,4 +1,4 @@
-/* notify.h: the service manager protocol (sd_notify). Every call is a no-op
+/* notify.h (report): the service manager protocol (sd_notify). Every call is a no-op
  * when kilnd does not run under systemd (no $NOTIFY_SOCKET). */
 #ifndef KILN_NOTIFY_H
 #define KILN_NOTIFY_H

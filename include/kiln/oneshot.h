@@ -1,4 +1,4 @@
-/* oneshot.h: `kiln build FROM TO`, the builder in the foreground for CI
+/* oneshot.h (build): `kiln build FROM TO`, the builder in the foreground for CI
  * jobs. It builds (and with push, pushes) every affected image of a
  * changeset on a Docker engine, in dependency order, streaming each job's
  * output to stdout with the image's name as a prefix, and ends with a

@@ -1,4 +1,4 @@
-/* path.h: repository-relative paths. Inside kiln the repository root is ""
+/* path.h (base): repository-relative paths. Inside kiln the repository root is ""
  * and no path has a leading or trailing slash; users see the root as ".". */
 #ifndef KILN_PATH_H
 #define KILN_PATH_H

@@ -1,4 +1,4 @@
-/* repo.h: opening repositories and reading from them with libgit2. A
+/* repo.h (fetch): opening repositories and reading from them with libgit2. A
  * git_repository is not thread-safe: each thread or job opens its own. */
 #ifndef KILN_REPO_H
 #define KILN_REPO_H

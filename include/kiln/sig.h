@@ -1,4 +1,4 @@
-/* sig.h: webhook signatures: HMAC-SHA256 over the raw body, hex decoding,
+/* sig.h (base; used by trigger): webhook signatures: HMAC-SHA256 over the raw body, hex decoding,
  * and comparisons that take the same time whatever the input. */
 #ifndef KILN_SIG_H
 #define KILN_SIG_H

@@ -1,4 +1,4 @@
-/* store.h: kilnd's durable store in SQLite (WAL): the last commit seen per
+/* store.h (queue): kilnd's durable store in SQLite (WAL): the last commit seen per
  * repository and branch, and the builds. A plan (its builds and the new
  * last-seen commit) is written in one transaction, so a crash leaves either
  * all of it or none. One struct store per process; it serialises its own

@@ -1,4 +1,4 @@
-/* treediff.h: the leaves that differ between two trees. Subtrees with equal
+/* treediff.h (plan): the leaves that differ between two trees. Subtrees with equal
  * ids on both sides are never opened, which is what makes change detection
  * cheap: its cost follows the size of the change, not of the repository. */
 #ifndef KILN_TREEDIFF_H

@@ -1,4 +1,4 @@
-/* yaml.h: a loaded YAML document (libyaml's node graph, which keeps each
+/* yaml.h (base): a loaded YAML document (libyaml's node graph, which keeps each
  * node's position) and the type checks that config and manifest share. Every
  * check reports into a kiln_diags as "path:line:col: message" and goes on, so
  * one run names every error in a file. */
