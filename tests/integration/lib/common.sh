@@ -10,6 +10,18 @@
 set -u
 
 : "${KILN:?set KILN to the kiln executable}"
+# abs_path VAR: a relative path in VAR made absolute, since scenarios run in
+# directories of their own (a bare command name is left to PATH)
+abs_path() {
+	local v
+	eval "v=\${$1:-}"
+	case $v in
+	/* | "") ;;
+	*/*) eval "$1=\$PWD/\$v" ;;
+	esac
+}
+abs_path KILN
+abs_path KILND
 TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/kiln-it.XXXXXX")
 # Every background process a scenario starts is listed here and stopped, by
 # pid, when the scenario ends (and again when the script exits).
@@ -56,9 +68,9 @@ cleanup() {
 }
 trap cleanup EXIT
 # interrupted (^C, ctest's timeout, a closed terminal): exit runs the EXIT trap
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'echo "SIGHUP: stopping what the tests started" >&2; exit 129' HUP
+trap 'echo "SIGINT: stopping what the tests started" >&2; exit 130' INT
+trap 'echo "SIGTERM: stopping what the tests started" >&2; exit 143' TERM
 export GIT_AUTHOR_NAME=kiln GIT_AUTHOR_EMAIL=kiln@example.invalid
 export GIT_COMMITTER_NAME=kiln GIT_COMMITTER_EMAIL=kiln@example.invalid
 export GIT_CONFIG_NOSYSTEM=1 HOME="$TEST_TMP"
