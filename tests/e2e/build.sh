@@ -8,19 +8,14 @@
 PEEK="$(cd "$(dirname "$0")/lib" && pwd)/peek.py"
 
 reason=$(engine_skip_reason)
-if [ -n "$reason" ]; then
-	if [ "${CI:-}" = true ]; then
-		echo "FAIL: the end-to-end tests need a Docker engine under CI: $reason" >&2
-		exit 1
-	fi
-	echo "SKIPPED: $reason"
-	exit 0
-fi
+[ -z "$reason" ] || skip_all "the end-to-end tests need a Docker engine: $reason"
 
 # one engine and two registries for every scenario; unix socket paths are
-# short, so the engine lives in a directory of its own
+# short, so the engine lives in a directory of its own. The teardown is
+# registered before anything starts: an interrupted run leaves nothing behind.
 E=$(mktemp -d /tmp/kiln-e.XXXXXX)
-trap 'engine_teardown; kill_tracked; chmod -R u+w "$TEST_TMP" 2>/dev/null; rm -rf "$TEST_TMP"' EXIT
+ENGINE_DIR=$E
+at_exit engine_teardown
 engine_start "$E" || exit 1
 REG_PORT=$(free_port)
 registry_start "$TEST_TMP/reg" "$REG_PORT" || exit 1
@@ -395,7 +390,7 @@ t_context_matches_docker_build() {
 
 t_one_gib_context_with_small_rss() {
 	if [ "${KILN_SANITIZED:-0}" = 1 ]; then
-		echo "  (1 GiB context: not run under the sanitizers, whose shadow memory makes RSS meaningless)"
+		not_here "a peak RSS bound, under the sanitizers, whose shadow memory makes RSS meaningless"
 		return
 	fi
 	# fast-import writes the 1 GiB commit as one pack in a fraction of the

@@ -118,10 +118,20 @@ registry_start() {
 	}
 }
 
+# engine_teardown: everything engine.sh started (also when a scenario
+# restarted dockerd in a subshell, or the run was interrupted half-way)
 engine_teardown() {
 	local p
-	[ -f "${ENGINE_DIR:-/nonexistent}/docker.pid" ] && ENGINE_PID=$(cat "$ENGINE_DIR/docker.pid")
+	[ -n "${ENGINE_DIR:-}" ] || return 0
+	# the dockerd running now is the pid file's; a remembered pid is used only
+	# while it is still a dockerd of this directory (pids get reused)
+	if [ -f "$ENGINE_DIR/docker.pid" ]; then
+		ENGINE_PID=$(cat "$ENGINE_DIR/docker.pid")
+	elif [ -n "${ENGINE_PID:-}" ] && ! grep -qF "$ENGINE_DIR/" "/proc/$ENGINE_PID/cmdline" 2>/dev/null; then
+		ENGINE_PID=
+	fi
 	engine_stop
+	stop_strays
 	for p in $ENGINE_PIDS; do
 		kill -TERM "$p" 2>/dev/null
 	done
@@ -130,7 +140,16 @@ engine_teardown() {
 		kill -KILL "$p" 2>/dev/null
 	done
 	[ -n "${CERTS_D:-}" ] && rm -rf "$CERTS_D"
-	# the engine's data root holds read-only layers and mounts
-	[ -n "${ENGINE_DIR:-}" ] && { umount -R "$ENGINE_DIR/data" 2>/dev/null; rm -rf "$ENGINE_DIR"; }
+	engine_umount
+	rm -rf --one-file-system "$ENGINE_DIR"
 	return 0
+}
+
+# engine_umount: every mount under the engine's directory (layers, network
+# namespaces), innermost first; lazily if one is still busy
+engine_umount() {
+	local m
+	for m in $(awk -v d="$ENGINE_DIR/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
+		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+	done
 }

@@ -1,10 +1,27 @@
 # common.sh: helpers for integration scenarios (sourced). Each scenario is a
 # shell function named t_*; run_all runs them in order, each in a fresh
-# directory, and prints "N passed, M failed". KILN_ONLY=PREFIX runs
+# directory, and prints "N passed, S skipped, M failed". KILN_ONLY=PREFIX runs
 # only the scenarios whose name starts with t_PREFIX.
+#
+# A skip is never a pass: a scenario that cannot run here calls `skip REASON`
+# and returns, a script that cannot run at all calls skip_all. Any skip makes
+# the script exit 77 (ctest's SKIP_RETURN_CODE); under CI=true a skip is a
+# failure instead.
 set -u
 
 : "${KILN:?set KILN to the kiln executable}"
+# abs_path VAR: a relative path in VAR made absolute, since scenarios run in
+# directories of their own (a bare command name is left to PATH)
+abs_path() {
+	local v
+	eval "v=\${$1:-}"
+	case $v in
+	/* | "") ;;
+	*/*) eval "$1=\$PWD/\$v" ;;
+	esac
+}
+abs_path KILN
+abs_path KILND
 TEST_TMP=$(mktemp -d "${TMPDIR:-/tmp}/kiln-it.XXXXXX")
 # Every background process a scenario starts is listed here and stopped, by
 # pid, when the scenario ends (and again when the script exits).
@@ -23,10 +40,37 @@ kill_tracked() {
 track_pid() {
 	echo "$1" >>"$TEST_TMP/pids"
 }
-trap 'kill_tracked; chmod -R u+w "$TEST_TMP" 2>/dev/null; rm -rf "$TEST_TMP"' EXIT
-# a test killed by ctest's timeout or ^C still cleans up: exit runs the EXIT trap
-trap 'exit 143' TERM
-trap 'exit 130' INT
+# kill_tree PID: PID and every process below it, by pid. PID is stopped
+# first so that it cannot start another child while its children are listed.
+kill_tree() {
+	local c
+	kill -STOP "$1" 2>/dev/null || return 0
+	for c in $(pgrep -P "$1"); do
+		kill_tree "$c"
+	done
+	kill -TERM "$1" 2>/dev/null
+	kill -CONT "$1" 2>/dev/null
+}
+# at_exit CMD: CMD runs when the script ends, however it ends, after the
+# running scenario is stopped and before the tracked processes are
+EXIT_HOOKS=
+at_exit() {
+	EXIT_HOOKS="$EXIT_HOOKS$1;"
+}
+SCENARIO_PID=
+cleanup() {
+	trap '' INT TERM HUP # a second ^C must not cut the cleanup short
+	[ -n "$SCENARIO_PID" ] && kill_tree "$SCENARIO_PID"
+	eval "$EXIT_HOOKS"
+	kill_tracked
+	chmod -R u+w "$TEST_TMP" 2>/dev/null
+	rm -rf --one-file-system "$TEST_TMP"
+}
+trap cleanup EXIT
+# interrupted (^C, ctest's timeout, a closed terminal): exit runs the EXIT trap
+trap 'echo "SIGHUP: stopping what the tests started" >&2; exit 129' HUP
+trap 'echo "SIGINT: stopping what the tests started" >&2; exit 130' INT
+trap 'echo "SIGTERM: stopping what the tests started" >&2; exit 143' TERM
 export GIT_AUTHOR_NAME=kiln GIT_AUTHOR_EMAIL=kiln@example.invalid
 export GIT_COMMITTER_NAME=kiln GIT_COMMITTER_EMAIL=kiln@example.invalid
 export GIT_CONFIG_NOSYSTEM=1 HOME="$TEST_TMP"
@@ -50,6 +94,34 @@ failed_now=0
 fail() {
 	echo "  FAIL: $*" >&2
 	failed_now=1
+}
+
+# skip REASON: this scenario cannot run here (the caller returns next); it is
+# reported as skipped, or fails under CI=true where everything must run
+skip() {
+	if [ "${CI:-}" = true ]; then
+		fail "cannot run under CI=true: $*"
+		return
+	fi
+	echo "  SKIPPED: $*"
+	skipped_now=1
+}
+
+# not_here REASON: this scenario means nothing in this build (say, a memory
+# bound under the sanitizers); reported as such, neither a pass nor a skip
+not_here() {
+	echo "  not for this build: $*"
+	not_here_now=1
+}
+
+# skip_all REASON: the whole script cannot run here
+skip_all() {
+	if [ "${CI:-}" = true ]; then
+		echo "FAIL: cannot run under CI=true: $*" >&2
+		exit 1
+	fi
+	echo "SKIPPED: $*"
+	exit 77
 }
 
 # new_repo: a fresh repository in the current directory
@@ -117,39 +189,62 @@ contains() {
 # it won't start
 serve_git() {
 	GIT_PORT=$(free_port)
+	# not --detach: the pid is tracked before the daemon listens, so an
+	# interruption at any point cannot leave it running
 	git daemon --reuseaddr --listen=127.0.0.1 --port="$GIT_PORT" --base-path="$1" \
-		--export-all --pid-file="$1/.gitd.pid" --detach "$1" &&
-		wait_for 5 test -s "$1/.gitd.pid" || { fail "git daemon did not start"; return 1; }
-	GIT_PID=$(cat "$1/.gitd.pid")
+		--export-all --pid-file="$1/.gitd.pid" "$1" 2>"$1/.gitd.log" &
+	GIT_PID=$!
 	track_pid "$GIT_PID"
+	wait_for 5 test -s "$1/.gitd.pid" || { fail "git daemon did not start: $(cat "$1/.gitd.log")"; return 1; }
+}
+
+# run_one T: scenario T in a fresh directory, in the background so that a
+# signal reaches the script at once (bash runs a trap only between commands);
+# its status is 0 passed, 77 skipped, 78 not for this build, other failed
+run_one() {
+	local rc
+	mkdir "$TEST_TMP/$1"
+	(
+		cd "$TEST_TMP/$1" || exit 1
+		failed_now=0 skipped_now=0 not_here_now=0
+		"$1"
+		[ "$failed_now" = 0 ] || exit 1
+		[ "$skipped_now" = 0 ] || exit 77
+		[ "$not_here_now" = 0 ] || exit 78
+		exit 0
+	) &
+	SCENARIO_PID=$!
+	wait "$SCENARIO_PID"
+	rc=$?
+	SCENARIO_PID=
+	kill_tracked
+	return "$rc"
 }
 
 run_all() {
-	local t passed=0
+	local t rc verdict extra passed=0 skipped=0 not_here=0
 	for t in $(declare -F | awk '{print $3}' | grep "^t_${KILN_ONLY:-}"); do
-		mkdir "$TEST_TMP/$t"
-		failed_now=0
-		(
-			cd "$TEST_TMP/$t" || exit 1
-			"$t"
-			exit "$failed_now"
-		) || failed_now=1
-		kill_tracked
-		if [ "$failed_now" = 0 ]; then
-			passed=$((passed + 1))
-			echo "ok   $t"
-		else
-			FAILS=$((FAILS + 1))
-			echo "FAIL $t"
-		fi
+		run_one "$t"
+		rc=$?
+		case $rc in
+		0) passed=$((passed + 1)) verdict="ok  " ;;
+		77) skipped=$((skipped + 1)) verdict=skip ;;
+		78) not_here=$((not_here + 1)) verdict="n/a " ;;
+		*) FAILS=$((FAILS + 1)) verdict=FAIL ;;
+		esac
+		echo "$verdict $t"
 	done
 	if ls "$TEST_TMP"/sanitizer.* >/dev/null 2>&1; then
 		echo "sanitizer reports:" >&2
 		cat "$TEST_TMP"/sanitizer.* >&2
 		FAILS=$((FAILS + 1))
 	fi
-	echo "$passed passed, $FAILS failed"
-	[ "$FAILS" = 0 ]
+	extra=
+	[ "$not_here" = 0 ] || extra=" ($not_here not for this build)"
+	echo "$passed passed, $skipped skipped, $FAILS failed$extra"
+	[ "$FAILS" = 0 ] || return 1
+	# what was skipped did not pass: the script as a whole is skipped
+	[ "$skipped" = 0 ] || exit 77
 }
 
 # wait_for SECONDS CMD...: true once CMD succeeds, false after SECONDS
