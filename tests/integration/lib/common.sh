@@ -196,6 +196,10 @@ serve_git() {
 	GIT_PID=$!
 	track_pid "$GIT_PID"
 	wait_for 5 test -s "$1/.gitd.pid" || { fail "git daemon did not start: $(cat "$1/.gitd.log")"; return 1; }
+	# `git daemon` runs git-daemon as its child and waits: the pid file names
+	# the process that serves, the one a scenario stops with SIGSTOP
+	GIT_PID=$(cat "$1/.gitd.pid")
+	track_pid "$GIT_PID"
 }
 
 # run_one T: scenario T in a fresh directory, in the background so that a
