@@ -31,6 +31,10 @@
 #include "kiln/watch.h"
 #include "kiln/webhook.h"
 
+/* kilnd refused a lost state: the unit's RestartPreventExitStatus, since
+ * only the operator can recover it (65 is sysexits.h's EX_DATAERR). */
+#define KILND_EXIT_STATE_REFUSED 65
+
 struct daemon {
 	uv_loop_t *loop;
 	struct config cfg;
@@ -557,9 +561,14 @@ static void start_signals(struct daemon *d)
 
 static int run(struct daemon *d)
 {
+	int r;
+
 	repo_global_init();
 	d->loop = uv_default_loop();
-	if (open_store(d) < 0 || start_builder(d) < 0)
+	r = open_store(d);
+	if (r == -EUCLEAN || r == -ENODATA)
+		return KILND_EXIT_STATE_REFUSED;
+	if (r < 0 || start_builder(d) < 0)
 		return 1;
 	backup_start(&d->backup, d->loop, d->store, d->cfg.backup_interval_ms);
 	start_reporting(d);
