@@ -106,14 +106,7 @@ static void on_builder_changed(struct builder *b, void *arg)
 	maybe_exit(d);
 }
 
-/* A poll succeeded: the webhook deliveries that asked for it are handled. */
-static void on_polled(struct watch *w, void *arg)
-{
-	struct daemon *d = arg;
-	webhook_polled(&d->webhook, w->name, w->poll_started_ms);
-}
-
-static const struct watch_ops ops = {on_planned, on_watch_changed, on_watch_closed, on_polled};
+static const struct watch_ops ops = {on_planned, on_watch_changed, on_watch_closed};
 
 static struct watch *find_watch(struct daemon *d, const char *name)
 {

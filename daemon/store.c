@@ -647,8 +647,12 @@ static int record_seen(struct store *s, struct plan_stmts *st, const char *repo,
 	return 0;
 }
 
+static int deliveries_handled_locked(struct store *s, const char *repo, int64_t until,
+				     struct kiln_err *err);
+
 static int record_plan_locked(struct store *s, const char *repo, const char *branch, const char *to,
-			      const struct store_plan_item *items, size_t n, struct kiln_err *err)
+			      const struct store_plan_item *items, size_t n, int64_t polled_at_ms,
+			      struct kiln_err *err)
 {
 	struct plan_stmts st = {0};
 	int64_t *ids = xcalloc(n + 1, sizeof(*ids));
@@ -666,6 +670,8 @@ static int record_plan_locked(struct store *s, const char *repo, const char *bra
 		r = record_deps(s, &st, items, n, ids, err);
 	if (r == 0)
 		r = record_seen(s, &st, repo, branch, to, err);
+	if (r == 0 && polled_at_ms > 0)
+		r = deliveries_handled_locked(s, repo, polled_at_ms - 1, err);
 	plan_stmts_done(&st);
 	if (r == 0)
 		r = exec(s, "COMMIT", err);
@@ -830,12 +836,13 @@ int store_last_seen(struct store *s, const char *repo, const char *branch,
 }
 
 int store_record_plan(struct store *s, const char *repo, const char *branch, const char *to,
-		      const struct store_plan_item *items, size_t n, struct kiln_err *err)
+		      const struct store_plan_item *items, size_t n, int64_t polled_at_ms,
+		      struct kiln_err *err)
 {
 	int r;
 
 	pthread_mutex_lock(&s->lock);
-	r = record_plan_locked(s, repo, branch, to, items, n, err);
+	r = record_plan_locked(s, repo, branch, to, items, n, polled_at_ms, err);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
@@ -1017,25 +1024,32 @@ int store_record_delivery(struct store *s, const char *repo, const char *id, str
 	return r;
 }
 
-int store_deliveries_handled(struct store *s, const char *repo, int64_t until, struct kiln_err *err)
+static int deliveries_handled_locked(struct store *s, const char *repo, int64_t until,
+				     struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r = 0;
 
-	pthread_mutex_lock(&s->lock);
 	if (sqlite3_prepare_v2(
 		s->db,
 		"UPDATE deliveries SET handled = 1 WHERE repository = ? AND handled = 0"
 		" AND received_at <= ?",
-		-1, &st, NULL) != SQLITE_OK) {
+		-1, &st, NULL) != SQLITE_OK)
+		return db_err(s, err, "marking deliveries");
+	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, until);
+	if (sqlite3_step(st) != SQLITE_DONE)
 		r = db_err(s, err, "marking deliveries");
-	} else {
-		sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 2, until);
-		if (sqlite3_step(st) != SQLITE_DONE)
-			r = db_err(s, err, "marking deliveries");
-	}
 	sqlite3_finalize(st);
+	return r;
+}
+
+int store_deliveries_handled(struct store *s, const char *repo, int64_t until, struct kiln_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = deliveries_handled_locked(s, repo, until, err);
 	/* GitHub keeps redeliveries for three days: older ids need not be kept.
 	 * Best effort: a failed prune leaves rows the next mark removes. */
 	exec(s,

@@ -74,10 +74,14 @@ struct store_plan_item {
 
 /* In one transaction: queues a build per item that is not removed (a queued
  * build of the same repository, branch and path becomes superseded), records
- * removed items as such, and sets the branch's last-seen commit to `to`.
- * Returns the number of builds queued. */
+ * removed items as such, sets the branch's last-seen commit to `to`, and
+ * marks the repository's webhook deliveries received before polled_at_ms
+ * (unix ms, when the poll that made the plan began; 0: none) handled, so a
+ * crash leaves the plan and the marks together or neither. Returns the
+ * number of builds queued. */
 int store_record_plan(struct store *s, const char *repo, const char *branch, const char *to,
-		      const struct store_plan_item *items, size_t n, struct kiln_err *err);
+		      const struct store_plan_item *items, size_t n, int64_t polled_at_ms,
+		      struct kiln_err *err);
 
 struct store_build {
 	int64_t id;

@@ -227,6 +227,40 @@ t_delivery_replayed_after_crash() {
 	wait "$KPID"
 }
 
+# Deliveries that arrive while their repository is being polled are served by
+# the poll that follows (the trigger coalesces into it): none stays unhandled
+# to cause one more poll at every restart.
+t_deliveries_during_a_poll_are_handled() {
+	setup_daemon
+	local round i pids
+	for round in $(seq 1 10); do
+		pids=()
+		for i in $(seq 1 10); do
+			hook /hooks/github github topsecret --delivery "burst-$round-$i" >/dev/null &
+			pids+=($!)
+		done
+		wait "${pids[@]}"
+		grep -q "watch 'github': trigger while .*coalesced" kilnd.log && break
+	done
+	if ! grep -q "watch 'github': trigger while .*coalesced" kilnd.log; then
+		skip "no delivery arrived while a poll ran"
+		return
+	fi
+	unhandled() { python3 -c "import sqlite3; print(sqlite3.connect('state/kilnd.db').execute(\"SELECT count(*) FROM deliveries WHERE handled = 0\").fetchone()[0])"; }
+	all_handled() { [ "$(unhandled)" = 0 ]; }
+	wait_for 10 all_handled || fail "$(unhandled) deliveries left unhandled after the polls"
+	kill -TERM "$KPID"
+	wait "$KPID"
+	"$KILND" --config kilnd.yaml --log-level debug >restart.log 2>&1 &
+	KPID=$!
+	track_pid "$KPID"
+	wait_for 10 grep -q "kilnd .* ready:" restart.log || fail "kilnd did not start again"
+	grep -q "webhook deliveries from before the restart" restart.log &&
+		fail "a restart replayed deliveries a poll had served"
+	kill -TERM "$KPID"
+	wait "$KPID"
+}
+
 t_socket_activation() {
 	command -v systemd-socket-activate >/dev/null || { skip "no systemd-socket-activate"; return; }
 	PORT=$(free_port)

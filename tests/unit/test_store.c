@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -107,11 +108,11 @@ static void plans_supersede_and_last_seen(void **state)
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
 	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), -ENOENT);
-	assert_int_equal(store_record_plan(s, "images", "main", A, first, 2, &err), 2);
+	assert_int_equal(store_record_plan(s, "images", "main", A, first, 2, 0, &err), 2);
 	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), 0);
 	assert_string_equal(seen, A);
 	/* a queued build of the same path and branch is superseded */
-	assert_int_equal(store_record_plan(s, "images", "main", B, second, 2, &err), 1);
+	assert_int_equal(store_record_plan(s, "images", "main", B, second, 2, 0, &err), 1);
 	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), 0);
 	assert_string_equal(seen, B);
 	assert_int_equal(
@@ -124,7 +125,7 @@ static void plans_supersede_and_last_seen(void **state)
 	/* other branches are independent */
 	assert_int_equal(store_last_seen(s, "images", "dev", seen, &err), -ENOENT);
 	/* a first sight records the head and no builds */
-	assert_int_equal(store_record_plan(s, "images", "dev", A, NULL, 0, &err), 0);
+	assert_int_equal(store_record_plan(s, "images", "dev", A, NULL, 0, 0, &err), 0);
 	assert_int_equal(store_last_seen(s, "images", "dev", seen, &err), 0);
 	store_close(s);
 	free(d);
@@ -145,7 +146,7 @@ static void take_finish_and_recover(void **state)
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
 	assert_int_equal(store_take_next(s, &b, &err), -ENOENT);
-	assert_int_equal(store_record_plan(s, "images", "main", A, items, 2, &err), 2);
+	assert_int_equal(store_record_plan(s, "images", "main", A, items, 2, 0, &err), 2);
 	/* oldest first */
 	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "a");
@@ -189,7 +190,7 @@ static void dependents_wait_and_are_cancelled(void **state)
 
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(store_record_plan(s, "images", "main", A, items, 4, &err), 4);
+	assert_int_equal(store_record_plan(s, "images", "main", A, items, 4, 0, &err), 4);
 	/* base runs; mid and top wait for it, so other (newer) goes next */
 	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "base");
@@ -212,7 +213,7 @@ static void dependents_wait_and_are_cancelled(void **state)
 			       " AND path IN ('mid', 'top') AND error LIKE '%base image%failed'"),
 			 2);
 	/* and a success lets the next in line go */
-	assert_int_equal(store_record_plan(s, "images", "main", B, items, 4, &err), 4);
+	assert_int_equal(store_record_plan(s, "images", "main", B, items, 4, 0, &err), 4);
 	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "base");
 	assert_int_equal(store_set_result(s, b.id, "sha256:i", "sha256:d", &err), 0);
@@ -284,7 +285,7 @@ static void fill(const char *d)
 	const struct store_plan_item items[] = {{"a", "r/a:1", "added", NULL, 0}};
 
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(store_record_plan(s, "images", "main", A, items, 1, &err), 1);
+	assert_int_equal(store_record_plan(s, "images", "main", A, items, 1, 0, &err), 1);
 	for (int i = 0; i < 300; i++) {
 		char id[64];
 		snprintf(id, sizeof(id), "delivery-%04d-padding-padding-padding", i);
@@ -443,7 +444,7 @@ static void snapshot_and_recover(void **state)
 	/* kilnd holds the directory */
 	assert_int_equal(store_recover(d, &aside, &err), -EBUSY);
 	/* a later plan the snapshot does not have */
-	assert_int_equal(store_record_plan(s, "images", "main", B, items, 1, &err), 1);
+	assert_int_equal(store_record_plan(s, "images", "main", B, items, 1, 0, &err), 1);
 	s = store_close(s);
 	/* a whole database is not replaced by an older snapshot */
 	assert_int_equal(store_recover(d, &aside, &err), -EEXIST);
@@ -492,6 +493,47 @@ static void damaged_snapshot_is_not_restored(void **state)
 	free(d);
 }
 
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A plan marks the deliveries its poll served in its own transaction: those
+ * received before the poll began, not those that came during it. */
+static void plan_marks_served_deliveries(void **state)
+{
+	char *d = sub("served");
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+	struct strv pending = {0};
+	const struct store_plan_item items[] = {{"a", "r/a:1", "added", NULL, 0}};
+	const struct timespec tick = {0, 3 * 1000000};
+	int64_t polled_at;
+
+	(void)state;
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_record_delivery(s, "images", "before", &err), 1);
+	assert_int_equal(store_record_delivery(s, "other", "before", &err), 1);
+	nanosleep(&tick, NULL);
+	polled_at = wall_ms();
+	nanosleep(&tick, NULL);
+	assert_int_equal(store_record_delivery(s, "images", "during", &err), 1);
+	assert_int_equal(store_record_plan(s, "images", "main", A, items, 1, polled_at, &err), 1);
+	assert_int_equal(count(d, "SELECT count(*) FROM deliveries WHERE handled = 0"), 2);
+	assert_int_equal(
+	    count(d,
+		  "SELECT handled FROM deliveries WHERE repository = 'images' AND id = 'before'"),
+	    1);
+	assert_int_equal(store_pending_deliveries(s, &pending, &err), 0);
+	assert_int_equal(pending.n, 2); /* images (during) and other */
+	strv_done(&pending);
+	store_close(s);
+	free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -501,6 +543,7 @@ int main(void)
 	    cmocka_unit_test(dependents_wait_and_are_cancelled),
 	    cmocka_unit_test(newer_schema_is_refused),
 	    cmocka_unit_test(deliveries),
+	    cmocka_unit_test(plan_marks_served_deliveries),
 	    cmocka_unit_test(malformed_is_refused),
 	    cmocka_unit_test(not_a_database_is_refused),
 	    cmocka_unit_test(empty_beside_mirrors_is_refused),
