@@ -450,8 +450,8 @@ static void log_refusal(const struct daemon *d, int r, const char *why)
 
 	snapshot_time(backup, when, sizeof(when));
 	log_error("%s", why);
-	log_error("refusing to start on it: pushes made since its last-seen commits would never be "
-		  "built");
+	log_error("refusing to start on it: a state started over forgets each branch's last-seen "
+		  "commit, and pushes made meanwhile would never be built");
 	if (when[0])
 		log_error(
 		    "to recover: run 'kilnd --recover --config %s', then start kilnd again; it "
