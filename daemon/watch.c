@@ -220,9 +220,6 @@ static int mirror_open(struct watch_work *wk)
 	return repo_mirror_open(w->mirror_path, &w->mirror, &wk->err);
 }
 
-/* Worker: ls-remote, then fetch only the branches whose tip the mirror lacks.
- * A remote on this machine whose refs files are untouched since the last
- * good poll is not even asked. */
 /* Worker, at the end of a poll that recorded no plan: the deliveries that
  * came before it are served (a plan marks them in its own transaction).
  * Not a poll failure: at worst they cause one more poll after a restart. */
@@ -239,6 +236,9 @@ static void mark_served(struct watch_work *wk)
 		     err.msg);
 }
 
+/* Worker: ls-remote, then fetch only the branches whose tip the mirror lacks.
+ * A remote on this machine whose refs files are untouched since the last
+ * good poll is not even asked. */
 static void fetch_work(uv_work_t *req)
 {
 	struct watch_work *wk = container_of(req, struct watch_work, req);
