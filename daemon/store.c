@@ -1051,11 +1051,13 @@ int store_deliveries_handled(struct store *s, const char *repo, int64_t until, s
 	pthread_mutex_lock(&s->lock);
 	r = deliveries_handled_locked(s, repo, until, err);
 	/* GitHub keeps redeliveries for three days: older ids need not be kept.
-	 * Best effort: a failed prune leaves rows the next mark removes. */
-	exec(s,
-	     "DELETE FROM deliveries WHERE handled = 1 AND received_at < 1000 * (strftime('%s', "
-	     "'now') - 4 * 86400)",
-	     NULL);
+	 * Best effort: a failed prune leaves rows the next mark removes. Only
+	 * after a mark that marked something: most polls serve no delivery. */
+	if (r == 0 && sqlite3_changes(s->db) > 0)
+		exec(s,
+		     "DELETE FROM deliveries WHERE handled = 1"
+		     " AND received_at < 1000 * (strftime('%s', 'now') - 4 * 86400)",
+		     NULL);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
