@@ -491,6 +491,10 @@ static config_parse_fn parse_section, parse_credentials, parse_webhook, parse_re
 const struct config_key config_keys[] = {
     {TOP("state_dir", CONFIG_STRING, parse_absolute_path, state_dir), .def = "/var/lib/kiln",
      .help = "absolute path: database, lock, mirrors"},
+    {TOP("state_backup_interval", CONFIG_DURATION, parse_duration, backup_interval_ms),
+     .min = POLL_MIN_MS, .def = "15m",
+     .help = "how often, at most, a verified snapshot of the database is written to "
+	     "`kilnd.db.backup` (only when it changed); `kilnd --recover` restores it"},
     {SECTION("", "docker", parse_section), .help = "the Docker engine"},
     {SUB("docker", "host", CONFIG_STRING, parse_docker_host, docker_host),
      .help = "`unix:///path` or `tcp://host:port`; unset: `$DOCKER_HOST`, else "

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "kiln/backup.h"
 #include "kiln/builder.h"
 #include "kiln/config.h"
 #include "kiln/control.h"
@@ -30,10 +31,15 @@
 #include "kiln/watch.h"
 #include "kiln/webhook.h"
 
+/* kilnd refused a lost state: the unit's RestartPreventExitStatus, since
+ * only the operator can recover it (65 is sysexits.h's EX_DATAERR). */
+#define KILND_EXIT_STATE_REFUSED 65
+
 struct daemon {
 	uv_loop_t *loop;
 	struct config cfg;
 	struct store *store;
+	struct backup backup; /* the store's periodic snapshot */
 	char *mirrors_dir;
 	struct watch **watches;
 	size_t nwatches, capwatches;
@@ -59,7 +65,7 @@ static void update_status(struct daemon *d)
 static void maybe_exit(struct daemon *d)
 {
 	if (!d->stopping || d->closing > 0 || d->nwatches > 0 || d->builder.running > 0 ||
-	    d->http || d->control)
+	    d->http || d->control || d->backup.state != BACKUP_CLOSED)
 		return;
 	log_info("all work finished; exiting");
 	uv_stop(d->loop);
@@ -100,14 +106,7 @@ static void on_builder_changed(struct builder *b, void *arg)
 	maybe_exit(d);
 }
 
-/* A poll succeeded: the webhook deliveries that asked for it are handled. */
-static void on_polled(struct watch *w, void *arg)
-{
-	struct daemon *d = arg;
-	webhook_polled(&d->webhook, w->name, w->poll_started_ms);
-}
-
-static const struct watch_ops ops = {on_planned, on_watch_changed, on_watch_closed, on_polled};
+static const struct watch_ops ops = {on_planned, on_watch_changed, on_watch_closed};
 
 static struct watch *find_watch(struct daemon *d, const char *name)
 {
@@ -258,6 +257,11 @@ static void control_closed(void *arg)
 	maybe_exit(d);
 }
 
+static void backup_closed(void *arg)
+{
+	maybe_exit(arg);
+}
+
 static void http_closed(void *arg)
 {
 	struct daemon *d = arg;
@@ -340,6 +344,7 @@ static void reload(struct daemon *d)
 			add_watch(d, &next.repos[k]);
 	}
 	d->builder.concurrency = next.concurrency;
+	d->backup.interval_ms = next.backup_interval_ms;
 	config_done(&d->cfg);
 	d->cfg = next;
 	log_info("configuration reloaded: %zu repositories", d->nwatches);
@@ -370,6 +375,7 @@ static void stop(struct daemon *d, const char *why)
 		http_server_close(d->http, http_closed, d);
 	if (d->control)
 		control_close(d->control, control_closed, d);
+	backup_stop(&d->backup, backup_closed, d);
 	while (d->nwatches > 0)
 		remove_watch(d, d->nwatches - 1);
 	uv_timer_start(&d->grace, grace_cb, d->cfg.shutdown_grace_ms, 0);
@@ -403,6 +409,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: kilnd [--config PATH] [--log-level LEVEL]\n"
 		"       kilnd --check-config [--config PATH]\n"
+		"       kilnd --recover [--config PATH]\n"
 		"       kilnd --version | --help\n"
 		"\n"
 		"The kiln daemon: watches git repositories of images and builds, tests and\n"
@@ -411,6 +418,9 @@ static void usage(FILE *f)
 		"  -c, --config PATH      configuration file (default %s)\n"
 		"      --check-config     validate the configuration (and its secret files),\n"
 		"                         print every error, exit 0 if valid and 1 if not\n"
+		"      --recover          replace a damaged state database (kilnd refused to\n"
+		"                         start on it) by its last verified snapshot, keeping\n"
+		"                         the damaged file beside it; kilnd must not be running\n"
 		"  -l, --log-level LEVEL  error, warning, notice, info (default) or debug\n"
 		"  -h, --help             this text\n"
 		"  -V, --version          print the version\n"
@@ -420,12 +430,58 @@ static void usage(FILE *f)
 		CONFIG_DEFAULT_PATH);
 }
 
+/* The snapshot's age for the operator, "" when there is none. */
+static void snapshot_time(const char *path, char *buf, size_t size)
+{
+	struct stat sb;
+	struct tm tm;
+
+	buf[0] = '\0';
+	if (stat(path, &sb) == 0 && gmtime_r(&sb.st_mtime, &tm))
+		strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+/* kilnd will not start on a lost state (r: store_open's -EUCLEAN or
+ * -ENODATA): says what is wrong and the way out. */
+static void log_refusal(const struct daemon *d, int r, const char *why)
+{
+	const char *dir = d->cfg.state_dir;
+	char *backup = xasprintf("%s/" STORE_BACKUP_FILE, dir), when[64];
+
+	snapshot_time(backup, when, sizeof(when));
+	log_error("%s", why);
+	log_error("refusing to start on it: a state started over forgets each branch's last-seen "
+		  "commit, and pushes made meanwhile would never be built");
+	if (when[0])
+		log_error(
+		    "to recover: run 'kilnd --recover --config %s', then start kilnd again; it "
+		    "moves '%s/" STORE_FILE "' aside as '" STORE_FILE
+		    ".damaged-<unix time>' and restores the verified snapshot '%s' of %s",
+		    d->cfg.path, dir, backup, when);
+	else
+		log_error(
+		    "there is no snapshot '%s' for 'kilnd --recover' to restore: to start afresh, "
+		    "move '%s/" STORE_FILE "' aside and remove '%s/mirrors' (every branch is "
+		    "then seen for the first time; pushes made meanwhile are not built)",
+		    backup, dir, dir);
+	if (r == -ENODATA && when[0])
+		log_error("or, to start afresh instead, remove '%s/mirrors' (every branch is then "
+			  "seen for the first time; pushes made meanwhile are not built)",
+			  dir);
+	free(backup);
+}
+
 /* The store (requeueing what the last run left running) and the mirrors. */
 static int open_store(struct daemon *d)
 {
 	struct kiln_err err = {0};
+	int r = store_open(d->cfg.state_dir, &d->store, &err);
 
-	if (store_open(d->cfg.state_dir, &d->store, &err) < 0) {
+	if (r == -EUCLEAN || r == -ENODATA) {
+		log_refusal(d, r, err.msg);
+		return r;
+	}
+	if (r < 0) {
 		log_error("%s", err.msg);
 		return -EIO;
 	}
@@ -498,10 +554,16 @@ static void start_signals(struct daemon *d)
 
 static int run(struct daemon *d)
 {
+	int r;
+
 	repo_global_init();
 	d->loop = uv_default_loop();
-	if (open_store(d) < 0 || start_builder(d) < 0)
+	r = open_store(d);
+	if (r == -EUCLEAN || r == -ENODATA)
+		return KILND_EXIT_STATE_REFUSED;
+	if (r < 0 || start_builder(d) < 0)
 		return 1;
+	backup_start(&d->backup, d->loop, d->store, d->cfg.backup_interval_ms);
 	start_reporting(d);
 	for (size_t i = 0; i < d->cfg.nrepos; i++) {
 		if (add_watch(d, &d->cfg.repos[i]) < 0)
@@ -532,17 +594,47 @@ static int run(struct daemon *d)
 	return d->exit_code;
 }
 
+/* kilnd --recover: the last verified snapshot replaces a damaged database. */
+static int recover(const struct config *cfg)
+{
+	struct kiln_err err = {0};
+	char *aside = NULL;
+	int r = store_recover(cfg->state_dir, &aside, &err);
+
+	if (r < 0) {
+		fprintf(stderr, "kilnd: %s\n", err.msg);
+		if (r == -ENOENT || r == -EUCLEAN)
+			fprintf(
+			    stderr,
+			    "kilnd: nothing was changed; see \"State and crashes\" in README.md "
+			    "for starting afresh\n");
+		return 1;
+	}
+	printf("kilnd: moved the damaged database aside as '%s'\n"
+	       "kilnd: restored '%s/" STORE_FILE
+	       "' from the verified snapshot '%s/" STORE_BACKUP_FILE "'\n"
+	       "kilnd: start kilnd again (systemctl start kilnd); pushes after the snapshot are "
+	       "planned from its last-seen commits\n",
+	       aside, cfg->state_dir, cfg->state_dir);
+	free(aside);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"config", required_argument, NULL, 'c'},	 {"check-config", no_argument, NULL, 'k'},
-	    {"log-level", required_argument, NULL, 'l'}, {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},	 {NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"check-config", no_argument, NULL, 'k'},
+	    {"log-level", required_argument, NULL, 'l'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"recover", no_argument, NULL, 'r'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct daemon d = {0};
 	struct kiln_diags diags = {0};
 	const char *path = CONFIG_DEFAULT_PATH;
-	bool check = false;
+	bool check = false, recovering = false;
 	int c, level, rc;
 
 	while ((c = getopt_long(argc, argv, "c:l:hV", opts, NULL)) != -1) {
@@ -552,6 +644,9 @@ int main(int argc, char **argv)
 			break;
 		case 'k':
 			check = true;
+			break;
+		case 'r':
+			recovering = true;
 			break;
 		case 'l':
 			if ((level = log_parse_level(optarg)) < 0) {
@@ -598,6 +693,11 @@ int main(int argc, char **argv)
 		       d.cfg.nrepos == 1 ? "y" : "ies");
 		config_done(&d.cfg);
 		return 0;
+	}
+	if (recovering) {
+		rc = recover(&d.cfg);
+		config_done(&d.cfg);
+		return rc;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -1,5 +1,8 @@
-/* store.c (queue): the SQLite schema, its migrations, the instance lock, and the few
- * statements kilnd needs. Owns the database connection and the lock file. */
+/* store.c (queue): the SQLite schema, its migrations, the instance lock, the checks
+ * that refuse a damaged database, the verified snapshot that recovers one,
+ * and the few statements kilnd needs. Owns the database connection, the lock
+ * file and the snapshot file. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -22,6 +25,8 @@ struct store {
 	sqlite3 *db;
 	int lock_fd;
 	unsigned requeued;
+	char *dir, *path, *backup_path;
+	int64_t backed_up; /* sqlite3_total_changes64 at the last snapshot; -1: none yet */
 };
 
 /* Each entry moves the schema one version up; never edit a shipped one. */
@@ -157,14 +162,93 @@ static int migrate(struct store *s, struct kiln_err *err)
 	return 0;
 }
 
+/* The first problems PRAGMA quick_check lists, or the error that stopped it,
+ * into err: 0 when the database reads as whole, -EUCLEAN when it does not. */
+static int quick_check(sqlite3 *db, const char *path, struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	struct buf text = {0};
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(3)", -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			const char *row = (const char *)sqlite3_column_text(st, 0);
+			if (row && strcmp(row, "ok") != 0)
+				buf_printf(&text, "%s%s", text.len ? "; " : "", row);
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		int code = sqlite3_extended_errcode(db) & 0xff;
+		/* anything but a damaged file (a lock held too long, no memory)
+		 * is no verdict on the file */
+		r = kiln_err_set(err,
+				 code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? -EUCLEAN : -EIO,
+				 "'%s' cannot be checked: %s", path, sqlite3_errmsg(db));
+	} else if (text.len > 0) {
+		for (char *nl = text.p; (nl = strchr(nl, '\n')) != NULL;)
+			*nl = ' '; /* one log line */
+		r = kiln_err_set(err, -EUCLEAN, "'%s' is malformed: %s", path, text.p);
+	}
+	sqlite3_finalize(st);
+	buf_done(&text);
+	return r;
+}
+
+/* Whether dir/mirrors holds anything: a state existed before. */
+static bool has_mirrors(const char *dir)
+{
+	char *path = xasprintf("%s/mirrors", dir);
+	DIR *d = opendir(path);
+	struct dirent *e;
+	bool found = false;
+
+	while (d && !found && (e = readdir(d)) != NULL)
+		found = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+	if (d)
+		closedir(d);
+	free(path);
+	return found;
+}
+
+/* Refuses what would start kilnd on a lost state: a damaged file
+ * (-EUCLEAN), or one without a schema (new, or emptied to zero length) when
+ * an earlier state existed (-ENODATA): kilnd's start knows that from the
+ * mirrors in dir, a recovery assumes it. */
+static int check_db(sqlite3 *db, const char *dir, bool recovering, const char *path,
+		    struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	bool empty;
+	int r = quick_check(db, path, err);
+
+	if (r < 0)
+		return r;
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st, NULL) !=
+		SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_ROW) {
+		r = kiln_err_set(err, -EIO, "'%s' cannot be read: %s", path, sqlite3_errmsg(db));
+		goto out;
+	}
+	empty = sqlite3_column_int(st, 0) == 0;
+	if (empty && (recovering || has_mirrors(dir)))
+		r = kiln_err_set(err, -ENODATA,
+				 "'%s' is empty, but '%s/mirrors' holds the mirrors of an earlier "
+				 "state: every branch's last-seen commit is lost",
+				 path, dir);
+out:
+	sqlite3_finalize(st);
+	return r;
+}
+
 int store_open(const char *dir, struct store **ret, struct kiln_err *err)
 {
 	struct store *s = xcalloc(1, sizeof(*s));
-	char *path = NULL;
 	int r;
 
 	pthread_mutex_init(&s->lock, NULL);
 	s->lock_fd = -1;
+	s->backed_up = -1;
 	if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
 		r = kiln_err_set(err, -errno, "cannot create state directory '%s': %s", dir,
 				 strerror(errno));
@@ -173,15 +257,21 @@ int store_open(const char *dir, struct store **ret, struct kiln_err *err)
 	r = lock_dir(dir, &s->lock_fd, err);
 	if (r < 0)
 		goto fail;
-	path = xasprintf("%s/kilnd.db", dir);
-	if (sqlite3_open_v2(path, &s->db,
+	s->dir = xstrdup(dir);
+	s->path = xasprintf("%s/" STORE_FILE, dir);
+	s->backup_path = xasprintf("%s/" STORE_BACKUP_FILE, dir);
+	if (sqlite3_open_v2(s->path, &s->db,
 			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
 			    NULL) != SQLITE_OK) {
-		r = kiln_err_set(err, -EIO, "cannot open '%s': %s", path,
+		r = kiln_err_set(err, -EIO, "cannot open '%s': %s", s->path,
 				 s->db ? sqlite3_errmsg(s->db) : "out of memory");
 		goto fail;
 	}
 	sqlite3_busy_timeout(s->db, 5000);
+	/* before anything writes: a refused file stays as it was found */
+	r = check_db(s->db, dir, false, s->path, err);
+	if (r < 0)
+		goto fail;
 	/* WAL with synchronous=FULL: a commit that returned is on disk. */
 	r = exec(s,
 		 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
@@ -197,11 +287,9 @@ int store_open(const char *dir, struct store **ret, struct kiln_err *err)
 	if (r < 0)
 		goto fail;
 	s->requeued = (unsigned)sqlite3_changes(s->db);
-	free(path);
 	*ret = s;
 	return 0;
 fail:
-	free(path);
 	store_close(s);
 	return r;
 }
@@ -215,8 +303,185 @@ struct store *store_close(struct store *s)
 	if (s->lock_fd >= 0)
 		close(s->lock_fd); /* releases the lock */
 	pthread_mutex_destroy(&s->lock);
+	free(s->dir);
+	free(s->path);
+	free(s->backup_path);
 	free(s);
 	return NULL;
+}
+
+static int fsync_path(const char *path, int flags, struct kiln_err *err)
+{
+	int fd = open(path, flags | O_CLOEXEC), r = 0;
+
+	if (fd < 0 || fsync(fd) < 0)
+		r = kiln_err_set(err, -errno, "cannot sync '%s': %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+/* dst becomes a copy of the database src that checks whole, or stays as it
+ * was: VACUUM INTO a temporary name (a consistent snapshot; src is only
+ * read), quick_check of the copy, fsync, rename, fsync of the directory. */
+static int snapshot(const char *src, const char *dst, const char *dir, struct kiln_err *err)
+{
+	char *tmp = xasprintf("%s.tmp", dst);
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	if (unlink(tmp) < 0 && errno != ENOENT) { /* VACUUM INTO wants no file there */
+		r = kiln_err_set(err, -errno, "cannot remove '%s': %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (sqlite3_open_v2(src, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+	    sqlite3_busy_timeout(db, 5000) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "VACUUM INTO ?", -1, &st, NULL) != SQLITE_OK) {
+		r = kiln_err_set(err, -EIO, "cannot read '%s': %s", src,
+				 db ? sqlite3_errmsg(db) : "out of memory");
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, tmp, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		r = kiln_err_set(err, -EIO, "cannot copy '%s' to '%s': %s", src, tmp,
+				 sqlite3_errmsg(db));
+		goto out;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	sqlite3_close(db);
+	if (sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		r = kiln_err_set(err, -EIO, "cannot open '%s': %s", tmp,
+				 db ? sqlite3_errmsg(db) : "out of memory");
+		goto out;
+	}
+	r = quick_check(db, tmp, err);
+	if (r == 0)
+		r = fsync_path(tmp, O_RDONLY, err);
+	if (r == 0 && rename(tmp, dst) < 0)
+		r = kiln_err_set(err, -errno, "cannot rename '%s' to '%s': %s", tmp, dst,
+				 strerror(errno));
+	if (r == 0)
+		r = fsync_path(dir, O_RDONLY | O_DIRECTORY, err);
+out:
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	if (r < 0)
+		unlink(tmp);
+	free(tmp);
+	return r;
+}
+
+int store_backup(struct store *s, struct kiln_err *err)
+{
+	int64_t changes;
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	changes = sqlite3_total_changes64(s->db);
+	pthread_mutex_unlock(&s->lock);
+	if (changes == s->backed_up)
+		return 0;
+	r = snapshot(s->path, s->backup_path, s->dir, err);
+	if (r < 0)
+		return r;
+	s->backed_up = changes;
+	return 1;
+}
+
+/* The current database at path, checked as store_open does but without
+ * writing to it; missing or empty counts as lost. */
+static int check_file(const char *dir, const char *path, struct kiln_err *err)
+{
+	sqlite3 *db = NULL;
+	struct stat sb;
+	int r;
+
+	if (stat(path, &sb) < 0 && errno == ENOENT)
+		return kiln_err_set(err, -ENODATA, "'%s' is missing", path);
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+		r = kiln_err_set(err, -EUCLEAN, "cannot open '%s': %s", path,
+				 db ? sqlite3_errmsg(db) : "out of memory");
+		goto out;
+	}
+	sqlite3_busy_timeout(db, 5000);
+	r = check_db(db, dir, true, path, err);
+out:
+	sqlite3_close(db);
+	return r;
+}
+
+/* Renames path and its WAL files to path.damaged-<unix time>; the new name
+ * of path into *ret_aside. */
+static int move_aside(const char *path, char **ret_aside, struct kiln_err *err)
+{
+	static const char *const suffixes[] = {"", "-wal", "-shm"};
+	char *aside = xasprintf("%s.damaged-%lld", path, (long long)time(NULL));
+	int r = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(suffixes) && r == 0; i++) {
+		char *from = xasprintf("%s%s", path, suffixes[i]);
+		char *to = xasprintf("%s%s", aside, suffixes[i]);
+		if (rename(from, to) < 0 && errno != ENOENT)
+			r = kiln_err_set(err, -errno, "cannot rename '%s' to '%s': %s", from, to,
+					 strerror(errno));
+		free(from);
+		free(to);
+	}
+	if (r == 0)
+		*ret_aside = aside;
+	else
+		free(aside);
+	return r;
+}
+
+int store_recover(const char *dir, char **ret_aside, struct kiln_err *err)
+{
+	char *path = xasprintf("%s/" STORE_FILE, dir),
+	     *backup = xasprintf("%s/" STORE_BACKUP_FILE, dir);
+	char *aside = NULL;
+	sqlite3 *db = NULL;
+	int fd = -1, r;
+
+	r = lock_dir(dir, &fd, err);
+	if (r < 0)
+		goto out;
+	/* the snapshot must check whole before anything is moved */
+	if (access(backup, F_OK) < 0) {
+		r = kiln_err_set(err, -ENOENT, "there is no snapshot '%s' to recover from", backup);
+		goto out;
+	}
+	if (sqlite3_open_v2(backup, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+		r = kiln_err_set(err, -EIO, "cannot open '%s': %s", backup,
+				 db ? sqlite3_errmsg(db) : "out of memory");
+	else
+		r = quick_check(db, backup, err);
+	if (r < 0)
+		goto out;
+	/* a database that passes the checks holds newer state than any snapshot */
+	r = check_file(dir, path, err);
+	if (r == 0) {
+		r = kiln_err_set(err, -EEXIST, "'%s' passes its checks: nothing to recover", path);
+		goto out;
+	}
+	if (r != -EUCLEAN && r != -ENODATA)
+		goto out;
+	r = move_aside(path, &aside, err);
+	if (r == 0)
+		r = snapshot(backup, path, dir, err);
+	if (r < 0)
+		goto out;
+	*ret_aside = aside;
+	aside = NULL;
+out:
+	sqlite3_close(db);
+	if (fd >= 0)
+		close(fd);
+	free(aside);
+	free(path);
+	free(backup);
+	return r;
 }
 
 unsigned store_requeued(const struct store *s)
@@ -382,8 +647,12 @@ static int record_seen(struct store *s, struct plan_stmts *st, const char *repo,
 	return 0;
 }
 
+static int deliveries_handled_locked(struct store *s, const char *repo, int64_t until,
+				     struct kiln_err *err);
+
 static int record_plan_locked(struct store *s, const char *repo, const char *branch, const char *to,
-			      const struct store_plan_item *items, size_t n, struct kiln_err *err)
+			      const struct store_plan_item *items, size_t n, int64_t polled_at_ms,
+			      struct kiln_err *err)
 {
 	struct plan_stmts st = {0};
 	int64_t *ids = xcalloc(n + 1, sizeof(*ids));
@@ -401,6 +670,8 @@ static int record_plan_locked(struct store *s, const char *repo, const char *bra
 		r = record_deps(s, &st, items, n, ids, err);
 	if (r == 0)
 		r = record_seen(s, &st, repo, branch, to, err);
+	if (r == 0 && polled_at_ms > 0)
+		r = deliveries_handled_locked(s, repo, polled_at_ms - 1, err);
 	plan_stmts_done(&st);
 	if (r == 0)
 		r = exec(s, "COMMIT", err);
@@ -565,12 +836,13 @@ int store_last_seen(struct store *s, const char *repo, const char *branch,
 }
 
 int store_record_plan(struct store *s, const char *repo, const char *branch, const char *to,
-		      const struct store_plan_item *items, size_t n, struct kiln_err *err)
+		      const struct store_plan_item *items, size_t n, int64_t polled_at_ms,
+		      struct kiln_err *err)
 {
 	int r;
 
 	pthread_mutex_lock(&s->lock);
-	r = record_plan_locked(s, repo, branch, to, items, n, err);
+	r = record_plan_locked(s, repo, branch, to, items, n, polled_at_ms, err);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
@@ -752,31 +1024,40 @@ int store_record_delivery(struct store *s, const char *repo, const char *id, str
 	return r;
 }
 
-int store_deliveries_handled(struct store *s, const char *repo, int64_t until, struct kiln_err *err)
+static int deliveries_handled_locked(struct store *s, const char *repo, int64_t until,
+				     struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r = 0;
 
-	pthread_mutex_lock(&s->lock);
 	if (sqlite3_prepare_v2(
 		s->db,
 		"UPDATE deliveries SET handled = 1 WHERE repository = ? AND handled = 0"
 		" AND received_at <= ?",
-		-1, &st, NULL) != SQLITE_OK) {
+		-1, &st, NULL) != SQLITE_OK)
+		return db_err(s, err, "marking deliveries");
+	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, until);
+	if (sqlite3_step(st) != SQLITE_DONE)
 		r = db_err(s, err, "marking deliveries");
-	} else {
-		sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 2, until);
-		if (sqlite3_step(st) != SQLITE_DONE)
-			r = db_err(s, err, "marking deliveries");
-	}
 	sqlite3_finalize(st);
+	return r;
+}
+
+int store_deliveries_handled(struct store *s, const char *repo, int64_t until, struct kiln_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = deliveries_handled_locked(s, repo, until, err);
 	/* GitHub keeps redeliveries for three days: older ids need not be kept.
-	 * Best effort: a failed prune leaves rows the next mark removes. */
-	exec(s,
-	     "DELETE FROM deliveries WHERE handled = 1 AND received_at < 1000 * (strftime('%s', "
-	     "'now') - 4 * 86400)",
-	     NULL);
+	 * Best effort: a failed prune leaves rows the next mark removes. Only
+	 * after a mark that marked something: most polls serve no delivery. */
+	if (r == 0 && sqlite3_changes(s->db) > 0)
+		exec(s,
+		     "DELETE FROM deliveries WHERE handled = 1"
+		     " AND received_at < 1000 * (strftime('%s', 'now') - 4 * 86400)",
+		     NULL);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }

@@ -42,6 +42,7 @@ struct watch_work {
 	struct strv mirror_tips_in; /* empty: unknown */
 	uint64_t prev_fp;	    /* the local remote's fingerprint at the last good poll */
 	bool prev_fp_valid;
+	int64_t polled_at_ms; /* when the poll began: deliveries before it are served */
 	/* outputs */
 	int r;
 	struct kiln_err err;
@@ -53,6 +54,7 @@ struct watch_work {
 	struct strv seen_out;
 	struct strv mirror_tips_out;
 	unsigned queued;
+	bool served;	   /* a plan marked the deliveries served in its transaction */
 	struct strv notes; /* lines to log on the loop thread */
 };
 
@@ -153,6 +155,7 @@ static struct watch_work *work_new(struct watch *w, enum watch_work_kind kind)
 	wk->ssh_key_file = dup_or_null(w->ssh_key_file);
 	wk->prev_fp = w->local_fp;
 	wk->prev_fp_valid = w->local_fp_valid;
+	wk->polled_at_ms = w->poll_started_ms;
 	if (w->have_seen)
 		strv_copy(&wk->seen_in, &w->seen);
 	if (w->mirror_tips.n == w->branches.n)
@@ -217,6 +220,22 @@ static int mirror_open(struct watch_work *wk)
 	return repo_mirror_open(w->mirror_path, &w->mirror, &wk->err);
 }
 
+/* Worker, at the end of a poll that recorded no plan: the deliveries that
+ * came before it are served (a plan marks them in its own transaction).
+ * Not a poll failure: at worst they cause one more poll after a restart. */
+static void mark_served(struct watch_work *wk)
+{
+	struct kiln_err err = {0};
+
+	if (wk->served || wk->polled_at_ms <= 0)
+		return;
+	if (store_deliveries_handled(wk->w->store, wk->w->name, wk->polled_at_ms - 1, &err) < 0)
+		note(wk,
+		     "webhook deliveries not marked handled: %s; they cause one more poll at "
+		     "the next start",
+		     err.msg);
+}
+
 /* Worker: ls-remote, then fetch only the branches whose tip the mirror lacks.
  * A remote on this machine whose refs files are untouched since the last
  * good poll is not even asked. */
@@ -232,7 +251,7 @@ static void fetch_work(uv_work_t *req)
 	if (wk->fp_valid && wk->prev_fp_valid && wk->fp == wk->prev_fp && all_planned(wk)) {
 		wk->skipped = true;
 		strv_copy(&wk->mirror_tips_out, &wk->mirror_tips_in);
-		return;
+		goto out;
 	}
 	wk->r = repo_remote_heads(wk->url, &cr, branches, wk->branches.n, wk->tips, wk->found,
 				  &wk->err);
@@ -271,6 +290,8 @@ static void fetch_work(uv_work_t *req)
 	}
 out:
 	strv_done(&need);
+	if (wk->r == 0 && !wk->moved)
+		mark_served(wk); /* no plan follows */
 }
 
 /* Lines for the log: the plan's problems and its builds. */
@@ -328,9 +349,11 @@ static int plan_one(struct watch_work *wk, size_t i)
 	if (r < 0)
 		return r;
 	if (p.kind != PLAN_UNCHANGED) {
-		r = store_record_plan(w->store, w->name, branch, p.to, p.items, p.n, &wk->err);
+		r = store_record_plan(w->store, w->name, branch, p.to, p.items, p.n,
+				      wk->polled_at_ms, &wk->err);
 		if (r < 0)
 			goto out;
+		wk->served = true;
 		wk->queued += (unsigned)r;
 		if (p.kind == PLAN_FIRST_SIGHT)
 			note(wk, "branch '%s' first seen at %.12s; nothing built", branch, tip);
@@ -357,6 +380,8 @@ static void plan_work(uv_work_t *req)
 		}
 		wk->r = plan_one(wk, i);
 	}
+	if (wk->r == 0)
+		mark_served(wk);
 }
 
 /* ---- back on the loop ---- */
@@ -382,8 +407,6 @@ static void succeeded(struct watch *w)
 	w->failures = 0;
 	w->last_error[0] = '\0';
 	w->last_success = (int64_t)time(NULL);
-	if (w->ops.polled)
-		w->ops.polled(w, w->arg);
 }
 
 static void go_idle(struct watch *w)
@@ -528,10 +551,10 @@ static void poll_start(struct watch *w)
 	if (w->stopping)
 		return;
 	uv_timer_stop(&w->timer);
+	w->poll_started_ms = now_ms(); /* before work_new: the work's deliveries bound */
 	wk = work_new(w, WATCH_WORK_FETCH);
 	w->work = wk;
 	w->polls++;
-	w->poll_started_ms = now_ms();
 	set_state(w, WATCH_FETCHING);
 	uv_queue_work(w->loop, &wk->req, fetch_work, fetch_after);
 }

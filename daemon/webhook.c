@@ -2,9 +2,9 @@
  * are checked over the raw body before anything is parsed; the delivery id is
  * recorded durably (on a worker) before the answer, so a crash right after a
  * 202 still ends in a poll at the next start. Owns the delivery bookkeeping:
- * the ids seen, the repositories awaiting the poll a delivery asked for, and
- * marking their deliveries handled after it. Also routes GET /healthz and
- * GET /metrics, whose text metrics.c writes. */
+ * the ids seen, and the replay of deliveries no poll served (the poll that
+ * serves them marks them handled: watch.c, with its plan). Also routes GET
+ * /healthz and GET /metrics, whose text metrics.c writes. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +58,6 @@ void webhook_done(struct webhook *wh)
 		strmap_done(&wh->seen[g].map);
 		strv_done(&wh->seen[g].keys);
 	}
-	strv_done(&wh->awaiting);
 }
 
 /* "repository\nid": neither part can hold a newline (names are checked,
@@ -132,8 +131,6 @@ static char *form_payload(const char *body, size_t len, size_t *ret_len)
 	return NULL;
 }
 
-static int trigger(struct webhook *wh, const char *repo);
-
 static void record_work(uv_work_t *r)
 {
 	struct hook_job *j = container_of(r, struct hook_job, req);
@@ -155,7 +152,7 @@ static void record_after(uv_work_t *r, int status)
 		log_debug("webhook '%s': delivery %s seen before, not triggered again", j->repo,
 			  j->id);
 		answer(wh, j->http, HOOK_DUPLICATE, 200, "already received");
-	} else if (trigger(wh, j->repo) < 0) {
+	} else if (wh->ops.trigger(j->repo, wh->arg) < 0) {
 		answer(wh, j->http, HOOK_REJECTED, 404, "repository no longer watched");
 	} else {
 		log_info("webhook '%s': push to '%s', polling now", j->repo, j->branch);
@@ -347,74 +344,7 @@ static void handle_hook(struct webhook *wh, struct http_request *req, const char
 	uv_queue_work(wh->loop, &j->req, record_work, record_after);
 }
 
-/* ---- deliveries followed by a poll ---- */
-
-static bool awaiting_has(const struct webhook *wh, const char *repo, size_t *ret_i)
-{
-	for (size_t i = 0; i < wh->awaiting.n; i++) {
-		if (strcmp(wh->awaiting.v[i], repo) == 0) {
-			if (ret_i)
-				*ret_i = i;
-			return true;
-		}
-	}
-	return false;
-}
-
-/* Polls repo for a delivery; it is then awaited until webhook_polled. */
-static int trigger(struct webhook *wh, const char *repo)
-{
-	int r = wh->ops.trigger(repo, wh->arg);
-
-	if (r == 0 && !awaiting_has(wh, repo, NULL))
-		strv_push(&wh->awaiting, xstrdup(repo));
-	return r;
-}
-
-struct mark_job {
-	uv_work_t req;
-	struct store *store;
-	char *repo;
-	int64_t until;
-	int r;
-	struct kiln_err err;
-};
-
-static void mark_work(uv_work_t *r)
-{
-	struct mark_job *j = container_of(r, struct mark_job, req);
-	j->r = store_deliveries_handled(j->store, j->repo, j->until, &j->err);
-}
-
-static void mark_after(uv_work_t *r, int status)
-{
-	struct mark_job *j = container_of(r, struct mark_job, req);
-
-	if (status < 0 || j->r < 0)
-		log_warning("webhook deliveries of '%s' not marked handled: %s; they cause one "
-			    "more poll at the next start",
-			    j->repo, status < 0 ? "cancelled" : j->err.msg);
-	free(j->repo);
-	free(j);
-}
-
-void webhook_polled(struct webhook *wh, const char *repo, int64_t poll_started_ms)
-{
-	struct mark_job *j;
-	size_t i;
-
-	if (!awaiting_has(wh, repo, &i))
-		return;
-	free(wh->awaiting.v[i]);
-	wh->awaiting.v[i] = wh->awaiting.v[--wh->awaiting.n];
-	j = xcalloc(1, sizeof(*j));
-	j->store = wh->store;
-	j->repo = xstrdup(repo);
-	/* a delivery recorded in the very millisecond the poll began stays
-	 * pending: at worst one more poll after a restart */
-	j->until = poll_started_ms - 1;
-	uv_queue_work(wh->loop, &j->req, mark_work, mark_after);
-}
+/* ---- deliveries no poll served ---- */
 
 void webhook_replay(struct webhook *wh)
 {
@@ -426,7 +356,7 @@ void webhook_replay(struct webhook *wh)
 			    "repositories are polled on their usual schedule",
 			    err.msg);
 	for (size_t i = 0; i < pending.n; i++) {
-		if (trigger(wh, pending.v[i]) == 0)
+		if (wh->ops.trigger(pending.v[i], wh->arg) == 0)
 			log_notice("repository '%s' has webhook deliveries from before the "
 				   "restart: polling now",
 				   pending.v[i]);

@@ -27,11 +27,34 @@ const char *build_state_str(enum build_state s);
 
 struct store;
 
+/* In the state directory: the database and its verified snapshot. */
+#define STORE_FILE	  "kilnd.db"
+#define STORE_BACKUP_FILE "kilnd.db.backup"
+
 /* Creates dir if needed, locks it against a second kilnd (-EBUSY, with the
  * holder's pid in err), opens or creates the database, migrates its schema
- * and puts builds left running by a crash back in the queue. */
+ * and puts builds left running by a crash back in the queue. A database that
+ * would start kilnd on a lost state is refused before anything is written to
+ * it, with the reason in err: -EUCLEAN when PRAGMA quick_check finds it
+ * malformed (or it is no database), -ENODATA when it is empty (new, or
+ * emptied to zero length) while dir/mirrors holds an earlier state's
+ * mirrors. */
 int store_open(const char *dir, struct store **ret, struct kiln_err *err);
 struct store *store_close(struct store *s);
+
+/* Writes a snapshot of the database to dir/kilnd.db.backup unless nothing
+ * changed since the last one: VACUUM INTO a temporary name, quick_check of
+ * the copy, fsync, rename; the old snapshot stays until a new one checks
+ * whole. 1 written, 0 unchanged. Blocking (a worker's job); one call at a
+ * time; does not hold up the store's other users. */
+int store_backup(struct store *s, struct kiln_err *err);
+/* kilnd --recover: with dir locked (-EBUSY while kilnd runs), checks the
+ * snapshot (-ENOENT none, -EUCLEAN damaged) and the database (-EEXIST when it
+ * passes store_open's checks: it is newer than any snapshot), renames the
+ * database and its WAL files to kilnd.db.damaged-<unix time>[-wal|-shm] and
+ * copies the snapshot in its place. *ret_aside: the damaged file's new name,
+ * the caller frees it. */
+int store_recover(const char *dir, char **ret_aside, struct kiln_err *err);
 /* How many running builds store_open put back in the queue. */
 unsigned store_requeued(const struct store *s);
 
@@ -51,10 +74,14 @@ struct store_plan_item {
 
 /* In one transaction: queues a build per item that is not removed (a queued
  * build of the same repository, branch and path becomes superseded), records
- * removed items as such, and sets the branch's last-seen commit to `to`.
- * Returns the number of builds queued. */
+ * removed items as such, sets the branch's last-seen commit to `to`, and
+ * marks the repository's webhook deliveries received before polled_at_ms
+ * (unix ms, when the poll that made the plan began; 0: none) handled, so a
+ * crash leaves the plan and the marks together or neither. Returns the
+ * number of builds queued. */
 int store_record_plan(struct store *s, const char *repo, const char *branch, const char *to,
-		      const struct store_plan_item *items, size_t n, struct kiln_err *err);
+		      const struct store_plan_item *items, size_t n, int64_t polled_at_ms,
+		      struct kiln_err *err);
 
 struct store_build {
 	int64_t id;

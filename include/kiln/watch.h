@@ -24,7 +24,6 @@ struct watch_ops {
 	void (*planned)(struct watch *w, unsigned queued, void *arg); /* builds recorded */
 	void (*changed)(struct watch *w, void *arg);		      /* state or error */
 	void (*closed)(struct watch *w, void *arg);		      /* after watch_stop */
-	void (*polled)(struct watch *w, void *arg); /* a poll (and its plan) succeeded */
 };
 
 struct watch {

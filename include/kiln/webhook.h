@@ -2,9 +2,10 @@
  * (GitHub, GitLab, Gitea/Forgejo and generic HMAC pushes), GET /healthz and
  * GET /metrics. A push only triggers a poll of the repository: the payload's
  * commits are hints, never trusted for what to build. The delivery
- * bookkeeping is here too: a delivery is recorded before its answer and
- * marked handled once the poll it asked for is done; deliveries left
- * unhandled by a crash are replayed (as polls) at the next start. */
+ * bookkeeping is here too: a delivery is recorded before its answer; the
+ * first poll that began after it marks it handled (watch.c, in the plan's
+ * transaction when there is one); deliveries left unhandled by a crash are
+ * replayed (as polls) at the next start. */
 #ifndef KILN_WEBHOOK_H
 #define KILN_WEBHOOK_H
 
@@ -54,9 +55,6 @@ struct webhook {
 	struct metrics_series *results[HOOK_NRESULTS]; /* kiln_webhook_deliveries_total */
 	uint64_t seq;
 	struct webhook_seen seen[2]; /* [0] current, [1] previous */
-	/* repositories whose poll a delivery asked for and that has not
-	 * finished yet (names, owned) */
-	struct strv awaiting;
 };
 
 /* Registers kiln_webhook_deliveries_total in metrics (all results at 0). */
@@ -68,10 +66,6 @@ void webhook_done(struct webhook *wh);
  * and not yet followed by a poll. Logs what it does; a store error is logged
  * once (those repositories are then polled on their usual schedule). */
 void webhook_replay(struct webhook *wh);
-/* A poll of repo that began at poll_started_ms (unix ms) succeeded: when a
- * delivery asked for it, that repository's deliveries up to then are marked
- * handled (on a worker), so they are not replayed. */
-void webhook_polled(struct webhook *wh, const char *repo, int64_t poll_started_ms);
 /* The http_handler_cb for kilnd's server (arg: struct webhook *). */
 void webhook_handle(struct http_request *req, void *arg);
 const char *webhook_result_str(enum webhook_result r);

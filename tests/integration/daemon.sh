@@ -322,6 +322,99 @@ t_kill_9_loses_and_duplicates_nothing() {
 	[ "$(echo "$got" | wc -l)" = 402 ] || fail "expected 402 images (base, app, 400 dependents)"
 }
 
+# ---- a damaged state database: refused, recovered from the snapshot ----
+
+# damage_db STATE: 4 KiB of random bytes into the middle of STATE/kilnd.db,
+# again until sqlite3 itself reports the file malformed (a stretch of unused
+# bytes can take random ones unnoticed)
+damage_db() {
+	python3 - "$1/kilnd.db" <<-'PY'
+	import os, sqlite3, sys
+	path = sys.argv[1]
+	size = os.path.getsize(path)
+	for _ in range(10):
+	    with open(path, "r+b") as f:
+	        f.seek(size // 2)
+	        f.write(os.urandom(4096))
+	    try:
+	        con = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+	        rows = con.execute("PRAGMA quick_check").fetchall()
+	        con.close()
+	        if rows != [("ok",)]:
+	            sys.exit(0)
+	    except sqlite3.DatabaseError:
+	        sys.exit(0)
+	sys.exit("the damage went unnoticed by sqlite3")
+	PY
+}
+
+# refuses CONFIG: kilnd exits 65 by itself, naming the file and the way out;
+# its messages in $OUT
+refuses() {
+	timeout 20 "$KILND" --config "$1" >refused.log 2>&1
+	local rc=$?
+	OUT=$(cat refused.log)
+	case $rc in
+	65) ;; # the unit's RestartPreventExitStatus
+	124) fail "kilnd did not exit by itself (it started): $(tail -3 refused.log)" ;;
+	*) fail "kilnd exited $rc, expected 65: $(tail -3 refused.log)" ;;
+	esac
+	contains "$OUT" "$PWD/state/kilnd.db"
+	contains "$OUT" "kilnd --recover"
+}
+
+t_state_zero_length_db_is_refused() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 300ms >kilnd.yaml
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "first seen" kilnd.log || fail "first poll missing"
+	stop_kilnd
+	: >state/kilnd.db
+	refuses kilnd.yaml
+	contains "$OUT" "is empty"
+	contains "$OUT" "state/mirrors"
+	[ ! -s state/kilnd.db ] || fail "the refused file was written to"
+	# a fresh state directory (no mirrors) starts as before, empty file or none
+	config "$PWD/fresh" "$PWD/origin.git" 300ms >fresh.yaml
+	mkdir fresh && : >fresh/kilnd.db
+	start_kilnd fresh.yaml
+	wait_for 10 grep -q "first seen" kilnd.log || fail "fresh state: no first poll"
+	stop_kilnd
+}
+
+t_state_malformed_db_is_refused_and_recovered() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 300ms >kilnd.yaml
+	echo "state_backup_interval: 200ms" >>kilnd.yaml
+	first=$(git -C "$clone" rev-parse HEAD)
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "first seen" kilnd.log || fail "first poll missing"
+	snapshot_has_first() {
+		[ "$(db state/kilnd.db.backup "SELECT last_seen FROM branches")" = "$first" ]
+	}
+	wait_for 10 snapshot_has_first || fail "no snapshot with the first-seen commit"
+	stop_kilnd
+	# a push while kilnd is down, then a damaged database
+	push "$clone" base/Dockerfile
+	sha=$(git -C "$clone" rev-parse HEAD)
+	damage_db state || return
+	refuses kilnd.yaml
+	contains "$OUT" "malformed"
+	expect_rc 0 "$KILND" --recover --config kilnd.yaml
+	contains "$OUT" "kilnd.db.damaged-"
+	contains "$OUT" "start kilnd again"
+	ls state/kilnd.db.damaged-* >/dev/null 2>&1 || fail "the damaged file was not kept"
+	# a second --recover finds nothing to recover
+	expect_rc 1 "$KILND" --recover --config kilnd.yaml
+	contains "$ERR" "nothing to recover"
+	# kilnd starts on the snapshot's last-seen commit: the push is built
+	start_kilnd kilnd.yaml
+	built() { [ "$(builds_for state "$sha")" = "$(printf 'app|succeeded\nbase|succeeded')" ]; }
+	wait_for 10 built || fail "the push made while down was not built: $(builds_for state "$sha")"
+	[ "$(grep -c "first seen" kilnd.log)" = 1 ] || fail "the branch was first seen again"
+	stop_kilnd
+}
+
 # ONLY="t_a t_b" runs just those scenarios, keeping each one's kilnd.log in /tmp.
 if [ -n "${ONLY:-}" ]; then
 	for t in $ONLY; do

@@ -227,6 +227,41 @@ t_delivery_replayed_after_crash() {
 	wait "$KPID"
 }
 
+# A delivery that arrives while its repository is being polled is served by
+# the poll that follows (the trigger coalesces into it): it must not stay
+# unhandled, to cause one more poll at every restart.
+t_delivery_during_a_poll_is_handled() {
+	setup_daemon
+	expect_status 202 /hooks/github github topsecret --delivery first
+	wait_for 5 grep -q "watch 'github'.*first seen" kilnd.log || fail "no first poll"
+	# enough images that planning the push takes a while
+	(cd c && for i in $(seq 1 300); do
+		mkdir "i$i" && printf 'name: i%s\nversion: "1"\nregistry: r.example.com\n' "$i" >"i$i/manifest.yaml" &&
+			echo 'FROM scratch' >"i$i/Dockerfile"
+	done && git add -A && git commit -qm many && git push -q origin HEAD:main)
+	# the second delivery is sent as soon as the first is answered, while
+	# the poll it started fetches and plans the 300 new images
+	got=$(hook /hooks/github github topsecret --delivery push --then during | tr '\n' ' ')
+	[ "$got" = "202 202 " ] || fail "statuses: $got"
+	if ! wait_for 5 grep -q "watch 'github': trigger while .*coalesced" kilnd.log; then
+		skip "the second delivery did not arrive while the poll ran"
+		return
+	fi
+	unhandled() { python3 -c "import sqlite3; print(sqlite3.connect('state/kilnd.db').execute(\"SELECT count(*) FROM deliveries WHERE repository = 'github' AND handled = 0\").fetchone()[0])"; }
+	all_handled() { [ "$(unhandled)" = 0 ]; }
+	wait_for 10 all_handled || fail "$(unhandled) deliveries left unhandled after the polls"
+	kill -TERM "$KPID"
+	wait "$KPID"
+	"$KILND" --config kilnd.yaml --log-level debug >restart.log 2>&1 &
+	KPID=$!
+	track_pid "$KPID"
+	wait_for 10 grep -q "kilnd .* ready:" restart.log || fail "kilnd did not start again"
+	grep -q "'github' has webhook deliveries from before the restart" restart.log &&
+		fail "a restart replayed a delivery a poll had served"
+	kill -TERM "$KPID"
+	wait "$KPID"
+}
+
 t_socket_activation() {
 	command -v systemd-socket-activate >/dev/null || { skip "no systemd-socket-activate"; return; }
 	PORT=$(free_port)

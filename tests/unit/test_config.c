@@ -343,6 +343,7 @@ static const struct sample {
 	const char *name, *yaml, *want;
 } samples[] = {
     {"state_dir", "/srv/k", "/srv/k"},
+    {"state_backup_interval", "2m", "120000"},
     {"docker.host", "\"tcp://h:1\"", "tcp://h:1"},
     {"docker.tls_verify", "true", "1"},
     {"docker.cert_path", "/certs", "/certs"},

@@ -1,11 +1,15 @@
-/* test_state.c: the SQLite state: schema, instance lock, plans recorded with
- * their last-seen commit in one transaction, supersede, and crash recovery. */
+/* test_store.c: the SQLite state: schema, instance lock, plans recorded with
+ * their last-seen commit in one transaction, supersede, crash recovery, the
+ * refusal of a damaged or emptied database, snapshots and --recover. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <sqlite3.h>
@@ -33,12 +37,17 @@ static int teardown(void **state)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
-static char *sub(const char *name)
+static char *sub_of(const char *d, const char *name)
 {
 	char *p;
-	if (asprintf(&p, "%s/%s", dir, name) < 0)
+	if (asprintf(&p, "%s/%s", d, name) < 0)
 		abort();
 	return p;
+}
+
+static char *sub(const char *name)
+{
+	return sub_of(dir, name);
 }
 
 /* One value from the database, by a separate connection. */
@@ -99,11 +108,11 @@ static void plans_supersede_and_last_seen(void **state)
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
 	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), -ENOENT);
-	assert_int_equal(store_record_plan(s, "images", "main", A, first, 2, &err), 2);
+	assert_int_equal(store_record_plan(s, "images", "main", A, first, 2, 0, &err), 2);
 	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), 0);
 	assert_string_equal(seen, A);
 	/* a queued build of the same path and branch is superseded */
-	assert_int_equal(store_record_plan(s, "images", "main", B, second, 2, &err), 1);
+	assert_int_equal(store_record_plan(s, "images", "main", B, second, 2, 0, &err), 1);
 	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), 0);
 	assert_string_equal(seen, B);
 	assert_int_equal(
@@ -116,7 +125,7 @@ static void plans_supersede_and_last_seen(void **state)
 	/* other branches are independent */
 	assert_int_equal(store_last_seen(s, "images", "dev", seen, &err), -ENOENT);
 	/* a first sight records the head and no builds */
-	assert_int_equal(store_record_plan(s, "images", "dev", A, NULL, 0, &err), 0);
+	assert_int_equal(store_record_plan(s, "images", "dev", A, NULL, 0, 0, &err), 0);
 	assert_int_equal(store_last_seen(s, "images", "dev", seen, &err), 0);
 	store_close(s);
 	free(d);
@@ -137,7 +146,7 @@ static void take_finish_and_recover(void **state)
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
 	assert_int_equal(store_take_next(s, &b, &err), -ENOENT);
-	assert_int_equal(store_record_plan(s, "images", "main", A, items, 2, &err), 2);
+	assert_int_equal(store_record_plan(s, "images", "main", A, items, 2, 0, &err), 2);
 	/* oldest first */
 	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "a");
@@ -181,7 +190,7 @@ static void dependents_wait_and_are_cancelled(void **state)
 
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(store_record_plan(s, "images", "main", A, items, 4, &err), 4);
+	assert_int_equal(store_record_plan(s, "images", "main", A, items, 4, 0, &err), 4);
 	/* base runs; mid and top wait for it, so other (newer) goes next */
 	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "base");
@@ -204,7 +213,7 @@ static void dependents_wait_and_are_cancelled(void **state)
 			       " AND path IN ('mid', 'top') AND error LIKE '%base image%failed'"),
 			 2);
 	/* and a success lets the next in line go */
-	assert_int_equal(store_record_plan(s, "images", "main", B, items, 4, &err), 4);
+	assert_int_equal(store_record_plan(s, "images", "main", B, items, 4, 0, &err), 4);
 	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "base");
 	assert_int_equal(store_set_result(s, b.id, "sha256:i", "sha256:d", &err), 0);
@@ -267,6 +276,264 @@ static void deliveries(void **state)
 	free(d);
 }
 
+/* A state worth keeping: a plan, a few hundred deliveries (so the file has
+ * pages to damage), closed so the WAL is folded into the file. */
+static void fill(const char *d)
+{
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+	const struct store_plan_item items[] = {{"a", "r/a:1", "added", NULL, 0}};
+
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_record_plan(s, "images", "main", A, items, 1, 0, &err), 1);
+	for (int i = 0; i < 300; i++) {
+		char id[64];
+		snprintf(id, sizeof(id), "delivery-%04d-padding-padding-padding", i);
+		assert_int_equal(store_record_delivery(s, "images", id, &err), 1);
+	}
+	store_close(s);
+}
+
+/* 4 KiB of (seeded, so repeatable) random bytes at the middle of a
+ * database in d, as a torn or misdirected write leaves it. */
+static void damage(const char *d, const char *name)
+{
+	char *path = sub_of(d, name);
+	unsigned char junk[4096];
+	FILE *f = fopen(path, "r+b");
+	long size;
+
+	assert_non_null(f);
+	srand(9);
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (unsigned char)rand();
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	size = ftell(f);
+	assert_true(size > 3 * 4096);
+	assert_int_equal(fseek(f, size / 2, SEEK_SET), 0);
+	assert_int_equal(fwrite(junk, 1, sizeof(junk), f), sizeof(junk));
+	fclose(f);
+	free(path);
+}
+
+static void remove_file(const char *d, const char *name)
+{
+	char *path = sub_of(d, name);
+
+	assert_int_equal(unlink(path), 0);
+	free(path);
+}
+
+static long file_size(const char *d, const char *name)
+{
+	char *path = sub_of(d, name);
+	struct stat sb;
+	long r = stat(path, &sb) == 0 ? (long)sb.st_size : -1;
+
+	free(path);
+	return r;
+}
+
+static void touch(const char *d, const char *name)
+{
+	char *path = sub_of(d, name);
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fclose(f);
+	free(path);
+}
+
+static void malformed_is_refused(void **state)
+{
+	char *d = sub("malformed");
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+	long size;
+
+	(void)state;
+	fill(d);
+	damage(d, "kilnd.db");
+	size = file_size(d, "kilnd.db");
+	assert_int_equal(store_open(d, &s, &err), -EUCLEAN);
+	assert_null(s);
+	assert_non_null(strstr(err.msg, "kilnd.db"));
+	/* refused before anything was written: the evidence stays as found */
+	assert_int_equal(file_size(d, "kilnd.db"), size);
+	assert_int_equal(file_size(d, "kilnd.db-wal"), -1);
+	/* and no lock is left behind */
+	assert_int_equal(store_open(d, &s, &err), -EUCLEAN);
+	free(d);
+}
+
+static void not_a_database_is_refused(void **state)
+{
+	char *d = sub("notadb");
+	char *path = sub("notadb/kilnd.db");
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+	FILE *f;
+
+	(void)state;
+	assert_int_equal(mkdir(d, 0750), 0);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	for (int i = 0; i < 2000; i++)
+		fputs("not sqlite ", f);
+	fclose(f);
+	assert_int_equal(store_open(d, &s, &err), -EUCLEAN);
+	assert_non_null(strstr(err.msg, path));
+	free(path);
+	free(d);
+}
+
+static void empty_beside_mirrors_is_refused(void **state)
+{
+	char *d = sub("empty");
+	char *mirrors = sub("empty/mirrors");
+	char *images = sub("empty/mirrors/images.git");
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+
+	(void)state;
+	/* a fresh state directory, or one whose mirrors dir is empty: a new state */
+	assert_int_equal(store_open(d, &s, &err), 0);
+	s = store_close(s);
+	fill(d);
+	assert_int_equal(mkdir(mirrors, 0750), 0);
+	assert_int_equal(mkdir(images, 0750), 0);
+	/* a whole database beside its mirrors opens */
+	assert_int_equal(store_open(d, &s, &err), 0);
+	s = store_close(s);
+	/* a zero-length one beside them is a lost state */
+	touch(d, "kilnd.db");
+	assert_int_equal(store_open(d, &s, &err), -ENODATA);
+	assert_null(s);
+	assert_non_null(strstr(err.msg, "kilnd.db' is empty"));
+	assert_non_null(strstr(err.msg, "mirrors"));
+	assert_int_equal(file_size(d, "kilnd.db"), 0);
+	/* so is a missing one */
+	remove_file(d, "kilnd.db");
+	assert_int_equal(store_open(d, &s, &err), -ENODATA);
+	/* without mirrors an empty database is a new state */
+	assert_int_equal(rmdir(images), 0);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	store_close(s);
+	free(images);
+	free(mirrors);
+	free(d);
+}
+
+static void snapshot_and_recover(void **state)
+{
+	char *d = sub("recover");
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+	char seen[STORE_SHA_LEN + 1], *aside = NULL, *aside_path;
+	const struct store_plan_item items[] = {{"a", "r/a:2", "modified", NULL, 0}};
+
+	(void)state;
+	fill(d);
+	/* nothing to recover from yet, and nothing is touched */
+	assert_int_equal(store_recover(d, &aside, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "kilnd.db.backup"));
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_backup(s, &err), 1);
+	assert_int_equal(file_size(d, "kilnd.db.backup.tmp"), -1);
+	assert_int_equal(store_backup(s, &err), 0); /* unchanged: not written again */
+	/* kilnd holds the directory */
+	assert_int_equal(store_recover(d, &aside, &err), -EBUSY);
+	/* a later plan the snapshot does not have */
+	assert_int_equal(store_record_plan(s, "images", "main", B, items, 1, 0, &err), 1);
+	s = store_close(s);
+	/* a whole database is not replaced by an older snapshot */
+	assert_int_equal(store_recover(d, &aside, &err), -EEXIST);
+	damage(d, "kilnd.db");
+	assert_int_equal(store_recover(d, &aside, &err), 0);
+	assert_non_null(strstr(aside, "/kilnd.db.damaged-"));
+	aside_path = aside;
+	assert_true(file_size(d, strrchr(aside_path, '/') + 1) > 0);
+	/* kilnd starts on the snapshot's state, and the snapshot stays */
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), 0);
+	assert_string_equal(seen, A);
+	assert_true(file_size(d, "kilnd.db.backup") > 0);
+	s = store_close(s);
+	/* a zero-length database is recovered too */
+	touch(d, "kilnd.db");
+	free(aside);
+	aside = NULL;
+	assert_int_equal(store_recover(d, &aside, &err), 0);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), 0);
+	store_close(s);
+	free(aside);
+	free(d);
+}
+
+static void damaged_snapshot_is_not_restored(void **state)
+{
+	char *d = sub("badsnap");
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+	char *aside = NULL;
+
+	(void)state;
+	fill(d);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_backup(s, &err), 1);
+	store_close(s);
+	damage(d, "kilnd.db.backup");
+	touch(d, "kilnd.db");
+	/* refused, and the database stays where it is */
+	assert_int_equal(store_recover(d, &aside, &err), -EUCLEAN);
+	assert_non_null(strstr(err.msg, "kilnd.db.backup"));
+	assert_int_equal(file_size(d, "kilnd.db"), 0);
+	assert_null(aside);
+	free(d);
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A plan marks the deliveries its poll served in its own transaction: those
+ * received before the poll began, not those that came during it. */
+static void plan_marks_served_deliveries(void **state)
+{
+	char *d = sub("served");
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+	struct strv pending = {0};
+	const struct store_plan_item items[] = {{"a", "r/a:1", "added", NULL, 0}};
+	const struct timespec tick = {0, 3 * 1000000};
+	int64_t polled_at;
+
+	(void)state;
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_record_delivery(s, "images", "before", &err), 1);
+	assert_int_equal(store_record_delivery(s, "other", "before", &err), 1);
+	nanosleep(&tick, NULL);
+	polled_at = wall_ms();
+	nanosleep(&tick, NULL);
+	assert_int_equal(store_record_delivery(s, "images", "during", &err), 1);
+	assert_int_equal(store_record_plan(s, "images", "main", A, items, 1, polled_at, &err), 1);
+	assert_int_equal(count(d, "SELECT count(*) FROM deliveries WHERE handled = 0"), 2);
+	assert_int_equal(
+	    count(d,
+		  "SELECT handled FROM deliveries WHERE repository = 'images' AND id = 'before'"),
+	    1);
+	assert_int_equal(store_pending_deliveries(s, &pending, &err), 0);
+	assert_int_equal(pending.n, 2); /* images (during) and other */
+	strv_done(&pending);
+	store_close(s);
+	free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -276,6 +543,12 @@ int main(void)
 	    cmocka_unit_test(dependents_wait_and_are_cancelled),
 	    cmocka_unit_test(newer_schema_is_refused),
 	    cmocka_unit_test(deliveries),
+	    cmocka_unit_test(plan_marks_served_deliveries),
+	    cmocka_unit_test(malformed_is_refused),
+	    cmocka_unit_test(not_a_database_is_refused),
+	    cmocka_unit_test(empty_beside_mirrors_is_refused),
+	    cmocka_unit_test(snapshot_and_recover),
+	    cmocka_unit_test(damaged_snapshot_is_not_restored),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

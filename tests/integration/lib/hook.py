@@ -2,8 +2,10 @@
 """Sends webhook requests the way the git hosts do, for daemon tests.
 
 hook.py PORT PATH PROVIDER SECRET [--event E] [--delivery ID] [--ref REF]
-        [--after SHA] [--bad-sig] [--no-sig] [--form] [--body TEXT]
-Prints the HTTP status. Headers follow the providers' documentation:
+        [--after SHA] [--bad-sig] [--no-sig] [--form] [--body TEXT] [--then ID]...
+Prints the HTTP status. Each --then ID sends the request again with that
+delivery id as soon as the previous answer is in, on the same connection,
+and prints its status too. Headers follow the providers' documentation:
 GitHub X-GitHub-Event / X-GitHub-Delivery / X-Hub-Signature-256 (sha256=hex),
 GitLab X-Gitlab-Event / X-Gitlab-Token / Idempotency-Key, Gitea X-Gitea-Event
 / X-Gitea-Delivery / X-Gitea-Signature (bare hex, also sending the GitHub
@@ -30,6 +32,7 @@ ap.add_argument("--no-sig", action="store_true")
 ap.add_argument("--form", action="store_true")
 ap.add_argument("--body")
 ap.add_argument("--method", default="POST")
+ap.add_argument("--then", action="append", default=[])
 a = ap.parse_args()
 
 payload = {"ref": a.ref, "before": "0" * 40, "after": a.after,
@@ -72,7 +75,11 @@ else:
     if not a.no_sig:
         h["X-Signature"] = "sha256=" + mac
 c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=10)
-c.request(a.method, a.path, body=body, headers=h)
-r = c.getresponse()
-r.read()
-print(r.status)
+for delivery in [a.delivery] + a.then:
+    for k in ("X-GitHub-Delivery", "Idempotency-Key", "X-Gitea-Delivery", "X-Delivery"):
+        if k in h:
+            h[k] = delivery
+    c.request(a.method, a.path, body=body, headers=h)
+    r = c.getresponse()
+    r.read()
+    print(r.status)
