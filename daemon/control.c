@@ -29,8 +29,12 @@
 #define CLIENT_IDLE_MS	   (5 * 60 * 1000)
 #define CLIENT_BACKLOG_MAX (4u << 20) /* unread answers before we give up on a client */
 #define FOLLOW_POLL_MS	   500
-/* A refused client gets its one error line this long to be taken. */
-#define REFUSED_LINGER_MS 1000
+/* A refused client is read (and what it sends dropped) this long after its
+ * error line, so that the request it may still be writing neither fails
+ * (EPIPE) nor turns the line into a reset; at most REFUSED_LINGER_MAX at
+ * once, past that one is closed as soon as its line is written. */
+#define REFUSED_LINGER_MS  1000
+#define REFUSED_LINGER_MAX 64
 /* Connection slots. Any one uid may hold CLIENTS_PER_UID of the CLIENTS_MAX
  * ordinary slots: a runaway script or a hostile local user locks out nobody
  * else (eight busy uids fill the slots, one cannot). Root and kilnd's own uid
@@ -57,8 +61,9 @@ struct control {
 	struct control_ops ops;
 	void *arg;
 	struct client_list clients;
-	unsigned nclients;  /* open, admitted or not: teardown waits for them */
-	unsigned nadmitted; /* holding a slot */
+	unsigned nclients;   /* open, admitted or not: teardown waits for them */
+	unsigned nadmitted;  /* holding a slot */
+	unsigned nlingering; /* refused, read until they go */
 	bool closing, pipe_closed;
 	void (*done)(void *);
 	void *done_arg;
@@ -77,6 +82,7 @@ struct client {
 	bool eof;	    /* it half-closed: answer what it sent, then end */
 	bool finishing;	    /* no more requests; ends once its answers are written */
 	bool admitted;	    /* holds a slot */
+	bool lingering;	    /* refused: read and dropped until it goes */
 	struct request *rq; /* on a worker */
 	bool can_read, can_admin;
 	uid_t uid;
@@ -767,6 +773,8 @@ static void client_closed(uv_handle_t *h)
 	ctl->nclients--;
 	if (cl->admitted)
 		ctl->nadmitted--;
+	if (cl->lingering)
+		ctl->nlingering--;
 	buf_done(&cl->in);
 	free(cl);
 	control_maybe_done(ctl);
@@ -792,7 +800,9 @@ static void shutdown_cb(uv_shutdown_t *req, int status)
 {
 	struct client *cl = container_of(req, struct client, shutdown);
 
-	client_close(cl, status < 0 ? uv_strerror(status) : "its last answers were written");
+	if (status < 0 || !cl->lingering)
+		client_close(cl,
+			     status < 0 ? uv_strerror(status) : "its last answers were written");
 }
 
 /* The gentle end: takes no more requests, lets the answers already queued
@@ -942,12 +952,30 @@ static int client_admit(struct client *cl, struct kiln_err *err)
 	return 0;
 }
 
-/* A client that may not stay is told why in one error line, then let go. */
+static void discard_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+	struct client *cl = container_of((uv_pipe_t *)st, struct client, pipe);
+
+	free(b->base);
+	if (nread < 0)
+		client_close(cl, "refused, and it went");
+}
+
+/* A client that may not stay is told why in one error line, then let go
+ * (see REFUSED_LINGER_MS). */
 static void client_refuse(struct client *cl, const char *why)
 {
+	struct control *ctl = cl->ctl;
+
 	send_error(cl, why);
 	uv_timer_start(&cl->timer, timer_cb, REFUSED_LINGER_MS, 0);
+	if (ctl->nlingering < REFUSED_LINGER_MAX) {
+		cl->lingering = true;
+		ctl->nlingering++;
+	}
 	client_finish(cl, why);
+	if (cl->lingering && !cl->closing)
+		uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, discard_cb);
 }
 
 static void on_connection(uv_stream_t *server, int status)
