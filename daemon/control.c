@@ -1,9 +1,12 @@
 /* control.c (report): the status socket. Owns the listening pipe, every client
  * and every request in flight. The protocol is proto.h; the commands are one
  * table, a row per command: the right it needs, whether it blocks (then its
- * handler runs on a worker) and its handler. Requests on one connection are
- * answered in order; while one is on a worker, reading from that client
- * pauses. A client that sends garbage gets an error line; one that sends an
+ * handler runs on a worker) and its handler. Who may connect is decided on
+ * accept from the peer's kernel credentials (uid, gid, supplementary groups),
+ * and how many connections each uid may hold too. Requests on one connection
+ * are answered in order; while one is on a worker, reading from that client
+ * pauses; a client that half-closes gets every answer before the connection
+ * ends. A client that sends garbage gets an error line; one that sends an
  * over-long line, stops reading its answers or idles too long is
  * disconnected. Nothing a client does blocks the loop or another client. */
 #include <grp.h>
@@ -25,8 +28,25 @@
 
 #define CLIENT_IDLE_MS	   (5 * 60 * 1000)
 #define CLIENT_BACKLOG_MAX (4u << 20) /* unread answers before we give up on a client */
-#define CLIENTS_MAX	   256
 #define FOLLOW_POLL_MS	   500
+/* A refused client is read (and what it sends dropped) this long after its
+ * error line, so that the request it may still be writing neither fails
+ * (EPIPE) nor turns the line into a reset; at most REFUSED_LINGER_MAX at
+ * once, past that one is closed as soon as its line is written. */
+#define REFUSED_LINGER_MS  1000
+#define REFUSED_LINGER_MAX 64
+/* Connection slots. Any one uid may hold CLIENTS_PER_UID of the CLIENTS_MAX
+ * ordinary slots: a runaway script or a hostile local user locks out nobody
+ * else (eight busy uids fill the slots, one cannot). Root and kilnd's own uid
+ * are the operators: they are not held to the per-uid cap and, when the
+ * ordinary slots are full, have CLIENTS_RESERVE more, so `kiln health` and
+ * `kiln trigger` keep working whatever others do. 16 covers a few monitoring
+ * probes, `logs -f` followers and interactive commands at once (each kiln
+ * command holds one connection for a moment). Every slot is one fd: 272 in
+ * all leaves most of a 1024 soft limit to HTTP, git and the engine. */
+#define CLIENTS_MAX	256
+#define CLIENTS_PER_UID 32
+#define CLIENTS_RESERVE 16
 
 struct client;
 struct request;
@@ -41,7 +61,9 @@ struct control {
 	struct control_ops ops;
 	void *arg;
 	struct client_list clients;
-	unsigned nclients;
+	unsigned nclients;   /* open, admitted or not: teardown waits for them */
+	unsigned nadmitted;  /* holding a slot */
+	unsigned nlingering; /* refused, read until they go */
 	bool closing, pipe_closed;
 	void (*done)(void *);
 	void *done_arg;
@@ -50,12 +72,17 @@ struct control {
 struct client {
 	uv_pipe_t pipe;
 	uv_timer_t timer;
+	uv_shutdown_t shutdown; /* ending: the last answers are flushed first */
 	int handles_open;
 	struct control *ctl;
 	TAILQ_ENTRY(client) entry;
 	struct buf in;
 	bool busy; /* a request is on a worker */
 	bool reading, closing;
+	bool eof;	    /* it half-closed: answer what it sent, then end */
+	bool finishing;	    /* no more requests; ends once its answers are written */
+	bool admitted;	    /* holds a slot */
+	bool lingering;	    /* refused: read and dropped until it goes */
 	struct request *rq; /* on a worker */
 	bool can_read, can_admin;
 	uid_t uid;
@@ -96,6 +123,7 @@ struct request {
 };
 
 static void client_close(struct client *cl, const char *why);
+static void client_finish(struct client *cl, const char *why);
 static void client_process(struct client *cl);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
@@ -120,10 +148,14 @@ struct wreq {
 static void after_write(uv_write_t *w, int status)
 {
 	struct wreq *wr = container_of(w, struct wreq, w);
+	struct client *cl = container_of((uv_pipe_t *)w->handle, struct client, pipe);
 
 	free(wr->data);
 	free(wr);
-	(void)status; /* a failed write shows up as a read error */
+	/* gone for good (a half-closed client is no longer read, so no read
+	 * error would tell); the client outlives its cancelled writes */
+	if (status < 0)
+		client_close(cl, uv_strerror(status));
 }
 
 static void send_json(struct client *cl, json_t *obj)
@@ -135,7 +167,7 @@ static void send_json(struct client *cl, json_t *obj)
 	int r;
 
 	json_decref(obj);
-	if (cl->closing) {
+	if (cl->closing || cl->finishing) {
 		free(text);
 		return;
 	}
@@ -625,10 +657,12 @@ static void dispatch(struct client *cl, json_t *args)
 	cl->rq = rq;
 }
 
-/* Answers every complete line buffered, in order, unless one is on a worker. */
+/* Answers every complete line buffered, in order, unless one is on a worker.
+ * Then reads on, or, after the client's end of input, ends the connection
+ * once the answers are written. */
 static void client_process(struct client *cl)
 {
-	while (!cl->busy && !cl->closing) {
+	while (!cl->busy && !cl->closing && !cl->finishing) {
 		char *nl = cl->in.len ? memchr(cl->in.p, '\n', cl->in.len) : NULL;
 		char msg[256];
 		size_t len;
@@ -651,7 +685,11 @@ static void client_process(struct client *cl)
 		}
 		dispatch(cl, req);
 	}
-	if (!cl->closing && !cl->busy && !cl->reading) {
+	if (cl->closing || cl->finishing || cl->busy)
+		return;
+	if (cl->eof) {
+		client_finish(cl, "end of input, every request answered");
+	} else if (!cl->reading) {
 		cl->reading = true;
 		uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb);
 	}
@@ -669,7 +707,20 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 
 static void timer_cb(uv_timer_t *t)
 {
-	client_close(container_of(t, struct client, timer), "idle");
+	struct client *cl = container_of(t, struct client, timer);
+
+	client_close(cl, cl->finishing ? "its last answers were not taken in time" : "idle");
+}
+
+/* A half-closed client still gets the answers to everything it sent (an
+ * unfinished last line is taken as a line), in order; the connection ends
+ * after the last one is written. */
+static void client_eof(struct client *cl)
+{
+	cl->eof = true;
+	if (cl->in.len)
+		buf_putc(&cl->in, '\n');
+	client_process(cl);
 }
 
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
@@ -678,23 +729,19 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 	char msg[64];
 
 	if (nread < 0) {
-		/* a half-closed client still gets the answers to what it sent */
 		uv_read_stop(st);
 		cl->reading = false;
-		if (nread == UV_EOF && (cl->busy || cl->in.len)) {
-			buf_putc(&cl->in, '\n');
-			client_process(cl);
-		}
-		if (!cl->busy)
-			client_close(cl,
-				     nread == UV_EOF ? "end of input" : uv_strerror((int)nread));
+		if (nread == UV_EOF)
+			client_eof(cl);
+		else
+			client_close(cl, uv_strerror((int)nread));
 	} else if (nread > 0) {
 		buf_append(&cl->in, b->base, (size_t)nread);
 		uv_timer_start(&cl->timer, timer_cb, CLIENT_IDLE_MS, 0);
 		if (cl->in.len > PROTO_LINE_MAX && memchr(cl->in.p, '\n', cl->in.len) == NULL) {
 			snprintf(msg, sizeof(msg), "request longer than %u bytes", PROTO_LINE_MAX);
 			send_error(cl, msg);
-			client_close(cl, msg);
+			client_finish(cl, msg);
 		} else if (cl->busy) {
 			uv_read_stop(st); /* one request at a time */
 			cl->reading = false;
@@ -724,6 +771,10 @@ static void client_closed(uv_handle_t *h)
 		return;
 	TAILQ_REMOVE(&ctl->clients, cl, entry);
 	ctl->nclients--;
+	if (cl->admitted)
+		ctl->nadmitted--;
+	if (cl->lingering)
+		ctl->nlingering--;
 	buf_done(&cl->in);
 	free(cl);
 	control_maybe_done(ctl);
@@ -745,36 +796,193 @@ static void client_close(struct client *cl, const char *why)
 	uv_close((uv_handle_t *)&cl->timer, client_closed);
 }
 
-/* Whether user uid is in group gid (primary or supplementary). Local NSS
- * lookups, once per connection. */
-static bool in_group(uid_t uid, gid_t peer_gid, gid_t gid)
+static void shutdown_cb(uv_shutdown_t *req, int status)
+{
+	struct client *cl = container_of(req, struct client, shutdown);
+
+	if (status < 0 || !cl->lingering)
+		client_close(cl,
+			     status < 0 ? uv_strerror(status) : "its last answers were written");
+}
+
+/* The gentle end: takes no more requests, lets the answers already queued
+ * reach the client, then closes (uv_close alone would cancel them). A client
+ * that does not take them is closed by its timer or CLIENT_BACKLOG_MAX. */
+static void client_finish(struct client *cl, const char *why)
+{
+	int r;
+
+	if (cl->closing || cl->finishing)
+		return;
+	log_debug("status socket: client uid %u ending: %s", (unsigned)cl->uid, why);
+	cl->finishing = true;
+	if (cl->reading) {
+		uv_read_stop((uv_stream_t *)&cl->pipe);
+		cl->reading = false;
+	}
+	r = uv_shutdown(&cl->shutdown, (uv_stream_t *)&cl->pipe, shutdown_cb);
+	if (r < 0)
+		client_close(cl, uv_strerror(r));
+}
+
+static bool uid_privileged(uid_t uid)
+{
+	return uid == 0 || uid == geteuid();
+}
+
+static bool has_gid(gid_t want, gid_t primary, const gid_t *groups, size_t n)
+{
+	if (want == (gid_t)-1)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (groups[i] == want)
+			return true;
+	}
+	return want == primary;
+}
+
+/* The uid's groups in the group database with gid as its primary one: only
+ * for a kernel that cannot tell a peer's groups. *ret_groups is the caller's
+ * to free. */
+static int groups_of_uid(uid_t uid, gid_t gid, gid_t **ret_groups, size_t *ret_n)
 {
 	struct passwd pw, *res = NULL;
 	char buf[4096];
-	gid_t groups[256];
-	int n = (int)ARRAY_SIZE(groups);
+	gid_t *g = NULL;
+	int n = 64;
 
-	if (gid == (gid_t)-1)
-		return false;
-	if (peer_gid == gid)
-		return true;
 	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) != 0 || res == NULL)
-		return false;
-	if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0)
-		return false;
-	for (int i = 0; i < n; i++) {
-		if (groups[i] == gid)
-			return true;
+		return -ENOENT;
+	for (int tries = 0; tries < 3; tries++) { /* a failure says how many there are */
+		g = xreallocarray(g, (size_t)n + 1, sizeof(*g));
+		if (getgrouplist(pw.pw_name, gid, g, &n) >= 0) {
+			*ret_groups = g;
+			*ret_n = (size_t)n;
+			return 0;
+		}
 	}
-	return false;
+	free(g);
+	return -ERANGE;
+}
+
+/* The peer's supplementary groups as the kernel recorded them when it
+ * connected (SO_PEERGROUPS, Linux >= 4.13): the groups its process holds,
+ * not what the group database says of its uid (a process may have dropped
+ * or been given groups; the database may be remote, slow or down). Only when
+ * the kernel cannot tell, the database's. *ret_groups is the caller's to
+ * free. */
+static int peer_groups(int fd, const struct ucred *cred, gid_t **ret_groups, size_t *ret_n)
+{
+#ifdef SO_PEERGROUPS
+	socklen_t len = 64 * sizeof(gid_t);
+	gid_t *g = NULL;
+
+	for (int tries = 0; tries < 3; tries++) { /* ERANGE says how many there are */
+		g = xreallocarray(g, len / sizeof(*g) + 1, sizeof(*g));
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) == 0) {
+			*ret_groups = g;
+			*ret_n = len / sizeof(*g);
+			return 0;
+		}
+		if (errno != ERANGE)
+			break;
+	}
+	free(g);
+#endif
+	return groups_of_uid(cred->uid, cred->gid, ret_groups, ret_n);
+}
+
+/* The client's uid and rights, from the peer's credentials. */
+static int client_credentials(struct client *cl, int fd)
+{
+	struct control *ctl = cl->ctl;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	gid_t *groups = NULL;
+	size_t n = 0;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	cl->uid = cred.uid;
+	if (uid_privileged(cred.uid)) {
+		cl->can_admin = cl->can_read = true;
+		return 0;
+	}
+	if (peer_groups(fd, &cred, &groups, &n) < 0)
+		n = 0; /* the primary group still counts */
+	cl->can_admin = has_gid(ctl->admin_gid, cred.gid, groups, n);
+	cl->can_read = cl->can_admin || has_gid(ctl->status_gid, cred.gid, groups, n);
+	free(groups);
+	return 0;
+}
+
+/* Gives the client a slot, or says why not (see CLIENTS_MAX). */
+static int client_admit(struct client *cl, struct kiln_err *err)
+{
+	struct control *ctl = cl->ctl;
+	unsigned mine = 0;
+	struct client *c;
+
+	if (!cl->can_read)
+		return kiln_err_set(
+		    err, -EACCES,
+		    "permission denied: uid %u is not root, kilnd's user or a member "
+		    "of listen.status_group or listen.admin_group",
+		    (unsigned)cl->uid);
+	if (uid_privileged(cl->uid)) {
+		if (ctl->nadmitted >= CLIENTS_MAX + CLIENTS_RESERVE)
+			return kiln_err_set(err, -EAGAIN,
+					    "too many connections (%u, the reserve for root and "
+					    "kilnd's user included); try again later",
+					    ctl->nadmitted);
+	} else {
+		TAILQ_FOREACH(c, &ctl->clients, entry)
+		mine += c->admitted && c->uid == cl->uid;
+		if (mine >= CLIENTS_PER_UID)
+			return kiln_err_set(err, -EUSERS,
+					    "too many connections from uid %u (at most %u at once)",
+					    (unsigned)cl->uid, CLIENTS_PER_UID);
+		if (ctl->nadmitted >= CLIENTS_MAX)
+			return kiln_err_set(err, -EAGAIN,
+					    "too many connections (%u); try again later",
+					    ctl->nadmitted);
+	}
+	cl->admitted = true;
+	ctl->nadmitted++;
+	return 0;
+}
+
+static void discard_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
+{
+	struct client *cl = container_of((uv_pipe_t *)st, struct client, pipe);
+
+	free(b->base);
+	if (nread < 0)
+		client_close(cl, "refused, and it went");
+}
+
+/* A client that may not stay is told why in one error line, then let go
+ * (see REFUSED_LINGER_MS). */
+static void client_refuse(struct client *cl, const char *why)
+{
+	struct control *ctl = cl->ctl;
+
+	send_error(cl, why);
+	uv_timer_start(&cl->timer, timer_cb, REFUSED_LINGER_MS, 0);
+	if (ctl->nlingering < REFUSED_LINGER_MAX) {
+		cl->lingering = true;
+		ctl->nlingering++;
+	}
+	client_finish(cl, why);
+	if (cl->lingering && !cl->closing)
+		uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, discard_cb);
 }
 
 static void on_connection(uv_stream_t *server, int status)
 {
 	struct control *ctl = container_of((uv_pipe_t *)server, struct control, pipe);
+	struct kiln_err err = {0};
 	struct client *cl;
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
 	uv_os_fd_t fd;
 	int r;
 
@@ -795,19 +1003,18 @@ static void on_connection(uv_stream_t *server, int status)
 		client_close(cl, uv_strerror(r));
 		return;
 	}
-	if (ctl->closing || ctl->nclients > CLIENTS_MAX) {
-		client_close(cl, ctl->closing ? "kilnd is stopping" : "too many clients");
+	if (ctl->closing) {
+		client_close(cl, "kilnd is stopping");
 		return;
 	}
-	if (uv_fileno((uv_handle_t *)&cl->pipe, &fd) < 0 ||
-	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+	if (uv_fileno((uv_handle_t *)&cl->pipe, &fd) < 0 || client_credentials(cl, fd) < 0) {
 		client_close(cl, "no peer credentials");
 		return;
 	}
-	cl->uid = cred.uid;
-	cl->can_admin =
-	    cred.uid == 0 || cred.uid == geteuid() || in_group(cred.uid, cred.gid, ctl->admin_gid);
-	cl->can_read = cl->can_admin || in_group(cred.uid, cred.gid, ctl->status_gid);
+	if (client_admit(cl, &err) < 0) {
+		client_refuse(cl, err.msg);
+		return;
+	}
 	uv_timer_start(&cl->timer, timer_cb, CLIENT_IDLE_MS, 0);
 	cl->reading = true;
 	uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb);
@@ -821,11 +1028,18 @@ static void free_on_close(uv_handle_t *h)
 	free(ctl);
 }
 
-int control_start(uv_loop_t *loop, const char *path, gid_t sock_gid, gid_t status_gid,
-		  gid_t admin_gid, struct store *store, const struct control_ops *ops, void *arg,
+int control_start(uv_loop_t *loop, const char *path, gid_t status_gid, gid_t admin_gid,
+		  struct store *store, const struct control_ops *ops, void *arg,
 		  struct control **ret, struct kiln_err *err)
 {
 	struct control *ctl = xcalloc(1, sizeof(*ctl));
+	/* Who may connect is decided on accept, from the peer's credentials:
+	 * that check is the authority. The file mode cannot express it (one
+	 * group per file, and members of either group have rights), so with a
+	 * group configured anyone may connect and is told on accept whether it
+	 * may stay; without one, only kilnd's user and root have rights, and
+	 * 0600 keeps everyone else off the socket. */
+	mode_t mode = status_gid != (gid_t)-1 || admin_gid != (gid_t)-1 ? 0666 : 0600;
 	struct stat st;
 	int r;
 
@@ -849,9 +1063,8 @@ int control_start(uv_loop_t *loop, const char *path, gid_t sock_gid, gid_t statu
 		uv_close((uv_handle_t *)&ctl->pipe, free_on_close);
 		return r;
 	}
-	if (chmod(path, 0660) < 0 ||
-	    (sock_gid != (gid_t)-1 && chown(path, (uid_t)-1, sock_gid) < 0))
-		log_warning("status socket '%s': cannot set mode or group: %s", path,
+	if (chmod(path, mode) < 0)
+		log_warning("status socket '%s': cannot set mode %04o: %s", path, (unsigned)mode,
 			    strerror(errno));
 	*ret = ctl;
 	return 0;

@@ -242,8 +242,8 @@ static int start_control(struct daemon *d)
 
 	if (d->cfg.status_socket[0] == '\0')
 		return 0; /* status_socket: "" turns it off */
-	if (control_start(d->loop, d->cfg.status_socket, status != (gid_t)-1 ? status : admin,
-			  status, admin, d->store, &ctl_ops, d, &d->control, &err) < 0)
+	if (control_start(d->loop, d->cfg.status_socket, status, admin, d->store, &ctl_ops, d,
+			  &d->control, &err) < 0)
 		return log_error_errno(-EIO, "%s", err.msg);
 	log_info("status socket on '%s'", d->cfg.status_socket);
 	return 0;

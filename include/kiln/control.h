@@ -1,8 +1,9 @@
 /* control.h (report): the status socket. A unix stream socket speaking the
- * protocol of proto.h: one JSON object per line each way. Every request is
- * checked against the peer's credentials (SO_PEERCRED): reading needs root,
+ * protocol of proto.h: one JSON object per line each way. Rights come from
+ * the peer's credentials (SO_PEERCRED, SO_PEERGROUPS): reading needs root,
  * kilnd's own user or the status group; changing anything needs root,
- * kilnd's own user or the admin group. */
+ * kilnd's own user or the admin group. A peer with neither right, or over
+ * its connection cap, is refused on accept with an error line. */
 #ifndef KILN_CONTROL_H
 #define KILN_CONTROL_H
 
@@ -34,10 +35,11 @@ struct control_ops {
 
 struct control;
 
-/* Listens on path (a stale socket file is replaced), mode 0660, group gid
- * when gid != (gid_t)-1. status_gid and admin_gid may be (gid_t)-1: none. */
-int control_start(uv_loop_t *loop, const char *path, gid_t sock_gid, gid_t status_gid,
-		  gid_t admin_gid, struct store *store, const struct control_ops *ops, void *arg,
+/* Listens on path (a stale socket file is replaced): mode 0666 when a group
+ * is given (rights are checked on accept), else 0600. status_gid and
+ * admin_gid may be (gid_t)-1: none. */
+int control_start(uv_loop_t *loop, const char *path, gid_t status_gid, gid_t admin_gid,
+		  struct store *store, const struct control_ops *ops, void *arg,
 		  struct control **ret, struct kiln_err *err);
 /* Closes the socket and every client, then done(arg). */
 void control_close(struct control *c, void (*done)(void *arg), void *arg);

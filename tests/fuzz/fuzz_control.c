@@ -95,8 +95,7 @@ static void setup(void)
 	}
 	snprintf(path, sizeof(path), "%s/kiln.sock", dir);
 	uv_loop_init(&loop);
-	if (control_start(&loop, path, (gid_t)-1, (gid_t)-1, (gid_t)-1, st, &ops, NULL, &ctl,
-			  &err) < 0)
+	if (control_start(&loop, path, (gid_t)-1, (gid_t)-1, st, &ops, NULL, &ctl, &err) < 0)
 		abort();
 }
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # status.sh: the status socket and the kiln commands that use it: every
-# command, permission refusals for another uid, and bad clients beside good.
+# command, permission refusals for another uid, rights from the peer's
+# credentials for members of either group, per-uid connection caps with a
+# reserve for root, half-closed pipelining clients, and bad clients beside
+# good.
 . "$(dirname "$0")/lib/common.sh"
 : "${KILND:?}" "${KILN:?}"
 
@@ -213,9 +216,11 @@ t_permissions() {
 	expect_rc 1 setpriv --reuid=65534 --regid=65534 --clear-groups "$KILN" rebuild images a
 	contains "$ERR" "permission denied"
 	expect_rc 0 setpriv --reuid=65534 --regid=65534 --clear-groups "$KILN" builds
-	# a user outside the group cannot even connect (mode 0660)
-	expect_rc 2 setpriv --reuid=65533 --regid=65533 --clear-groups "$KILN" status
-	contains "$ERR" "Permission denied"
+	# a user outside the groups is told why on accept (mode 0666: the check on
+	# accept is the authority)
+	[ "$(stat -c %a kiln.sock)" = 666 ] || fail "socket mode $(stat -c %a kiln.sock), not 666"
+	expect_rc 1 setpriv --reuid=65533 --regid=65533 --clear-groups "$KILN" status
+	contains "$ERR" "permission denied: uid 65533 is not root, kilnd's user or a member"
 	kill -TERM "$KPID"
 	wait "$KPID"
 }
@@ -280,4 +285,238 @@ t_bad_clients() {
 	wait "$KPID" || fail "kilnd did not exit 0"
 }
 
+# A client that pipelines 1,000 requests and half-closes gets all 1,000
+# answers, in order, then the end of the connection; one that never reads
+# its answers is still cut off at CLIENT_BACKLOG_MAX.
+t_half_close_pipeline() {
+	start
+	[ "$(stat -c %a kiln.sock)" = 600 ] || fail "no group configured: mode $(stat -c %a kiln.sock), not 600"
+	python3 - "$PWD/kiln.sock" <<-'PY' || fail "half-closed pipelining client"
+	import json, socket, sys, time
+	path = sys.argv[1]
+	s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+	s.settimeout(30)
+	s.connect(path)
+	# on the loop and on a worker, answers and errors, so that order shows
+	kinds = [b'{"v":1,"cmd":"health"}', b'{"v":1,"cmd":"builds","limit":1}',
+	         b'{"v":1,"cmd":"status"}', b'{"v":1,"cmd":"build","id":999999}']
+	n = 1000
+	s.sendall(b"".join(kinds[i % 4] + b"\n" for i in range(n)))
+	s.shutdown(socket.SHUT_WR)
+	time.sleep(1)  # let the answers pile up beyond the socket's buffers
+	data = b""
+	while True:
+	    chunk = s.recv(65536)
+	    if not chunk:
+	        break
+	    data += chunk
+	lines = data.split(b"\n")
+	assert lines[-1] == b"", "the last answer is cut: %r" % lines[-1][:80]
+	lines = lines[:-1]
+	assert len(lines) == n, "%d answers to %d requests" % (len(lines), n)
+	for i, l in enumerate(lines):
+	    a = json.loads(l)
+	    k = i % 4
+	    if k == 0:
+	        assert a["ok"] and a["result"]["healthy"] is True, (i, a)
+	    elif k == 1:
+	        assert a["ok"] and isinstance(a["result"], list), (i, a)
+	    elif k == 2:
+	        assert a["ok"] and "repositories" in a["result"], (i, a)
+	    else:
+	        assert not a["ok"] and "no build 999999" in a["error"], (i, a)
+	print("all %d answers in order" % n)
+	# never reads: cut off once 4 MiB of answers wait, long before all came
+	s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+	s.settimeout(30)
+	s.connect(path)
+	n = 60000
+	try:
+	    s.sendall(b'{"v":1,"cmd":"status"}\n' * n)
+	    s.shutdown(socket.SHUT_WR)
+	except OSError:
+	    pass
+	time.sleep(1)
+	got = 0
+	try:
+	    while True:
+	        chunk = s.recv(1 << 20)
+	        if not chunk:
+	            break
+	        got += chunk.count(b"\n")
+	except ConnectionResetError:
+	    pass
+	assert 0 < got < n, "%d answers of %d for a client that did not read" % (got, n)
+	print("a client that did not read got %d of %d" % (got, n))
+	PY
+	expect_rc 0 "$KILN" health
+	kill -TERM "$KPID"
+	wait "$KPID" || fail "kilnd did not exit 0"
+}
+
+# 1,998 connections from nine uids: none holds more than 32 slots, together
+# they fill the 256, every refused one is told why in an error line, and
+# root's `kiln health` is still answered (the reserve) while another uid is
+# refused.
+t_uid_cap() {
+	[ "$(id -u)" = 0 ] || { skip "not root (other uids are needed)"; return; }
+	command -v setpriv >/dev/null || { fail "no setpriv"; return; }
+	chmod 755 "$TEST_TMP" "$PWD"
+	start ", status_group: nogroup"
+	python3 - "$PWD/kiln.sock" "$KILN" <<-'PY' || fail "per-uid cap"
+	import json, os, socket, subprocess, sys, time, traceback
+	path, kiln = sys.argv[1], sys.argv[2]
+	UIDS, PER = [70000 + k for k in range(9)], 222
+	HEALTH = b'{"v":1,"cmd":"health"}\n'
+	def first_line(s):
+	    data = b""
+	    try:
+	        while b"\n" not in data:
+	            chunk = s.recv(4096)
+	            if not chunk:
+	                break
+	            data += chunk
+	    except OSError as e:
+	        return "error: %s" % e
+	    return data.partition(b"\n")[0].decode()
+	def child(uid, out, release):
+	    os.setgroups([])
+	    os.setgid(65534)
+	    os.setuid(uid)
+	    socks = []
+	    for _ in range(PER):
+	        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+	        s.settimeout(20)
+	        for _ in range(400):  # EAGAIN: the listen backlog is full for now
+	            try:
+	                s.connect(path)
+	                break
+	            except BlockingIOError:
+	                time.sleep(0.05)
+	        socks.append(s)
+	    admitted, refused, bad = 0, {}, []
+	    for s in socks:
+	        try:
+	            s.sendall(HEALTH)
+	        except OSError:
+	            pass  # refused and closed already: its line is still there
+	    for s in socks:
+	        line = first_line(s)
+	        try:
+	            a = json.loads(line)
+	        except ValueError:
+	            bad.append(line)
+	            continue
+	        if a["ok"]:
+	            admitted += 1
+	        else:
+	            refused[a["error"]] = refused.get(a["error"], 0) + 1
+	            s.close()
+	    os.write(out, (json.dumps({"uid": uid, "admitted": admitted, "refused": refused, "bad": bad}) + "\n").encode())
+	    os.read(release, 1)  # hold the admitted ones until the parent is done
+	    os._exit(0)
+	out_r, out_w = os.pipe()
+	rel_r, rel_w = os.pipe()
+	pids = []
+	for uid in UIDS:
+	    pid = os.fork()
+	    if pid == 0:
+	        try:
+	            child(uid, out_w, rel_r)
+	        except BaseException:
+	            traceback.print_exc()
+	        os._exit(1)
+	    pids.append(pid)
+	os.close(out_w)
+	res, buf = [], b""
+	with os.fdopen(out_r, "rb") as f:
+	    for _ in UIDS:
+	        line = f.readline()
+	        assert line, "a client process died: %r" % res
+	        res.append(json.loads(line))
+	    try:
+	        total = sum(r["admitted"] for r in res)
+	        for r in res:
+	            assert not r["bad"], "uid %d: %d without an error line (a reset), e.g. %r" % (
+	                r["uid"], len(r["bad"]), r["bad"][-3:])
+	            assert r["admitted"] <= 32, "uid %d holds %d slots" % (r["uid"], r["admitted"])
+	            for why in r["refused"]:
+	                assert why.startswith("too many connections"), r
+	            assert r["admitted"] + sum(r["refused"].values()) == PER, r
+	        assert total == 256, "%d admitted: %r" % (total, res)
+	        assert any("from uid" in w for r in res for w in r["refused"]), res
+	        assert any("(256)" in w for r in res for w in r["refused"]), res
+	        # the slots are full: root is still answered, another uid is refused
+	        p = subprocess.run([kiln, "health"], capture_output=True, text=True, timeout=20)
+	        assert p.returncode == 0 and "healthy" in p.stdout, p
+	        p = subprocess.run(["setpriv", "--reuid=70100", "--regid=65534", "--clear-groups", kiln, "status"],
+	                           capture_output=True, text=True, timeout=20)
+	        assert p.returncode == 1 and "too many connections (256)" in p.stderr, p
+	        print("admitted per uid:", [r["admitted"] for r in res])
+	    finally:
+	        os.write(rel_w, b"x" * len(pids))
+	        for pid in pids:
+	            os.waitpid(pid, 0)
+	PY
+	# the slots come back once those clients are gone
+	wait_for 10 setpriv --reuid=70100 --regid=65534 --clear-groups "$KILN" status || fail "slots not freed"
+	kill -TERM "$KPID"
+	wait "$KPID" || fail "kilnd did not exit 0"
+}
+
+# Members of either group reach the rights documented for them, and the
+# groups are those the peer holds (its credentials), not what the group
+# database says of its uid.
+t_groups() {
+	[ -n "$ACCOUNTS" ] || { skip "$ACCOUNTS_WHY"; return; }
+	chmod 755 "$TEST_TMP" "$PWD"
+	local sg=kis$$ ag=kia$$
+	start ", status_group: $sg, admin_group: $ag"
+	as() { # USER SETPRIV-GROUP-OPTION KILN-ARGS...
+		local user=$1 grp=$2
+		shift 2
+		expect_rc "$RC" setpriv --reuid="$user" --regid="$(id -g "$user")" "$grp" "$KILN" "$@"
+	}
+	# the admin member is not in the status group: it reads and changes
+	RC=0 as kid$$ --init-groups status
+	contains "$OUT" "images"
+	RC=0 as kid$$ --init-groups trigger images
+	# the status member reads, and may not change
+	RC=0 as kir$$ --init-groups status
+	RC=1 as kir$$ --init-groups trigger images
+	contains "$ERR" "permission denied: 'trigger' needs"
+	# neither: refused on accept with a reason, not a reset
+	RC=1 as kin$$ --init-groups status
+	contains "$ERR" "permission denied: uid $(id -u kin$$) is not root"
+	# what the process holds counts: the group database says kir is in the
+	# status group, its process is not; kin is in no group, its process is
+	RC=1 as kir$$ --clear-groups status
+	contains "$ERR" "permission denied: uid $(id -u kir$$)"
+	RC=0 as kin$$ --groups="$(getent group "$ag" | cut -d: -f3)" trigger images
+	RC=0 as kin$$ --groups="$(getent group "$sg" | cut -d: -f3)" builds
+	RC=1 as kin$$ --groups="$(getent group "$sg" | cut -d: -f3)" cancel 1
+	contains "$ERR" "permission denied: 'cancel' needs"
+	kill -TERM "$KPID"
+	wait "$KPID" || fail "kilnd did not exit 0"
+}
+
+# t_groups' users and groups, made by the script (a scenario runs in a
+# subshell, whose at_exit would be lost) and removed when it ends: kir$$ in
+# the status group kis$$, kid$$ in the admin group kia$$, kin$$ in neither
+ACCOUNTS= ACCOUNTS_WHY=
+make_accounts() {
+	case t_groups in "t_${KILN_ONLY:-}"*) ;; *) return ;; esac
+	[ "$(id -u)" = 0 ] || { ACCOUNTS_WHY="not root (users and groups are made)"; return; }
+	command -v setpriv >/dev/null && command -v useradd >/dev/null &&
+		command -v groupadd >/dev/null ||
+		{ ACCOUNTS_WHY="no setpriv, useradd or groupadd"; return; }
+	at_exit "userdel kir$$ 2>/dev/null; userdel kid$$ 2>/dev/null; userdel kin$$ 2>/dev/null"
+	at_exit "groupdel kis$$ 2>/dev/null; groupdel kia$$ 2>/dev/null"
+	groupadd kis$$ && groupadd kia$$ &&
+		useradd -M -N -s /bin/false -G kis$$ kir$$ &&
+		useradd -M -N -s /bin/false -G kia$$ kid$$ &&
+		useradd -M -N -s /bin/false kin$$ &&
+		ACCOUNTS=1 || ACCOUNTS_WHY="cannot make users and groups"
+}
+make_accounts
 run_all
