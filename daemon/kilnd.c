@@ -24,6 +24,7 @@
 #include "kiln/log.h"
 #include "kiln/metrics.h"
 #include "kiln/notify.h"
+#include "kiln/redact.h"
 #include "kiln/repo.h"
 #include "kiln/status.h"
 #include "kiln/store.h"
@@ -304,6 +305,31 @@ static void log_diags(const struct kiln_diags *diags)
 	}
 }
 
+/* A credential in a repository URL is masked wherever kilnd prints it, but it
+ * still sits in kilnd.yaml, readable by whoever reads the configuration: say
+ * where it belongs. To stderr for --check-config, to the log otherwise. */
+static void warn_url_secrets(const struct config *cfg, bool to_stderr)
+{
+	for (size_t i = 0; i < cfg->nrepos; i++) {
+		const struct config_repo *r = &cfg->repos[i];
+		char *shown;
+
+		if (!redact_has_secret(r->url))
+			continue;
+		shown = redact_dup(r->url);
+		if (to_stderr)
+			fprintf(stderr,
+				"%s: warning: repository '%s': the url '%s' holds a credential; "
+				"move it to credentials.password_file (and credentials.username)\n",
+				cfg->path, r->name, shown);
+		else
+			log_warning("%s: repository '%s': the url '%s' holds a credential; move it "
+				    "to credentials.password_file (and credentials.username)",
+				    cfg->path, r->name, shown);
+		free(shown);
+	}
+}
+
 /* SIGHUP: a valid new configuration replaces the old one without losing
  * anything queued; an invalid one is reported and the old one stays. */
 static void reload(struct daemon *d)
@@ -321,6 +347,7 @@ static void reload(struct daemon *d)
 		update_status(d);
 		return;
 	}
+	warn_url_secrets(&next, false);
 	if (strcmp(next.state_dir, d->cfg.state_dir) != 0)
 		log_warning("state_dir changed to '%s': it takes effect at the next start",
 			    next.state_dir);
@@ -593,6 +620,7 @@ int main(int argc, char **argv)
 		kiln_diags_done(&diags);
 		return 1;
 	}
+	warn_url_secrets(&d.cfg, check);
 	if (check) {
 		printf("%s: valid, %zu repositor%s\n", path, d.cfg.nrepos,
 		       d.cfg.nrepos == 1 ? "y" : "ies");
