@@ -155,12 +155,12 @@ static int start_http(struct daemon *d)
 	http_server_new(d->loop, &o, webhook_handle, &d->webhook, &d->http);
 	for (int i = 0; i < nfds; i++) {
 		if (http_server_adopt(d->http, SD_LISTEN_FDS_START + i, &err) < 0)
-			return log_error_errno(-EINVAL, "%s", err.msg);
+			return log_error_errno(err.code, "%s", err.msg);
 		log_info("listening on a socket from systemd (fd %d)", SD_LISTEN_FDS_START + i);
 	}
 	for (size_t i = 0; i < d->cfg.listen_http.n; i++) {
 		if (http_server_listen(d->http, d->cfg.listen_http.v[i], &err) < 0)
-			return log_error_errno(-EINVAL, "listen.http: %s", err.msg);
+			return log_error_errno(err.code, "listen.http: %s", err.msg);
 		log_info("listening on http://%s", d->cfg.listen_http.v[i]);
 	}
 	return 0;
@@ -246,7 +246,7 @@ static int start_control(struct daemon *d)
 		return 0; /* status_socket: "" turns it off */
 	if (control_start(d->loop, d->cfg.status_socket, status != (gid_t)-1 ? status : admin,
 			  status, admin, d->store, &ctl_ops, d, &d->control, &err) < 0)
-		return log_error_errno(-EIO, "%s", err.msg);
+		return log_error_errno(err.code, "%s", err.msg);
 	log_info("status socket on '%s'", d->cfg.status_socket);
 	return 0;
 }
