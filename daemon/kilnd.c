@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,6 +32,25 @@
 #include "kiln/watch.h"
 #include "kiln/webhook.h"
 
+/* File descriptors kept out of the HTTP connection cap, so that a flood of
+ * connections cannot starve what kilnd opens itself; the rest of the soft
+ * RLIMIT_NOFILE is for HTTP connections. The fixed part:
+ *   16  stdio, libuv's loop (epoll, eventfd, the signal pipe, the spare fd it
+ *       keeps to shed connections at EMFILE), the listeners, sd_notify, the
+ *       instance lock, kilnd.yaml and secret files read at a reload
+ *    8  SQLite: the database, its -wal and -shm, a temporary file
+ *   48  git: the REPO_PACK_FILES_MAX (32) pack files libgit2 keeps open, and a
+ *       fetch on each of libuv's 4 workers (its socket, the pack it writes and
+ *       its index, a ref file)
+ *   24  the status socket: its listener and room for an administrator's `kiln`
+ *       while HTTP is full (a flood of the socket itself meets its own cap)
+ * and FD_PER_BUILD for each build at once (builds.concurrency): connections
+ * to the engine (the build stream, a push, a request on the side), the
+ * context's file and pipe, the build log. */
+#define FD_RESERVE	 96
+#define FD_PER_BUILD	 8
+#define HTTP_CONNS_FLOOR 16 /* fewer and the limit is too low to serve webhooks */
+
 struct daemon {
 	uv_loop_t *loop;
 	struct config cfg;
@@ -47,6 +67,7 @@ struct daemon {
 	struct webhook webhook;
 	struct metrics *metrics;
 	struct status status; /* reads the fields above */
+	rlim_t fd_limit;      /* the soft RLIMIT_NOFILE, raised at start */
 	bool stopping;
 	bool abandoned; /* the grace period ran out with jobs still on workers */
 	int exit_code;
@@ -140,6 +161,51 @@ static int hook_health(struct buf *json, void *arg)
 
 static const struct webhook_ops hook_ops = {hook_trigger, hook_health};
 
+/* The soft limit on open files up to the hard one: systemd's default soft
+ * limit (1024) is for programs that use select(2), and kilnd does not. */
+static rlim_t raise_fd_limit(void)
+{
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024; /* cannot happen on Linux; assume the usual default */
+	was = rl.rlim_cur;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			log_warning("cannot raise the open files limit from %ju to %ju: %s",
+				    (uintmax_t)was, (uintmax_t)rl.rlim_max, strerror(errno));
+			return was;
+		}
+		log_debug("open files limit raised from %ju to %ju", (uintmax_t)was,
+			  (uintmax_t)rl.rlim_cur);
+	}
+	return rl.rlim_cur;
+}
+
+/* The HTTP connection cap: what the open files limit leaves after the reserve,
+ * at most the server's own cap. Logged, since it bounds who gets served. */
+static unsigned http_conn_cap(const struct daemon *d, unsigned ceiling)
+{
+	rlim_t reserve = FD_RESERVE + (rlim_t)FD_PER_BUILD * d->cfg.concurrency;
+	unsigned cap = ceiling;
+
+	if (d->fd_limit < reserve + HTTP_CONNS_FLOOR) {
+		cap = HTTP_CONNS_FLOOR;
+		log_warning("the open files limit (%ju) leaves no room for HTTP connections after "
+			    "the %ju kept for the status socket, the engine, git and SQLite; "
+			    "allowing %u: raise LimitNOFILE",
+			    (uintmax_t)d->fd_limit, (uintmax_t)reserve, cap);
+	} else if (d->fd_limit - reserve < ceiling) {
+		cap = (unsigned)(d->fd_limit - reserve);
+	}
+	log_info("HTTP connections: at most %u (open files limit %ju, %ju kept for the status "
+		 "socket, the engine, git and SQLite)",
+		 cap, (uintmax_t)d->fd_limit, (uintmax_t)reserve);
+	return cap;
+}
+
 static int start_http(struct daemon *d)
 {
 	struct http_server_opts o;
@@ -149,6 +215,7 @@ static int start_http(struct daemon *d)
 	if (d->cfg.listen_http.n == 0 && nfds <= 0)
 		return 0;
 	http_server_default_opts(&o);
+	o.conn_max = http_conn_cap(d, o.conn_max);
 	o.header_timeout_ms = d->cfg.header_timeout_ms;
 	o.body_timeout_ms = d->cfg.body_timeout_ms;
 	o.idle_timeout_ms = d->cfg.idle_timeout_ms;
@@ -525,6 +592,7 @@ static void start_signals(struct daemon *d)
 
 static int run(struct daemon *d)
 {
+	d->fd_limit = raise_fd_limit();
 	repo_global_init();
 	d->loop = uv_default_loop();
 	if (open_store(d) < 0 || start_builder(d) < 0)
