@@ -30,9 +30,8 @@
 #define FOLLOW_POLL_MS	   500
 #define LISTEN_BACKLOG	   64
 /* The default socket's directory, when kilnd makes it. The socket's own mode
- * (0660) and group decide who may connect; a tighter directory would only
- * shut out someone the socket admits (systemd's RuntimeDirectoryMode= may
- * still narrow it to kilnd's group when the rights need no more). */
+ * (0660), its group and the peer's credentials decide who may connect; a
+ * tighter directory would only shut out someone they admit. */
 #define SOCKET_DIR_MODE 0755
 
 struct client;
