@@ -59,9 +59,10 @@ t_socket_error_says_why() {
 	contains "$ERR" "'$PWD/missing/kiln.sock': No such file or directory"
 	case "$ERR" in *"ermission denied"*) fail "ENOENT reported as permission denied: $ERR" ;; esac
 	[ ! -e missing ] || fail "kilnd made a directory for a configured socket path"
-	# a path too long for a socket address is refused, not cut short
+	# a path too long for a socket address is refused, not cut short (libuv
+	# cut it and kilnd served a socket nobody looked for: hence the timeout)
 	config "status_socket: $PWD/$(printf 'x%.0s' $(seq 120))/kiln.sock" >long.yaml
-	expect_rc 1 "$KILND" --config long.yaml
+	expect_rc 1 timeout 10 "$KILND" --config long.yaml
 	contains "$ERR" "longer than 107 bytes"
 }
 
@@ -111,9 +112,12 @@ t_fd_limit_keeps_status_socket() {
 		return
 	}
 	line=$(grep -o 'HTTP connections: at most [0-9]* (open files limit [0-9]*, [0-9]* kept' kilnd.log)
-	[ -n "$line" ] || { fail "no HTTP connection cap logged: $(cat kilnd.log)"; return; }
-	read -r cap kept < <(sed 's/.*at most \([0-9]*\) (open files limit 256, \([0-9]*\) kept/\1 \2/' <<<"$line")
-	[ "$cap" -gt 0 ] && [ "$((cap + kept))" -le 256 ] || fail "cap $cap + reserve $kept exceed 256: $line"
+	if [ -z "$line" ]; then
+		fail "no HTTP connection cap logged: $(cat kilnd.log)"
+	else
+		read -r cap kept < <(sed 's/.*at most \([0-9]*\) (open files limit 256, \([0-9]*\) kept/\1 \2/' <<<"$line")
+		[ "$cap" -gt 0 ] && [ "$((cap + kept))" -le 256 ] || fail "cap $cap + reserve $kept exceed 256: $line"
+	fi
 
 	flood "$port" 64
 	expect_rc 0 timeout 10 "$KILN" health --socket "$PWD/k.sock"
