@@ -590,27 +590,39 @@ static void start_signals(struct daemon *d)
 	}
 }
 
-static int run(struct daemon *d)
+/* Everything started: what the last run left is taken up, systemd is told. */
+static void ready(struct daemon *d)
 {
-	d->fd_limit = raise_fd_limit();
-	repo_global_init();
-	d->loop = uv_default_loop();
-	if (open_store(d) < 0 || start_builder(d) < 0)
-		return 1;
-	start_reporting(d);
-	for (size_t i = 0; i < d->cfg.nrepos; i++) {
-		if (add_watch(d, &d->cfg.repos[i]) < 0)
-			return 1;
-	}
-	start_signals(d);
-	if (start_http(d) < 0 || start_control(d) < 0)
-		return 1;
 	webhook_replay(&d->webhook); /* deliveries answered before a crash, not yet polled */
 	builder_kick(&d->builder);   /* builds left queued by the last run */
 	notify_ready();
 	update_status(d);
 	log_info("kilnd %s ready: %zu repositories, state in '%s'", KILN_VERSION, d->nwatches,
 		 d->cfg.state_dir);
+}
+
+static int run(struct daemon *d)
+{
+	bool started = true;
+
+	d->fd_limit = raise_fd_limit();
+	repo_global_init();
+	d->loop = uv_default_loop();
+	if (open_store(d) < 0 || start_builder(d) < 0)
+		return 1;
+	start_reporting(d);
+	start_signals(d);
+	for (size_t i = 0; started && i < d->cfg.nrepos; i++)
+		started = add_watch(d, &d->cfg.repos[i]) == 0;
+	started = started && start_http(d) == 0 && start_control(d) == 0;
+	if (started) {
+		ready(d);
+	} else {
+		/* what did start is taken down the ordinary way, so nothing is left
+		 * half open (or leaked) behind the error already logged */
+		d->exit_code = 1;
+		stop(d, "startup failed");
+	}
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	if (d->abandoned) {
 		/* Workers may still be inside a transaction: leave without closing
