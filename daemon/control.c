@@ -17,6 +17,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "kiln/buf.h"
@@ -47,6 +48,11 @@
 #define CLIENTS_MAX	256
 #define CLIENTS_PER_UID 32
 #define CLIENTS_RESERVE 16
+#define LISTEN_BACKLOG	64
+/* The default socket's directory, when kilnd makes it. The socket's own mode,
+ * the groups and the peer's credentials decide who may connect; a tighter
+ * directory would only shut out someone they admit. */
+#define SOCKET_DIR_MODE 0755
 
 struct client;
 struct request;
@@ -1028,11 +1034,59 @@ static void free_on_close(uv_handle_t *h)
 	free(ctl);
 }
 
+/* The default socket's directory: systemd's RuntimeDirectory= makes it for
+ * the unit; a manual start has none. Only the default: a configured path's
+ * directory is the administrator's to make, and a typo must not become a
+ * directory. The parent (/run) must exist: nothing above is created. */
+static int make_socket_dir(const char *path, struct kiln_err *err)
+{
+	char *dir;
+	int r = 0;
+
+	if (strcmp(path, PROTO_SOCKET_DEFAULT) != 0)
+		return 0;
+	dir = xstrndup(path, (size_t)(strrchr(path, '/') - path));
+	if (mkdir(dir, SOCKET_DIR_MODE) == 0) {
+		if (chmod(dir, SOCKET_DIR_MODE) < 0) /* the umask narrowed it */
+			log_warning("status socket: cannot set the mode of '%s': %s", dir,
+				    strerror(errno));
+		log_info("status socket: created '%s'", dir);
+	} else if (errno != EEXIST) {
+		r = kiln_err_set(err, -errno, "status socket '%s': cannot create '%s': %s", path,
+				 dir, strerror(errno));
+	}
+	free(dir);
+	return r;
+}
+
+/* bind(2) here, not uv_pipe_bind: libuv reports a missing directory (ENOENT)
+ * as EACCES and cuts a long path short; this says what really went wrong. */
+static int bind_socket(const char *path, int *ret_fd, struct kiln_err *err)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = -1, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return kiln_err_set(err, -ENAMETOOLONG,
+				    "status socket '%s': the path is longer than %zu bytes", path,
+				    sizeof(sa.sun_path) - 1);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = kiln_err_set(err, -errno, "status socket '%s': %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
 int control_start(uv_loop_t *loop, const char *path, gid_t status_gid, gid_t admin_gid,
 		  struct store *store, const struct control_ops *ops, void *arg,
 		  struct control **ret, struct kiln_err *err)
 {
-	struct control *ctl = xcalloc(1, sizeof(*ctl));
+	struct control *ctl;
 	/* Who may connect is decided on accept, from the peer's credentials:
 	 * that check is the authority. The file mode cannot express it (one
 	 * group per file, and members of either group have rights), so with a
@@ -1041,8 +1095,18 @@ int control_start(uv_loop_t *loop, const char *path, gid_t status_gid, gid_t adm
 	 * 0600 keeps everyone else off the socket. */
 	mode_t mode = status_gid != (gid_t)-1 || admin_gid != (gid_t)-1 ? 0666 : 0600;
 	struct stat st;
-	int r;
+	int fd = -1, r;
 
+	r = make_socket_dir(path, err);
+	if (r < 0)
+		return r;
+	/* a socket left by a previous run (the state lock proves it is not in use) */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	r = bind_socket(path, &fd, err);
+	if (r < 0)
+		return r;
+	ctl = xcalloc(1, sizeof(*ctl));
 	ctl->loop = loop;
 	ctl->path = xstrdup(path);
 	ctl->status_gid = status_gid;
@@ -1051,16 +1115,16 @@ int control_start(uv_loop_t *loop, const char *path, gid_t status_gid, gid_t adm
 	ctl->ops = *ops;
 	ctl->arg = arg;
 	TAILQ_INIT(&ctl->clients);
-	/* a socket left by a previous run (the state lock proves it is not in use) */
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-		unlink(path);
 	uv_pipe_init(loop, &ctl->pipe, 0);
-	r = uv_pipe_bind(&ctl->pipe, path);
-	if (r == 0)
-		r = uv_listen((uv_stream_t *)&ctl->pipe, 64, on_connection);
+	r = uv_pipe_open(&ctl->pipe, fd);
+	if (r < 0)
+		close(fd); /* not adopted: closing the handle would leave it open */
+	else
+		r = uv_listen((uv_stream_t *)&ctl->pipe, LISTEN_BACKLOG, on_connection);
 	if (r < 0) {
 		kiln_err_set(err, r, "status socket '%s': %s", path, uv_strerror(r));
 		uv_close((uv_handle_t *)&ctl->pipe, free_on_close);
+		unlink(path);
 		return r;
 	}
 	if (chmod(path, mode) < 0)

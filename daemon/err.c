@@ -1,4 +1,6 @@
-/* err.c (base): setters for struct kiln_err and the located-diagnostics list. */
+/* err.c (base): setters for struct kiln_err and the located-diagnostics list.
+ * What they record is redacted (redact.h) as it is recorded: error texts are
+ * printed by many (logs, status answers, /healthz, sd_notify). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +10,7 @@
 
 #include "kiln/buf.h"
 #include "kiln/err.h"
+#include "kiln/redact.h"
 
 int kiln_err_set(struct kiln_err *err, int code, const char *fmt, ...)
 {
@@ -19,6 +22,7 @@ int kiln_err_set(struct kiln_err *err, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
+	redact_text(err->msg, sizeof(err->msg));
 	return code;
 }
 
@@ -37,6 +41,7 @@ int kiln_err_git(struct kiln_err *err, int code, const char *fmt, ...)
 	n = strlen(err->msg);
 	if (ge != NULL && ge->message != NULL && n < sizeof(err->msg))
 		snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", ge->message);
+	redact_text(err->msg, sizeof(err->msg));
 	return code;
 }
 
@@ -44,6 +49,7 @@ void kiln_diags_add(struct kiln_diags *d, const char *path, unsigned line, unsig
 		    const char *fmt, ...)
 {
 	struct kiln_diag *dg;
+	char *msg;
 	va_list ap;
 
 	if (d->n == d->cap) {
@@ -55,8 +61,10 @@ void kiln_diags_add(struct kiln_diags *d, const char *path, unsigned line, unsig
 	dg->line = line;
 	dg->column = column;
 	va_start(ap, fmt);
-	dg->message = xvasprintf(fmt, ap);
+	msg = xvasprintf(fmt, ap);
 	va_end(ap);
+	dg->message = redact_dup(msg);
+	free(msg);
 }
 
 void kiln_diags_move(struct kiln_diags *to, struct kiln_diags *from)

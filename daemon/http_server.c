@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <http_parser.h>
 
@@ -570,15 +572,53 @@ static int listen_on(struct http_server *s, struct listener *l, const char *what
 	return 0;
 }
 
+/* A listener on fd: bound here, or listening already (from systemd). */
+static int listener_open(struct http_server *s, int fd, const char *what, struct kiln_err *err)
+{
+	struct listener *l = xcalloc(1, sizeof(*l));
+	int r;
+
+	l->s = s;
+	uv_tcp_init(s->loop, &l->tcp);
+	r = uv_tcp_open(&l->tcp, fd);
+	if (r < 0) {
+		close(fd); /* not adopted: closing the handle would leave it open */
+		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
+		return kiln_err_set(err, r, "cannot use %s (fd %d): %s", what, fd, uv_strerror(r));
+	}
+	return listen_on(s, l, what, err);
+}
+
+/* socket(2) and bind(2) here, not uv_tcp_bind: libuv reports EAFNOSUPPORT (no
+ * IPv6 here) as EINVAL and an address in use only later, at listen; this
+ * says what went wrong where it went wrong. */
+static int bind_tcp(const struct sockaddr *sa, int *ret_fd)
+{
+	socklen_t len =
+	    sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	int one = 1, r, fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	/* as uv_tcp_bind: a restart need not wait out the last run's TIME_WAIT */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, sa, len) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
 int http_server_listen(struct http_server *s, const char *addr, struct kiln_err *err)
 {
 	struct sockaddr_storage ss;
-	struct listener *l;
 	char host[256];
 	const char *colon = strrchr(addr, ':');
 	long port;
 	char *end;
-	int r;
+	int fd = -1, r;
 
 	if (colon == NULL || (size_t)(colon - addr) >= sizeof(host))
 		return kiln_err_set(err, -EINVAL, "listen address '%s' is not host:port", addr);
@@ -597,30 +637,15 @@ int http_server_listen(struct http_server *s, const char *addr, struct kiln_err 
 	}
 	if (r < 0)
 		return kiln_err_set(err, -EINVAL, "listen address '%s': bad host '%s'", addr, host);
-	l = xcalloc(1, sizeof(*l));
-	l->s = s;
-	uv_tcp_init(s->loop, &l->tcp);
-	r = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss, 0);
-	if (r < 0) {
-		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
-		return kiln_err_set(err, r, "cannot bind %s: %s", addr, uv_strerror(r));
-	}
-	return listen_on(s, l, addr, err);
+	r = bind_tcp((const struct sockaddr *)&ss, &fd);
+	if (r < 0)
+		return kiln_err_set(err, r, "cannot bind %s: %s", addr, strerror(-r));
+	return listener_open(s, fd, addr, err);
 }
 
 int http_server_adopt(struct http_server *s, int fd, struct kiln_err *err)
 {
-	struct listener *l = xcalloc(1, sizeof(*l));
-	int r;
-
-	l->s = s;
-	uv_tcp_init(s->loop, &l->tcp);
-	r = uv_tcp_open(&l->tcp, fd);
-	if (r < 0) {
-		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
-		return kiln_err_set(err, r, "cannot use socket fd %d: %s", fd, uv_strerror(r));
-	}
-	return listen_on(s, l, "a socket from systemd", err);
+	return listener_open(s, fd, "a socket from systemd", err);
 }
 
 static void listener_closed(uv_handle_t *h)

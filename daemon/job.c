@@ -17,6 +17,7 @@
 #include "kiln/job.h"
 #include "kiln/log.h"
 #include "kiln/path.h"
+#include "kiln/redact.h"
 #include "kiln/repo.h"
 #include "kiln/store.h"
 
@@ -789,7 +790,8 @@ static int apply_policy(const struct job_policy *p, struct job_spec *s, struct k
 	s->push = p->push;
 	/* a dependency rebuild re-pushes its tags: the new base is its purpose */
 	s->check_tag = p->push && !p->overwrite_tags && !p->dependency;
-	s->source_url = p->source_url ? xstrdup(p->source_url) : NULL;
+	/* a label every puller reads: a password in the remote URL stays here */
+	s->source_url = p->source_url ? redact_dup(p->source_url) : NULL;
 	s->test_timeout_ms = p->test_timeout_ms;
 	host = auth_registry_host(s->m.registry);
 	s->registry_auth = auth_header(p->registries, p->nregistries, host);

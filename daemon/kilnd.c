@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #include "kiln/log.h"
 #include "kiln/metrics.h"
 #include "kiln/notify.h"
+#include "kiln/redact.h"
 #include "kiln/repo.h"
 #include "kiln/status.h"
 #include "kiln/store.h"
@@ -34,6 +36,24 @@
 /* kilnd refused a lost state: the unit's RestartPreventExitStatus, since
  * only the operator can recover it (65 is sysexits.h's EX_DATAERR). */
 #define KILND_EXIT_STATE_REFUSED 65
+/* File descriptors kept out of the HTTP connection cap, so that a flood of
+ * connections cannot starve what kilnd opens itself; the rest of the soft
+ * RLIMIT_NOFILE is for HTTP connections. The fixed part:
+ *   16  stdio, libuv's loop (epoll, eventfd, the signal pipe, the spare fd it
+ *       keeps to shed connections at EMFILE), the listeners, sd_notify, the
+ *       instance lock, kilnd.yaml and secret files read at a reload
+ *    8  SQLite: the database, its -wal and -shm, a temporary file
+ *   48  git: the REPO_PACK_FILES_MAX (32) pack files libgit2 keeps open, and a
+ *       fetch on each of libuv's 4 workers (its socket, the pack it writes and
+ *       its index, a ref file)
+ *   24  the status socket: its listener and room for an administrator's `kiln`
+ *       while HTTP is full (a flood of the socket itself meets its own cap)
+ * and FD_PER_BUILD for each build at once (builds.concurrency): connections
+ * to the engine (the build stream, a push, a request on the side), the
+ * context's file and pipe, the build log. */
+#define FD_RESERVE	 96
+#define FD_PER_BUILD	 8
+#define HTTP_CONNS_FLOOR 16 /* fewer and the limit is too low to serve webhooks */
 
 struct daemon {
 	uv_loop_t *loop;
@@ -52,6 +72,7 @@ struct daemon {
 	struct webhook webhook;
 	struct metrics *metrics;
 	struct status status; /* reads the fields above */
+	rlim_t fd_limit;      /* the soft RLIMIT_NOFILE, raised at start */
 	bool stopping;
 	bool abandoned; /* the grace period ran out with jobs still on workers */
 	int exit_code;
@@ -138,6 +159,51 @@ static int hook_health(struct buf *json, void *arg)
 
 static const struct webhook_ops hook_ops = {hook_trigger, hook_health};
 
+/* The soft limit on open files up to the hard one: systemd's default soft
+ * limit (1024) is for programs that use select(2), and kilnd does not. */
+static rlim_t raise_fd_limit(void)
+{
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024; /* cannot happen on Linux; assume the usual default */
+	was = rl.rlim_cur;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			log_warning("cannot raise the open files limit from %ju to %ju: %s",
+				    (uintmax_t)was, (uintmax_t)rl.rlim_max, strerror(errno));
+			return was;
+		}
+		log_debug("open files limit raised from %ju to %ju", (uintmax_t)was,
+			  (uintmax_t)rl.rlim_cur);
+	}
+	return rl.rlim_cur;
+}
+
+/* The HTTP connection cap: what the open files limit leaves after the reserve,
+ * at most the server's own cap. Logged, since it bounds who gets served. */
+static unsigned http_conn_cap(const struct daemon *d, unsigned ceiling)
+{
+	rlim_t reserve = FD_RESERVE + (rlim_t)FD_PER_BUILD * d->cfg.concurrency;
+	unsigned cap = ceiling;
+
+	if (d->fd_limit < reserve + HTTP_CONNS_FLOOR) {
+		cap = HTTP_CONNS_FLOOR;
+		log_warning("the open files limit (%ju) leaves no room for HTTP connections after "
+			    "the %ju kept for the status socket, the engine, git and SQLite; "
+			    "allowing %u: raise LimitNOFILE",
+			    (uintmax_t)d->fd_limit, (uintmax_t)reserve, cap);
+	} else if (d->fd_limit - reserve < ceiling) {
+		cap = (unsigned)(d->fd_limit - reserve);
+	}
+	log_info("HTTP connections: at most %u (open files limit %ju, %ju kept for the status "
+		 "socket, the engine, git and SQLite)",
+		 cap, (uintmax_t)d->fd_limit, (uintmax_t)reserve);
+	return cap;
+}
+
 static int start_http(struct daemon *d)
 {
 	struct http_server_opts o;
@@ -147,18 +213,19 @@ static int start_http(struct daemon *d)
 	if (d->cfg.listen_http.n == 0 && nfds <= 0)
 		return 0;
 	http_server_default_opts(&o);
+	o.conn_max = http_conn_cap(d, o.conn_max);
 	o.header_timeout_ms = d->cfg.header_timeout_ms;
 	o.body_timeout_ms = d->cfg.body_timeout_ms;
 	o.idle_timeout_ms = d->cfg.idle_timeout_ms;
 	http_server_new(d->loop, &o, webhook_handle, &d->webhook, &d->http);
 	for (int i = 0; i < nfds; i++) {
 		if (http_server_adopt(d->http, SD_LISTEN_FDS_START + i, &err) < 0)
-			return log_error_errno(-EINVAL, "%s", err.msg);
+			return log_error_errno(err.code, "%s", err.msg);
 		log_info("listening on a socket from systemd (fd %d)", SD_LISTEN_FDS_START + i);
 	}
 	for (size_t i = 0; i < d->cfg.listen_http.n; i++) {
 		if (http_server_listen(d->http, d->cfg.listen_http.v[i], &err) < 0)
-			return log_error_errno(-EINVAL, "listen.http: %s", err.msg);
+			return log_error_errno(err.code, "listen.http: %s", err.msg);
 		log_info("listening on http://%s", d->cfg.listen_http.v[i]);
 	}
 	return 0;
@@ -244,7 +311,7 @@ static int start_control(struct daemon *d)
 		return 0; /* status_socket: "" turns it off */
 	if (control_start(d->loop, d->cfg.status_socket, status, admin, d->store, &ctl_ops, d,
 			  &d->control, &err) < 0)
-		return log_error_errno(-EIO, "%s", err.msg);
+		return log_error_errno(err.code, "%s", err.msg);
 	log_info("status socket on '%s'", d->cfg.status_socket);
 	return 0;
 }
@@ -308,6 +375,31 @@ static void log_diags(const struct kiln_diags *diags)
 	}
 }
 
+/* A credential in a repository URL is masked wherever kilnd prints it, but it
+ * still sits in kilnd.yaml, readable by whoever reads the configuration: say
+ * where it belongs. To stderr for --check-config, to the log otherwise. */
+static void warn_url_secrets(const struct config *cfg, bool to_stderr)
+{
+	for (size_t i = 0; i < cfg->nrepos; i++) {
+		const struct config_repo *r = &cfg->repos[i];
+		char *shown;
+
+		if (!redact_has_secret(r->url))
+			continue;
+		shown = redact_dup(r->url);
+		if (to_stderr)
+			fprintf(stderr,
+				"%s: warning: repository '%s': the url '%s' holds a credential; "
+				"move it to credentials.password_file (and credentials.username)\n",
+				cfg->path, r->name, shown);
+		else
+			log_warning("%s: repository '%s': the url '%s' holds a credential; move it "
+				    "to credentials.password_file (and credentials.username)",
+				    cfg->path, r->name, shown);
+		free(shown);
+	}
+}
+
 /* SIGHUP: a valid new configuration replaces the old one without losing
  * anything queued; an invalid one is reported and the old one stays. */
 static void reload(struct daemon *d)
@@ -325,6 +417,7 @@ static void reload(struct daemon *d)
 		update_status(d);
 		return;
 	}
+	warn_url_secrets(&next, false);
 	if (strcmp(next.state_dir, d->cfg.state_dir) != 0)
 		log_warning("state_dir changed to '%s': it takes effect at the next start",
 			    next.state_dir);
@@ -552,10 +645,23 @@ static void start_signals(struct daemon *d)
 	}
 }
 
+/* Everything started: what the last run left is taken up, systemd is told. */
+static void ready(struct daemon *d)
+{
+	webhook_replay(&d->webhook); /* deliveries answered before a crash, not yet polled */
+	builder_kick(&d->builder);   /* builds left queued by the last run */
+	notify_ready();
+	update_status(d);
+	log_info("kilnd %s ready: %zu repositories, state in '%s'", KILN_VERSION, d->nwatches,
+		 d->cfg.state_dir);
+}
+
 static int run(struct daemon *d)
 {
+	bool started = true;
 	int r;
 
+	d->fd_limit = raise_fd_limit();
 	repo_global_init();
 	d->loop = uv_default_loop();
 	r = open_store(d);
@@ -565,19 +671,18 @@ static int run(struct daemon *d)
 		return 1;
 	backup_start(&d->backup, d->loop, d->store, d->cfg.backup_interval_ms);
 	start_reporting(d);
-	for (size_t i = 0; i < d->cfg.nrepos; i++) {
-		if (add_watch(d, &d->cfg.repos[i]) < 0)
-			return 1;
-	}
 	start_signals(d);
-	if (start_http(d) < 0 || start_control(d) < 0)
-		return 1;
-	webhook_replay(&d->webhook); /* deliveries answered before a crash, not yet polled */
-	builder_kick(&d->builder);   /* builds left queued by the last run */
-	notify_ready();
-	update_status(d);
-	log_info("kilnd %s ready: %zu repositories, state in '%s'", KILN_VERSION, d->nwatches,
-		 d->cfg.state_dir);
+	for (size_t i = 0; started && i < d->cfg.nrepos; i++)
+		started = add_watch(d, &d->cfg.repos[i]) == 0;
+	started = started && start_http(d) == 0 && start_control(d) == 0;
+	if (started) {
+		ready(d);
+	} else {
+		/* what did start is taken down the ordinary way, so nothing is left
+		 * half open (or leaked) behind the error already logged */
+		d->exit_code = 1;
+		stop(d, "startup failed");
+	}
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	if (d->abandoned) {
 		/* Workers may still be inside a transaction: leave without closing
@@ -688,6 +793,7 @@ int main(int argc, char **argv)
 		kiln_diags_done(&diags);
 		return 1;
 	}
+	warn_url_secrets(&d.cfg, check);
 	if (check) {
 		printf("%s: valid, %zu repositor%s\n", path, d.cfg.nrepos,
 		       d.cfg.nrepos == 1 ? "y" : "ies");

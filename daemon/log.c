@@ -1,5 +1,6 @@
 /* log.c (base): one line per call, written whole with a single write(2) so lines
- * from threads never interleave. */
+ * from threads never interleave. Every line goes through redact_text, so no
+ * caller can print a URL's password by quoting it. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -7,6 +8,7 @@
 #include <unistd.h>
 
 #include "kiln/log.h"
+#include "kiln/redact.h"
 
 static int max_level = LOG_LVL_INFO;
 static int prefix = -1; /* -1: not decided yet */
@@ -44,9 +46,8 @@ static void emit(int level, const char *fmt, va_list ap)
 	m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	if (m < 0)
 		return;
-	n += m;
-	if ((size_t)n > sizeof(line) - 2)
-		n = (int)sizeof(line) - 2;
+	redact_text(line + n, sizeof(line) - (size_t)n - 1);
+	n += (int)strlen(line + n);
 	/* one line per message: a newline inside would forge a journal entry */
 	for (int i = 0; i < n; i++) {
 		if (line[i] == '\n' || line[i] == '\r')

@@ -28,6 +28,10 @@ void repo_global_init(void)
 	 * growing the daemon by its size, at the cost of more mmap calls. */
 	git_libgit2_opts(GIT_OPT_SET_MWINDOW_SIZE, (size_t)4 << 20);
 	git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, (size_t)16 << 20);
+	/* libgit2 keeps every pack file it read open (no limit by default): a
+	 * mirror with many packs would take file descriptors without bound, and
+	 * kilnd's reserve of them (kilnd.c, FD_RESERVE) counts on this cap. */
+	git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, (size_t)REPO_PACK_FILES_MAX);
 }
 
 static int open_flags(const char *path, unsigned flags, git_repository **ret, struct kiln_err *err)

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "kiln/notify.h"
+#include "kiln/redact.h"
 #include "kiln/status.h"
 
 void status_init(struct status *st, const struct builder *b, const struct config *cfg,
@@ -52,8 +53,10 @@ void status_json(const struct status *st, json_t *o)
 	for (size_t i = 0; i < *st->nwatches; i++) {
 		const struct watch *w = watch_at(st, i);
 		json_t *r = json_object();
+		char *url = redact_dup(w->url);
 		json_object_set_new(r, "name", json_string(w->name));
-		json_object_set_new(r, "url", json_string(w->url));
+		json_object_set_new(r, "url", json_string(url));
+		free(url);
 		json_object_set_new(r, "state", json_string(watch_state_str(w->st)));
 		json_object_set_new(r, "last_error",
 				    w->last_error[0] ? json_string(w->last_error) : json_null());

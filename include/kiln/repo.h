@@ -9,6 +9,10 @@
 #include "kiln/common.h"
 #include "kiln/map.h"
 
+/* Pack files libgit2 keeps open at once, over all repositories (it closes the
+ * least recently used past this); part of kilnd's file descriptor reserve. */
+#define REPO_PACK_FILES_MAX 32
+
 /* Once per process, before any thread uses libgit2. */
 void repo_global_init(void);
 

@@ -17,6 +17,10 @@ t_unit_verifies() {
 	expect_rc 0 systemd-analyze security --offline=true --threshold=13 ./kilnd.service
 	grep -q '^Type=notify$' kilnd.service || fail "not Type=notify"
 	grep -q '^WatchdogSec=' kilnd.service || fail "no WatchdogSec"
+	# the HTTP cap (1024) and kilnd's own reserve do not fit systemd's default
+	# soft limit of 1024 open files
+	grep -q '^LimitNOFILE=[0-9]*$' kilnd.service || fail "no LimitNOFILE"
+	[ "$(sed -n 's/^LimitNOFILE=//p' kilnd.service)" -ge 2048 ] || fail "LimitNOFILE below 2048"
 	# what this check catches: a bad value is reported (exit 0 but a message),
 	# a missing binary fails
 	sed 's/^Type=notify$/Type=bogus/' kilnd.service >broken.service
