@@ -325,7 +325,11 @@ static json_t *ask(const char *path, json_t *req)
 	len = strlen(text);
 	text[len++] = '\n'; /* over the NUL: exactly len bytes are sent */
 	while (off < len) {
-		ssize_t n = write(fd, text + off, len - off);
+		/* no SIGPIPE: a kilnd that refused us closed its side after a line
+		 * saying why, and that line is still there to read */
+		ssize_t n = send(fd, text + off, len - off, MSG_NOSIGNAL);
+		if (n < 0 && errno == EPIPE)
+			break;
 		if (n < 0) {
 			fprintf(stderr, "kiln: cannot write to '%s': %s\n", path, strerror(errno));
 			goto out;
