@@ -415,15 +415,4 @@ t_state_malformed_db_is_refused_and_recovered() {
 	stop_kilnd
 }
 
-# ONLY="t_a t_b" runs just those scenarios, keeping each one's kilnd.log in /tmp.
-if [ -n "${ONLY:-}" ]; then
-	for t in $ONLY; do
-		mkdir -p "$TEST_TMP/$t"
-		(cd "$TEST_TMP/$t" && "$t"; exit "$failed_now")
-		echo "$t rc=$?"
-		cp "$TEST_TMP/$t/kilnd.log" "/tmp/$t.kilnd.log" 2>/dev/null
-		kill_tracked
-	done
-	exit 0
-fi
 run_all
