@@ -1,7 +1,7 @@
 /* plan.c (plan): a branch's new head -> planned builds. Decides where the
- * range starts (last-seen, a sibling branch, the empty tree, or nowhere at
- * first sight), computes its changes and lays them out as the queue's rows.
- * Owns nothing between calls; the catalog is the caller's. Worker threads. */
+ * range starts (last-seen, a push's verified `before`, a sibling branch, the
+ * empty tree, or nowhere at first sight), computes its changes and lays them out as the queue's
+ * rows. Owns nothing between calls; the catalog is the caller's. Worker threads. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,12 +24,20 @@ static int lookup_commit(git_repository *repo, const char *hex, git_commit **ret
 	return 0;
 }
 
-/* Where the range starts: seen, else base, else the empty tree ("") when
- * everything is to be built at start; NULL: first sight. */
-static const char *range_start(const struct plan_settings *s, const struct plan_input *in)
+/* Where the range starts: seen, else the hint when the mirror has it, else
+ * base, else the empty tree ("") when everything is to be built at start;
+ * NULL: first sight. */
+static const char *range_start(git_repository *mirror, const struct plan_settings *s,
+			       const struct plan_input *in)
 {
+	git_commit *c = NULL;
+
 	if (in->seen)
 		return in->seen;
+	if (in->hint && lookup_commit(mirror, in->hint, &c) == 0) {
+		git_commit_free(c);
+		return in->hint; /* a push the branch's first poll would miss */
+	}
 	if (in->base)
 		return in->base; /* a branch added later starts from the first branch */
 	if (s->build_on_start == CONFIG_BUILD_ON_START_ALL)
@@ -71,7 +79,7 @@ int plan_branch(git_repository *mirror, struct catalog *cat, const struct plan_s
 		const struct plan_input *in, struct plan *ret, struct kiln_err *err)
 {
 	struct plan p = {.kind = PLAN_RANGE};
-	const char *start = range_start(s, in);
+	const char *start = range_start(mirror, s, in);
 	git_commit *from = NULL, *to = NULL;
 	int r = 0;
 

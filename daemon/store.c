@@ -72,6 +72,11 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (build, base));"
     "CREATE INDEX build_deps_by_base ON build_deps (base);"
     "CREATE INDEX builds_by_pushed ON builds (image, commit_sha) WHERE digest IS NOT NULL;",
+    /* 4: triggers recorded like deliveries; a push's branch and the commit it
+     * moved from (a hint for a branch not yet seen) */
+    "ALTER TABLE deliveries ADD COLUMN source TEXT NOT NULL DEFAULT 'webhook';"
+    "ALTER TABLE deliveries ADD COLUMN branch TEXT;"
+    "ALTER TABLE deliveries ADD COLUMN before_sha TEXT;",
 };
 
 static const char *const state_names[] = {"queued", "running",	 "succeeded",
@@ -994,32 +999,90 @@ int store_counts(struct store *s, unsigned *queued, unsigned *running, struct ki
 	return r;
 }
 
-static int record_delivery_locked(struct store *s, const char *repo, const char *id,
+static int record_delivery_locked(struct store *s, const char *repo, const char *source,
+				  const char *id, const char *branch, const char *before,
 				  struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r;
 
-	if (sqlite3_prepare_v2(s->db,
-			       "INSERT OR IGNORE INTO deliveries (repository, id, received_at)"
-			       " VALUES (?, ?, ?)",
-			       -1, &st, NULL) != SQLITE_OK)
+	/* a trigger's id is made here: unique without a counter that a
+	 * restart would start over */
+	if (sqlite3_prepare_v2(
+		s->db,
+		"INSERT OR IGNORE INTO deliveries (repository, id, received_at,"
+		" source, branch, before_sha) VALUES (?1,"
+		" coalesce(?2, ?4 || '-' || lower(hex(randomblob(8)))), ?3, ?4, ?5, ?6)",
+		-1, &st, NULL) != SQLITE_OK)
 		return db_err(s, err, "recording a delivery");
 	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+	if (id)
+		sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, now_ms());
+	sqlite3_bind_text(st, 4, source, -1, SQLITE_STATIC);
+	if (branch)
+		sqlite3_bind_text(st, 5, branch, -1, SQLITE_STATIC);
+	if (before)
+		sqlite3_bind_text(st, 6, before, -1, SQLITE_STATIC);
 	r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(s->db)
 					    : db_err(s, err, "recording a delivery");
 	sqlite3_finalize(st);
 	return r;
 }
 
-int store_record_delivery(struct store *s, const char *repo, const char *id, struct kiln_err *err)
+int store_record_delivery(struct store *s, const char *repo, const char *id, const char *branch,
+			  const char *before, struct kiln_err *err)
 {
 	int r;
 
 	pthread_mutex_lock(&s->lock);
-	r = record_delivery_locked(s, repo, id, err);
+	r = record_delivery_locked(s, repo, "webhook", id, branch, before, err);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int store_record_trigger(struct store *s, const char *repo, const char *branch,
+			 struct kiln_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = record_delivery_locked(s, repo, "trigger", NULL, branch, NULL, err);
+	pthread_mutex_unlock(&s->lock);
+	return r < 0 ? r : 0;
+}
+
+int store_delivery_hint(struct store *s, const char *repo, const char *branch,
+			char ret_sha[STORE_SHA_LEN + 1], struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = -ENOENT;
+
+	pthread_mutex_lock(&s->lock);
+	/* the first push not yet served: where the branch was before it */
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT before_sha FROM deliveries WHERE repository = ? AND"
+			       " branch = ? AND handled = 0 AND length(before_sha) = 40"
+			       " ORDER BY received_at, rowid LIMIT 1",
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "reading a delivery's hint");
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, branch, -1, SQLITE_STATIC);
+	switch (sqlite3_step(st)) {
+	case SQLITE_ROW:
+		memcpy(ret_sha, sqlite3_column_text(st, 0), STORE_SHA_LEN);
+		ret_sha[STORE_SHA_LEN] = '\0';
+		r = 0;
+		break;
+	case SQLITE_DONE:
+		break;
+	default:
+		r = db_err(s, err, "reading a delivery's hint");
+	}
+out:
+	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }

@@ -220,8 +220,10 @@ static int mirror_open(struct watch_work *wk)
 	return repo_mirror_open(w->mirror_path, &w->mirror, &wk->err);
 }
 
-/* Worker, at the end of a poll that recorded no plan: the deliveries that
- * came before it are served (a plan marks them in its own transaction).
+/* Worker, at the end of a poll whose last branch recorded no plan: the
+ * deliveries and triggers that came before it are served (the last branch's
+ * plan marks them in its own transaction; an earlier branch's may not, since
+ * a later branch may still fail).
  * Not a poll failure: at worst they cause one more poll after a restart. */
 static void mark_served(struct watch_work *wk)
 {
@@ -310,10 +312,12 @@ static void note_plan(struct watch_work *wk, const char *branch, const struct pl
 	}
 }
 
-/* The last-seen commits plan_branch starts from: the branch's own, else
- * (for a branch other than the first) the first branch's. */
+/* The commits plan_branch may start from: the branch's own last-seen; else
+ * where an unserved webhook push moved it from (the first push's `before`);
+ * for a branch other than the first, also the first branch's last-seen. */
 static int read_seen(struct watch_work *wk, size_t i, char seen[STORE_SHA_LEN + 1],
-		     char base[STORE_SHA_LEN + 1], struct plan_input *in)
+		     char base[STORE_SHA_LEN + 1], char hint[STORE_SHA_LEN + 1],
+		     struct plan_input *in)
 {
 	struct watch *w = wk->w;
 	int r = store_last_seen(w->store, w->name, wk->branches.v[i], seen, &wk->err);
@@ -322,7 +326,14 @@ static int read_seen(struct watch_work *wk, size_t i, char seen[STORE_SHA_LEN + 
 		in->seen = seen;
 	else if (r != -ENOENT)
 		return r;
-	if (in->seen || i == 0)
+	if (in->seen)
+		return 0;
+	r = store_delivery_hint(w->store, w->name, wk->branches.v[i], hint, &wk->err);
+	if (r == 0)
+		in->hint = hint;
+	else if (r != -ENOENT)
+		return r;
+	if (i == 0)
 		return 0;
 	r = store_last_seen(w->store, w->name, wk->branches.v[0], base, &wk->err);
 	if (r == 0)
@@ -336,27 +347,36 @@ static int plan_one(struct watch_work *wk, size_t i)
 	struct watch *w = wk->w;
 	const char *branch = wk->branches.v[i];
 	const struct plan_settings s = {wk->manifest, wk->build_on_start};
-	char tip[GIT_OID_HEXSZ + 1], seen[STORE_SHA_LEN + 1], base[STORE_SHA_LEN + 1];
+	char tip[GIT_OID_HEXSZ + 1], seen[STORE_SHA_LEN + 1], base[STORE_SHA_LEN + 1],
+	    hint[STORE_SHA_LEN + 1];
 	struct plan_input in = {.branch = branch, .head = tip};
+	/* the deliveries are served once every branch is planned: only the
+	 * last branch's plan marks them (else mark_served does, after it) */
+	int64_t polled_at = i + 1 == wk->branches.n ? wk->polled_at_ms : 0;
 	struct plan p = {0};
 	int r;
 
 	git_oid_tostr(tip, sizeof(tip), &wk->tips[i]);
-	r = read_seen(wk, i, seen, base, &in);
+	r = read_seen(wk, i, seen, base, hint, &in);
 	if (r < 0)
 		return r;
 	r = plan_branch(w->mirror, &w->catalog, &s, &in, &p, &wk->err);
 	if (r < 0)
 		return r;
 	if (p.kind != PLAN_UNCHANGED) {
-		r = store_record_plan(w->store, w->name, branch, p.to, p.items, p.n,
-				      wk->polled_at_ms, &wk->err);
+		r = store_record_plan(w->store, w->name, branch, p.to, p.items, p.n, polled_at,
+				      &wk->err);
 		if (r < 0)
 			goto out;
-		wk->served = true;
+		wk->served = polled_at > 0;
 		wk->queued += (unsigned)r;
 		if (p.kind == PLAN_FIRST_SIGHT)
 			note(wk, "branch '%s' first seen at %.12s; nothing built", branch, tip);
+		else if (in.hint && strcmp(p.from, in.hint) == 0)
+			note(wk,
+			     "branch '%s' first seen at %.12s; planned from %.12s, where a webhook "
+			     "push moved it from",
+			     branch, tip, in.hint);
 		note_plan(wk, branch, &p);
 	}
 	strv_push(&wk->seen_out, xstrdup(tip));
@@ -591,8 +611,30 @@ int watch_new(uv_loop_t *loop, const struct config_repo *repo, const char *mirro
 	return 0;
 }
 
+/* Whether a branch has no last-seen commit in the store. Such a branch's
+ * first poll only records its head: the later it comes, the more pushes it
+ * takes as the starting point instead of building them. A store error
+ * counts as unseen (one poll early is harmless). */
+static bool any_unseen(struct watch *w)
+{
+	char sha[STORE_SHA_LEN + 1];
+	struct kiln_err err = {0};
+
+	for (size_t i = 0; i < w->branches.n; i++) {
+		if (store_last_seen(w->store, w->name, w->branches.v[i], sha, &err) < 0)
+			return true;
+	}
+	return false;
+}
+
 void watch_start(struct watch *w)
 {
+	if (any_unseen(w)) {
+		log_debug("watch '%s': a branch not seen yet: polling now for its baseline",
+			  w->name);
+		schedule(w, 0);
+		return;
+	}
 	/* a random part of the interval: no thundering herd at startup */
 	schedule(w, backoff_rand() % (w->interval_ms + 1));
 }

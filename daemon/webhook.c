@@ -2,8 +2,10 @@
  * are checked over the raw body before anything is parsed; the delivery id is
  * recorded durably (on a worker) before the answer, so a crash right after a
  * 202 still ends in a poll at the next start. Owns the delivery bookkeeping:
- * the ids seen, and the replay of deliveries no poll served (the poll that
- * serves them marks them handled: watch.c, with its plan). Also routes GET
+ * the ids seen, the push's `before` kept with the id (watch.c's hint for a
+ * branch not seen yet), and the replay of deliveries and triggers no poll
+ * served (the poll that serves them marks them handled: watch.c, with its
+ * plan). Also routes GET
  * /healthz and GET /metrics, whose text metrics.c writes. */
 #include <ctype.h>
 #include <stdio.h>
@@ -23,6 +25,7 @@ struct hook_job {
 	struct webhook *wh;
 	struct http_request *http;
 	char *repo, *id, *branch;
+	char *before; /* the pushed branch's previous commit, NULL: unknown or new */
 	int r;
 	struct kiln_err err;
 };
@@ -134,7 +137,7 @@ static char *form_payload(const char *body, size_t len, size_t *ret_len)
 static void record_work(uv_work_t *r)
 {
 	struct hook_job *j = container_of(r, struct hook_job, req);
-	j->r = store_record_delivery(j->wh->store, j->repo, j->id, &j->err);
+	j->r = store_record_delivery(j->wh->store, j->repo, j->id, j->branch, j->before, &j->err);
 }
 
 static void record_after(uv_work_t *r, int status)
@@ -161,6 +164,7 @@ static void record_after(uv_work_t *r, int status)
 	free(j->repo);
 	free(j->id);
 	free(j->branch);
+	free(j->before);
 	free(j);
 }
 
@@ -279,11 +283,22 @@ static bool hook_seen(struct webhook *wh, struct http_request *req, const char *
 	return known;
 }
 
+/* A commit id as the payload gives it: 40 hex digits, not all zeros (a new
+ * branch); else NULL. */
+static char *commit_of(const char *s)
+{
+	if (s == NULL || strlen(s) != 40 || strspn(s, "0123456789abcdef") != 40 ||
+	    strcmp(s, ZERO_SHA) == 0)
+		return NULL;
+	return xstrdup(s);
+}
+
 /* The followed branch the payload pushed to (JSON, or GitHub's form with
- * payload=<json>), as a new string; NULL when answered: not JSON, another
- * branch, a tag, a deletion. */
+ * payload=<json>), as a new string, and in *ret_before where the push moved
+ * it from (see commit_of); NULL when answered: not JSON, another branch, a
+ * tag, a deletion. */
 static char *hook_branch(struct webhook *wh, struct http_request *req,
-			 const struct config_repo *repo)
+			 const struct config_repo *repo, char **ret_before)
 {
 	const char *ctype = http_header(req, "content-type"), *json = req->body, *ref, *after;
 	size_t json_len = req->body_len;
@@ -312,6 +327,7 @@ static char *hook_branch(struct webhook *wh, struct http_request *req,
 		answer(wh, req, HOOK_IGNORED, 202, "not a followed branch");
 	} else {
 		branch = xstrdup(ref + 11);
+		*ret_before = commit_of(json_string_value(json_object_get(doc, "before")));
 	}
 	json_decref(doc);
 	return branch;
@@ -322,12 +338,12 @@ static void handle_hook(struct webhook *wh, struct http_request *req, const char
 	const struct config_repo *repo = hook_screen(wh, req, name);
 	const char *id;
 	struct hook_job *j;
-	char idbuf[64], *branch;
+	char idbuf[64], *branch, *before = NULL;
 
 	if (repo == NULL)
 		return;
 	id = delivery_of(repo->webhook_provider, req);
-	if (hook_seen(wh, req, name, id) || (branch = hook_branch(wh, req, repo)) == NULL)
+	if (hook_seen(wh, req, name, id) || (branch = hook_branch(wh, req, repo, &before)) == NULL)
 		return;
 	if (id == NULL || id[0] == '\0' || strlen(id) > 200) {
 		/* no id to deduplicate by: still recorded, so a crash leads to a poll */
@@ -341,6 +357,7 @@ static void handle_hook(struct webhook *wh, struct http_request *req, const char
 	j->repo = xstrdup(name);
 	j->id = xstrdup(id);
 	j->branch = branch;
+	j->before = before;
 	uv_queue_work(wh->loop, &j->req, record_work, record_after);
 }
 
@@ -352,13 +369,14 @@ void webhook_replay(struct webhook *wh)
 	struct kiln_err err = {0};
 
 	if (store_pending_deliveries(wh->store, &pending, &err) < 0)
-		log_warning("webhook deliveries from before the restart cannot be read: %s; those "
+		log_warning("webhook deliveries and triggers from before the restart cannot be "
+			    "read: %s; those "
 			    "repositories are polled on their usual schedule",
 			    err.msg);
 	for (size_t i = 0; i < pending.n; i++) {
 		if (wh->ops.trigger(pending.v[i], wh->arg) == 0)
-			log_notice("repository '%s' has webhook deliveries from before the "
-				   "restart: polling now",
+			log_notice("repository '%s' has webhook deliveries or triggers from before "
+				   "the restart: polling now",
 				   pending.v[i]);
 	}
 	strv_done(&pending);

@@ -38,6 +38,10 @@ struct plan_input {
 	/* When seen is NULL: the commit a branch added to an existing
 	 * repository starts from (the first branch's last-seen), or NULL. */
 	const char *base;
+	/* When seen is NULL: where a push the webhook reported moved the branch
+	 * from (its `before`), or NULL. Only a hint: used, ahead of base, when
+	 * the commit is in the mirror. */
+	const char *hint;
 };
 
 struct plan {

@@ -143,13 +143,25 @@ int64_t store_queue_build(struct store *s, const char *repo, const char *branch,
 			  const char *image, const char *commit, struct kiln_err *err);
 
 /* Webhook deliveries: 1 when id is new for repo (and now recorded), 0 when it
- * was seen before (a redelivery). */
-int store_record_delivery(struct store *s, const char *repo, const char *id, struct kiln_err *err);
+ * was seen before (a redelivery). branch: the branch pushed to; before: the
+ * commit it moved from (40 hex digits), NULL when unknown or a new branch. */
+int store_record_delivery(struct store *s, const char *repo, const char *id, const char *branch,
+			  const char *before, struct kiln_err *err);
+/* A poll asked for (kiln trigger, SIGUSR1), recorded like a delivery so that
+ * it is served after a crash; branch may be NULL. */
+int store_record_trigger(struct store *s, const char *repo, const char *branch,
+			 struct kiln_err *err);
+/* The commit the branch was at before its first push not yet served (a
+ * delivery's `before`): 0 and the sha, or -ENOENT. A hint from the sender,
+ * to be verified against the mirror. */
+int store_delivery_hint(struct store *s, const char *repo, const char *branch,
+			char ret_sha[STORE_SHA_LEN + 1], struct kiln_err *err);
 /* The repository's deliveries received up to `until` (unix milliseconds) led
  * to a completed poll. */
 int store_deliveries_handled(struct store *s, const char *repo, int64_t until,
 			     struct kiln_err *err);
-/* Repositories with deliveries not yet followed by a poll (after a crash). */
+/* Repositories with deliveries or triggers not yet followed by a poll (after
+ * a crash). */
 int store_pending_deliveries(struct store *s, struct strv *ret, struct kiln_err *err);
 
 #endif

@@ -69,11 +69,14 @@ struct watch {
 };
 
 /* Creates the machine for repo (mirror under mirrors_dir) and opens or
- * creates the mirror (no network). The first poll comes after a random part
- * of the poll interval, so many repositories do not poll together. */
+ * creates the mirror (no network). */
 int watch_new(uv_loop_t *loop, const struct config_repo *repo, const char *mirrors_dir,
 	      struct store *store, const struct watch_ops *ops, void *arg, struct watch **ret,
 	      struct kiln_err *err);
+/* Schedules the first poll: at once when a branch has no last-seen commit in
+ * the store (its baseline: a push after it is built, not taken as the
+ * starting point), else after a random part of the poll interval, so many
+ * repositories do not poll together. Reads the store: at startup or reload. */
 void watch_start(struct watch *w);
 /* New settings for the same repository name; used from the next poll on. */
 void watch_reconfigure(struct watch *w, const struct config_repo *repo);

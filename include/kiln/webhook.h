@@ -4,7 +4,8 @@
  * commits are hints, never trusted for what to build. The delivery
  * bookkeeping is here too: a delivery is recorded before its answer; the
  * first poll that began after it marks it handled (watch.c, in the plan's
- * transaction when there is one); deliveries left unhandled by a crash are
+ * transaction when there is one); deliveries (and triggers, recorded the
+ * same way by the status socket and SIGUSR1) left unhandled by a crash are
  * replayed (as polls) at the next start. */
 #ifndef KILN_WEBHOOK_H
 #define KILN_WEBHOOK_H
@@ -62,8 +63,8 @@ void webhook_init(struct webhook *wh, uv_loop_t *loop, struct store *store,
 		  const struct config *cfg, struct metrics *metrics, const struct webhook_ops *ops,
 		  void *arg);
 void webhook_done(struct webhook *wh);
-/* At start: polls every repository with deliveries received before a crash
- * and not yet followed by a poll. Logs what it does; a store error is logged
+/* At start: polls every repository with deliveries or triggers received
+ * before a crash and not yet followed by a poll. Logs what it does; a store error is logged
  * once (those repositories are then polled on their usual schedule). */
 void webhook_replay(struct webhook *wh);
 /* The http_handler_cb for kilnd's server (arg: struct webhook *). */

@@ -218,7 +218,7 @@ t_delivery_replayed_after_crash() {
 	"$KILND" --config kilnd.yaml --log-level debug >>kilnd.log 2>&1 &
 	KPID=$!
 	track_pid "$KPID"
-	wait_for 10 grep -q "'gitea' has webhook deliveries from before the restart" kilnd.log ||
+	wait_for 10 grep -q "'gitea' has webhook deliveries or triggers from before the restart" kilnd.log ||
 		fail "pending delivery not replayed: $(tail -5 kilnd.log)"
 	wait_for 10 grep -q "watch 'gitea'.*first seen" kilnd.log || fail "no poll for the replayed delivery"
 	handled() { [ "$(python3 -c "import sqlite3; print(sqlite3.connect('state/kilnd.db').execute(\"SELECT handled FROM deliveries WHERE id = 'lost'\").fetchone()[0])")" = 1 ]; }
@@ -256,7 +256,7 @@ t_delivery_during_a_poll_is_handled() {
 	KPID=$!
 	track_pid "$KPID"
 	wait_for 10 grep -q "kilnd .* ready:" restart.log || fail "kilnd did not start again"
-	grep -q "'github' has webhook deliveries from before the restart" restart.log &&
+	grep -q "'github' has webhook deliveries or triggers from before the restart" restart.log &&
 		fail "a restart replayed a delivery a poll had served"
 	kill -TERM "$KPID"
 	wait "$KPID"

@@ -51,18 +51,24 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* plan_branch that must succeed. */
-static void plan(const struct plan_settings *s, const char *seen, const char *base,
-		 git_commit *head, struct plan *ret)
+/* plan_branch that must succeed, with a webhook's hint. */
+static void plan_hinted(const struct plan_settings *s, const char *seen, const char *base,
+			const char *hint, git_commit *head, struct plan *ret)
 {
 	char hex[GIT_OID_HEXSZ + 1];
-	struct plan_input in = {"main", hex, seen, base};
+	struct plan_input in = {"main", hex, seen, base, hint};
 	struct kiln_err err = {0};
 
 	gitrepo_hex(head, hex);
 	memset(ret, 0xa5, sizeof(*ret));
 	assert_int_equal(plan_branch(repo, &cat, s, &in, ret, &err), 0);
 	assert_string_equal(ret->to, hex);
+}
+
+static void plan(const struct plan_settings *s, const char *seen, const char *base,
+		 git_commit *head, struct plan *ret)
+{
+	plan_hinted(s, seen, base, NULL, head, ret);
 }
 
 /* "<change> <path>" per item; freed by the caller. */
@@ -190,6 +196,42 @@ static void branch_added_later_starts_from_base(void **state)
 	git_commit_free(b);
 }
 
+/* A branch not seen yet starts from a webhook push's `before` when the
+ * mirror has that commit (ahead of base and of build_on_start); a hint the
+ * mirror lacks is ignored. Its own last-seen commit wins over any hint. */
+static void webhook_hint_starts_an_unseen_branch(void **state)
+{
+	git_commit *a = gitrepo_commit(repo, NULL, two_images, ARRAY_SIZE(two_images));
+	const struct gitrepo_file edit[] = {{"app/x", "1\n", 0}};
+	git_commit *b = gitrepo_commit(repo, a, edit, 1);
+	const char *missing = "0123456789012345678901234567890123456789";
+	char ha[GIT_OID_HEXSZ + 1], hb[GIT_OID_HEXSZ + 1];
+	struct plan p;
+
+	(void)state;
+	gitrepo_hex(a, ha);
+	gitrepo_hex(b, hb);
+	plan_hinted(&none, NULL, NULL, ha, b, &p);
+	assert_int_equal(p.kind, PLAN_RANGE);
+	assert_string_equal(p.from, ha);
+	expect_items(&p, "modified app");
+	plan_done(&p);
+	plan_hinted(&all, NULL, hb, ha, b, &p); /* ahead of base and of build_on_start */
+	assert_string_equal(p.from, ha);
+	plan_done(&p);
+	plan_hinted(&none, NULL, NULL, missing, b, &p);
+	assert_int_equal(p.kind, PLAN_FIRST_SIGHT);
+	plan_done(&p);
+	plan_hinted(&none, NULL, ha, missing, b, &p);
+	assert_string_equal(p.from, ha); /* base, the hint being unusable */
+	plan_done(&p);
+	plan_hinted(&none, hb, NULL, ha, b, &p);
+	assert_int_equal(p.kind, PLAN_UNCHANGED);
+	plan_done(&p);
+	git_commit_free(a);
+	git_commit_free(b);
+}
+
 static void supersede_and_removed(void **state)
 {
 	git_commit *a = gitrepo_commit(repo, NULL, two_images, ARRAY_SIZE(two_images));
@@ -227,7 +269,7 @@ static void failures_leave_ret_alone(void **state)
 	git_commit *a = gitrepo_commit(repo, NULL, two_images, ARRAY_SIZE(two_images));
 	char ha[GIT_OID_HEXSZ + 1];
 	const char *missing = "0123456789012345678901234567890123456789";
-	struct plan_input in = {"main", ha, missing, NULL};
+	struct plan_input in = {"main", ha, missing, NULL, NULL};
 	struct kiln_err err = {0};
 	struct plan p, before;
 
@@ -275,6 +317,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(first_sight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(range_in_dependency_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(branch_added_later_starts_from_base, setup, teardown),
+	    cmocka_unit_test_setup_teardown(webhook_hint_starts_an_unseen_branch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(supersede_and_removed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(failures_leave_ret_alone, setup, teardown),
 	    cmocka_unit_test_setup_teardown(manifest_name_follows_the_settings, setup, teardown),

@@ -81,7 +81,7 @@ static void lock_and_schema(void **state)
 	assert_int_equal(store_open(d, &s2, &err), -EBUSY);
 	assert_non_null(strstr(err.msg, "another kilnd (pid "));
 	assert_null(s2);
-	assert_int_equal(count(d, "PRAGMA user_version"), 3);
+	assert_int_equal(count(d, "PRAGMA user_version"), 4);
 	s = store_close(s);
 	/* released at close: opens again, schema already current */
 	assert_int_equal(store_open(d, &s, &err), 0);
@@ -256,9 +256,11 @@ static void deliveries(void **state)
 
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(store_record_delivery(s, "images", "guid-1", &err), 1);
-	assert_int_equal(store_record_delivery(s, "images", "guid-1", &err), 0); /* redelivery */
-	assert_int_equal(store_record_delivery(s, "other", "guid-1", &err), 1); /* per repository */
+	assert_int_equal(store_record_delivery(s, "images", "guid-1", NULL, NULL, &err), 1);
+	assert_int_equal(store_record_delivery(s, "images", "guid-1", NULL, NULL, &err),
+			 0); /* redelivery */
+	assert_int_equal(store_record_delivery(s, "other", "guid-1", NULL, NULL, &err),
+			 1); /* per repository */
 	/* recorded before the answer: a restart finds them pending */
 	s = store_close(s);
 	assert_int_equal(store_open(d, &s, &err), 0);
@@ -271,7 +273,7 @@ static void deliveries(void **state)
 	assert_string_equal(pending.v[0], "other");
 	strv_done(&pending);
 	/* a handled id is still remembered: no double trigger on redelivery */
-	assert_int_equal(store_record_delivery(s, "images", "guid-1", &err), 0);
+	assert_int_equal(store_record_delivery(s, "images", "guid-1", NULL, NULL, &err), 0);
 	store_close(s);
 	free(d);
 }
@@ -289,7 +291,7 @@ static void fill(const char *d)
 	for (int i = 0; i < 300; i++) {
 		char id[64];
 		snprintf(id, sizeof(id), "delivery-%04d-padding-padding-padding", i);
-		assert_int_equal(store_record_delivery(s, "images", id, &err), 1);
+		assert_int_equal(store_record_delivery(s, "images", id, NULL, NULL, &err), 1);
 	}
 	store_close(s);
 }
@@ -515,12 +517,12 @@ static void plan_marks_served_deliveries(void **state)
 
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(store_record_delivery(s, "images", "before", &err), 1);
-	assert_int_equal(store_record_delivery(s, "other", "before", &err), 1);
+	assert_int_equal(store_record_delivery(s, "images", "before", NULL, NULL, &err), 1);
+	assert_int_equal(store_record_delivery(s, "other", "before", NULL, NULL, &err), 1);
 	nanosleep(&tick, NULL);
 	polled_at = wall_ms();
 	nanosleep(&tick, NULL);
-	assert_int_equal(store_record_delivery(s, "images", "during", &err), 1);
+	assert_int_equal(store_record_delivery(s, "images", "during", NULL, NULL, &err), 1);
 	assert_int_equal(store_record_plan(s, "images", "main", A, items, 1, polled_at, &err), 1);
 	assert_int_equal(count(d, "SELECT count(*) FROM deliveries WHERE handled = 0"), 2);
 	assert_int_equal(
@@ -534,6 +536,60 @@ static void plan_marks_served_deliveries(void **state)
 	free(d);
 }
 
+/* Triggers are recorded like deliveries (pending until a poll serves them);
+ * a delivery's `before` is the hint for its branch until it is served; a
+ * database of schema 3 (deliveries without those columns) is migrated with
+ * its rows (only the tables migration 4 and store_open touch are made). */
+static void triggers_and_hints(void **state)
+{
+	char *d = sub("hints");
+	char *path = sub_of(d, "kilnd.db");
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+	struct strv pending = {0};
+	char sha[STORE_SHA_LEN + 1];
+	sqlite3 *db;
+
+	(void)state;
+	assert_int_equal(mkdir(d, 0700), 0);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(db,
+			 "CREATE TABLE deliveries (repository TEXT NOT NULL, id TEXT NOT NULL,"
+			 " received_at INTEGER NOT NULL, handled INTEGER NOT NULL DEFAULT 0,"
+			 " PRIMARY KEY (repository, id));"
+			 "INSERT INTO deliveries VALUES ('old', 'd-0', 1, 0);"
+			 /* what store_open touches of the other tables */
+			 "CREATE TABLE builds (state TEXT, started_at INTEGER);"
+			 "PRAGMA user_version = 3;",
+			 NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(count(d, "PRAGMA user_version"), 4);
+	assert_int_equal(store_delivery_hint(s, "old", "main", sha, &err), -ENOENT);
+	assert_int_equal(store_record_trigger(s, "images", NULL, &err), 0);
+	assert_int_equal(store_record_trigger(s, "images", "main", &err), 0);
+	assert_int_equal(count(d, "SELECT count(*) FROM deliveries WHERE source = 'trigger'"), 2);
+	assert_int_equal(store_delivery_hint(s, "images", "main", sha, &err), -ENOENT);
+	assert_int_equal(store_record_delivery(s, "images", "d-1", "main", A, &err), 1);
+	assert_int_equal(store_record_delivery(s, "images", "d-2", "main", B, &err), 1);
+	assert_int_equal(store_record_delivery(s, "images", "d-3", "next", NULL, &err), 1);
+	assert_int_equal(store_delivery_hint(s, "images", "main", sha, &err), 0);
+	assert_string_equal(sha, A); /* the first push's */
+	assert_int_equal(store_delivery_hint(s, "images", "next", sha, &err), -ENOENT);
+	s = store_close(s);
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_pending_deliveries(s, &pending, &err), 0);
+	assert_int_equal(pending.n, 2); /* old, images */
+	strv_done(&pending);
+	assert_int_equal(store_deliveries_handled(s, "images", INT64_MAX, &err), 0);
+	assert_int_equal(store_delivery_hint(s, "images", "main", sha, &err), -ENOENT);
+	store_close(s);
+	free(path);
+	free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -544,6 +600,7 @@ int main(void)
 	    cmocka_unit_test(newer_schema_is_refused),
 	    cmocka_unit_test(deliveries),
 	    cmocka_unit_test(plan_marks_served_deliveries),
+	    cmocka_unit_test(triggers_and_hints),
 	    cmocka_unit_test(malformed_is_refused),
 	    cmocka_unit_test(not_a_database_is_refused),
 	    cmocka_unit_test(empty_beside_mirrors_is_refused),

@@ -2,7 +2,7 @@
 """Sends webhook requests the way the git hosts do, for daemon tests.
 
 hook.py PORT PATH PROVIDER SECRET [--event E] [--delivery ID] [--ref REF]
-        [--after SHA] [--bad-sig] [--no-sig] [--form] [--body TEXT] [--then ID]...
+        [--before SHA] [--after SHA] [--bad-sig] [--no-sig] [--form] [--body TEXT] [--then ID]...
 Prints the HTTP status. Each --then ID sends the request again with that
 delivery id as soon as the previous answer is in, on the same connection,
 and prints its status too. Headers follow the providers' documentation:
@@ -26,6 +26,7 @@ ap.add_argument("secret")
 ap.add_argument("--event")
 ap.add_argument("--delivery")
 ap.add_argument("--ref", default="refs/heads/main")
+ap.add_argument("--before", default="0" * 40)
 ap.add_argument("--after", default="1" * 40)
 ap.add_argument("--bad-sig", action="store_true")
 ap.add_argument("--no-sig", action="store_true")
@@ -35,7 +36,7 @@ ap.add_argument("--method", default="POST")
 ap.add_argument("--then", action="append", default=[])
 a = ap.parse_args()
 
-payload = {"ref": a.ref, "before": "0" * 40, "after": a.after,
+payload = {"ref": a.ref, "before": a.before, "after": a.after,
            "repository": {"full_name": "team/images", "clone_url": "https://example.invalid/x.git"},
            "commits": [{"id": a.after, "added": [], "removed": [], "modified": ["a/f"]}]}
 if a.provider == "gitlab":
