@@ -232,15 +232,42 @@ static int health_run(struct request *rq)
 	return 0;
 }
 
-static int trigger_run(struct request *rq)
+/* kiln trigger: recorded in the store before the answer (a crash before the
+ * poll leaves it to be replayed at the next start), then polled. */
+static int trigger_prepare(struct request *rq)
 {
 	struct control *ctl = rq->cl->ctl;
 	const char *repo = arg_str(rq, PROTO_F_REPOSITORY), *branch = arg_str(rq, PROTO_F_BRANCH);
 
-	if (ctl->ops.trigger(repo, branch, ctl->arg) < 0)
+	if (ctl->ops.watched(repo, branch, ctl->arg) < 0)
 		return kiln_err_set(&rq->err, -ENOENT, "repository '%s'%s%s%s is not watched", repo,
 				    branch ? " (branch '" : "", branch ? branch : "",
 				    branch ? "')" : "");
+	return 0;
+}
+
+static int trigger_work(struct request *rq)
+{
+	return store_record_trigger(rq->store, arg_str(rq, PROTO_F_REPOSITORY),
+				    arg_str(rq, PROTO_F_BRANCH), &rq->err);
+}
+
+static int trigger_finish(struct request *rq)
+{
+	struct control *ctl = rq->cl->ctl;
+	const char *repo = arg_str(rq, PROTO_F_REPOSITORY);
+
+	if (rq->r < 0) {
+		/* no poll either: the answer says it was not taken */
+		log_error("status socket: trigger of '%s' not recorded: %s", repo, rq->err.msg);
+		return 0;
+	}
+	if (ctl->ops.trigger(repo, arg_str(rq, PROTO_F_BRANCH), ctl->arg) < 0) {
+		/* a reload removed it meanwhile; the row is served by nothing */
+		rq->r =
+		    kiln_err_set(&rq->err, -ENOENT, "repository '%s' is no longer watched", repo);
+		return 0;
+	}
 	rq->answer = json_pack("{s:s}", PROTO_F_TRIGGERED, repo);
 	return 0;
 }
@@ -510,7 +537,8 @@ static const struct ctl_cmd ctl_cmds[] = {
     {PROTO_CMD_BUILDS, CTL_READ, NULL, true, false, NULL, builds_work, NULL},
     {PROTO_CMD_BUILD, CTL_READ, PROTO_F_ID, true, false, NULL, build_work, NULL},
     {PROTO_CMD_LOGS, CTL_READ, PROTO_F_ID, true, false, logs_prepare, logs_work, logs_finish},
-    {PROTO_CMD_TRIGGER, CTL_ADMIN, PROTO_F_REPOSITORY, false, false, NULL, trigger_run, NULL},
+    {PROTO_CMD_TRIGGER, CTL_ADMIN, PROTO_F_REPOSITORY, true, false, trigger_prepare, trigger_work,
+     trigger_finish},
     {PROTO_CMD_REBUILD, CTL_ADMIN, PROTO_F_REPOSITORY, true, true, rebuild_prepare, rebuild_work,
      NULL},
     {PROTO_CMD_CANCEL, CTL_ADMIN, PROTO_F_ID, true, true, NULL, cancel_work, cancel_finish},

@@ -63,7 +63,8 @@ struct daemon {
 	char *mirrors_dir;
 	struct watch **watches;
 	size_t nwatches, capwatches;
-	size_t closing; /* watches stopped but not yet closed */
+	size_t closing;	    /* watches stopped but not yet closed */
+	unsigned recording; /* SIGUSR1 triggers being recorded on a worker */
 	struct builder builder;
 	uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
 	uv_timer_t watchdog, grace;
@@ -85,8 +86,8 @@ static void update_status(struct daemon *d)
 
 static void maybe_exit(struct daemon *d)
 {
-	if (!d->stopping || d->closing > 0 || d->nwatches > 0 || d->builder.running > 0 ||
-	    d->http || d->control || d->backup.state != BACKUP_CLOSED)
+	if (!d->stopping || d->closing > 0 || d->recording > 0 || d->nwatches > 0 ||
+	    d->builder.running > 0 || d->http || d->control || d->backup.state != BACKUP_CLOSED)
 		return;
 	log_info("all work finished; exiting");
 	uv_stop(d->loop);
@@ -239,15 +240,27 @@ static void ctl_status(json_t *o, void *arg)
 	status_json(&d->status, o);
 }
 
-static int ctl_trigger(const char *repo, const char *branch, void *arg)
+/* The repository's machine when it is watched with that branch (NULL: any). */
+static struct watch *find_watch_branch(struct daemon *d, const char *repo, const char *branch)
 {
-	struct daemon *d = arg;
-	struct watch *w = find_watch(d, repo);
+	struct watch *w = d->stopping ? NULL : find_watch(d, repo);
 	bool found = branch == NULL;
 
 	for (size_t k = 0; w && branch && k < w->branches.n; k++)
 		found |= strcmp(w->branches.v[k], branch) == 0;
-	if (w == NULL || !found || d->stopping)
+	return found ? w : NULL;
+}
+
+static int ctl_watched(const char *repo, const char *branch, void *arg)
+{
+	return find_watch_branch(arg, repo, branch) ? 0 : -ENOENT;
+}
+
+static int ctl_trigger(const char *repo, const char *branch, void *arg)
+{
+	struct watch *w = find_watch_branch(arg, repo, branch);
+
+	if (w == NULL)
 		return -ENOENT;
 	log_info("status socket: poll of '%s' requested", repo);
 	watch_trigger(w);
@@ -292,9 +305,16 @@ static int ctl_cancel_running(int64_t id, void *arg)
 	return builder_cancel(&d->builder, id);
 }
 
-static const struct control_ops ctl_ops = {ctl_status,	      ctl_trigger,  ctl_changed,
-					   ctl_health,	      ctl_log_path, ctl_repo_info,
-					   ctl_cancel_running};
+static const struct control_ops ctl_ops = {
+    .status = ctl_status,
+    .watched = ctl_watched,
+    .trigger = ctl_trigger,
+    .changed = ctl_changed,
+    .health = ctl_health,
+    .log_path = ctl_log_path,
+    .repo_info = ctl_repo_info,
+    .cancel_running = ctl_cancel_running,
+};
 
 static gid_t group_id(const char *name)
 {
@@ -477,6 +497,56 @@ static void stop(struct daemon *d, const char *why)
 	maybe_exit(d);
 }
 
+/* SIGUSR1: a trigger per repository, recorded in the store (a worker's job)
+ * before the polls, so a crash before they end leaves them to be replayed. */
+struct usr1_job {
+	uv_work_t req;
+	struct daemon *d;
+	struct strv repos;
+	int r;
+	struct kiln_err err;
+};
+
+static void usr1_work(uv_work_t *req)
+{
+	struct usr1_job *j = container_of(req, struct usr1_job, req);
+
+	for (size_t i = 0; i < j->repos.n && j->r == 0; i++)
+		j->r = store_record_trigger(j->d->store, j->repos.v[i], NULL, &j->err);
+}
+
+static void usr1_after(uv_work_t *req, int status)
+{
+	struct usr1_job *j = container_of(req, struct usr1_job, req);
+	struct daemon *d = j->d;
+
+	d->recording--;
+	if (status < 0 || j->r < 0)
+		log_error("SIGUSR1: the triggers could not be recorded (a crash before the polls "
+			  "end would lose them): %s; polling anyway",
+			  status < 0 ? "cancelled" : j->err.msg);
+	for (size_t i = 0; i < j->repos.n; i++) {
+		struct watch *w = find_watch_branch(d, j->repos.v[i], NULL);
+		if (w)
+			watch_trigger(w);
+	}
+	strv_done(&j->repos);
+	free(j);
+	maybe_exit(d);
+}
+
+static void trigger_all(struct daemon *d)
+{
+	struct usr1_job *j = xcalloc(1, sizeof(*j));
+
+	log_info("SIGUSR1: polling every repository now");
+	j->d = d;
+	for (size_t i = 0; i < d->nwatches; i++)
+		strv_push(&j->repos, xstrdup(d->watches[i]->name));
+	d->recording++;
+	uv_queue_work(d->loop, &j->req, usr1_work, usr1_after);
+}
+
 static void signal_cb(uv_signal_t *s, int signum)
 {
 	struct daemon *d = s->data;
@@ -484,9 +554,7 @@ static void signal_cb(uv_signal_t *s, int signum)
 	if (signum == SIGHUP && !d->stopping) {
 		reload(d);
 	} else if (signum == SIGUSR1 && !d->stopping) {
-		log_info("SIGUSR1: polling every repository now");
-		for (size_t i = 0; i < d->nwatches; i++)
-			watch_trigger(d->watches[i]);
+		trigger_all(d);
 	} else if (signum == SIGTERM || signum == SIGINT)
 		stop(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }

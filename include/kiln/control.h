@@ -17,7 +17,9 @@
 struct control_ops {
 	/* fills the "status" answer: version, uptime, repositories, queue */
 	void (*status)(json_t *obj, void *arg);
-	/* poll now; -ENOENT when the repository (or branch) is not watched */
+	/* 0 when the repository (and branch, unless NULL) is watched, else -ENOENT */
+	int (*watched)(const char *repo, const char *branch, void *arg);
+	/* poll now (after the trigger is recorded); -ENOENT as watched */
 	int (*trigger)(const char *repo, const char *branch, void *arg);
 	/* builds were queued or cancelled */
 	void (*changed)(void *arg);
