@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# lost.sh: nothing a user sends is lost. A push soon after kilnd starts is
+# built (the branch's baseline is taken at start, a webhook's `before` covers
+# a push the baseline already sees), and an acknowledged `kiln trigger` or
+# SIGUSR1 survives a `kill -9` before its poll ends. The remote is a `git
+# daemon` that a scenario stops (SIGSTOP) to hold a poll at a known point.
+. "$(dirname "$0")/lib/common.sh"
+. "$(dirname "$0")/lib/kilnd.sh"
+
+hook() { python3 "$LIB/hook.py" "$PORT" "$@"; }
+polls() { grep -c "watch 'images': idle -> fetching" kilnd.log; }
+# planned SHA: kilnd logged a plan ending at SHA (a grep, cheap enough to
+# poll; the scenarios then check the builds table itself)
+planned() { grep -q "watch 'images': branch 'main' [0-9a-f(empty)]*\.\.${1:0:12}: " kilnd.log; }
+in_store() { [ -n "$(builds_for state "$1")" ] || fail "$2: no build of ${1:0:12} in the store"; }
+
+# served: the origin behind `git daemon`, and a clone to push from ($clone)
+served() {
+	mkdir served
+	clone=$(origin "$PWD/served/images.git")
+	serve_git "$PWD/served"
+}
+
+# restart: kilnd again on the same state, after a kill -9
+restart() {
+	"$KILND" --config kilnd.yaml --log-level debug >>kilnd.log 2>&1 &
+	KPID=$!
+	track_pid "$KPID"
+}
+
+# A push made while the branch's first poll is still under way (here: held
+# in ls-remote) is already in what that poll sees: without the webhook's
+# `before` it would be taken as the starting point and never built.
+t_webhook_before_the_first_poll_is_planned() {
+	served || return
+	PORT=$(free_port)
+	config "$PWD/state" "git://127.0.0.1:$GIT_PORT/images.git" 1h "$PORT" >kilnd.yaml
+	old=$(git -C "$clone" rev-parse HEAD)
+	kill -STOP "$GIT_PID"
+	t0=$(date +%s%N)
+	start_kilnd kilnd.yaml
+	push "$clone" app/x
+	new=$(git -C "$clone" rev-parse HEAD)
+	code=$(hook /hooks/images github topsecret --delivery push-1 --before "$old" --after "$new")
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	echo "  webhook answered ${ms} ms after kilnd was started"
+	[ "$code" = 202 ] || fail "webhook: status $code"
+	kill -CONT "$GIT_PID"
+	wait_for 10 planned "$new" || fail "the pushed commit was not planned: $(grep "watch 'images'" kilnd.log | tail -4)"
+	[ "$(builds_for state "$new")" = "app|queued" ] || [ "$(builds_for state "$new")" = "app|succeeded" ] ||
+		fail "builds of the push: $(builds_for state "$new")"
+	grep -q "planned from ${old:0:12}, where a webhook push moved it from" kilnd.log ||
+		fail "the plan did not start from the webhook's before"
+	stop_kilnd
+}
+
+# The branch's baseline is taken at start, not at a random point of the hour:
+# a push after it, woken by `kiln trigger` or a webhook (without a usable
+# `before`: all zeros, as for a new branch), is built.
+t_push_after_the_baseline_is_planned() {
+	served || return
+	PORT=$(free_port)
+	config "$PWD/state" "git://127.0.0.1:$GIT_PORT/images.git" 1h "$PORT" >kilnd.yaml
+	start_kilnd kilnd.yaml
+	wait_for 5 grep -q "watch 'images': branch 'main' first seen" kilnd.log ||
+		fail "no baseline at start: $(tail -3 kilnd.log)"
+	wait_for 5 grep -q "watch 'images': planning -> idle" kilnd.log || fail "the baseline did not end"
+	push "$clone" base/x
+	first=$(git -C "$clone" rev-parse HEAD)
+	expect_rc 0 "$KILN" trigger images --socket "$PWD/state.sock"
+	wait_for 10 planned "$first" || fail "triggered push not planned: $(grep "watch 'images'" kilnd.log | tail -3)"
+	in_store "$first" "kiln trigger"
+	push "$clone" app/y
+	second=$(git -C "$clone" rev-parse HEAD)
+	code=$(hook /hooks/images github topsecret --delivery push-2 --after "$second")
+	[ "$code" = 202 ] || fail "webhook: status $code"
+	wait_for 10 planned "$second" || fail "webhook push not planned: $(grep "watch 'images'" kilnd.log | tail -3)"
+	in_store "$second" "webhook"
+	stop_kilnd
+}
+
+# survives_kill9 DO TRIES: TRIES times, the remote is held, a push is made,
+# DO asks for a poll (and returns once kilnd took it), kill -9 while that
+# poll hangs, the remote goes on, kilnd starts again: the push is planned.
+survives_kill9() {
+	local do=$1 tries=$2 i sha n
+	served || return
+	config "$PWD/state" "git://127.0.0.1:$GIT_PORT/images.git" 1h >kilnd.yaml
+	start_kilnd kilnd.yaml
+	# the baseline: taken at start now; asked for on older kilnds
+	"$KILN" trigger images --socket "$PWD/state.sock" >/dev/null 2>&1
+	wait_for 10 grep -q "first seen" kilnd.log || fail "no first poll: $(tail -3 kilnd.log)"
+	wait_for 10 grep -q "watch 'images': planning -> idle" kilnd.log || fail "the first poll did not end"
+	for i in $(seq 1 "$tries"); do
+		kill -STOP "$GIT_PID"
+		push "$clone" "app/k$i"
+		sha=$(git -C "$clone" rev-parse HEAD)
+		n=$(polls)
+		"$do" || { kill -CONT "$GIT_PID"; return; }
+		wait_for 5 eval '[ "$(polls)" -gt "$n" ]' || fail "try $i: no poll started"
+		kill -KILL "$KPID"
+		wait "$KPID" 2>/dev/null
+		kill -CONT "$GIT_PID"
+		restart
+		if ! wait_for 10 planned "$sha"; then
+			fail "try $i: the push acknowledged before the kill -9 was not planned after the restart"
+			break
+		fi
+		in_store "$sha" "try $i"
+	done
+	echo "  $((i - failed_now)) of $tries tries planned after the restart"
+	stop_kilnd
+}
+
+do_trigger() {
+	expect_rc 0 "$KILN" trigger images --socket "$PWD/state.sock"
+	[ "$failed_now" = 0 ]
+}
+
+do_usr1() {
+	kill -USR1 "$KPID"
+}
+
+t_trigger_survives_kill9() {
+	survives_kill9 do_trigger 5 # the issue's count
+}
+
+t_sigusr1_survives_kill9() {
+	survives_kill9 do_usr1 3
+}
+
+# `kiln rebuild` answers after its build row is committed: a kill -9 right
+# after the answer keeps it (true before the durable triggers too).
+t_rebuild_survives_kill9() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 1h >kilnd.yaml
+	start_kilnd kilnd.yaml
+	"$KILN" trigger images --socket "$PWD/state.sock" >/dev/null 2>&1 # for older kilnds
+	wait_for 10 grep -q "watch 'images': planning -> idle" kilnd.log || fail "no baseline"
+	for i in 1 2 3; do
+		expect_rc 0 "$KILN" rebuild images app --socket "$PWD/state.sock"
+		id=$(sed -n 's/^queued build \([0-9]*\):.*/\1/p' <<<"$OUT")
+		kill -KILL "$KPID"
+		wait "$KPID" 2>/dev/null
+		[ -n "$id" ] && [ "$(db state/kilnd.db "SELECT count(*) FROM builds WHERE id = $id")" = 1 ] ||
+			fail "try $i: rebuild '${id}' ($OUT) not in the store after kill -9"
+		n=$(grep -c "kilnd .* ready:" kilnd.log)
+		restart
+		wait_for 10 eval '[ "$(grep -c "kilnd .* ready:" kilnd.log)" -gt "$n" ]' ||
+			fail "kilnd did not start again: $(tail -3 kilnd.log)"
+	done
+	stop_kilnd
+}
+
+run_all
