@@ -152,4 +152,31 @@ t_rebuild_survives_kill9() {
 	stop_kilnd
 }
 
+# A delivery is served only when every branch of its poll was planned: a
+# plan that fails for the second branch leaves it unhandled (to be polled for
+# again), though the first branch's plan was recorded.
+t_delivery_unserved_when_a_branch_fails() {
+	clone=$(origin "$PWD/origin.git")
+	(cd "$clone" && git push -q origin HEAD:next)
+	config "$PWD/state" "$PWD/origin.git" 1h | sed 's/^    poll_interval: 1h$/&\n    branches: [main, next]/' >kilnd.yaml
+	start_kilnd kilnd.yaml
+	"$KILN" trigger images --socket "$PWD/state.sock" >/dev/null 2>&1 # for older kilnds
+	next_seen() { [ -n "$(db state/kilnd.db "SELECT 1 FROM branches WHERE branch = 'next'")" ]; }
+	wait_for 10 next_seen || fail "no baseline: $(tail -3 kilnd.log)"
+	stop_kilnd
+	push "$clone" app/z
+	sha=$(git -C "$clone" rev-parse HEAD)
+	(cd "$clone" && echo 1 >>base/n && git add -A && git commit -qm n && git push -q origin HEAD:next)
+	# the state says 'next' was last seen at a commit the mirror lacks: its
+	# plan fails; a delivery answered before the crash asks for the poll
+	db state/kilnd.db "UPDATE branches SET last_seen = '$(printf '1%.0s' $(seq 40))' WHERE branch = 'next'"
+	db state/kilnd.db "INSERT INTO deliveries (repository, id, received_at) VALUES ('images', 'lost', 1)"
+	start_kilnd kilnd.yaml
+	wait_for 10 planned "$sha" || fail "main's push not planned: $(tail -3 kilnd.log)"
+	wait_for 10 grep -q "watch 'images': planning failed" kilnd.log || fail "next's plan did not fail"
+	[ "$(db state/kilnd.db "SELECT handled FROM deliveries WHERE id = 'lost'")" = 0 ] ||
+		fail "the delivery was marked handled though branch 'next' was not planned"
+	stop_kilnd
+}
+
 run_all

@@ -68,12 +68,13 @@ stop_kilnd() {
 	[ "$rc" = 0 ] || fail "kilnd exited $rc after SIGTERM"
 }
 
-db() { # SQL -> rows, fields separated by |
+db() { # DB SQL -> rows, fields separated by |; a change is committed
 	python3 - "$1" "$2" <<-'PY'
 	import sqlite3, sys
 	con = sqlite3.connect(sys.argv[1])
 	for row in con.execute(sys.argv[2]):
 	    print("|".join("" if v is None else str(v) for v in row))
+	con.commit()
 	PY
 }
 
