@@ -28,22 +28,23 @@ restart() {
 	track_pid "$KPID"
 }
 
-# A push made while the branch's first poll is still under way (here: held
-# in ls-remote) is already in what that poll sees: without the webhook's
-# `before` it would be taken as the starting point and never built.
+# A push made as kilnd starts, its webhook delivered while the branch's first
+# poll is still under way (here: held in ls-remote, so the timing is not left
+# to chance), is in what that poll sees: without the webhook's `before` it
+# would be taken as the starting point and never built.
 t_webhook_before_the_first_poll_is_planned() {
 	served || return
 	PORT=$(free_port)
 	config "$PWD/state" "git://127.0.0.1:$GIT_PORT/images.git" 1h "$PORT" >kilnd.yaml
 	old=$(git -C "$clone" rev-parse HEAD)
 	kill -STOP "$GIT_PID"
-	t0=$(date +%s%N)
-	start_kilnd kilnd.yaml
-	push "$clone" app/x
+	push "$clone" app/x # as kilnd starts: its first poll will see it
 	new=$(git -C "$clone" rev-parse HEAD)
+	start_kilnd kilnd.yaml
+	t0=$(date +%s%N)
 	code=$(hook /hooks/images github topsecret --delivery push-1 --before "$old" --after "$new")
 	ms=$((($(date +%s%N) - t0) / 1000000))
-	echo "  webhook answered ${ms} ms after kilnd was started"
+	echo "  webhook answered ${ms} ms after READY=1 was seen"
 	[ "$code" = 202 ] || fail "webhook: status $code"
 	kill -CONT "$GIT_PID"
 	wait_for 10 planned "$new" || fail "the pushed commit was not planned: $(grep "watch 'images'" kilnd.log | tail -4)"
