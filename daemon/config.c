@@ -541,6 +541,13 @@ const struct config_key config_keys[] = {
      .min = POLL_MIN_MS, .def = "30s", .help = "for a request's body"},
     {SUB("listen", "idle_timeout", CONFIG_DURATION, parse_duration, idle_timeout_ms),
      .min = POLL_MIN_MS, .def = "15s", .help = "between keep-alive requests"},
+    {SUB("listen", "first_byte_timeout", CONFIG_DURATION, parse_duration, first_byte_timeout_ms),
+     .min = POLL_MIN_MS, .def = "3s",
+     .help = "from accepting a connection to its first byte; a silent connection is closed"},
+    {SUB("listen", "connections_per_client", CONFIG_NUMBER, parse_number, conns_per_client),
+     .min = 1, .max = 65535, .def = "64",
+     .help = "connections from one client address (IPv6: one /64); behind a reverse proxy, "
+	     "at least the proxy's own connection limit"},
     {SUB("listen", "status_socket", CONFIG_STRING, parse_string, status_socket),
      .def = "/run/kiln/kiln.sock", .help = "the status socket; `\"\"` turns it off"},
     {SUB("listen", "status_group", CONFIG_STRING, parse_group, status_group),

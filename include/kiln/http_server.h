@@ -3,7 +3,11 @@
  * client controls: connections, header size and count, body size, and the
  * time to send headers and body; keep-alive and pipelining work (requests on
  * one connection are answered in order). A handler may answer later (after
- * worker-thread work): reading on that connection pauses until it does. */
+ * worker-thread work): reading on that connection pauses until it does.
+ * Fairness: connections are capped per client address (per /64 for IPv6), a
+ * full server reclaims its oldest idle connection before it refuses anyone,
+ * and an answer that ends a connection is followed by a lingering close, so
+ * a client still sending sees the status rather than a reset. */
 #ifndef KILN_HTTP_SERVER_H
 #define KILN_HTTP_SERVER_H
 
@@ -42,9 +46,11 @@ typedef void http_handler_cb(struct http_request *req, void *arg);
 struct http_server_opts {
 	size_t body_max;
 	unsigned conn_max;
-	uint64_t header_timeout_ms; /* from the first byte of a request to its last header */
-	uint64_t body_timeout_ms;   /* from the headers to the end of the body */
-	uint64_t idle_timeout_ms;   /* keep-alive: between requests */
+	uint64_t header_timeout_ms;	/* from the first byte of a request to its last header */
+	uint64_t body_timeout_ms;	/* from the headers to the end of the body */
+	uint64_t idle_timeout_ms;	/* keep-alive: between requests */
+	unsigned conn_per_client_max;	/* connections from one address (IPv6: one /64) */
+	uint64_t first_byte_timeout_ms; /* from accepting a connection to its first byte */
 };
 
 struct http_server;

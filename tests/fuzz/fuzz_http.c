@@ -143,7 +143,7 @@ static void setup(void)
 	webhook_init(&wh, &loop, store, &cfg, metrics, &ops, NULL);
 	http_server_default_opts(&o);
 	o.body_max = 1 << 16;
-	o.header_timeout_ms = o.body_timeout_ms = o.idle_timeout_ms = 50;
+	o.header_timeout_ms = o.body_timeout_ms = o.idle_timeout_ms = o.first_byte_timeout_ms = 50;
 	http_server_new(&loop, &o, webhook_handle, &wh, &srv);
 	for (port = 41000 + getpid() % 8000;; port++) {
 		snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);

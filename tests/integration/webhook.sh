@@ -122,8 +122,8 @@ t_limits_pipelining_and_load() {
 	python3 - "$PORT" <<-'PY' || fail "protocol checks failed"
 	import re, socket, sys, time
 	port = int(sys.argv[1])
-	def conn():
-	    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+	def conn(source="127.0.0.1"):
+	    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
 	    return s
 	def read_all(s):
 	    data = b""
@@ -159,8 +159,9 @@ t_limits_pipelining_and_load() {
 	s = conn()
 	s.sendall(b"GET /healthz HTTP/1.1\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n")
 	assert read_all(s).startswith(b"HTTP/1.1 431"), "big headers"
-	# 1,000 connections at once: all answered
-	socks = [conn() for _ in range(1000)]
+	# 1,000 connections at once, from 20 client addresses (each under its
+	# cap of 64 connections): all answered
+	socks = [conn("127.0.0.%d" % (1 + i % 20)) for i in range(1000)]
 	for x in socks:
 	    x.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	ok = sum(1 for x in socks if read_all(x).startswith(b"HTTP/1.1 200"))

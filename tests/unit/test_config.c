@@ -361,6 +361,8 @@ static const struct sample {
     {"listen.header_timeout", "1s", "1000"},
     {"listen.body_timeout", "2s", "2000"},
     {"listen.idle_timeout", "3s", "3000"},
+    {"listen.first_byte_timeout", "500ms", "500"},
+    {"listen.connections_per_client", "8", "8"},
     {"listen.status_socket", "/s.sock", "/s.sock"},
     {"listen.status_group", NULL, NULL}, /* my_group() */
     {"listen.admin_group", NULL, NULL},
