@@ -536,9 +536,12 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 
 	if (nread > 0 && c->st == CONN_READING)
 		conn_feed(c, b->base, (size_t)nread);
-	else if (nread > 0 && c->st == CONN_HANDLING)
+	else if (nread > 0 && c->st == CONN_HANDLING) {
+		/* kept for after the answer; one read at most, or a client
+		 * pipelining into a slow handler would grow it without end */
 		buf_append(&c->pending, b->base, (size_t)nread);
-	else if (nread > 0 && c->st == CONN_LINGERING && (uint64_t)nread >= c->linger_left)
+		reading(c, false);
+	} else if (nread > 0 && c->st == CONN_LINGERING && (uint64_t)nread >= c->linger_left)
 		conn_close(c, "lingering close: too much input");
 	else if (nread > 0 && c->st == CONN_LINGERING)
 		c->linger_left -= (uint64_t)nread; /* dropped */
