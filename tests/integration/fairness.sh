@@ -77,6 +77,14 @@ t_full_server_reclaims_idle() {
 	stop_daemon
 }
 
+# A connection that sends nothing gets listen.first_byte_timeout (3 s), not
+# the keep-alive idle_timeout (15 s).
+t_silent_connection_cut_early() {
+	start_daemon ""
+	python3 "$LIB/fairness.py" silent "$PORT" || fail "silent connection not cut at 3 s"
+	stop_daemon
+}
+
 # A refused body is still answered: the lingering close.
 t_lingering_close() {
 	start_daemon ""

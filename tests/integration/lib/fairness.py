@@ -16,6 +16,8 @@ fairness.py hold PORT N PER_ADDRESS
     opened in order, each answered once and then left idle; then /healthz
     from 127.0.0.2. Passes when that answers 200 and kilnd closed the first
     100 connections (the oldest idle) and none of the last 100.
+fairness.py silent PORT
+    A connection that sends nothing must be closed after 2.5 to 5 s.
 fairness.py linger PORT BODY_MAX
     A body over BODY_MAX posted with http.client must read its 413; a client
     that never stops sending is cut off within 5 s.
@@ -213,6 +215,19 @@ def linger(port, body_max):
     return 0 if answer.startswith(b"HTTP/1.1 413") and cut is not None and cut < 5 else 1
 
 
+def silent(port):
+    """A connection that sends nothing is closed at first_byte_timeout (3 s)."""
+    s = socket.create_connection((HOST, port), timeout=20, source_address=("127.0.0.4", 0))
+    t0 = time.monotonic()
+    try:
+        data = s.recv(1)
+    except OSError as e:
+        data = repr(e).encode()
+    took = time.monotonic() - t0
+    print("a connection that sends nothing: %r after %.2f s" % (data, took))
+    return 0 if data == b"" and 2.5 < took < 5 else 1
+
+
 def main():
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "attack":
@@ -221,6 +236,8 @@ def main():
         sys.exit(probe(port, float(sys.argv[3]), float(sys.argv[4])))
     elif mode == "linger":
         sys.exit(linger(port, int(sys.argv[3])))
+    elif mode == "silent":
+        sys.exit(silent(port))
     elif mode == "hold":
         sys.exit(hold(port, int(sys.argv[3]), int(sys.argv[4])))
 
