@@ -217,6 +217,8 @@ static int start_http(struct daemon *d)
 	o.header_timeout_ms = d->cfg.header_timeout_ms;
 	o.body_timeout_ms = d->cfg.body_timeout_ms;
 	o.idle_timeout_ms = d->cfg.idle_timeout_ms;
+	o.bodies_max = d->cfg.bodies_max;
+	o.headers = webhook_headers;
 	http_server_new(d->loop, &o, webhook_handle, &d->webhook, &d->http);
 	for (int i = 0; i < nfds; i++) {
 		if (http_server_adopt(d->http, SD_LISTEN_FDS_START + i, &err) < 0)

@@ -64,6 +64,7 @@ struct config {
 	char *status_group; /* may read over the status socket; NULL: root and kilnd's user */
 	char *admin_group;  /* may also trigger and cancel */
 	uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms; /* the HTTP listener's */
+	uint64_t bodies_max; /* request body bytes held at once, over all connections */
 	uint64_t shutdown_grace_ms;
 	uint64_t backup_interval_ms; /* at most one state snapshot this often */
 	struct config_repo *repos;
