@@ -15,10 +15,11 @@
 
 #include "kiln/common.h"
 
-#define HTTP_BODY_MAX_DEFAULT	(25u << 20) /* GitHub's own cap */
-#define HTTP_HEADERS_MAX	16384u	    /* bytes of all header lines */
-#define HTTP_HEADER_COUNT_MAX	64u
-#define HTTP_URL_MAX		2048u
+#define HTTP_BODY_MAX_DEFAULT (25u << 20) /* GitHub's own cap */
+#define HTTP_HEADERS_MAX      16384u	  /* bytes of all header lines */
+#define HTTP_HEADER_COUNT_MAX 64u
+#define HTTP_URL_MAX	      2048u
+
 #define HTTP_BODIES_MAX_DEFAULT (64u << 20) /* body bytes held at once, all connections */
 #define HTTP_RETRY_AFTER_S	5u	    /* in a 503 for want of room for a body */
 
