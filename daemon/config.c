@@ -548,6 +548,10 @@ const struct config_key config_keys[] = {
      .min = 1, .max = 65535, .def = "64",
      .help = "connections from one client address (IPv6: one /64); behind a reverse proxy, "
 	     "at least the proxy's own connection limit"},
+    {SUB("listen", "bodies_max", CONFIG_SIZE, parse_size, bodies_max), .def = "64M",
+     .help = "request body bytes held at once over all connections (a body counts from its "
+	     "`Content-Length`); past it a request gets `503` with `Retry-After`; a body larger "
+	     "than this gets `413`"},
     {SUB("listen", "status_socket", CONFIG_STRING, parse_string, status_socket),
      .def = "/run/kiln/kiln.sock", .help = "the status socket; `\"\"` turns it off"},
     {SUB("listen", "status_group", CONFIG_STRING, parse_group, status_group),

@@ -7,10 +7,13 @@
  * and a full server, or a client at its cap, gives up its oldest idle
  * connection (one that sent nothing yet, waits between requests, or lingers)
  * before it refuses a newcomer. Every connection ends in conn_close(c, why),
- * which logs why at debug. */
+ * which logs why at debug. Body memory is counted over all requests alive (bodies_max): a body is
+ * sized from its Content-Length, or grows by doubling when chunked, and its
+ * bytes go to the handler's sink as they are read. */
 #include <arpa/inet.h>
 #include <assert.h>
 #include <ctype.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +48,24 @@ struct client {
 	unsigned nconns;
 	bool warned; /* the cap was reached since this client's first connection */
 	char name[INET6_ADDRSTRLEN + 4];
+};
+
+/* One read. libuv reads a busy connection up to 32 times in a row, and each
+ * body byte is copied, hashed and, in a new buffer, faulted in: 256 KiB per
+ * connection per loop turn keeps a fast sender from stalling everyone else. */
+#define READ_SIZE (8u << 10)
+/* A chunked body's first buffer; it doubles from there. */
+#define BODY_ROOM_MIN (64u << 10)
+/* Freeing a body this big gives the memory back to the system at once
+ * (malloc_trim): glibc keeps it otherwise, and a burst of bodies would
+ * leave the next ones beside it rather than in it. */
+#define BODY_TRIM_MIN (1u << 20)
+
+/* A request and what the server counts for it. */
+struct request {
+	struct http_request pub;
+	struct http_server *s;
+	size_t room; /* bytes reserved in s->bodies: the body buffer, allocated or to be */
 };
 
 struct listener {
@@ -95,6 +116,8 @@ struct http_server {
 	unsigned nactive;	      /* connections not yet closing */
 	TAILQ_HEAD(, http_conn) idle; /* oldest idle first */
 	LIST_HEAD(, client) clients[CLIENT_BUCKETS];
+	size_t bodies;	    /* bytes reserved by every request's body */
+	unsigned nrequests; /* alive: being read or with the handler */
 };
 
 struct write_req {
@@ -106,6 +129,7 @@ struct write_req {
 
 static void conn_close(struct http_conn *c, const char *why);
 static void client_detach(struct http_conn *c);
+static void server_maybe_done(struct http_server *s);
 static void conn_feed(struct http_conn *c, const char *data, size_t len);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
@@ -119,6 +143,8 @@ void http_server_default_opts(struct http_server_opts *o)
 	o->idle_timeout_ms = 15000;
 	o->conn_per_client_max = 64;
 	o->first_byte_timeout_ms = 3000;
+	o->bodies_max = HTTP_BODIES_MAX_DEFAULT;
+	o->headers = NULL;
 }
 
 static const char *reason(int status)
@@ -155,10 +181,24 @@ static const char *reason(int status)
 	}
 }
 
+static struct http_request *request_new(struct http_server *s)
+{
+	struct request *rq = xcalloc(1, sizeof(*rq));
+
+	rq->s = s;
+	s->nrequests++;
+	return &rq->pub;
+}
+
 static void request_free(struct http_request *r)
 {
+	struct request *rq;
+
 	if (r == NULL)
 		return;
+	rq = container_of(r, struct request, pub);
+	if (r->sink.free)
+		r->sink.free(r->sink.ctx);
 	for (size_t i = 0; i < r->nheaders; i++) {
 		free(r->headers[i].name);
 		free(r->headers[i].value);
@@ -167,7 +207,21 @@ static void request_free(struct http_request *r)
 	free(r->path);
 	free(r->query);
 	free(r->body);
-	free(r);
+	rq->s->bodies -= rq->room;
+	rq->s->nrequests--;
+	if (rq->room >= BODY_TRIM_MIN)
+		malloc_trim(0);
+	free(rq);
+}
+
+/* Counts n more body bytes for rq; false when bodies_max leaves no room. */
+static bool request_reserve(struct request *rq, size_t n)
+{
+	if (n > rq->s->o.bodies_max - rq->s->bodies)
+		return false;
+	rq->s->bodies += n;
+	rq->room += n;
+	return true;
 }
 
 const char *http_header(const struct http_request *req, const char *lname)
@@ -182,6 +236,11 @@ const char *http_header(const struct http_request *req, const char *lname)
 unsigned http_server_conns(const struct http_server *s)
 {
 	return s->nconns;
+}
+
+size_t http_server_bodies(const struct http_server *s)
+{
+	return s->bodies;
 }
 
 /* ---- deadlines and reading ---- */
@@ -283,9 +342,12 @@ static void send_response(struct http_conn *c, int status, const char *ctype, co
 
 	buf_printf(&b,
 		   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-		   "Connection: %s\r\n\r\n",
+		   "Connection: %s\r\n",
 		   status, reason(status), ctype ? ctype : "text/plain; charset=utf-8", len,
 		   close_why ? "close" : "keep-alive");
+	if (status == 503 && c->reject == 503) /* no room for the body now: come back */
+		buf_printf(&b, "Retry-After: %u\r\n", HTTP_RETRY_AFTER_S);
+	buf_puts(&b, "\r\n");
 	if (len)
 		buf_append(&b, body, len);
 	wr = xcalloc(1, sizeof(*wr));
@@ -318,7 +380,9 @@ void http_respond(struct http_request *req, int status, const char *content_type
 	const char *close_why;
 
 	if (c == NULL || c->st == CONN_CLOSING) {
+		struct http_server *s = container_of(req, struct request, pub)->s;
 		request_free(req); /* the client went away meanwhile */
+		server_maybe_done(s);
 		return;
 	}
 	assert(c->st == CONN_HANDLING);
@@ -359,7 +423,7 @@ static int on_message_begin(http_parser *p)
 	conn_idle(c, false);
 	c->used = true;
 	request_free(c->req);
-	c->req = xcalloc(1, sizeof(*c->req));
+	c->req = request_new(c->s);
 	c->url.len = c->hname.len = c->hval.len = 0;
 	c->in_value = false;
 	c->header_bytes = 0;
@@ -457,7 +521,44 @@ static int on_headers_complete(http_parser *p)
 		c->reject = 413;
 		return -1;
 	}
+	/* the whole body is counted now, before a byte of it is read */
+	if ((p->flags & F_CONTENTLENGTH) && p->content_length > 0 &&
+	    !request_reserve(container_of(r, struct request, pub), p->content_length + 1)) {
+		c->reject = 503;
+		return -1;
+	}
+	if (c->s->o.headers)
+		c->s->o.headers(r, c->s->arg);
 	deadline(c, c->s->o.body_timeout_ms);
+	return 0;
+}
+
+/* Room in the body buffer for len more bytes and the NUL: the Content-Length
+ * was counted at the headers and is allocated at the first byte; a chunked
+ * body doubles its buffer, counting what each step adds. */
+static int body_room(struct http_conn *c, struct request *rq, size_t len)
+{
+	struct http_request *r = &rq->pub;
+	size_t need = r->body_len + len + 1, room = rq->room;
+
+	if (need > c->s->o.body_max + 1) {
+		c->reject = 413;
+		return -1;
+	}
+	if (need > room) {
+		room = room < BODY_ROOM_MIN / 2 ? BODY_ROOM_MIN : 2 * room;
+		if (room < need)
+			room = need;
+		if (room > c->s->o.body_max + 1)
+			room = c->s->o.body_max + 1;
+		if (!request_reserve(rq, room - rq->room)) {
+			c->reject = 503;
+			return -1;
+		}
+		r->body = xreallocarray(r->body, rq->room, 1);
+	} else if (r->body == NULL) {
+		r->body = xmalloc(rq->room);
+	}
 	return 0;
 }
 
@@ -466,14 +567,13 @@ static int on_body(http_parser *p, const char *at, size_t len)
 	struct http_conn *c = p->data;
 	struct http_request *r = c->req;
 
-	if (r->body_len + len > c->s->o.body_max) {
-		c->reject = 413;
+	if (body_room(c, container_of(r, struct request, pub), len) < 0)
 		return -1;
-	}
-	r->body = xreallocarray(r->body, r->body_len + len + 1, 1);
 	memcpy(r->body + r->body_len, at, len);
 	r->body_len += len;
 	r->body[r->body_len] = '\0';
+	if (r->sink.data)
+		r->sink.data(r->sink.ctx, at, len);
 	return 0;
 }
 
@@ -526,8 +626,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
 	(void)h;
 	(void)suggested;
-	b->base = xmalloc(65536);
-	b->len = 65536;
+	b->base = xmalloc(READ_SIZE);
+	b->len = READ_SIZE;
 }
 
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
@@ -552,7 +652,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 
 static void server_maybe_done(struct http_server *s)
 {
-	if (!s->closing || s->nconns > 0 || s->nlisteners_open > 0)
+	if (!s->closing || s->nconns > 0 || s->nlisteners_open > 0 || s->nrequests > 0)
 		return;
 	if (s->done)
 		s->done(s->done_arg);
@@ -766,6 +866,9 @@ int http_server_new(uv_loop_t *loop, const struct http_server_opts *o, http_hand
 
 	s->loop = loop;
 	s->o = *o;
+	/* a larger body (and its NUL) could never be held: 413, not 503 forever */
+	if (s->o.body_max >= s->o.bodies_max)
+		s->o.body_max = s->o.bodies_max ? s->o.bodies_max - 1 : 0;
 	s->cb = cb;
 	s->arg = arg;
 	SLIST_INIT(&s->listeners);

@@ -219,6 +219,8 @@ static int start_http(struct daemon *d)
 	o.idle_timeout_ms = d->cfg.idle_timeout_ms;
 	o.first_byte_timeout_ms = d->cfg.first_byte_timeout_ms;
 	o.conn_per_client_max = d->cfg.conns_per_client;
+	o.bodies_max = d->cfg.bodies_max;
+	o.headers = webhook_headers;
 	http_server_new(d->loop, &o, webhook_handle, &d->webhook, &d->http);
 	for (int i = 0; i < nfds; i++) {
 		if (http_server_adopt(d->http, SD_LISTEN_FDS_START + i, &err) < 0)

@@ -66,6 +66,7 @@ struct config {
 	uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms; /* the HTTP listener's */
 	uint64_t first_byte_timeout_ms; /* a new HTTP connection's time to send something */
 	unsigned conns_per_client;	/* HTTP connections from one address (IPv6: one /64) */
+	uint64_t bodies_max;		/* request body bytes held at once, over all connections */
 	uint64_t shutdown_grace_ms;
 	uint64_t backup_interval_ms; /* at most one state snapshot this often */
 	struct config_repo *repos;
