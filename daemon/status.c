@@ -5,6 +5,7 @@
  * failure record, the watches, the builder's engine state and a statvfs of
  * state_dir. Everything is read on the loop thread when asked; nothing here
  * changes the daemon. */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,8 +109,9 @@ static void state_reason(const struct status *st, json_t *reasons)
 		return;
 	add_reason(reasons, STATUS_REASON_STATE, NULL, f.since,
 		   json_pack("{s:I, s:i}", "failures", (json_int_t)f.count, "errno", f.sys_errno),
-		   "writes failing: %s%s%s%s", f.message, f.sys_errno ? " (" : "",
-		   f.sys_errno ? strerror(f.sys_errno) : "", f.sys_errno ? ")" : "");
+		   "%s%s%s%s; %" PRIu64 " failed since the last write", f.message,
+		   f.sys_errno ? " (" : "", f.sys_errno ? strerror(f.sys_errno) : "",
+		   f.sys_errno ? ")" : "", f.count);
 }
 
 /* A poll fails now and then (a network blip, a remote restarting): only one
