@@ -71,8 +71,8 @@ expect_reason() {
 # healthy: /healthz 200 with no reasons, kiln health exit 0
 expect_healthy() {
 	[ "$(healthz_code)" = 200 ] || fail "/healthz not 200: $(cat healthz.json)"
-	python3 -c 'import json,sys; h = json.load(open("healthz.json")); assert h["status"] == "ok" and h["reasons"] == [], h' ||
-		fail "/healthz: $(cat healthz.json)"
+	contains "$(cat healthz.json)" '"status":"ok",'
+	contains "$(cat healthz.json)" '"reasons":[]}'
 	expect_rc 0 "$KILN" health
 	[ "$OUT" = healthy ] || fail "kiln health: $OUT"
 }
