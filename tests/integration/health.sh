@@ -109,6 +109,20 @@ t_repository_failing() {
 		fail "STATUS= still degraded: $(grep STATUS= notify.log | tail -1)"
 }
 
+# A remote that refuses connections (a closed port), its URL carrying a
+# password: the reason says what failed and never shows the password.
+t_repository_unreachable_masks_password() {
+	start "http://kiln:hunter2@127.0.0.1:$(free_port)/x.git" "{repository_failing_after: 1s, min_free_space: 0}"
+	wait_for 15 is_code 503 || fail "/healthz stayed $(healthz_code) past the threshold"
+	expect_reason repository images "polls failing"
+	expect_rc 1 "$KILN" health
+	contains "$OUT" "repository 'images': polls failing"
+	contains "$OUT" "cannot list 'http://kiln:***@127.0.0.1:"
+	grep -q hunter2 healthz.json && fail "/healthz shows the password: $(cat healthz.json)"
+	case $OUT in *hunter2*) fail "kiln health shows the password: $OUT" ;; esac
+	return 0
+}
+
 # More free space wanted than any disk has: a disk reason naming state_dir;
 # a reload that turns the check off makes kilnd healthy.
 t_low_disk() {
