@@ -69,6 +69,10 @@ struct config {
 	uint64_t bodies_max;		/* request body bytes held at once, over all connections */
 	uint64_t shutdown_grace_ms;
 	uint64_t backup_interval_ms; /* at most one state snapshot this often */
+	/* health: a repository failing this long is a reason, and less free
+	 * space in state_dir than min_free (0: not checked) */
+	uint64_t health_repo_failing_ms;
+	uint64_t health_min_free_bytes;
 	struct config_repo *repos;
 	size_t nrepos;
 };

@@ -171,6 +171,8 @@ static void defaults(void **state)
 	assert_int_equal(c.docker_tls_verify, -1);
 	assert_int_equal(c.retries, 3);
 	assert_int_equal(c.shutdown_grace_ms, 30000);
+	assert_int_equal(c.health_repo_failing_ms, 10 * 60 * 1000);
+	assert_int_equal(c.health_min_free_bytes, 1ull << 30);
 	assert_int_equal(c.nrepos, 0);
 	config_done(&c);
 	free(path);
@@ -369,6 +371,8 @@ static const struct sample {
     {"listen.status_group", NULL, NULL}, /* my_group() */
     {"listen.admin_group", NULL, NULL},
     {"shutdown_grace", "1h", "3600000"},
+    {"health.repository_failing_after", "200ms", "200"},
+    {"health.min_free_space", "0", "0"},
     {"repositories[].name", "b-c_d.e", "b-c_d.e"},
     {"repositories[].url", "\"git@h:x.git\"", "git@h:x.git"},
     {"repositories[].branches", "[dev, release/2]", "dev,release/2"},
