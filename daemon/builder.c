@@ -253,6 +253,10 @@ static void set_engine(struct builder *b, enum builder_engine e)
 	if (b->engine == e)
 		return;
 	log_debug("builder: engine %s -> %s", builder_engine_str(b->engine), builder_engine_str(e));
+	if (e == BUILDER_ENGINE_DOWN)
+		b->engine_down_since = (int64_t)time(NULL);
+	else if (e == BUILDER_ENGINE_OK)
+		b->engine_down_since = 0;
 	b->engine = e;
 }
 
@@ -268,6 +272,7 @@ static void engine_up(struct builder *b)
 			 docker_api_version(b->docker) ? docker_api_version(b->docker) : "?");
 	set_engine(b, BUILDER_ENGINE_OK);
 	b->engine_failures = 0;
+	b->engine_error[0] = '\0';
 	b->last_error[0] = '\0';
 	notify_changed(b);
 	builder_kick(b);
@@ -287,8 +292,9 @@ static void engine_down(struct builder *b, const char *why)
 			    " ms)",
 			    docker_host(b->docker), why[0] ? why : "no reply", delay_ms);
 	set_engine(b, BUILDER_ENGINE_DOWN);
-	snprintf(b->last_error, sizeof(b->last_error), "docker engine %s unusable: %.180s",
-		 docker_host(b->docker), why);
+	snprintf(b->engine_error, sizeof(b->engine_error), "docker engine %s unusable: %.180s",
+		 docker_host(b->docker), why[0] ? why : "no reply");
+	snprintf(b->last_error, sizeof(b->last_error), "%s", b->engine_error);
 	notify_changed(b);
 	if (!b->draining)
 		uv_timer_start(&b->timer, timer_cb, delay_ms, 0);

@@ -541,6 +541,17 @@ const struct config_key config_keys[] = {
      .min = POLL_MIN_MS, .def = "30s", .help = "for a request's body"},
     {SUB("listen", "idle_timeout", CONFIG_DURATION, parse_duration, idle_timeout_ms),
      .min = POLL_MIN_MS, .def = "15s", .help = "between keep-alive requests"},
+    {SUB("listen", "first_byte_timeout", CONFIG_DURATION, parse_duration, first_byte_timeout_ms),
+     .min = POLL_MIN_MS, .def = "3s",
+     .help = "from accepting a connection to its first byte; a silent connection is closed"},
+    {SUB("listen", "connections_per_client", CONFIG_NUMBER, parse_number, conns_per_client),
+     .min = 1, .max = 65535, .def = "64",
+     .help = "connections from one client address (IPv6: one /64); behind a reverse proxy, "
+	     "at least the proxy's own connection limit"},
+    {SUB("listen", "bodies_max", CONFIG_SIZE, parse_size, bodies_max), .def = "64M",
+     .help = "request body bytes held at once over all connections (a body counts from its "
+	     "`Content-Length`); past it a request gets `503` with `Retry-After`; a body larger "
+	     "than this gets `413`"},
     {SUB("listen", "status_socket", CONFIG_STRING, parse_string, status_socket),
      .def = "/run/kiln/kiln.sock", .help = "the status socket; `\"\"` turns it off"},
     {SUB("listen", "status_group", CONFIG_STRING, parse_group, status_group),
@@ -549,6 +560,15 @@ const struct config_key config_keys[] = {
      .help = "group also allowed to `trigger` and `cancel`"},
     {TOP("shutdown_grace", CONFIG_DURATION, parse_duration, shutdown_grace_ms), .def = "30s",
      .help = "how long SIGTERM waits for work in flight"},
+    {SECTION("", "health", parse_section),
+     .help = "when `/healthz`, `kiln health` and `STATUS=` say degraded (see *Health*)"},
+    {SUB("health", "repository_failing_after", CONFIG_DURATION, parse_duration,
+	 health_repo_failing_ms),
+     .min = POLL_MIN_MS, .def = "10m",
+     .help = "a repository whose polls have failed this long, with none working since, is a "
+	     "reason"},
+    {SUB("health", "min_free_space", CONFIG_SIZE, parse_size, health_min_free_bytes), .def = "1G",
+     .help = "less free space than this in `state_dir` is a reason; `0`: not checked"},
     {TOP("repositories", CONFIG_LIST, parse_repositories, repos),
      .help = "the watched repositories"},
     {REPO("", "name", CONFIG_STRING, parse_repo_name, name), .required = true,

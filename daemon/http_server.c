@@ -1,10 +1,19 @@
 /* http_server.c (trigger): HTTP/1.1 on libuv with Debian's http-parser. Owns
  * the listeners and every connection; a request handed to the handler is the
  * handler's until http_respond. One timer per connection enforces the
- * header, body and keep-alive deadlines, so no slow client holds a slot.
- * Every connection ends in conn_close(c, why), which logs why at debug. */
+ * first-byte, header, body, keep-alive and lingering deadlines, so no slow
+ * client holds a slot. Slots are shared fairly: each client address (an IPv6
+ * client's /64, which one subscriber usually holds whole) has its own cap,
+ * and a full server, or a client at its cap, gives up its oldest idle
+ * connection (one that sent nothing yet, waits between requests, or lingers)
+ * before it refuses a newcomer. Every connection ends in conn_close(c, why),
+ * which logs why at debug. Body memory is counted over all requests alive (bodies_max): a body is
+ * sized from its Content-Length, or grows by doubling when chunked, and its
+ * bytes go to the handler's sink as they are read. */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <ctype.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +27,46 @@
 #include "kiln/err.h"
 #include "kiln/http_server.h"
 #include "kiln/log.h"
+#include "kiln/map.h"
 
-enum conn_state { CONN_READING, CONN_HANDLING, CONN_CLOSING };
+/* The lingering close: how long, and how much, input is read and dropped
+ * after an answer that ends the connection. The size is past the body cap,
+ * so that a client that sends a whole body just over it before reading (as
+ * Python's http.client does) gets to read the 413. */
+#define LINGER_MS	   2000u
+#define LINGER_SLACK_BYTES (1u << 20)
+#define CLIENT_BUCKETS	   256u /* a power of two */
+#define CLIENT_KEY_LEN	   9u	/* family tag + an IPv4 address or an IPv6 /64 */
+
+enum conn_state { CONN_READING, CONN_HANDLING, CONN_CLOSING, CONN_LINGERING };
+
+/* The connections from one client address, for the per-client cap. Lives
+ * while it has connections. */
+struct client {
+	LIST_ENTRY(client) entry;
+	uint8_t key[CLIENT_KEY_LEN];
+	unsigned nconns;
+	bool warned; /* the cap was reached since this client's first connection */
+	char name[INET6_ADDRSTRLEN + 4];
+};
+
+/* One read. libuv reads a busy connection up to 32 times in a row, and each
+ * body byte is copied, hashed and, in a new buffer, faulted in: 256 KiB per
+ * connection per loop turn keeps a fast sender from stalling everyone else. */
+#define READ_SIZE (8u << 10)
+/* A chunked body's first buffer; it doubles from there. */
+#define BODY_ROOM_MIN (64u << 10)
+/* Freeing a body this big gives the memory back to the system at once
+ * (malloc_trim): glibc keeps it otherwise, and a burst of bodies would
+ * leave the next ones beside it rather than in it. */
+#define BODY_TRIM_MIN (1u << 20)
+
+/* A request and what the server counts for it. */
+struct request {
+	struct http_request pub;
+	struct http_server *s;
+	size_t room; /* bytes reserved in s->bodies: the body buffer, allocated or to be */
+};
 
 struct listener {
 	uv_tcp_t tcp;
@@ -45,6 +92,12 @@ struct http_conn {
 	bool keep_alive;
 	bool reading;
 	struct http_request *inflight; /* held by the handler */
+	struct client *cl;	       /* NULL once closed */
+	TAILQ_ENTRY(http_conn) idle_entry;
+	bool idle;		/* listed in s->idle: may be reclaimed */
+	bool used;		/* a request was begun on it */
+	uv_shutdown_t shutdown; /* the lingering close's */
+	uint64_t linger_left;	/* bytes still dropped before closing */
 };
 
 struct http_server {
@@ -60,6 +113,11 @@ struct http_server {
 	bool closing;
 	void (*done)(void *);
 	void *done_arg;
+	unsigned nactive;	      /* connections not yet closing */
+	TAILQ_HEAD(, http_conn) idle; /* oldest idle first */
+	LIST_HEAD(, client) clients[CLIENT_BUCKETS];
+	size_t bodies;	    /* bytes reserved by every request's body */
+	unsigned nrequests; /* alive: being read or with the handler */
 };
 
 struct write_req {
@@ -70,6 +128,8 @@ struct write_req {
 };
 
 static void conn_close(struct http_conn *c, const char *why);
+static void client_detach(struct http_conn *c);
+static void server_maybe_done(struct http_server *s);
 static void conn_feed(struct http_conn *c, const char *data, size_t len);
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b);
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
@@ -81,6 +141,10 @@ void http_server_default_opts(struct http_server_opts *o)
 	o->header_timeout_ms = 10000;
 	o->body_timeout_ms = 30000;
 	o->idle_timeout_ms = 15000;
+	o->conn_per_client_max = 64;
+	o->first_byte_timeout_ms = 3000;
+	o->bodies_max = HTTP_BODIES_MAX_DEFAULT;
+	o->headers = NULL;
 }
 
 static const char *reason(int status)
@@ -117,10 +181,24 @@ static const char *reason(int status)
 	}
 }
 
+static struct http_request *request_new(struct http_server *s)
+{
+	struct request *rq = xcalloc(1, sizeof(*rq));
+
+	rq->s = s;
+	s->nrequests++;
+	return &rq->pub;
+}
+
 static void request_free(struct http_request *r)
 {
+	struct request *rq;
+
 	if (r == NULL)
 		return;
+	rq = container_of(r, struct request, pub);
+	if (r->sink.free)
+		r->sink.free(r->sink.ctx);
 	for (size_t i = 0; i < r->nheaders; i++) {
 		free(r->headers[i].name);
 		free(r->headers[i].value);
@@ -129,7 +207,21 @@ static void request_free(struct http_request *r)
 	free(r->path);
 	free(r->query);
 	free(r->body);
-	free(r);
+	rq->s->bodies -= rq->room;
+	rq->s->nrequests--;
+	if (rq->room >= BODY_TRIM_MIN)
+		malloc_trim(0);
+	free(rq);
+}
+
+/* Counts n more body bytes for rq; false when bodies_max leaves no room. */
+static bool request_reserve(struct request *rq, size_t n)
+{
+	if (n > rq->s->o.bodies_max - rq->s->bodies)
+		return false;
+	rq->s->bodies += n;
+	rq->room += n;
+	return true;
 }
 
 const char *http_header(const struct http_request *req, const char *lname)
@@ -146,18 +238,41 @@ unsigned http_server_conns(const struct http_server *s)
 	return s->nconns;
 }
 
+size_t http_server_bodies(const struct http_server *s)
+{
+	return s->bodies;
+}
+
 /* ---- deadlines and reading ---- */
 
 static void timer_cb(uv_timer_t *t)
 {
 	struct http_conn *c = container_of(t, struct http_conn, timer);
-	conn_close(c, c->st == CONN_READING && c->req == NULL ? "idle timeout"
-							      : "request deadline passed");
+	const char *why = "request deadline passed";
+
+	if (c->st == CONN_LINGERING)
+		why = "lingering close: time is up";
+	else if (c->st == CONN_READING && c->req == NULL)
+		why = c->used ? "idle timeout" : "nothing sent in time";
+	conn_close(c, why);
 }
 
 static void deadline(struct http_conn *c, uint64_t ms)
 {
 	uv_timer_start(&c->timer, timer_cb, ms, 0);
+}
+
+/* Idle: no request under way, so closing it loses nothing a client cannot
+ * retry. Listed by when it became idle, so the oldest goes first. */
+static void conn_idle(struct http_conn *c, bool on)
+{
+	if (on == c->idle)
+		return;
+	if (c->idle)
+		TAILQ_REMOVE(&c->s->idle, c, idle_entry);
+	c->idle = on;
+	if (on)
+		TAILQ_INSERT_TAIL(&c->s->idle, c, idle_entry);
 }
 
 static void reading(struct http_conn *c, bool on)
@@ -173,6 +288,38 @@ static void reading(struct http_conn *c, bool on)
 
 /* ---- writing ---- */
 
+static void after_shutdown(uv_shutdown_t *req, int status)
+{
+	struct http_conn *c = container_of(req, struct http_conn, shutdown);
+
+	if (status < 0 && status != UV_ECANCELED) /* canceled: closed meanwhile */
+		conn_close(c, uv_strerror(status));
+}
+
+/* The answer is out and the connection ends, but the client may still be
+ * sending (a body we refused, pipelined requests): closing with unread input
+ * makes the kernel answer with a reset, which can destroy our answer before
+ * the client reads it. So our side is shut (the client reads the answer and
+ * then EOF) and input is dropped until the client closes, or for at most
+ * LINGER_MS and body_max + LINGER_SLACK_BYTES. A server that is closing
+ * skips this: shutdown does not wait for clients. */
+static void conn_linger(struct http_conn *c, const char *why)
+{
+	if (uv_is_closing((uv_handle_t *)&c->tcp))
+		return;
+	if (c->s->closing ||
+	    uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, after_shutdown) < 0) {
+		conn_close(c, why);
+		return;
+	}
+	log_debug("http connection %u: %s; lingering", c->id, why);
+	c->st = CONN_LINGERING;
+	c->linger_left = (uint64_t)c->s->o.body_max + LINGER_SLACK_BYTES;
+	deadline(c, LINGER_MS);
+	conn_idle(c, true);
+	reading(c, true);
+}
+
 static void after_write(uv_write_t *w, int status)
 {
 	struct write_req *wr = container_of(w, struct write_req, w);
@@ -181,7 +328,7 @@ static void after_write(uv_write_t *w, int status)
 	if (status < 0)
 		conn_close(wr->c, uv_strerror(status));
 	else if (wr->close_why)
-		conn_close(wr->c, wr->close_why);
+		conn_linger(wr->c, wr->close_why);
 	free(wr);
 }
 
@@ -195,9 +342,12 @@ static void send_response(struct http_conn *c, int status, const char *ctype, co
 
 	buf_printf(&b,
 		   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-		   "Connection: %s\r\n\r\n",
+		   "Connection: %s\r\n",
 		   status, reason(status), ctype ? ctype : "text/plain; charset=utf-8", len,
 		   close_why ? "close" : "keep-alive");
+	if (status == 503 && c->reject == 503) /* no room for the body now: come back */
+		buf_printf(&b, "Retry-After: %u\r\n", HTTP_RETRY_AFTER_S);
+	buf_puts(&b, "\r\n");
 	if (len)
 		buf_append(&b, body, len);
 	wr = xcalloc(1, sizeof(*wr));
@@ -230,7 +380,9 @@ void http_respond(struct http_request *req, int status, const char *content_type
 	const char *close_why;
 
 	if (c == NULL || c->st == CONN_CLOSING) {
+		struct http_server *s = container_of(req, struct request, pub)->s;
 		request_free(req); /* the client went away meanwhile */
+		server_maybe_done(s);
 		return;
 	}
 	assert(c->st == CONN_HANDLING);
@@ -251,6 +403,7 @@ void http_respond(struct http_request *req, int status, const char *content_type
 	c->st = CONN_READING;
 	http_parser_pause(&c->parser, 0);
 	deadline(c, c->s->o.idle_timeout_ms);
+	conn_idle(c, true);
 	if (c->pending.len) {
 		struct buf p = c->pending;
 		memset(&c->pending, 0, sizeof(c->pending));
@@ -267,8 +420,10 @@ static int on_message_begin(http_parser *p)
 {
 	struct http_conn *c = p->data;
 
+	conn_idle(c, false);
+	c->used = true;
 	request_free(c->req);
-	c->req = xcalloc(1, sizeof(*c->req));
+	c->req = request_new(c->s);
 	c->url.len = c->hname.len = c->hval.len = 0;
 	c->in_value = false;
 	c->header_bytes = 0;
@@ -366,7 +521,44 @@ static int on_headers_complete(http_parser *p)
 		c->reject = 413;
 		return -1;
 	}
+	/* the whole body is counted now, before a byte of it is read */
+	if ((p->flags & F_CONTENTLENGTH) && p->content_length > 0 &&
+	    !request_reserve(container_of(r, struct request, pub), p->content_length + 1)) {
+		c->reject = 503;
+		return -1;
+	}
+	if (c->s->o.headers)
+		c->s->o.headers(r, c->s->arg);
 	deadline(c, c->s->o.body_timeout_ms);
+	return 0;
+}
+
+/* Room in the body buffer for len more bytes and the NUL: the Content-Length
+ * was counted at the headers and is allocated at the first byte; a chunked
+ * body doubles its buffer, counting what each step adds. */
+static int body_room(struct http_conn *c, struct request *rq, size_t len)
+{
+	struct http_request *r = &rq->pub;
+	size_t need = r->body_len + len + 1, room = rq->room;
+
+	if (need > c->s->o.body_max + 1) {
+		c->reject = 413;
+		return -1;
+	}
+	if (need > room) {
+		room = room < BODY_ROOM_MIN / 2 ? BODY_ROOM_MIN : 2 * room;
+		if (room < need)
+			room = need;
+		if (room > c->s->o.body_max + 1)
+			room = c->s->o.body_max + 1;
+		if (!request_reserve(rq, room - rq->room)) {
+			c->reject = 503;
+			return -1;
+		}
+		r->body = xreallocarray(r->body, rq->room, 1);
+	} else if (r->body == NULL) {
+		r->body = xmalloc(rq->room);
+	}
 	return 0;
 }
 
@@ -375,14 +567,13 @@ static int on_body(http_parser *p, const char *at, size_t len)
 	struct http_conn *c = p->data;
 	struct http_request *r = c->req;
 
-	if (r->body_len + len > c->s->o.body_max) {
-		c->reject = 413;
+	if (body_room(c, container_of(r, struct request, pub), len) < 0)
 		return -1;
-	}
-	r->body = xreallocarray(r->body, r->body_len + len + 1, 1);
 	memcpy(r->body + r->body_len, at, len);
 	r->body_len += len;
 	r->body[r->body_len] = '\0';
+	if (r->sink.data)
+		r->sink.data(r->sink.ctx, at, len);
 	return 0;
 }
 
@@ -435,8 +626,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
 	(void)h;
 	(void)suggested;
-	b->base = xmalloc(65536);
-	b->len = 65536;
+	b->base = xmalloc(READ_SIZE);
+	b->len = READ_SIZE;
 }
 
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
@@ -445,8 +636,15 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 
 	if (nread > 0 && c->st == CONN_READING)
 		conn_feed(c, b->base, (size_t)nread);
-	else if (nread > 0 && c->st == CONN_HANDLING)
+	else if (nread > 0 && c->st == CONN_HANDLING) {
+		/* kept for after the answer; one read at most, or a client
+		 * pipelining into a slow handler would grow it without end */
 		buf_append(&c->pending, b->base, (size_t)nread);
+		reading(c, false);
+	} else if (nread > 0 && c->st == CONN_LINGERING && (uint64_t)nread >= c->linger_left)
+		conn_close(c, "lingering close: too much input");
+	else if (nread > 0 && c->st == CONN_LINGERING)
+		c->linger_left -= (uint64_t)nread; /* dropped */
 	else if (nread < 0)
 		conn_close(c, nread == UV_EOF ? "closed by the client" : uv_strerror((int)nread));
 	free(b->base);
@@ -454,7 +652,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 
 static void server_maybe_done(struct http_server *s)
 {
-	if (!s->closing || s->nconns > 0 || s->nlisteners_open > 0)
+	if (!s->closing || s->nconns > 0 || s->nlisteners_open > 0 || s->nrequests > 0)
 		return;
 	if (s->done)
 		s->done(s->done_arg);
@@ -486,6 +684,9 @@ static void conn_close(struct http_conn *c, const char *why)
 	log_debug("http connection %u closed: %s", c->id, why);
 	reading(c, false);
 	c->st = CONN_CLOSING;
+	conn_idle(c, false);
+	client_detach(c);
+	c->s->nactive--;
 	if (c->inflight) { /* the handler's answer will go nowhere */
 		c->inflight->conn = NULL;
 		c->inflight = NULL;
@@ -494,11 +695,134 @@ static void conn_close(struct http_conn *c, const char *why)
 	uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
 }
 
+/* ---- fairness between clients ---- */
+
+/* A client is an IPv4 address or an IPv6 /64 (an IPv4-mapped IPv6 address is
+ * its IPv4 address); a peer without an address (getpeername failed) shares
+ * one key with every other such peer. */
+static void client_key(const struct sockaddr_storage *ss, uint8_t key[CLIENT_KEY_LEN], char *name,
+		       size_t namelen)
+{
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+	struct in6_addr prefix;
+
+	memset(key, 0, CLIENT_KEY_LEN);
+	snprintf(name, namelen, "an unknown address");
+	if (ss->ss_family == AF_INET) {
+		key[0] = 4;
+		memcpy(key + 1, &sin->sin_addr, 4);
+		inet_ntop(AF_INET, &sin->sin_addr, name, (socklen_t)namelen);
+	} else if (ss->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+		key[0] = 4;
+		memcpy(key + 1, sin6->sin6_addr.s6_addr + 12, 4);
+		inet_ntop(AF_INET, sin6->sin6_addr.s6_addr + 12, name, (socklen_t)namelen);
+	} else if (ss->ss_family == AF_INET6) {
+		key[0] = 6;
+		memcpy(key + 1, sin6->sin6_addr.s6_addr, 8);
+		memset(&prefix, 0, sizeof(prefix));
+		memcpy(prefix.s6_addr, sin6->sin6_addr.s6_addr, 8);
+		if (inet_ntop(AF_INET6, &prefix, name, (socklen_t)namelen - 3))
+			strcat(name, "/64");
+	}
+}
+
+static void client_attach(struct http_conn *c)
+{
+	struct http_server *s = c->s;
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	uint8_t key[CLIENT_KEY_LEN];
+	char name[INET6_ADDRSTRLEN + 4];
+	struct client *cl;
+	unsigned b;
+
+	memset(&ss, 0, sizeof(ss));
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) < 0)
+		ss.ss_family = AF_UNSPEC;
+	client_key(&ss, key, name, sizeof(name));
+	b = (unsigned)strmap_hash(key, sizeof(key)) & (CLIENT_BUCKETS - 1);
+	LIST_FOREACH(cl, &s->clients[b], entry)
+	{
+		if (memcmp(cl->key, key, sizeof(key)) == 0)
+			break;
+	}
+	if (cl == NULL) {
+		cl = xcalloc(1, sizeof(*cl));
+		memcpy(cl->key, key, sizeof(key));
+		memcpy(cl->name, name, sizeof(name));
+		LIST_INSERT_HEAD(&s->clients[b], cl, entry);
+	}
+	cl->nconns++;
+	c->cl = cl;
+}
+
+static void client_detach(struct http_conn *c)
+{
+	struct client *cl = c->cl;
+
+	if (cl == NULL)
+		return;
+	c->cl = NULL;
+	if (--cl->nconns > 0)
+		return;
+	LIST_REMOVE(cl, entry);
+	free(cl);
+}
+
+/* The oldest idle connection, of client cl or (NULL) of anyone. */
+static struct http_conn *oldest_idle(struct http_server *s, const struct client *cl)
+{
+	struct http_conn *c;
+
+	TAILQ_FOREACH(c, &s->idle, idle_entry)
+	{
+		if (cl == NULL || c->cl == cl)
+			return c;
+	}
+	return NULL;
+}
+
+/* Makes room for the new connection c (already counted), closing an idle one
+ * where needed; false, with why, when there is none to close. A client at its
+ * cap with every connection busy (a slow loris) is refused, whatever room the
+ * server has: that is what keeps the others' slots free. */
+static bool conn_admit(struct http_conn *c, const char **ret_why)
+{
+	struct http_server *s = c->s;
+	struct client *cl = c->cl;
+	struct http_conn *old;
+
+	if (cl->nconns > s->o.conn_per_client_max) {
+		old = oldest_idle(s, cl);
+		if (old == NULL) {
+			if (!cl->warned)
+				log_warning("HTTP client %s has %u connections, none idle: "
+					    "refusing more (listen.connections_per_client)",
+					    cl->name, cl->nconns - 1);
+			cl->warned = true;
+			*ret_why = "the client is at its connection cap";
+			return false;
+		}
+		conn_close(old, "reclaimed: its client is at its connection cap");
+	}
+	if (s->nactive > s->o.conn_max) {
+		old = oldest_idle(s, NULL);
+		if (old == NULL) {
+			*ret_why = "too many connections, none idle";
+			return false;
+		}
+		conn_close(old, "reclaimed: the server is full");
+	}
+	return true;
+}
+
 static void on_connection(uv_stream_t *ls, int status)
 {
 	struct listener *l = container_of((uv_tcp_t *)ls, struct listener, tcp);
 	struct http_server *s = l->s;
 	struct http_conn *c;
+	const char *why;
 
 	if (status < 0)
 		return;
@@ -511,20 +835,25 @@ static void on_connection(uv_stream_t *ls, int status)
 	c->handles_open = 2;
 	TAILQ_INSERT_TAIL(&s->conns, c, entry);
 	s->nconns++;
+	s->nactive++;
 	if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
 		conn_close(c, "accept failed");
 		return;
 	}
-	if (s->closing || s->nconns > s->o.conn_max) {
-		/* over the limit: accepted and closed at once */
-		conn_close(c, s->closing ? "server closing" : "too many connections");
+	client_attach(c);
+	if (s->closing || !conn_admit(c, &why)) {
+		/* accepted and closed at once: cheaper than an answer, and a
+		 * client over its cap is told nothing it could use */
+		conn_close(c, s->closing ? "server closing" : why);
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
 	c->st = CONN_READING;
-	deadline(c, s->o.idle_timeout_ms);
+	/* an honest client sends its request right after connecting */
+	deadline(c, s->o.first_byte_timeout_ms);
+	conn_idle(c, true);
 	reading(c, true);
 }
 
@@ -537,10 +866,16 @@ int http_server_new(uv_loop_t *loop, const struct http_server_opts *o, http_hand
 
 	s->loop = loop;
 	s->o = *o;
+	/* a larger body (and its NUL) could never be held: 413, not 503 forever */
+	if (s->o.body_max >= s->o.bodies_max)
+		s->o.body_max = s->o.bodies_max ? s->o.bodies_max - 1 : 0;
 	s->cb = cb;
 	s->arg = arg;
 	SLIST_INIT(&s->listeners);
 	TAILQ_INIT(&s->conns);
+	TAILQ_INIT(&s->idle);
+	for (unsigned i = 0; i < CLIENT_BUCKETS; i++)
+		LIST_INIT(&s->clients[i]);
 	http_parser_settings_init(&s->settings);
 	s->settings.on_message_begin = on_message_begin;
 	s->settings.on_url = on_url;
@@ -561,7 +896,10 @@ static void listener_free_cb(uv_handle_t *h)
 static int listen_on(struct http_server *s, struct listener *l, const char *what,
 		     struct kiln_err *err)
 {
-	int r = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+	/* the kernel's largest backlog (net.core.somaxconn): a burst of
+	 * connections waits there rather than have its SYNs dropped and
+	 * retried a second later, as a short queue would under a flood */
+	int r = uv_listen((uv_stream_t *)&l->tcp, SOMAXCONN, on_connection);
 
 	if (r < 0) {
 		uv_close((uv_handle_t *)&l->tcp, listener_free_cb);

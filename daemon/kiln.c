@@ -547,17 +547,37 @@ static void print_result(const char *p, json_t *res, bool json)
 	}
 }
 
-/* kiln health: exit 0 only when kilnd answers and says it is healthy */
+/* kiln health: exit 0 only when kilnd answers and says it is healthy; each
+ * reason on a line of its own */
 static int print_health(json_t *res)
 {
+	json_t *reasons, *r;
+	size_t i;
+
 	if (res == NULL)
 		return EXIT_INVALID;
-	if (!json_is_true(json_object_get(res, PROTO_F_HEALTHY))) {
+	if (json_is_true(json_object_get(res, PROTO_F_HEALTHY))) {
+		printf("healthy\n");
+		return 0;
+	}
+	reasons = json_object_get(res, PROTO_F_REASONS);
+	if (json_array_size(reasons) == 0) { /* a kilnd that gives one reason */
 		printf("unhealthy: %s\n", str_or(res, PROTO_F_REASON, "unknown"));
 		return EXIT_INVALID;
 	}
-	printf("healthy\n");
-	return 0;
+	printf("unhealthy: %zu reason%s\n", json_array_size(reasons),
+	       json_array_size(reasons) == 1 ? "" : "s");
+	json_array_foreach(reasons, i, r)
+	{
+		const char *name = str_or(r, PROTO_F_NAME, NULL);
+		rfc3339(r, PROTO_F_SINCE);
+		printf("  %s%s%s%s: %s", str_or(r, PROTO_F_WHAT, "?"), name ? " '" : "",
+		       name ? name : "", name ? "'" : "", str_or(r, PROTO_F_MESSAGE, "?"));
+		if (json_is_string(json_object_get(r, PROTO_F_SINCE)))
+			printf(" (since %s)", str_or(r, PROTO_F_SINCE, "?"));
+		printf("\n");
+	}
+	return EXIT_INVALID;
 }
 
 static int cmd_online(const struct kiln_cmd *cmd, int argc, char **argv)

@@ -218,6 +218,10 @@ static int start_http(struct daemon *d)
 	o.header_timeout_ms = d->cfg.header_timeout_ms;
 	o.body_timeout_ms = d->cfg.body_timeout_ms;
 	o.idle_timeout_ms = d->cfg.idle_timeout_ms;
+	o.first_byte_timeout_ms = d->cfg.first_byte_timeout_ms;
+	o.conn_per_client_max = d->cfg.conns_per_client;
+	o.bodies_max = d->cfg.bodies_max;
+	o.headers = webhook_headers;
 	http_server_new(d->loop, &o, webhook_handle, &d->webhook, &d->http);
 	for (int i = 0; i < nfds; i++) {
 		if (http_server_adopt(d->http, SD_LISTEN_FDS_START + i, &err) < 0)
@@ -561,8 +565,12 @@ static void signal_cb(uv_signal_t *s, int signum)
 
 static void watchdog_cb(uv_timer_t *t)
 {
-	(void)t;
+	struct daemon *d = t->data;
+
 	notify_watchdog(); /* from the loop: a stuck loop stops the pings */
+	/* health reasons that come with time (a repository failing past its
+	 * threshold, the disk filling) reach STATUS= at this pace */
+	update_status(d);
 }
 
 static void usage(FILE *f)
@@ -687,7 +695,8 @@ static int start_builder(struct daemon *d)
 static void start_reporting(struct daemon *d)
 {
 	d->metrics = metrics_new();
-	status_init(&d->status, &d->builder, &d->cfg, &d->watches, &d->nwatches, &d->stopping);
+	status_init(&d->status, &d->builder, d->store, &d->cfg, &d->watches, &d->nwatches,
+		    &d->stopping);
 	status_register_metrics(&d->status, d->metrics);
 	webhook_init(&d->webhook, d->loop, d->store, &d->cfg, d->metrics, &hook_ops, d);
 }
@@ -707,6 +716,7 @@ static void start_signals(struct daemon *d)
 	uv_signal_start(&d->sig_usr1, signal_cb, SIGUSR1);
 	uv_timer_init(d->loop, &d->grace);
 	uv_timer_init(d->loop, &d->watchdog);
+	d->watchdog.data = d;
 	if ((wd = notify_watchdog_usec()) > 0) {
 		uv_timer_start(&d->watchdog, watchdog_cb, wd / 2000, wd / 2000);
 		log_debug("watchdog ping every %" PRIu64 "ms", wd / 2000);

@@ -27,6 +27,10 @@ struct store {
 	unsigned requeued;
 	char *dir, *path, *backup_path;
 	int64_t backed_up; /* sqlite3_total_changes64 at the last snapshot; -1: none yet */
+	/* the state's health, read by the loop thread while a worker may hold
+	 * lock for a long transaction: its own lock, held for a copy only */
+	pthread_mutex_t failure_lock;
+	struct store_failure failure;
 };
 
 /* Each entry moves the schema one version up; never edit a shipped one. */
@@ -87,19 +91,63 @@ const char *build_state_str(enum build_state s)
 	return (unsigned)s < ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
 }
 
-static int db_err(struct store *s, struct kiln_err *err, const char *what)
+/* Every failed statement of the connection passes here (db_err, exec), so
+ * health sees what the callers see. SQLite reports a full disk as
+ * SQLITE_FULL without an errno: that one is ENOSPC. */
+static void note_failure(struct store *s, const char *msg)
 {
-	return kiln_err_set(err, -EIO, "state database: %s: %s", what, sqlite3_errmsg(s->db));
+	int sys = sqlite3_system_errno(s->db);
+	int64_t now = (int64_t)time(NULL);
+
+	if (sys == 0 && (sqlite3_extended_errcode(s->db) & 0xff) == SQLITE_FULL)
+		sys = ENOSPC;
+	pthread_mutex_lock(&s->failure_lock);
+	if (s->failure.count++ == 0)
+		s->failure.since = now;
+	s->failure.last = now;
+	s->failure.sys_errno = sys;
+	snprintf(s->failure.message, sizeof(s->failure.message), "%s", msg);
+	pthread_mutex_unlock(&s->failure_lock);
 }
 
+/* SQLite calls this after each commit that wrote to the WAL (none for a
+ * transaction that changed nothing): the one proof that writes reach the
+ * disk again. It replaces the automatic checkpoint, so it checkpoints as
+ * that did (PASSIVE, at SQLite's default of 1000 pages). */
+static int committed(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	struct store *s = arg;
+
+	pthread_mutex_lock(&s->failure_lock);
+	memset(&s->failure, 0, sizeof(s->failure));
+	pthread_mutex_unlock(&s->failure_lock);
+	if (pages >= STORE_WAL_CHECKPOINT_PAGES)
+		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	return SQLITE_OK;
+}
+
+static int db_err(struct store *s, struct kiln_err *err, const char *what)
+{
+	char msg[sizeof(s->failure.message)];
+
+	snprintf(msg, sizeof(msg), "state database: %s: %s", what, sqlite3_errmsg(s->db));
+	note_failure(s, msg);
+	return kiln_err_set(err, -EIO, "%s", msg);
+}
+
+/* err NULL: a best-effort statement (a ROLLBACK after a failure, a prune),
+ * whose failure says nothing new about the state */
 static int exec(struct store *s, const char *sql, struct kiln_err *err)
 {
 	char *msg = NULL;
 
 	if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		int r = kiln_err_set(err, -EIO, "state database: %s", msg ? msg : "error");
+		char text[sizeof(s->failure.message)];
+		snprintf(text, sizeof(text), "state database: %s", msg ? msg : "error");
 		sqlite3_free(msg);
-		return r;
+		if (err)
+			note_failure(s, text);
+		return kiln_err_set(err, -EIO, "%s", text);
 	}
 	return 0;
 }
@@ -252,6 +300,7 @@ int store_open(const char *dir, struct store **ret, struct kiln_err *err)
 	int r;
 
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->failure_lock, NULL);
 	s->lock_fd = -1;
 	s->backed_up = -1;
 	if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
@@ -292,6 +341,7 @@ int store_open(const char *dir, struct store **ret, struct kiln_err *err)
 	if (r < 0)
 		goto fail;
 	s->requeued = (unsigned)sqlite3_changes(s->db);
+	sqlite3_wal_hook(s->db, committed, s);
 	*ret = s;
 	return 0;
 fail:
@@ -308,6 +358,7 @@ struct store *store_close(struct store *s)
 	if (s->lock_fd >= 0)
 		close(s->lock_fd); /* releases the lock */
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->failure_lock);
 	free(s->dir);
 	free(s->path);
 	free(s->backup_path);
@@ -492,6 +543,14 @@ out:
 unsigned store_requeued(const struct store *s)
 {
 	return s->requeued;
+}
+
+bool store_failing(struct store *s, struct store_failure *ret)
+{
+	pthread_mutex_lock(&s->failure_lock);
+	*ret = s->failure;
+	pthread_mutex_unlock(&s->failure_lock);
+	return ret->count > 0;
 }
 
 static int last_seen_locked(struct store *s, const char *repo, const char *branch,

@@ -411,7 +411,8 @@ static void work_failed(struct watch *w, struct watch_work *wk)
 	uint64_t delay;
 
 	w->mirror = repo_close(w->mirror);
-	w->failures++;
+	if (w->failures++ == 0)
+		w->failing_since = (int64_t)time(NULL);
 	w->errors++;
 	snprintf(w->last_error, sizeof(w->last_error), "%s", wk->err.msg);
 	delay = next_delay(w);
@@ -425,6 +426,7 @@ static void work_failed(struct watch *w, struct watch_work *wk)
 static void succeeded(struct watch *w)
 {
 	w->failures = 0;
+	w->failing_since = 0;
 	w->last_error[0] = '\0';
 	w->last_success = (int64_t)time(NULL);
 }

@@ -1,5 +1,7 @@
 /* webhook.c (trigger): push notifications in, poll triggers out. Signatures
- * are checked over the raw body before anything is parsed; the delivery id is
+ * are checked over the raw body before anything is parsed, with the HMAC
+ * computed piece by piece as the body arrives (webhook_headers sets it up
+ * when the headers are in, so no body is hashed in one go); the delivery id is
  * recorded durably (on a worker) before the answer, so a crash right after a
  * 202 still ends in a poll at the next start. Owns the delivery bookkeeping:
  * the ids seen, the push's `before` kept with the id (watch.c's hint for a
@@ -177,21 +179,65 @@ static bool follows(const struct config_repo *repo, const char *branch)
 	return false;
 }
 
-/* Checks the signature or token of the provider; true when authentic. */
+/* GitLab sends the secret itself; every other provider an HMAC of the body. */
+static bool signs_body(const char *provider)
+{
+	return strcmp(provider, "gitlab") != 0;
+}
+
+static void body_hmac_data(void *ctx, const char *p, size_t len)
+{
+	sig_hmac_update(ctx, p, len);
+}
+
+static void body_hmac_free(void *ctx)
+{
+	sig_hmac_free(ctx);
+}
+
+/* "/hooks/<name>" -> name, else NULL. */
+static const char *hook_name(const char *path)
+{
+	if (strncmp(path, "/hooks/", 7) != 0 || path[7] == '\0' || strchr(path + 7, '/'))
+		return NULL;
+	return path + 7;
+}
+
+void webhook_headers(struct http_request *req, void *arg)
+{
+	struct webhook *wh = arg;
+	const char *name = hook_name(req->path);
+	const struct config_repo *repo = name ? config_repo(wh->cfg, name) : NULL;
+	struct sig_hmac *h;
+
+	if (repo == NULL || repo->webhook_provider == NULL || strcmp(req->method, "POST") != 0 ||
+	    !signs_body(repo->webhook_provider))
+		return;
+	/* keyed now: a reload before the last byte does not change the key */
+	h = sig_hmac_new(repo->webhook_secret, strlen(repo->webhook_secret));
+	if (h == NULL)
+		return; /* then no HMAC, and the delivery is refused as unsigned */
+	req->sink = (struct http_body_sink){body_hmac_data, body_hmac_free, h};
+}
+
+/* Checks the signature or token of the provider; true when authentic. The
+ * HMAC is the one computed as the body arrived: there is none when the
+ * repository had no HMAC provider at the headers (a reload since). */
 static bool authentic(const struct config_repo *repo, const struct http_request *req)
 {
-	const char *p = repo->webhook_provider, *s = repo->webhook_secret;
+	const char *p = repo->webhook_provider;
+	unsigned char mac[SIG_SHA256_LEN];
 
-	if (strcmp(p, "github") == 0)
-		return sig_check_hmac(s, "sha256=", http_header(req, "x-hub-signature-256"),
-				      req->body, req->body_len);
-	if (strcmp(p, "gitea") == 0)
-		return sig_check_hmac(s, "", http_header(req, "x-gitea-signature"), req->body,
-				      req->body_len);
-	if (strcmp(p, "gitlab") == 0) {
+	if (!signs_body(p)) {
 		const char *t = http_header(req, "x-gitlab-token");
-		return t && sig_str_equal(t, s);
+		return t && sig_str_equal(t, repo->webhook_secret);
 	}
+	if (req->sink.data != body_hmac_data || !sig_hmac_final(req->sink.ctx, mac))
+		return false;
+	if (strcmp(p, "github") == 0)
+		return sig_check_mac("sha256=", http_header(req, "x-hub-signature-256"), mac);
+	if (strcmp(p, "gitea") == 0)
+		return sig_check_mac("", http_header(req, "x-gitea-signature"), mac);
 	/* generic: HMAC in the configured header, with or without "sha256=" */
 	{
 		char lname[128];
@@ -202,8 +248,7 @@ static bool authentic(const struct config_repo *repo, const struct http_request 
 			lname[i] = (char)tolower((unsigned char)repo->webhook_header[i]);
 		lname[i] = '\0';
 		h = http_header(req, i ? lname : "x-hub-signature-256");
-		return sig_check_hmac(s, "sha256=", h, req->body, req->body_len) ||
-		       sig_check_hmac(s, "", h, req->body, req->body_len);
+		return sig_check_mac("sha256=", h, mac) || sig_check_mac("", h, mac);
 	}
 }
 
@@ -385,10 +430,11 @@ void webhook_replay(struct webhook *wh)
 void webhook_handle(struct http_request *req, void *arg)
 {
 	struct webhook *wh = arg;
+	const char *hook = hook_name(req->path);
 	struct buf b = {0};
 
-	if (strncmp(req->path, "/hooks/", 7) == 0 && req->path[7] && !strchr(req->path + 7, '/')) {
-		char *name = xstrdup(req->path + 7);
+	if (hook) {
+		char *name = xstrdup(hook);
 		handle_hook(wh, req, name);
 		free(name);
 	} else if (strcmp(req->path, "/healthz") == 0 && strcmp(req->method, "GET") == 0) {

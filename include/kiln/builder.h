@@ -52,6 +52,9 @@ struct builder {
 	uint64_t dur_buckets[BUILD_DURATION_BUCKETS];
 	uint64_t dur_count;
 	double dur_sum;
+	/* while the engine is DOWN (health): since when (unix seconds), and why */
+	int64_t engine_down_since;
+	char engine_error[256];
 	char *logs_dir;			  /* one file per build: <id>.log */
 	TAILQ_HEAD(, builder_slot) slots; /* every build in flight, newest first */
 	builder_changed_cb *changed;

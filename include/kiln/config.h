@@ -64,8 +64,15 @@ struct config {
 	char *status_group; /* may read over the status socket; NULL: root and kilnd's user */
 	char *admin_group;  /* may also trigger and cancel */
 	uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms; /* the HTTP listener's */
+	uint64_t first_byte_timeout_ms; /* a new HTTP connection's time to send something */
+	unsigned conns_per_client;	/* HTTP connections from one address (IPv6: one /64) */
+	uint64_t bodies_max;		/* request body bytes held at once, over all connections */
 	uint64_t shutdown_grace_ms;
 	uint64_t backup_interval_ms; /* at most one state snapshot this often */
+	/* health: a repository failing this long is a reason, and less free
+	 * space in state_dir than min_free (0: not checked) */
+	uint64_t health_repo_failing_ms;
+	uint64_t health_min_free_bytes;
 	struct config_repo *repos;
 	size_t nrepos;
 };

@@ -53,7 +53,13 @@
 #define PROTO_F_LOG	  "log"	      /* logs */
 #define PROTO_F_TRIGGERED "triggered" /* trigger: the repository */
 #define PROTO_F_HEALTHY	  "healthy"   /* health */
-#define PROTO_F_REASON	  "reason"    /* health, when not healthy */
+#define PROTO_F_REASON	  "reason"    /* health, when not healthy: the first reason's text */
+#define PROTO_F_REASONS	  "reasons"   /* health: each reason (also GET /healthz) */
+
+/* a health reason: what, name (or null), message, since (unix seconds or null) */
+#define PROTO_F_WHAT	"what"
+#define PROTO_F_MESSAGE "message"
+#define PROTO_F_SINCE	"since"
 
 /* status (filled by kilnd.c's control_ops.status) */
 #define PROTO_F_SRV_VERSION  "version"

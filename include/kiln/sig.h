@@ -10,6 +10,16 @@
 
 void sig_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
 		     unsigned char out[SIG_SHA256_LEN]);
+
+/* The same HMAC fed piece by piece, as a body arrives. */
+struct sig_hmac;
+/* NULL only when libcrypto cannot set it up. The caller frees with sig_hmac_free. */
+struct sig_hmac *sig_hmac_new(const void *key, size_t key_len);
+void sig_hmac_update(struct sig_hmac *h, const void *data, size_t len);
+/* Once: later updates are ignored and a second final is false, as is a
+ * libcrypto failure (then out means nothing). */
+bool sig_hmac_final(struct sig_hmac *h, unsigned char out[SIG_SHA256_LEN]);
+struct sig_hmac *sig_hmac_free(struct sig_hmac *h); /* NULL-safe, returns NULL */
 /* Constant-time equality of two equal-length buffers. */
 bool sig_equal(const void *a, const void *b, size_t n);
 /* Constant-time equality of two strings of possibly different lengths (the
@@ -21,5 +31,7 @@ int sig_hex_decode(const char *hex, size_t hex_len, unsigned char *out, size_t n
  * of body under secret? Never says why not: any mismatch is just false. */
 bool sig_check_hmac(const char *secret, const char *prefix, const char *header, const void *body,
 		    size_t len);
+/* The same check against an HMAC already computed (sig_hmac_final). */
+bool sig_check_mac(const char *prefix, const char *header, const unsigned char mac[SIG_SHA256_LEN]);
 
 #endif

@@ -58,6 +58,22 @@ int store_recover(const char *dir, char **ret_aside, struct kiln_err *err);
 /* How many running builds store_open put back in the queue. */
 unsigned store_requeued(const struct store *s);
 
+/* The WAL is checkpointed (PASSIVE) after a commit leaves it this long. */
+#define STORE_WAL_CHECKPOINT_PAGES 1000
+
+/* Statements of the state that failed since the last commit that wrote to
+ * the database (a full disk, an I/O error): what health reports. */
+struct store_failure {
+	uint64_t count;	   /* 0: none, the state is writable */
+	int64_t since;	   /* the first of them, unix seconds */
+	int64_t last;	   /* the last of them */
+	int sys_errno;	   /* the last one's errno (ENOSPC for a full disk), 0: none known */
+	char message[256]; /* the last one's, as its caller got it */
+};
+/* Copies the record into ret: true while failing. Never blocks on the
+ * store's work (any thread). */
+bool store_failing(struct store *s, struct store_failure *ret);
+
 /* The branch's last-seen commit: 0 and the sha, or -ENOENT. */
 int store_last_seen(struct store *s, const char *repo, const char *branch,
 		    char ret_sha[STORE_SHA_LEN + 1], struct kiln_err *err);

@@ -67,6 +67,10 @@ void webhook_done(struct webhook *wh);
  * before a crash and not yet followed by a poll. Logs what it does; a store error is logged
  * once (those repositories are then polled on their usual schedule). */
 void webhook_replay(struct webhook *wh);
+/* The http_headers_cb for kilnd's server (arg: struct webhook *): a POST to
+ * a repository whose provider signs the body gets a sink that hashes it as
+ * it arrives; webhook_handle checks the signature against that HMAC. */
+void webhook_headers(struct http_request *req, void *arg);
 /* The http_handler_cb for kilnd's server (arg: struct webhook *). */
 void webhook_handle(struct http_request *req, void *arg);
 const char *webhook_result_str(enum webhook_result r);

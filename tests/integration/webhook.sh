@@ -92,11 +92,11 @@ t_providers_and_errors() {
 		kiln_running_builds:gauge kiln_builds_total:counter \
 		kiln_build_duration_seconds:histogram kiln_fetches_total:counter \
 		kiln_fetch_errors_total:counter kiln_last_successful_poll_timestamp_seconds:gauge \
-		kiln_webhook_deliveries_total:counter; do
+		kiln_webhook_deliveries_total:counter kiln_health_reasons:gauge; do
 		[ "$(grep -c "^# TYPE ${f%%:*} ${f#*:}\$" <<<"$metrics")" = 1 ] &&
 			[ "$(grep -c "^# HELP ${f%%:*} " <<<"$metrics")" = 1 ] || fail "/metrics: family $f"
 	done
-	[ "$(grep -c '^# TYPE' <<<"$metrics")" = 9 ] || fail "/metrics has families the README does not list"
+	[ "$(grep -c '^# TYPE' <<<"$metrics")" = 10 ] || fail "/metrics has families the README does not list"
 	contains "$metrics" 'kiln_build_duration_seconds_bucket{le="+Inf"}'
 	# the polls the deliveries asked for are done: none is left to replay
 	unhandled() { python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM deliveries WHERE handled = 0").fetchone()[0])' state/kilnd.db; }
@@ -122,8 +122,8 @@ t_limits_pipelining_and_load() {
 	python3 - "$PORT" <<-'PY' || fail "protocol checks failed"
 	import re, socket, sys, time
 	port = int(sys.argv[1])
-	def conn():
-	    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+	def conn(source="127.0.0.1"):
+	    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
 	    return s
 	def read_all(s):
 	    data = b""
@@ -159,8 +159,9 @@ t_limits_pipelining_and_load() {
 	s = conn()
 	s.sendall(b"GET /healthz HTTP/1.1\r\n" + b"X-Big: " + b"a" * 20000 + b"\r\n\r\n")
 	assert read_all(s).startswith(b"HTTP/1.1 431"), "big headers"
-	# 1,000 connections at once: all answered
-	socks = [conn() for _ in range(1000)]
+	# 1,000 connections at once, from 20 client addresses (each under its
+	# cap of 64 connections): all answered
+	socks = [conn("127.0.0.%d" % (1 + i % 20)) for i in range(1000)]
 	for x in socks:
 	    x.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	ok = sum(1 for x in socks if read_all(x).startswith(b"HTTP/1.1 200"))

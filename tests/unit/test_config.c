@@ -90,7 +90,7 @@ static void full_config(void **state)
 	    "registries:\n"
 	    "  - {host: \"r.example.com:5000\", username: ci, password_file: reg.token}\n"
 	    "listen: {http: [\"127.0.0.1:8080\", \"[::1]:8081\"], status_socket: /run/k.sock,\n"
-	    "         header_timeout: 2s, body_timeout: 3s, idle_timeout: 4s}\n"
+	    "         header_timeout: 2s, body_timeout: 3s, idle_timeout: 4s, bodies_max: 32M}\n"
 	    "shutdown_grace: 1m\n"
 	    "repositories:\n"
 	    "  - name: images\n"
@@ -129,6 +129,7 @@ static void full_config(void **state)
 	assert_int_equal(c.header_timeout_ms, 2000);
 	assert_int_equal(c.body_timeout_ms, 3000);
 	assert_int_equal(c.idle_timeout_ms, 4000);
+	assert_int_equal(c.bodies_max, 32u << 20);
 	assert_int_equal(c.shutdown_grace_ms, 60000);
 	assert_int_equal(c.nrepos, 2);
 	r = config_repo(&c, "images");
@@ -170,6 +171,8 @@ static void defaults(void **state)
 	assert_int_equal(c.docker_tls_verify, -1);
 	assert_int_equal(c.retries, 3);
 	assert_int_equal(c.shutdown_grace_ms, 30000);
+	assert_int_equal(c.health_repo_failing_ms, 10 * 60 * 1000);
+	assert_int_equal(c.health_min_free_bytes, 1ull << 30);
 	assert_int_equal(c.nrepos, 0);
 	config_done(&c);
 	free(path);
@@ -361,10 +364,15 @@ static const struct sample {
     {"listen.header_timeout", "1s", "1000"},
     {"listen.body_timeout", "2s", "2000"},
     {"listen.idle_timeout", "3s", "3000"},
+    {"listen.first_byte_timeout", "500ms", "500"},
+    {"listen.connections_per_client", "8", "8"},
+    {"listen.bodies_max", "1G", "1073741824"},
     {"listen.status_socket", "/s.sock", "/s.sock"},
     {"listen.status_group", NULL, NULL}, /* my_group() */
     {"listen.admin_group", NULL, NULL},
     {"shutdown_grace", "1h", "3600000"},
+    {"health.repository_failing_after", "200ms", "200"},
+    {"health.min_free_space", "0", "0"},
     {"repositories[].name", "b-c_d.e", "b-c_d.e"},
     {"repositories[].url", "\"git@h:x.git\"", "git@h:x.git"},
     {"repositories[].branches", "[dev, release/2]", "dev,release/2"},

@@ -1,5 +1,6 @@
 /* test_sig.c: HMAC-SHA256 against RFC 4231 vectors and GitHub's documented
- * example, hex decoding, signature header checks. */
+ * example, fed in one go and piece by piece, hex decoding, signature header
+ * checks. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,6 +46,37 @@ static void github_example(void **state)
 	assert_false(sig_check_hmac("s", "sha256=", "sha256=", "x", 1));
 }
 
+/* The HMAC fed piece by piece, as a body arrives, equals the one-shot HMAC;
+ * a second final is refused rather than answering a digest of nothing. */
+static void incremental(void **state)
+{
+	const char *hdr = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+	const char *key = "It's a Secret to Everybody";
+	unsigned char mac[SIG_SHA256_LEN], again[SIG_SHA256_LEN];
+	struct sig_hmac *h = sig_hmac_new(key, strlen(key));
+
+	(void)state;
+	assert_non_null(h);
+	sig_hmac_update(h, "Hello", 5);
+	sig_hmac_update(h, "", 0);
+	sig_hmac_update(h, ", World!", 8);
+	assert_true(sig_hmac_final(h, mac));
+	assert_true(sig_check_mac("sha256=", hdr, mac));
+	assert_true(sig_check_mac("", hdr + 7, mac));
+	assert_false(sig_check_mac("sha256=", hdr + 7, mac));
+	assert_false(sig_check_mac("sha256=", NULL, mac));
+	sig_hmac_update(h, "more", 4);
+	assert_false(sig_hmac_final(h, again));
+	h = sig_hmac_free(h);
+	assert_null(h);
+	/* nothing fed: the HMAC of an empty body */
+	h = sig_hmac_new(key, strlen(key));
+	assert_true(sig_hmac_final(h, mac));
+	sig_hmac_sha256(key, strlen(key), "", 0, again);
+	assert_memory_equal(mac, again, sizeof(mac));
+	sig_hmac_free(h);
+}
+
 static void compares(void **state)
 {
 	unsigned char b[2];
@@ -68,6 +100,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(rfc4231),
 	    cmocka_unit_test(github_example),
+	    cmocka_unit_test(incremental),
 	    cmocka_unit_test(compares),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -278,6 +278,36 @@ static void deliveries(void **state)
 	free(d);
 }
 
+/* A failed write is recorded for health until a commit writes again; a
+ * statement that changes nothing proves nothing. */
+static void failures_until_a_write(void **state)
+{
+	char *d = sub("failures");
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+	struct store_failure f;
+
+	(void)state;
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_false(store_failing(s, &f));
+	assert_int_equal(f.count, 0);
+	/* no commit: the NOT NULL constraint refuses the row */
+	assert_true(store_queue_build(s, "images", "main", "a", "a:1", NULL, &err) < 0);
+	assert_true(store_queue_build(s, "images", "main", "a", "a:1", NULL, &err) < 0);
+	assert_true(store_failing(s, &f));
+	assert_int_equal(f.count, 2);
+	assert_true(f.since > 0 && f.last >= f.since);
+	assert_non_null(strstr(f.message, "queueing a rebuild"));
+	assert_string_equal(f.message, err.msg);
+	assert_int_equal(store_deliveries_handled(s, "images", INT64_MAX, &err), 0); /* no row */
+	assert_true(store_failing(s, &f));
+	assert_int_equal(store_record_delivery(s, "images", "guid-1", &err), 1);
+	assert_false(store_failing(s, &f));
+	assert_int_equal(f.count, 0);
+	store_close(s);
+	free(d);
+}
+
 /* A state worth keeping: a plan, a few hundred deliveries (so the file has
  * pages to damage), closed so the WAL is folded into the file. */
 static void fill(const char *d)
@@ -599,6 +629,7 @@ int main(void)
 	    cmocka_unit_test(dependents_wait_and_are_cancelled),
 	    cmocka_unit_test(newer_schema_is_refused),
 	    cmocka_unit_test(deliveries),
+	    cmocka_unit_test(failures_until_a_write),
 	    cmocka_unit_test(plan_marks_served_deliveries),
 	    cmocka_unit_test(triggers_and_hints),
 	    cmocka_unit_test(malformed_is_refused),

@@ -5,7 +5,8 @@ hook.py PORT PATH PROVIDER SECRET [--event E] [--delivery ID] [--ref REF]
         [--before SHA] [--after SHA] [--bad-sig] [--no-sig] [--form] [--body TEXT] [--then ID]...
 Prints the HTTP status. Each --then ID sends the request again with that
 delivery id as soon as the previous answer is in, on the same connection,
-and prints its status too. Headers follow the providers' documentation:
+and prints its status too; --source ADDR connects from that local address.
+Headers follow the providers' documentation:
 GitHub X-GitHub-Event / X-GitHub-Delivery / X-Hub-Signature-256 (sha256=hex),
 GitLab X-Gitlab-Event / X-Gitlab-Token / Idempotency-Key, Gitea X-Gitea-Event
 / X-Gitea-Delivery / X-Gitea-Signature (bare hex, also sending the GitHub
@@ -34,6 +35,7 @@ ap.add_argument("--form", action="store_true")
 ap.add_argument("--body")
 ap.add_argument("--method", default="POST")
 ap.add_argument("--then", action="append", default=[])
+ap.add_argument("--source", help="the local address to connect from")
 a = ap.parse_args()
 
 payload = {"ref": a.ref, "before": a.before, "after": a.after,
@@ -75,7 +77,8 @@ else:
         h["X-Delivery"] = a.delivery
     if not a.no_sig:
         h["X-Signature"] = "sha256=" + mac
-c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=10)
+c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=10,
+                               source_address=(a.source, 0) if a.source else None)
 for delivery in [a.delivery] + a.then:
     for k in ("X-GitHub-Delivery", "Idempotency-Key", "X-Gitea-Delivery", "X-Delivery"):
         if k in h:
