@@ -301,7 +301,7 @@ static void failures_until_a_write(void **state)
 	assert_string_equal(f.message, err.msg);
 	assert_int_equal(store_deliveries_handled(s, "images", INT64_MAX, &err), 0); /* no row */
 	assert_true(store_failing(s, &f));
-	assert_int_equal(store_record_delivery(s, "images", "guid-1", &err), 1);
+	assert_int_equal(store_record_delivery(s, "images", "guid-1", NULL, NULL, &err), 1);
 	assert_false(store_failing(s, &f));
 	assert_int_equal(f.count, 0);
 	store_close(s);
