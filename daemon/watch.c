@@ -1,6 +1,6 @@
 /* watch.c (trigger -> fetch -> plan): one machine per repository,
- * idle -> fetching -> planning -> idle, with a repack of the mirror between
- * the plan and idle when a fetch left too many packs; decides when to poll (timer, jitter,
+ * idle -> fetching -> planning -> idle (repacking the mirror before idle when
+ * a fetch left too many packs); decides when to poll (timer, jitter,
  * backoff, coalesced triggers). Owns the poll timer, the work in flight, the
  * mirror handle and the catalog (the latter two used only by that work, on a
  * worker thread). What a plan contains is plan.c's business. */
@@ -589,7 +589,6 @@ static void repack_after(uv_work_t *req, int status)
 			    "fetch tries again",
 			    w->name, wk->err.msg);
 	} else {
-		w->repacks++;
 		log_info("watch '%s': repacked the mirror: %u packs -> %u (%zu objects, %zu loose "
 			 "removed) in %" PRIu64 " ms",
 			 w->name, rp->packs_before, rp->packs_after, rp->objects, rp->loose_removed,

@@ -1,5 +1,6 @@
 /* watch.h (trigger): one machine per watched repository: idle -> fetching -> planning
- * -> (repacking ->) idle. A poll asks the remote for its branch tips (ls-remote) and
+ * -> idle, and repacking before idle when a fetch left the mirror with more
+ * than repack_packs packs. A poll asks the remote for its branch tips (ls-remote) and
  * fetches only branches that moved; planning turns each moved branch's range
  * into queued builds, recorded with the new last-seen commit in one
  * transaction. The remote conversation is per repository, so the machine is
@@ -65,7 +66,7 @@ struct watch {
 	bool local_fp_valid;
 
 	/* Counters and times (unix seconds), for metrics. */
-	uint64_t polls, fetches, plans, errors, repacks;
+	uint64_t polls, fetches, plans, errors;
 	int64_t poll_started_ms, last_success;
 };
 
