@@ -6,6 +6,8 @@ bench_workdir() {
 	work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-$1.XXXXXX")
 	pid=
 	trap bench_cleanup EXIT
+	trap 'exit 130' INT # so that the EXIT trap runs
+	trap 'exit 143' TERM
 	export GIT_AUTHOR_NAME=b GIT_AUTHOR_EMAIL=b@example.invalid GIT_COMMITTER_NAME=b \
 		GIT_COMMITTER_EMAIL=b@example.invalid GIT_CONFIG_NOSYSTEM=1 HOME=$work
 }
