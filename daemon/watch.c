@@ -444,9 +444,8 @@ static void repack_work(uv_work_t *req)
 }
 
 /* The poll is over (its builds are announced): idle, or first a repack when
- * its fetch left more packs than allowed. The mirror handle is closed, not
- * refreshed, around it: libgit2's refresh adds new packs but keeps the
- * removed ones in its list. */
+ * its fetch left more packs than allowed. The mirror handle is closed first,
+ * so that it holds none of the packs the repack removes. */
 static void poll_done(struct watch *w, const struct watch_work *done)
 {
 	struct watch_work *wk;

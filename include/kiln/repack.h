@@ -24,8 +24,9 @@ int repack_count(const char *path, unsigned *ret);
  * makes it durable, then removes the packs and loose objects it replaces.
  * A crash at any point leaves a usable mirror. Nothing to fold (at most one
  * pack, no loose object) is no error: packs_before == packs_after. A
- * git_repository opened on the mirror before the repack must be closed and
- * reopened, not refreshed, afterwards. */
+ * git_repository opened before still reads every object (libgit2 looks at
+ * the pack directory again when an object is missing) but keeps the removed
+ * packs open, their disk space in use, until it is freed. */
 int repack_mirror(const char *path, struct repack_result *ret, struct kiln_err *err);
 
 #endif

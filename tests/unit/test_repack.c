@@ -163,7 +163,7 @@ static void kept_pack_is_left_alone(void **state)
 	struct kiln_err err = {0};
 	DIR *d = opendir(pack_dir);
 	struct dirent *e;
-	char keep[200] = "", kept_pack[200] = "";
+	char keep[400] = "", kept_pack[400] = "";
 	unsigned n;
 
 	(void)state;
