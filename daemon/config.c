@@ -21,6 +21,7 @@
 #define CONCURRENCY_MAX 64
 #define SIZE_MAX_UNITS	(1ull << 40) /* before the K, M or G multiplier */
 #define SECTION_MAX	64	     /* "repositories[].credentials" and a NUL fit */
+#define PACKS_MAX	100000
 
 struct config_ctx {
 	struct ydoc *y;
@@ -580,6 +581,13 @@ const struct config_key config_keys[] = {
      .help = "branches to follow; the first is the base for branches added later"},
     {REPO("", "poll_interval", CONFIG_DURATION, parse_duration, poll_interval_ms),
      .min = POLL_MIN_MS, .def = "60s", .help = "how often the remote's tip is checked"},
+    /* 32: an object lookup tries each pack in turn and libgit2 keeps only
+     * REPO_PACK_FILES_MAX packs open over all mirrors, while a repack
+     * rewrites the whole mirror: its cost is spread over 32 fetches. */
+    {REPO("", "repack_packs", CONFIG_NUMBER, parse_number, repack_packs), .max = PACKS_MAX,
+     .def = "32",
+     .help = "when a fetch leaves the mirror with more packs than this, they are folded into "
+	     "one; `0`: never"},
     {REPO("", "manifest", CONFIG_STRING, parse_manifest_name, manifest), .def = "manifest.yaml",
      .help = "the file that marks an image folder"},
     {REPO("", "build_on_start", CONFIG_STRING, parse_build_on_start, build_on_start), .def = "none",

@@ -1,5 +1,6 @@
 /* watch.c (trigger -> fetch -> plan): one machine per repository,
- * idle -> fetching -> planning -> idle; decides when to poll (timer, jitter,
+ * idle -> fetching -> planning -> idle (repacking the mirror before idle when
+ * a fetch left too many packs); decides when to poll (timer, jitter,
  * backoff, coalesced triggers). Owns the poll timer, the work in flight, the
  * mirror handle and the catalog (the latter two used only by that work, on a
  * worker thread). What a plan contains is plan.c's business. */
@@ -16,13 +17,16 @@
 #include "kiln/log.h"
 #include "kiln/path.h"
 #include "kiln/plan.h"
+#include "kiln/repack.h"
 #include "kiln/repo.h"
 #include "kiln/watch.h"
 
 #define BACKOFF_MAX_MS (15ull * 60 * 1000)
 
-/* What the worker does: a poll (ls-remote and fetch), then maybe a plan. */
-enum watch_work_kind { WATCH_WORK_FETCH, WATCH_WORK_PLAN };
+/* What the worker does: a poll (ls-remote and fetch), then maybe a plan;
+ * a repack is work of its own, queued once the poll's plan is recorded and
+ * announced, so that it never delays a build. */
+enum watch_work_kind { WATCH_WORK_FETCH, WATCH_WORK_PLAN, WATCH_WORK_REPACK };
 
 /* One poll on the worker pool. The worker reads only this struct, plus the
  * watch's name, mirror path and store (fixed at watch_new) and its mirror and
@@ -51,6 +55,8 @@ struct watch_work {
 	bool fetched, moved, skipped;
 	uint64_t fp;
 	bool fp_valid;
+	unsigned packs; /* after a fetch: the mirror's packs (repack_count) */
+	struct repack_result repacked;
 	struct strv seen_out;
 	struct strv mirror_tips_out;
 	unsigned queued;
@@ -62,7 +68,7 @@ static void poll_start(struct watch *w);
 
 const char *watch_state_str(enum watch_state s)
 {
-	static const char *const names[] = {"idle", "fetching", "planning", "closed"};
+	static const char *const names[] = {"idle", "fetching", "planning", "repacking", "closed"};
 	return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "unknown";
 }
 
@@ -108,6 +114,7 @@ static void settings_take(struct watch *w, const struct config_repo *repo)
 	w->manifest = xstrdup(repo->manifest);
 	strv_copy(&w->branches, &repo->branches);
 	w->interval_ms = repo->poll_interval_ms;
+	w->repack_packs = repo->repack_packs;
 	w->build_on_start = repo->build_on_start;
 	w->username = dup_or_null(repo->username);
 	w->password = dup_or_null(repo->password);
@@ -185,7 +192,8 @@ static void work_free(struct watch_work *wk)
 
 static const char *work_kind_str(enum watch_work_kind k)
 {
-	return k == WATCH_WORK_FETCH ? "poll" : "planning";
+	static const char *const names[] = {"poll", "planning", "repack"};
+	return (unsigned)k < ARRAY_SIZE(names) ? names[k] : "unknown";
 }
 
 static void note(struct watch_work *wk, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -289,6 +297,8 @@ static void fetch_work(uv_work_t *req)
 		wk->r = repo_fetch(wk->w->mirror, wk->url, &cr, (const char *const *)need.v, need.n,
 				   &wk->err);
 		wk->fetched = wk->r == 0;
+		if (wk->fetched && repack_count(wk->w->mirror_path, &wk->packs) < 0)
+			wk->packs = 0; /* unknown: no repack this time */
 	}
 out:
 	strv_done(&need);
@@ -446,6 +456,33 @@ static void go_idle(struct watch *w)
 	}
 }
 
+static void repack_after(uv_work_t *req, int status);
+
+static void repack_work(uv_work_t *req)
+{
+	struct watch_work *wk = container_of(req, struct watch_work, req);
+
+	wk->r = repack_mirror(wk->w->mirror_path, &wk->repacked, &wk->err);
+}
+
+/* The poll is over (its builds are announced): idle, or first a repack when
+ * its fetch left more packs than allowed. The mirror handle is closed first,
+ * so that it holds none of the packs the repack removes. */
+static void poll_done(struct watch *w, const struct watch_work *done)
+{
+	struct watch_work *wk;
+
+	if (w->stopping || w->repack_packs == 0 || done->packs <= w->repack_packs) {
+		go_idle(w);
+		return;
+	}
+	w->mirror = repo_close(w->mirror);
+	wk = work_new(w, WATCH_WORK_REPACK);
+	w->work = wk;
+	set_state(w, WATCH_REPACKING);
+	uv_queue_work(w->loop, &wk->req, repack_work, repack_after);
+}
+
 static void close_cb(uv_handle_t *h)
 {
 	struct watch *w = container_of((uv_timer_t *)h, struct watch, timer);
@@ -502,7 +539,7 @@ static void plan_landed(struct watch *w, struct watch_work *wk)
 	}
 	if (w->ops.planned)
 		w->ops.planned(w, wk->queued, w->arg);
-	go_idle(w);
+	poll_done(w, wk);
 }
 
 static void plan_after(uv_work_t *req, int status)
@@ -537,7 +574,7 @@ static bool fetch_landed(struct watch *w, struct watch_work *wk)
 	}
 	if (w->stopping || !wk->moved) {
 		succeeded(w);
-		go_idle(w);
+		poll_done(w, wk);
 		return false;
 	}
 	wk->kind = WATCH_WORK_PLAN;
@@ -556,6 +593,30 @@ static void fetch_after(uv_work_t *req, int status)
 	work_landed(w, wk, status);
 	if (!fetch_landed(w, wk))
 		work_end(w, wk);
+}
+
+/* A failed repack is no failed poll: the mirror keeps its packs, still
+ * usable, and the next fetch tries again. */
+static void repack_after(uv_work_t *req, int status)
+{
+	struct watch_work *wk = container_of(req, struct watch_work, req);
+	struct watch *w = wk->w;
+	const struct repack_result *rp = &wk->repacked;
+
+	assert(w->st == WATCH_REPACKING);
+	work_landed(w, wk, status);
+	if (wk->r < 0) {
+		log_warning("watch '%s': repack failed: %s; the mirror keeps its packs, the next "
+			    "fetch tries again",
+			    w->name, wk->err.msg);
+	} else {
+		log_info("watch '%s': repacked the mirror: %u packs -> %u (%zu objects, %zu loose "
+			 "removed) in %" PRIu64 " ms",
+			 w->name, rp->packs_before, rp->packs_after, rp->objects, rp->loose_removed,
+			 rp->ms);
+	}
+	go_idle(w);
+	work_end(w, wk);
 }
 
 static int64_t now_ms(void)

@@ -26,6 +26,7 @@ struct config_repo {
 	char *url;
 	struct strv branches; /* at least one; the first is the reference for new ones */
 	uint64_t poll_interval_ms;
+	unsigned repack_packs; /* fold the mirror's packs past this many; 0: never */
 	char *manifest;
 	enum config_build_on_start build_on_start;
 	char *username;		/* NULL: none */

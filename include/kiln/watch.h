@@ -1,5 +1,6 @@
 /* watch.h (trigger): one machine per watched repository: idle -> fetching -> planning
- * -> idle. A poll asks the remote for its branch tips (ls-remote) and
+ * -> idle, and repacking before idle when a fetch left the mirror with more
+ * than repack_packs packs. A poll asks the remote for its branch tips (ls-remote) and
  * fetches only branches that moved; planning turns each moved branch's range
  * into queued builds, recorded with the new last-seen commit in one
  * transaction. The remote conversation is per repository, so the machine is
@@ -14,7 +15,7 @@
 #include "kiln/config.h"
 #include "kiln/store.h"
 
-enum watch_state { WATCH_IDLE, WATCH_FETCHING, WATCH_PLANNING, WATCH_CLOSED };
+enum watch_state { WATCH_IDLE, WATCH_FETCHING, WATCH_PLANNING, WATCH_REPACKING, WATCH_CLOSED };
 
 struct watch;
 struct watch_work;
@@ -49,6 +50,7 @@ struct watch {
 	char *url, *manifest;
 	struct strv branches;
 	uint64_t interval_ms;
+	unsigned repack_packs; /* 0: never */
 	enum config_build_on_start build_on_start;
 	char *username, *password, *ssh_key_file;
 	unsigned gen;

@@ -20,15 +20,8 @@ while [ $# -gt 0 ]; do
 done
 [ -x "$kilnd" ] || { echo "no kilnd at $kilnd" >&2; exit 2; }
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-idle.XXXXXX")
-pid=
-cleanup() {
-	[ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	rm -rf "$work"
-}
-trap cleanup EXIT
-export GIT_AUTHOR_NAME=b GIT_AUTHOR_EMAIL=b@example.invalid GIT_COMMITTER_NAME=b \
-	GIT_COMMITTER_EMAIL=b@example.invalid GIT_CONFIG_NOSYSTEM=1 HOME=$work
+. "$here/lib.sh"
+bench_workdir idle
 
 echo "creating $repos repositories..." >&2
 mkdir -p "$work/src/img"

@@ -347,4 +347,47 @@ t_state_malformed_db_is_refused_and_recovered() {
 	stop_kilnd
 }
 
+# Every fetch adds a pack to the mirror; past repack_packs they are folded
+# into one. The repack keeps every object: a commit kilnd had as a branch's
+# last-seen commit and that a force push then took out of every ref is still
+# there (kilnd plans from last-seen commits, wherever they are), the mirror
+# passes git fsck, and pushes after the repack are planned as before.
+t_repack_folds_packs_keeps_every_object() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 100ms >kilnd.yaml
+	echo "    repack_packs: 4" >>kilnd.yaml
+	mirror=state/mirrors/images.git
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "first seen" kilnd.log || fail "first poll missing"
+	seen_is() { [ "$(db state/kilnd.db "SELECT last_seen FROM branches")" = "$1" ]; }
+	push "$clone" base/Dockerfile
+	gone=$(git -C "$clone" rev-parse HEAD)
+	wait_for 10 seen_is "$gone" || fail "push not seen: $(tail -3 kilnd.log)"
+	(cd "$clone" && git reset -q --hard HEAD~1 && echo z >>app/h && git add -A &&
+		git commit -qm rewritten && git push -q -f origin HEAD:main)
+	wait_for 10 seen_is "$(git -C "$clone" rev-parse HEAD)" || fail "force push not seen"
+	[ -z "$(git -C "$mirror" for-each-ref --contains "$gone")" ] ||
+		fail "$gone is still reachable in the mirror"
+	# one pack per fetch: the fifth one makes more than 4
+	for i in 1 2 3; do
+		push "$clone" "app/n$i"
+		wait_for 10 seen_is "$(git -C "$clone" rev-parse HEAD)" || fail "push $i not seen"
+	done
+	wait_for 10 grep -q "repacked the mirror" kilnd.log ||
+		fail "no repack: $(ls "$mirror/objects/pack" | grep -c 'pack$') packs"
+	grep -q "repacked the mirror: [5-9] packs -> 1 (" kilnd.log ||
+		fail "repack line: $(grep repacked kilnd.log)"
+	packs=$(ls "$mirror/objects/pack" | grep -c '\.pack$')
+	[ "$packs" -le 2 ] || fail "$packs packs after the repack"
+	git -C "$mirror" cat-file -e "$gone^{commit}" || fail "the force-pushed-away commit is gone"
+	git -C "$mirror" fsck --full --strict --no-progress >fsck.log 2>&1 ||
+		fail "fsck: $(tail -5 fsck.log)"
+	# planning goes on: a push after the repack is planned and built
+	push "$clone" base/Dockerfile
+	sha=$(git -C "$clone" rev-parse HEAD)
+	built() { [ "$(builds_for state "$sha")" = "$(printf 'app|succeeded\nbase|succeeded')" ]; }
+	wait_for 10 built || fail "push after the repack not planned: $(builds_for state "$sha")"
+	stop_kilnd
+}
+
 run_all

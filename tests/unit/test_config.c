@@ -148,6 +148,7 @@ static void full_config(void **state)
 	assert_int_equal(r->branches.n, 1); /* default [main] */
 	assert_string_equal(r->branches.v[0], "main");
 	assert_int_equal(r->poll_interval_ms, 60000);
+	assert_int_equal(r->repack_packs, 32);
 	assert_string_equal(r->manifest, "manifest.yaml");
 	assert_null(r->password);
 	assert_null(config_repo(&c, "nope"));
@@ -377,6 +378,7 @@ static const struct sample {
     {"repositories[].url", "\"git@h:x.git\"", "git@h:x.git"},
     {"repositories[].branches", "[dev, release/2]", "dev,release/2"},
     {"repositories[].poll_interval", "100ms", "100"},
+    {"repositories[].repack_packs", "0", "0"},
     {"repositories[].manifest", "image.yaml", "image.yaml"},
     {"repositories[].build_on_start", "all", "1"},
     {"repositories[].credentials.username", "ci", "ci"},

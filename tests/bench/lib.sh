@@ -1,0 +1,21 @@
+# lib.sh (bench): sourced by the benchmarks that run kilnd. bench_workdir NAME
+# makes the directory $work, removed when the script exits, after the
+# processes whose pids are in $pid (space-separated) are stopped; git there
+# gets a fixed identity and HOME is $work.
+bench_workdir() {
+	work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-$1.XXXXXX")
+	pid=
+	trap bench_cleanup EXIT
+	trap 'exit 130' INT # so that the EXIT trap runs
+	trap 'exit 143' TERM
+	export GIT_AUTHOR_NAME=b GIT_AUTHOR_EMAIL=b@example.invalid GIT_COMMITTER_NAME=b \
+		GIT_COMMITTER_EMAIL=b@example.invalid GIT_CONFIG_NOSYSTEM=1 HOME=$work
+}
+
+bench_cleanup() {
+	local p
+	for p in $pid; do
+		kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
+	done
+	rm -rf "$work"
+}
