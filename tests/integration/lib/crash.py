@@ -69,7 +69,7 @@ class Failed(Exception):
     pass
 
 
-stats = {"sent": 0, "acked": 0, "triggers": 0, "lost_deliveries": 0, "lost_triggers": 0,
+stats = {"rounds": 0, "sent": 0, "acked": 0, "triggers": 0, "lost_deliveries": 0, "lost_triggers": 0,
          "unrecorded": 0, "duplicates": 0, "integrity": 0, "restarts": []}
 failures = []
 
@@ -329,7 +329,7 @@ def table():
     med = statistics.median(rs) * 1000 if rs else 0
     p99 = rs[min(len(rs) - 1, int(len(rs) * 0.99))] * 1000 if rs else 0
     planned = query("SELECT count(*) FROM builds")[0][0]
-    rows = [("rounds (kill -9)", a.rounds), ("deliveries sent", stats["sent"]),
+    rows = [("rounds (kill -9)", stats["rounds"]), ("deliveries sent", stats["sent"]),
             ("deliveries acknowledged", stats["acked"]),
             ("triggers acknowledged", stats["triggers"]), ("builds planned", planned),
             ("duplicates", stats["duplicates"]),
@@ -371,6 +371,7 @@ def main():
                 threads.append(t)
         time.sleep(max(0, kill_at - time.monotonic()))
         kill9()
+        stats["rounds"] += 1
         stop_ev.set()
         for t in threads:
             t.join()
