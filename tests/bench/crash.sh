@@ -5,8 +5,10 @@
 # duplicates, lost deliveries and triggers, integrity_check failures, restart
 # time (to READY=1) median and p99.
 #
-#   tests/bench/crash.sh [KILND] [--rounds N] [--seed N]
+#   tests/bench/crash.sh [KILND] [--rounds N] [--seed N] [--settle S]
 #
+# --settle: how long an invariant may take after a restart (default 30 s;
+# each lost delivery or trigger costs that long).
 # KILN defaults to the kiln beside KILND; CRASH_TRIGGERS=0 counts lost
 # triggers without failing on them. Exit status 1 when an invariant broke.
 set -eu
@@ -16,7 +18,7 @@ rounds=500 extra=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--rounds) rounds=$2; shift 2 ;;
-	--seed) extra+=(--seed "$2"); shift 2 ;;
+	--seed | --settle) extra+=("$1" "$2"); shift 2 ;;
 	*) KILND=$1; shift ;;
 	esac
 done

@@ -165,7 +165,7 @@ t_every_secret_kind_never_printed() {
 	python3 "$LIB/leaks.py" secrets.tsv secrets.tsv >/dev/null && fail "the grep exits 0 on a leak"
 	python3 "$LIB/leaks.py" secrets.tsv "$LIB/leaks.py" || fail "the grep finds secrets where there are none"
 
-	python3 "$LIB/hostile_engine.py" "$PWD/e.sock" "$PWD/mode" 2>engine.log &
+	AUTH_LOG=$PWD/engine.auth python3 "$LIB/hostile_engine.py" "$PWD/e.sock" "$PWD/mode" 2>engine.log &
 	track_pid $!
 	echo ok >mode
 	wait_for 10 test -S e.sock || fail "the stand-in engine did not start: $(cat engine.log)"
@@ -261,6 +261,8 @@ sys.exit(not all(r[n]["last_error"] for n in ("creds", "inurl", "ssh")))'
 	# the credentials were used: had they been printed, the grep would see them
 	grep -qx "Basic $(printf 'alice:repo-%s' "$SECRET" | base64 -w0)" port.auth ||
 		fail "the repository password was not sent: $(cat port.auth 2>&1)"
+	grep -q "registry password (inside base64)" <<<"$(python3 "$LIB/leaks.py" secrets.tsv engine.auth)" ||
+		fail "the registry password did not reach the engine: $(cat engine.auth 2>&1)"
 	leak_check secrets.tsv out/*
 	unset CREDENTIALS_DIRECTORY KILN_SOCKET
 }
