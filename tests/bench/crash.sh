@@ -14,11 +14,12 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 KILND=${KILND:-$here/../../build/kilnd}
-rounds=500 extra=()
+# not "extra": run_all has a local of that name, which its scenarios see
+rounds=500 crash_opts=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--rounds) rounds=$2; shift 2 ;;
-	--seed | --settle) extra+=("$1" "$2"); shift 2 ;;
+	--seed | --settle) crash_opts+=("$1" "$2"); shift 2 ;;
 	*) KILND=$1; shift ;;
 	esac
 done
@@ -32,7 +33,7 @@ LIB=$here/../integration/lib
 . "$LIB/crash.sh"
 
 t_kill_9_loop() {
-	crash_loop "$rounds" --keep-going "${extra[@]}"
+	crash_loop "$rounds" --keep-going "${crash_opts[@]}"
 }
 
 run_all
