@@ -4,9 +4,7 @@
 # is planned twice and nothing acknowledged is lost (lib/crash.py says what
 # is checked). tests/bench/crash.sh runs 500.
 . "$(dirname "$0")/lib/common.sh"
-: "${KILND:?set KILND to the kilnd executable}"
-LIB=$(cd "$(dirname "$0")/lib" && pwd)
-. "$LIB/kilnd.sh"
+. "$(dirname "$0")/lib/kilnd.sh"
 . "$LIB/crash.sh"
 
 t_kill_9_loop_under_webhook_load() {

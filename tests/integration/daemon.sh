@@ -3,9 +3,7 @@
 # disk and one served by `git daemon` on 127.0.0.1, with NOTIFY_SOCKET
 # pointing at a datagram socket this script reads.
 . "$(dirname "$0")/lib/common.sh"
-: "${KILND:?set KILND to the kilnd executable}"
-LIB=$(cd "$(dirname "$0")/lib" && pwd)
-. "$LIB/kilnd.sh"
+. "$(dirname "$0")/lib/kilnd.sh"
 
 t_check_config() {
 	config /tmp/x /tmp/repo 10s >good.yaml

@@ -1,6 +1,6 @@
 # crash.sh: the kill -9 loop shared by tests/integration/crash.sh (50 rounds
 # in CI) and tests/bench/crash.sh (500 and a table). Sourced after common.sh
-# and kilnd.sh, with LIB set; crash.py does the rounds and checks the
+# and kilnd.sh (which sets LIB); crash.py does the rounds and checks the
 # invariants (see its docstring).
 
 # crash_loop ROUNDS [crash.py options...]: an origin with base, app and
@@ -24,13 +24,10 @@ crash_loop() {
 	) || { fail "could not make the origin"; return; }
 	for i in $(seq 1 "${CRASH_IMAGES:-50}"); do images="$images,many/i$i"; done
 	port=$(free_port)
-	printf 'crash-webhook-secret' >hook.secret
-	config "$PWD/state" "$PWD/origin.git" 1h >kilnd.yaml
-	echo "    webhook: {provider: github, secret_file: hook.secret}" >>kilnd.yaml
-	sed -i "s|^listen: {|listen: {http: [\"127.0.0.1:$port\"], |" kilnd.yaml
+	config "$PWD/state" "$PWD/origin.git" 1h "$port" >kilnd.yaml
 	python3 "$LIB/crash.py" --kilnd "$KILND" --kiln "$KILN" --config "$PWD/kilnd.yaml" \
 		--state "$PWD/state" --origin "$PWD/origin.git" --clone "$clone" --port "$port" \
-		--secret crash-webhook-secret --images "$images" --rounds "$rounds" \
+		--secret topsecret --images "$images" --rounds "$rounds" \
 		--triggers "${CRASH_TRIGGERS:-1}" "$@" ||
 		fail "the kill -9 loop broke an invariant (log: $PWD/kilnd.log)"
 }

@@ -1,7 +1,9 @@
-# kilnd.sh: helpers for scenarios that run the real kilnd on real
-# repositories (sourced after common.sh, with LIB set to this directory): an
-# origin with images, pushes to it, a dry-run configuration, kilnd started
-# with a notification socket and stopped, and reads of its state database.
+# kilnd.sh: helpers for scenarios that run the real kilnd on one repository
+# (sourced after common.sh): a bare origin with two images, pushes, the
+# configuration, start and stop with a NOTIFY_SOCKET listener, and the state
+# database read with python's sqlite3.
+: "${KILND:?set KILND to the kilnd executable}"
+LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # origin DIR: a bare repository with two images (app builds FROM base)
 origin() {
@@ -26,19 +28,25 @@ push() {
 		git push -q origin HEAD:main)
 }
 
-# config STATE URL INTERVAL: a dry-run configuration watching URL as
-# 'images'; lines appended to it belong to that repository
+# config STATE URL INTERVAL [HTTP-PORT]: one repository, "images"; with a
+# port, a listener there and a github webhook whose secret is "topsecret"
 config() {
+	local http=
+	[ -z "${4:-}" ] || http=", http: [\"127.0.0.1:$4\"]"
 	cat <<-Y
 	state_dir: $1
 	builds: {dry_run: true}
-	listen: {status_socket: $1.sock}
+	listen: {status_socket: $1.sock$http}
 	shutdown_grace: 5s
 	repositories:
 	  - name: images
 	    url: $2
 	    poll_interval: $3
 	Y
+	if [ -n "${4:-}" ]; then
+		printf 'topsecret' >"$1.secret"
+		echo "    webhook: {provider: github, secret_file: $1.secret}"
+	fi
 }
 
 start_kilnd() { # CONFIG
@@ -60,12 +68,13 @@ stop_kilnd() {
 	[ "$rc" = 0 ] || fail "kilnd exited $rc after SIGTERM"
 }
 
-db() { # SQL -> rows, fields separated by |
+db() { # DB SQL -> rows, fields separated by |; a change is committed
 	python3 - "$1" "$2" <<-'PY'
 	import sqlite3, sys
 	con = sqlite3.connect(sys.argv[1])
 	for row in con.execute(sys.argv[2]):
 	    print("|".join("" if v is None else str(v) for v in row))
+	con.commit()
 	PY
 }
 
