@@ -3,6 +3,8 @@
  * long-lived: the store, one watch per repository, the builder, the webhook
  * endpoints, the status socket and the metric registry. What it reports is
  * built in status.c and metrics.c; the delivery bookkeeping is webhook.c's. */
+#include <dirent.h>
+#include <errno.h>
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
@@ -640,6 +642,39 @@ static void log_refusal(const struct daemon *d, int r, const char *why)
 	free(backup);
 }
 
+/* Lock files in the mirrors are a killed run's: nothing else writes them while
+ * kilnd holds the state directory, and each would fail every fetch of its ref. */
+static int unlock_mirrors(struct daemon *d)
+{
+	DIR *dir = opendir(d->mirrors_dir);
+	struct dirent *e;
+	int r = 0;
+
+	if (dir == NULL) {
+		log_error("cannot read '%s': %s", d->mirrors_dir, strerror(errno));
+		return -errno;
+	}
+	while (r == 0 && (e = readdir(dir)) != NULL) {
+		struct kiln_err err = {0};
+		unsigned n = 0;
+		char *path;
+
+		if (e->d_name[0] == '.')
+			continue;
+		path = xasprintf("%s/%s", d->mirrors_dir, e->d_name);
+		r = repo_mirror_unlock(path, &n, &err);
+		if (r < 0)
+			log_error("%s", err.msg);
+		if (n > 0)
+			log_notice("mirror '%s': removed %u lock file%s left by a run that did not "
+				   "stop cleanly",
+				   e->d_name, n, n == 1 ? "" : "s");
+		free(path);
+	}
+	closedir(dir);
+	return r;
+}
+
 /* The store (requeueing what the last run left running) and the mirrors. */
 static int open_store(struct daemon *d)
 {
@@ -662,7 +697,7 @@ static int open_store(struct daemon *d)
 		log_error("cannot create '%s': %s", d->mirrors_dir, strerror(errno));
 		return -errno;
 	}
-	return 0;
+	return unlock_mirrors(d);
 }
 
 /* The builder, on a Docker engine client unless builds.dry_run. */

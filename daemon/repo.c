@@ -1,9 +1,13 @@
 /* repo.c (fetch): libgit2 for everything kiln reads from git: open a repository,
  * resolve revisions, read blobs and trees, and keep the bare mirrors current
  * (ls-remote tip check, fetch). Blocking: worker threads and the CLI only. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kiln/buf.h"
 
@@ -165,6 +169,58 @@ int repo_mirror_open(const char *path, git_repository **ret, struct kiln_err *er
 		return kiln_err_git(err, -EIO, "cannot open mirror '%s'", path);
 	*ret = repo;
 	return 0;
+}
+
+/* Removes dir's *.lock files, and with recurse those of its subdirectories. */
+static int unlock_dir(const char *dir, bool recurse, unsigned *n, struct kiln_err *err)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int r = 0;
+
+	if (d == NULL)
+		return errno == ENOENT ? 0
+				       : kiln_err_set(err, -errno, "cannot read '%s': %s", dir,
+						      strerror(errno));
+	while (r == 0 && (e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name);
+		char *path;
+		struct stat st;
+
+		if (e->d_name[0] == '.')
+			continue;
+		path = xasprintf("%s/%s", dir, e->d_name);
+		if (lstat(path, &st) < 0)
+			r = errno == ENOENT ? 0
+					    : kiln_err_set(err, -errno, "cannot stat '%s': %s",
+							   path, strerror(errno));
+		else if (S_ISDIR(st.st_mode) && recurse)
+			r = unlock_dir(path, true, n, err);
+		else if (S_ISREG(st.st_mode) && len > 5 &&
+			 strcmp(e->d_name + len - 5, ".lock") == 0) {
+			if (unlink(path) < 0)
+				r = kiln_err_set(err, -errno, "cannot remove '%s': %s", path,
+						 strerror(errno));
+			else
+				(*n)++;
+		}
+		free(path);
+	}
+	closedir(d);
+	return r;
+}
+
+int repo_mirror_unlock(const char *path, unsigned *ret_removed, struct kiln_err *err)
+{
+	char *refs = xasprintf("%s/refs", path);
+	unsigned n = 0;
+	int r = unlock_dir(path, false, &n, err); /* packed-refs.lock, HEAD.lock, config.lock */
+
+	if (r == 0)
+		r = unlock_dir(refs, true, &n, err);
+	free(refs);
+	*ret_removed = n; /* those removed before a failure are gone too */
+	return r;
 }
 
 /* Remotes are anonymous (the URL comes from kilnd.yaml, not the mirror's

@@ -40,6 +40,12 @@ struct repo_creds {
 
 /* Opens the bare mirror at path, creating it when missing (no network). */
 int repo_mirror_open(const char *path, git_repository **ret, struct kiln_err *err);
+/* Removes the lock files a process killed in the middle of an update left in
+ * the mirror at path (refs/heads/<branch>.lock after a kill -9 in a fetch:
+ * every later fetch fails on it); *ret_removed counts them, also on failure.
+ * Only for the mirror's one writer while nothing else uses it: kilnd at
+ * start, under its instance lock. */
+int repo_mirror_unlock(const char *path, unsigned *ret_removed, struct kiln_err *err);
 /* Asks the remote at url for its branch tips without fetching (ls-remote).
  * For each of the n branches, ret_found[i] says whether it exists and
  * ret_oids[i] is its commit. */

@@ -254,6 +254,29 @@ t_kill_9_loses_and_duplicates_nothing() {
 	[ "$(echo "$got" | wc -l)" = 402 ] || fail "expected 402 images (base, app, 400 dependents)"
 }
 
+# A kill -9 in the middle of a fetch leaves libgit2's lock file beside the
+# branch's ref in the mirror; every later fetch failed on it ("failed to lock
+# file ... for writing"), so nothing pushed was built again. The lock is made
+# by hand here, where the kill loop of crash.sh meets it by chance.
+t_kill_9_stale_mirror_lock_is_removed() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 1h >kilnd.yaml
+	start_kilnd kilnd.yaml
+	kill -USR1 "$KPID"
+	wait_for 10 grep -q "first seen" kilnd.log || fail "first poll missing"
+	kill -KILL "$KPID"
+	wait "$KPID" 2>/dev/null
+	git --git-dir=state/mirrors/images.git rev-parse main >state/mirrors/images.git/refs/heads/main.lock
+	push "$clone" base/Dockerfile
+	sha=$(git -C "$clone" rev-parse HEAD)
+	start_kilnd kilnd.yaml
+	grep -q "mirror 'images.git': removed 1 lock file" kilnd.log || fail "the stale lock was not reported"
+	kill -USR1 "$KPID"
+	built() { [ "$(builds_for state "$sha")" = "$(printf 'app|succeeded\nbase|succeeded')" ]; }
+	wait_for 10 built || fail "the push was not built: $(grep "poll failed" kilnd.log | tail -1)"
+	stop_kilnd
+}
+
 # ---- a damaged state database: refused, recovered from the snapshot ----
 
 # damage_db STATE: 4 KiB of random bytes into the middle of STATE/kilnd.db,

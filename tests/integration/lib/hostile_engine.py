@@ -26,6 +26,9 @@ goes wrong; every other call gets a plausible good answer:
   check_denied    /distribution/{name}/json: the registry wants credentials
   push_error      the push stream carries an error line
   push_garbage    the push stream is not JSON, and has no digest
+
+With $AUTH_LOG set, the X-Registry-Auth and X-Registry-Config headers it
+gets are appended to that file (a test shows the credentials were sent).
 """
 import http.server
 import os
@@ -104,7 +107,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.ping()
 
+    def note_auth(self):
+        log = os.environ.get("AUTH_LOG")
+        for h in ("X-Registry-Auth", "X-Registry-Config"):
+            if log and self.headers.get(h):
+                with open(log, "a") as f:
+                    f.write("%s: %s\n" % (h, self.headers[h]))
+
     def do_GET(self):
+        self.note_auth()
         m, p = mode(), self.path
         if p.endswith("/_ping"):
             return self.ping()
@@ -128,6 +139,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.reply(204, "")
 
     def do_POST(self):
+        self.note_auth()
         m, p = mode(), self.path
         self.body()
         if "/build" in p:
