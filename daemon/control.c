@@ -327,15 +327,20 @@ static int builds_work(struct request *rq)
 {
 	struct store_build_filter f = {0};
 	struct store_build_row *rows = NULL;
+	int64_t limit = arg_int(rq, PROTO_F_LIMIT);
 	size_t n = 0;
 	int r;
 
+	/* 0: the store's default; a negative one would mean "no limit" to SQLite */
+	if (limit < 0 || limit > PROTO_LIMIT_MAX)
+		return kiln_err_set(&rq->err, -EINVAL, "'%s' must be 1 to %d, not %lld",
+				    PROTO_F_LIMIT, PROTO_LIMIT_MAX, (long long)limit);
 	f.repo = arg_str(rq, PROTO_F_REPOSITORY);
 	f.path = arg_str(rq, PROTO_F_IMAGE);
 	if (f.path && strcmp(f.path, ".") == 0)
 		f.path = "";
 	f.state = arg_str(rq, PROTO_F_STATE);
-	f.limit = (unsigned)arg_int(rq, PROTO_F_LIMIT);
+	f.limit = (unsigned)limit;
 	r = store_list_builds(rq->store, &f, &rows, &n, &rq->err);
 	if (r < 0)
 		return r;

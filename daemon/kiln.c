@@ -622,9 +622,19 @@ static int cmd_online(const struct kiln_cmd *cmd, int argc, char **argv)
 		case 't':
 			json_object_set_new(req, PROTO_F_STATE, json_string(optarg));
 			break;
-		case 'n':
-			json_object_set_new(req, PROTO_F_LIMIT, json_integer(atoi(optarg)));
+		case 'n': {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+
+			if (end == optarg || *end || n < 1 || n > PROTO_LIMIT_MAX) {
+				fprintf(stderr, "kiln %s: --limit must be 1 to %d, not '%s'\n",
+					cmd->name, PROTO_LIMIT_MAX, optarg);
+				json_decref(req);
+				return EXIT_USAGE;
+			}
+			json_object_set_new(req, PROTO_F_LIMIT, json_integer(n));
 			break;
+		}
 		case 'h':
 			online_help(stdout);
 			json_decref(req);

@@ -38,6 +38,7 @@
 #define PROTO_F_COMMIT	   "commit"
 #define PROTO_F_STATE	   "state"
 #define PROTO_F_LIMIT	   "limit"
+#define PROTO_LIMIT_MAX	   100000 /* rows a "builds" answer may ask for */
 #define PROTO_F_FOLLOW	   "follow"
 
 /* a build (builds, build) */

@@ -257,6 +257,11 @@ t_bad_clients() {
 	for want in ("unknown command", "protocol version 9", "not a JSON object"):
 	    a = json.loads(line(garbage))
 	    assert a["ok"] is False and want in a["error"], (want, a)
+	# a negative limit would mean "no limit" to SQLite: refused, as is a huge one
+	garbage.sendall(b'{"v":1,"cmd":"builds","limit":-1}\n{"v":1,"cmd":"builds","limit":100001}\n')
+	for _ in range(2):
+	    a = json.loads(line(garbage))
+	    assert a["ok"] is False and "'limit' must be 1 to 100000" in a["error"], a
 	# several requests in one write: answered in order, while others misbehave
 	good.sendall(b'{"v":1,"cmd":"status"}\n{"v":1,"cmd":"builds","limit":1}\n{"v":1,"cmd":"health"}\n')
 	r1, r2, r3 = json.loads(line(good)), json.loads(line(good)), json.loads(line(good))
@@ -281,6 +286,10 @@ t_bad_clients() {
 	stalled.close()
 	PY
 	kill -0 "$KPID" || fail "kilnd died"
+	for bad in 0 -3 5x 100001; do
+		expect_rc 2 "$KILN" builds --limit "$bad" --socket "$PWD/kiln.sock"
+		contains "$ERR" "--limit must be 1 to 100000, not '$bad'"
+	done
 	kill -TERM "$KPID"
 	wait "$KPID" || fail "kilnd did not exit 0"
 }
