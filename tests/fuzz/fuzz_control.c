@@ -78,8 +78,15 @@ static int cancel_running(int64_t id, void *arg)
 	return -ENOENT; /* nothing runs here: cancels of running builds are refused */
 }
 
-static const struct control_ops ops = {status,	 trigger,   changed,	   health,
-				       log_path, repo_info, cancel_running};
+/* "images" is watched; a trigger of it is taken (and polls nothing here) */
+static const struct control_ops ops = {.status = status,
+				       .watched = trigger,
+				       .trigger = trigger,
+				       .changed = changed,
+				       .health = health,
+				       .log_path = log_path,
+				       .repo_info = repo_info,
+				       .cancel_running = cancel_running};
 
 static void setup(void)
 {
