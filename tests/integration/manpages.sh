@@ -71,45 +71,40 @@ manifest_keys() {
 	echo test.command
 }
 
+# expect_named PAGE MISSING_FN MIN WHAT WORD...: PAGE names every WORD (found
+# by MISSING_FN), and the extraction found at least MIN of them
+expect_named() {
+	local page=$1 fn=$2 min=$3 what=$4 m
+	shift 4
+	[ "$#" -ge "$min" ] || fail "found only $# $what: $*"
+	m=$("$fn" "$MAN/$page" "$@")
+	[ -z "$m" ] || fail "$page lacks: $m"
+}
+
+# shellcheck disable=SC2046 # one word per option or key
 t_kiln_options() {
-	local opts cmds c m
-	opts=$(kiln_options)
-	cmds=$(kiln_commands)
-	[ "$(wc -w <<<"$opts")" -ge 15 ] || fail "found only these options of kiln: $opts"
-	[ "$(wc -w <<<"$cmds")" -ge 10 ] || fail "found only these commands of kiln: $cmds"
-	# shellcheck disable=SC2086
-	m=$(missing_options "$MAN/kiln.1" $opts)
-	[ -z "$m" ] || fail "kiln.1 lacks: $m"
-	for c in $cmds; do
+	local c
+	expect_named kiln.1 missing_options 15 "options of kiln" $(kiln_options)
+	for c in $(kiln_commands); do
 		grep -qE "^\.BI? $c( |$)|^\.BR $c " "$MAN/kiln.1" || fail "kiln.1 has no entry for the command $c"
 	done
+	[ "$(kiln_commands | wc -l)" -ge 10 ] || fail "found only these commands of kiln: $(kiln_commands)"
 }
 
+# shellcheck disable=SC2046
 t_kilnd_options() {
-	local opts m
-	opts=$(long_options "$KILN_SRC/daemon/kilnd.c" "$("$KILND" --help 2>&1)")
-	[ "$(wc -w <<<"$opts")" -ge 6 ] || fail "found only these options of kilnd: $opts"
-	# shellcheck disable=SC2086
-	m=$(missing_options "$MAN/kilnd.8" $opts)
-	[ -z "$m" ] || fail "kilnd.8 lacks: $m"
+	expect_named kilnd.8 missing_options 6 "options of kilnd" \
+		$(long_options "$KILN_SRC/daemon/kilnd.c" "$("$KILND" --help 2>&1)")
 }
 
+# shellcheck disable=SC2046
 t_config_keys() {
-	local keys m
-	keys=$(config_keys)
-	[ "$(wc -w <<<"$keys")" -ge 40 ] || fail "test_config --markdown gave only: $keys"
-	# shellcheck disable=SC2086
-	m=$(missing_keys "$MAN/kilnd.yaml.5" $keys)
-	[ -z "$m" ] || fail "kilnd.yaml.5 lacks: $m"
+	expect_named kilnd.yaml.5 missing_keys 40 "keys in test_config --markdown" $(config_keys)
 }
 
+# shellcheck disable=SC2046
 t_manifest_keys() {
-	local keys m
-	keys=$(manifest_keys)
-	[ "$(wc -w <<<"$keys")" -ge 12 ] || fail "manifest.c's key list gave only: $keys"
-	# shellcheck disable=SC2086
-	m=$(missing_keys "$MAN/kiln-manifest.5" $keys)
-	[ -z "$m" ] || fail "kiln-manifest.5 lacks: $m"
+	expect_named kiln-manifest.5 missing_keys 12 "keys in manifest.c's list" $(manifest_keys)
 }
 
 # the checks above find what is missing: a page without --push, without a
