@@ -8,7 +8,7 @@
 # binaries link.
 set(CPACK_PACKAGE_NAME kiln)
 set(CPACK_PACKAGE_VENDOR "kiln")
-set(CPACK_PACKAGE_CONTACT "kiln maintainers <kiln@localhost>")
+set(CPACK_PACKAGE_CONTACT "${KILN_DEB_MAINTAINER}")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "keeps a Docker registry in step with a git repository of images")
 set(CPACK_PACKAGE_DESCRIPTION "kiln finds the image folders (a manifest.yaml and a Dockerfile each) that a
 change of a git repository touches, and those building FROM them. kiln, the
