@@ -2,14 +2,17 @@
 # deps.sh [--tests]: installs kiln's build dependencies from Debian 12's
 # archive, and with --tests also what the test suite needs (clang for the
 # fuzzers, a Docker engine, a registry, static busybox, htpasswd); only those
-# that are missing, so a prepared machine needs no network.
+# that are missing, so a prepared machine needs no network. The package test
+# needs dpkg-dev (dpkg-shlibdeps for CPack's Depends:), the man page test
+# groff-base and man-db.
 set -eu
 
 pkgs="build-essential cmake pkg-config git ca-certificates python3
 libgit2-dev libyaml-dev libjansson-dev libcmocka-dev libuv1-dev libsqlite3-dev libsystemd-dev
 libssl-dev libhttp-parser-dev libcurl4-openssl-dev libarchive-dev curl systemd"
 if [ "${1:-}" = --tests ]; then
-	pkgs="$pkgs clang docker-registry busybox-static apache2-utils openssl"
+	pkgs="$pkgs clang docker-registry busybox-static apache2-utils openssl
+dpkg-dev groff-base man-db"
 	# a host with Docker's own packages (docker-ce) keeps its engine: Debian's
 	# docker.io would conflict with them
 	command -v dockerd >/dev/null || pkgs="$pkgs docker.io"
