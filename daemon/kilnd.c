@@ -685,6 +685,15 @@ static int open_store(struct daemon *d)
 		log_refusal(d, r, err.msg);
 		return r;
 	}
+	if (r == -EPROTO) {
+		/* a restart cannot help: the unit must not retry (exit 65) */
+		log_error("%s", err.msg);
+		log_error(
+		    "refusing to start on it: this kilnd is older than the one that wrote it; "
+		    "install that kilnd again, or see README, \"Operations runbook\", for a "
+		    "downgrade");
+		return r;
+	}
 	if (r < 0) {
 		log_error("%s", err.msg);
 		return -EIO;
@@ -778,7 +787,7 @@ static int run(struct daemon *d)
 	repo_global_init();
 	d->loop = uv_default_loop();
 	r = open_store(d);
-	if (r == -EUCLEAN || r == -ENODATA)
+	if (r == -EUCLEAN || r == -ENODATA || r == -EPROTO)
 		return KILND_EXIT_STATE_REFUSED;
 	if (r < 0 || start_builder(d) < 0)
 		return 1;

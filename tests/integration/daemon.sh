@@ -318,6 +318,23 @@ refuses() {
 	contains "$OUT" "kilnd --recover"
 }
 
+# A database of a newer schema (a downgrade) is refused with exit 65, the
+# unit's RestartPreventExitStatus: restarting cannot help. Left untouched.
+t_state_newer_schema_is_refused() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 300ms >kilnd.yaml
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "first seen" kilnd.log || fail "first poll missing"
+	stop_kilnd
+	db state/kilnd.db "PRAGMA user_version = 99" >/dev/null
+	timeout 20 "$KILND" --config kilnd.yaml >refused.log 2>&1
+	rc=$?
+	[ "$rc" = 65 ] || fail "kilnd exited $rc, expected 65: $(tail -3 refused.log)"
+	contains "$(cat refused.log)" "state database schema 99 is newer than this kilnd knows"
+	contains "$(cat refused.log)" "Operations runbook"
+	[ "$(db state/kilnd.db "PRAGMA user_version")" = 99 ] || fail "the newer database was changed"
+}
+
 t_state_zero_length_db_is_refused() {
 	clone=$(origin "$PWD/origin.git")
 	config "$PWD/state" "$PWD/origin.git" 300ms >kilnd.yaml
