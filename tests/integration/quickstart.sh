@@ -61,7 +61,8 @@ t_keep_prints_a_kill_line_that_stops_it() {
 	[ "$line" = "kill $(alive_kilnd)" ] || fail "kill line '$line', running: $(alive_kilnd)"
 	track_pid "${line#kill }"
 	$line
-	wait_for 10 test -z "$(alive_kilnd)" || fail "'$line' did not stop kilnd"
+	wait_for 30 test -z "$(alive_kilnd)" ||
+		fail "'$line' did not stop kilnd in 30 s: $(tail -5 b/quickstart/kilnd.log)"
 }
 
 run_all
