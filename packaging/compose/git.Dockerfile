@@ -3,7 +3,7 @@
 ARG BASE=debian:12
 FROM ${BASE}
 RUN apt-get update && \
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git busybox-static && \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-unsafe-io git busybox-static && \
     rm -rf /var/lib/apt/lists/*
 COPY git-serve.sh /usr/local/bin/git-serve
 RUN useradd --system --home-dir /srv/git --no-create-home --shell /usr/sbin/nologin git && \

@@ -3,7 +3,7 @@
 ARG BASE=debian:12
 FROM ${BASE}
 RUN apt-get update && \
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry && \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-unsafe-io docker-registry && \
     rm -rf /var/lib/apt/lists/*
 COPY registry.yml /etc/docker/registry/config.yml
 USER docker-registry

@@ -98,7 +98,7 @@ CONTAINER=
 # ---- scenarios (in this order: they share the image) ----
 
 t_1_image_is_runtime_only_non_root() {
-	local pkgs
+	local pkgs bad
 	[ "$(inspect '{{.Config.User}}')" = kiln ] || fail "USER: $(inspect '{{.Config.User}}')"
 	[ "$(in_image 'id -u; id -g')" = "$(printf '10001\n10001')" ] || fail "uid/gid: $(in_image 'id')"
 	contains "$(inspect '{{json .Config.Healthcheck.Test}}')" '"kiln","health","--socket","/run/kiln/kiln.sock"'
@@ -111,7 +111,7 @@ t_1_image_is_runtime_only_non_root() {
 	pkgs=$(in_image 'dpkg-query -W -f="\${Package}\n"')
 	[ -n "$pkgs" ] || fail "no package list"
 	bad=$(grep -E -e '-dev$' -e '^(gcc|gcc-12|cpp|cmake|make|build-essential|pkg-config|libc6-dev|binutils)$' <<<"$pkgs")
-	[ -z "$bad" ] || fail "build packages in the runtime image: $(echo $bad)"
+	[ -z "$bad" ] || fail "build packages in the runtime image: $(tr "\n" " " <<<"$bad")"
 	[ -z "$(in_image 'ls /var/lib/apt/lists | grep -v -e ^lock -e ^partial')" ] || fail "apt lists left in the image"
 	contains "$(in_image 'kilnd --check-config')" "valid, 0 repositories"
 }
@@ -166,7 +166,7 @@ t_2_runs_builds_pushes_stops() {
 	docker exec "$CONTAINER" kiln trigger images >/dev/null || fail "kiln trigger"
 	wait_for 120 sh -c "python3 '$PEEK' tags 'http://$REG' hello | grep -qx 1.0" ||
 		fail "hello:1.0 not in the registry: $(docker exec "$CONTAINER" kiln builds 2>&1 | tail -3)"
-	docker exec "$CONTAINER" kiln builds | grep -q 'hello.*succeeded' || fail "kiln builds: $(docker exec "$CONTAINER" kiln builds)"
+	docker exec "$CONTAINER" kiln builds | grep -q 'succeeded.*hello' || fail "kiln builds: $(docker exec "$CONTAINER" kiln builds)"
 	# PID 1 forks nothing: no children (no zombies to reap)
 	pid=$(inspect '{{.State.Pid}}' "$CONTAINER")
 	[ "$(tr -d '\n' </proc/"$pid"/comm)" = kilnd ] || fail "PID 1 is $(cat /proc/"$pid"/comm)"
