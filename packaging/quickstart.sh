@@ -93,7 +93,7 @@ engine_why() {
 }
 why=
 if [ -n "$dry" ]; then
-	why="--dry-run"
+	why="--dry-run was given"
 else
 	why=$(engine_why)
 fi
@@ -158,6 +158,11 @@ wait_for() {
 	log=$2
 	shift 2
 	while ! "$@" >/dev/null 2>&1; do
+		if [ -n "$kpid" ] && ! kill -0 "$kpid" 2>/dev/null; then
+			echo "quickstart: kilnd exited; its log ($qs/kilnd.log) ends:" >&2
+			tail -5 "$qs/kilnd.log" >&2
+			exit 1
+		fi
 		n=$((n - 1))
 		if [ $n -le 0 ]; then
 			echo "quickstart: timed out waiting for: $*; $log ends:" >&2
@@ -218,10 +223,10 @@ built() {
 	wait_for 120 "kilnd's log ($qs/kilnd.log)" settled "$1"
 	bad=$("$kiln" builds | awk 'NR > 1 && $2 != "succeeded"')
 	[ -z "$bad" ] && return 0
-	echo "quickstart: a build did not succeed (kiln show ID says why):" >&2
+	echo "quickstart: a build did not succeed:" >&2
 	echo "$bad" >&2
 	for id in $(echo "$bad" | cut -d' ' -f1); do
-		echo "the end of its log, $qs/state/logs/$id.log (kiln logs $id):" >&2
+		echo "the end of its log, $qs/state/logs/$id.log:" >&2
 		tail -5 "$qs/state/logs/$id.log" >&2
 	done
 	exit 1
