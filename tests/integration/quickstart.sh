@@ -4,8 +4,8 @@
 # a scratch build directory: what it prints, what kilnd built, and that it
 # leaves nothing behind, or with --keep what its printed line stops. Without
 # an engine (DOCKER_HOST names a dead socket) kilnd runs a dry run; the
-# engine_ scenarios give it a private dockerd (tests/e2e/lib/engine.sh; root)
-# and read what reached its private registry from the registry's storage.
+# engine_ scenario gives it a private dockerd (tests/e2e/lib/engine.sh; root)
+# and reads what reached its private registry from the registry's storage.
 . "$(dirname "$0")/lib/common.sh"
 . "$(dirname "$0")/../e2e/lib/engine.sh"
 : "${KILN_SRC:?set KILN_SRC to the source tree}"
