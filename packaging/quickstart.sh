@@ -158,11 +158,12 @@ wait_for() {
 	log=$2
 	shift 2
 	while ! "$@" >/dev/null 2>&1; do
-		if [ -n "$kpid" ] && ! kill -0 "$kpid" 2>/dev/null; then
-			echo "quickstart: kilnd exited; its log ($qs/kilnd.log) ends:" >&2
-			tail -5 "$qs/kilnd.log" >&2
+		for p in ${kpid:+kilnd:$kpid} ${rpid:+registry:$rpid}; do
+			kill -0 "${p#*:}" 2>/dev/null && continue
+			echo "quickstart: the ${p%:*} exited; its log ($qs/${p%:*}.log) ends:" >&2
+			tail -5 "$qs/${p%:*}.log" >&2
 			exit 1
-		fi
+		done
 		n=$((n - 1))
 		if [ $n -le 0 ]; then
 			echo "quickstart: timed out waiting for: $*; $log ends:" >&2
