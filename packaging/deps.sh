@@ -3,7 +3,7 @@
 # archive, and with --tests also what the test suite needs (clang for the
 # fuzzers, a Docker engine, a registry, static busybox, htpasswd); only those
 # that are missing, so a prepared machine needs no network. The package test
-# needs dpkg-dev (dpkg-shlibdeps for CPack's Depends:), the man page test
+# needs dpkg-dev (dpkg-shlibdeps for CPack's Depends:) and lintian, the man page test
 # groff-base and man-db, the RPM test rpm (rpmbuild), the container test
 # debootstrap (its Debian base) and docker-compose (the compose demo).
 set -eu
@@ -13,7 +13,7 @@ libgit2-dev libyaml-dev libjansson-dev libcmocka-dev libuv1-dev libsqlite3-dev l
 libssl-dev libhttp-parser-dev libcurl4-openssl-dev libarchive-dev curl systemd"
 if [ "${1:-}" = --tests ]; then
 	pkgs="$pkgs clang docker-registry busybox-static apache2-utils openssl
-dpkg-dev groff-base man-db rpm debootstrap docker-compose"
+dpkg-dev lintian groff-base man-db rpm debootstrap docker-compose"
 	# a host with Docker's own packages (docker-ce) keeps its engine: Debian's
 	# docker.io would conflict with them
 	command -v dockerd >/dev/null || pkgs="$pkgs docker.io"

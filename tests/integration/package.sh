@@ -65,6 +65,18 @@ t_1_control() {
 	done
 }
 
+# lintian at its default levels (errors and warnings) says nothing; the
+# informational tags left are explained in README ("Installing")
+t_1_lintian() {
+	command -v lintian >/dev/null || { skip "no lintian (package lintian)"; return; }
+	local out rc=0
+	out=$(lintian --fail-on error,warning "$DEB" 2>&1) || rc=$?
+	[ "$rc" = 0 ] || fail "lintian exit $rc: $out"
+	! printf '%s\n' "$out" | grep -q '^[EW]:' || fail "lintian: $out"
+	# the licence is where Debian policy puts it
+	dpkg-deb -c "$DEB" | grep -q ' ./usr/share/doc/kiln/copyright$' || fail "no /usr/share/doc/kiln/copyright"
+}
+
 t_2_install() {
 	local files
 	expect_rc 0 dpkg -i "$DEB"
