@@ -270,6 +270,6 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(damaged_cache_is_not_trusted, setup, teardown),
 	};
 
-	repo_global_init();
+	repo_global_init(REPO_ROLE_DAEMON);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -286,6 +286,6 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(problems_go_to_errors, setup, teardown),
 	};
 
-	repo_global_init();
+	repo_global_init(REPO_ROLE_DAEMON);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
