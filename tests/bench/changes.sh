@@ -9,6 +9,7 @@
 #
 #   tests/bench/changes.sh [--kiln KILN] [--compare OLD_KILN] [--work DIR]
 #                          [--images N] [--commits N] [--runs N] [--quick]
+#                          [--generate-only]
 #
 # Peers, run on the same bare repository:
 #   pipeline  `git diff --name-only --no-renames FROM TO`; each path mapped
@@ -35,7 +36,7 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-kiln=$here/../../build/kiln old= work= images=10000 commits=20000 runs=5
+kiln=$here/../../build/kiln old= work= generate_only= images=10000 commits=20000 runs=5
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kiln) kiln=$2; shift 2 ;;
@@ -45,6 +46,7 @@ while [ $# -gt 0 ]; do
 	--commits) commits=$2; shift 2 ;;
 	--runs) runs=$2; shift 2 ;;
 	--quick) images=1000 commits=2000 runs=3; shift ;;
+	--generate-only) generate_only=1; shift ;;
 	*) echo "unknown argument '$1'" >&2; exit 2 ;;
 	esac
 done
@@ -75,16 +77,16 @@ if [ ! -e "$repos/done" ]; then
 	git -C "$repos/real.git" repack -adfq --depth=50 --window=250
 	touch "$repos/done"
 fi
+[ -z "$generate_only" ] || exit 0
 
 pipeline=$here/fast_pipeline.sh
 interleave() { python3 "$here/interleave.py" "$@"; }
-ratio() { python3 -c "print('%.2fx' % ($1 / $2))"; }
+ratio() { python3 -c "print('%.2fx' % ($1 / $2) if $2 > 0 else '-')"; }
 
 # check REPO FROM: kiln's folders against the pipeline's
 check() {
 	local repo=$1 from=$2
 	"$kiln" changes --repo "$repo" --no-cache "$from" main >"$work/kiln.out" || [ $? = 1 ]
-	GIT_DIR=$repo "$pipeline" "$from" main | sed -n 's|^name: ||p' >/dev/null
 	GIT_DIR=$repo git diff --name-only --no-renames "$from" main >"$work/paths"
 	GIT_DIR=$repo "$pipeline" "$from" main >"$work/pipe.manifests"
 	python3 - "$work/kiln.out" "$work/paths" "$work/pipe.manifests" <<-'PY'
@@ -110,16 +112,20 @@ total=$(git -C "$repos/friendly.git" rev-list --count main)
 root=$(git -C "$repos/friendly.git" rev-list --max-parents=0 main)
 cols="| repository | range | images | git diff | pipeline | kiln cold | kiln warm |"
 sep="|---|---|---:|---:|---:|---:|---:|"
-[ -z "$old" ] || { cols="$cols old cold | old warm |"; sep="$sep---:|---:|"; }
-cols="$cols cold vs pipeline | warm vs pipeline | warm vs git diff | RSS kiln / pipeline (MiB) | check |"
-sep="$sep---:|---:|---:|---|---|"
+[ -z "$old" ] || { cols="$cols old kiln cold | old kiln warm |"; sep="$sep---:|---:|"; }
+cols="$cols pipeline / kiln cold | pipeline / kiln warm | kiln warm / git diff | peak RSS MiB: kiln | pipeline |"
+sep="$sep---:|---:|---:|---:|---:|"
+[ -z "$old" ] || { cols="$cols old kiln |"; sep="$sep---:|"; }
+cols="$cols check |"
+sep="$sep---|"
 table=$cols$'\n'$sep
 for form in friendly real; do
 	repo=$repos/$form.git
 	label=$form
 	[ "$form" = friendly ] && label="friendly (fast-import, no repack)"
 	[ "$form" = real ] && label="real (repack -adf, depth 50)"
-	for spec in "1:main~1" "100:main~100" "5000:main~5000" "whole ($total):$root"; do
+	q=$((commits / 4))
+	for spec in "1:main~1" "100:main~100" "$q:main~$q" "whole ($total):$root"; do
 		range=${spec%%:*} from=${spec#*:}
 		echo "$form $range..." >&2
 		ok=$(check "$repo" "$from")
@@ -133,16 +139,18 @@ for form in friendly real; do
 		[ -z "$old" ] || set -- "$@" "ocold=$old changes --repo $repo --no-cache $from main" \
 			"owarm=$old changes --repo $repo $from main"
 		interleave "$runs" -- "$@" >"$work/times"
-		declare -A ms=() kib=()
-		while read -r name t k; do
-			ms[$name]=$t kib[$name]=$k
+		declare -A ms=() kib=() cpu=()
+		while read -r name t k c; do
+			ms[$name]=$t kib[$name]=$k cpu[$name]=$c
 		done <"$work/times"
-		krss=$((kib[cold] > kib[warm] ? kib[cold] : kib[warm]))
-		row="| $label | $range | $n | ${ms[diff]} ms | ${ms[pipe]} ms | ${ms[cold]} ms | ${ms[warm]} ms |"
-		[ -z "$old" ] || row="$row ${ms[ocold]} ms | ${ms[owarm]} ms |"
-		row="$row $(ratio "${ms[pipe]}" "${ms[cold]}") | $(ratio "${ms[pipe]}" "${ms[warm]}") |"
-		row="$row $(ratio "${ms[warm]}" "${ms[diff]}") | $((krss / 1024)) / $((kib[pipe] / 1024)) | $ok |"
-		[ -z "$old" ] || row="${row% |} (old kiln RSS $(((kib[ocold] > kib[owarm] ? kib[ocold] : kib[owarm]) / 1024))) |"
+		cell() { printf '%.0f ms (%.0f)' "${ms[$1]}" "${cpu[$1]}"; }
+		rat() { printf '%s (%s)' "$(ratio "${ms[$1]}" "${ms[$2]}")" "$(ratio "${cpu[$1]}" "${cpu[$2]}")"; }
+		mib() { echo $(((kib[$1] > kib[$2] ? kib[$1] : kib[$2]) / 1024)); }
+		row="| $label | $range | $n | $(cell diff) | $(cell pipe) | $(cell cold) | $(cell warm) |"
+		[ -z "$old" ] || row="$row $(cell ocold) | $(cell owarm) |"
+		row="$row $(rat pipe cold) | $(rat pipe warm) | $(rat warm diff) | $(mib cold warm) | $(mib pipe pipe) |"
+		[ -z "$old" ] || row="$row $(mib ocold owarm) |"
+		row="$row $ok |"
 		table=$table$'\n'$row
 		unset ms kib
 	done
@@ -150,6 +158,7 @@ done
 echo
 echo "$table"
 echo
-echo "Medians of $runs interleaved runs; \"vs pipeline\" is the pipeline's time over kiln's"
-echo "(above 1 = kiln faster), \"warm vs git diff\" kiln's over bare git diff's (the moonshot: <= 1.5)."
-echo "RSS: peak resident set, kiln over its cold and warm runs, the pipeline's largest process."
+echo "Medians of $runs interleaved runs: wall time, in parentheses CPU time (user + system, which"
+echo "load inflates less). \"pipeline / kiln\": above 1 = kiln faster (target >= 1, >= 3 over the"
+echo "whole history); \"kiln warm / git diff\": the moonshot is <= 1.5. Peak RSS: kiln over its cold"
+echo "and warm runs (target < 64 MiB), the pipeline's largest process."

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# plan.sh: how long kilnd takes to plan a new head, from the fetch's end to
+# the builds recorded (its debug line "planned in N ms"), on the generated
+# repository of 10,000 images and 20,000 commits in both forms of changes.sh
+# (friendly: as fast-import wrote it; real: repacked -adf --depth=50
+# --window=250). kilnd (dry run, polling every 100 ms) follows a bare
+# repository whose branch the script moves: ROUNDS times by 1 commit
+# (main~1 <-> main) and ROUNDS times by 5,000 (main~5000 <-> main; the
+# moves back are diffs of the same size). kilnd's mirror starts as a copy of
+# the generated repository, so no fetch brings objects and the mirror keeps
+# the generated packs. The first plan after kilnd starts builds its catalog
+# and is not counted.
+#
+#   tests/bench/plan.sh [--kilnd KILND] [--compare OLD_KILND] [--work DIR]
+#                       [--images N] [--commits N] [--rounds N] [--quick]
+#
+# --work DIR: as changes.sh (and shares its generated repositories). Prints
+# the medians as a markdown table. Needs python3 and git. Not run in CI.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+kilnd=$here/../../build/kilnd old= keep= images=10000 commits=20000 rounds=5
+while [ $# -gt 0 ]; do
+	case $1 in
+	--kilnd) kilnd=$2; shift 2 ;;
+	--compare) old=$2; shift 2 ;;
+	--work) keep=$2; shift 2 ;;
+	--images) images=$2; shift 2 ;;
+	--commits) commits=$2; shift 2 ;;
+	--rounds) rounds=$2; shift 2 ;;
+	--quick) images=1000 commits=2000 rounds=3; shift ;;
+	*) echo "unknown argument '$1'" >&2; exit 2 ;;
+	esac
+done
+abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+kilnd=$(abs "$kilnd")
+[ -x "$kilnd" ] || { echo "no kilnd at $kilnd" >&2; exit 2; }
+[ -z "$old" ] || old=$(abs "$old")
+big=$((commits / 4))
+
+. "$here/lib.sh"
+bench_workdir plan
+if [ -n "$keep" ]; then
+	mkdir -p "$keep"
+	keep=$(cd "$keep" && pwd)
+else
+	keep=$work
+fi
+repos=$keep/repos-$images-$commits
+if [ ! -e "$repos/done" ]; then
+	# changes.sh makes them (and keeps them with --work)
+	"$here/changes.sh" --kiln /bin/true --work "$keep" --images "$images" \
+		--commits "$commits" --generate-only
+fi
+
+# run LABEL KILND FORM: prints "LABEL FORM small_ms big_ms"
+run() {
+	local label=$1 bin=$2 form=$3 dir=$work/$1-$3 tip far n=0 want
+	mkdir -p "$dir/state/mirrors"
+	git clone -q --bare --no-local "$repos/$form.git" "$dir/src.git"
+	# the mirror: the generated packs as they are (a copy, not a fetch)
+	cp -a "$repos/$form.git" "$dir/state/mirrors/images.git"
+	tip=$(git -C "$dir/src.git" rev-parse main)
+	cat >"$dir/kilnd.yaml" <<-Y
+	state_dir: $dir/state
+	builds: {dry_run: true}
+	listen: {status_socket: $dir/kiln.sock}
+	repositories:
+	  - name: images
+	    url: $dir/src.git
+	    poll_interval: 100ms
+	Y
+	"$bin" --config "$dir/kilnd.yaml" --log-level debug >"$dir/kilnd.log" 2>&1 &
+	pid=$!
+	# move SHA: the branch to SHA, then the plan that follows (none: the
+	# first sight of the branch)
+	move() {
+		[ -z "$1" ] || git -C "$dir/src.git" update-ref refs/heads/main "$1"
+		n=$((n + 1))
+		for _ in $(seq 1 12000); do
+			[ "$(grep -c "planned in" "$dir/kilnd.log")" -ge "$n" ] && return 0
+			kill -0 "$pid" 2>/dev/null || { cat "$dir/kilnd.log" >&2; exit 1; }
+			sleep 0.01
+		done
+		echo "$label $form: no plan for $1 in 120 s" >&2
+		exit 1
+	}
+	last() { grep -o "planned in [0-9.]* ms" "$dir/kilnd.log" | tail -1 | awk '{ print $3 }'; }
+	move ""                                           # first sight: nothing planned
+	move "$(git -C "$dir/src.git" rev-parse main~1)" # builds the catalog: not counted
+	for _ in $(seq 1 "$rounds"); do
+		move "$tip"
+		last >>"$dir/small"
+		move "$(git -C "$dir/src.git" rev-parse main~1)"
+		last >>"$dir/small"
+	done
+	far=$(git -C "$dir/src.git" rev-parse "main~$big")
+	for _ in $(seq 1 "$rounds"); do
+		move "$far"
+		last >>"$dir/big"
+		move "$tip"
+		last >>"$dir/big"
+	done
+	kill -TERM "$pid"
+	wait "$pid" || true
+	pid=
+	python3 -c 'import statistics, sys
+m = lambda f: statistics.median(float(l) for l in open(f))
+print(sys.argv[1], sys.argv[2], "%.1f" % m(sys.argv[3]), "%.1f" % m(sys.argv[4]))' \
+		"$label" "$form" "$dir/small" "$dir/big"
+}
+
+: >"$work/rows"
+for form in friendly real; do
+	run new "$kilnd" "$form" >>"$work/rows"
+	[ -z "$old" ] || run old "$old" "$form" >>"$work/rows"
+done
+echo
+echo "| repository | kilnd | push of 1 commit | push of $big commits |"
+echo "|---|---|---:|---:|"
+while read -r label form small bigms; do
+	[ "$form" = friendly ] && f="friendly (fast-import, no repack)" || f="real (repack -adf, depth 50)"
+	[ "$label" = new ] && l=$kilnd || l=$old
+	echo "| $f | $l | $small ms | $bigms ms |"
+done <"$work/rows"
+echo
+echo "kilnd's \"planned in\": from the fetch's end to the builds recorded; medians of $((2 * rounds))"
+echo "plans each (the branch moved forth and back $rounds times), taken after its first plan."
