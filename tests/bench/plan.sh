@@ -6,16 +6,17 @@
 # --window=250). kilnd (dry run, polling every 100 ms) follows a bare
 # repository whose branch the script moves: ROUNDS times by 1 commit
 # (main~1 <-> main) and ROUNDS times by 5,000 (main~5000 <-> main; the
-# moves back are diffs of the same size). kilnd's mirror starts as a copy of
-# the generated repository, so no fetch brings objects and the mirror keeps
-# the generated packs. The first plan after kilnd starts builds its catalog
-# and is not counted.
+# moves back are diffs of the same size). kilnd's mirror gets the generated
+# repository's objects (after its first sight of the branch), so no fetch
+# brings objects and the mirror keeps the generated packs. The first plan
+# (kilnd's last-seen set to the tip in its database, the branch at the
+# commit before) builds kilnd's catalog and is not counted.
 #
 #   tests/bench/plan.sh [--kilnd KILND] [--compare OLD_KILND] [--work DIR]
 #                       [--images N] [--commits N] [--rounds N] [--quick]
 #
 # --work DIR: as changes.sh (and shares its generated repositories). Prints
-# the medians as a markdown table. Needs python3 and git. Not run in CI.
+# the medians as a markdown table. Needs python3, git and sqlite3. Not run in CI.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -55,12 +56,13 @@ fi
 
 # run LABEL KILND FORM: prints "LABEL FORM small_ms big_ms"
 run() {
-	local label=$1 bin=$2 form=$3 dir=$work/$1-$3 tip far n=0 want
-	mkdir -p "$dir/state/mirrors"
+	local label=$1 bin=$2 form=$3 dir=$work/$1-$3 tip root prev far n=0 mirror
+	mkdir -p "$dir"
 	git clone -q --bare --no-local "$repos/$form.git" "$dir/src.git"
-	# the mirror: the generated packs as they are (a copy, not a fetch)
-	cp -a "$repos/$form.git" "$dir/state/mirrors/images.git"
 	tip=$(git -C "$dir/src.git" rev-parse main)
+	root=$(git -C "$dir/src.git" rev-list --max-parents=0 main)
+	prev=$(git -C "$dir/src.git" rev-parse "$tip~1")
+	mirror=$dir/state/mirrors/images.git
 	cat >"$dir/kilnd.yaml" <<-Y
 	state_dir: $dir/state
 	builds: {dry_run: true}
@@ -70,10 +72,18 @@ run() {
 	    url: $dir/src.git
 	    poll_interval: 100ms
 	Y
-	"$bin" --config "$dir/kilnd.yaml" --log-level debug >"$dir/kilnd.log" 2>&1 &
-	pid=$!
+	start() {
+		n=0
+		"$bin" --config "$dir/kilnd.yaml" --log-level debug >"$dir/kilnd.log" 2>&1 &
+		pid=$!
+	}
+	stop() {
+		kill -TERM "$pid"
+		wait "$pid" || true
+		pid=
+	}
 	# move SHA: the branch to SHA, then the plan that follows (none: the
-	# first sight of the branch)
+	# next plan, whatever moved)
 	move() {
 		[ -z "$1" ] || git -C "$dir/src.git" update-ref refs/heads/main "$1"
 		n=$((n + 1))
@@ -86,24 +96,35 @@ run() {
 		exit 1
 	}
 	last() { grep -o "planned in [0-9.]* ms" "$dir/kilnd.log" | tail -1 | awk '{ print $3 }'; }
-	move ""                                           # first sight: nothing planned
-	move "$(git -C "$dir/src.git" rev-parse main~1)" # builds the catalog: not counted
+	# kilnd first sees the branch at its first commit (a small fetch); then
+	# its mirror gets the generated packs as they are, at the tip
+	git -C "$dir/src.git" update-ref refs/heads/main "$root"
+	start
+	move "" # first sight
+	stop
+	rm -rf "$mirror/objects"
+	cp -a "$repos/$form.git/objects" "$mirror/objects"
+	git -C "$mirror" update-ref refs/heads/main "$tip"
+	# kilnd has seen the tip: planning the whole history would queue 10,000
+	# dry-run builds, whose bookkeeping would run during the timed plans
+	sqlite3 "$dir/state/kilnd.db" "UPDATE branches SET last_seen = '$tip'"
+	git -C "$dir/src.git" update-ref refs/heads/main "$prev"
+	start
+	move "" # builds the catalog (from nothing): not counted
 	for _ in $(seq 1 "$rounds"); do
 		move "$tip"
 		last >>"$dir/small"
-		move "$(git -C "$dir/src.git" rev-parse main~1)"
+		move "$prev"
 		last >>"$dir/small"
 	done
-	far=$(git -C "$dir/src.git" rev-parse "main~$big")
+	far=$(git -C "$dir/src.git" rev-parse "$tip~$big")
 	for _ in $(seq 1 "$rounds"); do
 		move "$far"
 		last >>"$dir/big"
 		move "$tip"
 		last >>"$dir/big"
 	done
-	kill -TERM "$pid"
-	wait "$pid" || true
-	pid=
+	stop
 	python3 -c 'import statistics, sys
 m = lambda f: statistics.median(float(l) for l in open(f))
 print(sys.argv[1], sys.argv[2], "%.1f" % m(sys.argv[3]), "%.1f" % m(sys.argv[4]))' \
