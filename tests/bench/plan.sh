@@ -95,7 +95,11 @@ run() {
 		echo "$label $form: no plan for $1 in 120 s" >&2
 		exit 1
 	}
-	last() { grep -o "planned in [0-9.]* ms" "$dir/kilnd.log" | tail -1 | awk '{ print $3 }'; }
+	# "TOTAL CHANGES" of the last plan (CHANGES: plan_branch alone)
+	last() {
+		grep -o "planned in [0-9.]* ms (changes [0-9.]* ms)" "$dir/kilnd.log" | tail -1 |
+			awk '{ print $3, $6 }'
+	}
 	# kilnd first sees the branch at its first commit (a small fetch); then
 	# its mirror gets the generated packs as they are, at the tip
 	git -C "$dir/src.git" update-ref refs/heads/main "$root"
@@ -126,8 +130,8 @@ run() {
 	done
 	stop
 	python3 -c 'import statistics, sys
-m = lambda f: statistics.median(float(l) for l in open(f))
-print(sys.argv[1], sys.argv[2], "%.1f" % m(sys.argv[3]), "%.1f" % m(sys.argv[4]))' \
+m = lambda f, k: statistics.median(float(l.split()[k]) for l in open(f))
+print(sys.argv[1], sys.argv[2], " ".join("%.1f" % m(f, k) for f in sys.argv[3:] for k in (0, 1)))' \
 		"$label" "$form" "$dir/small" "$dir/big"
 }
 
@@ -137,13 +141,14 @@ for form in friendly real; do
 	[ -z "$old" ] || run old "$old" "$form" >>"$work/rows"
 done
 echo
-echo "| repository | kilnd | push of 1 commit | push of $big commits |"
-echo "|---|---|---:|---:|"
-while read -r label form small bigms; do
+echo "| repository | kilnd | push of 1 commit | of which changes | push of $big commits | of which changes |"
+echo "|---|---|---:|---:|---:|---:|"
+while read -r label form small smallc bigms bigc; do
 	[ "$form" = friendly ] && f="friendly (fast-import, no repack)" || f="real (repack -adf, depth 50)"
 	[ "$label" = new ] && l=$kilnd || l=$old
-	echo "| $f | $l | $small ms | $bigms ms |"
+	echo "| $f | $l | $small ms | $smallc ms | $bigms ms | $bigc ms |"
 done <"$work/rows"
 echo
-echo "kilnd's \"planned in\": from the fetch's end to the builds recorded; medians of $((2 * rounds))"
+echo "kilnd's \"planned in\": from the fetch's end to the builds recorded (\"of which changes\":"
+echo "computing the changeset, the rest is mostly recording the builds); medians of $((2 * rounds))"
 echo "plans each (the branch moved forth and back $rounds times), taken after its first plan."
