@@ -145,7 +145,7 @@ echo "| repository | kilnd | push of 1 commit | of which changes | push of $big 
 echo "|---|---|---:|---:|---:|---:|"
 while read -r label form small smallc bigms bigc; do
 	[ "$form" = friendly ] && f="friendly (fast-import, no repack)" || f="real (repack -adf, depth 50)"
-	[ "$label" = new ] && l=$kilnd || l=$old
+	[ "$label" = new ] && l="--kilnd $(basename "$kilnd")" || l="--compare $(basename "$old")"
 	echo "| $f | $l | $small ms | $smallc ms | $bigms ms | $bigc ms |"
 done <"$work/rows"
 echo
