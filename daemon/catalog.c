@@ -907,6 +907,30 @@ static int merge(struct catalog *c, const struct sync *y, struct rec **ret, size
 	return 0;
 }
 
+static bool any_set(const unsigned char *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (v[i])
+			return true;
+	}
+	return false;
+}
+
+/* No record changed (the usual push: sources, not manifests or Dockerfiles):
+ * the snapshot describes the new tree as it is, but for its tree id. An
+ * in-memory snapshot is patched in place instead of rewritten, which costs
+ * kilnd a pass over every image per plan. */
+static void retarget(struct catalog *c, const git_oid *tree)
+{
+	uint64_t sum;
+
+	memcpy(c->snap + H_TREE, tree->id, GIT_OID_RAWSZ);
+	sum = header_sum(c->snap, c->snap + c->data_end, c->nblocks);
+	memcpy(c->snap + 8, &sum, 8);
+	git_oid_cpy(&c->tree_id, tree);
+	c->dirty = true;
+}
+
 int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct kiln_err *err)
 {
 	struct sync y = {.d = {.manifest_name = c->manifest_name}};
@@ -931,6 +955,11 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 		r = mark_redo(c, &y, err);
 	if (r == 0)
 		r = read_fresh(c, repo, &trees, &y, err);
+	if (r == 0 && old != NULL && c->fd < 0 && !c->broken && y.redo.n == 0 &&
+	    !any_set(y.drop, c->n)) {
+		retarget(c, git_tree_id(tree));
+		goto out;
+	}
 	if (r == 0)
 		r = merge(c, &y, &recs, &nrecs, err);
 	if (r == 0 && c->broken)
@@ -939,6 +968,7 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 		snapshot_write(c, git_tree_id(tree), recs, nrecs); /* frees the old snapshot last */
 	else
 		snapshot_drop(c); /* never describe a tree wrongly; rebuilt next time */
+out:
 	free(recs);
 	free(y.drop);
 	free(y.fresh_at);

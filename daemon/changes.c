@@ -49,12 +49,20 @@ struct run {
 	enum change_kind *status; /* per catalog image */
 	uint32_t *affected;	  /* indexes with a status, in the order found */
 	size_t naffected;
-	struct strmap ignores; /* context -> struct ignore * */
+	struct strmap ignores;	    /* context -> struct ignore * */
+	struct strmap ignore_blobs; /* blob id (raw) -> struct ignore_blob * */
 	struct changeset *out;
 };
 
 struct ignore {
-	struct dockerignore *di; /* NULL: no .dockerignore, or a broken one */
+	struct dockerignore *di; /* NULL: no .dockerignore, or a broken one; not owned */
+};
+
+/* A parsed .dockerignore, shared by every folder whose file has its blob id:
+ * folders made from one template read and compile it once. */
+struct ignore_blob {
+	git_oid id; /* the key */
+	struct dockerignore *di;
 };
 
 static const char *basename_of(const char *p)
@@ -117,12 +125,56 @@ static void entry_manifest(struct run *rn, const struct treediff_entry *e)
 	}
 }
 
-static struct dockerignore *ignore_for(struct run *rn, const char *context)
+/* The .dockerignore of context in TO: from the folder's tree the diff walk
+ * has open when it is an ancestor of the path e (the usual case: a path in
+ * its own image folder), else looked up from TO's root. */
+static const git_tree_entry *ignore_entry(struct run *rn, const char *context,
+					  const struct treediff_entry *e, const char *file)
+{
+	git_tree *dir = treediff_open_tree(e, context, strlen(context));
+	const git_tree_entry *ie = NULL;
+
+	if (dir != NULL)
+		ie = git_tree_entry_byname(dir, ".dockerignore");
+	else if (repo_trees_entry(&rn->trees, file, &ie) < 0)
+		ie = NULL;
+	return ie && treediff_is_file(git_tree_entry_filemode(ie)) ? ie : NULL;
+}
+
+/* A parse that failed is not shared: each folder reports its own file. */
+static int parse_ignore(struct run *rn, const git_oid *id, struct dockerignore **ret,
+			struct kiln_err *err)
+{
+	struct ignore_blob *ib = strmap_get(&rn->ignore_blobs, (const char *)id->id, GIT_OID_RAWSZ);
+	git_blob *blob = NULL;
+	struct dockerignore *di = NULL;
+	int r;
+
+	if (ib != NULL) {
+		*ret = ib->di;
+		return 0;
+	}
+	r = repo_blob(rn->repo, id, DOCKERIGNORE_SIZE_MAX, &blob, err);
+	if (r == 0)
+		r = dockerignore_parse(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob),
+				       &di, err);
+	git_blob_free(blob);
+	if (r < 0)
+		return r;
+	ib = xcalloc(1, sizeof(*ib));
+	git_oid_cpy(&ib->id, id);
+	ib->di = di;
+	*strmap_put(&rn->ignore_blobs, (const char *)ib->id.id, GIT_OID_RAWSZ) = ib;
+	*ret = di;
+	return 0;
+}
+
+static struct dockerignore *ignore_for(struct run *rn, const char *context,
+				       const struct treediff_entry *e)
 {
 	void **slot = strmap_put(&rn->ignores, context, strlen(context));
 	struct ignore *ig = *slot;
-	const git_tree_entry *e = NULL;
-	git_blob *blob = NULL;
+	const git_tree_entry *ie;
 	char *file;
 	struct kiln_err err = {0};
 
@@ -130,29 +182,24 @@ static struct dockerignore *ignore_for(struct run *rn, const char *context)
 		return ig->di;
 	ig = *slot = xcalloc(1, sizeof(*ig));
 	file = context[0] ? xasprintf("%s/.dockerignore", context) : xstrdup(".dockerignore");
-	if (repo_trees_entry(&rn->trees, file, &e) == 0 &&
-	    treediff_is_file(git_tree_entry_filemode(e))) {
-		if (repo_blob(rn->repo, git_tree_entry_id(e), DOCKERIGNORE_SIZE_MAX, &blob, &err) <
-			0 ||
-		    dockerignore_parse(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob),
-				       &ig->di, &err) < 0) {
-			/* Docker refuses to build with it; count every change. */
-			kiln_diags_add(&rn->out->errors, file, 0, 0, "%s", err.msg);
-			ig->di = NULL;
-		}
+	ie = ignore_entry(rn, context, e, file);
+	if (ie != NULL && parse_ignore(rn, git_tree_entry_id(ie), &ig->di, &err) < 0) {
+		/* Docker refuses to build with it; count every change. */
+		kiln_diags_add(&rn->out->errors, file, 0, 0, "%s", err.msg);
+		ig->di = NULL;
 	}
-	git_blob_free(blob);
 	free(file);
 	return ig->di;
 }
 
-static bool counts(struct run *rn, const struct catalog_image *img, const char *rel)
+static bool counts(struct run *rn, const struct catalog_image *img, const char *rel,
+		   const struct treediff_entry *e)
 {
 	struct dockerignore *di;
 
 	if (strcmp(rel, ".dockerignore") == 0)
 		return true;
-	di = ignore_for(rn, img->context);
+	di = ignore_for(rn, img->context, e);
 	return di == NULL || !dockerignore_excluded(di, rel);
 }
 
@@ -182,7 +229,7 @@ static int entry_contexts(struct run *rn, const struct treediff_entry *e)
 				continue;
 			if ((r = get(rn, idx, &img)) < 0)
 				break;
-			if (counts(rn, &img, at ? p + at + 1 : p))
+			if (counts(rn, &img, at ? p + at + 1 : p, e))
 				mark(rn, idx, CHANGE_MODIFIED);
 			else
 				pending = true;
@@ -459,13 +506,18 @@ static int compute(git_repository *repo, git_commit *from, git_commit *to, struc
 		kiln_err_set(err, r, "the catalog cache is damaged");
 out:
 	for (size_t i = 0; i < rn.ignores.cap; i++) {
-		struct ignore *ig = rn.ignores.slots ? rn.ignores.slots[i].val : NULL;
-		if (ig) {
-			dockerignore_free(ig->di);
-			free(ig);
-		}
+		free(rn.ignores.slots ? rn.ignores.slots[i].val : NULL);
 	}
 	strmap_done(&rn.ignores);
+	for (size_t i = 0; i < rn.ignore_blobs.cap; i++) {
+		struct ignore_blob *ib =
+		    rn.ignore_blobs.slots ? rn.ignore_blobs.slots[i].val : NULL;
+		if (ib) {
+			dockerignore_free(ib->di);
+			free(ib);
+		}
+	}
+	strmap_done(&rn.ignore_blobs);
 	repo_trees_done(&rn.trees);
 	strmap_done(&rn.seen);
 	strv_done(&rn.seen_keys);

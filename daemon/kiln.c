@@ -234,7 +234,7 @@ static int cmd_changes(const struct kiln_cmd *cmd, int argc, char **argv)
 			manifest_name);
 		return EXIT_USAGE;
 	}
-	repo_global_init();
+	repo_global_init(REPO_ROLE_CLI);
 	if (plan(repo_dir, manifest_name, use_cache, argv[optind], argv[optind + 1], &repo, &cs,
 		 &err) < 0) {
 		fprintf(stderr, "kiln changes: %s\n", err.msg);
@@ -900,7 +900,7 @@ static int cmd_build(const struct kiln_cmd *cmd, int argc, char **argv)
 	if (rc != 0 || done)
 		return rc;
 	rc = EXIT_USAGE;
-	repo_global_init();
+	repo_global_init(REPO_ROLE_CLI);
 	if (plan(a.repo_dir, a.o.manifest_name, a.use_cache, argv[optind], argv[optind + 1], &repo,
 		 &cs, &err) < 0) {
 		fprintf(stderr, "kiln build: %s\n", err.msg);

@@ -784,7 +784,7 @@ static int run(struct daemon *d)
 	int r;
 
 	d->fd_limit = raise_fd_limit();
-	repo_global_init();
+	repo_global_init(REPO_ROLE_DAEMON);
 	d->loop = uv_default_loop();
 	r = open_store(d);
 	if (r == -EUCLEAN || r == -ENODATA || r == -EPROTO)

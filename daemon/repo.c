@@ -16,7 +16,7 @@
 #include "kiln/path.h"
 #include "kiln/repo.h"
 
-void repo_global_init(void)
+void repo_global_init(enum repo_role role)
 {
 	git_libgit2_init();
 	/* Change detection reads each tree once in its walk; the few it reads
@@ -27,11 +27,22 @@ void repo_global_init(void)
 	 * does not rehash every object it reads either. */
 	git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0);
 	/* libgit2 maps pack files in windows of 1 GiB, up to 8 GiB at once on
-	 * 64-bit hosts; every mapped page it touches counts in our RSS. Small
-	 * windows under a small limit keep a 1 GiB fetch or build context from
-	 * growing the daemon by its size, at the cost of more mmap calls. */
-	git_libgit2_opts(GIT_OPT_SET_MWINDOW_SIZE, (size_t)4 << 20);
-	git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, (size_t)16 << 20);
+	 * 64-bit hosts; every mapped page it touches counts in our RSS. kilnd
+	 * stays up: small windows under a small limit keep a 1 GiB fetch or
+	 * build context from growing it by that size, at the cost of more mmap
+	 * calls. The CLI exits after one walk: in a pack repacked with deep
+	 * delta chains (every clone) the walk jumps from an object to its bases
+	 * all over the file, and 4 MiB windows under a 16 MiB limit were mapped
+	 * and unmapped thousands of times (page faults and munmap were the
+	 * profile). Bigger windows are mapped once; only the pages touched count
+	 * in the RSS, so the limit bounds it for packs larger than the limit. */
+	if (role == REPO_ROLE_CLI) {
+		git_libgit2_opts(GIT_OPT_SET_MWINDOW_SIZE, (size_t)REPO_CLI_WINDOW);
+		git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, (size_t)REPO_CLI_MAPPED);
+	} else {
+		git_libgit2_opts(GIT_OPT_SET_MWINDOW_SIZE, (size_t)4 << 20);
+		git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, (size_t)16 << 20);
+	}
 	/* libgit2 keeps every pack file it read open (no limit by default): a
 	 * mirror with many packs would take file descriptors without bound, and
 	 * kilnd's reserve of them (kilnd.c, FD_RESERVE) counts on this cap. */

@@ -13,6 +13,8 @@ struct walk {
 	void *arg;
 	struct buf path;
 	struct kiln_err *err;
+	git_tree *trees[TREEDIFF_DEPTH_MAX + 1]; /* the new side's open folders */
+	size_t lens[TREEDIFF_DEPTH_MAX + 1];
 };
 
 static int walk(struct walk *w, git_tree *a, git_tree *b, int depth);
@@ -70,7 +72,11 @@ static int visit(struct walk *w, const git_tree_entry *x, const git_tree_entry *
 		git_tree_free(ta);
 		git_tree_free(tb);
 	} else {
-		struct treediff_entry e = {.path = w->path.p, .path_len = w->path.len};
+		struct treediff_entry e = {.path = w->path.p,
+					   .path_len = w->path.len,
+					   .new_trees = w->trees,
+					   .new_lens = w->lens,
+					   .ndirs = (size_t)depth + 1};
 		if (x) {
 			e.old_mode = git_tree_entry_filemode(x);
 			git_oid_cpy(&e.old_id, git_tree_entry_id(x));
@@ -93,6 +99,8 @@ static int walk(struct walk *w, git_tree *a, git_tree *b, int depth)
 	size_t i = 0, j = 0;
 	int r = 0;
 
+	w->trees[depth] = b;
+	w->lens[depth] = w->path.len;
 	while (r == 0 && (i < na || j < nb)) {
 		const git_tree_entry *x = i < na ? git_tree_entry_byindex(a, i) : NULL;
 		const git_tree_entry *y = j < nb ? git_tree_entry_byindex(b, j) : NULL;
@@ -124,10 +132,25 @@ static int walk(struct walk *w, git_tree *a, git_tree *b, int depth)
 	return r;
 }
 
+git_tree *treediff_open_tree(const struct treediff_entry *e, const char *dir, size_t dir_len)
+{
+	size_t k = 0;
+
+	if (dir_len > 0) { /* depth = the number of components */
+		k = 1;
+		for (size_t i = 0; i < dir_len; i++)
+			k += dir[i] == '/';
+	}
+	if (k >= e->ndirs || e->new_lens[k] != dir_len || dir_len > e->path_len ||
+	    memcmp(e->path, dir, dir_len) != 0 || (dir_len && e->path[dir_len] != '/'))
+		return NULL;
+	return e->new_trees[k];
+}
+
 int treediff(git_repository *repo, git_tree *a, git_tree *b, treediff_cb *cb, void *arg,
 	     struct kiln_err *err)
 {
-	struct walk w = {repo, cb, arg, {0}, err};
+	struct walk w = {.repo = repo, .cb = cb, .arg = arg, .err = err};
 	int r;
 
 	buf_reserve(&w.path, 256);

@@ -46,7 +46,9 @@ struct watch_work {
 	struct strv mirror_tips_in; /* empty: unknown */
 	uint64_t prev_fp;	    /* the local remote's fingerprint at the last good poll */
 	bool prev_fp_valid;
-	int64_t polled_at_ms; /* when the poll began: deliveries before it are served */
+	int64_t polled_at_ms;	 /* when the poll began: deliveries before it are served */
+	uint64_t plan_queued_ns; /* uv_hrtime() when the fetch landed and planning was queued */
+	uint64_t changes_ns;	 /* of which computing the changes (plan_branch) */
 	/* outputs */
 	int r;
 	struct kiln_err err;
@@ -364,13 +366,16 @@ static int plan_one(struct watch_work *wk, size_t i)
 	 * last branch's plan marks them (else mark_served does, after it) */
 	int64_t polled_at = i + 1 == wk->branches.n ? wk->polled_at_ms : 0;
 	struct plan p = {0};
+	uint64_t t0;
 	int r;
 
 	git_oid_tostr(tip, sizeof(tip), &wk->tips[i]);
 	r = read_seen(wk, i, seen, base, hint, &in);
 	if (r < 0)
 		return r;
+	t0 = uv_hrtime();
 	r = plan_branch(w->mirror, &w->catalog, &s, &in, &p, &wk->err);
+	wk->changes_ns += uv_hrtime() - t0;
 	if (r < 0)
 		return r;
 	if (p.kind != PLAN_UNCHANGED) {
@@ -532,6 +537,11 @@ static void plan_landed(struct watch *w, struct watch_work *wk)
 		return;
 	}
 	succeeded(w);
+	/* from the fetch's end to the builds recorded: what a push waits for
+	 * before its builds start (worker queue included) */
+	log_debug("watch '%s': planned in %.1f ms (changes %.1f ms), %u builds queued", w->name,
+		  (double)(uv_hrtime() - wk->plan_queued_ns) / 1e6, (double)wk->changes_ns / 1e6,
+		  wk->queued);
 	if (work_current(w, wk)) {
 		strv_done(&w->seen);
 		strv_copy(&w->seen, &wk->seen_out);
@@ -578,6 +588,7 @@ static bool fetch_landed(struct watch *w, struct watch_work *wk)
 		return false;
 	}
 	wk->kind = WATCH_WORK_PLAN;
+	wk->plan_queued_ns = uv_hrtime();
 	set_state(w, WATCH_PLANNING);
 	w->work = wk;
 	uv_queue_work(w->loop, &wk->req, plan_work, plan_after);

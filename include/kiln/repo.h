@@ -13,8 +13,15 @@
  * least recently used past this); part of kilnd's file descriptor reserve. */
 #define REPO_PACK_FILES_MAX 32
 
+/* Who reads: a process that stays up (kilnd, tests) or one that exits after
+ * one change detection (the CLI); they map pack files differently. */
+enum repo_role { REPO_ROLE_DAEMON, REPO_ROLE_CLI };
+/* the CLI's pack windows and the most it maps at once */
+#define REPO_CLI_WINDOW ((size_t)32 << 20)
+#define REPO_CLI_MAPPED ((size_t)64 << 20)
+
 /* Once per process, before any thread uses libgit2. */
-void repo_global_init(void);
+void repo_global_init(enum repo_role role);
 
 /* Opens the repository at path or the nearest one above it (bare or not).
  * -ENOENT with a message naming path when there is none. */

@@ -13,7 +13,19 @@ struct treediff_entry {
 	size_t path_len;
 	unsigned old_mode, new_mode; /* 0: absent on that side */
 	git_oid old_id, new_id;
+	/* The new side's trees the walk has open, root first: new_trees[k] is
+	 * the folder whose path is the first new_lens[k] bytes of path (NULL
+	 * where that folder is absent on the new side); k < ndirs. Valid during
+	 * the callback: callers read a folder's other files from them instead
+	 * of looking the tree up again. */
+	git_tree *const *new_trees;
+	const size_t *new_lens;
+	size_t ndirs;
 };
+
+/* The new side's tree of the folder dir (dir_len bytes, an ancestor of e's
+ * path or the root, ""), while the walk has it open; NULL otherwise. */
+git_tree *treediff_open_tree(const struct treediff_entry *e, const char *dir, size_t dir_len);
 
 /* Non-zero return stops the walk and is returned. */
 typedef int treediff_cb(const struct treediff_entry *e, void *arg);

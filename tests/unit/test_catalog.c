@@ -171,6 +171,56 @@ static void follows_a_new_tree(void **state)
 	git_commit_free(b);
 }
 
+/* A push of sources only changes no record: the snapshot is kept (patched
+ * to the new tree, its checksum with it) and still saved and read back;
+ * a Dockerfile's change is not such a push. */
+static void sources_only_keep_the_records(void **state)
+{
+	git_commit *a = gitrepo_commit(repo, NULL, images, ARRAY_SIZE(images));
+	const struct gitrepo_file src[] = {{"base/src.txt", "1\n", 0}, {"app/notes", "2\n", 0}};
+	const struct gitrepo_file df[] = {{"base/Dockerfile", "FROM busybox\n", 0}};
+	git_commit *b = gitrepo_commit(repo, a, src, ARRAY_SIZE(src));
+	git_commit *d = gitrepo_commit(repo, b, df, 1);
+	const struct gitrepo_file added[] = {
+	    {"new/manifest.yaml", "name: new\nversion: \"1\"\nregistry: " REG "\n", 0}};
+	git_commit *e = gitrepo_commit(repo, b, added, 1); /* a record, none dropped */
+	struct kiln_err err = {0};
+	struct catalog c;
+	const char *snap;
+	uint32_t i;
+
+	(void)state;
+	catalog_init(&c, "manifest.yaml", cache);
+	sync_to(&c, a);
+	snap = c.snap;
+	sync_to(&c, b);
+	assert_ptr_equal(c.snap, snap); /* not rewritten */
+	assert_true(c.dirty);
+	assert_int_equal(catalog_save(&c, &err), 0);
+	catalog_done(&c);
+
+	/* read back: the header names b and its checksum holds */
+	catalog_init(&c, "manifest.yaml", cache);
+	sync_to(&c, b);
+	assert_true(c.fd >= 0);
+	assert_false(c.dirty);
+	expect_lookup(&c, CATALOG_BY_FROM, REG "/base:latest", "app");
+	catalog_done(&c);
+
+	catalog_init(&c, "manifest.yaml", NULL);
+	sync_to(&c, b);
+	sync_to(&c, d);
+	expect_lookup(&c, CATALOG_BY_FROM, "busybox:latest", "base");
+	sync_to(&c, b);
+	sync_to(&c, e);
+	assert_int_equal(catalog_find(&c, "new", 3, &i), 0);
+	catalog_done(&c);
+	git_commit_free(a);
+	git_commit_free(b);
+	git_commit_free(d);
+	git_commit_free(e);
+}
+
 static void cache_file_round_trip(void **state)
 {
 	git_commit *a = gitrepo_commit(repo, NULL, images, ARRAY_SIZE(images));
@@ -266,10 +316,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(records_and_indexes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(follows_a_new_tree, setup, teardown),
+	    cmocka_unit_test_setup_teardown(sources_only_keep_the_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(cache_file_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(damaged_cache_is_not_trusted, setup, teardown),
 	};
 
-	repo_global_init();
+	repo_global_init(REPO_ROLE_DAEMON);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

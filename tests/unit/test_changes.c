@@ -185,6 +185,62 @@ static void dockerignore_decides_what_counts(void **state)
 	git_commit_free(d);
 }
 
+/* Folders share one .dockerignore text (one blob) or not, nest, and lose
+ * files: each folder's own file decides, whichever was read first. */
+static void dockerignore_per_folder_when_shared(void **state)
+{
+#define M(n) "name: " n "\nversion: \"1\"\nregistry: " REG "\n"
+	const struct gitrepo_file files[] = {
+	    {"x/manifest.yaml", M("x"), 0},
+	    {"x/Dockerfile", "FROM scratch\n", 0},
+	    {"x/.dockerignore", "**/*.md\n", 0},
+	    {"x/a.md", "1\n", 0},
+	    {"x/a.txt", "1\n", 0},
+	    {"x/in/y/manifest.yaml", M("y"), 0}, /* nested in x, its own file differs */
+	    {"x/in/y/Dockerfile", "FROM scratch\n", 0},
+	    {"x/in/y/.dockerignore", "*.txt\n", 0},
+	    {"x/in/y/a.md", "1\n", 0},
+	    {"z/manifest.yaml", M("z"), 0}, /* the same text as x's: the same blob */
+	    {"z/Dockerfile", "FROM scratch\n", 0},
+	    {"z/.dockerignore", "**/*.md\n", 0},
+	    {"z/a.md", "1\n", 0},
+	    {"z/a.txt", "1\n", 0},
+	};
+#undef M
+	git_commit *a = gitrepo_commit(repo, NULL, files, ARRAY_SIZE(files));
+	/* y's a.md counts for y (y ignores .txt files) and x ignores it (every .md) */
+	const struct gitrepo_file nested[] = {{"x/in/y/a.md", "2\n", 0}};
+	/* deleting an ignored file changes nothing; a kept one modifies */
+	const struct gitrepo_file del_md[] = {{"z/a.md", NULL, 0}, {"x/a.md", NULL, 0}};
+	const struct gitrepo_file del_txt[] = {{"z/a.txt", NULL, 0}, {"x/a.md", "2\n", 0}};
+	/* the .dockerignore's deletion counts, and the file it ignored now
+	 * counts in TO; z keeps its own (same blob as x's had) */
+	const struct gitrepo_file no_ignore[] = {{"x/.dockerignore", NULL, 0},
+						 {"z/a.md", "2\n", 0}};
+	git_commit *b = gitrepo_commit(repo, a, nested, 1);
+	git_commit *c = gitrepo_commit(repo, a, del_md, ARRAY_SIZE(del_md));
+	git_commit *d = gitrepo_commit(repo, a, del_txt, ARRAY_SIZE(del_txt));
+	git_commit *e = gitrepo_commit(repo, a, no_ignore, ARRAY_SIZE(no_ignore));
+	const struct gitrepo_file md_again[] = {{"x/a.md", "3\n", 0}};
+	git_commit *f = gitrepo_commit(repo, e, md_again, 1);
+
+	(void)state;
+	expect(a, b, "modified x/in/y " REG "/y:1");
+	expect(a, c, "");
+	expect(a, d, "modified z " REG "/z:1");
+	expect(a, e, "modified x " REG "/x:1");
+	/* back: x's ignore file comes back (counts); z's a.md is ignored */
+	expect(e, a, "modified x " REG "/x:1");
+	/* x without a .dockerignore: every path counts */
+	expect(e, f, "modified x " REG "/x:1");
+	git_commit_free(a);
+	git_commit_free(b);
+	git_commit_free(c);
+	git_commit_free(d);
+	git_commit_free(e);
+	git_commit_free(f);
+}
+
 static void dockerfile_outside_the_context(void **state)
 {
 	const struct gitrepo_file files[] = {
@@ -281,11 +337,12 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(modified_and_dependency, setup, teardown),
 	    cmocka_unit_test_setup_teardown(removed_keeps_the_old_manifest, setup, teardown),
 	    cmocka_unit_test_setup_teardown(dockerignore_decides_what_counts, setup, teardown),
+	    cmocka_unit_test_setup_teardown(dockerignore_per_folder_when_shared, setup, teardown),
 	    cmocka_unit_test_setup_teardown(dockerfile_outside_the_context, setup, teardown),
 	    cmocka_unit_test_setup_teardown(trees_not_history, setup, teardown),
 	    cmocka_unit_test_setup_teardown(problems_go_to_errors, setup, teardown),
 	};
 
-	repo_global_init();
+	repo_global_init(REPO_ROLE_DAEMON);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -323,6 +323,6 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(manifest_name_follows_the_settings, setup, teardown),
 	};
 
-	repo_global_init();
+	repo_global_init(REPO_ROLE_DAEMON);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -194,7 +194,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(kept_pack_is_left_alone, setup, teardown),
 	};
 
-	repo_global_init();
+	repo_global_init(REPO_ROLE_DAEMON);
 	/* few pack files open at once: a handle opened before a repack must
 	 * reopen what it closed, and find it gone */
 	git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, (size_t)2);
