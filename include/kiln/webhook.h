@@ -41,6 +41,7 @@ struct webhook_ops {
  * falls back to the database, which is the authority. */
 #define WEBHOOK_SEEN_MAX 4096
 
+struct hook_batch;
 struct webhook_seen {
 	struct strmap map;
 	struct strv keys;
@@ -54,6 +55,10 @@ struct webhook {
 	struct webhook_ops ops;
 	void *arg;
 	struct metrics_series *results[HOOK_NRESULTS]; /* kiln_webhook_deliveries_total */
+	struct metrics_series *commits;		       /* kiln_webhook_commits_total */
+	/* group commit (webhook.c): the batch on a worker, and the one filling
+	 * meanwhile; filling is NULL whenever committing is */
+	struct hook_batch *committing, *filling;
 	uint64_t seq;
 	struct webhook_seen seen[2]; /* [0] current, [1] previous */
 };

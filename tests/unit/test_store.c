@@ -81,7 +81,7 @@ static void lock_and_schema(void **state)
 	assert_int_equal(store_open(d, &s2, &err), -EBUSY);
 	assert_non_null(strstr(err.msg, "another kilnd (pid "));
 	assert_null(s2);
-	assert_int_equal(count(d, "PRAGMA user_version"), 4);
+	assert_int_equal(count(d, "PRAGMA user_version"), 5);
 	s = store_close(s);
 	/* released at close: opens again, schema already current */
 	assert_int_equal(store_open(d, &s, &err), 0);
@@ -596,7 +596,7 @@ static void triggers_and_hints(void **state)
 	    SQLITE_OK);
 	sqlite3_close(db);
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(count(d, "PRAGMA user_version"), 4);
+	assert_int_equal(count(d, "PRAGMA user_version"), 5);
 	assert_int_equal(store_delivery_hint(s, "old", "main", sha, &err), -ENOENT);
 	assert_int_equal(store_record_trigger(s, "images", NULL, &err), 0);
 	assert_int_equal(store_record_trigger(s, "images", "main", &err), 0);
