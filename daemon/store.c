@@ -1132,17 +1132,18 @@ int store_record_deliveries(struct store *s, struct store_delivery *v, size_t n,
 	int r;
 
 	pthread_mutex_lock(&s->lock);
-	r = exec(s, "BEGIN IMMEDIATE", err);
-	if (r == 0)
-		r = delivery_stmt(s, &st, err);
+	/* failures named as a single delivery's are (health shows the message) */
+	r = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
+		? delivery_stmt(s, &st, err)
+		: db_err(s, err, "recording a delivery");
 	for (size_t i = 0; r >= 0 && i < n; i++) {
 		r = insert_delivery(s, st, v[i].repo, "webhook", v[i].id, v[i].branch, v[i].before,
 				    err);
 		v[i].fresh = r > 0;
 	}
 	sqlite3_finalize(st);
-	if (r >= 0)
-		r = exec(s, "COMMIT", err);
+	if (r >= 0 && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		r = db_err(s, err, "recording a delivery");
 	if (r < 0 && !sqlite3_get_autocommit(s->db))
 		exec(s, "ROLLBACK", NULL); /* none of the batch is recorded */
 	pthread_mutex_unlock(&s->lock);

@@ -217,6 +217,8 @@ static void batch_commit(struct webhook *wh)
 		b->rec[i] = (struct store_delivery){b->v[i].repo, b->v[i].id, b->v[i].branch,
 						    b->v[i].before, false};
 	metrics_inc(wh->commits);
+	log_debug("webhook: recording %zu deliver%s in one transaction", b->n,
+		  b->n == 1 ? "y" : "ies");
 	uv_queue_work(wh->loop, &b->req, record_work, record_after);
 }
 
