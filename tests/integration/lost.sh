@@ -180,4 +180,36 @@ t_delivery_unserved_when_a_branch_fails() {
 	stop_kilnd
 }
 
+# Webhook deliveries answered in batches (group commit): kill -9 in the
+# middle of a load of new ids on 16 connections, three times; after each
+# restart every id that got a 2xx is in the state database.
+t_acknowledged_deliveries_survive_kill9_under_load() {
+	clone=$(origin "$PWD/origin.git")
+	PORT=$(free_port)
+	config "$PWD/state" "$PWD/origin.git" 1h "$PORT" >kilnd.yaml
+	start_kilnd kilnd.yaml
+	for i in 1 2 3; do
+		: >acked
+		python3 "$LIB/hook_load.py" "$PORT" topsecret 16 acked "try$i" &
+		load=$!
+		track_pid "$load"
+		wait_for 10 eval '[ "$(wc -l <acked)" -ge 200 ]' || fail "try $i: load not answered: $(tail -3 kilnd.log)"
+		sleep 0.$((RANDOM % 10))
+		kill -KILL "$KPID"
+		wait "$KPID" 2>/dev/null
+		wait "$load"
+		n=$(grep -c "kilnd .* ready:" kilnd.log)
+		restart
+		wait_for 10 eval '[ "$(grep -c "kilnd .* ready:" kilnd.log)" -gt "$n" ]' ||
+			fail "kilnd did not start again: $(tail -3 kilnd.log)"
+		missing=$(python3 -c 'import sqlite3, sys
+have = {r[0] for r in sqlite3.connect("file:state/kilnd.db?mode=ro", uri=True).execute("SELECT id FROM deliveries")}
+acked = [l.strip() for l in open("acked")]
+print(len(acked), len([d for d in acked if d not in have]))')
+		echo "  try $i: ${missing% *} deliveries acknowledged before the kill -9, ${missing#* } missing after it"
+		[ "${missing#* }" = 0 ] || fail "try $i: ${missing#* } acknowledged deliveries lost"
+	done
+	stop_kilnd
+}
+
 run_all
