@@ -10,6 +10,7 @@
  * plan). Also routes GET
  * /healthz and GET /metrics, whose text metrics.c writes. */
 #include <ctype.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,11 +72,14 @@ void webhook_init(struct webhook *wh, uv_loop_t *loop, struct store *store,
 				     "deliveries; a batch holds those that arrived during "
 				     "the previous one.",
 				     NULL, NULL);
+	uv_timer_init(loop, &wh->trim);
+	uv_unref((uv_handle_t *)&wh->trim); /* never what keeps kilnd running */
 }
 
 void webhook_done(struct webhook *wh)
 {
 	/* the loop ran until the last batch was answered (its work kept it alive) */
+	uv_close((uv_handle_t *)&wh->trim, NULL);
 	for (int g = 0; g < 2; g++) {
 		strmap_done(&wh->seen[g].map);
 		strv_done(&wh->seen[g].keys);
@@ -183,6 +187,15 @@ static void record_answer(struct webhook *wh, struct hook_delivery *d, bool fres
 
 static void batch_commit(struct webhook *wh);
 
+/* A burst of deliveries leaves freed bodies, JSON and SQLite pages in the
+ * loop's and the workers' malloc arenas, which glibc keeps: once deliveries
+ * stop for a while, they go back to the system. */
+static void trim_cb(uv_timer_t *t)
+{
+	(void)t;
+	malloc_trim(0);
+}
+
 static void record_after(uv_work_t *r, int status)
 {
 	struct hook_batch *b = container_of(r, struct hook_batch, req);
@@ -203,6 +216,8 @@ static void record_after(uv_work_t *r, int status)
 	wh->committing = NULL;
 	if (wh->filling)
 		batch_commit(wh);
+	else
+		uv_timer_start(&wh->trim, trim_cb, WEBHOOK_TRIM_MS, 0); /* again: later */
 }
 
 /* Sends the filling batch to a worker: it becomes the one in flight. */
