@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # lost.sh: nothing a user sends is lost. A push soon after kilnd starts is
 # built (the branch's baseline is taken at start, a webhook's `before` covers
-# a push the baseline already sees), and an acknowledged `kiln trigger` or
-# SIGUSR1 survives a `kill -9` before its poll ends. The remote is a `git
+# a push the baseline already sees), an acknowledged `kiln trigger` or
+# SIGUSR1 survives a `kill -9` before its poll ends, and so does every
+# webhook delivery answered 2xx under a concurrent load (group commit). The remote is a `git
 # daemon` that a scenario stops (SIGSTOP) to hold a poll at a known point.
 . "$(dirname "$0")/lib/common.sh"
 . "$(dirname "$0")/lib/kilnd.sh"
