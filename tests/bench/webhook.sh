@@ -171,7 +171,7 @@ for r in $(seq 1 "$runs"); do
 	done
 done
 alone kilnd
-sleep 1 # the last answers wrk stopped waiting for
+sleep 2 # the last answers wrk stopped waiting for; kilnd trims its heap 1 s after them
 rss=$(awk '/^VmRSS/ {print $2}' "/proc/$kpid/status")
 hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$kpid/status")
 acc=$(($(accepted) - before_acc)) db=$(($(db_count) - before_db)) ok2xx=$wrk_2xx ncommits=$(($(commits) - before_commits))
@@ -205,7 +205,7 @@ kr=$(col kf 1) kp=$(col kf 2) wr=$(col w16 1) wp=$(col w16 2)
 printf '| friendly: one repeated id | 16 | %s | %s | %s | %s | %sx |\n' "$kr" "$kp" "$wr" "$wp" \
 	"$(python3 -c "print('%.2f' % ($kr / max($wr, 1)))")"
 echo
-echo "kilnd RSS after the unique-id load: $((rss / 1024)) MiB ($rss KiB; peak $((hwm / 1024)) MiB)."
+echo "kilnd RSS 2 s after the unique-id load: $((rss / 1024)) MiB ($rss KiB; peak $((hwm / 1024)) MiB)."
 echo "fsync+fdatasync per acknowledged delivery (strace, c=16, 3 s): $syncs / $acc_s = $(python3 -c "print('%.3f' % ($syncs / max($acc_s, 1)))")."
 echo "kilnd's own count (kiln_webhook_commits_total, unique-id runs): $ncommits delivery commits for $acc deliveries = $(python3 -c "print('%.3f' % ($ncommits / max($acc, 1)))") per delivery (0 on a kilnd that does not count them)."
 echo "deliveries: kilnd acknowledged (202) $acc, recorded in its database $db, wrk counted $ok2xx 2xx" \
