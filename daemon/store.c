@@ -27,6 +27,7 @@ struct store {
 	unsigned requeued;
 	char *dir, *path, *backup_path;
 	int64_t backed_up; /* sqlite3_total_changes64 at the last snapshot; -1: none yet */
+	int64_t pruned_ms; /* when handled deliveries were last pruned (unix ms) */
 	/* the state's health, read by the loop thread while a worker may hold
 	 * lock for a long transaction: its own lock, held for a copy only */
 	pthread_mutex_t failure_lock;
@@ -81,6 +82,10 @@ static const char *const migrations[] = {
     "ALTER TABLE deliveries ADD COLUMN source TEXT NOT NULL DEFAULT 'webhook';"
     "ALTER TABLE deliveries ADD COLUMN branch TEXT;"
     "ALTER TABLE deliveries ADD COLUMN before_sha TEXT;",
+    /* 5: the deliveries no poll served, found without reading the ones that
+     * were (a busy webhook leaves days of those) */
+    "CREATE INDEX deliveries_unhandled ON deliveries (repository, received_at)"
+    " WHERE handled = 0;",
 };
 
 static const char *const state_names[] = {"queued", "running",	 "succeeded",
@@ -326,10 +331,12 @@ int store_open(const char *dir, struct store **ret, struct kiln_err *err)
 	r = check_db(s->db, dir, false, s->path, err);
 	if (r < 0)
 		goto fail;
-	/* WAL with synchronous=FULL: a commit that returned is on disk. */
+	/* WAL with synchronous=FULL: a commit that returned is on disk. A
+	 * 512 KiB page cache, not SQLite's 2 MiB: days of webhook deliveries
+	 * would fill that, and the kernel caches the file anyway. */
 	r = exec(s,
 		 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
-		 "PRAGMA foreign_keys = ON;",
+		 "PRAGMA foreign_keys = ON; PRAGMA cache_size = -512;",
 		 err);
 	if (r == 0)
 		r = migrate(s, err);
@@ -1058,22 +1065,29 @@ int store_counts(struct store *s, unsigned *queued, unsigned *running, struct ki
 	return r;
 }
 
-static int record_delivery_locked(struct store *s, const char *repo, const char *source,
-				  const char *id, const char *branch, const char *before,
-				  struct kiln_err *err)
+/* The INSERT that records a delivery or a trigger (id NULL: a trigger's id
+ * is made here, unique without a counter that a restart would start over). */
+static int delivery_stmt(struct store *s, sqlite3_stmt **ret, struct kiln_err *err)
 {
-	sqlite3_stmt *st = NULL;
-	int r;
-
-	/* a trigger's id is made here: unique without a counter that a
-	 * restart would start over */
 	if (sqlite3_prepare_v2(
 		s->db,
 		"INSERT OR IGNORE INTO deliveries (repository, id, received_at,"
 		" source, branch, before_sha) VALUES (?1,"
 		" coalesce(?2, ?4 || '-' || lower(hex(randomblob(8)))), ?3, ?4, ?5, ?6)",
-		-1, &st, NULL) != SQLITE_OK)
+		-1, ret, NULL) != SQLITE_OK)
 		return db_err(s, err, "recording a delivery");
+	return 0;
+}
+
+/* 1 when recorded, 0 when (repo, id) was there already; st is reset. */
+static int insert_delivery(struct store *s, sqlite3_stmt *st, const char *repo, const char *source,
+			   const char *id, const char *branch, const char *before,
+			   struct kiln_err *err)
+{
+	int r;
+
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
 	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
 	if (id)
 		sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
@@ -1085,6 +1099,19 @@ static int record_delivery_locked(struct store *s, const char *repo, const char 
 		sqlite3_bind_text(st, 6, before, -1, SQLITE_STATIC);
 	r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(s->db)
 					    : db_err(s, err, "recording a delivery");
+	sqlite3_reset(st);
+	return r;
+}
+
+static int record_delivery_locked(struct store *s, const char *repo, const char *source,
+				  const char *id, const char *branch, const char *before,
+				  struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = delivery_stmt(s, &st, err);
+
+	if (r == 0)
+		r = insert_delivery(s, st, repo, source, id, branch, before, err);
 	sqlite3_finalize(st);
 	return r;
 }
@@ -1098,6 +1125,31 @@ int store_record_delivery(struct store *s, const char *repo, const char *id, con
 	r = record_delivery_locked(s, repo, "webhook", id, branch, before, err);
 	pthread_mutex_unlock(&s->lock);
 	return r;
+}
+
+int store_record_deliveries(struct store *s, struct store_delivery *v, size_t n,
+			    struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	/* failures named as a single delivery's are (health shows the message) */
+	r = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
+		? delivery_stmt(s, &st, err)
+		: db_err(s, err, "recording a delivery");
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		r = insert_delivery(s, st, v[i].repo, "webhook", v[i].id, v[i].branch, v[i].before,
+				    err);
+		v[i].fresh = r > 0;
+	}
+	sqlite3_finalize(st);
+	if (r >= 0 && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		r = db_err(s, err, "recording a delivery");
+	if (r < 0 && !sqlite3_get_autocommit(s->db))
+		exec(s, "ROLLBACK", NULL); /* none of the batch is recorded */
+	pthread_mutex_unlock(&s->lock);
+	return r < 0 ? r : 0;
 }
 
 int store_record_trigger(struct store *s, const char *repo, const char *branch,
@@ -1171,15 +1223,24 @@ int store_deliveries_handled(struct store *s, const char *repo, int64_t until, s
 	int r;
 
 	pthread_mutex_lock(&s->lock);
+	/* Not synced: a mark lost in a crash costs one more poll at the next
+	 * start, and the next synced commit (WAL frames stay in order) makes it
+	 * durable anyway; under a webhook load a poll follows every batch of
+	 * deliveries, and its fsync would cost as much as theirs. */
+	exec(s, "PRAGMA synchronous = NORMAL", NULL);
 	r = deliveries_handled_locked(s, repo, until, err);
 	/* GitHub keeps redeliveries for three days: older ids need not be kept.
-	 * Best effort: a failed prune leaves rows the next mark removes. Only
-	 * after a mark that marked something: most polls serve no delivery. */
-	if (r == 0 && sqlite3_changes(s->db) > 0)
+	 * Best effort: a failed prune leaves rows the next one removes. Only
+	 * after a mark that marked something (most polls serve no delivery),
+	 * and hourly: the prune reads every handled row. */
+	if (r == 0 && sqlite3_changes(s->db) > 0 && now_ms() - s->pruned_ms >= 3600 * 1000) {
+		s->pruned_ms = now_ms();
 		exec(s,
 		     "DELETE FROM deliveries WHERE handled = 1"
 		     " AND received_at < 1000 * (strftime('%s', 'now') - 4 * 86400)",
 		     NULL);
+	}
+	exec(s, "PRAGMA synchronous = FULL", NULL);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }

@@ -10,6 +10,7 @@
  * plan). Also routes GET
  * /healthz and GET /metrics, whose text metrics.c writes. */
 #include <ctype.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,12 +23,23 @@
 
 #define ZERO_SHA "0000000000000000000000000000000000000000"
 
-struct hook_job {
-	uv_work_t req;
-	struct webhook *wh;
+/* One delivery waiting for its batch's commit. */
+struct hook_delivery {
 	struct http_request *http;
 	char *repo, *id, *branch;
 	char *before; /* the pushed branch's previous commit, NULL: unknown or new */
+};
+
+/* Group commit: the deliveries that arrive while one batch is being
+ * committed (on a worker) wait in the next, committed as one transaction
+ * (one fsync) as soon as the one in flight is done; each is answered when
+ * its batch is durable. A lone delivery is committed at once. */
+struct hook_batch {
+	uv_work_t req;
+	struct webhook *wh;
+	struct hook_delivery *v;
+	struct store_delivery *rec; /* filled from v on the loop, before the work */
+	size_t n, cap;
 	int r;
 	struct kiln_err err;
 };
@@ -55,10 +67,19 @@ void webhook_init(struct webhook *wh, uv_loop_t *loop, struct store *store,
 		    metrics_series(metrics, "kiln_webhook_deliveries_total", METRICS_COUNTER,
 				   "Webhook requests by result.", "result",
 				   webhook_result_str((enum webhook_result)i));
+	wh->commits = metrics_series(metrics, "kiln_webhook_commits_total", METRICS_COUNTER,
+				     "Transactions (each one fsync) that recorded webhook "
+				     "deliveries; a batch holds those that arrived during "
+				     "the previous one.",
+				     NULL, NULL);
+	uv_timer_init(loop, &wh->trim);
+	uv_unref((uv_handle_t *)&wh->trim); /* never what keeps kilnd running */
 }
 
 void webhook_done(struct webhook *wh)
 {
+	/* the loop ran until the last batch was answered (its work kept it alive) */
+	uv_close((uv_handle_t *)&wh->trim, NULL);
 	for (int g = 0; g < 2; g++) {
 		strmap_done(&wh->seen[g].map);
 		strv_done(&wh->seen[g].keys);
@@ -138,36 +159,101 @@ static char *form_payload(const char *body, size_t len, size_t *ret_len)
 
 static void record_work(uv_work_t *r)
 {
-	struct hook_job *j = container_of(r, struct hook_job, req);
-	j->r = store_record_delivery(j->wh->store, j->repo, j->id, j->branch, j->before, &j->err);
+	struct hook_batch *b = container_of(r, struct hook_batch, req);
+	b->r = store_record_deliveries(b->wh->store, b->rec, b->n, &b->err);
+}
+
+/* Answers one delivery of a batch that is committed (or failed: r < 0). */
+static void record_answer(struct webhook *wh, struct hook_delivery *d, bool fresh, int r,
+			  const char *why)
+{
+	if (r < 0) {
+		log_error("webhook '%s': cannot record delivery %s: %s", d->repo, d->id, why);
+		answer(wh, d->http, HOOK_FAILED, 503, "the delivery could not be recorded");
+		return;
+	}
+	seen_add(wh, seen_key(d->repo, d->id)); /* recorded now, or before */
+	if (!fresh) {
+		log_debug("webhook '%s': delivery %s seen before, not triggered again", d->repo,
+			  d->id);
+		answer(wh, d->http, HOOK_DUPLICATE, 200, "already received");
+	} else if (wh->ops.trigger(d->repo, wh->arg) < 0) {
+		answer(wh, d->http, HOOK_REJECTED, 404, "repository no longer watched");
+	} else {
+		log_info("webhook '%s': push to '%s', polling now", d->repo, d->branch);
+		answer(wh, d->http, HOOK_ACCEPTED, 202, "poll triggered");
+	}
+}
+
+static void batch_commit(struct webhook *wh);
+
+/* A burst of deliveries leaves freed bodies, JSON and SQLite pages in the
+ * loop's and the workers' malloc arenas, which glibc keeps: once deliveries
+ * stop for a while, they go back to the system. */
+static void trim_cb(uv_timer_t *t)
+{
+	(void)t;
+	malloc_trim(0);
 }
 
 static void record_after(uv_work_t *r, int status)
 {
-	struct hook_job *j = container_of(r, struct hook_job, req);
-	struct webhook *wh = j->wh;
+	struct hook_batch *b = container_of(r, struct hook_batch, req);
+	struct webhook *wh = b->wh;
 
-	if (status >= 0 && j->r >= 0)
-		seen_add(wh, seen_key(j->repo, j->id)); /* recorded now, or before */
-	if (status < 0 || j->r < 0) {
-		log_error("webhook '%s': cannot record delivery %s: %s", j->repo, j->id,
-			  status < 0 ? "cancelled" : j->err.msg);
-		answer(wh, j->http, HOOK_FAILED, 503, "the delivery could not be recorded");
-	} else if (j->r == 0) {
-		log_debug("webhook '%s': delivery %s seen before, not triggered again", j->repo,
-			  j->id);
-		answer(wh, j->http, HOOK_DUPLICATE, 200, "already received");
-	} else if (wh->ops.trigger(j->repo, wh->arg) < 0) {
-		answer(wh, j->http, HOOK_REJECTED, 404, "repository no longer watched");
-	} else {
-		log_info("webhook '%s': push to '%s', polling now", j->repo, j->branch);
-		answer(wh, j->http, HOOK_ACCEPTED, 202, "poll triggered");
+	for (size_t i = 0; i < b->n; i++) {
+		struct hook_delivery *d = &b->v[i];
+		record_answer(wh, d, b->rec[i].fresh, status < 0 ? status : b->r,
+			      status < 0 ? "cancelled" : b->err.msg);
+		free(d->repo);
+		free(d->id);
+		free(d->branch);
+		free(d->before);
 	}
-	free(j->repo);
-	free(j->id);
-	free(j->branch);
-	free(j->before);
-	free(j);
+	free(b->v);
+	free(b->rec);
+	free(b);
+	wh->committing = NULL;
+	if (wh->filling)
+		batch_commit(wh);
+	else
+		uv_timer_start(&wh->trim, trim_cb, WEBHOOK_TRIM_MS, 0); /* again: later */
+}
+
+/* Sends the filling batch to a worker: it becomes the one in flight. */
+static void batch_commit(struct webhook *wh)
+{
+	struct hook_batch *b = wh->filling;
+
+	wh->filling = NULL;
+	wh->committing = b;
+	b->rec = xcalloc(b->n, sizeof(*b->rec));
+	for (size_t i = 0; i < b->n; i++)
+		b->rec[i] = (struct store_delivery){b->v[i].repo, b->v[i].id, b->v[i].branch,
+						    b->v[i].before, false};
+	metrics_inc(wh->commits);
+	log_debug("webhook: recording %zu deliver%s in one transaction", b->n,
+		  b->n == 1 ? "y" : "ies");
+	uv_queue_work(wh->loop, &b->req, record_work, record_after);
+}
+
+/* Takes the strings; the delivery is answered when its batch is durable. */
+static void batch_add(struct webhook *wh, struct http_request *http, char *repo, char *id,
+		      char *branch, char *before)
+{
+	struct hook_batch *b = wh->filling;
+
+	if (b == NULL) {
+		b = wh->filling = xcalloc(1, sizeof(*b));
+		b->wh = wh;
+	}
+	if (b->n == b->cap) {
+		b->cap = b->cap ? 2 * b->cap : 8;
+		b->v = xreallocarray(b->v, b->cap, sizeof(*b->v));
+	}
+	b->v[b->n++] = (struct hook_delivery){http, repo, id, branch, before};
+	if (wh->committing == NULL)
+		batch_commit(wh);
 }
 
 static bool follows(const struct config_repo *repo, const char *branch)
@@ -382,7 +468,6 @@ static void handle_hook(struct webhook *wh, struct http_request *req, const char
 {
 	const struct config_repo *repo = hook_screen(wh, req, name);
 	const char *id;
-	struct hook_job *j;
 	char idbuf[64], *branch, *before = NULL;
 
 	if (repo == NULL)
@@ -396,14 +481,7 @@ static void handle_hook(struct webhook *wh, struct http_request *req, const char
 			 (unsigned long long)uv_now(wh->loop), (unsigned long long)++wh->seq);
 		id = idbuf;
 	}
-	j = xcalloc(1, sizeof(*j));
-	j->wh = wh;
-	j->http = req;
-	j->repo = xstrdup(name);
-	j->id = xstrdup(id);
-	j->branch = branch;
-	j->before = before;
-	uv_queue_work(wh->loop, &j->req, record_work, record_after);
+	batch_add(wh, req, xstrdup(name), xstrdup(id), branch, before);
 }
 
 /* ---- deliveries no poll served ---- */

@@ -163,6 +163,16 @@ int64_t store_queue_build(struct store *s, const char *repo, const char *branch,
  * commit it moved from (40 hex digits), NULL when unknown or a new branch. */
 int store_record_delivery(struct store *s, const char *repo, const char *id, const char *branch,
 			  const char *before, struct kiln_err *err);
+/* A batch of webhook deliveries for store_record_deliveries. */
+struct store_delivery {
+	const char *repo, *id, *branch, *before; /* borrowed; as store_record_delivery's */
+	bool fresh; /* out: true when recorded now, false when seen before */
+};
+/* Records v[0..n) in one transaction, so one fsync makes them all durable:
+ * 0 and every fresh set, or a negative errno and none of them recorded. An
+ * id twice in v is fresh the first time only. */
+int store_record_deliveries(struct store *s, struct store_delivery *v, size_t n,
+			    struct kiln_err *err);
 /* A poll asked for (kiln trigger, SIGUSR1), recorded like a delivery so that
  * it is served after a crash; branch may be NULL. */
 int store_record_trigger(struct store *s, const char *repo, const char *branch,

@@ -38,9 +38,12 @@ struct webhook_ops {
 
 /* Delivery ids known to be recorded, so a redelivery is answered without a
  * database round trip: two generations of WEBHOOK_SEEN_MAX ids each; a miss
- * falls back to the database, which is the authority. */
-#define WEBHOOK_SEEN_MAX 4096
+ * falls back to the database, which is the authority. 4096 kept about 1 MiB
+ * (a twentieth of kilnd's resident size) after a burst of new ids. */
+#define WEBHOOK_SEEN_MAX 1024
+#define WEBHOOK_TRIM_MS	 1000
 
+struct hook_batch;
 struct webhook_seen {
 	struct strmap map;
 	struct strv keys;
@@ -54,6 +57,11 @@ struct webhook {
 	struct webhook_ops ops;
 	void *arg;
 	struct metrics_series *results[HOOK_NRESULTS]; /* kiln_webhook_deliveries_total */
+	struct metrics_series *commits;		       /* kiln_webhook_commits_total */
+	/* group commit (webhook.c): the batch on a worker, and the one filling
+	 * meanwhile; filling is NULL whenever committing is */
+	struct hook_batch *committing, *filling;
+	uv_timer_t trim; /* WEBHOOK_TRIM_MS after the last batch: malloc_trim */
 	uint64_t seq;
 	struct webhook_seen seen[2]; /* [0] current, [1] previous */
 };

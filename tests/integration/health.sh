@@ -186,6 +186,10 @@ t_state_writes_failing() {
 	dd if=/dev/zero of=state/fill bs=64k 2>/dev/null
 	code=$(python3 "$LIB/hook.py" "$PORT" /hooks/images generic topsecret --delivery full-1)
 	[ "$code" = 503 ] || fail "a delivery on a full disk answered $code"
+	# a batch (deliveries that came while one was committing) fails whole
+	codes=$(python3 "$LIB/hook_batch.py" "$PORT" state/kilnd.db /hooks/images topsecret \
+		full-2 full-3 full-4 full-3)
+	[ "$codes" = "503 503 503 503" ] || fail "a batch on a full disk answered $codes"
 	is_code 503 || fail "/healthz $(healthz_code) with the state failing to write"
 	expect_reason state "" "database or disk is full (No space left on device)"
 	expect_reason disk "$PWD/state" "below health.min_free_space"
@@ -206,7 +210,7 @@ assert r["errno"] == 28 and r["failures"] >= 1 and r["since"] > 0, r' || fail "s
 	python3 -c '
 import sqlite3
 ids = [r[0] for r in sqlite3.connect("state/kilnd.db").execute("SELECT id FROM deliveries")]
-assert ids == ["full-1"], ids' || fail "the delivery was not recorded once"
+assert ids == ["full-1"], ids' || fail "the delivery was not recorded once, or a refused one was"
 }
 
 run_all

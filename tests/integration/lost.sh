@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # lost.sh: nothing a user sends is lost. A push soon after kilnd starts is
 # built (the branch's baseline is taken at start, a webhook's `before` covers
-# a push the baseline already sees), and an acknowledged `kiln trigger` or
-# SIGUSR1 survives a `kill -9` before its poll ends. The remote is a `git
+# a push the baseline already sees), an acknowledged `kiln trigger` or
+# SIGUSR1 survives a `kill -9` before its poll ends, and so does every
+# webhook delivery answered 2xx under a concurrent load (group commit). The remote is a `git
 # daemon` that a scenario stops (SIGSTOP) to hold a poll at a known point.
 . "$(dirname "$0")/lib/common.sh"
 . "$(dirname "$0")/lib/kilnd.sh"
@@ -177,6 +178,38 @@ t_delivery_unserved_when_a_branch_fails() {
 	wait_for 10 grep -q "watch 'images': planning failed" kilnd.log || fail "next's plan did not fail"
 	[ "$(db state/kilnd.db "SELECT handled FROM deliveries WHERE id = 'lost'")" = 0 ] ||
 		fail "the delivery was marked handled though branch 'next' was not planned"
+	stop_kilnd
+}
+
+# Webhook deliveries answered in batches (group commit): kill -9 in the
+# middle of a load of new ids on 16 connections, three times; after each
+# restart every id that got a 2xx is in the state database.
+t_acknowledged_deliveries_survive_kill9_under_load() {
+	clone=$(origin "$PWD/origin.git")
+	PORT=$(free_port)
+	config "$PWD/state" "$PWD/origin.git" 1h "$PORT" >kilnd.yaml
+	start_kilnd kilnd.yaml
+	for i in 1 2 3; do
+		: >acked
+		python3 "$LIB/hook_load.py" "$PORT" topsecret 16 acked "try$i" &
+		load=$!
+		track_pid "$load"
+		wait_for 10 eval '[ "$(wc -l <acked)" -ge 200 ]' || fail "try $i: load not answered: $(tail -3 kilnd.log)"
+		sleep 0.$((RANDOM % 10))
+		kill -KILL "$KPID"
+		wait "$KPID" 2>/dev/null
+		wait "$load"
+		n=$(grep -c "kilnd .* ready:" kilnd.log)
+		restart
+		wait_for 10 eval '[ "$(grep -c "kilnd .* ready:" kilnd.log)" -gt "$n" ]' ||
+			fail "kilnd did not start again: $(tail -3 kilnd.log)"
+		missing=$(python3 -c 'import sqlite3, sys
+have = {r[0] for r in sqlite3.connect("file:state/kilnd.db?mode=ro", uri=True).execute("SELECT id FROM deliveries")}
+acked = [l.strip() for l in open("acked")]
+print(len(acked), len([d for d in acked if d not in have]))')
+		echo "  try $i: ${missing% *} deliveries acknowledged before the kill -9, ${missing#* } missing after it"
+		[ "${missing#* }" = 0 ] || fail "try $i: ${missing#* } acknowledged deliveries lost"
+	done
 	stop_kilnd
 }
 

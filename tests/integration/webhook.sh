@@ -92,11 +92,12 @@ t_providers_and_errors() {
 		kiln_running_builds:gauge kiln_builds_total:counter \
 		kiln_build_duration_seconds:histogram kiln_fetches_total:counter \
 		kiln_fetch_errors_total:counter kiln_last_successful_poll_timestamp_seconds:gauge \
-		kiln_webhook_deliveries_total:counter kiln_health_reasons:gauge; do
+		kiln_webhook_deliveries_total:counter kiln_webhook_commits_total:counter \
+		kiln_health_reasons:gauge; do
 		[ "$(grep -c "^# TYPE ${f%%:*} ${f#*:}\$" <<<"$metrics")" = 1 ] &&
 			[ "$(grep -c "^# HELP ${f%%:*} " <<<"$metrics")" = 1 ] || fail "/metrics: family $f"
 	done
-	[ "$(grep -c '^# TYPE' <<<"$metrics")" = 10 ] || fail "/metrics has families the README does not list"
+	[ "$(grep -c '^# TYPE' <<<"$metrics")" = 11 ] || fail "/metrics has families the README does not list"
 	contains "$metrics" 'kiln_build_duration_seconds_bucket{le="+Inf"}'
 	# the polls the deliveries asked for are done: none is left to replay
 	unhandled() { python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM deliveries WHERE handled = 0").fetchone()[0])' state/kilnd.db; }
@@ -261,6 +262,28 @@ t_delivery_during_a_poll_is_handled() {
 		fail "a restart replayed a delivery a poll had served"
 	kill -TERM "$KPID"
 	wait "$KPID"
+}
+
+# Group commit: deliveries that arrive while one is being committed share
+# the next transaction (kiln_webhook_commits_total counts them), each
+# answered when it is durable; an id twice in one batch is a duplicate the
+# second time, an id already recorded stays a duplicate.
+t_deliveries_in_flight_share_one_commit() {
+	setup_daemon
+	expect_status 202 /hooks/github github topsecret --delivery early
+	wait_for 5 grep -q "watch 'github'.*first seen" kilnd.log || fail "no first poll"
+	commits() { curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^kiln_webhook_commits_total / {print $2}'; }
+	n=$(commits)
+	codes=$(python3 "$LIB/hook_batch.py" "$PORT" state/kilnd.db /hooks/github topsecret \
+		b-0 b-1 b-2 b-3 b-2 early b-4)
+	# b-2 twice in the batch: one 202 and one 200, whichever came first
+	read -r c0 c1 c2 c3 c2b ce c4 <<<"$codes"
+	[ "$c0 $c1 $c3 $c4 $ce" = "202 202 202 202 200" ] || fail "statuses: $codes (want b-0, b-1, b-3, b-4 202, early 200)"
+	[ "$(printf '%s\n' "$c2" "$c2b" | sort | tr '\n' ' ')" = "200 202 " ] || fail "b-2 twice: $c2 and $c2b"
+	[ "$(($(commits) - n))" = 2 ] || fail "$(($(commits) - n)) commits for b-0, then the six behind it; want 2"
+	python3 -c 'import sqlite3
+ids = sorted(r[0] for r in sqlite3.connect("state/kilnd.db").execute("SELECT id FROM deliveries"))
+assert ids == ["b-0", "b-1", "b-2", "b-3", "b-4", "early"], ids' || fail "not each delivery recorded once"
 }
 
 t_socket_activation() {

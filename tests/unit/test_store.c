@@ -81,7 +81,7 @@ static void lock_and_schema(void **state)
 	assert_int_equal(store_open(d, &s2, &err), -EBUSY);
 	assert_non_null(strstr(err.msg, "another kilnd (pid "));
 	assert_null(s2);
-	assert_int_equal(count(d, "PRAGMA user_version"), 4);
+	assert_int_equal(count(d, "PRAGMA user_version"), 5);
 	s = store_close(s);
 	/* released at close: opens again, schema already current */
 	assert_int_equal(store_open(d, &s, &err), 0);
@@ -275,6 +275,50 @@ static void deliveries(void **state)
 	/* a handled id is still remembered: no double trigger on redelivery */
 	assert_int_equal(store_record_delivery(s, "images", "guid-1", NULL, NULL, &err), 0);
 	store_close(s);
+	free(d);
+}
+
+/* A batch is one transaction: each new id fresh once (a duplicate inside
+ * the batch too), ids recorded before not fresh, and a batch that fails
+ * (here: the database locked by another connection) records none. */
+static void delivery_batches(void **state)
+{
+	char *d = sub("batches");
+	char *path = sub_of(d, STORE_FILE);
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+	struct store_delivery v[] = {
+	    {"images", "b-1", "main", A, true},	  {"images", "old", "main", NULL, true},
+	    {"images", "b-2", NULL, NULL, false}, {"images", "b-1", "main", B, true},
+	    {"other", "b-1", NULL, NULL, false},
+	};
+	sqlite3 *other = NULL;
+
+	(void)state;
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_record_delivery(s, "images", "old", NULL, NULL, &err), 1);
+	assert_int_equal(store_record_deliveries(s, v, ARRAY_SIZE(v), &err), 0);
+	assert_true(v[0].fresh && !v[1].fresh && v[2].fresh && !v[3].fresh && v[4].fresh);
+	assert_int_equal(count(d, "SELECT count(*) FROM deliveries"), 4);
+	/* the first `before` of the batch is the hint */
+	{
+		char sha[STORE_SHA_LEN + 1];
+		assert_int_equal(store_delivery_hint(s, "images", "main", sha, &err), 0);
+		assert_string_equal(sha, A);
+	}
+	assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	v[2].id = "c-1";
+	v[3].id = "c-2";
+	assert_true(store_record_deliveries(s, &v[2], 2, &err) < 0); /* 5 s busy timeout */
+	assert_non_null(strstr(err.msg, "recording a delivery"));
+	sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_close(other);
+	assert_int_equal(count(d, "SELECT count(*) FROM deliveries WHERE id LIKE 'c-%'"), 0);
+	assert_int_equal(store_record_deliveries(s, &v[2], 2, &err), 0);
+	assert_true(v[2].fresh && v[3].fresh);
+	store_close(s);
+	free(path);
 	free(d);
 }
 
@@ -596,7 +640,7 @@ static void triggers_and_hints(void **state)
 	    SQLITE_OK);
 	sqlite3_close(db);
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(count(d, "PRAGMA user_version"), 4);
+	assert_int_equal(count(d, "PRAGMA user_version"), 5);
 	assert_int_equal(store_delivery_hint(s, "old", "main", sha, &err), -ENOENT);
 	assert_int_equal(store_record_trigger(s, "images", NULL, &err), 0);
 	assert_int_equal(store_record_trigger(s, "images", "main", &err), 0);
@@ -629,6 +673,7 @@ int main(void)
 	    cmocka_unit_test(dependents_wait_and_are_cancelled),
 	    cmocka_unit_test(newer_schema_is_refused),
 	    cmocka_unit_test(deliveries),
+	    cmocka_unit_test(delivery_batches),
 	    cmocka_unit_test(failures_until_a_write),
 	    cmocka_unit_test(plan_marks_served_deliveries),
 	    cmocka_unit_test(triggers_and_hints),
