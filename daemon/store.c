@@ -84,8 +84,8 @@ static const char *const migrations[] = {
     "ALTER TABLE deliveries ADD COLUMN before_sha TEXT;",
     /* 5: the deliveries no poll served, found without reading the ones that
      * were (a busy webhook leaves days of those) */
-    "CREATE INDEX deliveries_unhandled ON deliveries (repository, received_at)"
-    " WHERE handled = 0;",
+    ("CREATE INDEX deliveries_unhandled ON deliveries (repository, received_at)"
+     " WHERE handled = 0;"),
 };
 
 static const char *const state_names[] = {"queued", "running",	 "succeeded",
