@@ -110,7 +110,7 @@ one_case() {
 	kpid=$!
 	pid="$pid $kpid"
 	# warm-up: every repository has been polled, fetched and planned once
-	for _ in $(seq 1 240); do
+	for _ in $(seq 1 1200); do # 10 min: over http the plans queue behind 200 slow fetches
 		[ "$(grep -c "first seen" "$d/kilnd.log")" -ge "$repos" ] && break
 		sleep 0.5
 	done
