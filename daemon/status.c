@@ -319,6 +319,16 @@ static void read_fetches(struct metrics_out *o, void *arg)
 	metrics_put(o, NULL, NULL, (double)n);
 }
 
+static void read_polls(struct metrics_out *o, void *arg)
+{
+	const struct status *st = arg;
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < *st->nwatches; i++)
+		n += watch_at(st, i)->polls;
+	metrics_put(o, NULL, NULL, (double)n);
+}
+
 static void read_fetch_errors(struct metrics_out *o, void *arg)
 {
 	const struct status *st = arg;
@@ -372,6 +382,8 @@ void status_register_metrics(struct status *st, struct metrics *m)
 	     read_builds},
 	    {"kiln_build_duration_seconds", METRICS_HISTOGRAM, "How long builds took.",
 	     read_durations},
+	    {"kiln_polls_total", METRICS_COUNTER,
+	     "Polls begun (timer, trigger or webhook), whether or not they fetched.", read_polls},
 	    {"kiln_fetches_total", METRICS_COUNTER, "Fetches that brought new commits.",
 	     read_fetches},
 	    {"kiln_fetch_errors_total", METRICS_COUNTER, "Polls or plans that failed.",

@@ -49,6 +49,8 @@ struct watch_work {
 	int64_t polled_at_ms;	 /* when the poll began: deliveries before it are served */
 	uint64_t plan_queued_ns; /* uv_hrtime() when the fetch landed and planning was queued */
 	uint64_t changes_ns;	 /* of which computing the changes (plan_branch) */
+	uint64_t triggers;	 /* w->triggers when queued */
+	bool serve;		 /* deliveries or triggers may wait: mark them served */
 	/* outputs */
 	int r;
 	struct kiln_err err;
@@ -62,7 +64,7 @@ struct watch_work {
 	struct strv seen_out;
 	struct strv mirror_tips_out;
 	unsigned queued;
-	bool served;	   /* a plan marked the deliveries served in its transaction */
+	bool served;	   /* the deliveries are marked served (by a plan's transaction or after) */
 	struct strv notes; /* lines to log on the loop thread */
 };
 
@@ -165,6 +167,8 @@ static struct watch_work *work_new(struct watch *w, enum watch_work_kind kind)
 	wk->prev_fp = w->local_fp;
 	wk->prev_fp_valid = w->local_fp_valid;
 	wk->polled_at_ms = w->poll_started_ms;
+	wk->triggers = w->triggers;
+	wk->serve = w->served != w->triggers;
 	if (w->have_seen)
 		strv_copy(&wk->seen_in, &w->seen);
 	if (w->mirror_tips.n == w->branches.n)
@@ -239,13 +243,15 @@ static void mark_served(struct watch_work *wk)
 {
 	struct kiln_err err = {0};
 
-	if (wk->served || wk->polled_at_ms <= 0)
+	if (wk->served || !wk->serve || wk->polled_at_ms <= 0)
 		return;
 	if (store_deliveries_handled(wk->w->store, wk->w->name, wk->polled_at_ms - 1, &err) < 0)
 		note(wk,
 		     "webhook deliveries not marked handled: %s; they cause one more poll at "
 		     "the next start",
 		     err.msg);
+	else
+		wk->served = true;
 }
 
 /* Worker: ls-remote, then fetch only the branches whose tip the mirror lacks.
@@ -536,6 +542,8 @@ static void plan_landed(struct watch *w, struct watch_work *wk)
 		work_failed(w, wk);
 		return;
 	}
+	if (wk->served)
+		w->served = wk->triggers;
 	succeeded(w);
 	/* from the fetch's end to the builds recorded: what a push waits for
 	 * before its builds start (worker queue included) */
@@ -583,6 +591,8 @@ static bool fetch_landed(struct watch *w, struct watch_work *wk)
 		strv_copy(&w->mirror_tips, &wk->mirror_tips_out);
 	}
 	if (w->stopping || !wk->moved) {
+		if (wk->served)
+			w->served = wk->triggers;
 		succeeded(w);
 		poll_done(w, wk);
 		return false;
@@ -669,6 +679,7 @@ int watch_new(uv_loop_t *loop, const struct config_repo *repo, const char *mirro
 	w->ops = *ops;
 	w->arg = arg;
 	settings_take(w, repo);
+	w->triggers = 1; /* the first poll serves what an earlier run left */
 	catalog_init(&w->catalog, repo->manifest, NULL);
 	r = repo_mirror_open(w->mirror_path, &w->mirror, err);
 	w->mirror = repo_close(w->mirror); /* created and usable; reopened per poll */
@@ -737,6 +748,7 @@ void watch_trigger(struct watch *w)
 {
 	if (w->stopping)
 		return;
+	w->triggers++;
 	if (w->st == WATCH_IDLE) {
 		poll_start(w);
 	} else {

@@ -64,6 +64,10 @@ struct watch {
 	struct strv mirror_tips; /* per branch: the mirror's tip as last known, or "" */
 	uint64_t local_fp;	 /* refs fingerprint of a local remote at the last good poll */
 	bool local_fp_valid;
+	/* watch_trigger counts (deliveries and triggers are recorded before it
+	 * is called); served: the count a poll last marked them served at. A
+	 * poll with none new leaves the store alone. */
+	uint64_t triggers, served;
 
 	/* Counters and times (unix seconds), for metrics. */
 	uint64_t polls, fetches, plans, errors;

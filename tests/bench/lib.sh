@@ -15,7 +15,8 @@ bench_workdir() {
 bench_cleanup() {
 	local p
 	for p in $pid; do
-		kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
+		# not a bare `&& wait`: its status 143 would end the trap under set -e
+		kill -TERM "$p" 2>/dev/null && { wait "$p" 2>/dev/null || true; }
 	done
 	rm -rf "$work"
 }

@@ -97,6 +97,40 @@ t_git_daemon_fetch() {
 	stop_kilnd
 }
 
+# Over git:// every poll asks the server for its refs; one that finds the
+# branch where the mirror has it fetches nothing. A head that moves is
+# fetched and planned, also a force push back to a commit the mirror holds.
+t_git_daemon_idle_polls_do_not_fetch() {
+	local port m0 m1
+	mkdir served
+	clone=$(origin "$PWD/served/images.git")
+	serve_git "$PWD/served" || return
+	port=$(free_port)
+	config "$PWD/state" "git://127.0.0.1:$GIT_PORT/images.git" 300ms "$port" >kilnd.yaml
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "planning -> idle" kilnd.log || fail "no first poll over git://: $(tail -5 kilnd.log)"
+	metric() { curl -s "http://127.0.0.1:$port/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
+	m0=$(metric kiln_polls_total)
+	[ "$(metric kiln_fetches_total)" = 1 ] || fail "fetches after the first poll: $(metric kiln_fetches_total)"
+	sleep 2
+	m1=$(metric kiln_polls_total)
+	[ $((m1 - m0)) -ge 4 ] || fail "only $((m1 - m0)) polls in 2 s at 300ms"
+	[ "$(metric kiln_fetches_total)" = 1 ] || fail "idle polls fetched: $(metric kiln_fetches_total) fetches"
+	[ "$(grep -c "fetched" kilnd.log)" = 1 ] || fail "idle polls fetched: $(grep "fetched" kilnd.log)"
+	push "$clone" app/x
+	wait_for 10 grep -q "1 build queued" kilnd.log || fail "push not planned over git://"
+	[ "$(metric kiln_fetches_total)" = 2 ] || fail "the push was not one fetch: $(metric kiln_fetches_total)"
+	# back to the first commit, which the mirror holds: no new object, a moved head
+	old=$(git -C "$clone" rev-parse HEAD~1)
+	git -C "$clone" push -q -f origin HEAD~1:main
+	wait_for 10 grep -q "\.\.$(echo "$old" | cut -c1-12): .*app" kilnd.log ||
+		fail "force push to an older commit not planned: $(tail -5 kilnd.log)"
+	[ "$(git --git-dir=state/mirrors/images.git rev-parse main)" = "$old" ] || fail "mirror not moved back"
+	[ "$(metric kiln_fetches_total)" = 3 ] || fail "the force push was not one fetch: $(metric kiln_fetches_total)"
+	wait_for 10 test "$(builds_for state "$old")" = "app|succeeded" || fail "builds: $(builds_for state "$old")"
+	stop_kilnd
+}
+
 t_watchdog_reload_and_stop() {
 	clone=$(origin "$PWD/origin.git")
 	config "$PWD/state" "$PWD/origin.git" 300ms >kilnd.yaml
