@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -535,16 +536,37 @@ static int cmd_online(const struct kiln_cmd *cmd, int argc, char **argv)
 
 /* ---- commands in modules ---- */
 
-/* Loads cmd's module and runs it. The module is found through kiln's
- * RUNPATH (the build tree, or KILN_MODULEDIR once installed); a module or a
- * library it needs that cannot be loaded is named, with exit status 2.
- * The module stays loaded until the process exits. */
+/* Where module is: beside kiln in a build tree, else KILN_MODULE_RELDIR from
+ * kiln's own directory (symbolic links resolved), which is where an install
+ * puts it. The caller frees it. Not dlopen's search: its RUNPATH would be
+ * the caller's, and under ASan the caller is the sanitizer's dlopen. */
+static char *module_path(const char *module)
+{
+	char exe[PATH_MAX], *p;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	if (n <= 0 || memchr(exe, '/', (size_t)n) == NULL)
+		return xstrdup(module); /* no /proc: the loader's search, as a last resort */
+	exe[n] = '\0';
+	*strrchr(exe, '/') = '\0';
+	p = xasprintf("%s/%s", exe, module);
+	if (access(p, F_OK) == 0)
+		return p;
+	free(p);
+	return xasprintf("%s/" KILN_MODULE_RELDIR "/%s", exe, module);
+}
+
+/* Loads cmd's module and runs it. A module, or a library it needs, that
+ * cannot be loaded is named, with exit status 2. The module stays loaded
+ * until the process exits. */
 static int cmd_module(const struct kiln_cmd *cmd, int argc, char **argv)
 {
 	struct cli_call call = {.argc = argc, .argv = argv, .help = cmd->help};
 	cli_main_fn *fn;
-	void *h = dlopen(cmd->module, RTLD_NOW | RTLD_LOCAL);
+	char *path = module_path(cmd->module);
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 
+	free(path);
 	if (h == NULL) {
 		fprintf(stderr, "kiln %s: cannot load %s: %s\n", cmd->name, cmd->module, dlerror());
 		return CLI_EXIT_USAGE;

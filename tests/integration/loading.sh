@@ -18,7 +18,7 @@ loaded() {
 	RC=$?
 	OUT=$(cat "$TEST_TMP/out")
 	ERR=$(cat "$TEST_TMP/err")
-	LOADED=$(cat "$TEST_TMP"/ld.* 2>/dev/null | sed -n 's/.*file=\([^ ]*\) .*needed by.*/\1/p; s/.*file=\([^ ]*\) .*dynamically loaded by.*/\1/p' | sort -u)
+	LOADED=$(cat "$TEST_TMP"/ld.* 2>/dev/null | sed -n 's/.*file=\([^ ]*\) .*needed by.*/\1/p; s/.*file=\([^ ]*\) .*dynamically loaded by.*/\1/p' | sed 's|.*/||' | sort -u)
 	rm -f "$TEST_TMP"/ld.*
 	[ -n "$LOADED" ] || fail "no loader trace from '$*'"
 }
