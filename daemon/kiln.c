@@ -1,7 +1,13 @@
-/* kiln.c (main): the command-line tool. One table of commands; each parses its own
- * options. Exit status: 0 success, 1 the inputs have errors, 2 usage or a
- * repository/revision that cannot be found. */
+/* kiln.c (main): the command-line tool's front. One table of commands; each
+ * parses its own options. The commands that ask kilnd run here; `changes`
+ * and `build` are modules loaded when they run (see kiln/cli.h), so that
+ * the front links only libc and jansson. Exit status: 0 success, 1 the
+ * inputs have errors, 2 usage, a repository/revision that cannot be found
+ * or a module that cannot be loaded. */
+#include <dlfcn.h>
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,17 +21,10 @@
 
 #include <jansson.h>
 
-#include <curl/curl.h>
-
-#include "kiln/changes.h"
-#include "kiln/oneshot.h"
-#include "kiln/manifest.h"
-#include "kiln/map.h"
-#include "kiln/path.h"
+#include "kiln/buf.h"
+#include "kiln/cli.h"
+#include "kiln/common.h"
 #include "kiln/proto.h"
-#include "kiln/repo.h"
-
-enum { EXIT_INVALID = 1, EXIT_USAGE = 2 };
 
 struct kiln_cmd {
 	const char *name;
@@ -33,6 +32,8 @@ struct kiln_cmd {
 	const char *summary;
 	int (*run)(const struct kiln_cmd *cmd, int argc, char **argv);
 	void (*help)(FILE *f);
+	const char *module; /* run: the module and its cli_main_fn */
+	const char *entry;
 };
 
 static const struct kiln_cmd *find_cmd(const char *name);
@@ -60,201 +61,75 @@ static void changes_help(FILE *f)
 	      f);
 }
 
-/* The cache lives in the git directory (shared by all worktrees). A read-only
- * repository simply runs without it. */
-static char *cache_path(git_repository *repo, const char *manifest_name)
+static void build_help(FILE *f)
 {
-	const char *common = git_repository_commondir(repo);
-	char *dir = xasprintf("%skiln", common);
-	char *file = NULL;
-
-	if (mkdir(dir, 0755) == 0 || errno == EEXIST)
-		file = xasprintf(
-		    "%s/catalog-%016llx", dir,
-		    (unsigned long long)strmap_hash(manifest_name, strlen(manifest_name)));
-	free(dir);
-	return file;
+	fputs("usage: kiln build [--repo DIR] [--push] [--dry-run] [OPTIONS] FROM TO\n"
+	      "\n"
+	      "Build every image that changed between commits FROM and TO (what 'kiln changes'\n"
+	      "lists, except removed images) on a Docker engine, in dependency order, from\n"
+	      "the git tree of TO (not the working copy). Each image's output goes to stdout,\n"
+	      "each line prefixed with 'name:version | '; a summary table ends the run. An\n"
+	      "image whose base image failed is skipped. No daemon is needed: this is what a\n"
+	      "CI job calls. FROM may be git's empty tree, "
+	      "4b825dc642cb6eb9a060e54bf8d69288fbee4904,\n"
+	      "to build every image of TO. 'kiln build ID' (one argument, all digits) is the\n"
+	      "old spelling of 'kiln show ID': it still works, with a note on stderr.\n"
+	      "\n"
+	      "  --repo DIR          the repository (bare or not); default: the current directory\n"
+	      "  --manifest NAME     the file that marks an image folder; default: manifest.yaml\n"
+	      "  --push              push every tag after the build (and its smoke test); the\n"
+	      "                      version tag must not exist in the registry yet\n"
+	      "  --overwrite-tags    with --push: allow replacing an existing version tag\n"
+	      "  --dry-run           print what would be built, in order, and build nothing\n"
+	      "  --concurrency N     builds at once (default 2)\n"
+	      "  --retries N         retries of a build that failed in passing, such as an\n"
+	      "                      unreachable engine or a registry 5xx (default 2)\n"
+	      "  --docker-host URL   unix:///path or tcp://host:port; default: $DOCKER_HOST,\n"
+	      "                      else unix:///var/run/docker.sock ($DOCKER_TLS_VERIFY and\n"
+	      "                      $DOCKER_CERT_PATH apply to tcp://)\n"
+	      "  --source URL        org.opencontainers.image.source; default: remote.origin.url\n"
+	      "  --no-cache          neither read nor write the change detection cache\n"
+	      "  -h, --help          this text\n"
+	      "\n"
+	      "Registry credentials come from $DOCKER_CONFIG/config.json or\n"
+	      "~/.docker/config.json ('auths'), as 'docker login' writes them.\n"
+	      "\n"
+	      "Exit status: 0 every image built (and pushed), 1 an image failed, was skipped or\n"
+	      "has an invalid manifest, 2 usage error, no repository, unknown revision or a\n"
+	      "bad engine address.\n",
+	      f);
 }
 
-/* The changeset FROM..TO of the repository at repo_dir, with the catalog
- * cache under its git directory unless use_cache is false. */
-/* git's empty tree as FROM: every image at TO is added (a first CI run) */
-#define EMPTY_TREE "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-
-static int plan(const char *repo_dir, const char *manifest_name, bool use_cache,
-		const char *from_rev, const char *to_rev, git_repository **ret_repo,
-		struct changeset *ret, struct kiln_err *err)
+static bool all_digits(const char *s)
 {
-	git_repository *repo = NULL;
-	git_commit *from = NULL, *to = NULL;
-	struct catalog cat;
-	struct kiln_err save_err = {0};
-	char *cache = NULL;
-	int r;
-
-	catalog_init(&cat, manifest_name, NULL);
-	if ((r = repo_open(repo_dir, &repo, err)) < 0 ||
-	    (strcmp(from_rev, EMPTY_TREE) != 0 &&
-	     (r = repo_commit(repo, from_rev, &from, err)) < 0) ||
-	    (r = repo_commit(repo, to_rev, &to, err)) < 0)
-		goto out;
-	if (use_cache && (cache = cache_path(repo, manifest_name)) != NULL) {
-		catalog_done(&cat);
-		catalog_init(&cat, manifest_name, cache);
-	}
-	r = changes_compute(repo, from, to, &cat, ret, err);
-	if (r == 0 && catalog_save(&cat, &save_err) < 0) /* a cache, not state: go on */
-		fprintf(stderr, "kiln: warning: the cache was not saved: %s\n", save_err.msg);
-out:
-	catalog_done(&cat);
-	free(cache);
-	git_commit_free(from);
-	git_commit_free(to);
-	if (r == 0)
-		*ret_repo = repo;
-	else
-		git_repository_free(repo);
-	return r;
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
 }
 
-static json_t *strv_json(const struct strv *sv)
+/* Whether argv is the old `kiln build ID`: exactly one argument that is not
+ * an option or an option's value, and it is all digits. A FROM and TO are
+ * two arguments, so this is never a build. */
+static bool build_is_show(int argc, char **argv)
 {
-	json_t *a = json_array();
-	for (size_t i = 0; i < sv->n; i++)
-		json_array_append_new(a, json_string(path_display(sv->v[i])));
-	return a;
-}
+	static const char *const valued[] = {"--repo",	  "--manifest",	   "--concurrency",
+					     "--retries", "--docker-host", "--source",
+					     "--socket"};
+	int positional = 0, numeric = 0;
 
-static json_t *str_or_null(const char *s)
-{
-	return s ? json_string(s) : json_null();
-}
-
-static void print_json(const struct changeset *cs)
-{
-	char hex[GIT_OID_HEXSZ + 1];
-	json_t *o = json_object(), *images = json_array(), *errors = json_array();
-
-	json_object_set_new(o, "from", json_string(git_oid_tostr(hex, sizeof(hex), &cs->from)));
-	json_object_set_new(o, "to", json_string(git_oid_tostr(hex, sizeof(hex), &cs->to)));
-	for (size_t i = 0; i < cs->n; i++) {
-		const struct change *c = &cs->v[i];
-		json_t *im = json_object(), *tags = json_array();
-
-		for (size_t k = 0; k < c->tags.n; k++)
-			json_array_append_new(tags, json_string(c->tags.v[k]));
-		json_object_set_new(im, "path", json_string(path_display(c->path)));
-		json_object_set_new(im, "change", json_string(change_kind_str(c->kind)));
-		json_object_set_new(im, "name", str_or_null(c->name));
-		json_object_set_new(im, "version", str_or_null(c->version));
-		json_object_set_new(im, "registry", str_or_null(c->registry));
-		json_object_set_new(im, "image", str_or_null(c->image));
-		json_object_set_new(im, "tags", tags);
-		json_object_set_new(im, "depends_on", strv_json(&c->depends_on));
-		json_array_append_new(images, im);
+	for (int i = 1; i < argc; i++) {
+		bool value = false;
+		for (size_t k = 0; k < ARRAY_SIZE(valued); k++)
+			value |= strcmp(argv[i - 1], valued[k]) == 0;
+		if (argv[i][0] == '-' || value)
+			continue;
+		positional++;
+		numeric += all_digits(argv[i]);
 	}
-	for (size_t i = 0; i < cs->errors.n; i++) {
-		const struct kiln_diag *d = &cs->errors.v[i];
-		json_t *e = json_object();
-		json_object_set_new(e, "path", json_string(d->path));
-		json_object_set_new(e, "line", json_integer(d->line));
-		json_object_set_new(e, "column", json_integer(d->column));
-		json_object_set_new(e, "message", json_string(d->message));
-		json_array_append_new(errors, e);
-	}
-	json_object_set_new(o, "images", images);
-	json_object_set_new(o, "errors", errors);
-	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-	json_decref(o);
-}
-
-static void print_text(const struct changeset *cs)
-{
-	char line[2048];
-
-	for (size_t i = 0; i < cs->n; i++) {
-		const struct change *c = &cs->v[i];
-		printf("%s\t%s\t%s\n", change_kind_str(c->kind), path_display(c->path),
-		       c->image ? c->image : "-");
-	}
-	for (size_t i = 0; i < cs->errors.n; i++) {
-		kiln_diag_format(&cs->errors.v[i], line, sizeof(line));
-		fprintf(stderr, "%s\n", line);
-	}
-}
-
-static int cmd_changes(const struct kiln_cmd *cmd, int argc, char **argv)
-{
-	static const struct option opts[] = {
-	    {"repo", required_argument, NULL, 'r'}, {"manifest", required_argument, NULL, 'm'},
-	    {"json", no_argument, NULL, 'j'},	    {"no-cache", no_argument, NULL, 'n'},
-	    {"help", no_argument, NULL, 'h'},	    {NULL, 0, NULL, 0},
-	};
-	const char *repo_dir = ".", *manifest_name = "manifest.yaml";
-	bool json = false, use_cache = true;
-	git_repository *repo = NULL;
-	struct changeset cs = {0};
-	struct kiln_err err = {0};
-	int c, rc = EXIT_USAGE;
-
-	(void)cmd;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'r':
-			repo_dir = optarg;
-			break;
-		case 'm':
-			manifest_name = optarg;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'n':
-			use_cache = false;
-			break;
-		case 'h':
-			changes_help(stdout);
-			return 0;
-		default:
-			fprintf(stderr, "kiln changes: see 'kiln changes --help'\n");
-			return EXIT_USAGE;
-		}
-	}
-	if (argc - optind != 2) {
-		fprintf(stderr,
-			"kiln changes: expected FROM and TO, got %d argument%s; see 'kiln changes "
-			"--help'\n",
-			argc - optind, argc - optind == 1 ? "" : "s");
-		return EXIT_USAGE;
-	}
-	if (!manifest_valid_file_name(manifest_name)) {
-		fprintf(stderr, "kiln changes: --manifest '%s' must be a file name, not a path\n",
-			manifest_name);
-		return EXIT_USAGE;
-	}
-	repo_global_init(REPO_ROLE_CLI);
-	if (plan(repo_dir, manifest_name, use_cache, argv[optind], argv[optind + 1], &repo, &cs,
-		 &err) < 0) {
-		fprintf(stderr, "kiln changes: %s\n", err.msg);
-		goto out;
-	}
-	if (json)
-		print_json(&cs);
-	else
-		print_text(&cs);
-	if (fflush(stdout) != 0 || ferror(stdout)) {
-		fprintf(stderr, "kiln changes: cannot write the output\n");
-		rc = EXIT_INVALID;
-		goto out;
-	}
-	rc = cs.errors.n ? EXIT_INVALID : 0;
-out:
-	changeset_done(&cs);
-	git_repository_free(repo);
-	git_libgit2_shutdown();
-	return rc;
+	return positional == 1 && numeric == 1;
 }
 
 /* ---- commands that talk to kilnd over its status socket ---- */
@@ -367,12 +242,12 @@ out:
 static json_t *result_of(json_t *ans, int *rc)
 {
 	if (ans == NULL) {
-		*rc = EXIT_USAGE;
+		*rc = CLI_EXIT_USAGE;
 		return NULL;
 	}
 	if (!json_is_true(json_object_get(ans, PROTO_F_OK))) {
 		fprintf(stderr, "kiln: kilnd: %s\n", str_or(ans, PROTO_F_ERROR, "error"));
-		*rc = EXIT_INVALID;
+		*rc = CLI_EXIT_INVALID;
 		return NULL;
 	}
 	*rc = 0;
@@ -555,7 +430,7 @@ static int print_health(json_t *res)
 	size_t i;
 
 	if (res == NULL)
-		return EXIT_INVALID;
+		return CLI_EXIT_INVALID;
 	if (json_is_true(json_object_get(res, PROTO_F_HEALTHY))) {
 		printf("healthy\n");
 		return 0;
@@ -563,7 +438,7 @@ static int print_health(json_t *res)
 	reasons = json_object_get(res, PROTO_F_REASONS);
 	if (json_array_size(reasons) == 0) { /* a kilnd that gives one reason */
 		printf("unhealthy: %s\n", str_or(res, PROTO_F_REASON, "unknown"));
-		return EXIT_INVALID;
+		return CLI_EXIT_INVALID;
 	}
 	printf("unhealthy: %zu reason%s\n", json_array_size(reasons),
 	       json_array_size(reasons) == 1 ? "" : "s");
@@ -577,7 +452,7 @@ static int print_health(json_t *res)
 			printf(" (since %s)", str_or(r, PROTO_F_SINCE, "?"));
 		printf("\n");
 	}
-	return EXIT_INVALID;
+	return CLI_EXIT_INVALID;
 }
 
 static int cmd_online(const struct kiln_cmd *cmd, int argc, char **argv)
@@ -630,7 +505,7 @@ static int cmd_online(const struct kiln_cmd *cmd, int argc, char **argv)
 				fprintf(stderr, "kiln %s: --limit must be 1 to %d, not '%s'\n",
 					cmd->name, PROTO_LIMIT_MAX, optarg);
 				json_decref(req);
-				return EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			json_object_set_new(req, PROTO_F_LIMIT, json_integer(n));
 			break;
@@ -642,12 +517,12 @@ static int cmd_online(const struct kiln_cmd *cmd, int argc, char **argv)
 		default:
 			fprintf(stderr, "kiln %s: see 'kiln %s --help'\n", cmd->name, cmd->name);
 			json_decref(req);
-			return EXIT_USAGE;
+			return CLI_EXIT_USAGE;
 		}
 	}
 	if (online_args(cmd, argc, argv, req) < 0) {
 		json_decref(req);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	ans = ask(sock, req);
 	res = result_of(ans, &rc);
@@ -659,288 +534,82 @@ static int cmd_online(const struct kiln_cmd *cmd, int argc, char **argv)
 	return rc;
 }
 
-/* ---- kiln build: the builder in the foreground ---- */
+/* ---- commands in modules ---- */
 
-static void build_help(FILE *f)
+/* Where module is: beside kiln in a build tree, else KILN_MODULE_RELDIR from
+ * kiln's own directory (symbolic links resolved), which is where an install
+ * puts it. The caller frees it. Not dlopen's search: its RUNPATH would be
+ * the caller's, and under ASan the caller is the sanitizer's dlopen. */
+static char *module_path(const char *module)
 {
-	fputs("usage: kiln build [--repo DIR] [--push] [--dry-run] [OPTIONS] FROM TO\n"
-	      "\n"
-	      "Build every image that changed between commits FROM and TO (what 'kiln changes'\n"
-	      "lists, except removed images) on a Docker engine, in dependency order, from\n"
-	      "the git tree of TO (not the working copy). Each image's output goes to stdout,\n"
-	      "each line prefixed with 'name:version | '; a summary table ends the run. An\n"
-	      "image whose base image failed is skipped. No daemon is needed: this is what a\n"
-	      "CI job calls. FROM may be git's empty tree, "
-	      "4b825dc642cb6eb9a060e54bf8d69288fbee4904,\n"
-	      "to build every image of TO. 'kiln build ID' (one argument, all digits) is the\n"
-	      "old spelling of 'kiln show ID': it still works, with a note on stderr.\n"
-	      "\n"
-	      "  --repo DIR          the repository (bare or not); default: the current directory\n"
-	      "  --manifest NAME     the file that marks an image folder; default: manifest.yaml\n"
-	      "  --push              push every tag after the build (and its smoke test); the\n"
-	      "                      version tag must not exist in the registry yet\n"
-	      "  --overwrite-tags    with --push: allow replacing an existing version tag\n"
-	      "  --dry-run           print what would be built, in order, and build nothing\n"
-	      "  --concurrency N     builds at once (default 2)\n"
-	      "  --retries N         retries of a build that failed in passing, such as an\n"
-	      "                      unreachable engine or a registry 5xx (default 2)\n"
-	      "  --docker-host URL   unix:///path or tcp://host:port; default: $DOCKER_HOST,\n"
-	      "                      else unix:///var/run/docker.sock ($DOCKER_TLS_VERIFY and\n"
-	      "                      $DOCKER_CERT_PATH apply to tcp://)\n"
-	      "  --source URL        org.opencontainers.image.source; default: remote.origin.url\n"
-	      "  --no-cache          neither read nor write the change detection cache\n"
-	      "  -h, --help          this text\n"
-	      "\n"
-	      "Registry credentials come from $DOCKER_CONFIG/config.json or\n"
-	      "~/.docker/config.json ('auths'), as 'docker login' writes them.\n"
-	      "\n"
-	      "Exit status: 0 every image built (and pushed), 1 an image failed, was skipped or\n"
-	      "has an invalid manifest, 2 usage error, no repository, unknown revision or a\n"
-	      "bad engine address.\n",
-	      f);
+	char exe[PATH_MAX], *p;
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	if (n <= 0 || memchr(exe, '/', (size_t)n) == NULL)
+		return xstrdup(module); /* no /proc: the loader's search, as a last resort */
+	exe[n] = '\0';
+	*strrchr(exe, '/') = '\0';
+	p = xasprintf("%s/%s", exe, module);
+	if (access(p, F_OK) == 0)
+		return p;
+	free(p);
+	return xasprintf("%s/" KILN_MODULE_RELDIR "/%s", exe, module);
 }
 
-static bool all_digits(const char *s)
+/* Loads cmd's module and runs it. A module, or a library it needs, that
+ * cannot be loaded is named, with exit status 2. The module stays loaded
+ * until the process exits. */
+static int cmd_module(const struct kiln_cmd *cmd, int argc, char **argv)
 {
-	if (!*s)
-		return false;
-	for (; *s; s++)
-		if (*s < '0' || *s > '9')
-			return false;
-	return true;
-}
+	struct cli_call call = {.argc = argc, .argv = argv, .help = cmd->help};
+	cli_main_fn *fn;
+	char *path = module_path(cmd->module);
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 
-/* Whether argv is the old `kiln build ID`: exactly one argument that is not
- * an option or an option's value, and it is all digits. A FROM and TO are
- * two arguments, so this is never a build. */
-static bool build_is_show(int argc, char **argv)
-{
-	static const char *const valued[] = {"--repo",	  "--manifest",	   "--concurrency",
-					     "--retries", "--docker-host", "--source",
-					     "--socket"};
-	int positional = 0, numeric = 0;
-
-	for (int i = 1; i < argc; i++) {
-		bool value = false;
-		for (size_t k = 0; k < ARRAY_SIZE(valued); k++)
-			value |= strcmp(argv[i - 1], valued[k]) == 0;
-		if (argv[i][0] == '-' || value)
-			continue;
-		positional++;
-		numeric += all_digits(argv[i]);
+	free(path);
+	if (h == NULL) {
+		fprintf(stderr, "kiln %s: cannot load %s: %s\n", cmd->name, cmd->module, dlerror());
+		return CLI_EXIT_USAGE;
 	}
-	return positional == 1 && numeric == 1;
-}
-
-static char *origin_url(git_repository *repo)
-{
-	git_config *cfg = NULL;
-	git_buf b = {0};
-	char *r = NULL;
-
-	if (git_repository_config_snapshot(&cfg, repo) == 0 &&
-	    git_config_get_string_buf(&b, cfg, "remote.origin.url") == 0)
-		r = xstrdup(b.ptr);
-	git_buf_dispose(&b);
-	git_config_free(cfg);
-	return r;
-}
-
-struct build_args {
-	struct oneshot_opts o;
-	const char *repo_dir;
-	bool dry, use_cache;
-};
-
-/* Options into a; then argv[optind] and argv[optind + 1] are FROM and TO.
- * 0 to go on, else the exit status (after --help, 0 too: *done is set). */
-static int build_parse(int argc, char **argv, struct build_args *a, bool *done)
-{
-	static const struct option opts[] = {
-	    {"repo", required_argument, NULL, 'r'},
-	    {"manifest", required_argument, NULL, 'm'},
-	    {"push", no_argument, NULL, 'p'},
-	    {"overwrite-tags", no_argument, NULL, 'o'},
-	    {"dry-run", no_argument, NULL, 'd'},
-	    {"concurrency", required_argument, NULL, 'c'},
-	    {"retries", required_argument, NULL, 'R'},
-	    {"docker-host", required_argument, NULL, 'H'},
-	    {"source", required_argument, NULL, 's'},
-	    {"no-cache", no_argument, NULL, 'n'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	char *end;
-	long n;
-	int c;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'r':
-			a->repo_dir = optarg;
-			break;
-		case 'm':
-			a->o.manifest_name = optarg;
-			break;
-		case 'p':
-			a->o.push = true;
-			break;
-		case 'o':
-			a->o.overwrite_tags = true;
-			break;
-		case 'd':
-			a->dry = true;
-			break;
-		case 'c':
-		case 'R':
-			n = strtol(optarg, &end, 10);
-			if (*end || n < (c == 'c' ? 1 : 0) || n > 64) {
-				fprintf(stderr, "kiln build: --%s must be %d to 64, not '%s'\n",
-					c == 'c' ? "concurrency" : "retries", c == 'c' ? 1 : 0,
-					optarg);
-				return EXIT_USAGE;
-			}
-			if (c == 'c')
-				a->o.concurrency = (unsigned)n;
-			else
-				a->o.retries = (unsigned)n;
-			break;
-		case 'H':
-			a->o.docker_host = optarg;
-			break;
-		case 's':
-			a->o.source_url = optarg;
-			break;
-		case 'n':
-			a->use_cache = false;
-			break;
-		case 'h':
-			build_help(stdout);
-			*done = true;
-			return 0;
-		default:
-			fprintf(stderr, "kiln build: see 'kiln build --help'\n");
-			return EXIT_USAGE;
-		}
+	fn = (cli_main_fn *)dlsym(h, cmd->entry);
+	if (fn == NULL) {
+		fprintf(stderr, "kiln %s: %s has no %s: %s\n", cmd->name, cmd->module, cmd->entry,
+			dlerror());
+		return CLI_EXIT_USAGE;
 	}
-	if (argc - optind != 2) {
-		fprintf(stderr,
-			"kiln build: expected FROM and TO, got %d argument%s; see 'kiln build "
-			"--help'\n",
-			argc - optind, argc - optind == 1 ? "" : "s");
-		return EXIT_USAGE;
-	}
-	if (!manifest_valid_file_name(a->o.manifest_name)) {
-		fprintf(stderr, "kiln build: --manifest '%s' must be a file name, not a path\n",
-			a->o.manifest_name);
-		return EXIT_USAGE;
-	}
-	return 0;
-}
-
-/* --dry-run: what would be built, in order */
-static void print_dry_run(const struct changeset *cs, bool push)
-{
-	size_t k = 0;
-
-	for (size_t i = 0; i < cs->n; i++) {
-		const struct change *ch = &cs->v[i];
-		if (ch->kind == CHANGE_REMOVED || !ch->image)
-			continue;
-		printf("%zu. %s (%s, %s)", ++k, ch->image, change_kind_str(ch->kind),
-		       path_display(ch->path));
-		for (size_t d = 0; d < ch->depends_on.n; d++)
-			printf("%s%s", d ? ", " : " after ", path_display(ch->depends_on.v[d]));
-		printf("\n");
-	}
-	printf("%zu image%s would be built%s\n", k, k == 1 ? "" : "s", push ? " and pushed" : "");
-}
-
-/* The builds themselves, on the engine: oneshot_run's exit status. */
-static int build_run(git_repository *repo, struct oneshot_opts o, const struct changeset *cs)
-{
-	char hex[GIT_OID_HEXSZ + 1], *source = NULL;
-	int rc;
-
-	if (!o.source_url)
-		o.source_url = source = origin_url(repo);
-	o.commit = git_oid_tostr(hex, sizeof(hex), &cs->to);
-	o.repo_path = git_repository_path(repo);
-	signal(SIGPIPE, SIG_IGN); /* a cancelled build closes the context pipe */
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	rc = oneshot_run(&o, cs);
-	curl_global_cleanup();
-	free(source);
-	return rc;
+	return fn(&call);
 }
 
 static int cmd_build(const struct kiln_cmd *cmd, int argc, char **argv)
 {
-	struct build_args a = {.o = {.manifest_name = "manifest.yaml",
-				     .concurrency = 2,
-				     .retries = 2,
-				     .retry_delay_ms = 2000,
-				     .test_timeout_ms = 10 * 60 * 1000},
-			       .repo_dir = ".",
-			       .use_cache = true};
-	git_repository *repo = NULL;
-	struct changeset cs = {0};
-	struct kiln_err err = {0};
-	bool done = false;
-	int rc;
-
-	(void)cmd;
 	if (build_is_show(argc, argv)) {
 		fprintf(stderr, "kiln: 'kiln build ID' is deprecated; use 'kiln show ID'\n");
 		cmd = find_cmd("show");
 		return cmd->run(cmd, argc, argv);
 	}
-	rc = build_parse(argc, argv, &a, &done);
-	if (rc != 0 || done)
-		return rc;
-	rc = EXIT_USAGE;
-	repo_global_init(REPO_ROLE_CLI);
-	if (plan(a.repo_dir, a.o.manifest_name, a.use_cache, argv[optind], argv[optind + 1], &repo,
-		 &cs, &err) < 0) {
-		fprintf(stderr, "kiln build: %s\n", err.msg);
-		goto out;
-	}
-	for (size_t i = 0; i < cs.errors.n; i++) {
-		char line[1024];
-		kiln_diag_format(&cs.errors.v[i], line, sizeof(line));
-		fprintf(stderr, "kiln build: %s\n", line);
-	}
-	if (a.dry) {
-		print_dry_run(&cs, a.o.push);
-		rc = 0;
-	} else {
-		rc = build_run(repo, a.o, &cs);
-	}
-	if (rc == 0 && cs.errors.n)
-		rc = EXIT_INVALID;
-out:
-	changeset_done(&cs);
-	git_repository_free(repo);
-	git_libgit2_shutdown();
-	return rc;
+	return cmd_module(cmd, argc, argv);
 }
 
 static const struct kiln_cmd cmds[] = {
-    {"changes", NULL, "list the images changed between two commits", cmd_changes, changes_help},
+    {"changes", NULL, "list the images changed between two commits", cmd_module, changes_help,
+     "kiln-changes.so", "cli_changes_main"},
     {"status", PROTO_CMD_STATUS, "kilnd's repositories, branches and queue", cmd_online,
-     online_help},
-    {"builds", PROTO_CMD_BUILDS, "kilnd's builds, newest first", cmd_online, online_help},
+     online_help, NULL, NULL},
+    {"builds", PROTO_CMD_BUILDS, "kilnd's builds, newest first", cmd_online, online_help, NULL,
+     NULL},
     {"show", PROTO_CMD_BUILD, "one of kilnd's builds, with its pushed digest", cmd_online,
-     online_help},
+     online_help, NULL, NULL},
     {"build", NULL, "build (and push) the images changed between two commits", cmd_build,
-     build_help},
-    {"logs", PROTO_CMD_LOGS, "a build's log", cmd_online, online_help},
-    {"trigger", PROTO_CMD_TRIGGER, "ask kilnd to poll a repository now", cmd_online, online_help},
-    {"rebuild", PROTO_CMD_REBUILD, "queue a build of one image", cmd_online, online_help},
-    {"cancel", PROTO_CMD_CANCEL, "cancel a queued or running build", cmd_online, online_help},
+     build_help, "kiln-build.so", "cli_build_main"},
+    {"logs", PROTO_CMD_LOGS, "a build's log", cmd_online, online_help, NULL, NULL},
+    {"trigger", PROTO_CMD_TRIGGER, "ask kilnd to poll a repository now", cmd_online, online_help,
+     NULL, NULL},
+    {"rebuild", PROTO_CMD_REBUILD, "queue a build of one image", cmd_online, online_help, NULL,
+     NULL},
+    {"cancel", PROTO_CMD_CANCEL, "cancel a queued or running build", cmd_online, online_help, NULL,
+     NULL},
     {"health", PROTO_CMD_HEALTH, "exit 0 when kilnd answers and is healthy", cmd_online,
-     online_help},
+     online_help, NULL, NULL},
 };
 
 static void usage(FILE *f)
@@ -970,7 +639,7 @@ int main(int argc, char **argv)
 
 	if (argc < 2) {
 		usage(stderr);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
 		printf("kiln %s\n", KILN_VERSION);
@@ -987,14 +656,14 @@ int main(int argc, char **argv)
 		}
 		if ((cmd = find_cmd(argv[2])) == NULL) {
 			fprintf(stderr, "kiln: unknown command '%s'; see 'kiln --help'\n", argv[2]);
-			return EXIT_USAGE;
+			return CLI_EXIT_USAGE;
 		}
 		cmd->help(stdout);
 		return 0;
 	}
 	if ((cmd = find_cmd(argv[1])) == NULL) {
 		fprintf(stderr, "kiln: unknown command '%s'; see 'kiln --help'\n", argv[1]);
-		return EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	return cmd->run(cmd, argc - 1, argv + 1);
 }

@@ -52,7 +52,9 @@ kiln_options() {
 	for c in $(kiln_commands); do
 		help+=("$("$KILN" "$c" --help 2>&1)")
 	done
-	long_options "$KILN_SRC/daemon/kiln.c" "${help[@]}"
+	# the front's option tables and those of the commands in modules
+	long_options <(cat "$KILN_SRC"/daemon/kiln.c "$KILN_SRC"/daemon/kiln_changes.c \
+		"$KILN_SRC"/daemon/kiln_build.c) "${help[@]}"
 }
 
 # the command table, as kiln --help lists it

@@ -8,8 +8,8 @@
 : "${KILN_SRC:?}"
 
 [ "$(id -u)" = 0 ] || skip_all "dpkg -i needs root"
-for c in cmake cpack dpkg dpkg-deb dpkg-shlibdeps; do
-	command -v "$c" >/dev/null || skip_all "no $c (packages cmake, dpkg-dev)"
+for c in cmake cpack dpkg dpkg-deb dpkg-shlibdeps git; do
+	command -v "$c" >/dev/null || skip_all "no $c (packages cmake, dpkg-dev, git)"
 done
 # never touch a kiln someone installed
 if dpkg-query -W -f='${Status}' kiln 2>/dev/null | grep -q 'installed\|config-files\|unpacked'; then
@@ -84,7 +84,8 @@ t_2_install() {
 	contains "$ERR" "kilnd not started"
 	[ "$(dpkg-query -W -f='${Status}' kiln)" = "install ok installed" ] || fail "status: $(dpkg-query -W -f='${Status}' kiln)"
 	files=$(dpkg -L kiln)
-	for f in /usr/bin/kiln /usr/bin/kilnd /lib/systemd/system/kilnd.service /lib/systemd/system/kilnd.socket \
+	for f in /usr/bin/kiln /usr/bin/kilnd /usr/lib/kiln/kiln-changes.so /usr/lib/kiln/kiln-build.so \
+		/lib/systemd/system/kilnd.service /lib/systemd/system/kilnd.socket \
 		/usr/lib/sysusers.d/kiln.conf /usr/lib/tmpfiles.d/kiln.conf /etc/kiln/kilnd.yaml \
 		/usr/share/doc/kiln/README.md /usr/share/man/man1/kiln.1.gz /usr/share/man/man8/kilnd.8.gz \
 		/usr/share/man/man5/kilnd.yaml.5.gz /usr/share/man/man5/kiln-manifest.5.gz; do
@@ -97,6 +98,16 @@ t_2_install() {
 	[ -d /etc/kiln/secrets ] || fail "no /etc/kiln/secrets"
 	[ ! -e /etc/systemd/system/multi-user.target.wants/kilnd.service ] || fail "an unconfigured kilnd was enabled"
 	expect_rc 0 /usr/bin/kiln --version
+	# the installed kiln finds its command modules (its RUNPATH is /usr/lib/kiln)
+	git init -q "$TEST_TMP/repo" && mkdir "$TEST_TMP/repo/app" &&
+		printf 'name: app\nversion: "1"\nregistry: r.example\n' >"$TEST_TMP/repo/app/manifest.yaml" &&
+		echo 'FROM scratch' >"$TEST_TMP/repo/app/Dockerfile" &&
+		git -C "$TEST_TMP/repo" add -A && git -C "$TEST_TMP/repo" -c user.name=t -c user.email=t@t commit -qm 1 ||
+		fail "cannot make a repository"
+	expect_rc 0 /usr/bin/kiln changes --repo "$TEST_TMP/repo" 4b825dc642cb6eb9a060e54bf8d69288fbee4904 HEAD
+	contains "$OUT" "added	app	r.example/app:1"
+	expect_rc 0 /usr/bin/kiln build --dry-run --repo "$TEST_TMP/repo" 4b825dc642cb6eb9a060e54bf8d69288fbee4904 HEAD
+	contains "$OUT" "1 image would be built"
 }
 
 t_3_config_and_units() {

@@ -57,6 +57,7 @@ t_layout() {
 	rdirs=$(rpm -qp --queryformat '[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]' "$RPM" | awk '$1 ~ /^d/' | sort -k3)
 	[ "$rdirs" = "drwxr-x--- root:kiln /etc/kiln
 drwxr-x--- root:kiln /etc/kiln/secrets
+drwxr-xr-x root:root /usr/lib/kiln
 drwxr-xr-x root:root /usr/share/doc/kiln" ] || fail "directories: $rdirs"
 	# same text as the .deb's: the unit names /usr/bin/kilnd (package.sh
 	# checks that), the same conffile and snippets
