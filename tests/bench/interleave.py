@@ -19,6 +19,22 @@ import sys
 import time
 
 
+def run_once(argv, before=None):
+    """Runs argv once (after the untimed shell command before, if any) with
+    its output to /dev/null; returns (wall ms, peak RSS KiB, CPU ms). Exit
+    status 0 or 1 (kiln changes' invalid manifests) goes on, others abort."""
+    if before:
+        subprocess.run(before, shell=True, check=True)
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = (time.perf_counter() - t0) * 1000
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        sys.exit("%s exited %d" % (argv, code))
+    return wall, usage.ru_maxrss, (usage.ru_utime + usage.ru_stime) * 1000
+
+
 def main():
     args = sys.argv[1:]
     runs = int(args.pop(0))
@@ -33,17 +49,10 @@ def main():
     cpu = {n: [] for n, _ in cmds}
     for _ in range(runs):
         for name, cmd in cmds:
-            if before:
-                subprocess.run(before, shell=True, check=True)
-            t0 = time.perf_counter()
-            p = subprocess.Popen(["/bin/sh", "-c", cmd], stdout=subprocess.DEVNULL)
-            _, status, usage = os.wait4(p.pid, 0)
-            times[name].append((time.perf_counter() - t0) * 1000)
-            code = os.waitstatus_to_exitcode(status)
-            if code not in (0, 1):
-                sys.exit("%s exited %d" % (cmd, code))
-            rss[name] = max(rss[name], usage.ru_maxrss)
-            cpu[name].append((usage.ru_utime + usage.ru_stime) * 1000)
+            wall, maxrss, used = run_once(["/bin/sh", "-c", cmd], before)
+            times[name].append(wall)
+            rss[name] = max(rss[name], maxrss)
+            cpu[name].append(used)
     for name, _ in cmds:
         print("%s %.1f %d %.1f" % (name, statistics.median(times[name]), rss[name],
                                    statistics.median(cpu[name])))

@@ -9,9 +9,10 @@ output goes to /dev/null; a non-zero exit status (other than 1, which
 """
 import os
 import statistics
-import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from interleave import run_once  # noqa: E402
 
 
 def main():
@@ -24,16 +25,9 @@ def main():
     assert args.pop(0) == "--"
     times, rss = [], 0
     for _ in range(runs):
-        if before:
-            subprocess.run(before, shell=True, check=True)
-        t0 = time.perf_counter()
-        p = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(p.pid, 0)
-        times.append((time.perf_counter() - t0) * 1000)
-        code = os.waitstatus_to_exitcode(status)
-        if code not in (0, 1):
-            sys.exit("%s exited %d" % (args, code))
-        rss = max(rss, usage.ru_maxrss)
+        wall, maxrss, _ = run_once(args, before)
+        times.append(wall)
+        rss = max(rss, maxrss)
     print("%.1f %d %.1f" % (statistics.median(times), rss, times[0]))
 
 
