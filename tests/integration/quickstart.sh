@@ -65,6 +65,18 @@ for r in sqlite3.connect(sys.argv[1]).execute(
 	contains "$(cat out)" "succeeded   examples       main         app"
 }
 
+# kill_line_stops_kilnd: the kill line the last --keep run printed names
+# exactly the kilnd that runs, and running it stops everything
+kill_line_stops_kilnd() {
+	local line
+	line=$(grep '^kill [0-9 ]*$' out)
+	[ "$line" = "kill $(alive_kilnd)" ] || fail "kill line '$line', running: $(alive_kilnd)"
+	track_pid "${line#kill }"
+	$line
+	wait_for 30 none_alive ||
+		fail "'$line' did not stop kilnd in 30 s: $(tail -5 b/quickstart/kilnd.log)"
+}
+
 t_twice_in_a_row_leaves_nothing_running() {
 	local i
 	dead_socket
@@ -90,12 +102,7 @@ t_keep_prints_a_kill_line_that_stops_it() {
 	check_run registry.example.com:5000
 	kill -0 "$first" 2>/dev/null && fail "the first --keep kilnd $first still runs"
 	contains "$(cat out)" "stopping the kilnd a previous --keep left (pid $first)"
-	line=$(grep '^kill [0-9]*$' out)
-	[ "$line" = "kill $(alive_kilnd)" ] || fail "kill line '$line', running: $(alive_kilnd)"
-	track_pid "${line#kill }"
-	$line
-	wait_for 30 none_alive ||
-		fail "'$line' did not stop kilnd in 30 s: $(tail -5 b/quickstart/kilnd.log)"
+	kill_line_stops_kilnd
 }
 
 # ---- with a Docker engine ----
@@ -168,12 +175,7 @@ t_engine_twice_then_keep() {
 	kill -0 "$rp" 2>/dev/null && fail "the kept registry $rp still runs"
 	check_run registry.example.com:5000
 	[ -z "$(alive_registry)" ] || fail "a dry run left a registry: $(alive_registry)"
-	line=$(grep '^kill [0-9 ]*$' out)
-	[ "$line" = "kill $(alive_kilnd)" ] || fail "kill line '$line', running: $(alive_kilnd)"
-	track_pid "${line#kill }"
-	$line
-	wait_for 30 none_alive ||
-		fail "'$line' did not stop kilnd in 30 s: $(tail -5 b/quickstart/kilnd.log)"
+	kill_line_stops_kilnd
 }
 
 run_all
