@@ -167,6 +167,15 @@ t_2_runs_builds_pushes_stops() {
 	wait_for 120 sh -c "python3 '$PEEK' tags 'http://$REG' hello | grep -qx 1.0" ||
 		fail "hello:1.0 not in the registry: $(docker exec "$CONTAINER" kiln builds 2>&1 | tail -3)"
 	docker exec "$CONTAINER" kiln builds | grep -q 'succeeded.*hello' || fail "kiln builds: $(docker exec "$CONTAINER" kiln builds)"
+	# the offline commands' modules are in the image: each loads and gets as
+	# far as the (missing) repository
+	for c in changes build; do
+		out=$(docker exec "$CONTAINER" kiln $c --repo /nonexistent HEAD HEAD 2>&1)
+		case $out in
+		*"cannot load"* | "") fail "kiln $c in the image: $out" ;;
+		esac
+		contains "$out" "/nonexistent"
+	done
 	# PID 1 forks nothing: no children (no zombies to reap)
 	pid=$(inspect '{{.State.Pid}}' "$CONTAINER")
 	[ "$(tr -d '\n' </proc/"$pid"/comm)" = kilnd ] || fail "PID 1 is $(cat /proc/"$pid"/comm)"
