@@ -249,10 +249,14 @@ static void buildkit_line(struct job_reply *rp, json_t *o, job_show_cb *show, vo
 	json_t *aux = json_object_get(o, "aux");
 	const char *s;
 
-	(void)show;
-	(void)arg;
 	if (!id || !aux)
 		return;
+	if (strcmp(id, "moby.buildkit.trace") == 0 && (s = json_string_value(aux)) && rp->trace) {
+		/* a malformed message is skipped: the build's result does not
+		 * depend on its progress */
+		bktrace_feed(rp->trace, s, json_string_length(aux), show, arg);
+		return;
+	}
 	if (strcmp(id, "moby.image.id") == 0 &&
 	    (s = json_string_value(json_object_get(aux, "ID"))) != NULL)
 		snprintf(rp->id, sizeof(rp->id), "%s", s);
@@ -297,14 +301,41 @@ error:
 	return failed;
 }
 
+/* An engine started with --bridge=none (as kiln's tests start theirs) has no
+ * network for BuildKit's RUN steps, which the classic builder did without. */
+#define NO_BRIDGE_MARK "network bridge not found"
+#define NO_BRIDGE_HINT                                                                             \
+	"the engine has no bridge network: set `network: none` in the manifest (or "              \
+	"builds.network in kilnd.yaml), or give the engine a bridge"
+
+/* A failed BuildKit build: the failing step and its last output, which the
+ * engine's final error line leaves out. */
+static void buildkit_failed(struct job *j)
+{
+	char step[sizeof(j->res.error)];
+	const char *what = j->reply.error;
+
+	bktrace_flush(j->reply.trace, show_line, j);
+	if (bktrace_failure(j->reply.trace, step, sizeof(step)))
+		what = step;
+	if (strstr(what, NO_BRIDGE_MARK))
+		fail(j, -EIO, false, "build failed: %s (%s)", NO_BRIDGE_HINT, what);
+	else
+		fail(j, -EIO, docker_error_transient(what), "build failed: %s", what);
+}
+
 static void build_line(struct docker_call *c, const char *line, size_t len, void *arg)
 {
 	struct job *j = arg;
 
 	(void)c;
-	if (job_reply_line(&j->reply, line, len, show_line, j))
-		fail(j, -EIO, docker_error_transient(j->reply.error), "build failed: %s",
-		     j->reply.error);
+	if (job_reply_line(&j->reply, line, len, show_line, j)) {
+		if (j->reply.kind == JOB_STREAM_BUILDKIT)
+			buildkit_failed(j);
+		else
+			fail(j, -EIO, docker_error_transient(j->reply.error), "build failed: %s",
+			     j->reply.error);
+	}
 	snprintf(j->res.image_id, sizeof(j->res.image_id), "%s", j->reply.id);
 }
 
@@ -334,6 +365,10 @@ static void build_done(struct docker_call *c, void *arg)
 	struct job *j = arg;
 
 	j->call = NULL;
+	if (j->reply.trace) {
+		bktrace_flush(j->reply.trace, show_line, j);
+		j->reply.trace = bktrace_free(j->reply.trace);
+	}
 	if (j->cx_failed) {
 		fail(j, j->cx_err.code ? j->cx_err.code : -EIO, false, "build context: %s",
 		     j->cx_err.msg);
@@ -483,9 +518,9 @@ static void start_build(struct job *j)
 	}
 	path = build_path(j);
 	rq.path = path;
-	j->reply = (struct job_reply){.kind = j->builder == DOCKER_BUILDER_BUILDKIT
-						  ? JOB_STREAM_BUILDKIT
-						  : JOB_STREAM_BUILD};
+	j->reply = (struct job_reply){.kind = JOB_STREAM_BUILD};
+	if (j->builder == DOCKER_BUILDER_BUILDKIT)
+		j->reply = (struct job_reply){.kind = JOB_STREAM_BUILDKIT, .trace = bktrace_new()};
 	say(j, "kiln: building %s from %s at %.12s with %s (context %s, Dockerfile %s%s%s)",
 	    j->ref, path_display(j->spec.path), j->spec.commit, j->res.builder,
 	    path_display(m->context), m->dockerfile, j->spec.network ? ", network " : "",
@@ -802,6 +837,7 @@ static void timer_closed(uv_handle_t *h)
 	struct job *j = h->data;
 
 	job_spec_done(&j->spec);
+	bktrace_free(j->reply.trace);
 	free(j->dockerfile_in_tar);
 	free(j->ref);
 	free(j->repo_ref);

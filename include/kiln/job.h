@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "kiln/bktrace.h"
 #include "kiln/config.h"
 #include "kiln/docker.h"
 #include "kiln/manifest.h"
@@ -116,6 +117,7 @@ struct job_reply {
 	 * digest (aux.Digest); the last seen */
 	char id[80];
 	char error[1024]; /* the last error line's text */
+	struct bktrace *trace; /* BuildKit: decodes moby.buildkit.trace; NULL: not shown */
 };
 /* Consumes one line: what is worth showing goes to show, a line per call.
  * Returns true when the line reported an error (its text in rp->error). */
