@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # engine.sh: `kiln build` and kilnd against a stand-in engine that answers
-# badly on purpose (lib/hostile_engine.py). Every bad reply must end that
-# build with an error that says what went wrong, never a crash (the
-# sanitizer build runs this too), and kilnd must stay up with its state.
+# badly on purpose (lib/hostile_engine.py) in the classic builder's stream
+# (set here: the engine says API 1.41, where auto means BuildKit). Every bad
+# reply must end that build with an error that says what went wrong, never a
+# crash (the sanitizer build runs this too), and kilnd must stay up with its
+# state.
 . "$(dirname "$0")/lib/common.sh"
 : "${KILND:?}" "${KILN:?}"
 ENGINE_PY="$(cd "$(dirname "$0")/lib" && pwd)/hostile_engine.py"
@@ -27,7 +29,7 @@ kb() {
 	local m=$1 rc=$2 text=$3
 	shift 3
 	echo "$m" >mode
-	expect_rc "$rc" "$KILN" build --repo c --docker-host "unix://$PWD/e.sock" --retries 0 \
+	expect_rc "$rc" "$KILN" build --repo c --docker-host "unix://$PWD/e.sock" --retries 0 --builder classic \
 		"$@" "$EMPTY_TREE" HEAD
 	contains "$OUT$ERR" "$text"
 }
@@ -112,7 +114,7 @@ count_builds() {
 # kilnd meets the same replies: each build fails with its reason, and the
 # daemon stays up, healthy, and builds once the engine behaves
 t_kilnd_stays_up() {
-	kilnd_on_engine build_garbage "{concurrency: 3, retries: 0}"
+	kilnd_on_engine build_garbage "{concurrency: 3, retries: 0, builder: classic}"
 	wait_for 30 count_builds failed 3 || fail "three failed builds expected: $("$KILN" builds 2>&1)"
 	"$KILN" builds --json | python3 -c '
 import json, sys
@@ -134,7 +136,7 @@ for b in json.load(sys.stdin):
 
 # a 3 MiB line makes each log hit its cap; only the newest logs are kept
 t_kilnd_caps_and_rotates_logs() {
-	kilnd_on_engine build_hugeline "{concurrency: 1, retries: 0, log_max_size: 64K, keep_logs: 2}"
+	kilnd_on_engine build_hugeline "{concurrency: 1, retries: 0, log_max_size: 64K, keep_logs: 2, builder: classic}"
 	wait_for 30 count_builds succeeded 3 || fail "three builds expected: $("$KILN" builds 2>&1)"
 	[ "$(ls state/logs)" = "$(printf '2.log\n3.log')" ] || fail "logs kept: $(ls state/logs | tr '\n' ' ')"
 	size=$(stat -c %s state/logs/3.log)
@@ -150,7 +152,7 @@ t_kiln_build_interrupted() {
 	start_engine
 	one_image
 	echo build_slow >mode
-	"$KILN" build --repo c --docker-host "unix://$PWD/e.sock" "$EMPTY_TREE" HEAD >out 2>err &
+	"$KILN" build --repo c --docker-host "unix://$PWD/e.sock" --builder classic "$EMPTY_TREE" HEAD >out 2>err &
 	pid=$!
 	wait_for 10 grep -q "RUN sleep 60" out || fail "the build did not start: $(cat err)"
 	t0=$(date +%s)

@@ -179,7 +179,7 @@ t_every_secret_kind_never_printed() {
 	cat >kilnd.yaml <<-Y
 	state_dir: $PWD/state
 	docker: {host: "unix://$PWD/e.sock"}
-	builds: {retries: 0}
+	builds: {retries: 0, builder: classic}
 	listen: {status_socket: $PWD/state.sock, http: ["127.0.0.1:$hport"]}
 	registries:
 	  - host: reg.example.com:5000
