@@ -461,7 +461,9 @@ static void probe_done(struct docker_call *c, void *arg)
 	struct job *j = arg;
 
 	j->call = NULL;
-	if (docker_call_result(c) < 0 || docker_call_status(c) != 200) {
+	/* the reply itself does not matter: the call negotiated the version
+	 * (an engine without /version still answered /_ping) */
+	if (docker_call_result(c) < 0) {
 		call_failed(j, c, "asking the engine its version");
 		next_state(j);
 		return;
