@@ -78,7 +78,7 @@ struct builder_slot {
 	enum build_state final;
 	bool requeue, count_attempt;
 	uint64_t delay_ms;
-	char image_id[80], digest[80];
+	char image_id[80], digest[80], used_builder[16];
 	/* record's output */
 	struct queue_view view;
 };
@@ -612,6 +612,7 @@ static void job_done(struct job *j, void *arg)
 
 	snprintf(s->image_id, sizeof(s->image_id), "%s", res->image_id);
 	snprintf(s->digest, sizeof(s->digest), "%s", res->digest);
+	snprintf(s->used_builder, sizeof(s->used_builder), "%s", res->builder);
 	if (res->code < 0)
 		kiln_err_set(&s->err, res->code, "%s", res->error);
 	s->res_code = res->code;
@@ -696,8 +697,9 @@ static void record_work(uv_work_t *req)
 	struct store *st = s->b->store;
 
 	s->r = 0;
-	if (s->image_id[0] || s->digest[0])
-		s->r = store_set_result(st, s->build.id, s->image_id, s->digest, &s->err);
+	if (s->image_id[0] || s->digest[0] || s->used_builder[0])
+		s->r = store_set_result(st, s->build.id, s->image_id, s->digest, s->used_builder,
+					&s->err);
 	if (s->r == 0) {
 		if (s->requeue)
 			s->r = store_requeue(st, s->build.id, s->delay_ms, s->count_attempt,
