@@ -142,14 +142,41 @@ static void session_dead(struct session *se, int code, const char *why, void *ar
 	docker_call_abort(j->call);
 }
 
+/* A pull the registry refused: which credentials BuildKit got from kiln. */
+static void explain_refused_pull(struct job *j)
+{
+	const struct session_h2_stats *st = &j->session_stats;
+	size_t n = strlen(j->res.error);
+
+	if (j->res.code >= 0 ||
+	    (!strstr(j->res.error, "401 Unauthorized") && !strstr(j->res.error, "403 Forbidden")))
+		return;
+	if (st->cred_hosts[0])
+		snprintf(j->res.error + n, sizeof(j->res.error) - n,
+			 " (the registry refused the credentials kiln has for %s)", st->cred_hosts);
+	else if (st->anon_hosts[0])
+		snprintf(j->res.error + n, sizeof(j->res.error) - n,
+			 " (kiln has no credentials for %s: add them to kilnd.yaml's registries or "
+			 "the service user's ~/.docker/config.json)",
+			 st->anon_hosts);
+}
+
 /* A build that asked for a secret it may not see fails with the engine's
- * "secret X not found": say what to change instead. */
+ * "secret X not found": say what to change instead. A build whose
+ * Dockerfile mounts it without required=true goes on without it. */
 static void explain_missing_secret(struct job *j)
 {
 	const char *id = j->session_stats.missing;
 
-	if (j->res.code >= 0 || !id[0])
+	if (!id[0])
 		return;
+	if (j->res.code >= 0) {
+		say(j,
+		    "kiln: warning: the Dockerfile asked for secret '%s', which this build may not "
+		    "see (%s does not grant it); the RUN went on without it",
+		    id, j->spec.manifest_file);
+		return;
+	}
 	snprintf(j->res.error, sizeof(j->res.error),
 		 "build failed: the Dockerfile mounts secret '%s', which this build may not see: "
 		 "grant it in %s (secrets: [%s]) and define it for the repository (kilnd.yaml "
@@ -420,6 +447,9 @@ static void build_done(struct docker_call *c, void *arg)
 		if (j->session_stats.cred_hosts[0])
 			say(j, "kiln: the BuildKit session gave credentials for: %s",
 			    j->session_stats.cred_hosts);
+		if (j->session_stats.anon_hosts[0])
+			say(j, "kiln: the BuildKit session had no credentials for: %s",
+			    j->session_stats.anon_hosts);
 	}
 	if (j->cx_failed) {
 		fail(j, j->cx_err.code ? j->cx_err.code : -EIO, false, "build context: %s",
@@ -437,6 +467,7 @@ static void build_done(struct docker_call *c, void *arg)
 		fail(j, -EPROTO, true, "build: the engine's reply ended without an image id");
 	}
 	explain_missing_secret(j);
+	explain_refused_pull(j);
 	if (j->res.code == 0)
 		say(j, "kiln: built %s (%s); context %" PRIu64 " bytes in %u entries", j->ref,
 		    j->res.image_id, context_bytes(j->cx), context_files(j->cx));

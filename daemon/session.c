@@ -296,15 +296,20 @@ static int answer_message(struct session_h2 *h, struct h2_stream *st, struct buf
 	return nghttp2_submit_response(h->ng, st->id, nv, ARRAY_SIZE(nv), &prd) == 0 ? 0 : -EPROTO;
 }
 
-static void note_host(struct session_h2 *h, const uint8_t *host, size_t n)
+/* Adds host to a comma-separated list once; a full list stays as it is. */
+static void note_host(char *list, size_t size, const uint8_t *host, size_t n)
 {
-	char *s = h->stats.cred_hosts;
-	size_t used = strlen(s);
+	size_t used = strlen(list);
 
-	if (used + n + 2 >= sizeof(h->stats.cred_hosts))
+	for (const char *p = list; *p;) {
+		size_t k = strcspn(p, ",");
+		if (k == n && memcmp(p, host, n) == 0)
+			return;
+		p += k + (p[k] == ',');
+	}
+	if (used + n + 2 >= size)
 		return;
-	snprintf(s + used, sizeof(h->stats.cred_hosts) - used, "%s%.*s", used ? "," : "", (int)n,
-		 (const char *)host);
+	snprintf(list + used, size - used, "%s%.*s", used ? "," : "", (int)n, (const char *)host);
 }
 
 static int call_credentials(struct session_h2 *h, struct h2_stream *st, const uint8_t *m,
@@ -316,7 +321,6 @@ static int call_credentials(struct session_h2 *h, struct h2_stream *st, const ui
 
 	if (pb_field(m, n, 1, &host, &hn) < 0)
 		return answer_status(h, st, GRPC_INVALID_ARG, "bad CredentialsRequest");
-	note_host(h, host, hn);
 	for (size_t i = 0; i < h->sd->ncreds; i++) {
 		const struct session_cred *c = &h->sd->creds[i];
 		if (strlen(c->host) != hn || memcmp(c->host, host, hn) != 0)
@@ -325,6 +329,10 @@ static int call_credentials(struct session_h2 *h, struct h2_stream *st, const ui
 		pb_put_bytes(&out, 2, c->secret, strlen(c->secret));
 		break;
 	}
+	if (out.len > 0)
+		note_host(h->stats.cred_hosts, sizeof(h->stats.cred_hosts), host, hn);
+	else
+		note_host(h->stats.anon_hosts, sizeof(h->stats.anon_hosts), host, hn);
 	/* an unknown host gets empty credentials: BuildKit pulls anonymously */
 	return answer_message(h, st, &out);
 }
@@ -716,7 +724,7 @@ int session_start(uv_loop_t *loop, struct docker *d, const struct session_data *
 	unsigned char rnd[16];
 	char key[65];
 	const char *api = docker_api_version(d);
-	long fd = -1;
+	curl_socket_t fd = CURL_SOCKET_BAD;
 	CURLcode rc;
 	int r;
 
@@ -750,12 +758,12 @@ int session_start(uv_loop_t *loop, struct docker *d, const struct session_data *
 	rc = curl_easy_perform(s->h);
 	if (rc == CURLE_OK)
 		rc = curl_easy_getinfo(s->h, CURLINFO_ACTIVESOCKET, &fd);
-	if (rc != CURLE_OK || fd < 0) {
+	if (rc != CURLE_OK || fd == CURL_SOCKET_BAD) {
 		r = kiln_err_set(err, -ECONNREFUSED, "session: cannot connect to the engine %s: %s",
 				 docker_host(d), s->curl_err[0] ? s->curl_err : curl_easy_strerror(rc));
 		goto fail;
 	}
-	s->fd = (curl_socket_t)fd;
+	s->fd = fd;
 	buf_printf(&s->out,
 		   "POST %s%s/session HTTP/1.1\r\n"
 		   "Host: docker\r\n"

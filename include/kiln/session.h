@@ -62,7 +62,8 @@ struct session_h2;
 struct session_h2_stats {
 	unsigned calls;	      /* gRPC calls answered */
 	char missing[128];    /* the first secret id asked for and not granted, "" if none */
-	char cred_hosts[256]; /* registry hosts asked for credentials, comma-separated */
+	char cred_hosts[256]; /* registry hosts given credentials, comma-separated */
+	char anon_hosts[256]; /* asked for, but kiln has none */
 };
 
 /* sd must outlive the server. */

@@ -231,7 +231,10 @@ static void test_credentials(void **state)
 	assert_int_equal(r.status, 0);
 	m = message(&r, &n);
 	assert_int_equal(n, 0);
-	assert_string_equal(session_h2_stats(h)->cred_hosts, "reg.example:5000,x.y");
+	call(h, c, "/moby.filesync.v1.Auth/Credentials", req, sizeof(req) - 1, true, &r);
+	buf_done(&r.body);
+	assert_string_equal(session_h2_stats(h)->cred_hosts, "reg.example:5000");
+	assert_string_equal(session_h2_stats(h)->anon_hosts, "x.y");
 	buf_done(&r.body);
 	client_free(c);
 	session_h2_free(h);
