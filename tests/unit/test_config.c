@@ -856,6 +856,41 @@ static void secret_not_a_regular_file(void **state)
 	free(fifo);
 }
 
+/* Build secrets: ids unique and valid, a readable file, both keys there;
+ * the file's contents are not read at load time. */
+static void build_secrets(void **state)
+{
+	static const char head[] = "repositories:\n  - name: a\n    url: /r\n    secrets:\n";
+	char *text, *path;
+	struct config c;
+	struct kiln_diags d = {0};
+
+	(void)state;
+	assert_int_not_equal(asprintf(&text, "%s      - {id: t.1, file: token}\n", head), -1);
+	path = write_file("sec.yaml", text);
+	assert_int_equal(config_load(path, &c, &d), 0);
+	assert_int_equal(c.repos[0].nsecrets, 1);
+	assert_string_equal(c.repos[0].secrets[0].id, "t.1");
+	assert_non_null(strstr(c.repos[0].secrets[0].file, "/token"));
+	config_done(&c);
+	free(path);
+	free(text);
+	assert_int_not_equal(
+	    asprintf(&text, "%s      - {id: t, file: token}\n      - {id: t, file: token}\n", head),
+	    -1);
+	expect_error(text, 6, 9, "secret 't' is listed twice");
+	free(text);
+	assert_int_not_equal(asprintf(&text, "%s      - {id: \"a b\", file: token}\n", head), -1);
+	expect_error_at(text, "id", "\"a b\"", false, "match [A-Za-z0-9._-]+");
+	free(text);
+	assert_int_not_equal(asprintf(&text, "%s      - {id: t, file: nonexistent}\n", head), -1);
+	expect_error_at(text, "file", "nonexistent", false, "cannot read");
+	free(text);
+	assert_int_not_equal(asprintf(&text, "%s      - {id: t}\n", head), -1);
+	expect_error(text, 5, 9, "a secret needs 'id' and 'file'");
+	free(text);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -875,6 +910,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(reported_once),
 	    cmocka_unit_test(secret_not_a_regular_file),
 	    cmocka_unit_test(buffer_with_nul),
+	    cmocka_unit_test(build_secrets),
 	};
 
 	if (argc == 2 && strcmp(argv[1], "--markdown") == 0) {
