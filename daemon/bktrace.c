@@ -145,20 +145,6 @@ static int pb_time(struct pb s, double *ret)
 
 /* ---- steps ---- */
 
-static void say(bktrace_show_cb *show, void *arg, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void say(bktrace_show_cb *show, void *arg, const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, fmt);
-	s = xvasprintf(fmt, ap);
-	va_end(ap);
-	show(s, strlen(s), arg);
-	free(s);
-}
-
 /* The step of a digest, created when new; NULL past BKTRACE_VERTICES_MAX. */
 static struct vertex *vertex_get(struct bktrace *t, const struct pb *digest)
 {
@@ -184,7 +170,7 @@ static void vertex_show(struct bktrace *t, struct vertex *x, bktrace_show_cb *sh
 	if (x->num)
 		return;
 	x->num = ++t->shown;
-	say(show, arg, "#%u %s", x->num, x->name ? x->name : x->digest);
+	buf_line_printf(show, arg, "#%u %s", x->num, x->name ? x->name : x->digest);
 }
 
 static void tail_add(struct vertex *x, const char *line, size_t len)
@@ -203,7 +189,7 @@ static void output_line(struct vertex *x, const char *line, size_t len, bktrace_
 	if (len > BKTRACE_LINE_MAX)
 		len = BKTRACE_LINE_MAX;
 	tail_add(x, line, len);
-	say(show, arg, "#%u %.*s", x->num, (int)len, line);
+	buf_line_printf(show, arg, "#%u %.*s", x->num, (int)len, line);
 }
 
 static void vertex_flush(struct vertex *x, bktrace_show_cb *show, void *arg)
@@ -279,7 +265,7 @@ static int on_vertex(struct bktrace *t, struct pb s, bktrace_show_cb *show, void
 	vertex_show(t, x, show, arg);
 	if (cached) {
 		x->done = true;
-		say(show, arg, "#%u CACHED", x->num);
+		buf_line_printf(show, arg, "#%u CACHED", x->num);
 		return 0;
 	}
 	if (!completed)
@@ -288,7 +274,7 @@ static int on_vertex(struct bktrace *t, struct pb s, bktrace_show_cb *show, void
 	x->done = true;
 	if (pb_is_len(&error) && error.end > error.p) {
 		x->error = pb_str(&error, ERROR_MAX_BYTES);
-		say(show, arg, "#%u ERROR: %s", x->num, x->error);
+		buf_line_printf(show, arg, "#%u ERROR: %s", x->num, x->error);
 		/* the failed step stops the others with "context canceled":
 		 * the first real error is the one to name */
 		if (!t->failed || (strstr(t->failed->error, CANCELED_MARK) &&
@@ -296,7 +282,7 @@ static int on_vertex(struct bktrace *t, struct pb s, bktrace_show_cb *show, void
 			t->failed = x;
 	} else {
 		double d = x->started > 0 && t_completed >= x->started ? t_completed - x->started : 0;
-		say(show, arg, "#%u DONE %.1fs", x->num, d);
+		buf_line_printf(show, arg, "#%u DONE %.1fs", x->num, d);
 	}
 	return 0;
 }
@@ -337,7 +323,7 @@ static int on_status(struct bktrace *t, struct pb s, bktrace_show_cb *show, void
 		t->status_keys = xreallocarray(t->status_keys, t->nstatus + 64, sizeof(char *));
 	t->status_keys[t->nstatus++] = key;
 	vertex_show(t, x, show, arg);
-	say(show, arg, "#%u %.*s done", x->num,
+	buf_line_printf(show, arg, "#%u %.*s done", x->num,
 	    (int)(id.end - id.p < NAME_MAX_BYTES ? id.end - id.p : NAME_MAX_BYTES),
 	    (const char *)id.p);
 	return 0;
@@ -383,12 +369,12 @@ static int on_warning(struct bktrace *t, struct pb s, bktrace_show_cb *show, voi
 	if (pb_is_len(&vertex))
 		x = vertex_get(t, &vertex);
 	if (x && x->num)
-		say(show, arg, "#%u WARNING: %.*s", x->num,
+		buf_line_printf(show, arg, "#%u WARNING: %.*s", x->num,
 		    (int)(text.end - text.p < BKTRACE_LINE_MAX ? text.end - text.p
 							      : BKTRACE_LINE_MAX),
 		    (const char *)text.p);
 	else
-		say(show, arg, "WARNING: %.*s",
+		buf_line_printf(show, arg, "WARNING: %.*s",
 		    (int)(text.end - text.p < BKTRACE_LINE_MAX ? text.end - text.p
 							      : BKTRACE_LINE_MAX),
 		    (const char *)text.p);

@@ -161,3 +161,15 @@ void strv_done(struct strv *sv)
 	free(sv->v);
 	memset(sv, 0, sizeof(*sv));
 }
+
+void buf_line_printf(buf_line_cb *cb, void *arg, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	s = xvasprintf(fmt, ap);
+	va_end(ap);
+	cb(s, strlen(s), arg);
+	free(s);
+}

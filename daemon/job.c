@@ -298,20 +298,6 @@ static void add_query_json(struct buf *q, const char *key, json_t *o)
 
 /* ---- the progress streams ---- */
 
-static void show_fmt(job_show_cb *show, void *arg, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void show_fmt(job_show_cb *show, void *arg, const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, fmt);
-	s = xvasprintf(fmt, ap);
-	va_end(ap);
-	show(s, strlen(s), arg);
-	free(s);
-}
-
 /* BuildKit's objects: the trace, and the image id, which only
  * moby.image.id carries (never a "Successfully tagged" line, gone in 24). */
 static void buildkit_line(struct job_reply *rp, json_t *o, job_show_cb *show, void *arg)
@@ -343,7 +329,7 @@ bool job_reply_line(struct job_reply *rp, const char *line, size_t len, job_show
 	if (!json_is_object(o)) {
 		/* a builder's plain lines; a push says nothing worth it */
 		if (rp->kind != JOB_STREAM_PUSH)
-			show_fmt(show, arg, "%.*s", (int)len, line);
+			buf_line_printf(show, arg, "%.*s", (int)len, line);
 		json_decref(o);
 		return false;
 	}
@@ -358,7 +344,7 @@ bool job_reply_line(struct job_reply *rp, const char *line, size_t len, job_show
 		/* progress bars repeat: only the lines that say something new */
 		v = json_object_get(o, "progressDetail");
 		if (!v || json_object_size(v) == 0)
-			show_fmt(show, arg, "%s%s%s", id ? id : "", id ? ": " : "", s);
+			buf_line_printf(show, arg, "%s%s%s", id ? id : "", id ? ": " : "", s);
 	}
 	if ((v = json_object_get(o, "aux")) && (s = json_string_value(json_object_get(v, id_key))))
 		snprintf(rp->id, sizeof(rp->id), "%s", s);

@@ -88,6 +88,10 @@ static void build_help(FILE *f)
 	      "                      else unix:///var/run/docker.sock ($DOCKER_TLS_VERIFY and\n"
 	      "                      $DOCKER_CERT_PATH apply to tcp://)\n"
 	      "  --source URL        org.opencontainers.image.source; default: remote.origin.url\n"
+	      "  --builder B         auto (default), buildkit or classic; a manifest's builder:\n"
+	      "                      wins; auto: BuildKit on Docker with API >= 1.39\n"
+	      "  --network N         the network of RUN steps: default (the engine's), none or\n"
+	      "                      host; a manifest's network: wins\n"
 	      "  --secret id=ID,src=FILE\n"
 	      "                      a build secret manifests may grant (secrets: [ID]) for\n"
 	      "                      RUN --mount=type=secret,id=ID (BuildKit); repeatable\n"
@@ -120,7 +124,7 @@ static bool build_is_show(int argc, char **argv)
 {
 	static const char *const valued[] = {"--repo",	  "--manifest",	   "--concurrency",
 					     "--retries", "--docker-host", "--source",
-					     "--socket"};
+					     "--socket",  "--builder",	   "--network"};
 	int positional = 0, numeric = 0;
 
 	for (int i = 1; i < argc; i++) {

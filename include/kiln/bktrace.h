@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "kiln/buf.h"
 #include "kiln/common.h"
 
 #define BKTRACE_MSG_MAX	     (4u << 20) /* a decoded StatusResponse larger than this is skipped */
@@ -26,7 +27,7 @@
 #define BKTRACE_TAIL_BYTES   1024
 
 struct bktrace;
-typedef void bktrace_show_cb(const char *line, size_t len, void *arg);
+typedef buf_line_cb bktrace_show_cb;
 
 struct bktrace *bktrace_new(void);
 struct bktrace *bktrace_free(struct bktrace *t); /* NULL-safe; returns NULL */

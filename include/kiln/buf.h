@@ -30,6 +30,11 @@ void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(print
 char *buf_steal(struct buf *b);
 void buf_done(struct buf *b);
 
+/* A line consumer (a build's log, a test's collector), and a printf into it. */
+typedef void buf_line_cb(const char *line, size_t len, void *arg);
+void buf_line_printf(buf_line_cb *cb, void *arg, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 struct strv {
 	char **v;
 	size_t n, cap;

@@ -1,8 +1,9 @@
 /* fuzz_engine.c (build): the Docker engine's replies as kiln reads them. Each
- * input is read three ways with the job's and the client's real parsers: as
- * a build progress stream and as a push progress stream (NDJSON, split on
- * '\n' as docker.c delivers lines), and as a container log in 8-byte-header
- * frames. None may crash or leak, and what they keep must stay in bounds. */
+ * input is read four ways with the job's and the client's real parsers: as
+ * a classic and a BuildKit build progress stream and as a push progress
+ * stream (NDJSON, split on '\n' as docker.c delivers lines), and as a
+ * container log in 8-byte-header frames. None may crash or leak, and what
+ * they keep must stay in bounds. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ static void check(const struct job_reply *rp)
 static void streams(const char *p, size_t size)
 {
 	struct job_reply build = {.kind = JOB_STREAM_BUILD}, push = {.kind = JOB_STREAM_PUSH};
+	struct job_reply bk = {.kind = JOB_STREAM_BUILDKIT, .trace = bktrace_new()};
 	size_t shown = 0, start = 0;
 
 	for (size_t i = 0; i <= size; i++) {
@@ -42,10 +44,13 @@ static void streams(const char *p, size_t size)
 		    !memchr(p + start, 'e', i - start))
 			abort(); /* an error needs an "error" key */
 		job_reply_line(&push, p + start, i - start, show, &shown);
+		job_reply_line(&bk, p + start, i - start, show, &shown);
 		check(&build);
 		check(&push);
+		check(&bk);
 		start = i + 1;
 	}
+	bktrace_free(bk.trace);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

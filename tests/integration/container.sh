@@ -143,7 +143,7 @@ t_2_runs_builds_pushes_stops() {
 	cat >kilnd.yaml <<-EOF
 		state_dir: /var/lib/kiln
 		docker: {host: "unix:///var/run/docker.sock"}
-		builds: {concurrency: 1, retries: 1, retry_delay: 1s}
+		builds: {concurrency: 1, retries: 1, retry_delay: 1s, network: none}
 		listen: {http: ["127.0.0.1:$(free_port)"], status_socket: /run/kiln/kiln.sock}
 		shutdown_grace: 5s
 		repositories:

@@ -109,7 +109,21 @@ static void prepare_policy(void **state)
 	assert_non_null(s.registry_auth);
 	assert_non_null(s.registry_config);
 	assert_int_equal(s.test_timeout_ms, 5000);
+	/* no builder or network in the policy or the manifest: auto, the engine's */
+	assert_int_equal(s.builder, DOCKER_BUILDER_AUTO);
+	assert_null(s.network);
 	job_spec_done(&s);
+	p.builder = "buildkit";
+	p.network = "none";
+	assert_int_equal(job_prepare(dir, sha, "app", "manifest.yaml", &p, &s, &err), 0);
+	assert_int_equal(s.builder, DOCKER_BUILDER_BUILDKIT);
+	assert_string_equal(s.network, "none");
+	job_spec_done(&s);
+	p.network = "default"; /* sends nothing: the engine's default */
+	assert_int_equal(job_prepare(dir, sha, "app", "manifest.yaml", &p, &s, &err), 0);
+	assert_null(s.network);
+	job_spec_done(&s);
+	p.builder = p.network = NULL;
 	/* a dependency rebuild and an overwriting repository push without the check */
 	p.dependency = true;
 	assert_int_equal(job_prepare(dir, sha, "app", "manifest.yaml", &p, &s, &err), 0);

@@ -52,6 +52,8 @@ static void full_manifest(void **state)
 			   "platform: linux/amd64\n"
 			   "labels: {team: infra}\n"
 			   "test: {command: [\"jq\", \"--version\"]}\n"
+			   "builder: buildkit\n"
+			   "network: none\n"
 			   "secrets: [pypi-token, npm.rc]\n";
 	struct manifest m;
 	struct kiln_diags d = {0};
@@ -75,6 +77,8 @@ static void full_manifest(void **state)
 	assert_string_equal(m.build_args[1].value, "3");
 	assert_string_equal(m.target, "runtime");
 	assert_string_equal(m.platform, "linux/amd64");
+	assert_string_equal(m.builder, "buildkit");
+	assert_string_equal(m.network, "none");
 	assert_string_equal(m.labels[0].key, "team");
 	assert_int_equal(m.ntest_command, 2);
 	assert_string_equal(m.test_command[1], "--version");
@@ -139,6 +143,10 @@ static void errors_located(void **state)
 		     "not a build stage name");
 	expect_error("name: a\nversion: 1\nregistry: r\nplatform: 'linux//amd64'\n", 4, 11,
 		     "not a platform");
+	expect_error("name: a\nversion: 1\nregistry: r\nbuilder: kit\n", 4, 10,
+		     "'builder' is not auto, buildkit or classic");
+	expect_error("name: a\nversion: 1\nregistry: r\nnetwork: bridge\n", 4, 10,
+		     "'network' is not default, none or host");
 	expect_error("name: a\nversion: 1\nregistry: r\ntest: {cmd: [a]}\n", 4, 8,
 		     "unknown key 'cmd' in 'test'");
 	expect_error("name: a\nversion: 1\nregistry: r\ntest: {command: []}\n", 4, 17,
