@@ -231,6 +231,8 @@ static void test_credentials(void **state)
 	assert_int_equal(r.status, 0);
 	m = message(&r, &n);
 	assert_int_equal(n, 0);
+	buf_done(&r.body);
+	/* asked again: the log names a host once */
 	call(h, c, "/moby.filesync.v1.Auth/Credentials", req, sizeof(req) - 1, true, &r);
 	buf_done(&r.body);
 	assert_string_equal(session_h2_stats(h)->cred_hosts, "reg.example:5000");
