@@ -522,6 +522,7 @@ struct session {
 	size_t out_off;
 	session_dead_cb *dead;
 	void *arg;
+	uint64_t t0; /* uv_hrtime() at the start, for the debug log */
 	char id[40];
 	char curl_err[CURL_ERROR_SIZE];
 };
@@ -644,6 +645,8 @@ static int upgraded(struct session *s, size_t *ret_len, char *why, size_t whylen
 		return -EPROTO;
 	}
 	set_state(s, SESSION_OPEN);
+	log_debug("session %s: upgraded %.2f ms after the start", s->id,
+		  (double)(uv_hrtime() - s->t0) / 1e6);
 	s->h2 = session_h2_new(s->sd);
 	*ret_len = hl;
 	return 1;
@@ -729,6 +732,7 @@ int session_start(uv_loop_t *loop, struct docker *d, const struct session_data *
 	int r;
 
 	s->loop = loop;
+	s->t0 = uv_hrtime();
 	s->dead = dead;
 	s->arg = arg;
 	s->poll.data = s;
