@@ -9,32 +9,24 @@
 . "$(dirname "$0")/../integration/lib/common.sh"
 . "$(dirname "$0")/lib/engine.sh"
 : "${KILND:?}"
+KILN_BUILDER=buildkit
+. "$(dirname "$0")/lib/kiln.sh" # the engine, kilnd and repository helpers
 
-reason=$(engine_skip_reason)
-[ -z "$reason" ] || skip_all "the end-to-end tests need a Docker engine: $reason"
-
-E=$(mktemp -d /tmp/kiln-s.XXXXXX)
-ENGINE_DIR=$E
-at_exit engine_teardown
-engine_start "$E" || exit 1
-PORT=$(free_port)
-registry_start "$TEST_TMP/reg" "$PORT" auth || exit 1
-REG=127.0.0.1:$PORT
-EMPTY_TREE=4b825dc642cb6eb9a060e54bf8d69288fbee4904
+APORT=$(free_port)
+registry_start "$TEST_TMP/areg" "$APORT" auth || exit 1
+AREG=127.0.0.1:$APORT
+IMAGE_REGISTRY=$AREG
 SECRET="kiln-e2e-secret-$$-$RANDOM"
 docker_() { DOCKER_HOST="unix://$E/docker.sock" docker "$@"; }
 
-# image DIR NAME DOCKERFILE-BODY: FROM scratch with busybox, built by BuildKit
+# image DIR NAME DOCKERFILE-BODY [manifest lines...]: FROM scratch with
+# busybox, built by BuildKit
 image() {
-	mkdir -p "c/$1"
-	cp "$BUSYBOX" "c/$1/busybox"
-	printf 'FROM scratch\nCOPY busybox /bin/busybox\n%s\n' "$3" >"c/$1/Dockerfile"
-	printf 'name: %s\nversion: "1"\nregistry: %s\nbuilder: buildkit\nnetwork: none\n' "$2" "$REG" \
-		>"c/$1/manifest.yaml"
-}
-
-commit_all() {
-	git -C c add -A && git -C c -c user.email=t@kiln -c user.name=t commit -qm "${1:-change}"
+	local dir=$1 name=$2 body=$3
+	shift 3
+	on_image "$dir" "$name" 1 scratch "COPY busybox /bin/busybox
+$body" "builder: buildkit" "network: none" "$@"
+	cp "$BUSYBOX" "c/$dir/busybox"
 }
 
 # the sha256 a RUN wrote into the image, read back from a container
@@ -56,31 +48,18 @@ run_secret() {
 }
 
 t_kilnd_secret_granted_not_granted_undefined() {
-	git init -q -b main c
+	origin_init
 	mkdir creds && printf '%s\n' "$SECRET" >creds/token && printf 's3cret-pw' >creds/regpw
-	image granted granted "$(run_secret granted)"
-	echo 'secrets: [token]' >>c/granted/manifest.yaml
+	image granted granted "$(run_secret granted)" "secrets: [token]"
 	image denied denied "$(run_secret denied)"
-	image undefined undefined "$(run_secret undefined)"
-	echo 'secrets: [token, other]' >>c/undefined/manifest.yaml
-	commit_all
-	cat >kilnd.yaml <<-EOF
-		state_dir: $PWD/state
-		docker: {host: "unix://$E/docker.sock"}
-		builds: {retries: 0}
-		listen: {status_socket: $PWD/kiln.sock}
-		registries: [{host: "$REG", username: kiln, password_file: regpw}]
-		repositories:
-		  - name: images
-		    url: $PWD/c
-		    poll_interval: 500ms
-		    build_on_start: all
-		    secrets: [{id: token, file: token}]
-	EOF
-	CREDENTIALS_DIRECTORY=$PWD/creds "$KILND" --config kilnd.yaml >kilnd.log 2>&1 &
-	track_pid $!
-	wait_for 180 sh -c "[ \$(\"$KILN\" builds --json --socket kiln.sock | grep -o '\"state\": *\"\\(succeeded\\|failed\\)\"' | wc -l) -ge 3 ]" ||
-		{ fail "builds did not end: $("$KILN" builds --socket kiln.sock)"; return; }
+	image undefined undefined "$(run_secret undefined)" "secrets: [token, other]"
+	push
+	{
+		kilnd_config "registries: [{host: \"$AREG\", username: kiln, password_file: regpw}]"
+		echo "    secrets: [{id: token, file: token}]"
+	} | sed 's/retries: 3/retries: 0/' >kilnd.yaml
+	CREDENTIALS_DIRECTORY=$PWD/creds start_kilnd
+	wait_settled 180 3 || return
 	"$KILN" builds --json --socket kiln.sock >builds.json
 	python3 - builds.json "$PWD/c" <<-'EOF' || fail "builds: $(cat builds.json)"
 		import json, sys
@@ -94,9 +73,9 @@ t_kilnd_secret_granted_not_granted_undefined() {
 		assert u["state"] == "failed", u
 		assert "undefined/manifest.yaml grants secret 'other', which is not defined in the repository's secrets in kilnd.yaml" in u["error"], u["error"]
 	EOF
-	[ "$(sha_in "$REG/granted:1")" = "$(printf '%s\n' "$SECRET" | sha256sum | cut -c1-64)" ] ||
+	[ "$(sha_in "$AREG/granted:1")" = "$(printf '%s\n' "$SECRET" | sha256sum | cut -c1-64)" ] ||
 		fail "the image's hash of the secret is not the secret's"
-	layers_clean "$REG/granted:1"
+	layers_clean "$AREG/granted:1"
 	! grep -rqF "$SECRET" state/logs kilnd.log builds.json || fail "the secret's value is in a log or in kiln builds --json"
 	! grep -aqF "$SECRET" state/kilnd.db* || fail "the secret's value is in the state database"
 }
@@ -105,38 +84,36 @@ t_private_base_pulled_with_credentials() {
 	mkdir base dc dcbad
 	cp "$BUSYBOX" base/busybox
 	printf 'FROM scratch\nCOPY busybox /bin/busybox\n' >base/Dockerfile
-	printf '{"auths": {"%s": {"auth": "%s"}}}' "$REG" "$(printf kiln:s3cret-pw | base64)" >dc/config.json
-	printf '{"auths": {"%s": {"auth": "%s"}}}' "$REG" "$(printf kiln:wrong | base64)" >dcbad/config.json
-	DOCKER_BUILDKIT=0 docker_ build -q -t "$REG/private-base:1" base >/dev/null 2>&1 &&
-		DOCKER_CONFIG=$PWD/dc docker_ push -q "$REG/private-base:1" >/dev/null &&
-		docker_ rmi -f "$REG/private-base:1" >/dev/null || { fail "pushing the private base"; return; }
-	git init -q -b main c
-	mkdir -p c/app
-	printf 'FROM %s/private-base:1\nRUN ["/bin/busybox", "touch", "/app"]\n' "$REG" >c/app/Dockerfile
-	printf 'name: app\nversion: "1"\nregistry: %s\nbuilder: buildkit\nnetwork: none\n' "$REG" >c/app/manifest.yaml
-	commit_all
+	printf '{"auths": {"%s": {"auth": "%s"}}}' "$AREG" "$(printf kiln:s3cret-pw | base64)" >dc/config.json
+	printf '{"auths": {"%s": {"auth": "%s"}}}' "$AREG" "$(printf kiln:wrong | base64)" >dcbad/config.json
+	DOCKER_BUILDKIT=0 docker_ build -q -t "$AREG/private-base:1" base >/dev/null 2>&1 &&
+		DOCKER_CONFIG=$PWD/dc docker_ push -q "$AREG/private-base:1" >/dev/null &&
+		docker_ rmi -f "$AREG/private-base:1" >/dev/null || { fail "pushing the private base"; return; }
+	origin_init
+	on_image app app 1 "$AREG/private-base:1" 'RUN ["/bin/busybox", "touch", "/app"]' \
+		"builder: buildkit" "network: none"
+	push
 	# wrong credentials first (nothing is cached then): the error names the registry
 	DOCKER_CONFIG=$PWD/dcbad HOME=$PWD expect_rc 1 "$KILN" build --repo c --retries 0 "$EMPTY_TREE" HEAD
 	contains "$OUT" "401 Unauthorized"
-	contains "$OUT" "the registry refused the credentials kiln has for $REG"
-	docker_ image inspect "$REG/private-base:1" >/dev/null 2>&1 && fail "the base was pulled with wrong credentials"
+	contains "$OUT" "the registry refused the credentials kiln has for $AREG"
+	docker_ image inspect "$AREG/private-base:1" >/dev/null 2>&1 && fail "the base was pulled with wrong credentials"
 	DOCKER_CONFIG=$PWD/dc HOME=$PWD expect_rc 0 "$KILN" build --repo c --retries 0 "$EMPTY_TREE" HEAD
-	contains "$OUT" "the BuildKit session gave credentials for: $REG"
-	docker_ image inspect "$REG/app:1" >/dev/null 2>&1 || fail "app was not built"
+	contains "$OUT" "the BuildKit session gave credentials for: $AREG"
+	docker_ image inspect "$AREG/app:1" >/dev/null 2>&1 || fail "app was not built"
 }
 
 t_kiln_build_secret_option() {
-	git init -q -b main c
+	origin_init
 	printf '%s\n' "$SECRET" >token
-	image cli cli "$(run_secret cli)"
-	echo 'secrets: [token]' >>c/cli/manifest.yaml
-	commit_all
+	image cli cli "$(run_secret cli)" "secrets: [token]"
+	push
 	HOME=$PWD expect_rc 1 "$KILN" build --repo c --retries 0 "$EMPTY_TREE" HEAD
 	contains "$OUT" "cli/manifest.yaml grants secret 'token', which is not defined in kiln build's --secret options"
 	HOME=$PWD expect_rc 0 "$KILN" build --repo c --retries 0 --secret "id=token,src=$PWD/token" "$EMPTY_TREE" HEAD
-	[ "$(sha_in "$REG/cli:1")" = "$(sha256sum <token | cut -c1-64)" ] || fail "the image's hash of the secret is not the secret's"
+	[ "$(sha_in "$AREG/cli:1")" = "$(sha256sum <token | cut -c1-64)" ] || fail "the image's hash of the secret is not the secret's"
 	! grep -qF "$SECRET" "$TEST_TMP/out" "$TEST_TMP/err" || fail "kiln build printed the secret"
-	layers_clean "$REG/cli:1"
+	layers_clean "$AREG/cli:1"
 	HOME=$PWD expect_rc 2 "$KILN" build --repo c --secret "id=token" "$EMPTY_TREE" HEAD
 	contains "$ERR" "--secret needs id=ID"
 }
