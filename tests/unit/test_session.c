@@ -187,16 +187,44 @@ static struct session_data data(void)
 	return sd;
 }
 
+/* Each test: the data, a server on it and a client connected to it. */
+struct fixture {
+	struct session_data sd;
+	struct session_h2 *h;
+	struct client *c;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = xcalloc(1, sizeof(*f));
+
+	f->sd = data();
+	f->h = session_h2_new(&f->sd);
+	f->c = client_new();
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	client_free(f->c);
+	session_h2_free(f->h);
+	session_data_done(&f->sd);
+	free(f);
+	return 0;
+}
+
 static void test_health(void **state)
 {
-	struct session_data sd = data();
-	struct session_h2 *h = session_h2_new(&sd);
-	struct client *c = client_new();
+	struct fixture *f = *state;
+	struct session_h2 *h = f->h;
+	struct client *c = f->c;
 	struct reply r;
 	const char *m;
 	size_t n;
 
-	(void)state;
 	call(h, c, "/grpc.health.v1.Health/Check", "", 0, true, &r);
 	assert_int_equal(r.status, 0);
 	m = message(&r, &n);
@@ -204,22 +232,18 @@ static void test_health(void **state)
 	assert_memory_equal(m, "\x08\x01", 2); /* status: SERVING */
 	assert_int_equal(session_h2_stats(h)->calls, 1);
 	buf_done(&r.body);
-	client_free(c);
-	session_h2_free(h);
-	session_data_done(&sd);
 }
 
 static void test_credentials(void **state)
 {
-	struct session_data sd = data();
-	struct session_h2 *h = session_h2_new(&sd);
-	struct client *c = client_new();
+	struct fixture *f = *state;
+	struct session_h2 *h = f->h;
+	struct client *c = f->c;
 	struct reply r;
 	const char *m;
 	size_t n;
 	static const char req[] = "\x0a\x10reg.example:5000";
 
-	(void)state;
 	call(h, c, "/moby.filesync.v1.Auth/Credentials", req, sizeof(req) - 1, true, &r);
 	assert_int_equal(r.status, 0);
 	m = message(&r, &n);
@@ -237,22 +261,17 @@ static void test_credentials(void **state)
 	buf_done(&r.body);
 	assert_string_equal(session_h2_stats(h)->cred_hosts, "reg.example:5000");
 	assert_string_equal(session_h2_stats(h)->anon_hosts, "x.y");
-	buf_done(&r.body);
-	client_free(c);
-	session_h2_free(h);
-	session_data_done(&sd);
 }
 
 static void test_secret(void **state)
 {
-	struct session_data sd = data();
-	struct session_h2 *h = session_h2_new(&sd);
-	struct client *c = client_new();
+	struct fixture *f = *state;
+	struct session_h2 *h = f->h;
+	struct client *c = f->c;
 	struct reply r;
 	const char *m;
 	size_t n;
 
-	(void)state;
 	/* ID=1 "token", annotations=2 (a map entry) that kiln ignores */
 	call(h, c, "/moby.buildkit.secrets.v1.Secrets/GetSecret",
 	     "\x0a\x05token\x12\x06\x0a\x01k\x12\x01v", 15, true, &r);
@@ -269,19 +288,15 @@ static void test_secret(void **state)
 	assert_int_equal(r.body.len, 0);
 	assert_string_equal(session_h2_stats(h)->missing, "other");
 	buf_done(&r.body);
-	client_free(c);
-	session_h2_free(h);
-	session_data_done(&sd);
 }
 
 static void test_unimplemented_and_bad(void **state)
 {
-	struct session_data sd = data();
-	struct session_h2 *h = session_h2_new(&sd);
-	struct client *c = client_new();
+	struct fixture *f = *state;
+	struct session_h2 *h = f->h;
+	struct client *c = f->c;
 	struct reply r;
 
-	(void)state;
 	/* what BuildKit asks before Credentials: Unimplemented sends it there */
 	call(h, c, "/moby.filesync.v1.Auth/GetTokenAuthority", "\x0a\x01x", 3, true, &r);
 	assert_int_equal(r.status, 12);
@@ -298,22 +313,19 @@ static void test_unimplemented_and_bad(void **state)
 	call(h, c, "/moby.buildkit.secrets.v1.Secrets/GetSecret", "\x0a\x09to", 4, true, &r);
 	assert_int_equal(r.status, 3);
 	buf_done(&r.body);
-	client_free(c);
-	session_h2_free(h);
 	/* garbage instead of HTTP/2 closes the connection */
-	h = session_h2_new(&sd);
+	h = session_h2_new(&f->sd);
 	assert_int_equal(session_h2_recv(h, "GET / HTTP/1.1\r\n\r\n", 18), -EPROTO);
 	session_h2_free(h);
-	session_data_done(&sd);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_health),
-	    cmocka_unit_test(test_credentials),
-	    cmocka_unit_test(test_secret),
-	    cmocka_unit_test(test_unimplemented_and_bad),
+	    cmocka_unit_test_setup_teardown(test_health, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_credentials, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_secret, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unimplemented_and_bad, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
