@@ -375,10 +375,12 @@ static void buildkit_failed(struct job *j)
 	bktrace_flush(j->reply.trace, show_line, j);
 	if (bktrace_failure(j->reply.trace, step, sizeof(step)))
 		what = step;
+	/* transient or not by the engine's words only: the step's output is
+	 * the Dockerfile's business ("connection refused" from its curl) */
 	if (strstr(what, NO_BRIDGE_MARK))
 		fail(j, -EIO, false, "build failed: %s (%s)", NO_BRIDGE_HINT, what);
 	else
-		fail(j, -EIO, docker_error_transient(what), "build failed: %s", what);
+		fail(j, -EIO, docker_error_transient(j->reply.error), "build failed: %s", what);
 }
 
 static void build_line(struct docker_call *c, const char *line, size_t len, void *arg)
