@@ -10,6 +10,7 @@
 #ifndef KILN_DOCKER_H
 #define KILN_DOCKER_H
 
+#include <curl/curl.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -64,6 +65,11 @@ const char *docker_host(const struct docker *d);
 const char *docker_api_version(const struct docker *d);
 /* Forgets the negotiated version (after the engine restarted). */
 void docker_renegotiate(struct docker *d);
+
+/* Sets how easy handle h reaches the engine (unix socket, TLS files,
+ * timeouts), and its URL to the engine's base + path unless path is NULL:
+ * for a connection kiln drives itself (the BuildKit session). */
+void docker_easy_connection(const struct docker *d, CURL *h, const char *path);
 
 /* The image builder a build uses. AUTO is resolved per engine by
  * docker_builder_auto once the API version is negotiated. */

@@ -62,6 +62,18 @@ t_bad_build_streams_fail_the_build() {
 	kb build_nul 0 "1 built"
 }
 
+# A BuildKit build's session refused or dropped by the engine fails the build
+# with words saying so, as a failure worth retrying
+t_buildkit_session_failures() {
+	start_engine
+	one_image
+	kb session_refused 1 "the engine refused POST /session: HTTP/1.1 400" --builder buildkit
+	contains "$OUT" "ended mid-build"
+	kb session_drop 1 "the BuildKit session with the engine unix://$PWD/e.sock ended mid-build" \
+		--builder buildkit --retries 1
+	contains "$OUT" "attempt 1 failed"
+}
+
 t_bad_smoke_test_replies() {
 	start_engine
 	one_image 'test: {command: ["true"]}'

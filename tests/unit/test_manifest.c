@@ -53,13 +53,16 @@ static void full_manifest(void **state)
 			   "labels: {team: infra}\n"
 			   "test: {command: [\"jq\", \"--version\"]}\n"
 			   "builder: buildkit\n"
-			   "network: none\n";
+			   "network: none\n"
+			   "secrets: [pypi-token, npm.rc]\n";
 	struct manifest m;
 	struct kiln_diags d = {0};
 	char *ref;
 
 	(void)state;
 	assert_int_equal(parse(text, "tools/jq", &m, &d), 0);
+	assert_int_equal(m.nsecrets, 2);
+	assert_string_equal(m.secrets[1], "npm.rc");
 	assert_int_equal(d.n, 0);
 	assert_string_equal(m.name, "tools/jq");
 	assert_string_equal(m.version, "1.7.1");
@@ -121,6 +124,9 @@ static void errors_located(void **state)
 	expect_error("name: a\nversion: 1\nregistry: r\ntags: latest\n", 4, 7, "must be a list");
 	expect_error("name: a\nversion: 1\nregistry: r\ntags: [ok, 'no good']\n", 4, 12,
 		     "not a valid tag");
+	expect_error("name: a\nversion: 1\nregistry: r\nsecrets: [tok, 'a/b']\n", 4, 16,
+		     "secret id 'a/b' is not a valid secret id");
+	expect_error("name: a\nversion: 1\nregistry: r\nsecrets: tok\n", 4, 10, "must be a list");
 	expect_error("name: a\nversion: 1\nregistry: r\ndockerfile: ../../x\n", 4, 13,
 		     "leaves the repository");
 	expect_error("name: a\nversion: 1\nregistry: r\ncontext: /abs\n", 4, 10,

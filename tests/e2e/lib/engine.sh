@@ -78,9 +78,11 @@ stop_strays() {
 ENGINE_PIDS=
 track_engine_pid() { ENGINE_PIDS="$ENGINE_PIDS $1"; }
 
-# registry_start DIR PORT [tls]: a docker-registry on 127.0.0.1:PORT
+# registry_start DIR PORT [tls|auth]: a docker-registry on 127.0.0.1:PORT;
+# tls: HTTPS with htpasswd, auth: htpasswd on plain HTTP (BuildKit in 20.10
+# speaks plain HTTP to a loopback registry, whatever certs.d holds)
 registry_start() {
-	local dir=$1 port=$2 tls=${3:-} url
+	local dir=$1 port=$2 tls=${3:-} url ca=
 	mkdir -p "$dir/store"
 	{
 		echo "version: 0.1"
@@ -89,12 +91,11 @@ registry_start() {
 		echo "http:"
 		echo "  addr: 127.0.0.1:$port"
 		echo "  secret: kiln-test"
-		if [ -n "$tls" ]; then
-			echo "  tls: {certificate: $dir/reg.crt, key: $dir/reg.key}"
-			echo "auth: {htpasswd: {realm: kiln-test, path: $dir/htpasswd}}"
-		fi
+		[ "$tls" = tls ] && echo "  tls: {certificate: $dir/reg.crt, key: $dir/reg.key}"
+		[ -n "$tls" ] && echo "auth: {htpasswd: {realm: kiln-test, path: $dir/htpasswd}}"
 	} >"$dir/config.yml"
-	if [ -n "$tls" ]; then
+	[ -n "$tls" ] && htpasswd -Bbn kiln "s3cret-pw" >"$dir/htpasswd" 2>/dev/null
+	if [ "$tls" = tls ]; then
 		openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=kiln test CA" \
 			-keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null &&
 			openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
@@ -103,16 +104,16 @@ registry_start() {
 			openssl x509 -req -in "$dir/reg.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
 				-CAcreateserial -days 2 -extfile "$dir/san.ext" -out "$dir/reg.crt" 2>/dev/null ||
 			return 1
-		htpasswd -Bbn kiln "s3cret-pw" >"$dir/htpasswd" 2>/dev/null
 		CERTS_D="/etc/docker/certs.d/127.0.0.1:$port"
 		mkdir -p "$CERTS_D" && cp "$dir/ca.crt" "$CERTS_D/ca.crt"
 		url="https://127.0.0.1:$port/v2/"
+		ca=$dir/ca.crt
 	else
 		url="http://127.0.0.1:$port/v2/"
 	fi
 	docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
 	track_engine_pid $!
-	wait_for 20 curl -s ${tls:+--cacert "$dir/ca.crt"} -o /dev/null "$url" || {
+	wait_for 20 curl -s ${ca:+--cacert "$ca"} -o /dev/null "$url" || {
 		echo "registry on $port did not start: $(tail -3 "$dir/registry.log")" >&2
 		return 1
 	}

@@ -26,6 +26,9 @@ goes wrong; every other call gets a plausible good answer:
   check_denied    /distribution/{name}/json: the registry wants credentials
   push_error      the push stream carries an error line
   push_garbage    the push stream is not JSON, and has no digest
+  session_refused POST /session answers 400 (a BuildKit build's session)
+  session_drop    POST /session answers 101, then the connection closes
+                  half a second later; in both, the build streams slowly
 
 With $AUTH_LOG set, the X-Registry-Auth and X-Registry-Config headers it
 gets are appended to that file (a test shows the credentials were sent).
@@ -138,10 +141,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_DELETE(self):
         self.reply(204, "")
 
+    def session(self, m):
+        if m == "session_refused":
+            return self.reply(400, '{"message":"session already exists"}')
+        self.send_response(101)
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Upgrade", "h2c")
+        self.end_headers()
+        self.wfile.flush()
+        time.sleep(0.5 if m == "session_drop" else 10)
+        self.close_connection = True
+
     def do_POST(self):
         self.note_auth()
         m, p = mode(), self.path
         self.body()
+        if p.endswith("/session"):
+            return self.session(m)
         if "/build" in p:
             return self.build(m)
         if p.endswith("/containers/create") or "/containers/create?" in p:
@@ -184,6 +200,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if m == "build_nul":
             return self.stream([b'{"stream":"a\\u0000b\\n"}\n', b'{"stream":"\xff\xfe\n"}\n',
                                 b"\x00\x00\n"] + good_end)
+        if m.startswith("session_"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            line = b'{"stream":"Step 1/1 : FROM scratch\\n"}\n'
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+            self.wfile.flush()
+            time.sleep(3)
+            for c in good_end:
+                c = c.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(c), c))
+            self.wfile.write(b"0\r\n\r\n")
+            return
         if m == "build_slow":
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
