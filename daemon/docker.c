@@ -30,12 +30,15 @@ struct docker_call {
 	struct buf reply;   /* collected reply, or an error reply of a streamed call */
 	struct buf partial; /* the unfinished line of a streamed reply */
 	bool in_multi, paused, aborting, ping;
+	bool probe; /* a GET /_ping: its headers say what the engine is */
 	int early; /* a failure before curl had it, reported from the defer timer */
 	long status;
 	int result;
 	char curl_err[CURL_ERROR_SIZE];
 	char error[1024];
-	char api_header[16]; /* a ping's Api-Version */
+	char api_header[16];	/* a ping's Api-Version */
+	char libpod_header[32]; /* a ping's Libpod-Api-Version: Podman */
+	char server_header[64]; /* a ping's Server: "Docker/20.10.24 (linux)" */
 };
 
 struct docker {
@@ -49,6 +52,8 @@ struct docker {
 	bool tls, verify;
 	char api[16];
 	bool negotiated;
+	enum docker_engine_kind kind;
+	char engine[96];		 /* docker_engine_str */
 	struct docker_call *ping;	 /* in flight */
 	TAILQ_HEAD(, docker_call) calls; /* every call not yet finished */
 };
@@ -61,6 +66,7 @@ struct dsock {
 
 static void check_done(struct docker *d);
 static void call_begin(struct docker_call *c);
+static void note_engine(struct docker *d, const struct docker_call *p);
 
 /* ---- the loop glue ---- */
 
@@ -206,6 +212,8 @@ static void call_finish(struct docker_call *c, int result)
 		result = -ECANCELED;
 	c->result = result;
 	set_error(c);
+	if (c->probe && result == 0 && c->status == 200)
+		note_engine(d, c);
 	if (c->line && c->partial.len > 0 && result == 0 && c->status < 300)
 		c->line(c, c->partial.p, c->partial.len, c->arg);
 	TAILQ_REMOVE(&d->calls, c, link);
@@ -298,22 +306,62 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/* Copies a header's value (up to the first character not in `ok`) into dst. */
+static void header_value(const char *data, size_t len, size_t name_len, const char *ok, char *dst,
+			 size_t size)
+{
+	size_t i = name_len, k = 0;
+
+	while (i < len && (data[i] == ' ' || data[i] == '\t'))
+		i++;
+	while (i < len && k + 1 < size && data[i] != '\r' && data[i] != '\n' &&
+	       (!ok || strchr(ok, data[i])))
+		dst[k++] = data[i++];
+	dst[k] = '\0';
+}
+
+static bool header_is(const char *data, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+	return len > n && strncasecmp(data, name, n) == 0;
+}
+
 static size_t header_cb(char *data, size_t size, size_t n, void *arg)
 {
 	struct docker_call *c = arg;
 	size_t len = size * n;
-	static const char name[] = "api-version:";
+	static const char digits[] = "0123456789.";
 
-	if (c->ping && len > sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0) {
-		size_t i = sizeof(name) - 1, k = 0;
-		while (i < len && (data[i] == ' ' || data[i] == '\t'))
-			i++;
-		while (i < len && k + 1 < sizeof(c->api_header) &&
-		       (data[i] == '.' || (data[i] >= '0' && data[i] <= '9')))
-			c->api_header[k++] = data[i++];
-		c->api_header[k] = '\0';
-	}
+	if (!c->probe)
+		return len;
+	if (header_is(data, len, "api-version:"))
+		header_value(data, len, 12, digits, c->api_header, sizeof(c->api_header));
+	else if (header_is(data, len, "libpod-api-version:"))
+		header_value(data, len, 19, digits, c->libpod_header, sizeof(c->libpod_header));
+	else if (header_is(data, len, "server:"))
+		header_value(data, len, 7, NULL, c->server_header, sizeof(c->server_header));
 	return len;
+}
+
+/* A ping answered: what engine is this? Only the headers are trusted, and
+ * only as far as they are digits (a version) or a short text (Server). */
+static void note_engine(struct docker *d, const struct docker_call *p)
+{
+	const char *api = p->api_header[0] ? p->api_header : "?";
+	char ver[64] = "";
+
+	if (p->libpod_header[0]) {
+		d->kind = DOCKER_ENGINE_PODMAN;
+		snprintf(d->engine, sizeof(d->engine), "Podman %s (Docker API %s)",
+			 p->libpod_header, api);
+		return;
+	}
+	d->kind = DOCKER_ENGINE_DOCKER;
+	/* "Docker/20.10.24 (linux)" */
+	if (strncasecmp(p->server_header, "Docker/", 7) == 0)
+		sscanf(p->server_header + 7, "%63[0-9A-Za-z.+~-]", ver);
+	snprintf(d->engine, sizeof(d->engine), "Docker%s%s (API %s)", ver[0] ? " " : "", ver,
+		 api);
 }
 
 static size_t read_cb(char *buf, size_t size, size_t n, void *arg)
@@ -418,6 +466,7 @@ static struct docker_call *call_new(struct docker *d, const struct docker_reques
 	c->line = rq->line;
 	c->done = done;
 	c->arg = arg;
+	c->probe = rq->unversioned && strcmp(rq->path, "/_ping") == 0;
 	TAILQ_INSERT_HEAD(&d->calls, c, link);
 	return c;
 }
@@ -785,4 +834,21 @@ const char *docker_api_version(const struct docker *d)
 void docker_renegotiate(struct docker *d)
 {
 	d->negotiated = false;
+}
+
+enum docker_engine_kind docker_engine_kind(const struct docker *d)
+{
+	return d->kind;
+}
+
+const char *docker_engine_str(const struct docker *d)
+{
+	return d->engine;
+}
+
+struct docker_call *docker_identify(struct docker *d, docker_done_cb *done, void *arg)
+{
+	struct docker_request rq = {.method = "GET", .path = "/_ping", .unversioned = true};
+
+	return docker_call_start(d, &rq, done, arg);
 }

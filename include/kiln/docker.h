@@ -65,6 +65,17 @@ const char *docker_api_version(const struct docker *d);
 /* Forgets the negotiated version (after the engine restarted). */
 void docker_renegotiate(struct docker *d);
 
+/* What answers behind docker.host, as its last /_ping said: Podman's
+ * Docker-compatible service sends Libpod-Api-Version (and builds with
+ * buildah: no BuildKit, no /distribution, no /build/cancel). */
+enum docker_engine_kind { DOCKER_ENGINE_UNKNOWN, DOCKER_ENGINE_DOCKER, DOCKER_ENGINE_PODMAN };
+enum docker_engine_kind docker_engine_kind(const struct docker *d);
+/* "Podman 4.3.1 (Docker API 1.41)", "Docker 20.10.24 (API 1.41)"; "" until
+ * a ping answered. */
+const char *docker_engine_str(const struct docker *d);
+/* GET /_ping: learns what the engine is (and nothing else; no negotiation). */
+struct docker_call *docker_identify(struct docker *d, docker_done_cb *done, void *arg);
+
 /* Starts a call. The request's strings are copied. Before the version is
  * negotiated, a versioned call is preceded by GET /_ping. */
 struct docker_call *docker_call_start(struct docker *d, const struct docker_request *rq,
