@@ -154,15 +154,12 @@ static void call_failed(struct job *j, struct docker_call *c, const char *what)
 
 /* ---- check ---- */
 
-static void check_done(struct docker_call *c, void *arg)
-{
-	struct job *j = arg;
-	long st = docker_call_status(c);
+enum check_answer { CHECK_PRESENT, CHECK_ABSENT, CHECK_UNKNOWN };
 
-	j->call = NULL;
-	if (docker_call_result(c) < 0) {
-		call_failed(j, c, "asking the engine for the registry's tags");
-	} else if (st == 200) {
+/* What the registry said about the version's tag, from either engine. */
+static void check_concluded(struct job *j, enum check_answer a, bool transient, const char *why)
+{
+	if (a == CHECK_PRESENT) {
 		if (j->spec.pushed_before) {
 			say(j,
 			    "kiln: %s is in the registry, pushed by kiln from this commit; "
@@ -174,30 +171,100 @@ static void check_done(struct docker_call *c, void *arg)
 			     "`version` in %s (or set overwrite_tags: true for the repository)",
 			     j->ref, j->spec.manifest_file);
 		}
-	} else if (st == 404) {
+	} else if (a == CHECK_ABSENT) {
 		say(j, "kiln: %s is not in the registry yet", j->ref);
-	} else if (docker_call_transient(c) || docker_error_transient(docker_call_error(c))) {
+	} else if (transient) {
 		/* pushing without knowing could overwrite a version: retry */
 		fail(j, -EAGAIN, true,
 		     "cannot tell whether %s already exists in the registry (tags are "
 		     "immutable): %s",
-		     j->ref, docker_call_error(c));
+		     j->ref, why);
 	} else {
 		/* a refusal ("no basic auth credentials", a 401 that some registries
 		 * give for a repository that does not exist yet): the push decides */
 		say(j, "kiln: the registry would not say whether %s exists (%s); going on", j->ref,
-		    docker_call_error(c));
+		    why);
 	}
 	next_state(j);
 }
 
+static void check_done(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+	long st = docker_call_status(c);
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0) {
+		call_failed(j, c, "asking the engine for the registry's tags");
+		next_state(j);
+	} else {
+		check_concluded(j,
+				st == 200   ? CHECK_PRESENT
+				: st == 404 ? CHECK_ABSENT
+					    : CHECK_UNKNOWN,
+				docker_call_transient(c) ||
+				    docker_error_transient(docker_call_error(c)),
+				docker_call_error(c));
+	}
+}
+
+/* Podman has no GET /distribution (podman 4.3 to 5.x answer it "unsupported"),
+ * so the tag is pulled: a tag that is not there costs one manifest request;
+ * one that is (a rebuild, or a refused overwrite) is downloaded. The pull's
+ * error line tells an absent tag from a refusal. */
+static void pull_check_line(struct docker_call *c, const char *line, size_t len, void *arg)
+{
+	struct job *j = arg;
+	json_t *o = json_loadb(line, len, 0, NULL);
+	const char *e = json_string_value(json_object_get(o, "error"));
+
+	(void)c;
+	if (e && !j->reply.error[0])
+		snprintf(j->reply.error, sizeof(j->reply.error), "%s", e);
+	json_decref(o);
+}
+
+static void pull_check_done(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+	const char *e = j->reply.error;
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0) {
+		call_failed(j, c, "asking the engine for the registry's tags");
+		next_state(j);
+	} else if (docker_call_status(c) != 200) {
+		check_concluded(j, CHECK_UNKNOWN, docker_call_transient(c), docker_call_error(c));
+	} else if (!e[0]) {
+		check_concluded(j, CHECK_PRESENT, false, "");
+	} else if (strcasestr(e, "manifest unknown") || strcasestr(e, "name unknown")) {
+		check_concluded(j, CHECK_ABSENT, false, e);
+	} else {
+		check_concluded(j, CHECK_UNKNOWN, docker_error_transient(e), e);
+	}
+}
+
 static void start_check(struct job *j)
 {
-	char *path = xasprintf("/distribution/%s/json", j->ref);
-	struct docker_request rq = {
-	    .method = "GET", .path = path, .registry_auth = j->spec.registry_auth};
+	char *path;
+	struct docker_request rq = {.registry_auth = j->spec.registry_auth};
 
-	start_call(j, &rq, check_done);
+	if (docker_engine_kind(j->d) == DOCKER_ENGINE_PODMAN) {
+		char *repo = docker_escape(j->repo_ref), *tag = docker_escape(j->spec.m.version);
+		path = xasprintf("/images/create?fromImage=%s&tag=%s", repo, tag);
+		free(repo);
+		free(tag);
+		rq.method = "POST";
+		rq.line = pull_check_line;
+		j->reply = (struct job_reply){.kind = JOB_STREAM_PUSH};
+		rq.path = path;
+		start_call(j, &rq, pull_check_done);
+	} else {
+		path = xasprintf("/distribution/%s/json", j->ref);
+		rq.method = "GET";
+		rq.path = path;
+		start_call(j, &rq, check_done);
+	}
 	free(path);
 }
 
@@ -240,6 +307,22 @@ static void show_fmt(job_show_cb *show, void *arg, const char *fmt, ...)
 	free(s);
 }
 
+/* The digest in a push's closing status line, as the docker CLI prints it. */
+static void digest_from_status(const char *s, char *dst, size_t size)
+{
+	const char *p = strstr(s, ": digest: sha256:");
+	size_t n;
+
+	if (!p)
+		return;
+	p += strlen(": digest: ");
+	n = 7 + strspn(p + 7, "0123456789abcdef");
+	if (n != 7 + 64 || n >= size)
+		return;
+	memcpy(dst, p, n);
+	dst[n] = '\0';
+}
+
 bool job_reply_line(struct job_reply *rp, const char *line, size_t len, job_show_cb *show,
 		    void *arg)
 {
@@ -262,6 +345,9 @@ bool job_reply_line(struct job_reply *rp, const char *line, size_t len, job_show
 		v = json_object_get(o, "progressDetail");
 		if (!v || json_object_size(v) == 0)
 			show_fmt(show, arg, "%s%s%s", id ? id : "", id ? ": " : "", s);
+		/* Podman's push has no aux line: "1: digest: sha256:... size: 737" */
+		if (rp->kind == JOB_STREAM_PUSH && !rp->id[0])
+			digest_from_status(s, rp->id, sizeof(rp->id));
 	}
 	if ((v = json_object_get(o, "aux")) && (s = json_string_value(json_object_get(v, id_key))))
 		snprintf(rp->id, sizeof(rp->id), "%s", s);
@@ -393,8 +479,9 @@ static void start_build(struct job *j)
 	path = xasprintf("/build%s", q.p);
 	rq.path = path;
 	j->reply = (struct job_reply){.kind = JOB_STREAM_BUILD};
-	say(j, "kiln: building %s from %s at %.12s (context %s, Dockerfile %s)", j->ref,
-	    path_display(j->spec.path), j->spec.commit, path_display(m->context), m->dockerfile);
+	say(j, "kiln: building %s from %s at %.12s (context %s, Dockerfile %s) on %s", j->ref,
+	    path_display(j->spec.path), j->spec.commit, path_display(m->context), m->dockerfile,
+	    docker_engine_str(j->d));
 	start_call(j, &rq, build_done);
 	free(path);
 	buf_done(&q);
@@ -662,6 +749,27 @@ static void next_state(struct job *j)
 	}
 }
 
+static void begin(struct job *j)
+{
+	if (j->spec.check_tag)
+		start_check(j);
+	else
+		next_state(j);
+}
+
+static void identified(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0 || docker_call_status(c) != 200) {
+		call_failed(j, c, "asking the engine what it is (GET /_ping)");
+		next_state(j);
+		return;
+	}
+	begin(j);
+}
+
 struct job *job_start(uv_loop_t *loop, struct docker *d, struct job_spec *spec, job_log_cb *log,
 		      job_done_cb *done, void *arg)
 {
@@ -678,13 +786,12 @@ struct job *job_start(uv_loop_t *loop, struct docker *d, struct job_spec *spec, 
 	j->repo_ref = xasprintf("%s/%s", j->spec.m.registry, j->spec.m.name);
 	uv_timer_init(loop, &j->timer);
 	j->timer.data = j;
-	if (j->spec.check_tag) {
-		j->state = JOB_CHECK;
-		start_check(j);
-	} else {
-		j->state = JOB_CHECK;
-		next_state(j);
-	}
+	j->state = JOB_CHECK;
+	/* which engine it is decides how the tag is checked (and how to build) */
+	if (docker_engine_kind(d) == DOCKER_ENGINE_UNKNOWN)
+		j->call = docker_identify(d, identified, j);
+	else
+		begin(j);
 	return j;
 }
 
