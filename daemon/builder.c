@@ -60,7 +60,7 @@ struct builder_slot {
 	struct timespec t0;
 	/* prepare's inputs, copied on the loop (the config may be reloaded);
 	 * policy's strings point at the copies */
-	char *repo_path, *manifest_name, *source_url, *logs_dir;
+	char *repo_path, *manifest_name, *source_url, *logs_dir, *builder, *network;
 	unsigned keep_logs;
 	struct config_registry *regs;
 	size_t nregs;
@@ -207,6 +207,8 @@ static void slot_free(struct builder_slot *s)
 	free(s->manifest_name);
 	free(s->source_url);
 	free(s->logs_dir);
+	free(s->builder);
+	free(s->network);
 	for (size_t i = 0; i < s->nregs; i++) {
 		free(s->regs[i].host);
 		free(s->regs[i].username);
@@ -522,6 +524,8 @@ static void start_prepare(struct builder_slot *s)
 	s->source_url = xstrdup(rc->url);
 	s->logs_dir = xstrdup(b->logs_dir);
 	s->keep_logs = b->cfg->keep_logs;
+	s->builder = b->cfg->builder ? xstrdup(b->cfg->builder) : NULL;
+	s->network = b->cfg->network ? xstrdup(b->cfg->network) : NULL;
 	copy_registries(s, b->cfg);
 	s->policy = (struct job_policy){
 	    .id = s->build.id,
@@ -532,6 +536,8 @@ static void start_prepare(struct builder_slot *s)
 	    .registries = s->regs,
 	    .nregistries = s->nregs,
 	    .test_timeout_ms = b->cfg->test_timeout_ms,
+	    .builder = s->builder,
+	    .network = s->network,
 	    .store = b->store,
 	};
 	slot_set_phase(s, SLOT_PREPARE);

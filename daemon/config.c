@@ -437,6 +437,8 @@ DEFINE_PARSE_CHECKED(parse_url, valid_url,
 		     "be a path, file://, https://, ssh:// or git:// URL, or user@host:path")
 DEFINE_PARSE_CHECKED(parse_manifest_name, manifest_valid_file_name, "be a file name")
 DEFINE_PARSE_CHECKED(parse_provider, valid_provider, "be github, gitlab, gitea or generic")
+DEFINE_PARSE_CHECKED(parse_builder, manifest_valid_builder, "be auto, buildkit or classic")
+DEFINE_PARSE_CHECKED(parse_network, manifest_valid_network, "be default, none or host")
 
 static void parse_branches(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
 			   void *dst)
@@ -522,6 +524,12 @@ const struct config_key config_keys[] = {
      .help = "a build log's cap: a number with `K`, `M` or `G`"},
     {SUB("builds", "keep_logs", CONFIG_NUMBER, parse_number, keep_logs), .min = 1, .max = 1000000,
      .def = "1000", .help = "build logs kept; older ones are deleted"},
+    {SUB("builds", "builder", CONFIG_STRING, parse_builder, builder), .def = "auto",
+     .help = "`auto`, `buildkit` or `classic`; `auto`: BuildKit on a Docker engine with API "
+	     ">= 1.39, else the classic builder; a manifest's `builder:` overrides it"},
+    {SUB("builds", "network", CONFIG_STRING, parse_network, network), .def = "default",
+     .help = "the network of `RUN` steps: `default` (the engine's), `none` or `host`; a "
+	     "manifest's `network:` overrides it (see *BuildKit*)"},
     {TOP("registries", CONFIG_LIST, parse_registries, registries),
      .help = "credentials for pushing, one entry per registry host"},
     {REG("host", CONFIG_STRING, parse_registry_host, host), .required = true,
@@ -906,6 +914,8 @@ void config_done(struct config *c)
 	free(c->state_dir);
 	free(c->docker_host);
 	free(c->docker_cert_path);
+	free(c->builder);
+	free(c->network);
 	for (size_t i = 0; i < c->nregistries; i++) {
 		free(c->registries[i].host);
 		free(c->registries[i].username);

@@ -680,6 +680,34 @@ char *docker_escape(const char *s)
 	return buf_steal(&b);
 }
 
+/* ---- builders ---- */
+
+const char *docker_builder_str(enum docker_builder b)
+{
+	static const char *const names[] = {"auto", "classic", "buildkit"};
+	return (unsigned)b < ARRAY_SIZE(names) ? names[b] : "?";
+}
+
+int docker_builder_parse(const char *s, enum docker_builder *ret)
+{
+	for (enum docker_builder b = DOCKER_BUILDER_AUTO; b <= DOCKER_BUILDER_BUILDKIT; b++) {
+		if (strcmp(s, docker_builder_str(b)) == 0) {
+			*ret = b;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+enum docker_builder docker_builder_auto(const struct docker *d)
+{
+	/* Podman says API 1.41 but builds with buildah whatever `version` says */
+	if (!d->negotiated || d->kind == DOCKER_ENGINE_PODMAN)
+		return DOCKER_BUILDER_CLASSIC;
+	return api_cmp(d->api, DOCKER_BUILDKIT_API_MIN) >= 0 ? DOCKER_BUILDER_BUILDKIT
+							      : DOCKER_BUILDER_CLASSIC;
+}
+
 /* ---- the client ---- */
 
 static int cert_file(const char *dir, const char *name, char **ret, struct kiln_err *err)

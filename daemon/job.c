@@ -29,6 +29,7 @@ struct job {
 	job_done_cb *done;
 	void *arg;
 	enum job_state state;
+	enum docker_builder builder; /* the one this build uses (never AUTO once it starts) */
 	struct job_result res;
 	struct job_reply reply;	  /* the build's or the current push's stream */
 	struct docker_call *call; /* in flight, or NULL */
@@ -323,22 +324,47 @@ static void digest_from_status(const char *s, char *dst, size_t size)
 	dst[n] = '\0';
 }
 
+/* BuildKit's objects: the trace, and the image id, which only
+ * moby.image.id carries (never a "Successfully tagged" line, gone in 24). */
+static void buildkit_line(struct job_reply *rp, json_t *o, job_show_cb *show, void *arg)
+{
+	const char *id = json_string_value(json_object_get(o, "id"));
+	json_t *aux = json_object_get(o, "aux");
+	const char *s;
+
+	if (!id || !aux)
+		return;
+	if (strcmp(id, "moby.buildkit.trace") == 0 && (s = json_string_value(aux)) && rp->trace) {
+		/* a malformed message is skipped: the build's result does not
+		 * depend on its progress */
+		bktrace_feed(rp->trace, s, json_string_length(aux), show, arg);
+		return;
+	}
+	if (strcmp(id, "moby.image.id") == 0 &&
+	    (s = json_string_value(json_object_get(aux, "ID"))) != NULL)
+		snprintf(rp->id, sizeof(rp->id), "%s", s);
+}
+
 bool job_reply_line(struct job_reply *rp, const char *line, size_t len, job_show_cb *show,
 		    void *arg)
 {
 	json_t *o = json_loadb(line, len, 0, NULL), *v;
-	const char *s, *id_key = rp->kind == JOB_STREAM_BUILD ? "ID" : "Digest";
+	const char *s, *id_key = rp->kind == JOB_STREAM_PUSH ? "Digest" : "ID";
 	bool failed = false;
 
 	if (!json_is_object(o)) {
-		/* the classic builder's plain lines; a push says nothing worth it */
-		if (rp->kind == JOB_STREAM_BUILD)
+		/* a builder's plain lines; a push says nothing worth it */
+		if (rp->kind != JOB_STREAM_PUSH)
 			show_fmt(show, arg, "%.*s", (int)len, line);
 		json_decref(o);
 		return false;
 	}
-	if (rp->kind == JOB_STREAM_BUILD && (s = json_string_value(json_object_get(o, "stream"))))
+	if (rp->kind != JOB_STREAM_PUSH && (s = json_string_value(json_object_get(o, "stream"))))
 		show_text(s, show, arg);
+	if (rp->kind == JOB_STREAM_BUILDKIT) {
+		buildkit_line(rp, o, show, arg);
+		goto error;
+	}
 	if ((s = json_string_value(json_object_get(o, "status"))) != NULL) {
 		const char *id = json_string_value(json_object_get(o, "id"));
 		/* progress bars repeat: only the lines that say something new */
@@ -351,6 +377,7 @@ bool job_reply_line(struct job_reply *rp, const char *line, size_t len, job_show
 	}
 	if ((v = json_object_get(o, "aux")) && (s = json_string_value(json_object_get(v, id_key))))
 		snprintf(rp->id, sizeof(rp->id), "%s", s);
+error:
 	if ((s = json_string_value(json_object_get(o, "error"))) != NULL) {
 		show_text(s, show, arg);
 		snprintf(rp->error, sizeof(rp->error), "%s", s);
@@ -360,14 +387,41 @@ bool job_reply_line(struct job_reply *rp, const char *line, size_t len, job_show
 	return failed;
 }
 
+/* An engine started with --bridge=none (as kiln's tests start theirs) has no
+ * network for BuildKit's RUN steps, which the classic builder did without. */
+#define NO_BRIDGE_MARK "network bridge not found"
+#define NO_BRIDGE_HINT                                                                             \
+	"the engine has no bridge network: set `network: none` in the manifest (or "              \
+	"builds.network in kilnd.yaml), or give the engine a bridge"
+
+/* A failed BuildKit build: the failing step and its last output, which the
+ * engine's final error line leaves out. */
+static void buildkit_failed(struct job *j)
+{
+	char step[sizeof(j->res.error)];
+	const char *what = j->reply.error;
+
+	bktrace_flush(j->reply.trace, show_line, j);
+	if (bktrace_failure(j->reply.trace, step, sizeof(step)))
+		what = step;
+	if (strstr(what, NO_BRIDGE_MARK))
+		fail(j, -EIO, false, "build failed: %s (%s)", NO_BRIDGE_HINT, what);
+	else
+		fail(j, -EIO, docker_error_transient(what), "build failed: %s", what);
+}
+
 static void build_line(struct docker_call *c, const char *line, size_t len, void *arg)
 {
 	struct job *j = arg;
 
 	(void)c;
-	if (job_reply_line(&j->reply, line, len, show_line, j))
-		fail(j, -EIO, docker_error_transient(j->reply.error), "build failed: %s",
-		     j->reply.error);
+	if (job_reply_line(&j->reply, line, len, show_line, j)) {
+		if (j->reply.kind == JOB_STREAM_BUILDKIT)
+			buildkit_failed(j);
+		else
+			fail(j, -EIO, docker_error_transient(j->reply.error), "build failed: %s",
+			     j->reply.error);
+	}
 	snprintf(j->res.image_id, sizeof(j->res.image_id), "%s", j->reply.id);
 }
 
@@ -397,6 +451,10 @@ static void build_done(struct docker_call *c, void *arg)
 	struct job *j = arg;
 
 	j->call = NULL;
+	if (j->reply.trace) {
+		bktrace_flush(j->reply.trace, show_line, j);
+		j->reply.trace = bktrace_free(j->reply.trace);
+	}
 	if (j->cx_failed) {
 		fail(j, j->cx_err.code ? j->cx_err.code : -EIO, false, "build context: %s",
 		     j->cx_err.msg);
@@ -419,43 +477,27 @@ static void build_done(struct docker_call *c, void *arg)
 	next_state(j);
 }
 
-static void start_build(struct job *j)
+/* The query both builders share: tags, Dockerfile, build args, labels
+ * (with the OCI ones), target, platform, network. */
+static void common_query(struct job *j, struct buf *q)
 {
 	const struct manifest *m = &j->spec.m;
-	struct context_spec cs = {.repo_path = j->spec.repo_path,
-				  .commit = j->spec.commit,
-				  .dir = m->context,
-				  .dockerfile = m->dockerfile};
-	struct buf q = {0};
-	struct docker_request rq = {.method = "POST",
-				    .content_type = "application/x-tar",
-				    .body = build_body,
-				    .line = build_line,
-				    .registry_config = j->spec.registry_config};
 	json_t *labels = json_object();
-	char created[32], *path;
+	char created[32];
 	time_t now = time(NULL);
 	struct tm tm;
-	int r;
 
-	r = context_start(j->loop, &cs, context_ready, j, &j->cx, &j->dockerfile_in_tar,
-			  &j->cx_err);
-	if (r < 0) {
-		fail(j, r, true, "build context: %s", j->cx_err.msg);
-		next_state(j);
-		return;
-	}
-	add_query(&q, "t", j->ref);
+	add_query(q, "t", j->ref);
 	for (size_t i = 0; i < m->ntags; i++) {
 		char *t = manifest_ref(m, m->tags[i]);
-		add_query(&q, "t", t);
+		add_query(q, "t", t);
 		free(t);
 	}
-	add_query(&q, "dockerfile", j->dockerfile_in_tar);
+	add_query(q, "dockerfile", j->dockerfile_in_tar);
 	if (m->nbuild_args > 0) {
 		json_t *a = json_object();
 		json_kv(a, m->build_args, m->nbuild_args);
-		add_query_json(&q, "buildargs", a);
+		add_query_json(q, "buildargs", a);
 	}
 	json_kv(labels, m->labels, m->nlabels);
 	gmtime_r(&now, &tm);
@@ -466,25 +508,122 @@ static void start_build(struct job *j)
 		json_object_set_new(labels, "org.opencontainers.image.source",
 				    json_string(j->spec.source_url));
 	json_object_set_new(labels, "org.opencontainers.image.created", json_string(created));
-	add_query_json(&q, "labels", labels);
+	add_query_json(q, "labels", labels);
 	if (m->target)
-		add_query(&q, "target", m->target);
+		add_query(q, "target", m->target);
 	if (m->platform)
-		add_query(&q, "platform", m->platform);
-	/* the classic builder: its stream is documented, closing the connection
-	 * cancels it, and forcerm leaves no container behind a failed step */
-	add_query(&q, "version", "1");
-	add_query(&q, "rm", "1");
-	add_query(&q, "forcerm", "1");
+		add_query(q, "platform", m->platform);
+	if (j->spec.network)
+		add_query(q, "networkmode", j->spec.network);
+}
+
+/* The classic builder: its stream is documented, closing the connection
+ * cancels it, and forcerm leaves no container behind a failed step. */
+static void classic_query(struct job *j, struct buf *q)
+{
+	(void)j;
+	add_query(q, "version", "1");
+	add_query(q, "rm", "1");
+	add_query(q, "forcerm", "1");
+}
+
+/* BuildKit with the context tar as the body (no session: the engine serves
+ * the body to BuildKit). Closing the connection cancels the build on 20.10
+ * as on later engines; rm/forcerm mean nothing to it. */
+static void buildkit_query(struct job *j, struct buf *q)
+{
+	(void)j;
+	add_query(q, "version", "2");
+}
+
+/* "/build?..." for the builder chosen: the one place the query is made. */
+static char *build_path(struct job *j)
+{
+	struct buf q = {0};
+	char *path;
+
+	common_query(j, &q);
+	if (j->builder == DOCKER_BUILDER_BUILDKIT)
+		buildkit_query(j, &q);
+	else
+		classic_query(j, &q);
 	path = xasprintf("/build%s", q.p);
+	buf_done(&q);
+	return path;
+}
+
+static void start_build(struct job *j);
+
+static void probe_done(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0 || docker_call_status(c) != 200) {
+		call_failed(j, c, "asking the engine its version");
+		next_state(j);
+		return;
+	}
+	j->spec.builder = docker_builder_auto(j->d); /* not AUTO: no second probe */
+	start_build(j);
+}
+
+static void start_build(struct job *j)
+{
+	const struct manifest *m = &j->spec.m;
+	struct context_spec cs = {.repo_path = j->spec.repo_path,
+				  .commit = j->spec.commit,
+				  .dir = m->context,
+				  .dockerfile = m->dockerfile};
+	struct docker_request rq = {.method = "POST",
+				    .content_type = "application/x-tar",
+				    .body = build_body,
+				    .line = build_line,
+				    .registry_config = j->spec.registry_config};
+	char *path;
+	int r;
+
+	j->builder = j->spec.builder;
+	if (j->builder == DOCKER_BUILDER_AUTO) {
+		if (!docker_api_version(j->d)) {
+			/* auto needs the engine's version: any versioned call
+			 * negotiates it */
+			struct docker_request v = {.method = "GET", .path = "/version"};
+			start_call(j, &v, probe_done);
+			return;
+		}
+		j->builder = docker_builder_auto(j->d);
+	}
+	if (j->builder == DOCKER_BUILDER_BUILDKIT &&
+	    docker_engine_kind(j->d) == DOCKER_ENGINE_PODMAN) {
+		/* it would build with buildah and never send moby.image.id */
+		fail(j, -EOPNOTSUPP, false,
+		     "builder: buildkit asked for, but the engine is %s, which has no BuildKit: "
+		     "set builder: auto or classic (Podman builds with buildah, which runs "
+		     "RUN --mount itself)",
+		     docker_engine_str(j->d));
+		next_state(j);
+		return;
+	}
+	snprintf(j->res.builder, sizeof(j->res.builder), "%s", docker_builder_str(j->builder));
+	r = context_start(j->loop, &cs, context_ready, j, &j->cx, &j->dockerfile_in_tar,
+			  &j->cx_err);
+	if (r < 0) {
+		fail(j, r, true, "build context: %s", j->cx_err.msg);
+		next_state(j);
+		return;
+	}
+	path = build_path(j);
 	rq.path = path;
 	j->reply = (struct job_reply){.kind = JOB_STREAM_BUILD};
-	say(j, "kiln: building %s from %s at %.12s (context %s, Dockerfile %s) on %s", j->ref,
-	    path_display(j->spec.path), j->spec.commit, path_display(m->context), m->dockerfile,
-	    docker_engine_str(j->d));
+	if (j->builder == DOCKER_BUILDER_BUILDKIT)
+		j->reply = (struct job_reply){.kind = JOB_STREAM_BUILDKIT, .trace = bktrace_new()};
+	say(j, "kiln: building %s from %s at %.12s with %s on %s (context %s, Dockerfile %s%s%s)",
+	    j->ref, path_display(j->spec.path), j->spec.commit, j->res.builder,
+	    docker_engine_str(j->d), path_display(m->context), m->dockerfile,
+	    j->spec.network ? ", network " : "", j->spec.network ? j->spec.network : "");
 	start_call(j, &rq, build_done);
 	free(path);
-	buf_done(&q);
 }
 
 /* ---- smoke test ---- */
@@ -815,6 +954,7 @@ static void timer_closed(uv_handle_t *h)
 	struct job *j = h->data;
 
 	job_spec_done(&j->spec);
+	bktrace_free(j->reply.trace);
 	free(j->dockerfile_in_tar);
 	free(j->ref);
 	free(j->repo_ref);
@@ -887,6 +1027,18 @@ out:
 	return r;
 }
 
+/* The manifest's builder and network, else the daemon's (or the CLI's). */
+static void choose_builder(const struct job_policy *p, struct job_spec *s)
+{
+	const char *b = s->m.builder ? s->m.builder : p->builder;
+	const char *n = s->m.network ? s->m.network : p->network;
+
+	if (!b || docker_builder_parse(b, &s->builder) < 0)
+		s->builder = DOCKER_BUILDER_AUTO;
+	/* "default" sends nothing: the engine's own default */
+	s->network = n && strcmp(n, "default") != 0 ? xstrdup(n) : NULL;
+}
+
 /* The policy's part of the spec: what to push, what to check, credentials. */
 static int apply_policy(const struct job_policy *p, struct job_spec *s, struct kiln_err *err)
 {
@@ -900,6 +1052,7 @@ static int apply_policy(const struct job_policy *p, struct job_spec *s, struct k
 	/* a label every puller reads: a password in the remote URL stays here */
 	s->source_url = p->source_url ? redact_dup(p->source_url) : NULL;
 	s->test_timeout_ms = p->test_timeout_ms;
+	choose_builder(p, s);
 	host = auth_registry_host(s->m.registry);
 	s->registry_auth = auth_header(p->registries, p->nregistries, host);
 	s->registry_config = auth_config_header(p->registries, p->nregistries);
@@ -951,5 +1104,6 @@ void job_spec_done(struct job_spec *s)
 	manifest_done(&s->m);
 	free(s->registry_auth);
 	free(s->registry_config);
+	free(s->network);
 	memset(s, 0, sizeof(*s));
 }

@@ -55,6 +55,8 @@ static int build_parse(const struct cli_call *call, struct build_args *a, bool *
 	    {"docker-host", required_argument, NULL, 'H'},
 	    {"source", required_argument, NULL, 's'},
 	    {"no-cache", no_argument, NULL, 'n'},
+	    {"builder", required_argument, NULL, 'B'},
+	    {"network", required_argument, NULL, 'N'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -102,6 +104,26 @@ static int build_parse(const struct cli_call *call, struct build_args *a, bool *
 			break;
 		case 'n':
 			a->use_cache = false;
+			break;
+		case 'B':
+			if (!manifest_valid_builder(optarg)) {
+				fprintf(stderr,
+					"kiln build: --builder must be auto, buildkit or classic, "
+					"not '%s'\n",
+					optarg);
+				return CLI_EXIT_USAGE;
+			}
+			a->o.builder = optarg;
+			break;
+		case 'N':
+			if (!manifest_valid_network(optarg)) {
+				fprintf(stderr,
+					"kiln build: --network must be default, none or host, not "
+					"'%s'\n",
+					optarg);
+				return CLI_EXIT_USAGE;
+			}
+			a->o.network = optarg;
 			break;
 		case 'h':
 			call->help(stdout);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kiln/buf.h"
+#include "kiln/docker.h"
 #include "kiln/manifest.h"
 #include "kiln/path.h"
 #include "kiln/yaml.h"
@@ -165,6 +166,18 @@ static bool valid_platform(const char *s)
 		}
 	}
 	return parts <= 3;
+}
+
+bool manifest_valid_builder(const char *s)
+{
+	enum docker_builder b;
+
+	return docker_builder_parse(s, &b) == 0;
+}
+
+bool manifest_valid_network(const char *s)
+{
+	return strcmp(s, "default") == 0 || strcmp(s, "none") == 0 || strcmp(s, "host") == 0;
 }
 
 static bool valid_stage(const char *s)
@@ -345,12 +358,14 @@ enum mkey {
 	K_PLATFORM,
 	K_LABELS,
 	K_TEST,
+	K_BUILDER,
+	K_NETWORK,
 	K_COUNT
 };
 
 static const char *const mkeys[K_COUNT] = {
     "name",	  "version", "registry", "tags",   "dockerfile", "context",
-    "build_args", "target",  "platform", "labels", "test",
+    "build_args", "target",  "platform", "labels", "test",	 "builder", "network",
 };
 
 static void take(struct mctx *c, enum mkey k, const yaml_node_t *v)
@@ -401,6 +416,14 @@ static void take(struct mctx *c, enum mkey k, const yaml_node_t *v)
 		break;
 	case K_TEST:
 		take_test(c, v);
+		break;
+	case K_BUILDER:
+		take_checked(c, v, "builder", &m->builder, manifest_valid_builder,
+			     "auto, buildkit or classic");
+		break;
+	case K_NETWORK:
+		take_checked(c, v, "network", &m->network, manifest_valid_network,
+			     "default, none or host");
 		break;
 	case K_COUNT:
 		break;
@@ -455,7 +478,7 @@ int manifest_parse(const char *data, size_t len, const char *file, const char *d
 		if (i == K_COUNT) {
 			bad(&c, k, "unknown key '%s'%s", ks,
 			    " (known: name, version, registry, tags, dockerfile, context, "
-			    "build_args, target, platform, labels, test)");
+			    "build_args, target, platform, labels, test, builder, network)");
 			continue;
 		}
 		seen[i] = k;
@@ -500,6 +523,8 @@ void manifest_done(struct manifest *m)
 	kvs_free(m->build_args, m->nbuild_args);
 	free(m->target);
 	free(m->platform);
+	free(m->builder);
+	free(m->network);
 	kvs_free(m->labels, m->nlabels);
 	for (size_t i = 0; i < m->ntest_command; i++)
 		free(m->test_command[i]);

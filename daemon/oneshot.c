@@ -135,6 +135,8 @@ static void start(struct item *it)
 	    .dependency = it->ch->kind == CHANGE_DEPENDENCY,
 	    .source_url = o->source_url,
 	    .test_timeout_ms = o->test_timeout_ms,
+	    .builder = o->builder,
+	    .network = o->network,
 	};
 	struct job_spec spec;
 	struct kiln_err err = {0};

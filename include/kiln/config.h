@@ -58,6 +58,8 @@ struct config {
 	uint64_t test_timeout_ms; /* a smoke test's time limit */
 	uint64_t log_max_bytes;	  /* a build log is cut here */
 	unsigned keep_logs;	  /* build logs kept; older ones are removed */
+	char *builder;		  /* auto | buildkit | classic */
+	char *network;		  /* default | none | host */
 	struct config_registry *registries;
 	size_t nregistries;
 	struct strv listen_http;

@@ -76,6 +76,20 @@ const char *docker_engine_str(const struct docker *d);
 /* GET /_ping: learns what the engine is (and nothing else; no negotiation). */
 struct docker_call *docker_identify(struct docker *d, docker_done_cb *done, void *arg);
 
+/* The image builder a build uses. AUTO is resolved per engine by
+ * docker_builder_auto once the API version is negotiated. */
+enum docker_builder { DOCKER_BUILDER_AUTO, DOCKER_BUILDER_CLASSIC, DOCKER_BUILDER_BUILDKIT };
+#define DOCKER_BUILDKIT_API_MIN "1.39" /* BuildKit through /build?version=2, non-experimental */
+
+const char *docker_builder_str(enum docker_builder b); /* "auto", "classic", "buildkit" */
+/* "auto", "classic" or "buildkit" -> ret; -EINVAL otherwise. */
+int docker_builder_parse(const char *s, enum docker_builder *ret);
+/* What auto means on this engine: BuildKit on a Docker engine speaking API
+ * >= DOCKER_BUILDKIT_API_MIN, the classic builder otherwise (Podman's
+ * compat build, buildah, included) (and while the
+ * version is not negotiated yet). The one place that decides it. */
+enum docker_builder docker_builder_auto(const struct docker *d);
+
 /* Starts a call. The request's strings are copied. Before the version is
  * negotiated, a versioned call is preceded by GET /_ping. */
 struct docker_call *docker_call_start(struct docker *d, const struct docker_request *rq,

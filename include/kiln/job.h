@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "kiln/bktrace.h"
 #include "kiln/config.h"
 #include "kiln/docker.h"
 #include "kiln/manifest.h"
@@ -42,6 +43,8 @@ struct job_spec {
 	char *registry_auth;   /* X-Registry-Auth for m.registry's host ("e30=" for none) */
 	char *registry_config; /* X-Registry-Config (auths for base image pulls) */
 	uint64_t test_timeout_ms;
+	enum docker_builder builder; /* the manifest's, else the policy's; AUTO: the engine's */
+	char *network;		     /* networkmode; NULL: the engine's default */
 };
 
 struct store;
@@ -59,6 +62,10 @@ struct job_policy {
 	const struct config_registry *registries;
 	size_t nregistries;
 	uint64_t test_timeout_ms;
+	/* builds.builder and builds.network (a manifest's own override them);
+	 * NULL: auto and the engine's default network */
+	const char *builder;
+	const char *network;
 	/* asked whether kiln itself pushed this version from this commit, when
 	 * the tag is checked; NULL: never (`kiln build` keeps no record) */
 	struct store *store;
@@ -86,6 +93,7 @@ struct job_result {
 	char error[1024];
 	char image_id[80];
 	char digest[80]; /* of the version tag, when pushed */
+	char builder[16]; /* "classic" or "buildkit" once the build started, else "" */
 };
 
 /* Takes the spec (it is freed with the job). The log callback gets every
@@ -101,13 +109,15 @@ struct job *job_free(struct job *j);
 
 /* The engine's progress streams (POST /build, POST /images/{name}/push):
  * NDJSON, one object per line. Exposed for the fuzzer. */
-enum job_stream { JOB_STREAM_BUILD, JOB_STREAM_PUSH };
+enum job_stream { JOB_STREAM_BUILD, JOB_STREAM_BUILDKIT, JOB_STREAM_PUSH };
 typedef void job_show_cb(const char *line, size_t len, void *arg);
 struct job_reply {
 	enum job_stream kind;
-	char
-	    id[80]; /* build: the image id (aux.ID); push: the digest (aux.Digest); the last seen */
+	/* build: the image id (aux.ID; BuildKit: moby.image.id's); push: the
+	 * digest (aux.Digest); the last seen */
+	char id[80];
 	char error[1024]; /* the last error line's text */
+	struct bktrace *trace; /* BuildKit: decodes moby.buildkit.trace; NULL: not shown */
 };
 /* Consumes one line: what is worth showing goes to show, a line per call.
  * Returns true when the line reported an error (its text in rp->error). */

@@ -24,6 +24,8 @@ struct manifest {
 	char *platform; /* NULL when absent */
 	struct kv *labels;
 	size_t nlabels;
+	char *builder; /* auto | buildkit | classic; NULL: the daemon's builds.builder */
+	char *network; /* default | none | host; NULL: the daemon's builds.network */
 	char **test_command; /* NULL when there is no smoke test */
 	size_t ntest_command;
 };
@@ -42,6 +44,8 @@ char *manifest_ref(const struct manifest *m, const char *tag);
 bool manifest_valid_name(const char *s);
 bool manifest_valid_tag(const char *s);
 bool manifest_valid_registry(const char *s);
+bool manifest_valid_builder(const char *s); /* auto, buildkit, classic */
+bool manifest_valid_network(const char *s); /* default, none, host */
 /* A manifest file name (--manifest, repositories[].manifest): no '/', not . or .. */
 bool manifest_valid_file_name(const char *s);
 

@@ -14,6 +14,8 @@ struct oneshot_opts {
 	const char *manifest_name;
 	const char *source_url;	 /* org.opencontainers.image.source; may be NULL */
 	const char *docker_host; /* NULL: $DOCKER_HOST or the default socket */
+	const char *builder;	 /* auto | buildkit | classic; NULL: auto */
+	const char *network;	 /* default | none | host; NULL: the engine's default */
 	bool push;
 	bool overwrite_tags;
 	unsigned concurrency;

@@ -99,15 +99,18 @@ t_kiln_build_on_podman() {
 	on_image ok cli/ok 1 "$REG/cli/base:latest" 'RUN echo ok > /ok' \
 		'test: {command: ["/bin/busybox", "grep", "-q", "ok", "/ok"]}'
 	on_image broken cli/broken 1 "$REG/cli/base:latest" 'RUN exit 7'
+	on_image bk cli/bk 1 "$REG/cli/base:latest" 'RUN true' 'builder: buildkit'
 	push one
 	DOCKER_HOST=unix://$PODMAN_SOCK expect_rc 1 "$KILN" build --repo c --push "$EMPTY_TREE" HEAD
-	contains "$OUT" "on Podman"
+	contains "$OUT" "with classic on Podman"
+	contains "$OUT" "cli/bk:1 | kiln: failed: builder: buildkit asked for, but the engine is Podman"
 	contains "$OUT" "cli/broken:1 | kiln: failed: build failed"
 	contains "$OUT" "exit status 7"
 	grep -q "^$REG/cli/ok:1 *ok" <<<"$OUT" || fail "ok not in the summary: $OUT"
 	[ "$(tags cli/ok)" = 1 ] || fail "cli/ok not pushed"
 	contains "$OUT" "$(peek digest "http://$REG" cli/ok 1)"
 	[ -z "$(tags cli/broken)" ] || fail "cli/broken pushed"
+	[ -z "$(tags cli/bk)" ] || fail "cli/bk pushed"
 }
 
 # Podman 4.3.1 does not stop a RUN when the build's connection closes: kiln's

@@ -225,6 +225,8 @@ static void errors_located(void **state)
 	expect_error("builds: {retries: -1}\n", 1, 19, "must be 0 to 100");
 	expect_error("builds: {log_max_size: 10 MB}\n", 1, 24, "like 512K");
 	expect_error("builds: {keep_logs: 0}\n", 1, 21, "must be 1 to");
+	expect_error("builds: {builder: kit}\n", 1, 19, "must be auto, buildkit or classic");
+	expect_error("builds: {network: bridge}\n", 1, 19, "must be default, none or host");
 	expect_error("docker: {host: /var/run/docker.sock}\n", 1, 16, "unix:///path or tcp://");
 	expect_error("registries:\n  - {host: r.example.com}\n", 2, 5, "needs 'username'");
 	expect_error("registries:\n  - {host: r.example.com/ns, username: u}\n", 2, 12,
@@ -358,6 +360,8 @@ static const struct sample {
     {"builds.test_timeout", "2m", "120000"},
     {"builds.log_max_size", "3K", "3072"},
     {"builds.keep_logs", "1000000", "1000000"},
+    {"builds.builder", "buildkit", "buildkit"},
+    {"builds.network", "none", "none"},
     {"registries[].host", "\"r2.example.com:5000\"", "r2.example.com:5000"},
     {"registries[].username", "bob", "bob"},
     {"registries[].password_file", "reg.token", "pa55"},
