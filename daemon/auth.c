@@ -1,11 +1,16 @@
 /* auth.c (build): registry credentials as the Engine API wants them. */
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kiln/auth.h"
 #include "kiln/buf.h"
+#include "kiln/err.h"
 
 char *auth_registry_host(const char *registry)
 {
@@ -164,5 +169,101 @@ char *auth_config_header(const struct config_registry *regs, size_t n)
 	r = encode(all);
 	json_decref(all);
 	json_decref(auths);
+	return r;
+}
+
+/* BuildKit asks for Docker Hub as registry-1.docker.io; the docker CLI
+ * stores it as https://index.docker.io/v1/ */
+static const char *hub_alias(const char *host)
+{
+	return strcmp(host, "index.docker.io") == 0 || strcmp(host, "docker.io") == 0
+		   ? "registry-1.docker.io"
+		   : NULL;
+}
+
+static void add_cred(struct session_data *sd, const char *host, json_t *c)
+{
+	const char *tok = json_string_value(json_object_get(c, "identitytoken"));
+
+	/* an identity token goes as the secret with no username */
+	if (tok)
+		session_data_add_cred(sd, host, "", tok);
+	else
+		session_data_add_cred(sd, host, json_string_value(json_object_get(c, "username")),
+				      json_string_value(json_object_get(c, "password")));
+	if (hub_alias(host))
+		add_cred(sd, hub_alias(host), c);
+}
+
+void auth_session_creds(const struct config_registry *regs, size_t n, struct session_data *sd)
+{
+	json_t *auths = docker_config_auths(), *v;
+	const char *key;
+
+	for (size_t i = 0; i < n; i++) {
+		json_t *c = credentials(regs, n, NULL, regs[i].host);
+		add_cred(sd, regs[i].host, c);
+		json_decref(c);
+	}
+	json_object_foreach(auths, key, v)
+	{
+		const char *k = strstr(key, "://");
+		char *host = xstrndup(k ? k + 3 : key, strcspn(k ? k + 3 : key, "/"));
+		bool known = false;
+		json_t *c;
+
+		for (size_t i = 0; i < sd->ncreds; i++)
+			known = known || strcmp(sd->creds[i].host, host) == 0;
+		c = known ? NULL : credentials(NULL, 0, auths, host);
+		if (c)
+			add_cred(sd, host, c);
+		json_decref(c);
+		free(host);
+	}
+	json_decref(auths);
+}
+
+int auth_read_secret(const char *id, const char *path, struct session_data *sd,
+		     struct kiln_err *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	struct stat st;
+	unsigned char *data = NULL;
+	size_t len = 0;
+	int r = 0;
+
+	if (fd < 0)
+		return kiln_err_set(err, -errno, "secret '%s': cannot open '%s': %s", id, path,
+				    strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		r = kiln_err_set(err, -EINVAL, "secret '%s': '%s' is not a regular file", id, path);
+		goto out;
+	}
+	if ((uint64_t)st.st_size > SESSION_SECRET_MAX) {
+		r = kiln_err_set(err, -EFBIG, "secret '%s': '%s' is larger than %u bytes", id, path,
+				 SESSION_SECRET_MAX);
+		goto out;
+	}
+	data = xmalloc((size_t)st.st_size + 1);
+	while (len < (size_t)st.st_size) {
+		ssize_t n = read(fd, data + len, (size_t)st.st_size - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = kiln_err_set(err, n < 0 ? -errno : -EIO, "secret '%s': cannot read '%s'%s%s",
+					 id, path, n < 0 ? ": " : " (it shrank)",
+					 n < 0 ? strerror(errno) : "");
+			goto out;
+		}
+		len += (size_t)n;
+	}
+	session_data_add_secret(sd, id, data, len);
+	data = NULL;
+out:
+	if (data) {
+		explicit_bzero(data, len);
+		free(data);
+	}
+	close(fd);
 	return r;
 }

@@ -64,6 +64,8 @@ struct builder_slot {
 	unsigned keep_logs;
 	struct config_registry *regs;
 	size_t nregs;
+	struct config_secret *secrets; /* the repository's, names and paths only */
+	size_t nsecrets;
 	struct job_policy policy;
 	/* prepare's output */
 	struct job_spec spec;
@@ -76,7 +78,7 @@ struct builder_slot {
 	enum build_state final;
 	bool requeue, count_attempt;
 	uint64_t delay_ms;
-	char image_id[80], digest[80];
+	char image_id[80], digest[80], used_builder[16];
 	/* record's output */
 	struct queue_view view;
 };
@@ -217,6 +219,11 @@ static void slot_free(struct builder_slot *s)
 		free(s->regs[i].password);
 	}
 	free(s->regs);
+	for (size_t i = 0; i < s->nsecrets; i++) {
+		free(s->secrets[i].id);
+		free(s->secrets[i].file);
+	}
+	free(s->secrets);
 	free(s);
 }
 
@@ -527,6 +534,12 @@ static void start_prepare(struct builder_slot *s)
 	s->builder = b->cfg->builder ? xstrdup(b->cfg->builder) : NULL;
 	s->network = b->cfg->network ? xstrdup(b->cfg->network) : NULL;
 	copy_registries(s, b->cfg);
+	s->nsecrets = rc->nsecrets;
+	s->secrets = xcalloc(rc->nsecrets + 1, sizeof(*s->secrets));
+	for (size_t i = 0; i < rc->nsecrets; i++) {
+		s->secrets[i].id = xstrdup(rc->secrets[i].id);
+		s->secrets[i].file = xstrdup(rc->secrets[i].file);
+	}
 	s->policy = (struct job_policy){
 	    .id = s->build.id,
 	    .push = true,
@@ -538,6 +551,9 @@ static void start_prepare(struct builder_slot *s)
 	    .test_timeout_ms = b->cfg->test_timeout_ms,
 	    .builder = s->builder,
 	    .network = s->network,
+	    .secrets = s->secrets,
+	    .nsecrets = s->nsecrets,
+	    .secrets_where = "the repository's secrets in kilnd.yaml",
 	    .store = b->store,
 	};
 	slot_set_phase(s, SLOT_PREPARE);
@@ -596,6 +612,7 @@ static void job_done(struct job *j, void *arg)
 
 	snprintf(s->image_id, sizeof(s->image_id), "%s", res->image_id);
 	snprintf(s->digest, sizeof(s->digest), "%s", res->digest);
+	snprintf(s->used_builder, sizeof(s->used_builder), "%s", res->builder);
 	if (res->code < 0)
 		kiln_err_set(&s->err, res->code, "%s", res->error);
 	s->res_code = res->code;
@@ -680,8 +697,9 @@ static void record_work(uv_work_t *req)
 	struct store *st = s->b->store;
 
 	s->r = 0;
-	if (s->image_id[0] || s->digest[0])
-		s->r = store_set_result(st, s->build.id, s->image_id, s->digest, &s->err);
+	if (s->image_id[0] || s->digest[0] || s->used_builder[0])
+		s->r = store_set_result(st, s->build.id, s->image_id, s->digest, s->used_builder,
+					&s->err);
 	if (s->r == 0) {
 		if (s->requeue)
 			s->r = store_requeue(st, s->build.id, s->delay_ms, s->count_attempt,

@@ -433,6 +433,7 @@ static bool valid_provider(const char *s)
 DEFINE_PARSE_CHECKED(parse_docker_host, valid_docker_host, "be unix:///path or tcp://host:port")
 DEFINE_PARSE_CHECKED(parse_registry_host, valid_registry_host, "be a registry host[:port]")
 DEFINE_PARSE_CHECKED(parse_repo_name, valid_repo_name, "match [A-Za-z0-9._-]+")
+DEFINE_PARSE_CHECKED(parse_secret_id, manifest_valid_secret_id, "match [A-Za-z0-9._-]+")
 DEFINE_PARSE_CHECKED(parse_url, valid_url,
 		     "be a path, file://, https://, ssh:// or git:// URL, or user@host:path")
 DEFINE_PARSE_CHECKED(parse_manifest_name, manifest_valid_file_name, "be a file name")
@@ -478,7 +479,7 @@ static void parse_build_on_start(struct config_ctx *c, const struct config_key *
 /* --- sections: a mapping whose keys are the rows naming it as their section --- */
 
 static config_parse_fn parse_section, parse_credentials, parse_webhook, parse_registries,
-    parse_repositories;
+    parse_repositories, parse_repo_secrets;
 
 #define KEY(sec, name, ty, fn, st, field)                                                          \
 	.section = sec, .key = name, .type = ty, .parse = fn, .offset = offsetof(st, field)
@@ -488,6 +489,8 @@ static config_parse_fn parse_section, parse_credentials, parse_webhook, parse_re
 #define REG(name, ty, fn, field)      KEY("registries[]", name, ty, fn, struct config_registry, field)
 #define REPO(sec, name, ty, fn, field)                                                             \
 	KEY("repositories[]" sec, name, ty, fn, struct config_repo, field)
+#define SECRET(name, ty, fn, field)                                                                \
+	KEY("repositories[].secrets[]", name, ty, fn, struct config_secret, field)
 
 /* In the order README.md lists them; a section's row comes before its keys.
  * A CONFIG_SECTION row has offset 0: its keys land in the same struct. */
@@ -618,6 +621,13 @@ const struct config_key config_keys[] = {
      .help = "the signature header, `generic` only"},
     {REPO("", "overwrite_tags", CONFIG_BOOL, parse_bool, overwrite_tags), .def = "false",
      .help = "true: allow a build to replace an existing version tag"},
+    {REPO("", "secrets", CONFIG_LIST, parse_repo_secrets, secrets),
+     .help = "build secrets (BuildKit `RUN --mount=type=secret`) the repository's manifests may "
+	     "grant with `secrets: [id, ...]`"},
+    {SECRET("id", CONFIG_STRING, parse_secret_id, id), .required = true,
+     .help = "the `id` a Dockerfile names, `[A-Za-z0-9._-]+`"},
+    {SECRET("file", CONFIG_FILE, parse_readable_file, file), .secret = true, .required = true,
+     .help = "file holding the secret; read when a build that is granted it starts"},
 };
 const size_t config_nkeys = ARRAY_SIZE(config_keys);
 
@@ -780,6 +790,33 @@ static void parse_registries(struct config_ctx *c, const struct config_key *k, c
 		parse_registry(c, ydoc_node(c->y, *it), cfg, &cfg->registries[cfg->nregistries++]);
 }
 
+static void parse_repo_secrets(struct config_ctx *c, const struct config_key *k,
+			       const yaml_node_t *n, void *dst)
+{
+	struct config_repo *r = container_of(dst, struct config_repo, secrets);
+
+	if (!is_list(c, n, k->key) || r->secrets)
+		return;
+	r->secrets = xcalloc(list_len(n) + 1, sizeof(*r->secrets));
+	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	     it++) {
+		const yaml_node_t *e = ydoc_node(c->y, *it);
+		struct config_secret *s = &r->secrets[r->nsecrets++];
+
+		if (!ydoc_mapping(c->y, c->d, e, "secrets[]"))
+			continue;
+		parse_keys(c, "repositories[].secrets[]", e, s);
+		if (!s->id || !s->file) {
+			ydoc_diag(c->y, c->d, e, "a secret needs 'id' and 'file'");
+			continue;
+		}
+		for (struct config_secret *o = r->secrets; o != s; o++) {
+			if (o->id && strcmp(o->id, s->id) == 0)
+				ydoc_diag(c->y, c->d, e, "secret '%s' is listed twice", s->id);
+		}
+	}
+}
+
 static void parse_repository(struct config_ctx *c, const yaml_node_t *n, struct config *cfg,
 			     struct config_repo *r)
 {
@@ -908,6 +945,11 @@ void config_done(struct config *c)
 		free(r->webhook_provider);
 		secret_free(r->webhook_secret);
 		free(r->webhook_header);
+		for (size_t j = 0; j < r->nsecrets; j++) {
+			free(r->secrets[j].id);
+			free(r->secrets[j].file);
+		}
+		free(r->secrets);
 	}
 	free(c->repos);
 	free(c->path);

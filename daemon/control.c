@@ -298,6 +298,7 @@ static json_t *row_json(const struct store_build_row *b)
 	json_object_set_new(o, PROTO_F_STATE, json_string(b->state ? b->state : ""));
 	json_object_set_new(o, PROTO_F_ATTEMPTS, json_integer(b->attempts));
 	json_object_set_new(o, PROTO_F_DIGEST, str_or_null(b->digest));
+	json_object_set_new(o, PROTO_F_BUILDER, str_or_null(b->builder));
 	json_object_set_new(o, PROTO_F_ERROR, str_or_null(b->error));
 	json_object_set_new(o, PROTO_F_QUEUED_AT, json_integer(b->created_at));
 	json_object_set_new(o, PROTO_F_STARTED_AT, time_or_null(b->started_at));

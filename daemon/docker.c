@@ -485,6 +485,30 @@ static void fail_early(struct docker_call *c, int code)
 	uv_timer_start(&c->d->defer, abort_deferred_cb, 0, 0);
 }
 
+void docker_easy_connection(const struct docker *d, CURL *h, const char *path)
+{
+	if (path) {
+		char *url = xasprintf("%s%s", d->base, path);
+		curl_easy_setopt(h, CURLOPT_URL, url);
+		free(url);
+	}
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "kiln/" KILN_VERSION);
+	if (d->unix_path)
+		curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, d->unix_path);
+	if (d->tls) {
+		if (d->cert)
+			curl_easy_setopt(h, CURLOPT_SSLCERT, d->cert);
+		if (d->key)
+			curl_easy_setopt(h, CURLOPT_SSLKEY, d->key);
+		if (d->ca)
+			curl_easy_setopt(h, CURLOPT_CAINFO, d->ca);
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, d->verify ? 1L : 0L);
+		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, d->verify ? 2L : 0L);
+	}
+}
+
 /* Hands the call to curl. */
 static void call_begin(struct docker_call *c)
 {
@@ -501,27 +525,13 @@ static void call_begin(struct docker_call *c)
 	}
 	curl_easy_setopt(c->h, CURLOPT_URL, url);
 	free(url);
+	docker_easy_connection(d, c->h, NULL);
 	curl_easy_setopt(c->h, CURLOPT_PRIVATE, (char *)c);
-	curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, c->curl_err);
-	curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(c->h, CURLOPT_WRITEDATA, c);
 	curl_easy_setopt(c->h, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(c->h, CURLOPT_HEADERDATA, c);
-	curl_easy_setopt(c->h, CURLOPT_USERAGENT, "kiln/" KILN_VERSION);
-	if (d->unix_path)
-		curl_easy_setopt(c->h, CURLOPT_UNIX_SOCKET_PATH, d->unix_path);
-	if (d->tls) {
-		if (d->cert)
-			curl_easy_setopt(c->h, CURLOPT_SSLCERT, d->cert);
-		if (d->key)
-			curl_easy_setopt(c->h, CURLOPT_SSLKEY, d->key);
-		if (d->ca)
-			curl_easy_setopt(c->h, CURLOPT_CAINFO, d->ca);
-		curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYPEER, d->verify ? 1L : 0L);
-		curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYHOST, d->verify ? 2L : 0L);
-	}
 	/* no round trip for 100-continue on unknown sizes */
 	c->hdrs = curl_slist_append(c->hdrs, "Expect:");
 	if (strcmp(c->method, "POST") == 0) {

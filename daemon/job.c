@@ -41,6 +41,8 @@ struct job {
 	int exit_code;
 	size_t push_index; /* 0: the version, then the extra tags */
 	bool cancelled, finished;
+	struct session *session; /* the BuildKit build's, while it runs */
+	struct session_h2_stats session_stats; /* what the engine asked it */
 	struct kiln_err cx_err; /* the context producer's failure */
 	bool cx_failed;
 	uv_timer_t timer; /* the smoke test's time limit */
@@ -115,6 +117,47 @@ static void set_state(struct job *j, enum job_state s)
 	j->state = s;
 }
 
+/* ---- the BuildKit session ---- */
+
+static void end_session(struct job *j)
+{
+	if (!j->session)
+		return;
+	j->session_stats = *session_stats(j->session);
+	session_stop(j->session);
+	j->session = NULL;
+}
+
+static void session_dead(struct session *se, int code, const char *why, void *arg)
+{
+	struct job *j = arg;
+
+	j->session_stats = *session_stats(se);
+	j->session = NULL;
+	if (j->state != JOB_BUILD || !j->call)
+		return;
+	/* the engine or the connection failed, not the Dockerfile: retry */
+	fail(j, code, true, "the BuildKit session with the engine %s ended mid-build: %s",
+	     docker_host(j->d), why);
+	docker_call_abort(j->call);
+}
+
+/* A build that asked for a secret it may not see fails with the engine's
+ * "secret X not found": say what to change instead. */
+static void explain_missing_secret(struct job *j)
+{
+	const char *id = j->session_stats.missing;
+
+	if (j->res.code >= 0 || !id[0])
+		return;
+	snprintf(j->res.error, sizeof(j->res.error),
+		 "build failed: the Dockerfile mounts secret '%s', which this build may not see: "
+		 "grant it in %s (secrets: [%s]) and define it for the repository (kilnd.yaml "
+		 "repositories[].secrets, or kiln build --secret id=%s,src=FILE)",
+		 id, j->spec.manifest_file, id, id);
+	j->res.transient = false;
+}
+
 static void finish_cb(uv_timer_t *t)
 {
 	struct job *j = t->data;
@@ -129,6 +172,7 @@ static void finish(struct job *j)
 	if (j->finished)
 		return;
 	j->finished = true;
+	end_session(j);
 	set_state(j, JOB_DONE);
 	if (j->cancelled && j->res.code == 0)
 		fail(j, -ECANCELED, false, "cancelled");
@@ -455,6 +499,14 @@ static void build_done(struct docker_call *c, void *arg)
 		bktrace_flush(j->reply.trace, show_line, j);
 		j->reply.trace = bktrace_free(j->reply.trace);
 	}
+	if (j->session) {
+		end_session(j);
+		/* which registries BuildKit asked credentials for: the one place a
+		 * pull's authentication shows (names only, never a value) */
+		if (j->session_stats.cred_hosts[0])
+			say(j, "kiln: the BuildKit session gave credentials for: %s",
+			    j->session_stats.cred_hosts);
+	}
 	if (j->cx_failed) {
 		fail(j, j->cx_err.code ? j->cx_err.code : -EIO, false, "build context: %s",
 		     j->cx_err.msg);
@@ -470,6 +522,7 @@ static void build_done(struct docker_call *c, void *arg)
 	} else if (j->res.code == 0 && !j->res.image_id[0]) {
 		fail(j, -EPROTO, true, "build: the engine's reply ended without an image id");
 	}
+	explain_missing_secret(j);
 	if (j->res.code == 0)
 		say(j, "kiln: built %s (%s); context %" PRIu64 " bytes in %u entries", j->ref,
 		    j->res.image_id, context_bytes(j->cx), context_files(j->cx));
@@ -532,8 +585,9 @@ static void classic_query(struct job *j, struct buf *q)
  * as on later engines; rm/forcerm mean nothing to it. */
 static void buildkit_query(struct job *j, struct buf *q)
 {
-	(void)j;
 	add_query(q, "version", "2");
+	if (j->session)
+		add_query(q, "session", session_id(j->session));
 }
 
 /* "/build?..." for the builder chosen: the one place the query is made. */
@@ -606,6 +660,25 @@ static void start_build(struct job *j)
 		return;
 	}
 	snprintf(j->res.builder, sizeof(j->res.builder), "%s", docker_builder_str(j->builder));
+	if (j->builder != DOCKER_BUILDER_BUILDKIT && m->nsecrets > 0) {
+		fail(j, -EINVAL, false,
+		     "%s grants secrets, which only BuildKit builds can mount; this build uses the "
+		     "classic builder (set builder: buildkit, or use an engine with API >= %s)",
+		     j->spec.manifest_file, DOCKER_BUILDKIT_API_MIN);
+		next_state(j);
+		return;
+	}
+	/* one session per BuildKit build: registry credentials for its pulls,
+	 * the granted secrets; the engine waits for it by id */
+	if (j->builder == DOCKER_BUILDER_BUILDKIT) {
+		struct kiln_err e = {0};
+		r = session_start(j->loop, j->d, &j->spec.session, session_dead, j, &j->session, &e);
+		if (r < 0) {
+			fail(j, r, true, "opening the BuildKit session: %s", e.msg);
+			next_state(j);
+			return;
+		}
+	}
 	r = context_start(j->loop, &cs, context_ready, j, &j->cx, &j->dockerfile_in_tar,
 			  &j->cx_err);
 	if (r < 0) {
@@ -1039,6 +1112,30 @@ static void choose_builder(const struct job_policy *p, struct job_spec *s)
 	s->network = n && strcmp(n, "default") != 0 ? xstrdup(n) : NULL;
 }
 
+/* The secrets the manifest grants, read now: each must be defined where the
+ * policy says (kilnd.yaml or --secret), or the build fails before it starts. */
+static int read_secrets(const struct job_policy *p, struct job_spec *s, struct kiln_err *err)
+{
+	for (size_t i = 0; i < s->m.nsecrets; i++) {
+		const char *id = s->m.secrets[i];
+		const struct config_secret *def = NULL;
+		int r;
+
+		for (size_t k = 0; k < p->nsecrets && !def; k++)
+			if (strcmp(p->secrets[k].id, id) == 0)
+				def = &p->secrets[k];
+		if (!def)
+			return kiln_err_set(err, -EINVAL,
+					    "%s grants secret '%s', which is not defined in %s",
+					    s->manifest_file, id,
+					    p->secrets_where ? p->secrets_where : "the configuration");
+		r = auth_read_secret(id, def->file, &s->session, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* The policy's part of the spec: what to push, what to check, credentials. */
 static int apply_policy(const struct job_policy *p, struct job_spec *s, struct kiln_err *err)
 {
@@ -1057,6 +1154,9 @@ static int apply_policy(const struct job_policy *p, struct job_spec *s, struct k
 	s->registry_auth = auth_header(p->registries, p->nregistries, host);
 	s->registry_config = auth_config_header(p->registries, p->nregistries);
 	free(host);
+	auth_session_creds(p->registries, p->nregistries, &s->session);
+	if ((r = read_secrets(p, s, err)) < 0)
+		return r;
 	if (s->check_tag && p->store) {
 		char *ref = manifest_ref(&s->m, s->m.version);
 		r = store_pushed_from(p->store, ref, s->commit, err);
@@ -1105,5 +1205,6 @@ void job_spec_done(struct job_spec *s)
 	free(s->registry_auth);
 	free(s->registry_config);
 	free(s->network);
+	session_data_done(&s->session);
 	memset(s, 0, sizeof(*s));
 }

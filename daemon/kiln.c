@@ -88,6 +88,9 @@ static void build_help(FILE *f)
 	      "                      else unix:///var/run/docker.sock ($DOCKER_TLS_VERIFY and\n"
 	      "                      $DOCKER_CERT_PATH apply to tcp://)\n"
 	      "  --source URL        org.opencontainers.image.source; default: remote.origin.url\n"
+	      "  --secret id=ID,src=FILE\n"
+	      "                      a build secret manifests may grant (secrets: [ID]) for\n"
+	      "                      RUN --mount=type=secret,id=ID (BuildKit); repeatable\n"
 	      "  --no-cache          neither read nor write the change detection cache\n"
 	      "  -h, --help          this text\n"
 	      "\n"
@@ -292,7 +295,7 @@ static void print_build(json_t *b)
 	static const char *const keys[] = {
 	    PROTO_F_STATE, PROTO_F_REPOSITORY, PROTO_F_BRANCH,	   PROTO_F_PATH,
 	    PROTO_F_IMAGE, PROTO_F_COMMIT,     PROTO_F_CHANGE,	   PROTO_F_DIGEST,
-	    PROTO_F_ERROR, PROTO_F_QUEUED_AT,  PROTO_F_STARTED_AT, PROTO_F_FINISHED_AT,
+	    PROTO_F_BUILDER, PROTO_F_ERROR, PROTO_F_QUEUED_AT,  PROTO_F_STARTED_AT, PROTO_F_FINISHED_AT,
 	};
 
 	printf("%-12s %lld\n", PROTO_F_ID,

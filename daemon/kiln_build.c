@@ -34,9 +34,48 @@ static char *origin_url(git_repository *repo)
 
 struct build_args {
 	struct oneshot_opts o;
+	struct config_secret *secrets; /* --secret; the strings point into argv */
+	size_t nsecrets;
 	const char *repo_dir;
 	bool dry, use_cache;
 };
+
+/* --secret id=ID,src=FILE (also source=, and type=file), as the docker CLI
+ * takes it; the file is read when a build granted it starts. */
+static int parse_secret(struct build_args *a, char *arg)
+{
+	char *id = NULL, *src = NULL, *save = NULL;
+
+	for (char *f = strtok_r(arg, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
+		if (strncmp(f, "id=", 3) == 0)
+			id = f + 3;
+		else if (strncmp(f, "src=", 4) == 0)
+			src = f + 4;
+		else if (strncmp(f, "source=", 7) == 0)
+			src = f + 7;
+		else if (strcmp(f, "type=file") != 0) {
+			fprintf(stderr,
+				"kiln build: --secret takes id=ID,src=FILE; '%s' is not understood\n",
+				f);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (!id || !src || !*src || !manifest_valid_secret_id(id)) {
+		fprintf(stderr, "kiln build: --secret needs id=ID ([A-Za-z0-9._-]+) and src=FILE\n");
+		return CLI_EXIT_USAGE;
+	}
+	for (size_t i = 0; i < a->nsecrets; i++) {
+		if (strcmp(a->secrets[i].id, id) == 0) {
+			fprintf(stderr, "kiln build: --secret id=%s is given twice\n", id);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	a->secrets = xreallocarray(a->secrets, a->nsecrets + 1, sizeof(*a->secrets));
+	a->secrets[a->nsecrets++] = (struct config_secret){.id = id, .file = src};
+	a->o.secrets = a->secrets;
+	a->o.nsecrets = a->nsecrets;
+	return 0;
+}
 
 /* Options into a; then argv[optind] and argv[optind + 1] are FROM and TO.
  * 0 to go on, else the exit status (after --help, 0 too: *done is set). */
@@ -57,6 +96,7 @@ static int build_parse(const struct cli_call *call, struct build_args *a, bool *
 	    {"no-cache", no_argument, NULL, 'n'},
 	    {"builder", required_argument, NULL, 'B'},
 	    {"network", required_argument, NULL, 'N'},
+	    {"secret", required_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -124,6 +164,10 @@ static int build_parse(const struct cli_call *call, struct build_args *a, bool *
 				return CLI_EXIT_USAGE;
 			}
 			a->o.network = optarg;
+			break;
+		case 'S':
+			if (parse_secret(a, optarg) != 0)
+				return CLI_EXIT_USAGE;
 			break;
 		case 'h':
 			call->help(stdout);
@@ -202,8 +246,10 @@ int cli_build_main(const struct cli_call *call)
 	int rc;
 
 	rc = build_parse(call, &a, &done);
-	if (rc != 0 || done)
+	if (rc != 0 || done) {
+		free(a.secrets);
 		return rc;
+	}
 	rc = CLI_EXIT_USAGE;
 	repo_global_init(REPO_ROLE_CLI);
 	if (cli_plan(a.repo_dir, a.o.manifest_name, a.use_cache, argv[optind], argv[optind + 1],
@@ -225,6 +271,7 @@ int cli_build_main(const struct cli_call *call)
 	if (rc == 0 && cs.errors.n)
 		rc = CLI_EXIT_INVALID;
 out:
+	free(a.secrets);
 	changeset_done(&cs);
 	git_repository_free(repo);
 	git_libgit2_shutdown();

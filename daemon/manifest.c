@@ -249,30 +249,38 @@ static void take_path(struct mctx *c, const yaml_node_t *n, const char *key, cha
 	free(s);
 }
 
-static void take_tags(struct mctx *c, const yaml_node_t *n)
+/* A list of strings each checked by valid: "tag 'x' is not a valid tag (rule)". */
+static void take_list(struct mctx *c, const yaml_node_t *n, const char *key, const char *what,
+		      bool (*valid)(const char *), const char *rule, char ***ret, size_t *ret_n)
 {
-	struct manifest *m = c->m;
-
 	if (n->type != YAML_SEQUENCE_NODE) {
-		bad(c, n, "'%s' must be a list, not %s", "tags", ydoc_kind(n));
+		bad(c, n, "'%s' must be a list, not %s", key, ydoc_kind(n));
 		return;
 	}
-	m->tags = xcalloc((size_t)(n->data.sequence.items.top - n->data.sequence.items.start),
-			  sizeof(char *));
+	*ret = xcalloc((size_t)(n->data.sequence.items.top - n->data.sequence.items.start) + 1,
+		       sizeof(char *));
 	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
 	     it++) {
 		yaml_node_t *t = ydoc_node(c->y, *it);
-		char *s = get_string(c, t, "tags", "a string");
+		char *s = get_string(c, t, key, "a string");
 		if (s == NULL)
 			continue;
-		if (!manifest_valid_tag(s)) {
-			bad(c, t, "tag '%s' is not a valid tag (%s)", s,
-			    "[A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128 characters");
+		if (!valid(s)) {
+			char *why = xasprintf("%s '%s' is not a valid %s", what, s, what);
+			bad(c, t, "%s (%s)", why, rule);
+			free(why);
 			free(s);
 			continue;
 		}
-		m->tags[m->ntags++] = s;
+		(*ret)[(*ret_n)++] = s;
 	}
+}
+
+bool manifest_valid_secret_id(const char *s)
+{
+	size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
+
+	return n > 0 && n <= 128 && s[n] == '\0';
 }
 
 static void take_kvs(struct mctx *c, const yaml_node_t *n, const char *key, struct kv **ret,
@@ -360,12 +368,14 @@ enum mkey {
 	K_TEST,
 	K_BUILDER,
 	K_NETWORK,
+	K_SECRETS,
 	K_COUNT
 };
 
 static const char *const mkeys[K_COUNT] = {
     "name",	  "version", "registry", "tags",   "dockerfile", "context",
     "build_args", "target",  "platform", "labels", "test",	 "builder", "network",
+    "secrets",
 };
 
 static void take(struct mctx *c, enum mkey k, const yaml_node_t *v)
@@ -393,7 +403,8 @@ static void take(struct mctx *c, enum mkey k, const yaml_node_t *v)
 			     "host[:port][/namespace]");
 		break;
 	case K_TAGS:
-		take_tags(c, v);
+		take_list(c, v, "tags", "tag", manifest_valid_tag,
+			  "[A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128 characters", &m->tags, &m->ntags);
 		break;
 	case K_DOCKERFILE:
 		take_path(c, v, "dockerfile", &m->dockerfile);
@@ -424,6 +435,10 @@ static void take(struct mctx *c, enum mkey k, const yaml_node_t *v)
 	case K_NETWORK:
 		take_checked(c, v, "network", &m->network, manifest_valid_network,
 			     "default, none or host");
+		break;
+	case K_SECRETS:
+		take_list(c, v, "secrets", "secret id", manifest_valid_secret_id,
+			  "[A-Za-z0-9._-]+, at most 128 characters", &m->secrets, &m->nsecrets);
 		break;
 	case K_COUNT:
 		break;
@@ -478,7 +493,7 @@ int manifest_parse(const char *data, size_t len, const char *file, const char *d
 		if (i == K_COUNT) {
 			bad(&c, k, "unknown key '%s'%s", ks,
 			    " (known: name, version, registry, tags, dockerfile, context, "
-			    "build_args, target, platform, labels, test, builder, network)");
+			    "build_args, target, platform, labels, test, builder, network, secrets)");
 			continue;
 		}
 		seen[i] = k;
@@ -525,6 +540,9 @@ void manifest_done(struct manifest *m)
 	free(m->platform);
 	free(m->builder);
 	free(m->network);
+	for (size_t i = 0; i < m->nsecrets; i++)
+		free(m->secrets[i]);
+	free(m->secrets);
 	kvs_free(m->labels, m->nlabels);
 	for (size_t i = 0; i < m->ntest_command; i++)
 		free(m->test_command[i]);

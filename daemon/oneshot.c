@@ -137,6 +137,9 @@ static void start(struct item *it)
 	    .test_timeout_ms = o->test_timeout_ms,
 	    .builder = o->builder,
 	    .network = o->network,
+	    .secrets = o->secrets,
+	    .nsecrets = o->nsecrets,
+	    .secrets_where = "kiln build's --secret options (--secret id=ID,src=FILE)",
 	};
 	struct job_spec spec;
 	struct kiln_err err = {0};

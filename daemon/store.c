@@ -86,6 +86,8 @@ static const char *const migrations[] = {
      * were (a busy webhook leaves days of those) */
     ("CREATE INDEX deliveries_unhandled ON deliveries (repository, received_at)"
      " WHERE handled = 0;"),
+    /* 6: which builder built it (classic, buildkit) */
+    "ALTER TABLE builds ADD COLUMN builder TEXT;",
 };
 
 static const char *const state_names[] = {"queued", "running",	 "succeeded",
@@ -973,7 +975,7 @@ out:
 }
 
 int store_set_result(struct store *s, int64_t id, const char *image_id, const char *digest,
-		     struct kiln_err *err)
+		     const char *builder, struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int r = 0;
@@ -981,7 +983,8 @@ int store_set_result(struct store *s, int64_t id, const char *image_id, const ch
 	pthread_mutex_lock(&s->lock);
 	if (sqlite3_prepare_v2(s->db,
 			       "UPDATE builds SET image_id = coalesce(?2, image_id),"
-			       " digest = coalesce(?3, digest) WHERE id = ?1",
+			       " digest = coalesce(?3, digest), builder = coalesce(?4, builder)"
+			       " WHERE id = ?1",
 			       -1, &st, NULL) != SQLITE_OK) {
 		r = db_err(s, err, "recording a build's result");
 		goto out;
@@ -991,6 +994,8 @@ int store_set_result(struct store *s, int64_t id, const char *image_id, const ch
 		sqlite3_bind_text(st, 2, image_id, -1, SQLITE_STATIC);
 	if (digest && *digest)
 		sqlite3_bind_text(st, 3, digest, -1, SQLITE_STATIC);
+	if (builder && *builder)
+		sqlite3_bind_text(st, 4, builder, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_DONE)
 		r = db_err(s, err, "recording a build's result");
 out:
@@ -1287,7 +1292,8 @@ int store_list_builds(struct store *s, const struct store_build_filter *f,
 	if (sqlite3_prepare_v2(
 		s->db,
 		"SELECT id, repository, branch, path, image, commit_sha, change, state,"
-		" error, attempts, created_at, started_at, finished_at, digest FROM builds"
+		" error, attempts, created_at, started_at, finished_at, digest, builder"
+		" FROM builds"
 		" WHERE (?1 IS NULL OR repository = ?1) AND (?2 IS NULL OR path = ?2)"
 		" AND (?3 IS NULL OR state = ?3) AND (?4 = 0 OR id = ?4)"
 		" ORDER BY id DESC LIMIT ?5",
@@ -1324,6 +1330,7 @@ int store_list_builds(struct store *s, const struct store_build_filter *f,
 		b->started_at = sqlite3_column_int64(st, 11);
 		b->finished_at = sqlite3_column_int64(st, 12);
 		b->digest = col_dup(st, 13);
+		b->builder = col_dup(st, 14);
 	}
 	if (rc != SQLITE_DONE)
 		r = db_err(s, err, "listing builds");
@@ -1351,6 +1358,7 @@ void store_build_rows_free(struct store_build_row *rows, size_t n)
 		free(rows[i].state);
 		free(rows[i].error);
 		free(rows[i].digest);
+		free(rows[i].builder);
 	}
 	free(rows);
 }

@@ -21,6 +21,12 @@
 
 enum config_build_on_start { CONFIG_BUILD_ON_START_NONE, CONFIG_BUILD_ON_START_ALL };
 
+/* A build secret a repository's manifests may grant (`secrets: [id, ...]`). */
+struct config_secret {
+	char *id;   /* [A-Za-z0-9._-]+, unique in the repository */
+	char *file; /* resolved path, checked readable; read when a build starts */
+};
+
 struct config_repo {
 	char *name; /* [A-Za-z0-9._-]+, unique */
 	char *url;
@@ -36,6 +42,8 @@ struct config_repo {
 	char *webhook_secret;
 	char *webhook_header; /* generic only */
 	bool overwrite_tags;  /* let a build replace an existing version tag */
+	struct config_secret *secrets;
+	size_t nsecrets;
 };
 
 /* Credentials for one registry host ("registry.example.com:5000"). */

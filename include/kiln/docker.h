@@ -10,6 +10,7 @@
 #ifndef KILN_DOCKER_H
 #define KILN_DOCKER_H
 
+#include <curl/curl.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -75,6 +76,11 @@ enum docker_engine_kind docker_engine_kind(const struct docker *d);
 const char *docker_engine_str(const struct docker *d);
 /* GET /_ping: learns what the engine is (and nothing else; no negotiation). */
 struct docker_call *docker_identify(struct docker *d, docker_done_cb *done, void *arg);
+
+/* Sets how easy handle h reaches the engine (unix socket, TLS files,
+ * timeouts), and its URL to the engine's base + path unless path is NULL:
+ * for a connection kiln drives itself (the BuildKit session). */
+void docker_easy_connection(const struct docker *d, CURL *h, const char *path);
 
 /* The image builder a build uses. AUTO is resolved per engine by
  * docker_builder_auto once the API version is negotiated. */

@@ -17,6 +17,7 @@
 #include "kiln/config.h"
 #include "kiln/docker.h"
 #include "kiln/manifest.h"
+#include "kiln/session.h"
 
 enum job_state {
 	JOB_CHECK,
@@ -45,6 +46,9 @@ struct job_spec {
 	uint64_t test_timeout_ms;
 	enum docker_builder builder; /* the manifest's, else the policy's; AUTO: the engine's */
 	char *network;		     /* networkmode; NULL: the engine's default */
+	/* what the BuildKit session hands out: registry credentials and the
+	 * granted secrets' values (read in job_prepare; wiped with the spec) */
+	struct session_data session;
 };
 
 struct store;
@@ -66,6 +70,11 @@ struct job_policy {
 	 * NULL: auto and the engine's default network */
 	const char *builder;
 	const char *network;
+	/* the build secrets a manifest may grant (kilnd.yaml's, or kiln build
+	 * --secret), and how to say that one is missing */
+	const struct config_secret *secrets;
+	size_t nsecrets;
+	const char *secrets_where; /* "the repository's secrets in kilnd.yaml" */
 	/* asked whether kiln itself pushed this version from this commit, when
 	 * the tag is checked; NULL: never (`kiln build` keeps no record) */
 	struct store *store;

@@ -26,6 +26,8 @@ struct manifest {
 	size_t nlabels;
 	char *builder; /* auto | buildkit | classic; NULL: the daemon's builds.builder */
 	char *network; /* default | none | host; NULL: the daemon's builds.network */
+	char **secrets; /* ids of the repository's build secrets this build may see */
+	size_t nsecrets;
 	char **test_command; /* NULL when there is no smoke test */
 	size_t ntest_command;
 };
@@ -46,6 +48,7 @@ bool manifest_valid_tag(const char *s);
 bool manifest_valid_registry(const char *s);
 bool manifest_valid_builder(const char *s); /* auto, buildkit, classic */
 bool manifest_valid_network(const char *s); /* default, none, host */
+bool manifest_valid_secret_id(const char *s); /* [A-Za-z0-9._-]+, at most 128 characters */
 /* A manifest file name (--manifest, repositories[].manifest): no '/', not . or .. */
 bool manifest_valid_file_name(const char *s);
 

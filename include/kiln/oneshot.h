@@ -7,6 +7,7 @@
 #define KILN_ONESHOT_H
 
 #include "kiln/changes.h"
+#include "kiln/config.h"
 
 struct oneshot_opts {
 	const char *repo_path; /* the git directory the changeset came from */
@@ -16,6 +17,8 @@ struct oneshot_opts {
 	const char *docker_host; /* NULL: $DOCKER_HOST or the default socket */
 	const char *builder;	 /* auto | buildkit | classic; NULL: auto */
 	const char *network;	 /* default | none | host; NULL: the engine's default */
+	const struct config_secret *secrets; /* --secret: what manifests may grant */
+	size_t nsecrets;
 	bool push;
 	bool overwrite_tags;
 	unsigned concurrency;

@@ -46,6 +46,7 @@
 #define PROTO_F_CHANGE	    "change"
 #define PROTO_F_ATTEMPTS    "attempts"
 #define PROTO_F_DIGEST	    "digest"
+#define PROTO_F_BUILDER	    "builder" /* classic, buildkit, or null */
 #define PROTO_F_QUEUED_AT   "queued_at"
 #define PROTO_F_STARTED_AT  "started_at"
 #define PROTO_F_FINISHED_AT "finished_at"

@@ -121,9 +121,10 @@ int store_finish(struct store *s, int64_t id, enum build_state st, const char *e
  * unreachable before the build began). */
 int store_requeue(struct store *s, int64_t id, uint64_t delay_ms, bool count_attempt,
 		  const char *error, struct kiln_err *err);
-/* Records the image id and the pushed digest of the version tag. */
+/* Records the image id, the pushed digest of the version tag and the
+ * builder used; NULL or "" leaves a field as it was. */
 int store_set_result(struct store *s, int64_t id, const char *image_id, const char *digest,
-		     struct kiln_err *err);
+		     const char *builder, struct kiln_err *err);
 /* Whether kiln has pushed image (a reference) built from commit: 1 or 0. */
 int store_pushed_from(struct store *s, const char *image, const char *commit, struct kiln_err *err);
 /* The earliest time (unix ms) a queued build waiting for its retry delay
@@ -136,6 +137,7 @@ int store_counts(struct store *s, unsigned *queued, unsigned *running, struct ki
 struct store_build_row {
 	int64_t id;
 	char *repo, *branch, *path, *image, *commit, *change, *state, *error, *digest;
+	char *builder; /* classic or buildkit; NULL: not built (yet) */
 	int attempts;
 	int64_t created_at, started_at, finished_at; /* unix seconds, 0: not yet */
 };

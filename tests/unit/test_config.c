@@ -392,6 +392,8 @@ static const struct sample {
     {"repositories[].webhook.secret_file", "hook.secret", "s3cret"},
     {"repositories[].webhook.header", "X-Sig", "X-Sig"},
     {"repositories[].overwrite_tags", "true", "1"},
+    {"repositories[].secrets[].id", "tok.en_1", "tok.en_1"},
+    {"repositories[].secrets[].file", "token", NULL}, /* dir/token */
 };
 
 static const struct sample *sample_for(const struct config_key *k)
@@ -443,6 +445,10 @@ static char *yaml_for(const struct config_key *k, const char *yaml)
 	     "repositories:\n  - {name: a, url: /r, webhook: {",
 	     {"provider: generic", "secret_file: hook.secret"},
 	     "}}\n"},
+	    {"repositories[].secrets[]",
+	     "repositories:\n  - {name: a, url: /r, secrets: [{",
+	     {"id: t", "file: token"},
+	     "}]}\n"},
 	};
 	char *text = NULL, *item;
 	size_t len = 0;
@@ -489,6 +495,9 @@ static char *field_of(const struct config_key *k, struct config *c)
 {
 	if (strncmp(k->section, "registries[]", 12) == 0)
 		return c->nregistries ? (char *)&c->registries[0] + k->offset : NULL;
+	if (strcmp(k->section, "repositories[].secrets[]") == 0)
+		return c->nrepos && c->repos[0].nsecrets ? (char *)&c->repos[0].secrets[0] + k->offset
+							 : NULL;
 	if (strncmp(k->section, "repositories[]", 14) == 0)
 		return c->nrepos ? (char *)&c->repos[0] + k->offset : NULL;
 	return (char *)c + k->offset;
@@ -575,7 +584,7 @@ static void every_key_parses(void **state)
 		want = s->want ? s->want : yaml;
 		text = yaml_for(k, yaml);
 		got = load_value(k, text);
-		if (strcmp(k->key, "ssh_key_file") == 0)
+		if (strcmp(k->key, "ssh_key_file") == 0 || strcmp(k->key, "file") == 0)
 			assert_non_null(strstr(got, "/token"));
 		else if (strcmp(got, want) != 0)
 			fail_msg("'%s: %s' gave %s, not %s", k->key, yaml, got, want);
@@ -739,9 +748,11 @@ static void secrets_are_files(void **state)
 	for (size_t i = 0; i < config_nkeys; i++) {
 		const struct config_key *k = &config_keys[i];
 		size_t n = strlen(k->key);
-		bool file = n > 5 && strcmp(k->key + n - 5, "_file") == 0;
+		bool file = (n > 5 && strcmp(k->key + n - 5, "_file") == 0) ||
+			    strcmp(k->key, "file") == 0;
 
-		/* every *_file key names a secret, and a secret never has a default */
+		/* every *_file key (and a build secret's file) names a secret, and
+		 * a secret never has a default */
 		assert_int_equal(file, k->secret);
 		assert_int_equal(file, k->type == CONFIG_FILE);
 		if (k->secret)

@@ -81,7 +81,7 @@ static void lock_and_schema(void **state)
 	assert_int_equal(store_open(d, &s2, &err), -EBUSY);
 	assert_non_null(strstr(err.msg, "another kilnd (pid "));
 	assert_null(s2);
-	assert_int_equal(count(d, "PRAGMA user_version"), 5);
+	assert_int_equal(count(d, "PRAGMA user_version"), 6);
 	s = store_close(s);
 	/* released at close: opens again, schema already current */
 	assert_int_equal(store_open(d, &s, &err), 0);
@@ -216,7 +216,8 @@ static void dependents_wait_and_are_cancelled(void **state)
 	assert_int_equal(store_record_plan(s, "images", "main", B, items, 4, 0, &err), 4);
 	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "base");
-	assert_int_equal(store_set_result(s, b.id, "sha256:i", "sha256:d", &err), 0);
+	assert_int_equal(store_set_result(s, b.id, "sha256:i", "sha256:d", "buildkit", &err), 0);
+	assert_int_equal(count(d, "SELECT count(*) FROM builds WHERE builder = 'buildkit'"), 1);
 	assert_int_equal(store_pushed_from(s, "r/base:1", B, &err), 1);
 	assert_int_equal(store_pushed_from(s, "r/base:1", A, &err), 0);
 	assert_int_equal(store_finish(s, b.id, BUILD_SUCCEEDED, NULL, &err), 0);
@@ -640,7 +641,7 @@ static void triggers_and_hints(void **state)
 	    SQLITE_OK);
 	sqlite3_close(db);
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(count(d, "PRAGMA user_version"), 5);
+	assert_int_equal(count(d, "PRAGMA user_version"), 6);
 	assert_int_equal(store_delivery_hint(s, "old", "main", sha, &err), -ENOENT);
 	assert_int_equal(store_record_trigger(s, "images", NULL, &err), 0);
 	assert_int_equal(store_record_trigger(s, "images", "main", &err), 0);
