@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ struct job {
 	struct docker_call *call; /* in flight, or NULL */
 	struct context *cx;
 	char *dockerfile_in_tar;
+	char *podman_secrets; /* the `secrets` query (names, never values), or NULL */
 	char *ref;	    /* <registry>/<name>:<version> */
 	char *repo_ref;	    /* <registry>/<name> */
 	char container[80]; /* the smoke test's, "" when none */
@@ -146,8 +148,13 @@ static void session_dead(struct session *se, int code, const char *why, void *ar
  * "secret X not found": say what to change instead. */
 static void explain_missing_secret(struct job *j)
 {
-	const char *id = j->session_stats.missing;
+	const char *id = j->session_stats.missing, *p;
+	char podman_id[128] = "";
 
+	/* buildah (Podman) says "secret required but no secret with id X found" */
+	if (!id[0] && j->res.code < 0 && (p = strstr(j->res.error, "no secret with id ")) != NULL &&
+	    sscanf(p + strlen("no secret with id "), "%127[A-Za-z0-9._-]", podman_id) == 1)
+		id = podman_id;
 	if (j->res.code >= 0 || !id[0])
 		return;
 	snprintf(j->res.error, sizeof(j->res.error),
@@ -574,7 +581,8 @@ static void common_query(struct job *j, struct buf *q)
  * cancels it, and forcerm leaves no container behind a failed step. */
 static void classic_query(struct job *j, struct buf *q)
 {
-	(void)j;
+	if (j->podman_secrets)
+		add_query(q, "secrets", j->podman_secrets);
 	add_query(q, "version", "1");
 	add_query(q, "rm", "1");
 	add_query(q, "forcerm", "1");
@@ -604,6 +612,49 @@ static char *build_path(struct job *j)
 	path = xasprintf("/build%s", q.p);
 	buf_done(&q);
 	return path;
+}
+
+/* Podman takes build secrets from the context tar: each granted secret goes
+ * in under a random name and `secrets` (["id=ID,src=NAME", ...]) says whose
+ * it is. Podman moves those files out of the context directory before the
+ * build starts (pkg/api/handlers/compat/images_build.go, 4.3.1 to 5.x), so
+ * no COPY or ADD sees them; they are deleted with the build's directory. */
+static void podman_secrets(struct job *j, struct context_spec *cs)
+{
+	const struct session_data *sd = &j->spec.session;
+	struct context_file *f = xcalloc(sd->nsecrets, sizeof(*f));
+	json_t *list = json_array();
+	unsigned char rnd[12];
+
+	for (size_t i = 0; i < sd->nsecrets; i++) {
+		char hex[2 * sizeof(rnd) + 1], *name, *opt;
+		/* unguessable is enough (and the index keeps them apart): a
+		 * short read leaves zeros, not a failed build */
+		if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+			memset(rnd, 0, sizeof(rnd));
+		for (size_t k = 0; k < sizeof(rnd); k++)
+			snprintf(hex + 2 * k, 3, "%02x", rnd[k]);
+		name = xasprintf(".kiln-secret-%s-%zu", hex, i);
+		opt = xasprintf("id=%s,src=%s", sd->secrets[i].id, name);
+		json_array_append_new(list, json_string(opt));
+		free(opt);
+		f[i] = (struct context_file){
+		    .name = name, .data = sd->secrets[i].data, .len = sd->secrets[i].len};
+	}
+	free(j->podman_secrets);
+	j->podman_secrets = json_dumps(list, JSON_COMPACT);
+	json_decref(list);
+	cs->extra = f;
+	cs->nextra = sd->nsecrets;
+}
+
+static void podman_secrets_done(struct context_spec *cs)
+{
+	for (size_t i = 0; i < cs->nextra; i++)
+		free((void *)cs->extra[i].name);
+	free((void *)cs->extra);
+	cs->extra = NULL;
+	cs->nextra = 0;
 }
 
 static void start_build(struct job *j);
@@ -660,7 +711,8 @@ static void start_build(struct job *j)
 		return;
 	}
 	snprintf(j->res.builder, sizeof(j->res.builder), "%s", docker_builder_str(j->builder));
-	if (j->builder != DOCKER_BUILDER_BUILDKIT && m->nsecrets > 0) {
+	if (j->builder != DOCKER_BUILDER_BUILDKIT && m->nsecrets > 0 &&
+	    docker_engine_kind(j->d) != DOCKER_ENGINE_PODMAN) {
 		fail(j, -EINVAL, false,
 		     "%s grants secrets, which only BuildKit builds can mount; this build uses the "
 		     "classic builder (set builder: buildkit, or use an engine with API >= %s)",
@@ -679,8 +731,11 @@ static void start_build(struct job *j)
 			return;
 		}
 	}
+	if (docker_engine_kind(j->d) == DOCKER_ENGINE_PODMAN && j->spec.session.nsecrets > 0)
+		podman_secrets(j, &cs);
 	r = context_start(j->loop, &cs, context_ready, j, &j->cx, &j->dockerfile_in_tar,
 			  &j->cx_err);
+	podman_secrets_done(&cs);
 	if (r < 0) {
 		fail(j, r, true, "build context: %s", j->cx_err.msg);
 		next_state(j);
@@ -1029,6 +1084,7 @@ static void timer_closed(uv_handle_t *h)
 	job_spec_done(&j->spec);
 	bktrace_free(j->reply.trace);
 	free(j->dockerfile_in_tar);
+	free(j->podman_secrets);
 	free(j->ref);
 	free(j->repo_ref);
 	free(j);

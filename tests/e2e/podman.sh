@@ -113,6 +113,70 @@ t_kiln_build_on_podman() {
 	[ -z "$(tags cli/bk)" ] || fail "cli/bk pushed"
 }
 
+# secret_image DIR NAME [manifest lines...]: hashes the secret `token` into
+# /hash; the whole context is copied to /ctx, where the secret must not be
+secret_image() {
+	local dir=c/$1 name=$2
+	shift 2
+	mkdir -p "$dir"
+	cp "$BUSYBOX" "$dir/busybox"
+	printf '%s\n' 'FROM scratch' 'COPY busybox /bin/busybox' 'RUN ["/bin/busybox", "--install", "-s", "/bin"]' 'COPY . /ctx/' \
+		'RUN --mount=type=secret,id=token,required=true sha256sum /run/secrets/token | cut -c1-64 > /hash' >"$dir/Dockerfile"
+	{
+		echo "name: $name"
+		echo 'version: "1"'
+		echo "registry: $REG"
+		echo "test: {command: [\"/bin/sh\", \"-c\", \"test \$(cat /hash) = $TOKEN_SHA && ! ls -a /ctx | grep -q secret\"]}"
+		for l in "$@"; do echo "$l"; done
+	} >"$dir/manifest.yaml"
+}
+
+TOKEN=tok-$RANDOM-$RANDOM-value
+TOKEN_SHA=$(printf '%s' "$TOKEN" | sha256sum | cut -c1-64)
+
+# the secret's value in a pushed layer of REPO:1 (gzip'd tars in the store)?
+in_layers() {
+	local f
+	for f in $(find "$TEST_TMP/reg/store" -path '*/blobs/*' -name data); do
+		gzip -dc "$f" 2>/dev/null | grep -aq "$TOKEN" && return 0
+		grep -aq "$TOKEN" "$f" && return 0
+	done
+	return 1
+}
+
+t_secrets_on_podman() {
+	origin_init
+	printf '%s' "$TOKEN" >token
+	secret_image granted pm/granted 'secrets: [token]'
+	secret_image denied pm/denied
+	push one
+	kilnd_config >kilnd.yaml
+	echo "    secrets: [{id: token, file: $PWD/token}]" >>kilnd.yaml
+	start_kilnd
+	wait_settled 240 2
+	[ "$(build_of granted | cut -d'|' -f1)" = succeeded ] ||
+		fail "granted: $(build_of granted) $(tail -5 state/logs/1.log state/logs/2.log)"
+	[ "$(tags pm/granted)" = 1 ] || fail "granted not pushed"
+	IFS='|' read -r st attempts err <<<"$(build_of denied)"
+	[ "$st" = failed ] || fail "denied: $st"
+	contains "$err" "build failed: the Dockerfile mounts secret 'token', which this build may not see: grant it in denied/manifest.yaml"
+	in_layers && fail "the secret's value is in a pushed layer"
+	grep -rqa "$TOKEN" kilnd.log state/ && fail "the secret's value is in kilnd's log or state"
+	"$KILN" builds --json --socket kiln.sock | grep -q "$TOKEN" && fail "the secret's value is in kiln builds"
+	# podman deleted the build's directory with the secret in it
+	grep -rqa "$TOKEN" "$E/tmp" 2>/dev/null && fail "the secret was left in podman's temporary directory"
+	stop_kilnd
+	# kiln build --secret
+	sed -i 's/version: "1"/version: "2"/' c/granted/manifest.yaml
+	push two
+	DOCKER_HOST=unix://$PODMAN_SOCK expect_rc 0 "$KILN" build --repo c --push --secret "id=token,src=$PWD/token" HEAD~1 HEAD
+	contains "$OUT" "smoke test passed"
+	[ "$(tags pm/granted)" = "1 2" ] || fail "kiln build --secret: not pushed"
+	grep -qa "$TOKEN" <<<"$OUT$ERR" && fail "kiln build printed the secret's value"
+	in_layers && fail "the secret's value is in a pushed layer"
+	return 0
+}
+
 # Podman 4.3.1 does not stop a RUN when the build's connection closes: kiln's
 # cancel ends the build at once, the engine's step runs on, and the build
 # then stops without committing an image
