@@ -67,6 +67,7 @@ struct dsock {
 static void check_done(struct docker *d);
 static void call_begin(struct docker_call *c);
 static void note_engine(struct docker *d, const struct docker_call *p);
+static int negotiate(struct docker *d, const struct docker_call *p, char *why, size_t size);
 
 /* ---- the loop glue ---- */
 
@@ -212,8 +213,14 @@ static void call_finish(struct docker_call *c, int result)
 		result = -ECANCELED;
 	c->result = result;
 	set_error(c);
-	if (c->probe && result == 0 && c->status == 200)
+	if (c->probe && result == 0 && c->status == 200) {
+		char why[128];
 		note_engine(d, c);
+		/* any ping negotiates (the one that versioned calls wait for
+		 * does so in ping_done, where a failure fails them) */
+		if (!c->ping)
+			negotiate(d, c, why, sizeof(why));
+	}
 	if (c->line && c->partial.len > 0 && result == 0 && c->status < 300)
 		c->line(c, c->partial.p, c->partial.len, c->arg);
 	TAILQ_REMOVE(&d->calls, c, link);
@@ -407,6 +414,29 @@ static int api_cmp(const char *a, const char *b)
 	return amin < bmin ? -1 : amin > bmin;
 }
 
+/* The version from a ping's Api-Version: the lower of it and kiln's newest.
+ * An engine older than kiln's oldest is -EPROTO, said in why. */
+static int negotiate(struct docker *d, const struct docker_call *p, char *why, size_t size)
+{
+	char api[sizeof(d->api)];
+
+	/* no (or no readable) version: assume the oldest, as the docker CLI does */
+	if (!p->api_header[0] || !isdigit((unsigned char)p->api_header[0]))
+		snprintf(api, sizeof(api), "%s", DOCKER_API_OLDEST);
+	else if (api_cmp(p->api_header, DOCKER_API_NEWEST) < 0)
+		snprintf(api, sizeof(api), "%s", p->api_header);
+	else
+		snprintf(api, sizeof(api), "%s", DOCKER_API_NEWEST);
+	if (api_cmp(api, DOCKER_API_OLDEST) < 0) {
+		snprintf(why, size, "the engine speaks API %s; kiln needs at least %s", api,
+			 DOCKER_API_OLDEST);
+		return -EPROTO;
+	}
+	memcpy(d->api, api, sizeof(api));
+	d->negotiated = true;
+	return 0;
+}
+
 static void ping_done(struct docker_call *p, void *arg)
 {
 	struct docker *d = arg;
@@ -415,21 +445,7 @@ static void ping_done(struct docker_call *p, void *arg)
 
 	d->ping = NULL;
 	if (r == 0 && p->status == 200) {
-		/* no (or no readable) version: assume the oldest, as the docker CLI does */
-		if (!p->api_header[0] || !isdigit((unsigned char)p->api_header[0]))
-			snprintf(d->api, sizeof(d->api), "%s", DOCKER_API_OLDEST);
-		else if (api_cmp(p->api_header, DOCKER_API_NEWEST) < 0)
-			snprintf(d->api, sizeof(d->api), "%s", p->api_header);
-		else
-			snprintf(d->api, sizeof(d->api), "%s", DOCKER_API_NEWEST);
-		if (api_cmp(d->api, DOCKER_API_OLDEST) < 0) {
-			r = -EPROTO;
-			snprintf(p->error, sizeof(p->error),
-				 "the engine speaks API %s; kiln needs at least %s", d->api,
-				 DOCKER_API_OLDEST);
-		} else {
-			d->negotiated = true;
-		}
+		r = negotiate(d, p, p->error, sizeof(p->error));
 	} else if (r == 0) {
 		r = -EPROTO;
 	}
