@@ -17,13 +17,7 @@ E=$(mktemp -d /tmp/kiln-e.XXXXXX)
 ENGINE_DIR=$E
 at_exit engine_teardown
 engine_start "$E" || exit 1
-REG_PORT=$(free_port)
-registry_start "$TEST_TMP/reg" "$REG_PORT" || exit 1
-TLS_PORT=$(free_port)
-registry_start "$TEST_TMP/treg" "$TLS_PORT" tls || exit 1
-REG=127.0.0.1:$REG_PORT
-TREG=127.0.0.1:$TLS_PORT
-TLS_AUTH=(--ca "$TEST_TMP/treg/ca.crt" --auth kiln:s3cret-pw)
+registries_start || exit 1
 
 . "$(dirname "$0")/lib/scenario.sh"
 api() { curl -sf --unix-socket "$E/docker.sock" "http://localhost$1"; }

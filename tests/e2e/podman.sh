@@ -15,13 +15,7 @@ reason=$(podman_skip_reason)
 E=$(mktemp -d /tmp/kiln-p.XXXXXX)
 ENGINE_DIR=$E
 at_exit engine_teardown
-REG_PORT=$(free_port)
-registry_start "$TEST_TMP/reg" "$REG_PORT" || exit 1
-TLS_PORT=$(free_port)
-registry_start "$TEST_TMP/treg" "$TLS_PORT" tls || exit 1
-REG=127.0.0.1:$REG_PORT
-TREG=127.0.0.1:$TLS_PORT
-TLS_AUTH=(--ca "$TEST_TMP/treg/ca.crt" --auth kiln:s3cret-pw)
+registries_start || exit 1
 # the TLS registry is trusted through the CA engine.sh put in certs.d
 podman_start "$E" "$REG" || exit 1
 ENGINE_SOCK=$PODMAN_SOCK

@@ -15,14 +15,8 @@
 # podman_skip_reason: why no podman service can run here ("" when one can)
 podman_skip_reason() {
 	[ "$(id -u)" = 0 ] || { echo "not root (the private podman service runs as root)"; return; }
-	for c in podman runc conmon docker-registry openssl htpasswd; do
-		command -v "$c" >/dev/null || { echo "no $c (packages podman, runc, conmon, docker-registry, openssl, apache2-utils)"; return; }
-	done
-	if [ ! -x "$BUSYBOX" ] || ldd "$BUSYBOX" >/dev/null 2>&1; then
-		echo "no static $BUSYBOX (package busybox-static)"
-		return
-	fi
-	echo ""
+	needs_commands "podman, runc, conmon, docker-registry, openssl, apache2-utils" \
+		podman runc conmon docker-registry openssl htpasswd
 }
 
 # podman_start DIR [REGISTRY...]: starts the service on DIR/podman.sock;
