@@ -277,8 +277,8 @@ static void timer_cb(uv_timer_t *t)
 static void engine_up(struct builder *b)
 {
 	if (b->engine != BUILDER_ENGINE_OK)
-		log_info("docker engine %s is up (API %s)", docker_host(b->docker),
-			 docker_api_version(b->docker) ? docker_api_version(b->docker) : "?");
+		log_info("engine: %s at %s is up", docker_engine_str(b->docker),
+			 docker_host(b->docker));
 	set_engine(b, BUILDER_ENGINE_OK);
 	b->engine_failures = 0;
 	b->engine_error[0] = '\0';

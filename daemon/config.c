@@ -501,7 +501,8 @@ const struct config_key config_keys[] = {
      .min = POLL_MIN_MS, .def = "15m",
      .help = "how often, at most, a verified snapshot of the database is written to "
 	     "`kilnd.db.backup` (only when it changed); `kilnd --recover` restores it"},
-    {SECTION("", "docker", parse_section), .help = "the Docker engine"},
+    {SECTION("", "docker", parse_section),
+     .help = "the Docker engine: a `dockerd`, or Podman's `podman system service`"},
     {SUB("docker", "host", CONFIG_STRING, parse_docker_host, docker_host),
      .help = "`unix:///path` or `tcp://host:port`; unset: `$DOCKER_HOST`, else "
 	     "`unix:///var/run/docker.sock`"},

@@ -39,6 +39,8 @@ struct context {
 	char *repo_path, *commit, *dir, *dockerfile;
 	char *df_in_tar; /* the Dockerfile's name in the tar */
 	bool df_outside; /* the Dockerfile is not under dir */
+	struct context_file *extra; /* name and data owned (xstrdup, xmalloc) */
+	size_t nextra;
 	atomic_bool stop;
 	atomic_uint_fast64_t bytes;
 	atomic_uint files;
@@ -304,6 +306,9 @@ static int write_tar(struct walker *w, git_tree *ctx, const git_tree_entry *df)
 		/* the CLI's way: the Dockerfile under a name of its own */
 		r = put_blob(w, cx->df_in_tar, df);
 	}
+	for (size_t i = 0; r == 0 && i < cx->nextra; i++)
+		r = put_entry(w, cx->extra[i].name, AE_IFREG, 0400, cx->extra[i].data,
+			      cx->extra[i].len, NULL);
 	if (r == 0 && archive_write_close(w->a) != ARCHIVE_OK)
 		r = tar_fail(w, "finishing the tar");
 out:
@@ -398,6 +403,17 @@ int context_start(uv_loop_t *loop, const struct context_spec *spec, context_read
 	cx->commit = xstrdup(spec->commit);
 	cx->dir = xstrdup(spec->dir);
 	cx->dockerfile = xstrdup(spec->dockerfile);
+	if (spec->nextra > 0) {
+		cx->extra = xcalloc(spec->nextra, sizeof(*cx->extra));
+		for (size_t i = 0; i < spec->nextra; i++) {
+			unsigned char *d = xmalloc(spec->extra[i].len ? spec->extra[i].len : 1);
+			if (spec->extra[i].len)
+				memcpy(d, spec->extra[i].data, spec->extra[i].len);
+			cx->extra[i] = (struct context_file){
+			    .name = xstrdup(spec->extra[i].name), .data = d, .len = spec->extra[i].len};
+		}
+		cx->nextra = spec->nextra;
+	}
 	if (below && *below) {
 		cx->df_in_tar = xstrdup(below);
 	} else {
@@ -447,6 +463,13 @@ ssize_t context_read(struct context *cx, char *buf, size_t size, struct kiln_err
 
 static void release(struct context *cx)
 {
+	for (size_t i = 0; i < cx->nextra; i++) {
+		/* a secret's value: gone from memory with the context */
+		explicit_bzero((void *)cx->extra[i].data, cx->extra[i].len);
+		free((void *)cx->extra[i].data);
+		free((void *)cx->extra[i].name);
+	}
+	free(cx->extra);
 	free(cx->repo_path);
 	free(cx->commit);
 	free(cx->dir);

@@ -30,12 +30,15 @@ struct docker_call {
 	struct buf reply;   /* collected reply, or an error reply of a streamed call */
 	struct buf partial; /* the unfinished line of a streamed reply */
 	bool in_multi, paused, aborting, ping;
+	bool probe; /* a GET /_ping: its headers say what the engine is */
 	int early; /* a failure before curl had it, reported from the defer timer */
 	long status;
 	int result;
 	char curl_err[CURL_ERROR_SIZE];
 	char error[1024];
-	char api_header[16]; /* a ping's Api-Version */
+	char api_header[16];	/* a ping's Api-Version */
+	char libpod_header[32]; /* a ping's Libpod-Api-Version: Podman */
+	char server_header[64]; /* a ping's Server: "Docker/20.10.24 (linux)" */
 };
 
 struct docker {
@@ -49,6 +52,8 @@ struct docker {
 	bool tls, verify;
 	char api[16];
 	bool negotiated;
+	enum docker_engine_kind kind;
+	char engine[96];		 /* docker_engine_str */
 	struct docker_call *ping;	 /* in flight */
 	TAILQ_HEAD(, docker_call) calls; /* every call not yet finished */
 };
@@ -61,6 +66,8 @@ struct dsock {
 
 static void check_done(struct docker *d);
 static void call_begin(struct docker_call *c);
+static void note_engine(struct docker *d, const struct docker_call *p);
+static int negotiate(struct docker *d, const struct docker_call *p, char *why, size_t size);
 
 /* ---- the loop glue ---- */
 
@@ -206,6 +213,14 @@ static void call_finish(struct docker_call *c, int result)
 		result = -ECANCELED;
 	c->result = result;
 	set_error(c);
+	if (c->probe && result == 0 && c->status == 200) {
+		char why[128];
+		note_engine(d, c);
+		/* any ping negotiates (the one that versioned calls wait for
+		 * does so in ping_done, where a failure fails them) */
+		if (!c->ping)
+			negotiate(d, c, why, sizeof(why));
+	}
 	if (c->line && c->partial.len > 0 && result == 0 && c->status < 300)
 		c->line(c, c->partial.p, c->partial.len, c->arg);
 	TAILQ_REMOVE(&d->calls, c, link);
@@ -298,22 +313,62 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/* Copies a header's value (up to the first character not in `ok`) into dst. */
+static void header_value(const char *data, size_t len, size_t name_len, const char *ok, char *dst,
+			 size_t size)
+{
+	size_t i = name_len, k = 0;
+
+	while (i < len && (data[i] == ' ' || data[i] == '\t'))
+		i++;
+	while (i < len && k + 1 < size && data[i] != '\r' && data[i] != '\n' &&
+	       (!ok || strchr(ok, data[i])))
+		dst[k++] = data[i++];
+	dst[k] = '\0';
+}
+
+static bool header_is(const char *data, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+	return len > n && strncasecmp(data, name, n) == 0;
+}
+
 static size_t header_cb(char *data, size_t size, size_t n, void *arg)
 {
 	struct docker_call *c = arg;
 	size_t len = size * n;
-	static const char name[] = "api-version:";
+	static const char digits[] = "0123456789.";
 
-	if (c->ping && len > sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0) {
-		size_t i = sizeof(name) - 1, k = 0;
-		while (i < len && (data[i] == ' ' || data[i] == '\t'))
-			i++;
-		while (i < len && k + 1 < sizeof(c->api_header) &&
-		       (data[i] == '.' || (data[i] >= '0' && data[i] <= '9')))
-			c->api_header[k++] = data[i++];
-		c->api_header[k] = '\0';
-	}
+	if (!c->probe)
+		return len;
+	if (header_is(data, len, "api-version:"))
+		header_value(data, len, 12, digits, c->api_header, sizeof(c->api_header));
+	else if (header_is(data, len, "libpod-api-version:"))
+		header_value(data, len, 19, digits, c->libpod_header, sizeof(c->libpod_header));
+	else if (header_is(data, len, "server:"))
+		header_value(data, len, 7, NULL, c->server_header, sizeof(c->server_header));
 	return len;
+}
+
+/* A ping answered: what engine is this? Only the headers are trusted, and
+ * only as far as they are digits (a version) or a short text (Server). */
+static void note_engine(struct docker *d, const struct docker_call *p)
+{
+	const char *api = p->api_header[0] ? p->api_header : "?";
+	char ver[64] = "";
+
+	if (p->libpod_header[0]) {
+		d->kind = DOCKER_ENGINE_PODMAN;
+		snprintf(d->engine, sizeof(d->engine), "Podman %s (Docker API %s)",
+			 p->libpod_header, api);
+		return;
+	}
+	d->kind = DOCKER_ENGINE_DOCKER;
+	/* "Docker/20.10.24 (linux)" */
+	if (strncasecmp(p->server_header, "Docker/", 7) == 0)
+		sscanf(p->server_header + 7, "%63[0-9A-Za-z.+~-]", ver);
+	snprintf(d->engine, sizeof(d->engine), "Docker%s%s (API %s)", ver[0] ? " " : "", ver,
+		 api);
 }
 
 static size_t read_cb(char *buf, size_t size, size_t n, void *arg)
@@ -359,6 +414,29 @@ static int api_cmp(const char *a, const char *b)
 	return amin < bmin ? -1 : amin > bmin;
 }
 
+/* The version from a ping's Api-Version: the lower of it and kiln's newest.
+ * An engine older than kiln's oldest is -EPROTO, said in why. */
+static int negotiate(struct docker *d, const struct docker_call *p, char *why, size_t size)
+{
+	char api[sizeof(d->api)];
+
+	/* no (or no readable) version: assume the oldest, as the docker CLI does */
+	if (!p->api_header[0] || !isdigit((unsigned char)p->api_header[0]))
+		snprintf(api, sizeof(api), "%s", DOCKER_API_OLDEST);
+	else if (api_cmp(p->api_header, DOCKER_API_NEWEST) < 0)
+		snprintf(api, sizeof(api), "%s", p->api_header);
+	else
+		snprintf(api, sizeof(api), "%s", DOCKER_API_NEWEST);
+	if (api_cmp(api, DOCKER_API_OLDEST) < 0) {
+		snprintf(why, size, "the engine speaks API %s; kiln needs at least %s", api,
+			 DOCKER_API_OLDEST);
+		return -EPROTO;
+	}
+	memcpy(d->api, api, sizeof(api));
+	d->negotiated = true;
+	return 0;
+}
+
 static void ping_done(struct docker_call *p, void *arg)
 {
 	struct docker *d = arg;
@@ -367,21 +445,7 @@ static void ping_done(struct docker_call *p, void *arg)
 
 	d->ping = NULL;
 	if (r == 0 && p->status == 200) {
-		/* no (or no readable) version: assume the oldest, as the docker CLI does */
-		if (!p->api_header[0] || !isdigit((unsigned char)p->api_header[0]))
-			snprintf(d->api, sizeof(d->api), "%s", DOCKER_API_OLDEST);
-		else if (api_cmp(p->api_header, DOCKER_API_NEWEST) < 0)
-			snprintf(d->api, sizeof(d->api), "%s", p->api_header);
-		else
-			snprintf(d->api, sizeof(d->api), "%s", DOCKER_API_NEWEST);
-		if (api_cmp(d->api, DOCKER_API_OLDEST) < 0) {
-			r = -EPROTO;
-			snprintf(p->error, sizeof(p->error),
-				 "the engine speaks API %s; kiln needs at least %s", d->api,
-				 DOCKER_API_OLDEST);
-		} else {
-			d->negotiated = true;
-		}
+		r = negotiate(d, p, p->error, sizeof(p->error));
 	} else if (r == 0) {
 		r = -EPROTO;
 	}
@@ -418,6 +482,7 @@ static struct docker_call *call_new(struct docker *d, const struct docker_reques
 	c->line = rq->line;
 	c->done = done;
 	c->arg = arg;
+	c->probe = rq->unversioned && strcmp(rq->path, "/_ping") == 0;
 	TAILQ_INSERT_HEAD(&d->calls, c, link);
 	return c;
 }
@@ -662,7 +727,8 @@ int docker_builder_parse(const char *s, enum docker_builder *ret)
 
 enum docker_builder docker_builder_auto(const struct docker *d)
 {
-	if (!d->negotiated)
+	/* Podman says API 1.41 but builds with buildah whatever `version` says */
+	if (!d->negotiated || d->kind == DOCKER_ENGINE_PODMAN)
 		return DOCKER_BUILDER_CLASSIC;
 	return api_cmp(d->api, DOCKER_BUILDKIT_API_MIN) >= 0 ? DOCKER_BUILDER_BUILDKIT
 							      : DOCKER_BUILDER_CLASSIC;
@@ -822,4 +888,21 @@ const char *docker_api_version(const struct docker *d)
 void docker_renegotiate(struct docker *d)
 {
 	d->negotiated = false;
+}
+
+enum docker_engine_kind docker_engine_kind(const struct docker *d)
+{
+	return d->kind;
+}
+
+const char *docker_engine_str(const struct docker *d)
+{
+	return d->engine;
+}
+
+struct docker_call *docker_identify(struct docker *d, docker_done_cb *done, void *arg)
+{
+	struct docker_request rq = {.method = "GET", .path = "/_ping", .unversioned = true};
+
+	return docker_call_start(d, &rq, done, arg);
 }

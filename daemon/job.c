@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ struct job {
 	struct docker_call *call; /* in flight, or NULL */
 	struct context *cx;
 	char *dockerfile_in_tar;
+	char *podman_secrets; /* the `secrets` query (names, never values), or NULL */
 	char *ref;	    /* <registry>/<name>:<version> */
 	char *repo_ref;	    /* <registry>/<name> */
 	char container[80]; /* the smoke test's, "" when none */
@@ -166,8 +168,13 @@ static void explain_refused_pull(struct job *j)
  * Dockerfile mounts it without required=true goes on without it. */
 static void explain_missing_secret(struct job *j)
 {
-	const char *id = j->session_stats.missing;
+	const char *id = j->session_stats.missing, *p;
+	char podman_id[128] = "";
 
+	/* buildah (Podman) says "secret required but no secret with id X found" */
+	if (!id[0] && j->res.code < 0 && (p = strstr(j->res.error, "no secret with id ")) != NULL &&
+	    sscanf(p + strlen("no secret with id "), "%127[A-Za-z0-9._-]", podman_id) == 1)
+		id = podman_id;
 	if (!id[0])
 		return;
 	if (j->res.code >= 0) {
@@ -226,15 +233,12 @@ static void call_failed(struct job *j, struct docker_call *c, const char *what)
 
 /* ---- check ---- */
 
-static void check_done(struct docker_call *c, void *arg)
-{
-	struct job *j = arg;
-	long st = docker_call_status(c);
+enum check_answer { CHECK_PRESENT, CHECK_ABSENT, CHECK_UNKNOWN };
 
-	j->call = NULL;
-	if (docker_call_result(c) < 0) {
-		call_failed(j, c, "asking the engine for the registry's tags");
-	} else if (st == 200) {
+/* What the registry said about the version's tag, from either engine. */
+static void check_concluded(struct job *j, enum check_answer a, bool transient, const char *why)
+{
+	if (a == CHECK_PRESENT) {
 		if (j->spec.pushed_before) {
 			say(j,
 			    "kiln: %s is in the registry, pushed by kiln from this commit; "
@@ -246,30 +250,100 @@ static void check_done(struct docker_call *c, void *arg)
 			     "`version` in %s (or set overwrite_tags: true for the repository)",
 			     j->ref, j->spec.manifest_file);
 		}
-	} else if (st == 404) {
+	} else if (a == CHECK_ABSENT) {
 		say(j, "kiln: %s is not in the registry yet", j->ref);
-	} else if (docker_call_transient(c) || docker_error_transient(docker_call_error(c))) {
+	} else if (transient) {
 		/* pushing without knowing could overwrite a version: retry */
 		fail(j, -EAGAIN, true,
 		     "cannot tell whether %s already exists in the registry (tags are "
 		     "immutable): %s",
-		     j->ref, docker_call_error(c));
+		     j->ref, why);
 	} else {
 		/* a refusal ("no basic auth credentials", a 401 that some registries
 		 * give for a repository that does not exist yet): the push decides */
 		say(j, "kiln: the registry would not say whether %s exists (%s); going on", j->ref,
-		    docker_call_error(c));
+		    why);
 	}
 	next_state(j);
 }
 
+static void check_done(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+	long st = docker_call_status(c);
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0) {
+		call_failed(j, c, "asking the engine for the registry's tags");
+		next_state(j);
+	} else {
+		check_concluded(j,
+				st == 200   ? CHECK_PRESENT
+				: st == 404 ? CHECK_ABSENT
+					    : CHECK_UNKNOWN,
+				docker_call_transient(c) ||
+				    docker_error_transient(docker_call_error(c)),
+				docker_call_error(c));
+	}
+}
+
+/* Podman has no GET /distribution (podman 4.3 to 5.x answer it "unsupported"),
+ * so the tag is pulled: a tag that is not there costs one manifest request;
+ * one that is (a rebuild, or a refused overwrite) is downloaded. The pull's
+ * error line tells an absent tag from a refusal. */
+static void pull_check_line(struct docker_call *c, const char *line, size_t len, void *arg)
+{
+	struct job *j = arg;
+	json_t *o = json_loadb(line, len, 0, NULL);
+	const char *e = json_string_value(json_object_get(o, "error"));
+
+	(void)c;
+	if (e && !j->reply.error[0])
+		snprintf(j->reply.error, sizeof(j->reply.error), "%s", e);
+	json_decref(o);
+}
+
+static void pull_check_done(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+	const char *e = j->reply.error;
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0) {
+		call_failed(j, c, "asking the engine for the registry's tags");
+		next_state(j);
+	} else if (docker_call_status(c) != 200) {
+		check_concluded(j, CHECK_UNKNOWN, docker_call_transient(c), docker_call_error(c));
+	} else if (!e[0]) {
+		check_concluded(j, CHECK_PRESENT, false, "");
+	} else if (strcasestr(e, "manifest unknown") || strcasestr(e, "name unknown")) {
+		check_concluded(j, CHECK_ABSENT, false, e);
+	} else {
+		check_concluded(j, CHECK_UNKNOWN, docker_error_transient(e), e);
+	}
+}
+
 static void start_check(struct job *j)
 {
-	char *path = xasprintf("/distribution/%s/json", j->ref);
-	struct docker_request rq = {
-	    .method = "GET", .path = path, .registry_auth = j->spec.registry_auth};
+	char *path;
+	struct docker_request rq = {.registry_auth = j->spec.registry_auth};
 
-	start_call(j, &rq, check_done);
+	if (docker_engine_kind(j->d) == DOCKER_ENGINE_PODMAN) {
+		char *repo = docker_escape(j->repo_ref), *tag = docker_escape(j->spec.m.version);
+		path = xasprintf("/images/create?fromImage=%s&tag=%s", repo, tag);
+		free(repo);
+		free(tag);
+		rq.method = "POST";
+		rq.line = pull_check_line;
+		j->reply = (struct job_reply){.kind = JOB_STREAM_PUSH};
+		rq.path = path;
+		start_call(j, &rq, pull_check_done);
+	} else {
+		path = xasprintf("/distribution/%s/json", j->ref);
+		rq.method = "GET";
+		rq.path = path;
+		start_call(j, &rq, check_done);
+	}
 	free(path);
 }
 
@@ -297,6 +371,22 @@ static void add_query_json(struct buf *q, const char *key, json_t *o)
 }
 
 /* ---- the progress streams ---- */
+
+/* The digest in a push's closing status line, as the docker CLI prints it. */
+static void digest_from_status(const char *s, char *dst, size_t size)
+{
+	const char *p = strstr(s, ": digest: sha256:");
+	size_t n;
+
+	if (!p)
+		return;
+	p += strlen(": digest: ");
+	n = 7 + strspn(p + 7, "0123456789abcdef");
+	if (n != 7 + 64 || n >= size)
+		return;
+	memcpy(dst, p, n);
+	dst[n] = '\0';
+}
 
 /* BuildKit's objects: the trace, and the image id, which only
  * moby.image.id carries (never a "Successfully tagged" line, gone in 24). */
@@ -345,6 +435,9 @@ bool job_reply_line(struct job_reply *rp, const char *line, size_t len, job_show
 		v = json_object_get(o, "progressDetail");
 		if (!v || json_object_size(v) == 0)
 			buf_line_printf(show, arg, "%s%s%s", id ? id : "", id ? ": " : "", s);
+		/* Podman's push has no aux line: "1: digest: sha256:... size: 737" */
+		if (rp->kind == JOB_STREAM_PUSH && !rp->id[0])
+			digest_from_status(s, rp->id, sizeof(rp->id));
 	}
 	if ((v = json_object_get(o, "aux")) && (s = json_string_value(json_object_get(v, id_key))))
 		snprintf(rp->id, sizeof(rp->id), "%s", s);
@@ -507,7 +600,8 @@ static void common_query(struct job *j, struct buf *q)
  * cancels it, and forcerm leaves no container behind a failed step. */
 static void classic_query(struct job *j, struct buf *q)
 {
-	(void)j;
+	if (j->podman_secrets)
+		add_query(q, "secrets", j->podman_secrets);
 	add_query(q, "version", "1");
 	add_query(q, "rm", "1");
 	add_query(q, "forcerm", "1");
@@ -537,6 +631,49 @@ static char *build_path(struct job *j)
 	path = xasprintf("/build%s", q.p);
 	buf_done(&q);
 	return path;
+}
+
+/* Podman takes build secrets from the context tar: each granted secret goes
+ * in under a random name and `secrets` (["id=ID,src=NAME", ...]) says whose
+ * it is. Podman moves those files out of the context directory before the
+ * build starts (pkg/api/handlers/compat/images_build.go, 4.3.1 to 5.x), so
+ * no COPY or ADD sees them; they are deleted with the build's directory. */
+static void podman_secrets(struct job *j, struct context_spec *cs)
+{
+	const struct session_data *sd = &j->spec.session;
+	struct context_file *f = xcalloc(sd->nsecrets, sizeof(*f));
+	json_t *list = json_array();
+	unsigned char rnd[12];
+
+	for (size_t i = 0; i < sd->nsecrets; i++) {
+		char hex[2 * sizeof(rnd) + 1], *name, *opt;
+		/* unguessable is enough (and the index keeps them apart): a
+		 * short read leaves zeros, not a failed build */
+		if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+			memset(rnd, 0, sizeof(rnd));
+		for (size_t k = 0; k < sizeof(rnd); k++)
+			snprintf(hex + 2 * k, 3, "%02x", rnd[k]);
+		name = xasprintf(".kiln-secret-%s-%zu", hex, i);
+		opt = xasprintf("id=%s,src=%s", sd->secrets[i].id, name);
+		json_array_append_new(list, json_string(opt));
+		free(opt);
+		f[i] = (struct context_file){
+		    .name = name, .data = sd->secrets[i].data, .len = sd->secrets[i].len};
+	}
+	free(j->podman_secrets);
+	j->podman_secrets = json_dumps(list, JSON_COMPACT);
+	json_decref(list);
+	cs->extra = f;
+	cs->nextra = sd->nsecrets;
+}
+
+static void podman_secrets_done(struct context_spec *cs)
+{
+	for (size_t i = 0; i < cs->nextra; i++)
+		free((void *)cs->extra[i].name);
+	free((void *)cs->extra);
+	cs->extra = NULL;
+	cs->nextra = 0;
 }
 
 static void start_build(struct job *j);
@@ -583,8 +720,20 @@ static void start_build(struct job *j)
 		}
 		j->builder = docker_builder_auto(j->d);
 	}
+	if (j->builder == DOCKER_BUILDER_BUILDKIT &&
+	    docker_engine_kind(j->d) == DOCKER_ENGINE_PODMAN) {
+		/* it would build with buildah and never send moby.image.id */
+		fail(j, -EOPNOTSUPP, false,
+		     "builder: buildkit asked for, but the engine is %s, which has no BuildKit: "
+		     "set builder: auto or classic (Podman builds with buildah, which runs "
+		     "RUN --mount itself)",
+		     docker_engine_str(j->d));
+		next_state(j);
+		return;
+	}
 	snprintf(j->res.builder, sizeof(j->res.builder), "%s", docker_builder_str(j->builder));
-	if (j->builder != DOCKER_BUILDER_BUILDKIT && m->nsecrets > 0) {
+	if (j->builder != DOCKER_BUILDER_BUILDKIT && m->nsecrets > 0 &&
+	    docker_engine_kind(j->d) != DOCKER_ENGINE_PODMAN) {
 		fail(j, -EINVAL, false,
 		     "%s grants secrets, which only BuildKit builds can mount; this build uses the "
 		     "classic builder (set builder: buildkit, or use an engine with API >= %s)",
@@ -603,8 +752,11 @@ static void start_build(struct job *j)
 			return;
 		}
 	}
+	if (docker_engine_kind(j->d) == DOCKER_ENGINE_PODMAN && j->spec.session.nsecrets > 0)
+		podman_secrets(j, &cs);
 	r = context_start(j->loop, &cs, context_ready, j, &j->cx, &j->dockerfile_in_tar,
 			  &j->cx_err);
+	podman_secrets_done(&cs);
 	if (r < 0) {
 		fail(j, r, true, "build context: %s", j->cx_err.msg);
 		next_state(j);
@@ -615,10 +767,10 @@ static void start_build(struct job *j)
 	j->reply = (struct job_reply){.kind = JOB_STREAM_BUILD};
 	if (j->builder == DOCKER_BUILDER_BUILDKIT)
 		j->reply = (struct job_reply){.kind = JOB_STREAM_BUILDKIT, .trace = bktrace_new()};
-	say(j, "kiln: building %s from %s at %.12s with %s (context %s, Dockerfile %s%s%s)",
+	say(j, "kiln: building %s from %s at %.12s with %s on %s (context %s, Dockerfile %s%s%s)",
 	    j->ref, path_display(j->spec.path), j->spec.commit, j->res.builder,
-	    path_display(m->context), m->dockerfile, j->spec.network ? ", network " : "",
-	    j->spec.network ? j->spec.network : "");
+	    docker_engine_str(j->d), path_display(m->context), m->dockerfile,
+	    j->spec.network ? ", network " : "", j->spec.network ? j->spec.network : "");
 	start_call(j, &rq, build_done);
 	free(path);
 }
@@ -885,6 +1037,27 @@ static void next_state(struct job *j)
 	}
 }
 
+static void begin(struct job *j)
+{
+	if (j->spec.check_tag)
+		start_check(j);
+	else
+		next_state(j);
+}
+
+static void identified(struct docker_call *c, void *arg)
+{
+	struct job *j = arg;
+
+	j->call = NULL;
+	if (docker_call_result(c) < 0 || docker_call_status(c) != 200) {
+		call_failed(j, c, "asking the engine what it is (GET /_ping)");
+		next_state(j);
+		return;
+	}
+	begin(j);
+}
+
 struct job *job_start(uv_loop_t *loop, struct docker *d, struct job_spec *spec, job_log_cb *log,
 		      job_done_cb *done, void *arg)
 {
@@ -901,13 +1074,12 @@ struct job *job_start(uv_loop_t *loop, struct docker *d, struct job_spec *spec, 
 	j->repo_ref = xasprintf("%s/%s", j->spec.m.registry, j->spec.m.name);
 	uv_timer_init(loop, &j->timer);
 	j->timer.data = j;
-	if (j->spec.check_tag) {
-		j->state = JOB_CHECK;
-		start_check(j);
-	} else {
-		j->state = JOB_CHECK;
-		next_state(j);
-	}
+	j->state = JOB_CHECK;
+	/* which engine it is decides how the tag is checked (and how to build) */
+	if (docker_engine_kind(d) == DOCKER_ENGINE_UNKNOWN)
+		j->call = docker_identify(d, identified, j);
+	else
+		begin(j);
 	return j;
 }
 
@@ -933,6 +1105,7 @@ static void timer_closed(uv_handle_t *h)
 	job_spec_done(&j->spec);
 	bktrace_free(j->reply.trace);
 	free(j->dockerfile_in_tar);
+	free(j->podman_secrets);
 	free(j->ref);
 	free(j->repo_ref);
 	free(j);

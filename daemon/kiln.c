@@ -313,13 +313,17 @@ static void print_build(json_t *b)
 static void print_status(json_t *r)
 {
 	size_t i, k;
-	json_t *repo, *br;
+	json_t *repo, *br, *eng;
 	long long up = (long long)json_integer_value(json_object_get(r, PROTO_F_UPTIME));
 
 	printf("kilnd %s, up %lldh%02lldm; builds: %lld queued, %lld running\n",
 	       str_or(r, PROTO_F_SRV_VERSION, "?"), up / 3600, up / 60 % 60,
 	       (long long)json_integer_value(json_object_get(r, PROTO_F_QUEUED)),
 	       (long long)json_integer_value(json_object_get(r, PROTO_F_RUNNING)));
+	eng = json_object_get(r, PROTO_F_ENGINE);
+	if (json_is_object(eng))
+		printf("engine: %s at %s, %s\n", str_or(eng, PROTO_F_ENGINE, "not identified yet"),
+		       str_or(eng, PROTO_F_HOST, "?"), str_or(eng, PROTO_F_STATE, "?"));
 	printf("%-16s %-9s %-12s %-12s %-12s %s\n", "REPOSITORY", "STATE", "BRANCH", "HEAD",
 	       "LAST SEEN", "LAST ERROR");
 	json_array_foreach(json_object_get(r, PROTO_F_REPOSITORIES), i, repo)

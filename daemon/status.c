@@ -52,6 +52,20 @@ static json_t *branches_json(const struct watch *w)
 	return branches;
 }
 
+/* The engine builds run on: where, what it is (its last ping), its state;
+ * null for a dry run. */
+static json_t *engine_json(const struct builder *b)
+{
+	const char *what;
+
+	if (!b->docker)
+		return json_null();
+	what = docker_engine_str(b->docker);
+	return json_pack("{s:s, s:o, s:s}", PROTO_F_HOST, docker_host(b->docker), PROTO_F_ENGINE,
+			 what[0] ? json_string(what) : json_null(), PROTO_F_STATE,
+			 builder_engine_str(b->engine));
+}
+
 void status_json(const struct status *st, json_t *o)
 {
 	json_t *repos = json_array();
@@ -74,6 +88,7 @@ void status_json(const struct status *st, json_t *o)
 	json_object_set_new(o, "repositories", repos);
 	json_object_set_new(o, "queued", json_integer(st->builder->queued));
 	json_object_set_new(o, "running", json_integer(st->builder->active));
+	json_object_set_new(o, PROTO_F_ENGINE, engine_json(st->builder));
 }
 
 /* ---- health: each reason it is degraded ---- */

@@ -5,7 +5,8 @@
 # that are missing, so a prepared machine needs no network. The package test
 # needs dpkg-dev (dpkg-shlibdeps for CPack's Depends:) and lintian, the man page test
 # groff-base and man-db, the RPM test rpm (rpmbuild), the container test
-# debootstrap (its Debian base) and docker-compose (the compose demo).
+# debootstrap (its Debian base) and docker-compose (the compose demo), the
+# Podman test podman with runc (crun fails on hybrid-cgroup hosts).
 set -eu
 
 pkgs="build-essential cmake pkg-config git ca-certificates python3
@@ -13,10 +14,12 @@ libgit2-dev libyaml-dev libjansson-dev libcmocka-dev libuv1-dev libsqlite3-dev l
 libssl-dev libhttp-parser-dev libcurl4-openssl-dev libarchive-dev libnghttp2-dev curl systemd"
 if [ "${1:-}" = --tests ]; then
 	pkgs="$pkgs clang docker-registry busybox-static apache2-utils openssl
-dpkg-dev lintian groff-base man-db rpm debootstrap docker-compose"
+dpkg-dev lintian groff-base man-db rpm debootstrap docker-compose podman"
 	# a host with Docker's own packages (docker-ce) keeps its engine: Debian's
 	# docker.io would conflict with them
 	command -v dockerd >/dev/null || pkgs="$pkgs docker.io"
+	# (containerd.io of docker-ce brings its own runc and conflicts with Debian's)
+	command -v runc >/dev/null || pkgs="$pkgs runc"
 fi
 
 missing=""

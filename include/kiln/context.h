@@ -18,11 +18,21 @@
 
 #include "kiln/common.h"
 
+/* A file that is not in the tree, appended to the tar (mode 0400): a build
+ * secret for Podman, whose compat build takes secrets from the context. */
+struct context_file {
+	const char *name; /* top-level name in the tar */
+	const unsigned char *data;
+	size_t len;
+};
+
 struct context_spec {
 	const char *repo_path;	/* a repository libgit2 can open */
 	const char *commit;	/* full sha */
 	const char *dir;	/* the context, repository-relative ("" is the root) */
 	const char *dockerfile; /* repository-relative */
+	const struct context_file *extra; /* copied; the copies are wiped when freed */
+	size_t nextra;
 };
 
 struct context;

@@ -66,6 +66,17 @@ const char *docker_api_version(const struct docker *d);
 /* Forgets the negotiated version (after the engine restarted). */
 void docker_renegotiate(struct docker *d);
 
+/* What answers behind docker.host, as its last /_ping said: Podman's
+ * Docker-compatible service sends Libpod-Api-Version (and builds with
+ * buildah: no BuildKit, no /distribution, no /build/cancel). */
+enum docker_engine_kind { DOCKER_ENGINE_UNKNOWN, DOCKER_ENGINE_DOCKER, DOCKER_ENGINE_PODMAN };
+enum docker_engine_kind docker_engine_kind(const struct docker *d);
+/* "Podman 4.3.1 (Docker API 1.41)", "Docker 20.10.24 (API 1.41)"; "" until
+ * a ping answered. */
+const char *docker_engine_str(const struct docker *d);
+/* GET /_ping: learns what the engine is (and nothing else; no negotiation). */
+struct docker_call *docker_identify(struct docker *d, docker_done_cb *done, void *arg);
+
 /* Sets how easy handle h reaches the engine (unix socket, TLS files,
  * timeouts), and its URL to the engine's base + path unless path is NULL:
  * for a connection kiln drives itself (the BuildKit session). */
@@ -80,7 +91,8 @@ const char *docker_builder_str(enum docker_builder b); /* "auto", "classic", "bu
 /* "auto", "classic" or "buildkit" -> ret; -EINVAL otherwise. */
 int docker_builder_parse(const char *s, enum docker_builder *ret);
 /* What auto means on this engine: BuildKit on a Docker engine speaking API
- * >= DOCKER_BUILDKIT_API_MIN, the classic builder otherwise (and while the
+ * >= DOCKER_BUILDKIT_API_MIN, the classic builder otherwise (Podman's
+ * compat build, buildah, included) (and while the
  * version is not negotiated yet). The one place that decides it. */
 enum docker_builder docker_builder_auto(const struct docker *d);
 

@@ -69,6 +69,8 @@
 #define PROTO_F_REPOSITORIES "repositories"
 #define PROTO_F_QUEUED	     "queued"
 #define PROTO_F_RUNNING	     "running"
+#define PROTO_F_ENGINE	     "engine" /* status: {host, engine, state} */
+#define PROTO_F_HOST	     "host"
 #define PROTO_F_NAME	     "name"
 #define PROTO_F_BRANCHES     "branches"
 #define PROTO_F_HEAD	     "head"

@@ -14,14 +14,35 @@ BUSYBOX=/bin/busybox
 # engine_skip_reason: why no engine can run here ("" when one can)
 engine_skip_reason() {
 	[ "$(id -u)" = 0 ] || { echo "not root (dockerd needs root)"; return; }
-	for c in dockerd docker-registry openssl htpasswd; do
-		command -v "$c" >/dev/null || { echo "no $c (packages docker.io, docker-registry, openssl, apache2-utils)"; return; }
+	needs_commands "docker.io, docker-registry, openssl, apache2-utils" dockerd docker-registry openssl htpasswd
+}
+
+# needs_commands PACKAGES COMMAND...: the first missing command (and the
+# packages that bring them), or the missing static busybox; "" when all are there
+needs_commands() {
+	local pkgs=$1 c
+	shift
+	for c in "$@"; do
+		command -v "$c" >/dev/null || { echo "no $c (packages $pkgs)"; return; }
 	done
 	if [ ! -x "$BUSYBOX" ] || ldd "$BUSYBOX" >/dev/null 2>&1; then
 		echo "no static $BUSYBOX (package busybox-static)"
 		return
 	fi
 	echo ""
+}
+
+# registries_start: the plain registry and the htpasswd TLS one, under
+# TEST_TMP; sets REG, TREG and TLS_AUTH (peek.py's options for the TLS one)
+registries_start() {
+	local plain tls
+	plain=$(free_port)
+	registry_start "$TEST_TMP/reg" "$plain" || return 1
+	tls=$(free_port)
+	registry_start "$TEST_TMP/treg" "$tls" tls || return 1
+	REG=127.0.0.1:$plain
+	TREG=127.0.0.1:$tls
+	TLS_AUTH=(--ca "$TEST_TMP/treg/ca.crt" --auth kiln:s3cret-pw)
 }
 
 # engine_start DIR: starts dockerd; sets ENGINE_DIR, ENGINE_PID, DOCKER_HOST
