@@ -298,6 +298,17 @@ int catalog_get(struct catalog *c, uint32_t i, struct catalog_image *ret)
 	return r;
 }
 
+/* "<registry>/<name>:<tag>" and its NUL (a cold sync packs one per tag of
+ * every image: printf's format parsing was a tenth of the record's cost). */
+static void put_ref(struct buf *b, const struct manifest *m, const char *tag)
+{
+	buf_puts(b, m->registry);
+	buf_putc(b, '/');
+	buf_puts(b, m->name);
+	buf_putc(b, ':');
+	put_str(b, tag);
+}
+
 /* The FROM lines of the Dockerfile blob id. A Dockerfile over
  * DOCKERFILE_SIZE_MAX names no base kiln can see (Docker has the final word
  * at build time); a blob git cannot read fails the sync. */
@@ -319,8 +330,26 @@ static int read_froms(git_repository *repo, const git_oid *id, const struct mani
 	return r;
 }
 
-/* Reads the manifest (and Dockerfile) at dir and packs one record. */
-static int record_build(git_repository *repo, struct repo_trees *tree, const char *manifest_name,
+/* The entry at path in the new tree: from a folder the walk has open at `at`
+ * (the manifest's own, where the Dockerfile usually is), else looked up from
+ * the root. A cold sync visits every folder once; looking each Dockerfile up
+ * from the root again read every folder's tree twice and kept them all. */
+static int tree_entry(struct repo_trees *trees, const struct treediff_entry *at, const char *path,
+		      const git_tree_entry **ret)
+{
+	size_t len = strlen(path), plen = path_parent_len(path, len);
+	git_tree *dir = at ? treediff_open_tree(at, path, plen) : NULL;
+
+	if (dir == NULL)
+		return repo_trees_entry(trees, path, ret);
+	*ret = git_tree_entry_byname(dir, path + (plen ? plen + 1 : 0));
+	return *ret ? 0 : -ENOENT;
+}
+
+/* Reads the manifest (and Dockerfile) at dir and packs one record; at is the
+ * walk's entry of the manifest, or NULL outside a walk. */
+static int record_build(git_repository *repo, struct repo_trees *tree,
+			const struct treediff_entry *at, const char *manifest_name,
 			const char *dir, const git_oid *manifest_id, struct buf *b,
 			struct kiln_err *err)
 {
@@ -348,7 +377,7 @@ static int record_build(git_repository *repo, struct repo_trees *tree, const cha
 	r = 0;
 	path_resolve(dir, "Dockerfile", &def_df);
 	dockerfile = valid ? m.dockerfile : def_df;
-	if (valid && repo_trees_entry(tree, dockerfile, &dfe) == 0 &&
+	if (valid && tree_entry(tree, at, dockerfile, &dfe) == 0 &&
 	    git_tree_entry_type(dfe) == GIT_OBJECT_BLOB) {
 		has_df = true;
 		git_oid_cpy(&df_id, git_tree_entry_id(dfe));
@@ -373,12 +402,9 @@ static int record_build(git_repository *repo, struct repo_trees *tree, const cha
 		for (size_t i = 0; i < ntags; i++)
 			put_str(b, m.tags[i]);
 		put_u16(b, (unsigned)ntags + 1);
-		buf_printf(b, "%s/%s:%s", m.registry, m.name, m.version);
-		buf_putc(b, '\0');
-		for (size_t i = 0; i < ntags; i++) {
-			buf_printf(b, "%s/%s:%s", m.registry, m.name, m.tags[i]);
-			buf_putc(b, '\0');
-		}
+		put_ref(b, &m, m.version);
+		for (size_t i = 0; i < ntags; i++)
+			put_ref(b, &m, m.tags[i]);
 		put_u16(b, (unsigned)nfroms);
 		for (size_t i = 0; i < nfroms; i++) {
 			put_u32(b, froms.v[i].line);
@@ -764,14 +790,47 @@ struct delta {
 	bool want_changed;     /* only an update needs every changed path */
 	struct strv changed;   /* every changed path */
 	struct strv manifests; /* folders whose manifest changed (any way) */
-	struct strmap gone;    /* folders whose manifest is no longer a file */
+	struct strmap read;    /* the same: read in the walk, or gone */
 };
 
+/* Work of one catalog_sync: what changed, and the records read again. */
+struct sync {
+	struct delta d;
+	git_repository *repo;
+	struct repo_trees *trees;
+	struct kiln_err *err;
+	struct strmap redo;  /* folders to read again after the walk */
+	unsigned char *drop; /* per old record: not kept */
+	struct buf fresh;    /* the records read again, back to back */
+	size_t *fresh_at, nfresh, capfresh;
+};
+
+static int record_fresh(struct sync *y, const struct treediff_entry *at, const char *dir,
+			const git_oid *manifest_id)
+{
+	size_t start = y->fresh.len;
+	int r = record_build(y->repo, y->trees, at, y->d.manifest_name, dir, manifest_id,
+			     &y->fresh, y->err);
+
+	if (r < 0)
+		return r;
+	if (y->nfresh == y->capfresh) {
+		y->capfresh = y->capfresh ? y->capfresh * 2 : 64;
+		y->fresh_at = xreallocarray(y->fresh_at, y->capfresh, sizeof(size_t));
+	}
+	y->fresh_at[y->nfresh++] = start;
+	return 0;
+}
+
+/* A manifest that is a file in the new tree is read here, while the walk
+ * has its folder open; the folders that only lost theirs are just noted. */
 static int delta_cb(const struct treediff_entry *e, void *arg)
 {
-	struct delta *d = arg;
+	struct sync *y = arg;
+	struct delta *d = &y->d;
 	size_t plen = path_parent_len(e->path, e->path_len);
 	const char *base = e->path + (plen ? plen + 1 : 0);
+	int r = 0;
 
 	if (d->want_changed)
 		strv_push(&d->changed, xstrndup(e->path, e->path_len));
@@ -779,39 +838,29 @@ static int delta_cb(const struct treediff_entry *e, void *arg)
 	    (treediff_is_file(e->old_mode) || treediff_is_file(e->new_mode))) {
 		char *dir = xstrndup(e->path, plen);
 		strv_push(&d->manifests, dir);
-		if (!treediff_is_file(e->new_mode))
-			*strmap_put(&d->gone, dir, plen) = dir;
+		*strmap_put(&d->read, dir, plen) = dir;
+		if (treediff_is_file(e->new_mode))
+			r = record_fresh(y, e, dir, &e->new_id);
 	}
-	return 0;
+	return r;
 }
 
-static int rebuild(struct catalog *c, git_repository *repo, struct repo_trees *trees,
-		   const char *dir, struct buf *fresh, struct kiln_err *err)
+static int rebuild(struct catalog *c, struct sync *y, const char *dir)
 {
 	char *file = dir[0] ? xasprintf("%s/%s", dir, c->manifest_name) : xstrdup(c->manifest_name);
 	const git_tree_entry *e = NULL;
-	int r = repo_trees_entry(trees, file, &e);
+	int r = repo_trees_entry(y->trees, file, &e);
 
 	free(file);
 	if (r == 0 && !treediff_is_file(git_tree_entry_filemode(e)))
 		r = -ENOENT;
 	if (r == 0)
-		r = record_build(repo, trees, c->manifest_name, dir, git_tree_entry_id(e), fresh,
-				 err);
+		r = record_fresh(y, NULL, dir, git_tree_entry_id(e));
 	return r;
 }
 
-/* Work of one catalog_sync: what changed, and the records read again. */
-struct sync {
-	struct delta d;
-	struct strmap redo;  /* folders to read again */
-	unsigned char *drop; /* per old record: not kept */
-	struct buf fresh;    /* the records read again, back to back */
-	size_t *fresh_at, nfresh;
-};
-
-/* Which folders to read again: changed manifests and images whose
- * Dockerfile changed; the gone are only dropped. */
+/* Which records to drop: changed or gone manifests (the changed were read
+ * in the walk) and images whose Dockerfile changed, which are read again. */
 static int mark_redo(struct catalog *c, struct sync *y, struct kiln_err *err)
 {
 	struct delta *d = &y->d;
@@ -826,8 +875,6 @@ static int mark_redo(struct catalog *c, struct sync *y, struct kiln_err *err)
 			return kiln_err_set(err, r, "the catalog cache is damaged");
 		if (r == 0)
 			y->drop[idx] = 1;
-		if (strmap_get(&d->gone, dir, strlen(dir)) == NULL)
-			*strmap_put(&y->redo, dir, strlen(dir)) = (void *)dir;
 	}
 	for (size_t i = 0; i < d->changed.n; i++) {
 		const unsigned char *ix;
@@ -841,7 +888,7 @@ static int mark_redo(struct catalog *c, struct sync *y, struct kiln_err *err)
 				return kiln_err_set(err, -EBADMSG, "catalog record %u is damaged",
 						    idx);
 			y->drop[idx] = 1;
-			if (strmap_get(&d->gone, img.path, strlen(img.path)) == NULL)
+			if (strmap_get(&d->read, img.path, strlen(img.path)) == NULL)
 				*strmap_put(&y->redo, img.path, strlen(img.path)) =
 				    (void *)img.path;
 		}
@@ -850,23 +897,17 @@ static int mark_redo(struct catalog *c, struct sync *y, struct kiln_err *err)
 }
 
 /* Reads the redone folders into one buffer of fresh records. */
-static int read_fresh(struct catalog *c, git_repository *repo, struct repo_trees *trees,
-		      struct sync *y, struct kiln_err *err)
+static int read_fresh(struct catalog *c, struct sync *y)
 {
-	y->fresh_at = xcalloc(y->redo.n + 1, sizeof(size_t));
 	for (size_t i = 0; i < y->redo.cap; i++) {
 		const char *dir = y->redo.slots[i].key;
-		size_t at = y->fresh.len;
 		int r;
 
 		if (dir == NULL)
 			continue;
-		r = rebuild(c, repo, trees, dir, &y->fresh, err);
-		if (r == -ENOENT)
-			continue; /* no manifest file there any more */
-		if (r < 0)
+		r = rebuild(c, y, dir);
+		if (r < 0 && r != -ENOENT) /* -ENOENT: no manifest file there any more */
 			return r;
-		y->fresh_at[y->nfresh++] = at;
 	}
 	return 0;
 }
@@ -933,7 +974,7 @@ static void retarget(struct catalog *c, const git_oid *tree)
 
 int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct kiln_err *err)
 {
-	struct sync y = {.d = {.manifest_name = c->manifest_name}};
+	struct sync y = {.d = {.manifest_name = c->manifest_name}, .repo = repo, .err = err};
 	struct rec *recs = NULL;
 	size_t nrecs = 0;
 	git_tree *old = NULL;
@@ -945,17 +986,18 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 	if (c->has_tree && git_oid_equal(&c->tree_id, git_tree_id(tree)))
 		return 0;
 	repo_trees_init(&trees, repo, tree);
+	y.trees = &trees;
 	if (c->has_tree && git_tree_lookup(&old, repo, &c->tree_id) < 0)
 		old = NULL; /* that tree is gone (gc, another clone): start over */
 	if (old == NULL)
 		snapshot_drop(c); /* describe nothing until the new snapshot is written */
 	y.d.want_changed = old != NULL;
-	r = treediff(repo, old, tree, delta_cb, &y.d, err);
+	r = treediff(repo, old, tree, delta_cb, &y, err);
 	if (r == 0)
 		r = mark_redo(c, &y, err);
 	if (r == 0)
-		r = read_fresh(c, repo, &trees, &y, err);
-	if (r == 0 && old != NULL && c->fd < 0 && !c->broken && y.redo.n == 0 &&
+		r = read_fresh(c, &y);
+	if (r == 0 && old != NULL && c->fd < 0 && !c->broken && y.nfresh == 0 &&
 	    !any_set(y.drop, c->n)) {
 		retarget(c, git_tree_id(tree));
 		goto out;
@@ -978,6 +1020,6 @@ out:
 	repo_trees_done(&trees);
 	strv_done(&y.d.changed);
 	strv_done(&y.d.manifests);
-	strmap_done(&y.d.gone);
+	strmap_done(&y.d.read);
 	return r;
 }
