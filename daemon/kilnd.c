@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,7 @@ struct daemon {
 	struct builder builder;
 	uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
 	uv_timer_t watchdog, grace;
+	uv_timer_t trim;	  /* malloc_trim once a burst of work is over */
 	struct http_server *http; /* NULL: no listener */
 	struct control *control;  /* NULL: closed */
 	struct webhook webhook;
@@ -84,6 +86,25 @@ struct daemon {
 static void update_status(struct daemon *d)
 {
 	status_notify(&d->status);
+}
+
+/* A fetch, a plan or a build leaves its freed memory in the heap, and glibc
+ * gives back only what lies at the top: with 200 repositories, trimming
+ * after the first round of fetches and plans gave back 1.6 MiB of 22.
+ * The burst over (no more work for TRIM_AFTER_MS), the free pages go back to
+ * the system. Not after idle polls: their memory is reused by the next, and
+ * trimming it would cost page faults on every one. */
+#define TRIM_AFTER_MS 1000
+
+static void trim_cb(uv_timer_t *t)
+{
+	(void)t;
+	malloc_trim(0);
+}
+
+static void trim_later(struct daemon *d)
+{
+	uv_timer_start(&d->trim, trim_cb, TRIM_AFTER_MS, 0);
 }
 
 static void maybe_exit(struct daemon *d)
@@ -104,6 +125,7 @@ static void on_planned(struct watch *w, unsigned queued, void *arg)
 		builder_planned(&d->builder, queued);
 	}
 	update_status(d);
+	trim_later(d);
 }
 
 static void on_watch_changed(struct watch *w, void *arg)
@@ -127,6 +149,7 @@ static void on_builder_changed(struct builder *b, void *arg)
 
 	(void)b;
 	update_status(d);
+	trim_later(d);
 	maybe_exit(d);
 }
 
@@ -784,8 +807,18 @@ static int run(struct daemon *d)
 	int r;
 
 	d->fd_limit = raise_fd_limit();
+	/* glibc gives every thread that allocates an arena of its own, and each
+	 * keeps its high-water mark: the loop and 4 workers held 5.5 MiB for
+	 * 2.1 in use (200 repositories, idle). kilnd's threads take turns on
+	 * short allocations: webhook ingest at 64 connections used the same
+	 * CPU per delivery with 1, 2 or 4 arenas (within the noise of a loaded
+	 * machine), and one keeps about 0.5 MiB off the idle RSS after
+	 * malloc_trim. Set before the first thread starts. */
+	mallopt(M_ARENA_MAX, 1);
 	repo_global_init(REPO_ROLE_DAEMON);
 	d->loop = uv_default_loop();
+	uv_timer_init(d->loop, &d->trim);
+	uv_unref((uv_handle_t *)&d->trim); /* never what keeps kilnd up */
 	r = open_store(d);
 	if (r == -EUCLEAN || r == -ENODATA || r == -EPROTO)
 		return KILND_EXIT_STATE_REFUSED;
