@@ -73,7 +73,7 @@ publish_scenario() {
 	used=$("$KILN" builds --json --socket kiln.sock |
 		python3 -c 'import json, sys; print(" ".join(sorted({b["builder"] for b in json.load(sys.stdin)})))')
 	[ "$used" = "$KILN_BUILDER" ] || fail "kiln builds --json says the builders were '$used'"
-	grep -q "with $KILN_BUILDER (context" state/logs/1.log || fail "the log does not name the builder"
+	grep -q "with $KILN_BUILDER on Docker .* (context" state/logs/1.log || fail "the log does not name the builder"
 	stop_kilnd
 }
 
