@@ -61,6 +61,7 @@ struct builder_slot {
 	/* prepare's inputs, copied on the loop (the config may be reloaded);
 	 * policy's strings point at the copies */
 	char *repo_path, *manifest_name, *source_url, *logs_dir, *builder, *network;
+	bool pull;
 	unsigned keep_logs;
 	struct config_registry *regs;
 	size_t nregs;
@@ -533,6 +534,7 @@ static void start_prepare(struct builder_slot *s)
 	s->keep_logs = b->cfg->keep_logs;
 	s->builder = b->cfg->builder ? xstrdup(b->cfg->builder) : NULL;
 	s->network = b->cfg->network ? xstrdup(b->cfg->network) : NULL;
+	s->pull = b->cfg->pull;
 	copy_registries(s, b->cfg);
 	s->nsecrets = rc->nsecrets;
 	s->secrets = xcalloc(rc->nsecrets + 1, sizeof(*s->secrets));
@@ -551,6 +553,7 @@ static void start_prepare(struct builder_slot *s)
 	    .test_timeout_ms = b->cfg->test_timeout_ms,
 	    .builder = s->builder,
 	    .network = s->network,
+	    .pull = s->pull,
 	    .secrets = s->secrets,
 	    .nsecrets = s->nsecrets,
 	    .secrets_where = "the repository's secrets in kilnd.yaml",

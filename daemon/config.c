@@ -534,6 +534,10 @@ const struct config_key config_keys[] = {
     {SUB("builds", "network", CONFIG_STRING, parse_network, network), .def = "default",
      .help = "the network of `RUN` steps: `default` (the engine's), `none` or `host`; a "
 	     "manifest's `network:` overrides it (see *BuildKit*)"},
+    {SUB("builds", "pull", CONFIG_BOOL, parse_bool, pull), .def = "false",
+     .help = "pull every base image anew on each build, not only when the engine lacks it "
+	     "(a moving tag such as `debian:12` gets its security updates); a base image "
+	     "built by kiln must then be in its registry"},
     {TOP("registries", CONFIG_LIST, parse_registries, registries),
      .help = "credentials for pushing, one entry per registry host"},
     {REG("host", CONFIG_STRING, parse_registry_host, host), .required = true,

@@ -557,7 +557,7 @@ static void build_done(struct docker_call *c, void *arg)
 }
 
 /* The query both builders share: tags, Dockerfile, build args, labels
- * (with the OCI ones), target, platform, network. */
+ * (with the OCI ones), target, platform, network, pull, nocache. */
 static void common_query(struct job *j, struct buf *q)
 {
 	const struct manifest *m = &j->spec.m;
@@ -594,6 +594,10 @@ static void common_query(struct job *j, struct buf *q)
 		add_query(q, "platform", m->platform);
 	if (j->spec.network)
 		add_query(q, "networkmode", j->spec.network);
+	if (j->spec.pull)
+		add_query(q, "pull", "1");
+	if (j->spec.no_cache)
+		add_query(q, "nocache", "1");
 }
 
 /* The classic builder: its stream is documented, closing the connection
@@ -767,10 +771,12 @@ static void start_build(struct job *j)
 	j->reply = (struct job_reply){.kind = JOB_STREAM_BUILD};
 	if (j->builder == DOCKER_BUILDER_BUILDKIT)
 		j->reply = (struct job_reply){.kind = JOB_STREAM_BUILDKIT, .trace = bktrace_new()};
-	say(j, "kiln: building %s from %s at %.12s with %s on %s (context %s, Dockerfile %s%s%s)",
+	say(j, "kiln: building %s from %s at %.12s with %s on %s (context %s, Dockerfile %s%s%s%s%s)",
 	    j->ref, path_display(j->spec.path), j->spec.commit, j->res.builder,
 	    docker_engine_str(j->d), path_display(m->context), m->dockerfile,
-	    j->spec.network ? ", network " : "", j->spec.network ? j->spec.network : "");
+	    j->spec.network ? ", network " : "", j->spec.network ? j->spec.network : "",
+	    j->spec.pull ? ", pulling base images" : "",
+	    j->spec.no_cache ? ", no build cache" : "");
 	start_call(j, &rq, build_done);
 	free(path);
 }
@@ -1226,6 +1232,8 @@ static int apply_policy(const struct job_policy *p, struct job_spec *s, struct k
 	/* a label every puller reads: a password in the remote URL stays here */
 	s->source_url = p->source_url ? redact_dup(p->source_url) : NULL;
 	s->test_timeout_ms = p->test_timeout_ms;
+	s->pull = p->pull;
+	s->no_cache = p->no_cache;
 	choose_builder(p, s);
 	host = auth_registry_host(s->m.registry);
 	s->registry_auth = auth_header(p->registries, p->nregistries, host);

@@ -94,6 +94,8 @@ static int build_parse(const struct cli_call *call, struct build_args *a, bool *
 	    {"docker-host", required_argument, NULL, 'H'},
 	    {"source", required_argument, NULL, 's'},
 	    {"no-cache", no_argument, NULL, 'n'},
+	    {"pull", no_argument, NULL, 'P'},
+	    {"no-build-cache", no_argument, NULL, 'C'},
 	    {"builder", required_argument, NULL, 'B'},
 	    {"network", required_argument, NULL, 'N'},
 	    {"secret", required_argument, NULL, 'S'},
@@ -144,6 +146,12 @@ static int build_parse(const struct cli_call *call, struct build_args *a, bool *
 			break;
 		case 'n':
 			a->use_cache = false;
+			break;
+		case 'P':
+			a->o.pull = true;
+			break;
+		case 'C':
+			a->o.no_cache = true;
 			break;
 		case 'B':
 			if (!manifest_valid_builder(optarg)) {

@@ -137,6 +137,8 @@ static void start(struct item *it)
 	    .test_timeout_ms = o->test_timeout_ms,
 	    .builder = o->builder,
 	    .network = o->network,
+	    .pull = o->pull,
+	    .no_cache = o->no_cache,
 	    .secrets = o->secrets,
 	    .nsecrets = o->nsecrets,
 	    .secrets_where = "kiln build's --secret options (--secret id=ID,src=FILE)",

@@ -68,6 +68,7 @@ struct config {
 	unsigned keep_logs;	  /* build logs kept; older ones are removed */
 	char *builder;		  /* auto | buildkit | classic */
 	char *network;		  /* default | none | host */
+	bool pull;		  /* pull=1: the newest base images on every build */
 	struct config_registry *registries;
 	size_t nregistries;
 	struct strv listen_http;

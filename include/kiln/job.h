@@ -46,6 +46,8 @@ struct job_spec {
 	uint64_t test_timeout_ms;
 	enum docker_builder builder; /* the manifest's, else the policy's; AUTO: the engine's */
 	char *network;		     /* networkmode; NULL: the engine's default */
+	bool pull;		     /* pull=1: base images pulled even when present */
+	bool no_cache;		     /* nocache=1: no step from the build cache */
 	/* what the BuildKit session hands out: registry credentials and the
 	 * granted secrets' values (read in job_prepare; wiped with the spec) */
 	struct session_data session;
@@ -70,6 +72,8 @@ struct job_policy {
 	 * NULL: auto and the engine's default network */
 	const char *builder;
 	const char *network;
+	bool pull;     /* builds.pull, kiln build --pull */
+	bool no_cache; /* kiln build --no-build-cache */
 	/* the build secrets a manifest may grant (kilnd.yaml's, or kiln build
 	 * --secret), and how to say that one is missing */
 	const struct config_secret *secrets;

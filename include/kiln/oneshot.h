@@ -20,6 +20,8 @@ struct oneshot_opts {
 	const struct config_secret *secrets; /* --secret: what manifests may grant */
 	size_t nsecrets;
 	bool push;
+	bool pull;     /* --pull */
+	bool no_cache; /* --no-build-cache */
 	bool overwrite_tags;
 	unsigned concurrency;
 	unsigned retries;

@@ -83,6 +83,39 @@ t_cache_mount_persists_between_builds() {
 	contains "$OUT" "with buildkit"
 }
 
+# --pull: the base comes from the registry even when the engine has a tag of
+# that name (here a different image, built locally and never pushed);
+# --no-build-cache: a rebuild runs every step again instead of CACHED
+t_pull_and_no_build_cache() {
+	origin_init
+	bk_image base pull/base 1 "$(sh_run "echo registry > /marker")"
+	push base
+	expect_rc 0 "$KILN" build --repo c --network none --push "$EMPTY_TREE" HEAD
+	bk_image base pull/base 1 "$(sh_run "echo local > /marker")"
+	push local-base
+	expect_rc 0 "$KILN" build --repo c --network none HEAD~1 HEAD
+	on_image app pull/app 1 "$REG/pull/base:1" 'LABEL kiln.e2e=pull' \
+		'test: {command: ["/bin/busybox", "grep", "-qx", "registry", "/marker"]}'
+	push app
+	# without --pull the engine's own pull/base:1 (marker local) is the base
+	expect_rc 1 "$KILN" build --repo c --network none --retries 0 HEAD~1 HEAD
+	contains "$OUT" "pull/app:1 | kiln: failed: smoke test"
+	expect_rc 0 "$KILN" build --repo c --network none --pull HEAD~1 HEAD
+	contains "$OUT" "pulling base images"
+	contains "$OUT" "pull/app:1 | kiln: smoke test passed"
+	# the same build again takes its steps from the cache; not so without it
+	bk_image base pull/base 2 "$(sh_run "echo registry > /marker")"
+	push base-2
+	expect_rc 0 "$KILN" build --repo c --network none HEAD~1 HEAD
+	contains "$OUT" "pull/base:2 | #"
+	contains "$OUT" " CACHED"
+	bk_image base pull/base 3 "$(sh_run "echo registry > /marker")"
+	push base-3
+	expect_rc 0 "$KILN" build --repo c --network none --no-build-cache HEAD~1 HEAD
+	contains "$OUT" "no build cache"
+	case "$OUT" in *CACHED*) fail "--no-build-cache built a step from the cache: $OUT" ;; esac
+}
+
 # the failing step and its last output lines, in the log and in the error
 t_failing_run_names_step_and_output() {
 	origin_init

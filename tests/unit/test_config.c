@@ -362,6 +362,7 @@ static const struct sample {
     {"builds.keep_logs", "1000000", "1000000"},
     {"builds.builder", "buildkit", "buildkit"},
     {"builds.network", "none", "none"},
+    {"builds.pull", "true", "1"},
     {"registries[].host", "\"r2.example.com:5000\"", "r2.example.com:5000"},
     {"registries[].username", "bob", "bob"},
     {"registries[].password_file", "reg.token", "pa55"},
