@@ -394,6 +394,18 @@ static const struct sample {
     {"repositories[].overwrite_tags", "true", "1"},
     {"repositories[].secrets[].id", "tok.en_1", "tok.en_1"},
     {"repositories[].secrets[].file", "token", NULL}, /* dir/token */
+    {"dashboard.url", "\"https://kiln.example.com\"", "https://kiln.example.com"},
+    {"notify[].url", "\"https://n.example.com/k\"", "https://n.example.com/k"},
+    {"notify[].secret_file", "hook.secret", "s3cret"},
+    {"notify[].events", "[superseded]", "superseded"},
+    {"repositories[].status.provider", "gitlab", "gitlab"},
+    {"repositories[].status.api_url", "\"https://gh.example.com/api/v3\"",
+     "https://gh.example.com/api/v3"},
+    {"repositories[].status.token_file", "token", "hunter2"},
+    {"repositories[].status.project", "o/n", "o/n"},
+    {"repositories[].notify[].url", "\"http://n.example.com/k\"", "http://n.example.com/k"},
+    {"repositories[].notify[].secret_file", "hook.secret", "s3cret"},
+    {"repositories[].notify[].events", "[failed]", "failed"},
 };
 
 static const struct sample *sample_for(const struct config_key *k)
@@ -449,6 +461,15 @@ static char *yaml_for(const struct config_key *k, const char *yaml)
 	     "repositories:\n  - {name: a, url: /r, secrets: [{",
 	     {"id: t", "file: token"},
 	     "}]}\n"},
+	    {"repositories[].status",
+	     "repositories:\n  - {name: a, url: /r, status: {",
+	     {"provider: github", "token_file: token", "project: o/n"},
+	     "}}\n"},
+	    {"repositories[].notify[]",
+	     "repositories:\n  - {name: a, url: /r, notify: [{",
+	     {"url: \"http://h/x\""},
+	     "}]}\n"},
+	    {"notify[]", "notify:\n  - {", {"url: \"http://h/x\""}, "}\n"},
 	};
 	char *text = NULL, *item;
 	size_t len = 0;
@@ -497,6 +518,11 @@ static char *field_of(const struct config_key *k, struct config *c)
 		return c->nregistries ? (char *)&c->registries[0] + k->offset : NULL;
 	if (strcmp(k->section, "repositories[].secrets[]") == 0)
 		return c->nrepos && c->repos[0].nsecrets ? (char *)&c->repos[0].secrets[0] + k->offset
+							 : NULL;
+	if (strcmp(k->section, "notify[]") == 0)
+		return c->notify.n ? (char *)&c->notify.v[0] + k->offset : NULL;
+	if (strcmp(k->section, "repositories[].notify[]") == 0)
+		return c->nrepos && c->repos[0].notify.n ? (char *)&c->repos[0].notify.v[0] + k->offset
 							 : NULL;
 	if (strncmp(k->section, "repositories[]", 14) == 0)
 		return c->nrepos ? (char *)&c->repos[0] + k->offset : NULL;
