@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "kiln/common.h"
@@ -306,7 +307,7 @@ int forge_retry_after(const char *v, int64_t now, uint64_t *ret_ms)
 		unsigned long long s;
 		errno = 0;
 		s = strtoull(v, &end, 10);
-		if (errno || (*end && *end != ' ') || s > 86400ull * 365)
+		if (errno || (*end && *end != ' ') || s > 86400ull * 365 * 100)
 			return -EINVAL;
 		*ret_ms = s * 1000;
 		return 0;
@@ -320,6 +321,35 @@ int forge_retry_after(const char *v, int64_t now, uint64_t *ret_ms)
 		*ret_ms = at > now ? (uint64_t)(at - now) * 1000 : 0;
 	}
 	return 0;
+}
+
+/* "Name: value\r\n" into dst when the header is name. */
+static void header_value(const char *data, size_t len, const char *name, char *dst, size_t size)
+{
+	size_t nl = strlen(name), vl;
+
+	if (len <= nl || strncasecmp(data, name, nl) != 0 || data[nl] != ':')
+		return;
+	data += nl + 1;
+	len -= nl + 1;
+	while (len > 0 && (*data == ' ' || *data == '\t'))
+		data++, len--;
+	while (len > 0 && (data[len - 1] == '\r' || data[len - 1] == '\n' || data[len - 1] == ' '))
+		len--;
+	vl = len < size - 1 ? len : size - 1;
+	memcpy(dst, data, vl);
+	dst[vl] = '\0';
+	if (memchr(dst, '\0', vl))
+		dst[0] = '\0'; /* a NUL inside: not a value */
+}
+
+void forge_reply_header(struct forge_reply *rp, const char *line, size_t len)
+{
+	header_value(line, len, "Retry-After", rp->retry_after, sizeof(rp->retry_after));
+	header_value(line, len, "X-RateLimit-Reset", rp->ratelimit_reset,
+		     sizeof(rp->ratelimit_reset));
+	header_value(line, len, "X-RateLimit-Remaining", rp->ratelimit_remaining,
+		     sizeof(rp->ratelimit_remaining));
 }
 
 static bool header_number(const char *v, int64_t *ret)
@@ -349,6 +379,9 @@ enum forge_verdict forge_verdict(const struct forge_reply *rp, int64_t now, uint
 		return FORGE_SENT;
 	if (!said && limited && header_number(rp->ratelimit_reset, &reset))
 		*ret_wait_ms = reset > now ? (uint64_t)(reset - now) * 1000 : 0;
+	/* a forge's word, but not a sink stopped for days */
+	if (*ret_wait_ms > FORGE_WAIT_MAX_MS)
+		*ret_wait_ms = FORGE_WAIT_MAX_MS;
 	if (rp->status == 0 || rp->status >= 500 || rp->status == 408 || rp->status == 429)
 		return FORGE_RETRY;
 	/* GitHub's rate limits answer 403 (secondary: with Retry-After) */

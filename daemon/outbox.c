@@ -186,35 +186,12 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg)
 	return len;
 }
 
-/* "Name: value\r\n" into dst when the header is name. */
-static void header_value(const char *data, size_t len, const char *name, char *dst, size_t size)
-{
-	size_t nl = strlen(name), vl;
-
-	if (len <= nl + 1 || strncasecmp(data, name, nl) != 0 || data[nl] != ':')
-		return;
-	data += nl + 1;
-	len -= nl + 1;
-	while (len > 0 && (*data == ' ' || *data == '\t'))
-		data++, len--;
-	while (len > 0 && (data[len - 1] == '\r' || data[len - 1] == '\n' || data[len - 1] == ' '))
-		len--;
-	vl = len < size - 1 ? len : size - 1;
-	memcpy(dst, data, vl);
-	dst[vl] = '\0';
-}
-
 static size_t header_cb(char *data, size_t size, size_t n, void *arg)
 {
 	struct sink *s = arg;
-	size_t len = size * n;
 
-	header_value(data, len, "Retry-After", s->reply.retry_after, sizeof(s->reply.retry_after));
-	header_value(data, len, "X-RateLimit-Reset", s->reply.ratelimit_reset,
-		     sizeof(s->reply.ratelimit_reset));
-	header_value(data, len, "X-RateLimit-Remaining", s->reply.ratelimit_remaining,
-		     sizeof(s->reply.ratelimit_remaining));
-	return len;
+	forge_reply_header(&s->reply, data, size * n);
+	return size * n;
 }
 
 static void send_row(struct sink *s)

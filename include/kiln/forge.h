@@ -71,7 +71,12 @@ struct forge_reply {
 	char ratelimit_reset[32];  /* X-RateLimit-Reset: unix seconds */
 	char ratelimit_remaining[32];
 };
+/* One header line of the answer ("Name: value\r\n", any case), kept when
+ * it is one of the above. Hostile input: never more than the fields hold. */
+void forge_reply_header(struct forge_reply *rp, const char *line, size_t len);
 enum forge_verdict { FORGE_SENT, FORGE_RETRY, FORGE_REFUSED };
+/* The longest wait an answer may ask for (more is cut to this). */
+#define FORGE_WAIT_MAX_MS (3600ull * 1000)
 /* 2xx: sent; no answer, 5xx, 408, 429 and a rate-limited 403 (GitHub):
  * retry, *ret_wait_ms being what the headers ask (0: not said, back off);
  * other 4xx: refused for good. now: unix seconds. */

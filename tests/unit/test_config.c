@@ -847,6 +847,45 @@ static void reported_once(void **state)
 	expect_error("builds: {retries: ''}\n", 1, 19, "must be 0 to 100");
 }
 
+/* status: and notify: refuse what cannot work, located; the project
+ * defaults from the URL. */
+static void statuses_and_notifications(void **state)
+{
+	char *path;
+	struct config c;
+	struct kiln_diags d = {0};
+	char *project;
+
+	(void)state;
+	expect_error("repositories:\n  - {name: a, url: \"https://h/o/n.git\", status: {provider: "
+		     "gitea, token_file: token}}\n",
+		     2, 49, "'status' with provider gitea needs 'api_url'");
+	expect_error("repositories:\n  - {name: a, url: /srv/r.git, status: {provider: github, "
+		     "token_file: token}}\n",
+		     2, 5, "'status' needs 'project': the repository URL '/srv/r.git' names no");
+	expect_error("repositories:\n  - {name: a, url: /r, status: {provider: bitbucket, "
+		     "token_file: token, project: o/n}}\n",
+		     2, 43, "'provider' must be github, gitlab or gitea, not 'bitbucket'");
+	expect_error("repositories:\n  - {name: a, url: /r, status: {provider: github, project: "
+		     "o/n}}\n",
+		     2, 32, "'status' needs 'token_file'");
+	expect_error("notify:\n  - {url: \"ftp://x\"}\n", 2, 11, "must be an http:// or https://");
+	expect_error("notify:\n  - {url: \"http://x\", events: [exploded]}\n", 2, 31,
+		     "unknown event 'exploded'");
+	expect_error("notify:\n  - {secret_file: token}\n", 2, 5,
+		     "a notification target needs 'url'");
+	path = write_file("st.yaml", "repositories:\n  - {name: a, url: \"git@gitlab.com:g/s/n.git\","
+				     " status: {provider: gitlab, token_file: token}}\n");
+	assert_int_equal(config_load(path, &c, &d), 0);
+	project = config_status_project(&c.repos[0]);
+	assert_string_equal(project, "g/s/n");
+	assert_string_equal(c.repos[0].status_token, "hunter2");
+	assert_null(c.repos[0].status_api_url);
+	free(project);
+	config_done(&c);
+	free(path);
+}
+
 static void buffer_with_nul(void **state)
 {
 	static const char text[] = "state_dir: /x\0\nrepositories: []\n";
@@ -936,6 +975,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(reported_once),
 	    cmocka_unit_test(secret_not_a_regular_file),
 	    cmocka_unit_test(buffer_with_nul),
+	    cmocka_unit_test(statuses_and_notifications),
 	    cmocka_unit_test(build_secrets),
 	};
 
