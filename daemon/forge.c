@@ -74,9 +74,10 @@ char *forge_project_from_url(const char *url)
 	return xasprintf("%.*s", (int)len, p);
 }
 
-const char *forge_state(enum forge_provider p, const char *st)
+const char *forge_state(enum forge_provider p, const char *st, const char *error)
 {
 	bool gitlab = p == FORGE_GITLAB;
+	bool gave_up = error && strncmp(error, STORE_ERROR_GAVE_UP, strlen(STORE_ERROR_GAVE_UP)) == 0;
 
 	if (strcmp(st, "queued") == 0)
 		return "pending";
@@ -85,7 +86,7 @@ const char *forge_state(enum forge_provider p, const char *st)
 	if (strcmp(st, "succeeded") == 0)
 		return "success";
 	if (strcmp(st, "failed") == 0)
-		return gitlab ? "failed" : "failure";
+		return gitlab ? "failed" : gave_up ? "error" : "failure";
 	if (strcmp(st, "cancelled") == 0 || strcmp(st, "superseded") == 0)
 		return gitlab ? "canceled" : "error";
 	return NULL;
@@ -187,7 +188,7 @@ static char *dump(json_t *o)
 int forge_status_request(const struct forge_status *fs, const struct store_outbox_row *row,
 			 struct forge_request *ret, struct kiln_err *err)
 {
-	const char *state = forge_state(fs->provider, row->state);
+	const char *state = forge_state(fs->provider, row->state, row->error);
 	char *ctx, *desc, *id = NULL;
 	json_t *o;
 

@@ -24,9 +24,10 @@ const char *forge_default_api(enum forge_provider p);
  * git@host:owner/name.git. NULL when the URL names none (a local path). The
  * caller frees it. */
 char *forge_project_from_url(const char *url);
-/* The forge's state for a build state; NULL when it has none (running on
- * GitHub and Gitea: the status stays pending). */
-const char *forge_state(enum forge_provider p, const char *build_state);
+/* The forge's state for a build state and its error (a failure the engine
+ * caused on every attempt is an error, on GitLab failed too); NULL when it
+ * has none (running on GitHub and Gitea: the status stays pending). */
+const char *forge_state(enum forge_provider p, const char *build_state, const char *error);
 /* The build states a status sink reports (",queued,...,"). */
 const char *forge_sink_states(enum forge_provider p);
 /* A status description's limit, in characters. */

@@ -25,6 +25,10 @@ enum build_state {
 
 const char *build_state_str(enum build_state s);
 
+/* How a failed build's error starts when the engine or registry failed on
+ * every attempt (not the build): commit statuses say error, not failure. */
+#define STORE_ERROR_GAVE_UP "engine or registry trouble, retries exhausted: "
+
 struct store;
 
 /* In the state directory: the database and its verified snapshot. */

@@ -291,12 +291,18 @@ static void answers(void **state)
 static void states(void **state)
 {
 	(void)state;
-	assert_string_equal(forge_state(FORGE_GITHUB, "queued"), "pending");
-	assert_string_equal(forge_state(FORGE_GITHUB, "failed"), "failure");
-	assert_string_equal(forge_state(FORGE_GITHUB, "superseded"), "error");
-	assert_string_equal(forge_state(FORGE_GITLAB, "cancelled"), "canceled");
-	assert_string_equal(forge_state(FORGE_GITEA, "succeeded"), "success");
-	assert_null(forge_state(FORGE_GITEA, "running"));
+	assert_string_equal(forge_state(FORGE_GITHUB, "queued", NULL), "pending");
+	assert_string_equal(forge_state(FORGE_GITHUB, "failed", "build failed: x"), "failure");
+	assert_string_equal(forge_state(FORGE_GITHUB, "superseded", NULL), "error");
+	assert_string_equal(forge_state(FORGE_GITLAB, "cancelled", NULL), "canceled");
+	assert_string_equal(forge_state(FORGE_GITEA, "succeeded", NULL), "success");
+	assert_null(forge_state(FORGE_GITEA, "running", NULL));
+	/* the engine failing on every attempt is no verdict on the build */
+	assert_string_equal(
+	    forge_state(FORGE_GITHUB, "failed", STORE_ERROR_GAVE_UP "push of x: connection reset"),
+	    "error");
+	assert_string_equal(forge_state(FORGE_GITEA, "failed", STORE_ERROR_GAVE_UP "x"), "error");
+	assert_string_equal(forge_state(FORGE_GITLAB, "failed", STORE_ERROR_GAVE_UP "x"), "failed");
 	assert_null(strstr(forge_sink_states(FORGE_GITHUB), ",running,"));
 	assert_non_null(strstr(forge_sink_states(FORGE_GITLAB), ",running,"));
 }
