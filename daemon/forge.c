@@ -376,13 +376,15 @@ enum forge_verdict forge_verdict(const struct forge_reply *rp, int64_t now, uint
 
 	if (!said)
 		*ret_wait_ms = 0;
-	if (rp->status >= 200 && rp->status < 300)
-		return FORGE_SENT;
 	if (!said && limited && header_number(rp->ratelimit_reset, &reset))
-		*ret_wait_ms = reset > now ? (uint64_t)(reset - now) * 1000 : 0;
+		*ret_wait_ms = reset <= now			       ? 0
+			       : reset - now > (int64_t)(FORGE_WAIT_MAX_MS / 1000) ? FORGE_WAIT_MAX_MS
+									   : (uint64_t)(reset - now) * 1000;
 	/* a forge's word, but not a sink stopped for days */
 	if (*ret_wait_ms > FORGE_WAIT_MAX_MS)
 		*ret_wait_ms = FORGE_WAIT_MAX_MS;
+	if (rp->status >= 200 && rp->status < 300)
+		return FORGE_SENT;
 	if (rp->status == 0 || rp->status >= 500 || rp->status == 408 || rp->status == 429)
 		return FORGE_RETRY;
 	/* GitHub's rate limits answer 403 (secondary: with Retry-After) */
