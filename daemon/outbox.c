@@ -1,8 +1,9 @@
 /* outbox.c (report): one machine per sink, in the manner of job.c:
  *
- *   idle -> loading (worker: the oldest unsent row) -> waiting (its retry time)
- *        -> sending (libcurl on the loop) -> saving (worker: settle the row)
- *        -> loading ...
+ *   idle -> loading (worker: the oldest unsent row) -> sending (libcurl on the
+ *        loop) -> saving (worker: settle the row) -> loading ...
+ *   loading -> waiting (the row's retry time) -> loading (it may have been
+ *        superseded meanwhile)
  *
  * Owns the sinks (their secrets are the config's), the curl multi and the
  * wake-up handle the store's commits ring. */
@@ -342,7 +343,8 @@ static void timer_cb(uv_timer_t *t)
 	struct sink *s = t->data;
 
 	assert(s->state == SINK_WAITING);
-	send_row(s);
+	/* read again: a newer status may have superseded the row meanwhile */
+	start_work(s, SINK_LOADING, load_work);
 }
 
 /* Decides the move after each step. */
@@ -371,8 +373,12 @@ static void next_state(struct sink *s)
 			break;
 		}
 		wait = s->row.not_before - now_ms();
+		if (wait <= 0) {
+			send_row(s);
+			break;
+		}
 		set_state(s, SINK_WAITING);
-		uv_timer_start(&s->timer, timer_cb, wait > 0 ? (uint64_t)wait : 0, 0);
+		uv_timer_start(&s->timer, timer_cb, (uint64_t)wait, 0);
 		break;
 	case SINK_SAVING:
 		if (s->r < 0)
