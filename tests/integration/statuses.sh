@@ -88,6 +88,22 @@ ordered() {
 	P
 }
 
+# github_only: kilnd reporting one repository's statuses to the GitHub stand-in
+github_only() {
+	cat >kilnd.yaml <<-Y
+	state_dir: $PWD/state
+	builds: {dry_run: true}
+	listen: {status_socket: $PWD/kiln.sock}
+	repositories:
+	  - name: gh
+	    url: $PWD/origin.git
+	    poll_interval: 300ms
+	    status: {provider: github, api_url: "http://127.0.0.1:$GITHUB_PORT", token_file: token, project: team/images}
+	Y
+	start_kilnd
+	wait_for 10 grep -q "first seen" kilnd.log || fail "no first poll"
+}
+
 t_forges() {
 	origin
 	forge github
@@ -173,18 +189,7 @@ t_kill() {
 	origin
 	forge github
 	echo "503" >github/always
-	cat >kilnd.yaml <<-Y
-	state_dir: $PWD/state
-	builds: {dry_run: true}
-	listen: {status_socket: $PWD/kiln.sock}
-	repositories:
-	  - name: gh
-	    url: $PWD/origin.git
-	    poll_interval: 300ms
-	    status: {provider: github, api_url: "http://127.0.0.1:$GITHUB_PORT", token_file: token, project: team/images}
-	Y
-	start_kilnd
-	wait_for 10 grep -q "first seen" kilnd.log || fail "no first poll"
+	github_only
 	sha=$(push_change two)
 	# the builds ended, their successes wait in the outbox behind the refusals
 	unsent() { [ "$(db "SELECT count(*) FROM outbox WHERE state = 'succeeded' AND done IS NULL")" = 2 ]; }
@@ -208,18 +213,7 @@ t_refused() {
 	origin
 	forge github
 	echo 401 >github/always
-	cat >kilnd.yaml <<-Y
-	state_dir: $PWD/state
-	builds: {dry_run: true}
-	listen: {status_socket: $PWD/kiln.sock}
-	repositories:
-	  - name: gh
-	    url: $PWD/origin.git
-	    poll_interval: 300ms
-	    status: {provider: github, api_url: "http://127.0.0.1:$GITHUB_PORT", token_file: token, project: team/images}
-	Y
-	start_kilnd
-	wait_for 10 grep -q "first seen" kilnd.log || fail "no first poll"
+	github_only
 	push_change two >/dev/null
 	refusals() { [ "$(grep -c '"answer": 401' github/log)" -ge 3 ]; }
 	wait_for 15 refusals || fail "not refused: $(cat github/log)"
