@@ -71,9 +71,9 @@ db() { python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execu
 no_token_anywhere() {
 	grep -q "$TOKEN" kilnd.log && fail "the token is in the log"
 	grep -q "$HOOKKEY" kilnd.log && fail "the notification key is in the log"
-	cat state/kilnd.db* | grep -aq "$TOKEN" && fail "the token is in the state database"
-	cat state/kilnd.db* | grep -aq "$HOOKKEY" && fail "the notification key is in the state database"
-	[ -z "${NOTIFY_PORT:-}" ] || ! cat state/kilnd.db* | grep -aq "127.0.0.1:$NOTIFY_PORT" ||
+	cat state/kilnd.db* 2>/dev/null | grep -aq "$TOKEN" && fail "the token is in the state database"
+	cat state/kilnd.db* 2>/dev/null | grep -aq "$HOOKKEY" && fail "the notification key is in the state database"
+	[ -z "${NOTIFY_PORT:-}" ] || ! cat state/kilnd.db* 2>/dev/null | grep -aq "127.0.0.1:$NOTIFY_PORT" ||
 		fail "a notification URL is in the state database"
 	return 0
 }
@@ -215,7 +215,8 @@ t_refused() {
 	echo 401 >github/always
 	github_only
 	push_change two >/dev/null
-	refusals() { [ "$(grep -c '"answer": 401' github/log)" -ge 3 ]; }
+	# at least the two successes: more rows than one, so "once" means something
+	refusals() { [ "$(grep -c '"answer": 401' github/log)" -ge 2 ]; }
 	wait_for 15 refusals || fail "not refused: $(cat github/log)"
 	[ "$(grep -c 'refused with HTTP 401' kilnd.log)" = 1 ] || fail "the 401 not logged once: $(grep 'refused' kilnd.log)"
 	expect_rc 0 "$KILN" status
