@@ -662,6 +662,13 @@ static void decide(struct builder_slot *s, bool engine_gone)
 					 BACKOFF_RETRY_MAX_MS);
 	} else {
 		s->final = BUILD_FAILED;
+		/* said in the error, which is what commit statuses see: the
+		 * build itself may be fine (README, Commit statuses) */
+		if (s->res_transient || engine_gone) {
+			char why[sizeof(s->err.msg)];
+			snprintf(why, sizeof(why), "%s", s->err.msg);
+			kiln_err_set(&s->err, s->res_code, STORE_ERROR_GAVE_UP "%s", why);
+		}
 	}
 }
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "kiln/config.h"
+#include "kiln/forge.h"
 #include "kiln/manifest.h"
 #include "kiln/yaml.h"
 
@@ -441,6 +442,21 @@ DEFINE_PARSE_CHECKED(parse_provider, valid_provider, "be github, gitlab, gitea o
 DEFINE_PARSE_CHECKED(parse_builder, manifest_valid_builder, "be auto, buildkit or classic")
 DEFINE_PARSE_CHECKED(parse_network, manifest_valid_network, "be default, none or host")
 
+static bool valid_status_provider(const char *s)
+{
+	enum forge_provider p;
+
+	return forge_provider_parse(s, &p) == 0;
+}
+
+static bool valid_http_url(const char *s)
+{
+	return (strncmp(s, "https://", 8) == 0 && s[8]) || (strncmp(s, "http://", 7) == 0 && s[7]);
+}
+
+DEFINE_PARSE_CHECKED(parse_status_provider, valid_status_provider, "be github, gitlab or gitea")
+DEFINE_PARSE_CHECKED(parse_http_url, valid_http_url, "be an http:// or https:// URL")
+
 static void parse_branches(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
 			   void *dst)
 {
@@ -479,7 +495,7 @@ static void parse_build_on_start(struct config_ctx *c, const struct config_key *
 /* --- sections: a mapping whose keys are the rows naming it as their section --- */
 
 static config_parse_fn parse_section, parse_credentials, parse_webhook, parse_registries,
-    parse_repositories, parse_repo_secrets;
+    parse_repositories, parse_repo_secrets, parse_status, parse_notify, parse_events;
 
 #define KEY(sec, name, ty, fn, st, field)                                                          \
 	.section = sec, .key = name, .type = ty, .parse = fn, .offset = offsetof(st, field)
@@ -489,6 +505,7 @@ static config_parse_fn parse_section, parse_credentials, parse_webhook, parse_re
 #define REG(name, ty, fn, field)      KEY("registries[]", name, ty, fn, struct config_registry, field)
 #define REPO(sec, name, ty, fn, field)                                                             \
 	KEY("repositories[]" sec, name, ty, fn, struct config_repo, field)
+#define NOTIFY(sec, name, ty, fn, field) KEY(sec, name, ty, fn, struct config_notify, field)
 #define SECRET(name, ty, fn, field)                                                                \
 	KEY("repositories[].secrets[]", name, ty, fn, struct config_secret, field)
 
@@ -586,6 +603,20 @@ const struct config_key config_keys[] = {
 	     "reason"},
     {SUB("health", "min_free_space", CONFIG_SIZE, parse_size, health_min_free_bytes), .def = "1G",
      .help = "less free space than this in `state_dir` is a reason; `0`: not checked"},
+    {SECTION("", "dashboard", parse_section), .help = "the web dashboard"},
+    {SUB("dashboard", "url", CONFIG_STRING, parse_http_url, dashboard_url),
+     .help = "the dashboard's public base URL: commit statuses link to `URL/builds/ID`, "
+	     "notifications carry it as `log_url`; unset: no links"},
+    {TOP("notify", CONFIG_LIST, parse_notify, notify),
+     .help = "notification targets for every repository: a signed JSON `POST` per build end "
+	     "(see *Notifications*)"},
+    {NOTIFY("notify[]", "url", CONFIG_STRING, parse_http_url, url), .required = true,
+     .help = "where the JSON goes: `http://` or `https://`"},
+    {NOTIFY("notify[]", "secret_file", CONFIG_FILE, parse_secret, secret), .secret = true,
+     .help = "file holding the key of `X-Kiln-Signature-256`; unset: unsigned"},
+    {NOTIFY("notify[]", "events", CONFIG_LIST, parse_events, events),
+     .def = "[succeeded, failed, cancelled]",
+     .help = "the build ends reported: `succeeded`, `failed`, `cancelled`, `superseded`"},
     {TOP("repositories", CONFIG_LIST, parse_repositories, repos),
      .help = "the watched repositories"},
     {REPO("", "name", CONFIG_STRING, parse_repo_name, name), .required = true,
@@ -633,6 +664,26 @@ const struct config_key config_keys[] = {
      .help = "the `id` a Dockerfile names, `[A-Za-z0-9._-]+`"},
     {SECRET("file", CONFIG_FILE, parse_readable_file, file), .secret = true, .required = true,
      .help = "file holding the secret; read when a build that is granted it starts"},
+    {SECTION("repositories[]", "status", parse_status),
+     .help = "commit statuses on the forge, one context `kiln/<image folder>` per image (see "
+	     "*Commit statuses*)"},
+    {REPO(".status", "provider", CONFIG_STRING, parse_status_provider, status_provider),
+     .required = true, .help = "`github`, `gitlab` or `gitea`"},
+    {REPO(".status", "api_url", CONFIG_STRING, parse_http_url, status_api_url),
+     .help = "the API's base URL; unset: `https://api.github.com`, "
+	     "`https://gitlab.com/api/v4`; required for `gitea`"},
+    {REPO(".status", "token_file", CONFIG_FILE, parse_secret, status_token), .secret = true,
+     .required = true, .help = "file holding the API token"},
+    {REPO(".status", "project", CONFIG_STRING, parse_string, status_project),
+     .help = "`owner/name` (GitLab: the project's path); unset: what `url` names"},
+    {REPO("", "notify", CONFIG_LIST, parse_notify, notify),
+     .help = "notification targets for this repository's builds, besides the global ones"},
+    {NOTIFY("repositories[].notify[]", "url", CONFIG_STRING, parse_http_url, url),
+     .required = true, .help = "as `notify[].url`"},
+    {NOTIFY("repositories[].notify[]", "secret_file", CONFIG_FILE, parse_secret, secret),
+     .secret = true, .help = "as `notify[].secret_file`"},
+    {NOTIFY("repositories[].notify[]", "events", CONFIG_LIST, parse_events, events),
+     .def = "[succeeded, failed, cancelled]", .help = "as `notify[].events`"},
 };
 const size_t config_nkeys = ARRAY_SIZE(config_keys);
 
@@ -822,6 +873,69 @@ static void parse_repo_secrets(struct config_ctx *c, const struct config_key *k,
 	}
 }
 
+static void parse_status(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			 void *dst)
+{
+	struct config_repo *r = dst;
+
+	if (!ydoc_mapping(c->y, c->d, n, k->key))
+		return;
+	parse_keys(c, "repositories[].status", n, r);
+	if (r->status_provider == NULL) {
+		ydoc_diag(c->y, c->d, n, "'status' needs 'provider'");
+		return;
+	}
+	if (!has_key(n, c, "token_file"))
+		ydoc_diag(c->y, c->d, n, "'status' needs 'token_file'");
+	if (strcmp(r->status_provider, "gitea") == 0 && r->status_api_url == NULL)
+		ydoc_diag(c->y, c->d, n,
+			  "'status' with provider gitea needs 'api_url' (there is no public "
+			  "Gitea to default to)");
+}
+
+static void parse_events(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			 void *dst)
+{
+	static const char *const known[] = {"succeeded", "failed", "cancelled", "superseded"};
+	struct strv *ev = dst;
+
+	parse_strv(c, k, n, dst);
+	for (size_t i = 0; i < ev->n; i++) {
+		bool ok = false;
+		for (size_t j = 0; j < ARRAY_SIZE(known); j++)
+			ok = ok || strcmp(ev->v[i], known[j]) == 0;
+		if (!ok)
+			ydoc_diag(c->y, c->d, n,
+				  "'%s': unknown event '%s' (known: succeeded, failed, cancelled, "
+				  "superseded)",
+				  k->key, ev->v[i]);
+	}
+}
+
+static void parse_notify(struct config_ctx *c, const struct config_key *k, const yaml_node_t *n,
+			 void *dst)
+{
+	struct config_notifies *ns = dst;
+	char sub[SECTION_MAX];
+
+	if (!is_list(c, n, k->key) || ns->v)
+		return;
+	child_section(k, sub);
+	ns->v = xcalloc(list_len(n) + 1, sizeof(*ns->v));
+	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	     it++) {
+		const yaml_node_t *e = ydoc_node(c->y, *it);
+		struct config_notify *t = &ns->v[ns->n++];
+
+		apply_defaults(c, sub, t);
+		if (!ydoc_mapping(c->y, c->d, e, sub))
+			continue;
+		parse_keys(c, sub, e, t);
+		if (!t->url)
+			ydoc_diag(c->y, c->d, e, "a notification target needs 'url'");
+	}
+}
+
 static void parse_repository(struct config_ctx *c, const yaml_node_t *n, struct config *cfg,
 			     struct config_repo *r)
 {
@@ -833,6 +947,15 @@ static void parse_repository(struct config_ctx *c, const yaml_node_t *n, struct 
 		ydoc_diag(c->y, c->d, n, "a repository needs 'name'");
 	if (!has_key(n, c, "url"))
 		ydoc_diag(c->y, c->d, n, "a repository needs 'url'");
+	if (r->status_provider && r->url) {
+		char *project = config_status_project(r);
+		if (project == NULL)
+			ydoc_diag(c->y, c->d, n,
+				  "'status' needs 'project': the repository URL '%s' names no "
+				  "owner/name",
+				  r->url);
+		free(project);
+	}
 	for (size_t j = 0; r->name && &cfg->repos[j] != r; j++) {
 		if (cfg->repos[j].name && strcmp(cfg->repos[j].name, r->name) == 0)
 			ydoc_diag(c->y, c->d, n, "repository name '%s' is used twice", r->name);
@@ -936,6 +1059,17 @@ int config_load(const char *path, struct config *ret, struct kiln_diags *diags)
 	return r;
 }
 
+static void notifies_done(struct config_notifies *ns)
+{
+	for (size_t i = 0; i < ns->n; i++) {
+		free(ns->v[i].url);
+		secret_free(ns->v[i].secret);
+		strv_done(&ns->v[i].events);
+	}
+	free(ns->v);
+	memset(ns, 0, sizeof(*ns));
+}
+
 void config_done(struct config *c)
 {
 	for (size_t i = 0; i < c->nrepos; i++) {
@@ -955,8 +1089,15 @@ void config_done(struct config *c)
 			free(r->secrets[j].file);
 		}
 		free(r->secrets);
+		free(r->status_provider);
+		free(r->status_api_url);
+		secret_free(r->status_token);
+		free(r->status_project);
+		notifies_done(&r->notify);
 	}
 	free(c->repos);
+	free(c->dashboard_url);
+	notifies_done(&c->notify);
 	free(c->path);
 	free(c->state_dir);
 	free(c->docker_host);
@@ -974,6 +1115,13 @@ void config_done(struct config *c)
 	free(c->status_group);
 	free(c->admin_group);
 	memset(c, 0, sizeof(*c));
+}
+
+char *config_status_project(const struct config_repo *r)
+{
+	if (r->status_project)
+		return xstrdup(r->status_project);
+	return r->url ? forge_project_from_url(r->url) : NULL;
 }
 
 const struct config_repo *config_repo(const struct config *c, const char *name)

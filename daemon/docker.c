@@ -1,6 +1,6 @@
-/* docker.c (build): the Engine API client. One CURLM per client; libuv polls the
- * sockets curl asks for and runs curl's single timer. The client owns its
- * calls; each call is freed right after its done callback. */
+/* docker.c (build): the Engine API client. One CURLM per client, on the loop through
+ * curl_loop.c. The client owns its calls; each call is freed right after its
+ * done callback. */
 #include <ctype.h>
 #include <curl/curl.h>
 #include <jansson.h>
@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "kiln/buf.h"
+#include "kiln/curl_loop.h"
 #include "kiln/docker.h"
 #include "kiln/err.h"
 
@@ -43,8 +44,8 @@ struct docker_call {
 
 struct docker {
 	uv_loop_t *loop;
+	struct curl_loop *cl; /* its multi handle on the loop */
 	CURLM *multi;
-	uv_timer_t timer; /* curl's timeout */
 	uv_timer_t defer; /* aborts run here, outside curl's callbacks */
 	int open_handles;
 	char *host, *unix_path, *base;
@@ -58,96 +59,9 @@ struct docker {
 	TAILQ_HEAD(, docker_call) calls; /* every call not yet finished */
 };
 
-struct dsock {
-	uv_poll_t poll;
-	struct docker *d;
-	curl_socket_t fd;
-};
-
-static void check_done(struct docker *d);
 static void call_begin(struct docker_call *c);
 static void note_engine(struct docker *d, const struct docker_call *p);
 static int negotiate(struct docker *d, const struct docker_call *p, char *why, size_t size);
-
-/* ---- the loop glue ---- */
-
-static void sock_close_cb(uv_handle_t *h)
-{
-	free(container_of((uv_poll_t *)h, struct dsock, poll));
-}
-
-static void poll_cb(uv_poll_t *p, int status, int events)
-{
-	struct dsock *s = container_of(p, struct dsock, poll);
-	struct docker *d = s->d;
-	int flags = 0, running;
-
-	if (status < 0)
-		flags = CURL_CSELECT_ERR;
-	else {
-		if (events & UV_READABLE)
-			flags |= CURL_CSELECT_IN;
-		if (events & UV_WRITABLE)
-			flags |= CURL_CSELECT_OUT;
-	}
-	curl_multi_socket_action(d->multi, s->fd, flags, &running);
-	check_done(d);
-}
-
-static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-	struct docker *d = userp;
-	struct dsock *s = socketp;
-	int events = 0;
-
-	(void)easy;
-	if (what == CURL_POLL_REMOVE) {
-		if (s) {
-			/* fds are reused at once: stop now, free when libuv is done */
-			uv_poll_stop(&s->poll);
-			uv_close((uv_handle_t *)&s->poll, sock_close_cb);
-			curl_multi_assign(d->multi, fd, NULL);
-		}
-		return 0;
-	}
-	if (!s) {
-		s = xcalloc(1, sizeof(*s));
-		s->d = d;
-		s->fd = fd;
-		if (uv_poll_init_socket(d->loop, &s->poll, fd) < 0) {
-			free(s);
-			return -1;
-		}
-		curl_multi_assign(d->multi, fd, s);
-	}
-	if (what & CURL_POLL_IN)
-		events |= UV_READABLE;
-	if (what & CURL_POLL_OUT)
-		events |= UV_WRITABLE;
-	uv_poll_start(&s->poll, events, poll_cb);
-	return 0;
-}
-
-static void timeout_cb(uv_timer_t *t)
-{
-	struct docker *d = t->data;
-	int running;
-
-	curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	check_done(d);
-}
-
-static int timer_cb(CURLM *multi, long ms, void *userp)
-{
-	struct docker *d = userp;
-
-	(void)multi;
-	if (ms < 0)
-		uv_timer_stop(&d->timer);
-	else
-		uv_timer_start(&d->timer, timeout_cb, (uint64_t)ms, 0);
-	return 0;
-}
 
 /* ---- calls ---- */
 
@@ -258,19 +172,14 @@ static int map_curl(CURLcode rc)
 	}
 }
 
-static void check_done(struct docker *d)
+static void transfer_done(CURL *easy, CURLcode result, void *arg)
 {
-	CURLMsg *m;
-	int left;
+	struct docker_call *c = NULL;
 
-	while ((m = curl_multi_info_read(d->multi, &left)) != NULL) {
-		struct docker_call *c = NULL;
-		if (m->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&c);
-		curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &c->status);
-		call_finish(c, map_curl(m->data.result));
-	}
+	(void)arg;
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
+	curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &c->status);
+	call_finish(c, map_curl(result));
 }
 
 static size_t write_cb(char *data, size_t size, size_t n, void *arg)
@@ -829,21 +738,15 @@ int docker_new(uv_loop_t *loop, const struct docker_opts *o, struct docker **ret
 	free(home_certs);
 	if (r < 0)
 		goto fail;
-	d->multi = curl_multi_init();
-	if (!d->multi) {
-		r = kiln_err_set(err, -ENOMEM, "curl_multi_init failed");
+	r = curl_loop_new(loop, transfer_done, d, &d->cl, err);
+	if (r < 0)
 		goto fail;
-	}
-	curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d);
-	curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d);
+	d->multi = curl_loop_multi(d->cl);
 	d->loop = loop;
 	TAILQ_INIT(&d->calls);
-	uv_timer_init(loop, &d->timer);
 	uv_timer_init(loop, &d->defer);
-	d->timer.data = d->defer.data = d;
-	d->open_handles = 2;
+	d->defer.data = d;
+	d->open_handles = 1;
 	*ret = d;
 	return 0;
 fail:
@@ -868,9 +771,8 @@ struct docker *docker_free(struct docker *d)
 		c->aborting = true;
 		call_finish(c, -ECANCELED);
 	}
-	curl_multi_cleanup(d->multi);
+	d->cl = curl_loop_free(d->cl);
 	d->multi = NULL;
-	uv_close((uv_handle_t *)&d->timer, handle_closed);
 	uv_close((uv_handle_t *)&d->defer, handle_closed);
 	return NULL;
 }

@@ -340,6 +340,14 @@ static void print_status(json_t *r)
 			       k == 0 ? str_or(repo, PROTO_F_LAST_ERROR, "-") : "");
 		}
 	}
+	json_array_foreach(json_object_get(r, PROTO_F_REPOSITORIES), i, repo)
+	{
+		json_int_t backlog = json_integer_value(json_object_get(repo, PROTO_F_OUTBOX));
+		const char *e = str_or(repo, PROTO_F_REPORTING_ERROR, NULL);
+		if (backlog > 0 || e)
+			printf("%s: reporting: %lld unsent%s%s\n", str_or(repo, PROTO_F_NAME, "-"),
+			       (long long)backlog, e ? "; last refused: " : "", e ? e : "");
+	}
 }
 
 /* The positional arguments of each command into the request. */

@@ -29,6 +29,8 @@
 #include "kiln/log.h"
 #include "kiln/metrics.h"
 #include "kiln/notify.h"
+#include "kiln/outbox.h"
+#include "kiln/proto.h"
 #include "kiln/redact.h"
 #include "kiln/repo.h"
 #include "kiln/status.h"
@@ -76,6 +78,7 @@ struct daemon {
 	struct control *control;  /* NULL: closed */
 	struct webhook webhook;
 	struct metrics *metrics;
+	struct outbox *outbox; /* NULL: not started, or closed */
 	struct status status; /* reads the fields above */
 	rlim_t fd_limit;      /* the soft RLIMIT_NOFILE, raised at start */
 	bool stopping;
@@ -110,7 +113,8 @@ static void trim_later(struct daemon *d)
 static void maybe_exit(struct daemon *d)
 {
 	if (!d->stopping || d->closing > 0 || d->recording > 0 || d->nwatches > 0 ||
-	    d->builder.running > 0 || d->http || d->control || d->backup.state != BACKUP_CLOSED)
+	    d->builder.running > 0 || d->http || d->control || d->backup.state != BACKUP_CLOSED ||
+	    d->outbox)
 		return;
 	log_info("all work finished; exiting");
 	uv_stop(d->loop);
@@ -266,7 +270,16 @@ static int start_http(struct daemon *d)
 static void ctl_status(json_t *o, void *arg)
 {
 	struct daemon *d = arg;
+	json_t *repo;
+	size_t i;
+
 	status_json(&d->status, o);
+	json_array_foreach(json_object_get(o, PROTO_F_REPOSITORIES), i, repo)
+	{
+		const char *name = json_string_value(json_object_get(repo, PROTO_F_NAME));
+		if (name)
+			outbox_repo_json(d->outbox, name, repo);
+	}
 }
 
 /* The repository's machine when it is watched with that branch (NULL: any). */
@@ -376,6 +389,14 @@ static void control_closed(void *arg)
 static void backup_closed(void *arg)
 {
 	maybe_exit(arg);
+}
+
+static void outbox_closed(void *arg)
+{
+	struct daemon *d = arg;
+
+	d->outbox = NULL;
+	maybe_exit(d);
 }
 
 static void http_closed(void *arg)
@@ -518,6 +539,8 @@ static void stop(struct daemon *d, const char *why)
 	if (d->control)
 		control_close(d->control, control_closed, d);
 	backup_stop(&d->backup, backup_closed, d);
+	if (d->outbox)
+		outbox_stop(d->outbox, outbox_closed, d);
 	while (d->nwatches > 0)
 		remove_watch(d, d->nwatches - 1);
 	uv_timer_start(&d->grace, grace_cb, d->cfg.shutdown_grace_ms, 0);
@@ -768,6 +791,19 @@ static void start_reporting(struct daemon *d)
 	webhook_init(&d->webhook, d->loop, d->store, &d->cfg, d->metrics, &hook_ops, d);
 }
 
+/* Commit statuses and notifications: the outbox's sinks are written to the
+ * store before any build moves. */
+static int start_outbox(struct daemon *d)
+{
+	struct kiln_err err = {0};
+
+	if (outbox_new(d->loop, d->store, &d->cfg, d->metrics, &d->outbox, &err) < 0) {
+		log_error("outbox: %s", err.msg);
+		return -EIO;
+	}
+	return 0;
+}
+
 static void start_signals(struct daemon *d)
 {
 	uint64_t wd;
@@ -827,6 +863,7 @@ static int run(struct daemon *d)
 	backup_start(&d->backup, d->loop, d->store, d->cfg.backup_interval_ms);
 	start_reporting(d);
 	start_signals(d);
+	started = start_outbox(d) == 0;
 	for (size_t i = 0; started && i < d->cfg.nrepos; i++)
 		started = add_watch(d, &d->cfg.repos[i]) == 0;
 	started = started && start_http(d) == 0 && start_control(d) == 0;

@@ -32,7 +32,25 @@ struct store {
 	 * lock for a long transaction: its own lock, held for a copy only */
 	pthread_mutex_t failure_lock;
 	struct store_failure failure;
+	store_commit_cb *on_commit; /* any thread */
+	void *on_commit_arg;
 };
+
+/* The outbox triggers' body: a newer state of a (repository, commit, image)
+ * supersedes the unsent older one of every status sink, then each sink that
+ * wants this state gets its row. */
+#define OUTBOX_MS_NOW "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+#define OUTBOX_STATUS_KEY "NEW.repository || ':' || NEW.commit_sha || ':' || NEW.path"
+#define OUTBOX_WANTS "instr(states, ',' || NEW.state || ',') > 0"
+#define OUTBOX_TRIGGER_BODY                                                                        \
+	"UPDATE outbox SET done = 'superseded', done_at = " OUTBOX_MS_NOW                          \
+	" WHERE done IS NULL AND key = " OUTBOX_STATUS_KEY                                         \
+	" AND sink IN (SELECT sink FROM outbox_sinks WHERE kind = 'status' AND " OUTBOX_WANTS     \
+	"); INSERT INTO outbox (sink, build, state, error, key, created_at)"                       \
+	" SELECT sink, NEW.id, NEW.state, NEW.error, CASE kind WHEN 'status' THEN "                \
+	OUTBOX_STATUS_KEY " ELSE NEW.id || ':' || NEW.state END, " OUTBOX_MS_NOW                   \
+	" FROM outbox_sinks WHERE (repository IS NULL OR repository = NEW.repository) AND "        \
+	OUTBOX_WANTS " ORDER BY sink;"
 
 /* Each entry moves the schema one version up; never edit a shipped one. */
 static const char *const migrations[] = {
@@ -88,6 +106,33 @@ static const char *const migrations[] = {
      " WHERE handled = 0;"),
     /* 6: which builder built it (classic, buildkit) */
     "ALTER TABLE builds ADD COLUMN builder TEXT;",
+    /* 7: the outbox: what each build state change owes the commit statuses
+     * and the notifications, written by triggers in the transaction of the
+     * change itself. outbox_sinks is kilnd's configuration of the moment
+     * (rewritten at each start); the rows keep the sink's name only. */
+    "CREATE TABLE outbox_sinks ("
+    "  sink TEXT PRIMARY KEY,"
+    "  repository TEXT," /* NULL: every repository */
+    "  kind TEXT NOT NULL CHECK (kind IN ('status', 'notify')),"
+    "  states TEXT NOT NULL);" /* ",queued,failed,": the build states it reports */
+    "CREATE TABLE outbox ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  sink TEXT NOT NULL,"
+    "  build INTEGER NOT NULL,"
+    "  state TEXT NOT NULL," /* the build's state this row reports */
+    "  error TEXT,"
+    "  key TEXT NOT NULL," /* status: repository:commit:path; notify: build:state */
+    "  created_at INTEGER NOT NULL," /* unix ms */
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  not_before INTEGER NOT NULL DEFAULT 0," /* unix ms */
+    "  done TEXT CHECK (done IN ('sent', 'failed', 'superseded', 'dropped')),"
+    "  done_at INTEGER);"
+    "CREATE INDEX outbox_unsent ON outbox (sink, id) WHERE done IS NULL;"
+    "CREATE INDEX outbox_unsent_by_key ON outbox (key) WHERE done IS NULL;"
+    "CREATE TRIGGER outbox_build_queued AFTER INSERT ON builds WHEN NEW.state = 'queued'"
+    " BEGIN " OUTBOX_TRIGGER_BODY " END;"
+    "CREATE TRIGGER outbox_build_moved AFTER UPDATE OF state ON builds"
+    " WHEN NEW.state IS NOT OLD.state BEGIN " OUTBOX_TRIGGER_BODY " END;",
 };
 
 static const char *const state_names[] = {"queued", "running",	 "succeeded",
@@ -130,6 +175,8 @@ static int committed(void *arg, sqlite3 *db, const char *name, int pages)
 	pthread_mutex_unlock(&s->failure_lock);
 	if (pages >= STORE_WAL_CHECKPOINT_PAGES)
 		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (s->on_commit)
+		s->on_commit(s->on_commit_arg);
 	return SQLITE_OK;
 }
 
@@ -1431,6 +1478,205 @@ int64_t store_queue_build(struct store *s, const char *repo, const char *branch,
 	sqlite3_bind_int64(st, 6, now());
 	r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_last_insert_rowid(s->db)
 					    : db_err(s, err, "queueing a rebuild");
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+/* ---- the outbox ---- */
+
+void store_on_commit(struct store *s, store_commit_cb *cb, void *arg)
+{
+	pthread_mutex_lock(&s->lock);
+	s->on_commit = cb;
+	s->on_commit_arg = arg;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Rows older than this that were settled are deleted when the sinks are set. */
+#define OUTBOX_KEEP_MS (7ll * 24 * 3600 * 1000)
+
+static int outbox_sinks_locked(struct store *s, const struct store_outbox_sink *v, size_t n,
+			       struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r;
+
+	r = exec(s, "DELETE FROM outbox_sinks", err);
+	if (r == 0 && sqlite3_prepare_v2(s->db,
+					 "INSERT OR REPLACE INTO outbox_sinks (sink, repository, kind,"
+					 " states) VALUES (?, ?, ?, ?)",
+					 -1, &st, NULL) != SQLITE_OK)
+		r = db_err(s, err, "setting the outbox's sinks");
+	for (size_t i = 0; i < n && r == 0; i++) {
+		sqlite3_reset(st);
+		sqlite3_bind_text(st, 1, v[i].sink, -1, SQLITE_STATIC);
+		if (v[i].repo)
+			sqlite3_bind_text(st, 2, v[i].repo, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(st, 2);
+		sqlite3_bind_text(st, 3, v[i].kind, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 4, v[i].states, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = db_err(s, err, "setting the outbox's sinks");
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	/* rows of a sink no longer configured would wait for ever */
+	if (r == 0 && sqlite3_prepare_v2(s->db,
+					 "UPDATE outbox SET done = 'dropped', done_at = ?1 WHERE done"
+					 " IS NULL AND sink NOT IN (SELECT sink FROM outbox_sinks)",
+					 -1, &st, NULL) != SQLITE_OK)
+		r = db_err(s, err, "dropping the outbox rows of removed sinks");
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, now_ms());
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = db_err(s, err, "dropping the outbox rows of removed sinks");
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (r == 0 &&
+	    sqlite3_prepare_v2(s->db, "DELETE FROM outbox WHERE done IS NOT NULL AND done_at < ?1",
+			       -1, &st, NULL) != SQLITE_OK)
+		r = db_err(s, err, "pruning the outbox");
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, now_ms() - OUTBOX_KEEP_MS);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			r = db_err(s, err, "pruning the outbox");
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+int store_outbox_sinks(struct store *s, const struct store_outbox_sink *v, size_t n,
+		       struct kiln_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = exec(s, "BEGIN IMMEDIATE", err);
+	if (r == 0)
+		r = outbox_sinks_locked(s, v, n, err);
+	if (r == 0)
+		r = exec(s, "COMMIT", err);
+	if (r < 0)
+		exec(s, "ROLLBACK", NULL);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int store_outbox_next(struct store *s, const char *sink, struct store_outbox_row *ret,
+		      struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = -ENOENT;
+
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(
+		s->db,
+		"SELECT o.id, o.state, o.error, o.attempts, o.not_before, b.id, b.repository,"
+		" b.branch, b.path, b.image, b.commit_sha, b.change, b.state, b.digest,"
+		" b.created_at, b.started_at, b.finished_at, b.attempts"
+		" FROM outbox o JOIN builds b ON b.id = o.build"
+		" WHERE o.sink = ?1 AND o.done IS NULL ORDER BY o.id LIMIT 1",
+		-1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "reading the outbox");
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, sink, -1, SQLITE_STATIC);
+	switch (sqlite3_step(st)) {
+	case SQLITE_ROW:
+		memset(ret, 0, sizeof(*ret));
+		ret->id = sqlite3_column_int64(st, 0);
+		copy_col(st, 1, ret->state, sizeof(ret->state));
+		ret->error = col_dup(st, 2);
+		ret->attempts = sqlite3_column_int(st, 3);
+		ret->not_before = sqlite3_column_int64(st, 4);
+		ret->b.id = sqlite3_column_int64(st, 5);
+		ret->b.repo = col_dup(st, 6);
+		ret->b.branch = col_dup(st, 7);
+		ret->b.path = col_dup(st, 8);
+		ret->b.image = col_dup(st, 9);
+		ret->b.commit = col_dup(st, 10);
+		ret->b.change = col_dup(st, 11);
+		ret->b.state = col_dup(st, 12);
+		ret->b.digest = col_dup(st, 13);
+		ret->b.created_at = sqlite3_column_int64(st, 14);
+		ret->b.started_at = sqlite3_column_int64(st, 15);
+		ret->b.finished_at = sqlite3_column_int64(st, 16);
+		ret->b.attempts = sqlite3_column_int(st, 17);
+		r = 0;
+		break;
+	case SQLITE_DONE:
+		break;
+	default:
+		r = db_err(s, err, "reading the outbox");
+	}
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+void store_outbox_row_done(struct store_outbox_row *r)
+{
+	free(r->error);
+	free(r->b.repo);
+	free(r->b.branch);
+	free(r->b.path);
+	free(r->b.image);
+	free(r->b.commit);
+	free(r->b.change);
+	free(r->b.state);
+	free(r->b.digest);
+	free(r->b.builder);
+	memset(r, 0, sizeof(*r));
+}
+
+int store_outbox_settle(struct store *s, int64_t id, const char *done, int64_t not_before_ms,
+			struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(s->db,
+			       done ? "UPDATE outbox SET done = ?2, done_at = ?3 WHERE id = ?1"
+				    : "UPDATE outbox SET attempts = attempts + 1, not_before = ?3"
+				      " WHERE id = ?1 AND done IS NULL",
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "settling an outbox row");
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, id);
+	if (done)
+		sqlite3_bind_text(st, 2, done, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, done ? now_ms() : not_before_ms);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		r = db_err(s, err, "settling an outbox row");
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int store_outbox_backlog(struct store *s, const char *sink, unsigned *ret, struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM outbox WHERE sink = ?1 AND done IS NULL",
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "counting the outbox");
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, sink, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*ret = (unsigned)sqlite3_column_int(st, 0);
+	else
+		r = db_err(s, err, "counting the outbox");
 out:
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);

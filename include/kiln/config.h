@@ -27,6 +27,17 @@ struct config_secret {
 	char *file; /* resolved path, checked readable; read when a build starts */
 };
 
+/* A notification target (`notify: [...]`, global or a repository's). */
+struct config_notify {
+	char *url;	     /* http:// or https:// */
+	char *secret;	     /* signs each body; NULL: unsigned */
+	struct strv events;  /* build end states: succeeded, failed, cancelled, superseded */
+};
+struct config_notifies {
+	struct config_notify *v;
+	size_t n;
+};
+
 struct config_repo {
 	char *name; /* [A-Za-z0-9._-]+, unique */
 	char *url;
@@ -44,6 +55,12 @@ struct config_repo {
 	bool overwrite_tags;  /* let a build replace an existing version tag */
 	struct config_secret *secrets;
 	size_t nsecrets;
+	/* commit statuses (`status:`); provider NULL: none */
+	char *status_provider; /* github | gitlab | gitea */
+	char *status_api_url;  /* NULL: the provider's public API */
+	char *status_token;    /* the secret itself */
+	char *status_project;  /* NULL: what url names */
+	struct config_notifies notify;
 };
 
 /* Credentials for one registry host ("registry.example.com:5000"). */
@@ -87,6 +104,8 @@ struct config {
 	uint64_t health_min_free_bytes;
 	struct config_repo *repos;
 	size_t nrepos;
+	char *dashboard_url; /* the dashboard's public base URL; NULL: no links */
+	struct config_notifies notify;
 };
 
 struct config_ctx;
@@ -145,6 +164,10 @@ int config_parse_duration(const char *s, uint64_t *ret_ms);
 /* "512K", "10M", "1G" or bytes -> bytes. */
 int config_parse_size(const char *s, uint64_t *ret);
 const struct config_repo *config_repo(const struct config *c, const char *name);
+/* The project a repository's statuses go to: status.project, else what its
+ * URL names; NULL when neither says (config_load refuses that). */
+char *config_status_project(const struct config_repo *r);
+
 /* README.md's configuration table: one Markdown row per config_keys[] row.
  * Prints defaults and help only, never a value read from a file. */
 void config_keys_markdown(FILE *f);

@@ -25,6 +25,10 @@ enum build_state {
 
 const char *build_state_str(enum build_state s);
 
+/* How a failed build's error starts when the engine or registry failed on
+ * every attempt (not the build): commit statuses say error, not failure. */
+#define STORE_ERROR_GAVE_UP "engine or registry trouble, retries exhausted: "
+
 struct store;
 
 /* In the state directory: the database and its verified snapshot. */
@@ -191,5 +195,47 @@ int store_deliveries_handled(struct store *s, const char *repo, int64_t until,
 /* Repositories with deliveries or triggers not yet followed by a poll (after
  * a crash). */
 int store_pending_deliveries(struct store *s, struct strv *ret, struct kiln_err *err);
+
+/* Called after every commit that wrote to the database, on the committing
+ * thread (the outbox's wake-up); cb NULL: none. */
+typedef void store_commit_cb(void *arg);
+void store_on_commit(struct store *s, store_commit_cb *cb, void *arg);
+
+/* The outbox (schema 7): triggers on builds write, in the transaction of
+ * each build state change, one row per sink that wants the new state; a
+ * status sink's newer row for the same repository, commit and image folder
+ * supersedes its unsent older ones. A sink is one commit status reporter
+ * (kind "status", one repository) or one notification target (kind
+ * "notify", one repository or all: repo NULL). */
+struct store_outbox_sink {
+	const char *sink;   /* its stable name; never a secret */
+	const char *repo;   /* NULL: every repository */
+	const char *kind;   /* "status" or "notify" */
+	const char *states; /* ",queued,running,failed,": the build states it reports */
+};
+/* Replaces the sinks (at start), drops the unsent rows of sinks no longer
+ * listed and deletes rows settled more than a week ago. */
+int store_outbox_sinks(struct store *s, const struct store_outbox_sink *v, size_t n,
+		       struct kiln_err *err);
+
+struct store_outbox_row {
+	int64_t id;	    /* stable: a delivery's id */
+	char state[16];	    /* the build state it reports */
+	char *error;	    /* the build's error at that change; NULL: none */
+	int attempts;	    /* sends that failed in passing so far */
+	int64_t not_before; /* unix ms: not to be sent before */
+	struct store_build_row b; /* the build as it is now (state: its current one) */
+};
+/* The sink's oldest unsent row: 0, or -ENOENT. Free it with
+ * store_outbox_row_done. */
+int store_outbox_next(struct store *s, const char *sink, struct store_outbox_row *ret,
+		      struct kiln_err *err);
+void store_outbox_row_done(struct store_outbox_row *r);
+/* done "sent", "failed" (refused for good): the row is settled; done NULL:
+ * one more attempt failed, the row waits until not_before_ms (unix ms). */
+int store_outbox_settle(struct store *s, int64_t id, const char *done, int64_t not_before_ms,
+			struct kiln_err *err);
+/* The sink's unsent rows. */
+int store_outbox_backlog(struct store *s, const char *sink, unsigned *ret, struct kiln_err *err);
 
 #endif

@@ -93,11 +93,12 @@ t_providers_and_errors() {
 		kiln_build_duration_seconds:histogram kiln_polls_total:counter kiln_fetches_total:counter \
 		kiln_fetch_errors_total:counter kiln_last_successful_poll_timestamp_seconds:gauge \
 		kiln_webhook_deliveries_total:counter kiln_webhook_commits_total:counter \
-		kiln_health_reasons:gauge; do
+		kiln_health_reasons:gauge kiln_outbox_sent_total:counter \
+		kiln_outbox_failed_total:counter kiln_outbox_pending:gauge; do
 		[ "$(grep -c "^# TYPE ${f%%:*} ${f#*:}\$" <<<"$metrics")" = 1 ] &&
 			[ "$(grep -c "^# HELP ${f%%:*} " <<<"$metrics")" = 1 ] || fail "/metrics: family $f"
 	done
-	[ "$(grep -c '^# TYPE' <<<"$metrics")" = 12 ] || fail "/metrics has families the README does not list"
+	[ "$(grep -c '^# TYPE' <<<"$metrics")" = 15 ] || fail "/metrics has families the README does not list"
 	contains "$metrics" 'kiln_build_duration_seconds_bucket{le="+Inf"}'
 	# the polls the deliveries asked for are done: none is left to replay
 	unhandled() { python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM deliveries WHERE handled = 0").fetchone()[0])' state/kilnd.db; }

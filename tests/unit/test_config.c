@@ -395,6 +395,18 @@ static const struct sample {
     {"repositories[].overwrite_tags", "true", "1"},
     {"repositories[].secrets[].id", "tok.en_1", "tok.en_1"},
     {"repositories[].secrets[].file", "token", NULL}, /* dir/token */
+    {"dashboard.url", "\"https://kiln.example.com\"", "https://kiln.example.com"},
+    {"notify[].url", "\"https://n.example.com/k\"", "https://n.example.com/k"},
+    {"notify[].secret_file", "hook.secret", "s3cret"},
+    {"notify[].events", "[superseded]", "superseded"},
+    {"repositories[].status.provider", "gitlab", "gitlab"},
+    {"repositories[].status.api_url", "\"https://gh.example.com/api/v3\"",
+     "https://gh.example.com/api/v3"},
+    {"repositories[].status.token_file", "token", "hunter2"},
+    {"repositories[].status.project", "o/n", "o/n"},
+    {"repositories[].notify[].url", "\"http://n.example.com/k\"", "http://n.example.com/k"},
+    {"repositories[].notify[].secret_file", "hook.secret", "s3cret"},
+    {"repositories[].notify[].events", "[failed]", "failed"},
 };
 
 static const struct sample *sample_for(const struct config_key *k)
@@ -450,6 +462,15 @@ static char *yaml_for(const struct config_key *k, const char *yaml)
 	     "repositories:\n  - {name: a, url: /r, secrets: [{",
 	     {"id: t", "file: token"},
 	     "}]}\n"},
+	    {"repositories[].status",
+	     "repositories:\n  - {name: a, url: /r, status: {",
+	     {"provider: github", "token_file: token", "project: o/n"},
+	     "}}\n"},
+	    {"repositories[].notify[]",
+	     "repositories:\n  - {name: a, url: /r, notify: [{",
+	     {"url: \"http://h/x\""},
+	     "}]}\n"},
+	    {"notify[]", "notify:\n  - {", {"url: \"http://h/x\""}, "}\n"},
 	};
 	char *text = NULL, *item;
 	size_t len = 0;
@@ -498,6 +519,11 @@ static char *field_of(const struct config_key *k, struct config *c)
 		return c->nregistries ? (char *)&c->registries[0] + k->offset : NULL;
 	if (strcmp(k->section, "repositories[].secrets[]") == 0)
 		return c->nrepos && c->repos[0].nsecrets ? (char *)&c->repos[0].secrets[0] + k->offset
+							 : NULL;
+	if (strcmp(k->section, "notify[]") == 0)
+		return c->notify.n ? (char *)&c->notify.v[0] + k->offset : NULL;
+	if (strcmp(k->section, "repositories[].notify[]") == 0)
+		return c->nrepos && c->repos[0].notify.n ? (char *)&c->repos[0].notify.v[0] + k->offset
 							 : NULL;
 	if (strncmp(k->section, "repositories[]", 14) == 0)
 		return c->nrepos ? (char *)&c->repos[0] + k->offset : NULL;
@@ -822,6 +848,45 @@ static void reported_once(void **state)
 	expect_error("builds: {retries: ''}\n", 1, 19, "must be 0 to 100");
 }
 
+/* status: and notify: refuse what cannot work, located; the project
+ * defaults from the URL. */
+static void statuses_and_notifications(void **state)
+{
+	char *path;
+	struct config c;
+	struct kiln_diags d = {0};
+	char *project;
+
+	(void)state;
+	expect_error("repositories:\n  - {name: a, url: \"https://h/o/n.git\", status: {provider: "
+		     "gitea, token_file: token}}\n",
+		     2, 49, "'status' with provider gitea needs 'api_url'");
+	expect_error("repositories:\n  - {name: a, url: /srv/r.git, status: {provider: github, "
+		     "token_file: token}}\n",
+		     2, 5, "'status' needs 'project': the repository URL '/srv/r.git' names no");
+	expect_error("repositories:\n  - {name: a, url: /r, status: {provider: bitbucket, "
+		     "token_file: token, project: o/n}}\n",
+		     2, 43, "'provider' must be github, gitlab or gitea, not 'bitbucket'");
+	expect_error("repositories:\n  - {name: a, url: /r, status: {provider: github, project: "
+		     "o/n}}\n",
+		     2, 32, "'status' needs 'token_file'");
+	expect_error("notify:\n  - {url: \"ftp://x\"}\n", 2, 11, "must be an http:// or https://");
+	expect_error("notify:\n  - {url: \"http://x\", events: [exploded]}\n", 2, 31,
+		     "unknown event 'exploded'");
+	expect_error("notify:\n  - {secret_file: token}\n", 2, 5,
+		     "a notification target needs 'url'");
+	path = write_file("st.yaml", "repositories:\n  - {name: a, url: \"git@gitlab.com:g/s/n.git\","
+				     " status: {provider: gitlab, token_file: token}}\n");
+	assert_int_equal(config_load(path, &c, &d), 0);
+	project = config_status_project(&c.repos[0]);
+	assert_string_equal(project, "g/s/n");
+	assert_string_equal(c.repos[0].status_token, "hunter2");
+	assert_null(c.repos[0].status_api_url);
+	free(project);
+	config_done(&c);
+	free(path);
+}
+
 static void buffer_with_nul(void **state)
 {
 	static const char text[] = "state_dir: /x\0\nrepositories: []\n";
@@ -911,6 +976,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(reported_once),
 	    cmocka_unit_test(secret_not_a_regular_file),
 	    cmocka_unit_test(buffer_with_nul),
+	    cmocka_unit_test(statuses_and_notifications),
 	    cmocka_unit_test(build_secrets),
 	};
 

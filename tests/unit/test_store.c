@@ -81,7 +81,7 @@ static void lock_and_schema(void **state)
 	assert_int_equal(store_open(d, &s2, &err), -EBUSY);
 	assert_non_null(strstr(err.msg, "another kilnd (pid "));
 	assert_null(s2);
-	assert_int_equal(count(d, "PRAGMA user_version"), 6);
+	assert_int_equal(count(d, "PRAGMA user_version"), 7);
 	s = store_close(s);
 	/* released at close: opens again, schema already current */
 	assert_int_equal(store_open(d, &s, &err), 0);
@@ -634,14 +634,17 @@ static void triggers_and_hints(void **state)
 			 " received_at INTEGER NOT NULL, handled INTEGER NOT NULL DEFAULT 0,"
 			 " PRIMARY KEY (repository, id));"
 			 "INSERT INTO deliveries VALUES ('old', 'd-0', 1, 0);"
-			 /* what store_open touches of the other tables */
-			 "CREATE TABLE builds (state TEXT, started_at INTEGER);"
+			 /* what store_open touches of the other tables (and
+			  * schema 7's outbox triggers read) */
+			 "CREATE TABLE builds (id INTEGER PRIMARY KEY, repository TEXT,"
+			 " commit_sha TEXT, path TEXT, error TEXT, state TEXT,"
+			 " started_at INTEGER);"
 			 "PRAGMA user_version = 3;",
 			 NULL, NULL, NULL),
 	    SQLITE_OK);
 	sqlite3_close(db);
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(count(d, "PRAGMA user_version"), 6);
+	assert_int_equal(count(d, "PRAGMA user_version"), 7);
 	assert_int_equal(store_delivery_hint(s, "old", "main", sha, &err), -ENOENT);
 	assert_int_equal(store_record_trigger(s, "images", NULL, &err), 0);
 	assert_int_equal(store_record_trigger(s, "images", "main", &err), 0);
@@ -665,6 +668,94 @@ static void triggers_and_hints(void **state)
 	free(d);
 }
 
+/* The outbox: rows written with each state change for the sinks that want
+ * it, oldest first; a newer status of the same repository, commit and path
+ * supersedes an unsent older one (never a notification); settled rows leave;
+ * a retry waits; sinks no longer configured drop their rows. */
+static void outbox_rows(void **state)
+{
+	char *d = sub("outbox");
+	struct store *s = NULL;
+	struct kiln_err err = {0};
+	struct store_outbox_row row = {0};
+	struct store_build b;
+	const struct store_plan_item items[] = {
+	    {"a", "r/a:1", "modified", NULL, 0},
+	    {"b", "r/b:1", "modified", NULL, 0},
+	};
+	const struct store_outbox_sink sinks[] = {
+	    {"status:images", "images", "status", ",queued,succeeded,failed,cancelled,superseded,"},
+	    {"notify:*:x", NULL, "notify", ",succeeded,failed,"},
+	    {"status:other", "other", "status", ",queued,succeeded,"},
+	};
+	unsigned n = 99;
+
+	(void)state;
+	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_outbox_sinks(s, sinks, 3, &err), 0);
+	assert_int_equal(store_record_plan(s, "images", "main", A, items, 2, 0, &err), 2);
+	/* pending a, pending b; nothing for the other repository */
+	assert_int_equal(store_outbox_backlog(s, "status:images", &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(store_outbox_backlog(s, "status:other", &n, &err), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(store_outbox_next(s, "status:images", &row, &err), 0);
+	assert_string_equal(row.state, "queued");
+	assert_string_equal(row.b.path, "a");
+	assert_string_equal(row.b.commit, A);
+	store_outbox_row_done(&row);
+	/* a runs and succeeds: no row for running (not wanted), success
+	 * supersedes a's pending, which is no longer next */
+	assert_int_equal(store_take_next(s, &b, &err), 0);
+	assert_string_equal(b.path, "a");
+	assert_int_equal(store_finish(s, b.id, BUILD_SUCCEEDED, NULL, &err), 0);
+	assert_int_equal(count(d, "SELECT count(*) FROM outbox WHERE done = 'superseded'"), 1);
+	assert_int_equal(store_outbox_next(s, "status:images", &row, &err), 0);
+	assert_string_equal(row.b.path, "b");
+	assert_string_equal(row.state, "queued");
+	/* a retry keeps it first, with its time */
+	assert_int_equal(store_outbox_settle(s, row.id, NULL, 12345, &err), 0);
+	store_outbox_row_done(&row);
+	assert_int_equal(store_outbox_next(s, "status:images", &row, &err), 0);
+	assert_string_equal(row.b.path, "b");
+	assert_int_equal(row.attempts, 1);
+	assert_int_equal(row.not_before, 12345);
+	assert_int_equal(store_outbox_settle(s, row.id, "sent", 0, &err), 0);
+	store_outbox_row_done(&row);
+	assert_int_equal(store_outbox_next(s, "status:images", &row, &err), 0);
+	assert_string_equal(row.b.path, "a");
+	assert_string_equal(row.state, "succeeded");
+	store_outbox_row_done(&row);
+	/* b fails: its row carries the error; the notification sink has both */
+	assert_int_equal(store_take_next(s, &b, &err), 0);
+	assert_int_equal(store_finish(s, b.id, BUILD_FAILED, "smoke test failed: exit code 1", &err),
+			 0);
+	assert_int_equal(store_outbox_backlog(s, "notify:*:x", &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(store_outbox_next(s, "notify:*:x", &row, &err), 0);
+	assert_string_equal(row.state, "succeeded");
+	assert_string_equal(row.b.path, "a");
+	assert_int_equal(store_outbox_settle(s, row.id, "sent", 0, &err), 0);
+	store_outbox_row_done(&row);
+	assert_int_equal(store_outbox_next(s, "notify:*:x", &row, &err), 0);
+	assert_string_equal(row.state, "failed");
+	assert_string_equal(row.error, "smoke test failed: exit code 1");
+	store_outbox_row_done(&row);
+	/* a newer commit's pending does not supersede the older commit's rows */
+	assert_int_equal(store_record_plan(s, "images", "main", B, items, 2, 0, &err), 2);
+	assert_int_equal(store_outbox_backlog(s, "status:images", &n, &err), 0);
+	assert_int_equal(n, 4); /* success a, failure b at A; pending a, b at B */
+	/* a sink no longer configured: its rows are dropped */
+	assert_int_equal(store_outbox_sinks(s, sinks, 1, &err), 0);
+	assert_int_equal(store_outbox_backlog(s, "notify:*:x", &n, &err), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(store_outbox_backlog(s, "status:images", &n, &err), 0);
+	assert_int_equal(n, 4);
+	assert_int_equal(store_outbox_next(s, "status:other", &row, &err), -ENOENT);
+	store_close(s);
+	free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -683,6 +774,7 @@ int main(void)
 	    cmocka_unit_test(empty_beside_mirrors_is_refused),
 	    cmocka_unit_test(snapshot_and_recover),
 	    cmocka_unit_test(damaged_snapshot_is_not_restored),
+	    cmocka_unit_test(outbox_rows),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
