@@ -1325,6 +1325,46 @@ static char *col_dup(sqlite3_stmt *st, int col)
 	return v ? xstrdup(v) : NULL;
 }
 
+/* A build row's columns, in the order build_row_read takes them from col0 on
+ * (prefix: the table's alias and a dot, or ""). */
+#define BUILD_COLUMNS(p)                                                                 \
+	p "id, " p "repository, " p "branch, " p "path, " p "image, " p "commit_sha, " p \
+	  "change, " p "state, " p "error, " p "attempts, " p "created_at, " p           \
+	  "started_at, " p "finished_at, " p "digest, " p "builder"
+
+static void build_row_read(sqlite3_stmt *st, int col0, struct store_build_row *b)
+{
+	b->id = sqlite3_column_int64(st, col0);
+	b->repo = col_dup(st, col0 + 1);
+	b->branch = col_dup(st, col0 + 2);
+	b->path = col_dup(st, col0 + 3);
+	b->image = col_dup(st, col0 + 4);
+	b->commit = col_dup(st, col0 + 5);
+	b->change = col_dup(st, col0 + 6);
+	b->state = col_dup(st, col0 + 7);
+	b->error = col_dup(st, col0 + 8);
+	b->attempts = sqlite3_column_int(st, col0 + 9);
+	b->created_at = sqlite3_column_int64(st, col0 + 10);
+	b->started_at = sqlite3_column_int64(st, col0 + 11);
+	b->finished_at = sqlite3_column_int64(st, col0 + 12);
+	b->digest = col_dup(st, col0 + 13);
+	b->builder = col_dup(st, col0 + 14);
+}
+
+static void build_row_done(struct store_build_row *b)
+{
+	free(b->repo);
+	free(b->branch);
+	free(b->path);
+	free(b->image);
+	free(b->commit);
+	free(b->change);
+	free(b->state);
+	free(b->error);
+	free(b->digest);
+	free(b->builder);
+}
+
 int store_list_builds(struct store *s, const struct store_build_filter *f,
 		      struct store_build_row **ret, size_t *ret_n, struct kiln_err *err)
 {
@@ -1338,9 +1378,7 @@ int store_list_builds(struct store *s, const struct store_build_filter *f,
 	pthread_mutex_lock(&s->lock);
 	if (sqlite3_prepare_v2(
 		s->db,
-		"SELECT id, repository, branch, path, image, commit_sha, change, state,"
-		" error, attempts, created_at, started_at, finished_at, digest, builder"
-		" FROM builds"
+		"SELECT " BUILD_COLUMNS("") " FROM builds"
 		" WHERE (?1 IS NULL OR repository = ?1) AND (?2 IS NULL OR path = ?2)"
 		" AND (?3 IS NULL OR state = ?3) AND (?4 = 0 OR id = ?4)"
 		" ORDER BY id DESC LIMIT ?5",
@@ -1363,21 +1401,7 @@ int store_list_builds(struct store *s, const struct store_build_filter *f,
 			rows = xreallocarray(rows, cap, sizeof(*rows));
 		}
 		b = &rows[n++];
-		b->id = sqlite3_column_int64(st, 0);
-		b->repo = col_dup(st, 1);
-		b->branch = col_dup(st, 2);
-		b->path = col_dup(st, 3);
-		b->image = col_dup(st, 4);
-		b->commit = col_dup(st, 5);
-		b->change = col_dup(st, 6);
-		b->state = col_dup(st, 7);
-		b->error = col_dup(st, 8);
-		b->attempts = sqlite3_column_int(st, 9);
-		b->created_at = sqlite3_column_int64(st, 10);
-		b->started_at = sqlite3_column_int64(st, 11);
-		b->finished_at = sqlite3_column_int64(st, 12);
-		b->digest = col_dup(st, 13);
-		b->builder = col_dup(st, 14);
+		build_row_read(st, 0, b);
 	}
 	if (rc != SQLITE_DONE)
 		r = db_err(s, err, "listing builds");
@@ -1395,18 +1419,8 @@ out:
 
 void store_build_rows_free(struct store_build_row *rows, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		free(rows[i].repo);
-		free(rows[i].branch);
-		free(rows[i].path);
-		free(rows[i].image);
-		free(rows[i].commit);
-		free(rows[i].change);
-		free(rows[i].state);
-		free(rows[i].error);
-		free(rows[i].digest);
-		free(rows[i].builder);
-	}
+	for (size_t i = 0; i < n; i++)
+		build_row_done(&rows[i]);
 	free(rows);
 }
 
@@ -1575,9 +1589,7 @@ int store_outbox_next(struct store *s, const char *sink, struct store_outbox_row
 	pthread_mutex_lock(&s->lock);
 	if (sqlite3_prepare_v2(
 		s->db,
-		"SELECT o.id, o.state, o.error, o.attempts, o.not_before, b.id, b.repository,"
-		" b.branch, b.path, b.image, b.commit_sha, b.change, b.state, b.digest,"
-		" b.created_at, b.started_at, b.finished_at, b.attempts"
+		"SELECT o.id, o.state, o.error, o.attempts, o.not_before, " BUILD_COLUMNS("b.")
 		" FROM outbox o JOIN builds b ON b.id = o.build"
 		" WHERE o.sink = ?1 AND o.done IS NULL ORDER BY o.id LIMIT 1",
 		-1, &st, NULL) != SQLITE_OK) {
@@ -1593,19 +1605,7 @@ int store_outbox_next(struct store *s, const char *sink, struct store_outbox_row
 		ret->error = col_dup(st, 2);
 		ret->attempts = sqlite3_column_int(st, 3);
 		ret->not_before = sqlite3_column_int64(st, 4);
-		ret->b.id = sqlite3_column_int64(st, 5);
-		ret->b.repo = col_dup(st, 6);
-		ret->b.branch = col_dup(st, 7);
-		ret->b.path = col_dup(st, 8);
-		ret->b.image = col_dup(st, 9);
-		ret->b.commit = col_dup(st, 10);
-		ret->b.change = col_dup(st, 11);
-		ret->b.state = col_dup(st, 12);
-		ret->b.digest = col_dup(st, 13);
-		ret->b.created_at = sqlite3_column_int64(st, 14);
-		ret->b.started_at = sqlite3_column_int64(st, 15);
-		ret->b.finished_at = sqlite3_column_int64(st, 16);
-		ret->b.attempts = sqlite3_column_int(st, 17);
+		build_row_read(st, 5, &ret->b);
 		r = 0;
 		break;
 	case SQLITE_DONE:
@@ -1622,15 +1622,7 @@ out:
 void store_outbox_row_done(struct store_outbox_row *r)
 {
 	free(r->error);
-	free(r->b.repo);
-	free(r->b.branch);
-	free(r->b.path);
-	free(r->b.image);
-	free(r->b.commit);
-	free(r->b.change);
-	free(r->b.state);
-	free(r->b.digest);
-	free(r->b.builder);
+	build_row_done(&r->b);
 	memset(r, 0, sizeof(*r));
 }
 
