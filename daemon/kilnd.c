@@ -79,6 +79,8 @@ struct daemon {
 	struct webhook webhook;
 	struct metrics *metrics;
 	struct outbox *outbox; /* NULL: not started, or closed */
+	bool outbox_closing;   /* outbox_stop called, outbox_closed not yet */
+	bool outbox_restart;   /* a reload: start it anew once it has closed */
 	struct status status; /* reads the fields above */
 	rlim_t fd_limit;      /* the soft RLIMIT_NOFILE, raised at start */
 	bool stopping;
@@ -391,12 +393,40 @@ static void backup_closed(void *arg)
 	maybe_exit(arg);
 }
 
+static int start_outbox(struct daemon *d);
+
 static void outbox_closed(void *arg)
 {
 	struct daemon *d = arg;
 
 	d->outbox = NULL;
+	d->outbox_closing = false;
+	if (d->outbox_restart && !d->stopping) {
+		d->outbox_restart = false;
+		start_outbox(d);
+	}
 	maybe_exit(d);
+}
+
+static void stop_outbox(struct daemon *d)
+{
+	if (d->outbox && !d->outbox_closing) {
+		d->outbox_closing = true;
+		outbox_stop(d->outbox, outbox_closed, d);
+	}
+}
+
+/* A reload: the outbox's sinks (providers, tokens, targets) are made anew
+ * from the new configuration once the old outbox has closed; a transfer it
+ * abandons is sent again, under the same delivery id. */
+static void restart_outbox(struct daemon *d)
+{
+	if (!d->outbox) {
+		start_outbox(d);
+		return;
+	}
+	d->outbox_restart = true;
+	stop_outbox(d);
 }
 
 static void http_closed(void *arg)
@@ -510,6 +540,7 @@ static void reload(struct daemon *d)
 	d->backup.interval_ms = next.backup_interval_ms;
 	config_done(&d->cfg);
 	d->cfg = next;
+	restart_outbox(d);
 	log_info("configuration reloaded: %zu repositories", d->nwatches);
 	notify_ready();
 	update_status(d);
@@ -539,8 +570,7 @@ static void stop(struct daemon *d, const char *why)
 	if (d->control)
 		control_close(d->control, control_closed, d);
 	backup_stop(&d->backup, backup_closed, d);
-	if (d->outbox)
-		outbox_stop(d->outbox, outbox_closed, d);
+	stop_outbox(d);
 	while (d->nwatches > 0)
 		remove_watch(d, d->nwatches - 1);
 	uv_timer_start(&d->grace, grace_cb, d->cfg.shutdown_grace_ms, 0);

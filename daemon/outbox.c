@@ -47,7 +47,10 @@ struct sink {
 	struct forge_status status;
 	struct forge_notify notify;
 	char *states;	  /* ",succeeded,failed," */
-	char *project;	  /* owned copy behind status.project */
+	/* owned copies behind status and notify: a reload frees the config
+	 * while this outbox may still be closing */
+	char *project, *url, *api_url, *dashboard_url;
+	char *secret; /* the token or the signing secret, wiped when freed */
 	enum sink_state state;
 	bool woken;	  /* a commit came while loading: look again */
 	uv_work_t work;
@@ -116,6 +119,12 @@ static void release(struct outbox *o)
 		free(s->what);
 		free(s->states);
 		free(s->project);
+		free(s->url);
+		free(s->api_url);
+		free(s->dashboard_url);
+		if (s->secret)
+			explicit_bzero(s->secret, strlen(s->secret));
+		free(s->secret);
 	}
 	free(o->sinks);
 	if (o->closed)
@@ -442,9 +451,12 @@ static void add_notify(struct outbox *o, const struct config_notify *n, const ch
 	s->what = xasprintf("notification target %zu (%s)%s%s", index + 1, host,
 			    repo ? " of " : "", repo ? repo : "");
 	s->provider = PROVIDER_NOTIFY;
-	s->notify.url = n->url;
-	s->notify.secret = n->secret;
-	s->notify.dashboard_url = dashboard;
+	s->url = xstrdup(n->url);
+	s->secret = n->secret ? xstrdup(n->secret) : NULL;
+	s->dashboard_url = dashboard ? xstrdup(dashboard) : NULL;
+	s->notify.url = s->url;
+	s->notify.secret = s->secret;
+	s->notify.dashboard_url = s->dashboard_url;
 	s->states = states_of(&n->events);
 }
 
@@ -452,6 +464,7 @@ static void add_status(struct outbox *o, const struct config_repo *r, const char
 {
 	struct sink *s = &o->sinks[o->nsinks++];
 	enum forge_provider p = FORGE_GITHUB;
+	const char *api;
 
 	forge_provider_parse(r->status_provider, &p);
 	s->name = xasprintf("status:%s", r->name);
@@ -460,10 +473,14 @@ static void add_status(struct outbox *o, const struct config_repo *r, const char
 	s->provider = (int)p;
 	s->project = config_status_project(r);
 	s->status.provider = p;
-	s->status.api_url = r->status_api_url ? r->status_api_url : forge_default_api(p);
+	api = r->status_api_url ? r->status_api_url : forge_default_api(p);
+	s->api_url = xstrdup(api ? api : ""); /* gitea has none: the config refused that */
+	s->secret = r->status_token ? xstrdup(r->status_token) : NULL;
+	s->dashboard_url = dashboard ? xstrdup(dashboard) : NULL;
+	s->status.api_url = s->api_url;
 	s->status.project = s->project ? s->project : "";
-	s->status.token = r->status_token;
-	s->status.dashboard_url = dashboard;
+	s->status.token = s->secret;
+	s->status.dashboard_url = s->dashboard_url;
 	s->states = xstrdup(forge_sink_states(p));
 }
 

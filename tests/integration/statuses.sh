@@ -88,8 +88,9 @@ ordered() {
 	P
 }
 
-# github_only: kilnd reporting one repository's statuses to the GitHub stand-in
-github_only() {
+# github_config [PORT]: kilnd.yaml for one repository's statuses to the
+# GitHub stand-in (or whatever listens on PORT)
+github_config() {
 	cat >kilnd.yaml <<-Y
 	state_dir: $PWD/state
 	builds: {dry_run: true}
@@ -98,8 +99,13 @@ github_only() {
 	  - name: gh
 	    url: $PWD/origin.git
 	    poll_interval: 300ms
-	    status: {provider: github, api_url: "http://127.0.0.1:$GITHUB_PORT", token_file: token, project: team/images}
+	    status: {provider: github, api_url: "http://127.0.0.1:${1:-$GITHUB_PORT}", token_file: token, project: team/images}
 	Y
+}
+
+# github_only: kilnd reporting one repository's statuses to the GitHub stand-in
+github_only() {
+	github_config
 	start_kilnd
 	wait_for 10 grep -q "first seen" kilnd.log || fail "no first poll"
 }
@@ -223,6 +229,32 @@ t_refused() {
 	contains "$OUT" "last refused: HTTP 401: stand-in says 401"
 	expect_rc 0 "$KILN" status --json
 	contains "$OUT" '"reporting_error": "HTTP 401: stand-in says 401"'
+	no_token_anywhere
+}
+
+# a reload takes the new status settings (the outbox is made anew from
+# them, the old one closed), also twice in a row
+t_reload() {
+	origin
+	forge github
+	github_config "$(free_port)" # nothing listens there: every send retries
+	start_kilnd
+	wait_for 10 grep -q "first seen" kilnd.log || fail "no first poll"
+	sha=$(push_change two)
+	unsent() { [ "$(db "SELECT count(*) FROM outbox WHERE state = 'succeeded' AND done IS NULL")" = 2 ]; }
+	wait_for 15 unsent || fail "no unsent successes"
+	github_config
+	reloaded() { [ "$(grep -c 'configuration reloaded' kilnd.log)" = "$1" ]; }
+	kill -HUP "$KPID"
+	wait_for 5 reloaded 1 || fail "no reload"
+	kill -HUP "$KPID" # (signals sent at once may arrive as one)
+	wait_for 5 reloaded 2 || fail "no second reload"
+	for ctx in kiln/a kiln/b; do
+		got() { [ "$(states github "$sha" $ctx | awk '{print $NF}')" = success ]; }
+		wait_for 15 got || fail "$ctx after the reload: '$(states github "$sha" $ctx)'"
+	done
+	kill -0 "$KPID" || fail "kilnd died at a reload: $(tail -5 kilnd.log)"
+	no_check_failed github
 	no_token_anywhere
 }
 
