@@ -291,11 +291,38 @@ size_t dashboard_auth_users(const struct dashboard_auth *a)
 	return a ? a->n : 0;
 }
 
+#define CRYPT_ALPHABET "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+/* A whole bcrypt or sha-crypt hash, by its shape: a cut or mangled one
+ * would otherwise only show as a password that never matches. */
 static bool supported_hash(const char *h)
 {
-	return (strncmp(h, "$2b$", 4) == 0 || strncmp(h, "$2y$", 4) == 0 ||
-		strncmp(h, "$5$", 3) == 0 || strncmp(h, "$6$", 3) == 0) &&
-	       crypt_checksalt(h) == CRYPT_SALT_OK;
+	size_t len = strlen(h), n;
+	const char *p;
+
+	if (len == 0 || strspn(h, CRYPT_ALPHABET "$=") != len)
+		return false;
+	if (crypt_checksalt(h) != CRYPT_SALT_OK && crypt_checksalt(h) != CRYPT_SALT_METHOD_LEGACY)
+		return false;
+	if (strncmp(h, "$2b$", 4) == 0 || strncmp(h, "$2y$", 4) == 0)
+		/* $2b$NN$ then 22 characters of salt and 31 of hash */
+		return len == 60 && h[4] >= '0' && h[4] <= '3' && h[5] >= '0' && h[5] <= '9' &&
+		       h[6] == '$' && strspn(h + 7, CRYPT_ALPHABET) == 53;
+	if (strncmp(h, "$5$", 3) != 0 && strncmp(h, "$6$", 3) != 0)
+		return false;
+	/* $5$[rounds=N$]salt$hash: 43 characters for SHA-256, 86 for SHA-512 */
+	p = h + 3;
+	if (strncmp(p, "rounds=", 7) == 0) {
+		n = strspn(p + 7, "0123456789");
+		if (n == 0 || p[7 + n] != '$')
+			return false;
+		p += 7 + n + 1;
+	}
+	n = strspn(p, CRYPT_ALPHABET);
+	if (n > 16 || p[n] != '$')
+		return false;
+	p += n + 1;
+	return strlen(p) == (h[1] == '5' ? 43u : 86u) && strspn(p, CRYPT_ALPHABET) == strlen(p);
 }
 
 /* One line (without its newline): a user or an error naming path:line. */
@@ -305,7 +332,7 @@ static int auth_line(struct dashboard_auth *a, char *line, const char *path, uns
 	size_t len = strlen(line);
 	char *colon;
 
-	if (len && line[len - 1] == '\r')
+	while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
 		line[--len] = '\0';
 	if (len == 0 || line[0] == '#')
 		return 0;
