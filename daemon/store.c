@@ -88,6 +88,12 @@ static const char *const migrations[] = {
      " WHERE handled = 0;"),
     /* 6: which builder built it (classic, buildkit) */
     "ALTER TABLE builds ADD COLUMN builder TEXT;",
+    /* 7: the dashboard's filters, each walked newest first: a page of 50
+     * builds of one repository, folder or image reference reads about 50
+     * index entries instead of scanning (or sorting) a long history */
+    ("CREATE INDEX builds_by_repository ON builds (repository, id);"
+     "CREATE INDEX builds_by_path ON builds (path, id);"
+     "CREATE INDEX builds_by_reference ON builds (image, id);"),
 };
 
 static const char *const state_names[] = {"queued", "running",	 "succeeded",
