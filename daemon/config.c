@@ -579,7 +579,7 @@ const struct config_key config_keys[] = {
      .help = "group also allowed to `trigger` and `cancel`"},
     {SECTION("", "dashboard", parse_section), .help = "the web dashboard (see *Dashboard*)"},
     {SUB("dashboard", "auth_file", CONFIG_FILE, parse_readable_file, dashboard_auth_file),
-     .help = "htpasswd-style `user:hash` lines (bcrypt `$2b$`/`$2y$`, sha-crypt `$5$`/`$6$`): "
+     .secret = true, .help = "htpasswd-style `user:hash` lines (bcrypt `$2b$`/`$2y$`, sha-crypt `$5$`/`$6$`): "
 	     "the dashboard asks for HTTP Basic authentication; read at start and at a reload; "
 	     "unset: no authentication"},
     {TOP("shutdown_grace", CONFIG_DURATION, parse_duration, shutdown_grace_ms), .def = "30s",
