@@ -473,6 +473,7 @@ static void page_begin(struct buf *b, const char *title, const char *current)
 	buf_puts(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
 		    "<meta name=\"viewport\" content=\"width=device-width\">"
 		    "<link rel=\"stylesheet\" href=\"/static/dashboard.css\">"
+		    "<link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\">"
 		    "<script src=\"/static/dashboard.js\" defer></script><title>");
 	esc(b, title);
 	buf_puts(b, " · kiln</title></head><body><header><span class=\"brand\">kiln</span><nav>");
