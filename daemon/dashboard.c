@@ -146,17 +146,6 @@ void dashboard_ansi_text(struct buf *b, const char *s, size_t len)
 
 /* ---- the query string ---- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes s[0..len) into out (size bytes with the NUL). */
 static int url_decode(const char *s, size_t len, char *out, size_t size, const char *key,
 		      struct kiln_err *err)
@@ -168,11 +157,10 @@ static int url_decode(const char *s, size_t len, char *out, size_t size, const c
 		if (c == '+') {
 			c = ' ';
 		} else if (c == '%') {
-			int hi = i + 2 < len ? hexval(s[i + 1]) : -1;
-			int lo = hi >= 0 ? hexval(s[i + 2]) : -1;
-			if (hi < 0 || lo < 0)
+			unsigned char byte;
+			if (i + 2 >= len || sig_hex_decode(s + i + 1, 2, &byte, 1) < 0)
 				return kiln_err_set(err, -EINVAL, "'%s': bad %%-escape", key);
-			c = (char)(hi << 4 | lo);
+			c = (char)byte;
 			i += 2;
 			if (c == '\0')
 				return kiln_err_set(err, -EINVAL, "'%s': contains NUL", key);
@@ -517,7 +505,7 @@ static void duration(struct buf *b, int64_t s)
 		buf_printf(b, "%" PRId64 "h %02" PRId64 "m", s / 3600, s / 60 % 60);
 }
 
-/* Percent-encodes s for a query value, then escapes for an attribute. */
+/* Percent-encodes s for a query value: what is left needs no HTML escaping. */
 static void url_value(struct buf *b, const char *s)
 {
 	for (; *s; s++) {
@@ -674,29 +662,28 @@ static void filter_form(struct buf *b, const struct dashboard_query *q)
 	buf_puts(b, "</select></label> <button type=\"submit\">filter</button></form>\n");
 }
 
+/* The builds page with q's filters and a cursor (0: none), for an href. */
 static void filter_link(struct buf *b, const struct dashboard_query *q, int64_t before)
 {
-	char sep = '?';
+	const char *sep = "?";
 
 	buf_puts(b, "/builds");
 	if (q->repo[0]) {
-		buf_printf(b, "%crepository=", sep);
+		buf_printf(b, "%srepository=", sep);
 		url_value(b, q->repo);
-		sep = '&';
+		sep = "&amp;";
 	}
 	if (q->image[0]) {
-		buf_printf(b, "%s%cimage=", sep == '&' ? "&amp" : "", sep == '&' ? ';' : '?');
+		buf_printf(b, "%simage=", sep);
 		url_value(b, q->image);
-		sep = '&';
+		sep = "&amp;";
 	}
 	if (q->state[0]) {
-		buf_printf(b, "%s%cstate=%s", sep == '&' ? "&amp" : "", sep == '&' ? ';' : '?',
-			   q->state);
-		sep = '&';
+		buf_printf(b, "%sstate=%s", sep, q->state); /* one of valid_state's */
+		sep = "&amp;";
 	}
 	if (before)
-		buf_printf(b, "%s%cbefore=%" PRId64, sep == '&' ? "&amp" : "",
-			   sep == '&' ? ';' : '?', before);
+		buf_printf(b, "%sbefore=%" PRId64, sep, before);
 }
 
 static void build_row(struct buf *b, const struct store_build_row *r)
@@ -807,7 +794,7 @@ static int read_log(const char *path, int64_t offset, size_t max, bool cut, stru
 	chunk = xmalloc(max);
 	got = fread(chunk, 1, max, f);
 	keep = got;
-	if (cut && from + (int64_t)got < size + 1) {
+	if (cut) {
 		/* a line still being written waits for its end */
 		while (keep > 0 && chunk[keep - 1] != '\n')
 			keep--;

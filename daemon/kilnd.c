@@ -208,26 +208,6 @@ static void http_headers(struct http_request *req, void *arg)
 	webhook_headers(req, &d->webhook);
 }
 
-static void dash_status(json_t *o, void *arg)
-{
-	struct daemon *d = arg;
-	status_json(&d->status, o);
-}
-
-static int dash_health(json_t *o, void *arg)
-{
-	struct daemon *d = arg;
-	return status_health_json(&d->status, o);
-}
-
-static char *dash_log_path(int64_t id, void *arg)
-{
-	struct daemon *d = arg;
-	return builder_log_path(&d->builder, id);
-}
-
-static const struct dashboard_ops dash_ops = {dash_status, dash_health, dash_log_path};
-
 /* dashboard.auth_file into the dashboard: at start (an error stops it) and
  * at a reload (an error keeps the users in force). */
 static int load_dashboard_auth(struct daemon *d, const struct config *cfg)
@@ -421,6 +401,9 @@ static int ctl_cancel_running(int64_t id, void *arg)
 	struct daemon *d = arg;
 	return builder_cancel(&d->builder, id);
 }
+
+/* the dashboard reads what the status socket answers */
+static const struct dashboard_ops dash_ops = {ctl_status, ctl_health, ctl_log_path};
 
 static const struct control_ops ctl_ops = {
     .status = ctl_status,
