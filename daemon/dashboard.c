@@ -1091,6 +1091,8 @@ static void page_after(uv_work_t *w, int status)
 	struct dashboard *db = pg->db;
 
 	(void)status;
+	if (pg->authorization)
+		db->checking--;
 	/* accepted under the table still in force: remembered */
 	if (pg->authorization && pg->authed && pg->auth == db->auth) {
 		memcpy(db->ok[db->next_ok], pg->digest, 32);
@@ -1153,6 +1155,12 @@ void dashboard_handle(struct http_request *req, void *arg)
 			return;
 		}
 		digest_of(authz, pg->digest);
+		if (!cached_ok(db, pg->digest) && db->checking >= DASHBOARD_CHECKS_MAX) {
+			buf_puts(&pg->headers, "Retry-After: 1\r\n");
+			page_error(pg, 503, "too many password checks at once: try again");
+			page_answer(pg);
+			return;
+		}
 		if (!cached_ok(db, pg->digest)) {
 			pg->auth = dashboard_auth_ref(db->auth);
 			pg->authorization = xstrdup(authz);
@@ -1176,5 +1184,8 @@ void dashboard_handle(struct http_request *req, void *arg)
 	if (r < 0) {
 		page_error(pg, 503, "busy");
 		page_answer(pg);
+		return;
 	}
+	if (pg->authorization)
+		db->checking++;
 }

@@ -26,6 +26,9 @@
 #define DASHBOARD_AUTH_USERS_MAX 10000u
 #define DASHBOARD_AUTH_CACHE	 16u /* Authorization values recently accepted */
 #define DASHBOARD_FOLLOW_MS	 500u /* the live log's pace: kiln logs -f's */
+/* Password checks on workers at once: each costs a bcrypt, and libuv's 4
+ * workers also fetch and write the state; past it, 503 */
+#define DASHBOARD_CHECKS_MAX 2u
 
 /* Files embedded at build time (dashboard_assets.c, made by CMake). */
 struct dashboard_asset {
@@ -69,6 +72,7 @@ struct dashboard {
 	 * requests (and the live log's every 500 ms) do not each pay bcrypt */
 	unsigned char ok[DASHBOARD_AUTH_CACHE][32];
 	unsigned nok, next_ok;
+	unsigned checking; /* password checks queued or on a worker */
 };
 
 void dashboard_init(struct dashboard *db, uv_loop_t *loop, struct store *store,

@@ -188,8 +188,20 @@ t_auth() {
 	origin origin.git
 	htpasswd -nbB -C 5 alice 'in wonderland' >users || fail "htpasswd failed"
 	echo "bob:$(openssl passwd -6 'b0b:secret')" >>users
+	htpasswd -nbB -C 12 slow 'the slow one' | head -1 >>users
 	start ", dashboard: true" "dashboard: {auth_file: $PWD/users}"
-	grep -q "dashboard: 2 users from" kilnd.log || fail "users not read: $(tail -3 kilnd.log)"
+	grep -q "dashboard: 3 users from" kilnd.log || fail "users not read: $(tail -3 kilnd.log)"
+	# password checks at once are capped (DASHBOARD_CHECKS_MAX, 2): a burst
+	# of guesses at a costly hash gets 503s, not the whole worker pool
+	local pids=""
+	for i in 1 2 3 4 5 6; do
+		code / -u "slow:guess $i" >"burst.$i" &
+		pids="$pids $!"
+	done
+	# shellcheck disable=SC2086 # one pid a word; a bare wait would wait for kilnd
+	wait $pids
+	[ "$(cat burst.* | grep -c 503)" -ge 1 ] || fail "no 503 in a burst of checks: $(cat burst.*)"
+	grep -q 200 burst.* && fail "a guess let in"
 	get /
 	grep -q '^HTTP/1.1 401' headers.out || fail "no 401 without credentials"
 	grep -qi '^WWW-Authenticate: Basic realm="kiln"' headers.out || fail "no Basic challenge"
@@ -205,6 +217,7 @@ t_auth() {
 	[ "$(code / -u 'alice:wrong')" = 401 ] || fail "a wrong password let in the second time"
 	# not for webhooks and health
 	[ "$(code /healthz)" = 200 ] || fail "/healthz asks for the dashboard's password"
+	[ "$(code / -u 'slow:the slow one')" = 200 ] || fail "the slow user refused after the burst"
 	# a reload reads the file again: bob gone
 	htpasswd -nbB -C 5 alice 'in wonderland' >users
 	kill -HUP "$KPID"
