@@ -273,6 +273,19 @@ static unsigned http_conn_cap(const struct daemon *d, unsigned ceiling)
 	return cap;
 }
 
+/* The listen section's limits, for either listener. */
+static void http_opts(struct daemon *d, struct http_server_opts *o)
+{
+	http_server_default_opts(o);
+	o->conn_max = http_conn_cap(d, o->conn_max);
+	o->header_timeout_ms = d->cfg.header_timeout_ms;
+	o->body_timeout_ms = d->cfg.body_timeout_ms;
+	o->idle_timeout_ms = d->cfg.idle_timeout_ms;
+	o->first_byte_timeout_ms = d->cfg.first_byte_timeout_ms;
+	o->conn_per_client_max = d->cfg.conns_per_client;
+	o->bodies_max = d->cfg.bodies_max;
+}
+
 static int start_http(struct daemon *d)
 {
 	struct http_server_opts o;
@@ -281,14 +294,7 @@ static int start_http(struct daemon *d)
 
 	if (d->cfg.listen_http.n == 0 && nfds <= 0)
 		return 0;
-	http_server_default_opts(&o);
-	o.conn_max = http_conn_cap(d, o.conn_max);
-	o.header_timeout_ms = d->cfg.header_timeout_ms;
-	o.body_timeout_ms = d->cfg.body_timeout_ms;
-	o.idle_timeout_ms = d->cfg.idle_timeout_ms;
-	o.first_byte_timeout_ms = d->cfg.first_byte_timeout_ms;
-	o.conn_per_client_max = d->cfg.conns_per_client;
-	o.bodies_max = d->cfg.bodies_max;
+	http_opts(d, &o);
 	o.headers = http_headers;
 	http_server_new(d->loop, &o, http_handle, d, &d->http);
 	for (int i = 0; i < nfds; i++) {
@@ -313,14 +319,7 @@ static int start_dashboard_http(struct daemon *d)
 
 	if (d->cfg.listen_dashboard_http == NULL)
 		return 0;
-	http_server_default_opts(&o);
-	o.conn_max = http_conn_cap(d, o.conn_max);
-	o.header_timeout_ms = d->cfg.header_timeout_ms;
-	o.body_timeout_ms = d->cfg.body_timeout_ms;
-	o.idle_timeout_ms = d->cfg.idle_timeout_ms;
-	o.first_byte_timeout_ms = d->cfg.first_byte_timeout_ms;
-	o.conn_per_client_max = d->cfg.conns_per_client;
-	o.bodies_max = d->cfg.bodies_max;
+	http_opts(d, &o);
 	o.body_max = 64u << 10; /* read-only: a body is read only to answer 405 */
 	http_server_new(d->loop, &o, dashboard_handle, &d->dashboard, &d->dash_http);
 	if (http_server_listen(d->dash_http, d->cfg.listen_dashboard_http, &err) < 0)
