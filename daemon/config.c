@@ -567,6 +567,12 @@ const struct config_key config_keys[] = {
     {SUB("listen", "http", CONFIG_LIST, parse_strv, listen_http),
      .help = "webhook, `/healthz` and `/metrics` listener addresses: `127.0.0.1:8080`, "
 	     "`[::1]:8080`, `:8080`; changes take effect at the next start"},
+    {SUB("listen", "dashboard", CONFIG_BOOL, parse_bool, listen_dashboard), .def = "false",
+     .help = "true: serve the read-only web dashboard on the `listen.http` addresses too (see "
+	     "*Dashboard*)"},
+    {SUB("listen", "dashboard_http", CONFIG_STRING, parse_string, listen_dashboard_http),
+     .help = "an address of its own for the dashboard (as in `listen.http`), served whether "
+	     "or not `listen.dashboard` is set; changes take effect at the next start"},
     {SUB("listen", "header_timeout", CONFIG_DURATION, parse_duration, header_timeout_ms),
      .min = POLL_MIN_MS, .def = "10s",
      .help = "from a request's first byte to its last header; a connection over a deadline is "
@@ -592,6 +598,14 @@ const struct config_key config_keys[] = {
      .help = "group allowed to read over the status socket"},
     {SUB("listen", "admin_group", CONFIG_STRING, parse_group, admin_group),
      .help = "group also allowed to `trigger` and `cancel`"},
+    {SECTION("", "dashboard", parse_section), .help = "the web dashboard (see *Dashboard*)"},
+    {SUB("dashboard", "auth_file", CONFIG_FILE, parse_readable_file, dashboard_auth_file),
+     .secret = true, .help = "htpasswd-style `user:hash` lines (bcrypt `$2b$`/`$2y$`, sha-crypt `$5$`/`$6$`): "
+	     "the dashboard asks for HTTP Basic authentication; read at start and at a reload; "
+	     "unset: no authentication"},
+    {SUB("dashboard", "url", CONFIG_STRING, parse_http_url, dashboard_url),
+     .help = "the dashboard's public base URL: commit statuses link to `URL/builds/ID`, "
+	     "notifications carry it as `log_url`; unset: no links"},
     {TOP("shutdown_grace", CONFIG_DURATION, parse_duration, shutdown_grace_ms), .def = "30s",
      .help = "how long SIGTERM waits for work in flight"},
     {SECTION("", "health", parse_section),
@@ -603,10 +617,6 @@ const struct config_key config_keys[] = {
 	     "reason"},
     {SUB("health", "min_free_space", CONFIG_SIZE, parse_size, health_min_free_bytes), .def = "1G",
      .help = "less free space than this in `state_dir` is a reason; `0`: not checked"},
-    {SECTION("", "dashboard", parse_section), .help = "the web dashboard"},
-    {SUB("dashboard", "url", CONFIG_STRING, parse_http_url, dashboard_url),
-     .help = "the dashboard's public base URL: commit statuses link to `URL/builds/ID`, "
-	     "notifications carry it as `log_url`; unset: no links"},
     {TOP("notify", CONFIG_LIST, parse_notify, notify),
      .help = "notification targets for every repository: a signed JSON `POST` per build end "
 	     "(see *Notifications*)"},
@@ -1111,6 +1121,8 @@ void config_done(struct config *c)
 	}
 	free(c->registries);
 	strv_done(&c->listen_http);
+	free(c->listen_dashboard_http);
+	free(c->dashboard_auth_file);
 	free(c->status_socket);
 	free(c->status_group);
 	free(c->admin_group);

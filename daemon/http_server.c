@@ -332,9 +332,11 @@ static void after_write(uv_write_t *w, int status)
 	free(wr);
 }
 
-/* close_why: close once written, saying why; NULL: keep the connection. */
-static void send_response(struct http_conn *c, int status, const char *ctype, const char *body,
-			  size_t len, const char *close_why)
+/* close_why: close once written, saying why; NULL: keep the connection.
+ * extra: more header lines, each ending in CRLF (NULL: none); no_body: a
+ * HEAD's answer, which says the body's length but leaves it out. */
+static void send_response(struct http_conn *c, int status, const char *ctype, const char *extra,
+			  const char *body, size_t len, bool no_body, const char *close_why)
 {
 	struct buf b = {0};
 	struct write_req *wr;
@@ -347,8 +349,10 @@ static void send_response(struct http_conn *c, int status, const char *ctype, co
 		   close_why ? "close" : "keep-alive");
 	if (status == 503 && c->reject == 503) /* no room for the body now: come back */
 		buf_printf(&b, "Retry-After: %u\r\n", HTTP_RETRY_AFTER_S);
+	if (extra)
+		buf_puts(&b, extra);
 	buf_puts(&b, "\r\n");
-	if (len)
+	if (len && !no_body)
 		buf_append(&b, body, len);
 	wr = xcalloc(1, sizeof(*wr));
 	wr->c = c;
@@ -370,11 +374,17 @@ static void reject(struct http_conn *c, int status, const char *msg)
 	reading(c, false);
 	uv_timer_stop(&c->timer);
 	c->st = CONN_CLOSING; /* read nothing more; closed once written */
-	send_response(c, status, NULL, msg, strlen(msg), "request refused");
+	send_response(c, status, NULL, NULL, msg, strlen(msg), false, "request refused");
 }
 
 void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
 		  size_t len)
+{
+	http_respond_headers(req, status, content_type, NULL, body, len);
+}
+
+void http_respond_headers(struct http_request *req, int status, const char *content_type,
+			  const char *headers, const char *body, size_t len)
 {
 	struct http_conn *c = req->conn;
 	const char *close_why;
@@ -391,7 +401,8 @@ void http_respond(struct http_request *req, int status, const char *content_type
 		    : !c->keep_alive ? "answered, not keep-alive"
 				     : NULL;
 	/* body may point into req (an echo): send before freeing */
-	send_response(c, status, content_type, body, len, close_why);
+	send_response(c, status, content_type, headers, body, len,
+		      req->method && strcmp(req->method, "HEAD") == 0, close_why);
 	request_free(req);
 	if (close_why) {
 		c->st = CONN_CLOSING;

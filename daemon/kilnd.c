@@ -26,6 +26,7 @@
 #include "kiln/builder.h"
 #include "kiln/config.h"
 #include "kiln/control.h"
+#include "kiln/dashboard.h"
 #include "kiln/log.h"
 #include "kiln/metrics.h"
 #include "kiln/notify.h"
@@ -75,6 +76,8 @@ struct daemon {
 	uv_timer_t watchdog, grace;
 	uv_timer_t trim;	  /* malloc_trim once a burst of work is over */
 	struct http_server *http; /* NULL: no listener */
+	struct http_server *dash_http; /* listen.dashboard_http; NULL: none */
+	struct dashboard dashboard;
 	struct control *control;  /* NULL: closed */
 	struct webhook webhook;
 	struct metrics *metrics;
@@ -115,8 +118,8 @@ static void trim_later(struct daemon *d)
 static void maybe_exit(struct daemon *d)
 {
 	if (!d->stopping || d->closing > 0 || d->recording > 0 || d->nwatches > 0 ||
-	    d->builder.running > 0 || d->http || d->control || d->backup.state != BACKUP_CLOSED ||
-	    d->outbox)
+	    d->builder.running > 0 || d->http || d->dash_http || d->control ||
+	    d->backup.state != BACKUP_CLOSED || d->outbox)
 		return;
 	log_info("all work finished; exiting");
 	uv_stop(d->loop);
@@ -191,6 +194,45 @@ static int hook_health(struct buf *json, void *arg)
 
 static const struct webhook_ops hook_ops = {hook_trigger, hook_health};
 
+/* listen.http's requests: the dashboard's paths when listen.dashboard is on
+ * (read at each request, so a reload turns it on or off), else webhooks,
+ * /healthz and /metrics. */
+static void http_handle(struct http_request *req, void *arg)
+{
+	struct daemon *d = arg;
+
+	if (d->cfg.listen_dashboard && dashboard_path(req->path))
+		dashboard_handle(req, &d->dashboard);
+	else
+		webhook_handle(req, &d->webhook);
+}
+
+static void http_headers(struct http_request *req, void *arg)
+{
+	struct daemon *d = arg;
+	webhook_headers(req, &d->webhook);
+}
+
+/* dashboard.auth_file into the dashboard: at start (an error stops it) and
+ * at a reload (an error keeps the users in force). */
+static int load_dashboard_auth(struct daemon *d, const struct config *cfg)
+{
+	struct dashboard_auth *a = NULL;
+	struct kiln_err err = {0};
+
+	if (cfg->dashboard_auth_file &&
+	    dashboard_auth_load(cfg->dashboard_auth_file, &a, &err) < 0)
+		return log_error_errno(err.code, "dashboard.auth_file: %s", err.msg);
+	if (a)
+		log_info("dashboard: %zu user%s from '%s'", dashboard_auth_users(a),
+			 dashboard_auth_users(a) == 1 ? "" : "s", cfg->dashboard_auth_file);
+	else if (cfg->listen_dashboard || cfg->listen_dashboard_http)
+		log_warning("dashboard: no dashboard.auth_file, so anyone who reaches the "
+			    "listener may read it");
+	dashboard_set_auth(&d->dashboard, a);
+	return 0;
+}
+
 /* The soft limit on open files up to the hard one: systemd's default soft
  * limit (1024) is for programs that use select(2), and kilnd does not. */
 static rlim_t raise_fd_limit(void)
@@ -236,6 +278,19 @@ static unsigned http_conn_cap(const struct daemon *d, unsigned ceiling)
 	return cap;
 }
 
+/* The listen section's limits, for either listener. */
+static void http_opts(struct daemon *d, struct http_server_opts *o)
+{
+	http_server_default_opts(o);
+	o->conn_max = http_conn_cap(d, o->conn_max);
+	o->header_timeout_ms = d->cfg.header_timeout_ms;
+	o->body_timeout_ms = d->cfg.body_timeout_ms;
+	o->idle_timeout_ms = d->cfg.idle_timeout_ms;
+	o->first_byte_timeout_ms = d->cfg.first_byte_timeout_ms;
+	o->conn_per_client_max = d->cfg.conns_per_client;
+	o->bodies_max = d->cfg.bodies_max;
+}
+
 static int start_http(struct daemon *d)
 {
 	struct http_server_opts o;
@@ -244,16 +299,9 @@ static int start_http(struct daemon *d)
 
 	if (d->cfg.listen_http.n == 0 && nfds <= 0)
 		return 0;
-	http_server_default_opts(&o);
-	o.conn_max = http_conn_cap(d, o.conn_max);
-	o.header_timeout_ms = d->cfg.header_timeout_ms;
-	o.body_timeout_ms = d->cfg.body_timeout_ms;
-	o.idle_timeout_ms = d->cfg.idle_timeout_ms;
-	o.first_byte_timeout_ms = d->cfg.first_byte_timeout_ms;
-	o.conn_per_client_max = d->cfg.conns_per_client;
-	o.bodies_max = d->cfg.bodies_max;
-	o.headers = webhook_headers;
-	http_server_new(d->loop, &o, webhook_handle, &d->webhook, &d->http);
+	http_opts(d, &o);
+	o.headers = http_headers;
+	http_server_new(d->loop, &o, http_handle, d, &d->http);
 	for (int i = 0; i < nfds; i++) {
 		if (http_server_adopt(d->http, SD_LISTEN_FDS_START + i, &err) < 0)
 			return log_error_errno(err.code, "%s", err.msg);
@@ -264,6 +312,24 @@ static int start_http(struct daemon *d)
 			return log_error_errno(err.code, "listen.http: %s", err.msg);
 		log_info("listening on http://%s", d->cfg.listen_http.v[i]);
 	}
+	return 0;
+}
+
+/* listen.dashboard_http: the same server code, the dashboard only, with
+ * the same limits as listen.http. */
+static int start_dashboard_http(struct daemon *d)
+{
+	struct http_server_opts o;
+	struct kiln_err err = {0};
+
+	if (d->cfg.listen_dashboard_http == NULL)
+		return 0;
+	http_opts(d, &o);
+	o.body_max = 64u << 10; /* read-only: a body is read only to answer 405 */
+	http_server_new(d->loop, &o, dashboard_handle, &d->dashboard, &d->dash_http);
+	if (http_server_listen(d->dash_http, d->cfg.listen_dashboard_http, &err) < 0)
+		return log_error_errno(err.code, "listen.dashboard_http: %s", err.msg);
+	log_info("dashboard on http://%s", d->cfg.listen_dashboard_http);
 	return 0;
 }
 
@@ -348,6 +414,9 @@ static int ctl_cancel_running(int64_t id, void *arg)
 	struct daemon *d = arg;
 	return builder_cancel(&d->builder, id);
 }
+
+/* the dashboard reads what the status socket answers */
+static const struct dashboard_ops dash_ops = {ctl_status, ctl_health, ctl_log_path};
 
 static const struct control_ops ctl_ops = {
     .status = ctl_status,
@@ -437,6 +506,14 @@ static void http_closed(void *arg)
 	maybe_exit(d);
 }
 
+static void dash_http_closed(void *arg)
+{
+	struct daemon *d = arg;
+
+	d->dash_http = NULL;
+	maybe_exit(d);
+}
+
 static int add_watch(struct daemon *d, const struct config_repo *repo)
 {
 	struct watch *w;
@@ -523,6 +600,12 @@ static void reload(struct daemon *d)
 			    next.state_dir);
 	if (next.listen_http.n != d->cfg.listen_http.n)
 		log_warning("listen.http changed: it takes effect at the next start");
+	if (!(next.listen_dashboard_http == NULL && d->cfg.listen_dashboard_http == NULL) &&
+	    (next.listen_dashboard_http == NULL || d->cfg.listen_dashboard_http == NULL ||
+	     strcmp(next.listen_dashboard_http, d->cfg.listen_dashboard_http) != 0))
+		log_warning("listen.dashboard_http changed: it takes effect at the next start");
+	if (load_dashboard_auth(d, &next) < 0)
+		log_error("dashboard.auth_file: keeping the users read before");
 	for (size_t i = d->nwatches; i-- > 0;) {
 		if (config_repo(&next, d->watches[i]->name) == NULL) {
 			log_info("no longer watching '%s'", d->watches[i]->name);
@@ -567,6 +650,8 @@ static void stop(struct daemon *d, const char *why)
 	builder_drain(&d->builder);
 	if (d->http)
 		http_server_close(d->http, http_closed, d);
+	if (d->dash_http)
+		http_server_close(d->dash_http, dash_http_closed, d);
 	if (d->control)
 		control_close(d->control, control_closed, d);
 	backup_stop(&d->backup, backup_closed, d);
@@ -819,6 +904,7 @@ static void start_reporting(struct daemon *d)
 		    &d->stopping);
 	status_register_metrics(&d->status, d->metrics);
 	webhook_init(&d->webhook, d->loop, d->store, &d->cfg, d->metrics, &hook_ops, d);
+	dashboard_init(&d->dashboard, d->loop, d->store, &dash_ops, d);
 }
 
 /* Commit statuses and notifications: the outbox's sinks are written to the
@@ -896,7 +982,8 @@ static int run(struct daemon *d)
 	started = start_outbox(d) == 0;
 	for (size_t i = 0; started && i < d->cfg.nrepos; i++)
 		started = add_watch(d, &d->cfg.repos[i]) == 0;
-	started = started && start_http(d) == 0 && start_control(d) == 0;
+	started = started && load_dashboard_auth(d, &d->cfg) == 0 && start_http(d) == 0 &&
+		  start_dashboard_http(d) == 0 && start_control(d) == 0;
 	if (started) {
 		ready(d);
 	} else {
@@ -915,6 +1002,7 @@ static int run(struct daemon *d)
 	d->store = store_close(d->store);
 	builder_done(&d->builder);
 	webhook_done(&d->webhook);
+	dashboard_done(&d->dashboard);
 	d->metrics = metrics_free(d->metrics);
 	uv_run(d->loop, UV_RUN_NOWAIT); /* the engine client's handles close */
 	log_info("stopped");

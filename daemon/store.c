@@ -133,6 +133,12 @@ static const char *const migrations[] = {
     " BEGIN " OUTBOX_TRIGGER_BODY " END;"
     "CREATE TRIGGER outbox_build_moved AFTER UPDATE OF state ON builds"
     " WHEN NEW.state IS NOT OLD.state BEGIN " OUTBOX_TRIGGER_BODY " END;",
+    /* 8: the dashboard's filters, each walked newest first: a page of 50
+     * builds of one repository, folder or image reference reads about 50
+     * index entries instead of scanning (or sorting) a long history */
+    ("CREATE INDEX builds_by_repository ON builds (repository, id);"
+     "CREATE INDEX builds_by_path ON builds (path, id);"
+     "CREATE INDEX builds_by_reference ON builds (image, id);"),
 };
 
 static const char *const state_names[] = {"queued", "running",	 "succeeded",
@@ -1370,19 +1376,31 @@ int store_list_builds(struct store *s, const struct store_build_filter *f,
 {
 	sqlite3_stmt *st = NULL;
 	struct store_build_row *rows = NULL;
+	struct buf sql = {0};
 	size_t n = 0, cap = 0;
 	int r = 0, rc;
 
 	*ret = NULL;
 	*ret_n = 0;
 	pthread_mutex_lock(&s->lock);
-	if (sqlite3_prepare_v2(
-		s->db,
-		"SELECT " BUILD_COLUMNS("") " FROM builds"
-		" WHERE (?1 IS NULL OR repository = ?1) AND (?2 IS NULL OR path = ?2)"
-		" AND (?3 IS NULL OR state = ?3) AND (?4 = 0 OR id = ?4)"
-		" ORDER BY id DESC LIMIT ?5",
-		-1, &st, NULL) != SQLITE_OK) {
+	/* Only the filters given are in the statement, so that SQLite can walk
+	 * the index that matches them newest first (a "?1 IS NULL OR" term
+	 * hides every index and scans the whole table for a rare state). */
+	buf_puts(&sql, "SELECT " BUILD_COLUMNS("") " FROM builds WHERE 1");
+	if (f->repo)
+		buf_puts(&sql, " AND repository = ?1");
+	if (f->path)
+		buf_puts(&sql, " AND path = ?2");
+	if (f->state)
+		buf_puts(&sql, " AND state = ?3");
+	if (f->id)
+		buf_puts(&sql, " AND id = ?4");
+	if (f->image)
+		buf_puts(&sql, " AND image = ?6");
+	if (f->before)
+		buf_puts(&sql, " AND id < ?7");
+	buf_puts(&sql, " ORDER BY id DESC LIMIT ?5");
+	if (sqlite3_prepare_v2(s->db, sql.p, -1, &st, NULL) != SQLITE_OK) {
 		r = db_err(s, err, "listing builds");
 		goto out;
 	}
@@ -1392,8 +1410,13 @@ int store_list_builds(struct store *s, const struct store_build_filter *f,
 		sqlite3_bind_text(st, 2, f->path, -1, SQLITE_STATIC);
 	if (f->state)
 		sqlite3_bind_text(st, 3, f->state, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, f->id);
+	if (f->id)
+		sqlite3_bind_int64(st, 4, f->id);
 	sqlite3_bind_int(st, 5, f->limit ? (int)f->limit : 100);
+	if (f->image)
+		sqlite3_bind_text(st, 6, f->image, -1, SQLITE_STATIC);
+	if (f->before)
+		sqlite3_bind_int64(st, 7, f->before);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		struct store_build_row *b;
 		if (n == cap) {
@@ -1408,6 +1431,7 @@ int store_list_builds(struct store *s, const struct store_build_filter *f,
 out:
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&s->lock);
+	buf_done(&sql);
 	if (r < 0) {
 		store_build_rows_free(rows, n);
 		return r;
@@ -1422,6 +1446,60 @@ void store_build_rows_free(struct store_build_row *rows, size_t n)
 	for (size_t i = 0; i < n; i++)
 		build_row_done(&rows[i]);
 	free(rows);
+}
+
+/* The ids one column of build_deps holds where the other is id. */
+static int deps_ids(struct store *s, const char *sql, int64_t id, int64_t **ret, size_t *ret_n,
+		    struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return db_err(s, err, "reading build dependencies");
+	sqlite3_bind_int64(st, 1, id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 8;
+			v = xreallocarray(v, cap, sizeof(*v));
+		}
+		v[n++] = sqlite3_column_int64(st, 0);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		free(v);
+		return db_err(s, err, "reading build dependencies");
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+int store_build_links(struct store *s, int64_t id, int64_t **ret_bases, size_t *ret_nbases,
+		      int64_t **ret_dependents, size_t *ret_ndependents, struct kiln_err *err)
+{
+	int64_t *bases = NULL, *deps = NULL;
+	size_t nb = 0, nd = 0;
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	r = deps_ids(s, "SELECT base FROM build_deps WHERE build = ?1 ORDER BY base", id, &bases,
+		     &nb, err);
+	if (r == 0)
+		r = deps_ids(s, "SELECT build FROM build_deps WHERE base = ?1 ORDER BY build", id,
+			     &deps, &nd, err);
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0) {
+		free(bases);
+		return r;
+	}
+	*ret_bases = bases;
+	*ret_nbases = nb;
+	*ret_dependents = deps;
+	*ret_ndependents = nd;
+	return 0;
 }
 
 int store_cancel(struct store *s, int64_t id, struct kiln_err *err)

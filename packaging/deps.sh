@@ -6,15 +6,18 @@
 # needs dpkg-dev (dpkg-shlibdeps for CPack's Depends:) and lintian, the man page test
 # groff-base and man-db, the RPM test rpm (rpmbuild), the container test
 # debootstrap (its Debian base) and docker-compose (the compose demo), the
-# Podman test podman with runc (crun fails on hybrid-cgroup hosts).
+# Podman test podman with runc (crun fails on hybrid-cgroup hosts), the
+# dashboard's browser test chromium, its driver and python3-selenium.
 set -eu
 
 pkgs="build-essential cmake pkg-config git ca-certificates python3
 libgit2-dev libyaml-dev libjansson-dev libcmocka-dev libuv1-dev libsqlite3-dev libsystemd-dev
-libssl-dev libhttp-parser-dev libcurl4-openssl-dev libarchive-dev libnghttp2-dev curl systemd"
+libssl-dev libhttp-parser-dev libcurl4-openssl-dev libarchive-dev libnghttp2-dev libcrypt-dev
+curl systemd"
 if [ "${1:-}" = --tests ]; then
 	pkgs="$pkgs clang docker-registry busybox-static apache2-utils openssl
-dpkg-dev lintian groff-base man-db rpm debootstrap docker-compose podman"
+dpkg-dev lintian groff-base man-db rpm debootstrap docker-compose podman
+chromium chromium-driver python3-selenium"
 	# a host with Docker's own packages (docker-ce) keeps its engine: Debian's
 	# docker.io would conflict with them
 	command -v dockerd >/dev/null || pkgs="$pkgs docker.io"

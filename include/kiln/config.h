@@ -89,6 +89,9 @@ struct config {
 	struct config_registry *registries;
 	size_t nregistries;
 	struct strv listen_http;
+	bool listen_dashboard;	     /* the dashboard on listen_http too */
+	char *listen_dashboard_http; /* the dashboard's own address; NULL: none */
+	char *dashboard_auth_file;   /* htpasswd-style; NULL: no authentication */
 	char *status_socket;
 	char *status_group; /* may read over the status socket; NULL: root and kilnd's user */
 	char *admin_group;  /* may also trigger and cancel */

@@ -94,6 +94,10 @@ const char *http_header(const struct http_request *req, const char *lname);
 /* Answers and frees req. body may be NULL. */
 void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
 		  size_t len);
+/* The same with more header lines (each ending in "\r\n"; NULL: none). An
+ * answer to HEAD has the Content-Length of body, without the body. */
+void http_respond_headers(struct http_request *req, int status, const char *content_type,
+			  const char *headers, const char *body, size_t len);
 unsigned http_server_conns(const struct http_server *s);
 /* Body bytes held now (see bodies_max). */
 size_t http_server_bodies(const struct http_server *s);

@@ -152,12 +152,18 @@ struct store_build_filter {
 	const char *state; /* NULL: any */
 	int64_t id;	   /* 0: any */
 	unsigned limit;	   /* 0: 100 */
+	const char *image; /* image reference; NULL: any */
+	int64_t before;	   /* only ids below it (a page's cursor); 0: any */
 };
 
 /* Newest first. */
 int store_list_builds(struct store *s, const struct store_build_filter *f,
 		      struct store_build_row **ret, size_t *ret_n, struct kiln_err *err);
 void store_build_rows_free(struct store_build_row *rows, size_t n);
+/* The builds build id waits for (its bases) and those that wait for it, each
+ * ascending; the caller frees both arrays. */
+int store_build_links(struct store *s, int64_t id, int64_t **ret_bases, size_t *ret_nbases,
+		      int64_t **ret_dependents, size_t *ret_ndependents, struct kiln_err *err);
 /* Cancels a queued build: 0, -ENOENT (no such build), -EBUSY (not queued). */
 int store_cancel(struct store *s, int64_t id, struct kiln_err *err);
 /* Queues one build outside any plan (a rebuild); returns its id. */

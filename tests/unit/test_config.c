@@ -367,6 +367,8 @@ static const struct sample {
     {"registries[].username", "bob", "bob"},
     {"registries[].password_file", "reg.token", "pa55"},
     {"listen.http", "[\"127.0.0.1:0\", \":8080\"]", "127.0.0.1:0,:8080"},
+    {"listen.dashboard", "true", "1"},
+    {"listen.dashboard_http", "\"127.0.0.1:8081\"", "127.0.0.1:8081"},
     {"listen.header_timeout", "1s", "1000"},
     {"listen.body_timeout", "2s", "2000"},
     {"listen.idle_timeout", "3s", "3000"},
@@ -376,6 +378,7 @@ static const struct sample {
     {"listen.status_socket", "/s.sock", "/s.sock"},
     {"listen.status_group", NULL, NULL}, /* my_group() */
     {"listen.admin_group", NULL, NULL},
+    {"dashboard.auth_file", "token", NULL}, /* dir/token */
     {"shutdown_grace", "1h", "3600000"},
     {"health.repository_failing_after", "200ms", "200"},
     {"health.min_free_space", "0", "0"},
@@ -611,7 +614,8 @@ static void every_key_parses(void **state)
 		want = s->want ? s->want : yaml;
 		text = yaml_for(k, yaml);
 		got = load_value(k, text);
-		if (strcmp(k->key, "ssh_key_file") == 0 || strcmp(k->key, "file") == 0)
+		if (strcmp(k->key, "ssh_key_file") == 0 || strcmp(k->key, "file") == 0 ||
+		    strcmp(k->key, "auth_file") == 0)
 			assert_non_null(strstr(got, "/token"));
 		else if (strcmp(got, want) != 0)
 			fail_msg("'%s: %s' gave %s, not %s", k->key, yaml, got, want);

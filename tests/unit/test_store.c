@@ -81,7 +81,7 @@ static void lock_and_schema(void **state)
 	assert_int_equal(store_open(d, &s2, &err), -EBUSY);
 	assert_non_null(strstr(err.msg, "another kilnd (pid "));
 	assert_null(s2);
-	assert_int_equal(count(d, "PRAGMA user_version"), 7);
+	assert_int_equal(count(d, "PRAGMA user_version"), 8);
 	s = store_close(s);
 	/* released at close: opens again, schema already current */
 	assert_int_equal(store_open(d, &s, &err), 0);
@@ -635,16 +635,16 @@ static void triggers_and_hints(void **state)
 			 " PRIMARY KEY (repository, id));"
 			 "INSERT INTO deliveries VALUES ('old', 'd-0', 1, 0);"
 			 /* what store_open touches of the other tables (and
-			  * schema 7's outbox triggers read) */
+			  * schema 7's outbox triggers and schema 8's indexes read) */
 			 "CREATE TABLE builds (id INTEGER PRIMARY KEY, repository TEXT,"
-			 " commit_sha TEXT, path TEXT, error TEXT, state TEXT,"
+			 " commit_sha TEXT, path TEXT, image TEXT, error TEXT, state TEXT,"
 			 " started_at INTEGER);"
 			 "PRAGMA user_version = 3;",
 			 NULL, NULL, NULL),
 	    SQLITE_OK);
 	sqlite3_close(db);
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(count(d, "PRAGMA user_version"), 7);
+	assert_int_equal(count(d, "PRAGMA user_version"), 8);
 	assert_int_equal(store_delivery_hint(s, "old", "main", sha, &err), -ENOENT);
 	assert_int_equal(store_record_trigger(s, "images", NULL, &err), 0);
 	assert_int_equal(store_record_trigger(s, "images", "main", &err), 0);

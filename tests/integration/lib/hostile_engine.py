@@ -19,6 +19,9 @@ goes wrong; every other call gets a plausible good answer:
   build_hugeline  one 3 MiB line without a newline, then a good end
   build_nul       NUL bytes and invalid UTF-8 inside stream lines
   build_slow      one line, then nothing for 60 s (a build to interrupt)
+  build_drip      a line every $DRIP_MS ms (default 250) for $DRIP_LINES lines
+                  (default 40), with colour codes and markup in them, then a
+                  good end (a running build whose log grows)
   create_garbage  /containers/create answers 201 with a non-JSON body
   wait_garbage    /containers/{id}/wait answers {} (no StatusCode)
   logs_garbage    /containers/{id}/logs answers frames with lying lengths
@@ -209,6 +212,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
             self.wfile.flush()
             time.sleep(3)
+            for c in good_end:
+                c = c.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(c), c))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if m == "build_drip":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            n, ms = int(os.environ.get("DRIP_LINES", "40")), int(os.environ.get("DRIP_MS", "250"))
+            for i in range(n):
+                line = ('{"stream":"\\u001b[32mdrip %d\\u001b[0m <b id=\\"drip%d\\">x</b>\\n"}\n'
+                        % (i, i)).encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+                time.sleep(ms / 1000)
             for c in good_end:
                 c = c.encode()
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(c), c))

@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# dashboard.sh: the web dashboard over curl (the browser's view is
+# dashboard_browser.sh): served only when enabled, on listen.http or on its
+# own listen.dashboard_http; read-only (405); security headers; HTTP Basic
+# authentication against htpasswd -B and openssl passwd -6 hashes made here,
+# and an auth file's errors; filters and paging over builds written into the
+# state; markup in an image folder, a log line and a build error shown as
+# text.
+. "$(dirname "$0")/lib/common.sh"
+: "${KILND:?}" "${KILN:?}"
+LIB=$(cd "$(dirname "$0")/lib" && pwd)
+
+EVIL='x<script>alert(1)<'
+
+# origin DIR: a bare repository with two images, one in a folder whose name
+# is markup
+origin() {
+	git init -q --bare -b main "$1"
+	rm -rf c
+	git clone -q "$1" c 2>/dev/null
+	(cd c && image base base 1 && image "$EVIL" evil 1 && commit 'one <script>alert(2)</script>' &&
+		git push -q origin HEAD:main)
+}
+
+# start LISTEN-YAML [more top-level yaml]: kilnd, dry run, on origin.git
+start() {
+	PORT=$(free_port)
+	cat >kilnd.yaml <<-Y
+	state_dir: $PWD/state
+	builds: {dry_run: true}
+	listen: {http: ["127.0.0.1:$PORT"], status_socket: $PWD/kiln.sock$1}
+	${2:-}
+	repositories:
+	  - name: images
+	    url: $PWD/origin.git
+	    poll_interval: 60s
+	    build_on_start: all
+	Y
+	: >notify.log
+	python3 "$LIB/notify_listen.py" "$PWD/notify.sock" "$PWD/notify.log" &
+	track_pid $!
+	wait_for 5 test -S notify.sock || fail "notify socket did not appear"
+	NOTIFY_SOCKET="$PWD/notify.sock" "$KILND" --config kilnd.yaml --log-level debug >kilnd.log 2>&1 &
+	KPID=$!
+	track_pid "$KPID"
+	wait_for 10 grep -q "READY=1" notify.log || fail "no READY=1 (log: $(tail -5 kilnd.log))"
+}
+
+stop() {
+	kill -TERM "$KPID" && wait "$KPID" || fail "kilnd did not stop cleanly"
+}
+
+# code PATH [curl args...]: the status of a GET
+code() {
+	local path=$1
+	shift
+	curl -s -o /dev/null -w '%{http_code}' "$@" "http://127.0.0.1:${CPORT:-$PORT}$path"
+}
+
+# get PATH [curl args...]: headers and body into page.out
+get() {
+	local path=$1
+	shift
+	curl -s -D headers.out -o page.out "$@" "http://127.0.0.1:${CPORT:-$PORT}$path"
+}
+
+builds_done() {
+	[ "$(sqlite3_count "SELECT count(*) FROM builds WHERE state = 'succeeded'")" = "${1:-2}" ]
+}
+
+sqlite3_count() {
+	python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])' \
+		state/kilnd.db "$1"
+}
+
+t_off_by_default() {
+	origin origin.git
+	start ""
+	for p in / /builds /builds/1 /builds/1/log /engine /static/dashboard.js; do
+		[ "$(code "$p")" = 404 ] || fail "$p served with the dashboard off"
+	done
+	[ "$(code /healthz)" = 200 ] || fail "/healthz not served"
+	stop
+}
+
+t_pages() {
+	origin origin.git
+	start ", dashboard: true"
+	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
+	get /
+	[ "$(head -1 headers.out | tr -d '\r')" = "HTTP/1.1 200 OK" ] || fail "/: $(head -1 headers.out)"
+	grep -qi "^Content-Security-Policy: default-src 'none'; script-src 'self'" headers.out ||
+		fail "no CSP"
+	grep -qi "^X-Content-Type-Options: nosniff" headers.out || fail "no nosniff"
+	grep -q 'href="/builds?repository=images">images</a>' page.out || fail "repository not listed"
+	grep -q 'next poll' page.out || fail "no next poll column"
+	! grep -q '<script>[^<]' page.out || fail "inline script on the page"
+	get /builds
+	[ "$(grep -c '<tr><td><a href="/builds/' page.out)" = 2 ] || fail "not 2 builds listed"
+	get /engine
+	grep -q 'none: builds.dry_run' page.out || fail "engine page: $(cat page.out)"
+	get /static/dashboard.js
+	grep -qi '^Content-Type: text/javascript' headers.out || fail "script type"
+	get /static/dashboard.css
+	grep -qi '^Content-Type: text/css' headers.out || fail "stylesheet type"
+	# read-only
+	[ "$(code / -X POST -d x=1)" = 405 ] || fail "POST / not 405"
+	[ "$(code /builds/1 -X DELETE)" = 405 ] || fail "DELETE not 405"
+	curl -s -I "http://127.0.0.1:$PORT/builds" >head.out
+	grep -qi '^Content-Length: [1-9]' head.out || fail "HEAD has no length"
+	[ "$(curl -s -X HEAD -m 2 "http://127.0.0.1:$PORT/builds" 2>/dev/null | wc -c)" = 0 ] ||
+		fail "HEAD sent a body"
+	# bad requests
+	[ "$(code '/builds?state=bogus')" = 400 ] || fail "bad state not 400"
+	[ "$(code '/builds?before=x')" = 400 ] || fail "bad cursor not 400"
+	[ "$(code '/builds/999')" = 404 ] || fail "missing build not 404"
+	[ "$(code '/builds/1/nope')" = 404 ] || fail "unknown path not 404"
+	stop
+}
+
+t_escaping() {
+	origin origin.git
+	start ", dashboard: true"
+	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
+	id=$(sqlite3_count "SELECT id FROM builds WHERE path = '$EVIL'")
+	python3 -c 'import sqlite3,sys
+c = sqlite3.connect(sys.argv[1])
+c.execute("UPDATE builds SET error = ? WHERE id = ?", ("<script>alert(3)</script>", int(sys.argv[2])))
+c.commit()' state/kilnd.db "$id"
+	printf '\033[31m<script>alert(4)</script>\033[0m\n' >>"state/logs/$id.log"
+	for p in /builds "/builds/$id" "/builds?image=$(python3 -c 'import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1]))' "$EVIL")"; do
+		get "$p"
+		grep -q '<script>alert' page.out && fail "$p: markup from the state is live"
+		grep -q 'x&lt;script&gt;alert(1)&lt;' page.out || fail "$p: the folder is not shown escaped"
+	done
+	grep -q '&lt;script&gt;alert(3)&lt;/script&gt;' page.out || fail "the error is not shown escaped"
+	get "/builds/$id"
+	grep -q '&lt;script&gt;alert(4)&lt;/script&gt;' page.out || fail "the log line is not shown escaped"
+	grep -q $'\033' page.out && fail "a colour code reached the page"
+	get "/builds/$id/log?offset=0"
+	grep -qi '^Content-Type: text/plain' headers.out || fail "the live log is not text/plain"
+	grep -qi '^X-Kiln-State: succeeded' headers.out || fail "no state header"
+	grep -q '^<script>alert(4)</script>$' page.out || fail "the live log's text: $(cat page.out)"
+	stop
+}
+
+t_filters_paging() {
+	origin origin.git
+	start ", dashboard: true"
+	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
+	python3 -c 'import sqlite3,sys
+c = sqlite3.connect(sys.argv[1])
+for i in range(120):
+    c.execute("INSERT INTO builds (repository, branch, path, image, commit_sha, change, state,"
+              " attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, 0)",
+              ("other" if i % 3 else "images", "main", "p%d" % (i % 4), "reg/x/p%d:1" % (i % 4),
+               "%040x" % i, "added", "failed" if i % 5 == 0 else "succeeded"))
+c.commit()' state/kilnd.db
+	ids() { grep -o '<tr><td><a href="/builds/[0-9]*"' page.out | grep -o '[0-9]*'; }
+	get /builds
+	[ "$(ids | wc -l)" = 50 ] || fail "page 1 has $(ids | wc -l) builds"
+	[ "$(ids | head -1)" = 122 ] || fail "page 1 is not newest first"
+	next=$(grep -o 'id="older" rel="next" href="[^"]*"' page.out | sed 's/.*href="//; s/"$//; s/&amp;/\&/g')
+	[ "$next" = "/builds?before=73" ] || fail "older link: '$next'"
+	get "$next"
+	[ "$(ids | head -1)" = 72 ] && [ "$(ids | tail -1)" = 23 ] || fail "page 2: $(ids | head -1)..$(ids | tail -1)"
+	get "/builds?before=23"
+	[ "$(ids | wc -l)" = 22 ] || fail "page 3 has $(ids | wc -l) builds"
+	grep -q 'id="older"' page.out && fail "a last page links further"
+	grep -q 'id="newest"' page.out || fail "no link back to the newest"
+	get "/builds?state=failed"
+	[ "$(ids | wc -l)" = 24 ] || fail "failed: $(ids | wc -l)"
+	get "/builds?repository=other&state=succeeded"
+	want=$(python3 -c 'print(sum(1 for i in range(120) if i % 3 and i % 5))')
+	[ "$(ids | wc -l)" = "$(( want < 50 ? want : 50 ))" ] || fail "other+succeeded: $(ids | wc -l)"
+	grep -q 'id="older" rel="next" href="/builds?repository=other&amp;state=succeeded&amp;before=' page.out ||
+		[ "$want" -le 50 ] || fail "paging drops the filters"
+	get "/builds?image=p1"
+	[ "$(ids | wc -l)" = 30 ] || fail "folder p1: $(ids | wc -l)"
+	get "/builds?image=reg/x/p2:1"
+	[ "$(ids | wc -l)" = 30 ] || fail "image reg/x/p2:1: $(ids | wc -l)"
+	get "/builds?image=base"
+	[ "$(ids | wc -l)" = 1 ] || fail "folder base: $(ids | wc -l)"
+	stop
+}
+
+t_auth() {
+	origin origin.git
+	htpasswd -nbB -C 5 alice 'in wonderland' >users || fail "htpasswd failed"
+	echo "bob:$(openssl passwd -6 'b0b:secret')" >>users
+	htpasswd -nbB -C 12 slow 'the slow one' | head -1 >>users
+	start ", dashboard: true" "dashboard: {auth_file: $PWD/users}"
+	grep -q "dashboard: 3 users from" kilnd.log || fail "users not read: $(tail -3 kilnd.log)"
+	# password checks at once are capped (DASHBOARD_CHECKS_MAX, 2): a burst
+	# of guesses at a costly hash gets 503s, not the whole worker pool
+	local pids=""
+	for i in 1 2 3 4 5 6; do
+		code / -u "slow:guess $i" >"burst.$i" &
+		pids="$pids $!"
+	done
+	# shellcheck disable=SC2086 # one pid a word; a bare wait would wait for kilnd
+	wait $pids
+	[ "$(cat burst.* | grep -c 503)" -ge 1 ] || fail "no 503 in a burst of checks: $(cat burst.*)"
+	grep -q 200 burst.* && fail "a guess let in"
+	get /
+	grep -q '^HTTP/1.1 401' headers.out || fail "no 401 without credentials"
+	grep -qi '^WWW-Authenticate: Basic realm="kiln"' headers.out || fail "no Basic challenge"
+	[ "$(code / -u 'alice:in wonderland')" = 200 ] || fail "alice refused"
+	[ "$(code /builds -u 'bob:b0b:secret')" = 200 ] || fail "bob refused"
+	[ "$(code /static/dashboard.js -u 'bob:b0b:secret')" = 200 ] || fail "bob refused the script"
+	[ "$(code / -u 'alice:wrong')" = 401 ] || fail "a wrong password let in"
+	[ "$(code / -u 'mallory:in wonderland')" = 401 ] || fail "an unknown user let in"
+	[ "$(code /static/dashboard.css)" = 401 ] || fail "the stylesheet served without credentials"
+	[ "$(code /builds -H 'Authorization: Basic !!!')" = 401 ] || fail "bad base64 let in"
+	# a second time is answered from the cache: the same answer
+	[ "$(code / -u 'alice:in wonderland')" = 200 ] || fail "alice refused the second time"
+	[ "$(code / -u 'alice:wrong')" = 401 ] || fail "a wrong password let in the second time"
+	# not for webhooks and health
+	[ "$(code /healthz)" = 200 ] || fail "/healthz asks for the dashboard's password"
+	[ "$(code / -u 'slow:the slow one')" = 200 ] || fail "the slow user refused after the burst"
+	# a reload reads the file again: bob gone
+	htpasswd -nbB -C 5 alice 'in wonderland' >users
+	kill -HUP "$KPID"
+	wait_for 10 grep -q "dashboard: 1 user from" kilnd.log || fail "auth file not read again"
+	[ "$(code / -u 'bob:b0b:secret')" = 401 ] || fail "bob still let in after the reload"
+	# a broken file at a reload keeps the users in force, and says where
+	# (line 3: htpasswd -n ends with an empty line)
+	echo "carol:plaintext" >>users
+	kill -HUP "$KPID"
+	wait_for 10 grep -q "users:3: user 'carol': not a bcrypt" kilnd.log || fail "no file:line error"
+	[ "$(code / -u 'alice:in wonderland')" = 200 ] || fail "alice refused after a bad reload"
+	stop
+	# and at start it stops kilnd
+	"$KILND" --config kilnd.yaml >start.log 2>&1 && fail "kilnd started with a broken auth file"
+	grep -q "users:3: user 'carol'" start.log || fail "start error: $(tail -2 start.log)"
+}
+
+t_own_listener() {
+	origin origin.git
+	DPORT=$(free_port)
+	start ", dashboard_http: \"127.0.0.1:$DPORT\""
+	[ "$(code /)" = 404 ] || fail "listen.http serves the dashboard"
+	[ "$(CPORT=$DPORT code /)" = 200 ] || fail "listen.dashboard_http does not serve it"
+	[ "$(CPORT=$DPORT code /builds)" = 200 ] || fail "no /builds on listen.dashboard_http"
+	[ "$(CPORT=$DPORT code /healthz)" = 404 ] || fail "/healthz on the dashboard's listener"
+	[ "$(CPORT=$DPORT code /hooks/images -X POST -d '{}')" = 404 ] || fail "webhooks on it"
+	[ "$(CPORT=$DPORT code / -X POST -d x=1)" = 405 ] || fail "POST not 405 there"
+	stop
+}
+
+run_all
