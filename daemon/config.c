@@ -941,8 +941,20 @@ static void parse_notify(struct config_ctx *c, const struct config_key *k, const
 		if (!ydoc_mapping(c->y, c->d, e, sub))
 			continue;
 		parse_keys(c, sub, e, t);
-		if (!t->url)
+		if (!t->url) {
 			ydoc_diag(c->y, c->d, e, "a notification target needs 'url'");
+			continue;
+		}
+		/* kilnd knows a target by its URL: two would be one */
+		for (size_t i = 0; i + 1 < ns->n; i++) {
+			if (ns->v[i].url && strcmp(ns->v[i].url, t->url) == 0) {
+				ydoc_diag(c->y, c->d, e,
+					  "%s[%zu] has the url of %s[%zu]: one entry per target "
+					  "(list all its events there)",
+					  k->key, ns->n - 1, k->key, i);
+				break;
+			}
+		}
 	}
 }
 

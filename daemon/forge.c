@@ -104,7 +104,7 @@ unsigned forge_description_max(enum forge_provider p)
 	return p == FORGE_GITHUB ? 140 : 255;
 }
 
-void forge_cut(char *s, unsigned max)
+char *forge_cut(char *s, unsigned max)
 {
 	static const char ellipsis[] = "\xe2\x80\xa6";
 	size_t i = 0, keep = 0;
@@ -116,10 +116,13 @@ void forge_cut(char *s, unsigned max)
 		if (chars == max - 1)
 			keep = i; /* where "…" goes if the text is longer */
 		if (chars++ == max) {
+			/* "…" may be longer than what it replaces */
+			s = xreallocarray(s, keep + sizeof(ellipsis), 1);
 			memcpy(s + keep, ellipsis, sizeof(ellipsis));
-			return;
+			break;
 		}
 	}
+	return s;
 }
 
 void forge_request_done(struct forge_request *rq)
@@ -131,6 +134,24 @@ void forge_request_done(struct forge_request *rq)
 		explicit_bzero(rq->headers.v[i], strlen(rq->headers.v[i]));
 	strv_done(&rq->headers);
 	memset(rq, 0, sizeof(*rq));
+}
+
+/* A JSON string of s: a build's error or a folder's name may hold bytes
+ * that are not UTF-8, which JSON cannot carry: those become '?'. */
+static json_t *text(const char *s)
+{
+	json_t *j = json_string(s);
+	char *t;
+
+	if (j)
+		return j;
+	t = xstrdup(s);
+	for (unsigned char *p = (unsigned char *)t; *p; p++)
+		if (*p >= 0x80)
+			*p = '?';
+	j = json_string(t);
+	free(t);
+	return j;
 }
 
 /* "kiln/<image folder>", the root's "kiln/." */
@@ -200,9 +221,11 @@ int forge_status_request(const struct forge_status *fs, const struct store_outbo
 	memset(ret, 0, sizeof(*ret));
 	ctx = context_of(row);
 	desc = description_of(row);
-	forge_cut(desc, forge_description_max(fs->provider));
-	o = json_pack("{s:s, s:s, s:s}", "state", state, "description", desc,
-		      fs->provider == FORGE_GITLAB ? "name" : "context", ctx);
+	desc = forge_cut(desc, forge_description_max(fs->provider));
+	o = json_object();
+	json_object_set_new(o, "state", json_string(state));
+	json_object_set_new(o, "description", text(desc));
+	json_object_set_new(o, fs->provider == FORGE_GITLAB ? "name" : "context", text(ctx));
 	if (fs->dashboard_url) {
 		char *target = xasprintf("%s/builds/%lld", fs->dashboard_url, (long long)row->b.id);
 		json_object_set_new(o, "target_url", json_string(target));
@@ -239,14 +262,14 @@ int forge_status_request(const struct forge_status *fs, const struct store_outbo
 
 static json_t *str_or_null(const char *s)
 {
-	return s && s[0] ? json_string(s) : json_null();
+	return s && s[0] ? text(s) : json_null();
 }
 
 int forge_notify_request(const struct forge_notify *fn, const struct store_outbox_row *row,
 			 struct forge_request *ret, struct kiln_err *err)
 {
 	const struct store_build_row *b = &row->b;
-	char short_sha[8], *text, *log_url = NULL, *delivery;
+	char short_sha[8], *msg, *log_url = NULL, *delivery;
 	int64_t duration = b->started_at && b->finished_at >= b->started_at
 			       ? b->finished_at - b->started_at
 			       : 0;
@@ -257,7 +280,7 @@ int forge_notify_request(const struct forge_notify *fn, const struct store_outbo
 	snprintf(short_sha, sizeof(short_sha), "%s", b->commit ? b->commit : "");
 	if (fn->dashboard_url)
 		log_url = xasprintf("%s/builds/%lld", fn->dashboard_url, (long long)b->id);
-	text = xasprintf("kiln: %s %s (%s, %s@%s)%s%s%s%s", b->image ? b->image : b->path,
+	msg = xasprintf("kiln: %s %s (%s, %s@%s)%s%s%s%s", b->image ? b->image : b->path,
 			 row->state, b->repo, b->branch, short_sha,
 			 row->error && row->error[0] ? ": " : "", row->error ? row->error : "",
 			 log_url ? " " : "", log_url ? log_url : "");
@@ -268,13 +291,13 @@ int forge_notify_request(const struct forge_notify *fn, const struct store_outbo
 	json_object_set_new(o, "branch", str_or_null(b->branch));
 	json_object_set_new(o, "commit", str_or_null(b->commit));
 	json_object_set_new(o, "image", str_or_null(b->image));
-	json_object_set_new(o, "path", json_string(b->path ? b->path : ""));
+	json_object_set_new(o, "path", text(b->path ? b->path : ""));
 	json_object_set_new(o, "state", json_string(row->state));
 	json_object_set_new(o, "error", str_or_null(row->error));
 	json_object_set_new(o, "duration_seconds", json_integer(duration));
 	json_object_set_new(o, "digest", str_or_null(b->digest));
 	json_object_set_new(o, "log_url", str_or_null(log_url));
-	json_object_set_new(o, "text", json_string(text));
+	json_object_set_new(o, "text", text(msg));
 	ret->body = dump(o);
 	ret->url = xstrdup(fn->url);
 	add_header(ret, "Content-Type", "application/json");
@@ -292,7 +315,7 @@ int forge_notify_request(const struct forge_notify *fn, const struct store_outbo
 	}
 	free(delivery);
 	free(log_url);
-	free(text);
+	free(msg);
 	return 0;
 }
 

@@ -247,6 +247,8 @@ static void send_row(struct sink *s)
 		s->reply.status = 0;
 		curl_easy_cleanup(s->easy);
 		s->easy = NULL;
+		curl_slist_free_all(s->hdrs);
+		s->hdrs = NULL;
 		s->settle = NULL;
 		s->not_before = now_ms() + OUTBOX_RETRY_BASE_MS;
 		start_work(s, SINK_SAVING, save_work);
@@ -261,9 +263,13 @@ static void reply_message(const struct sink *s, char *dst, size_t size)
 	const char *m = json_is_object(j) ? json_string_value(json_object_get(j, "message")) : NULL;
 
 	snprintf(dst, size, "%.200s", m ? m : s->body.p ? s->body.p : "");
+	/* printable ASCII only: the cut may split a character, and the text
+	 * goes into JSON (kiln status), which carries only UTF-8 */
 	for (char *p = dst; *p; p++) {
 		if ((unsigned char)*p < 0x20)
 			*p = ' ';
+		else if ((unsigned char)*p >= 0x7f)
+			*p = '?';
 	}
 	json_decref(j);
 }
@@ -293,6 +299,16 @@ static void sent(struct sink *s)
 	s->o->sent[s->provider]++;
 }
 
+/* GitLab refuses a status it cannot move to from the one it has ("Cannot
+ * transition status via :enqueue from :pending"): a requeued build's
+ * pending, or a send repeated after a restart. The commit shows that state
+ * or a later one already: done, not an error to report. */
+static bool already_there(const struct sink *s)
+{
+	return s->provider == FORGE_GITLAB && s->reply.status == 400 && s->body.p &&
+	       memmem(s->body.p, s->body.len, "Cannot transition status", 24) != NULL;
+}
+
 static void transfer_done(CURL *easy, CURLcode result, void *arg)
 {
 	struct outbox *o = arg;
@@ -315,6 +331,11 @@ static void transfer_done(CURL *easy, CURLcode result, void *arg)
 		sent(s);
 		break;
 	case FORGE_REFUSED:
+		if (already_there(s)) {
+			s->settle = "sent";
+			sent(s);
+			break;
+		}
 		s->settle = "failed";
 		refused(s);
 		break;
@@ -390,8 +411,14 @@ static void next_state(struct sink *s)
 		uv_timer_start(&s->timer, timer_cb, (uint64_t)wait, 0);
 		break;
 	case SINK_SAVING:
-		if (s->r < 0)
+		if (s->r < 0) {
+			/* the row is still unsettled (a full disk?): reading it
+			 * at once would send it again at once, and again */
 			log_warning("outbox %s: %s", s->what, s->err.msg);
+			set_state(s, SINK_WAITING);
+			uv_timer_start(&s->timer, timer_cb, OUTBOX_RETRY_BASE_MS * 5, 0);
+			break;
+		}
 		start_work(s, SINK_LOADING, load_work);
 		break;
 	default:
@@ -444,8 +471,15 @@ static void add_notify(struct outbox *o, const struct config_notify *n, const ch
 	sig_hmac_sha256("kiln-notify", 11, n->url, strlen(n->url), h);
 	for (size_t i = 0; i < 8; i++)
 		snprintf(hex + 2 * i, 3, "%02x", h[i]);
-	if (p)
-		snprintf(host, sizeof(host), "%.*s", (int)strcspn(p + 3, "/?#@"), p + 3);
+	if (p) {
+		/* the host only: user:password@ before it is a credential */
+		size_t len = strcspn(p + 3, "/?#");
+		const char *at = memrchr(p + 3, '@', len);
+		const char *hp = at ? at + 1 : p + 3;
+
+		len -= (size_t)(hp - (p + 3));
+		snprintf(host, sizeof(host), "%.*s", (int)len, hp);
+	}
 	s->name = xasprintf("notify:%s:%s", repo ? repo : "*", hex);
 	s->repo = repo ? xstrdup(repo) : NULL;
 	s->what = xasprintf("notification target %zu (%s)%s%s", index + 1, host,

@@ -32,9 +32,9 @@ const char *forge_state(enum forge_provider p, const char *build_state, const ch
 const char *forge_sink_states(enum forge_provider p);
 /* A status description's limit, in characters. */
 unsigned forge_description_max(enum forge_provider p);
-/* Cuts s after max characters (UTF-8 code points), never inside one; a cut
- * text ends in "…" within the limit. */
-void forge_cut(char *s, unsigned max);
+/* Cuts s (allocated) after max characters (UTF-8 code points), never inside
+ * one; a cut text ends in "…" within the limit. Returns s, reallocated. */
+char *forge_cut(char *s, unsigned max);
 
 /* One HTTP request. headers hold the credential: never log them. */
 struct forge_request {

@@ -879,6 +879,8 @@ static void statuses_and_notifications(void **state)
 		     "unknown event 'exploded'");
 	expect_error("notify:\n  - {secret_file: token}\n", 2, 5,
 		     "a notification target needs 'url'");
+	expect_error("notify:\n  - {url: \"http://x/h\"}\n  - {url: \"http://x/h\"}\n", 3, 5,
+		     "notify[1] has the url of notify[0]");
 	path = write_file("st.yaml", "repositories:\n  - {name: a, url: \"git@gitlab.com:g/s/n.git\","
 				     " status: {provider: gitlab, token_file: token}}\n");
 	assert_int_equal(config_load(path, &c, &d), 0);
