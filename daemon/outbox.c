@@ -66,7 +66,8 @@ struct sink {
 	char curl_err[CURL_ERROR_SIZE];
 	const char *settle; /* "sent", "failed", NULL: retry at not_before */
 	int64_t not_before;
-	unsigned backlog;
+	unsigned backlog;	 /* the loop's: metrics and kiln status read it */
+	unsigned backlog_read; /* the worker's, published in work_after */
 	char error[512]; /* the last refusal; "" none */
 	bool error_logged;
 	int r;
@@ -156,7 +157,7 @@ static void load_work(uv_work_t *req)
 	s->r = store_outbox_next(st, s->name, &s->row, &s->err);
 	s->have_row = s->r == 0;
 	if (s->r == 0 || s->r == -ENOENT) {
-		int r = store_outbox_backlog(st, s->name, &s->backlog, &s->err);
+		int r = store_outbox_backlog(st, s->name, &s->backlog_read, &s->err);
 		if (r < 0)
 			s->r = r;
 	}
@@ -167,6 +168,7 @@ static void work_after(uv_work_t *req, int status)
 	struct sink *s = container_of(req, struct sink, work);
 
 	(void)status;
+	s->backlog = s->backlog_read;
 	if (s->o->stopping) {
 		set_state(s, SINK_STOPPED);
 		put_one(s->o);
@@ -174,6 +176,15 @@ static void work_after(uv_work_t *req, int status)
 	}
 	s->o->open--; /* the job's hold; the outbox is not stopping */
 	next_state(s);
+}
+
+/* The request's headers hold the token: wiped before curl frees them. */
+static void free_headers(struct sink *s)
+{
+	for (struct curl_slist *h = s->hdrs; h; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
+	curl_slist_free_all(s->hdrs);
+	s->hdrs = NULL;
 }
 
 static void start_work(struct sink *s, enum sink_state st, uv_work_cb work)
@@ -247,8 +258,7 @@ static void send_row(struct sink *s)
 		s->reply.status = 0;
 		curl_easy_cleanup(s->easy);
 		s->easy = NULL;
-		curl_slist_free_all(s->hdrs);
-		s->hdrs = NULL;
+		free_headers(s);
 		s->settle = NULL;
 		s->not_before = now_ms() + OUTBOX_RETRY_BASE_MS;
 		start_work(s, SINK_SAVING, save_work);
@@ -323,8 +333,7 @@ static void transfer_done(CURL *easy, CURLcode result, void *arg)
 		s->reply.status = 0;
 	curl_easy_cleanup(easy);
 	s->easy = NULL;
-	curl_slist_free_all(s->hdrs);
-	s->hdrs = NULL;
+	free_headers(s);
 	switch (forge_verdict(&s->reply, now_ms() / 1000, &wait_ms)) {
 	case FORGE_SENT:
 		s->settle = "sent";
@@ -636,8 +645,7 @@ void outbox_stop(struct outbox *o, outbox_closed_cb *closed, void *arg)
 			curl_multi_remove_handle(curl_loop_multi(o->cl), s->easy);
 			curl_easy_cleanup(s->easy);
 			s->easy = NULL;
-			curl_slist_free_all(s->hdrs);
-			s->hdrs = NULL;
+			free_headers(s);
 		}
 		if (s->state != SINK_LOADING && s->state != SINK_SAVING)
 			set_state(s, SINK_STOPPED);
