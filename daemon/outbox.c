@@ -252,6 +252,12 @@ static void send_row(struct sink *s)
 	curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)OUTBOX_CONNECT_TIMEOUT_MS);
 	curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)OUTBOX_TIMEOUT_MS);
 	curl_easy_setopt(s->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* GitHub answers 307 for a renamed repository: the POST is repeated
+	 * there, as POST (curl does not carry the token to another host) */
+	curl_easy_setopt(s->easy, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(s->easy, CURLOPT_MAXREDIRS, 3L);
+	curl_easy_setopt(s->easy, CURLOPT_POSTREDIR, (long)CURL_REDIR_POST_ALL);
+	curl_easy_setopt(s->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	set_state(s, SINK_SENDING);
 	if (curl_multi_add_handle(curl_loop_multi(s->o->cl), s->easy) != CURLM_OK) {
 		snprintf(s->curl_err, sizeof(s->curl_err), "curl_multi_add_handle failed");

@@ -232,6 +232,22 @@ t_refused() {
 	no_token_anywhere
 }
 
+# GitHub's 307 for a renamed repository: the status is posted there
+t_renamed() {
+	origin
+	forge github
+	printf '307\n307\n' >github/answers
+	github_only
+	sha=$(push_change two)
+	for ctx in kiln/a kiln/b; do
+		got() { [ "$(states github "$sha" $ctx | awk '{print $NF}')" = success ]; }
+		wait_for 15 got || fail "$ctx: '$(states github "$sha" $ctx)'"
+	done
+	grep -q '"answer": 307' github/log || fail "no 307 answered"
+	grep -q '"project": "team/renamed"' github/log || fail "the redirect was not followed: $(cat github/log)"
+	no_check_failed github
+}
+
 # a reload takes the new status settings (the outbox is made anew from
 # them, the old one closed), also twice in a row
 t_reload() {

@@ -132,6 +132,8 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(code)
         if len(answer) > 1:
             self.send_header("Retry-After", answer[1])
+        if 300 <= code < 400:  # a renamed repository: the same call, elsewhere
+            self.send_header("Location", re.sub(r"^/repos/[^/]+/[^/]+/", "/repos/team/renamed/", self.path))
         body = b"{}" if code < 300 else json.dumps({"message": "stand-in says %d" % code}).encode()
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
