@@ -48,8 +48,11 @@ static void compare(const char *copy, size_t size, int r, const struct jsonscan_
 		}
 		json_decref(doc);
 	} else {
+		/* jansson takes a NUL byte after a number ("1\0}") as the end of
+		 * the number; JSON has no such byte outside strings, and the scan
+		 * refuses it */
 		doc = json_loadb(copy, size, JSON_REJECT_DUPLICATES, &jerr);
-		if (doc && json_is_object(doc))
+		if (doc && json_is_object(doc) && memchr(copy, '\0', size) == NULL)
 			abort();
 		json_decref(doc);
 	}
