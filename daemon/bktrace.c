@@ -13,11 +13,11 @@
 #include "kiln/buf.h"
 #include "kiln/map.h"
 
-#define NAME_MAX_BYTES	   1024 /* a step's name (its Dockerfile line) is cut here */
-#define ERROR_MAX_BYTES	   2048
-#define TAIL_LINE_MAX	   (BKTRACE_TAIL_BYTES / BKTRACE_TAIL_LINES)
-#define STATUSES_MAX	   BKTRACE_VERTICES_MAX
-#define CANCELED_MARK	   "context canceled"
+#define NAME_MAX_BYTES	1024 /* a step's name (its Dockerfile line) is cut here */
+#define ERROR_MAX_BYTES 2048
+#define TAIL_LINE_MAX	(BKTRACE_TAIL_BYTES / BKTRACE_TAIL_LINES)
+#define STATUSES_MAX	BKTRACE_VERTICES_MAX
+#define CANCELED_MARK	"context canceled"
 
 /* StatusResponse and its parts (control.proto) */
 enum { SR_VERTEXES = 1, SR_STATUSES = 2, SR_LOGS = 3, SR_WARNINGS = 4 };
@@ -277,11 +277,12 @@ static int on_vertex(struct bktrace *t, struct pb s, bktrace_show_cb *show, void
 		buf_line_printf(show, arg, "#%u ERROR: %s", x->num, x->error);
 		/* the failed step stops the others with "context canceled":
 		 * the first real error is the one to name */
-		if (!t->failed || (strstr(t->failed->error, CANCELED_MARK) &&
-				   !strstr(x->error, CANCELED_MARK)))
+		if (!t->failed ||
+		    (strstr(t->failed->error, CANCELED_MARK) && !strstr(x->error, CANCELED_MARK)))
 			t->failed = x;
 	} else {
-		double d = x->started > 0 && t_completed >= x->started ? t_completed - x->started : 0;
+		double d =
+		    x->started > 0 && t_completed >= x->started ? t_completed - x->started : 0;
 		buf_line_printf(show, arg, "#%u DONE %.1fs", x->num, d);
 	}
 	return 0;
@@ -324,8 +325,8 @@ static int on_status(struct bktrace *t, struct pb s, bktrace_show_cb *show, void
 	t->status_keys[t->nstatus++] = key;
 	vertex_show(t, x, show, arg);
 	buf_line_printf(show, arg, "#%u %.*s done", x->num,
-	    (int)(id.end - id.p < NAME_MAX_BYTES ? id.end - id.p : NAME_MAX_BYTES),
-	    (const char *)id.p);
+			(int)(id.end - id.p < NAME_MAX_BYTES ? id.end - id.p : NAME_MAX_BYTES),
+			(const char *)id.p);
 	return 0;
 }
 
@@ -370,19 +371,19 @@ static int on_warning(struct bktrace *t, struct pb s, bktrace_show_cb *show, voi
 		x = vertex_get(t, &vertex);
 	if (x && x->num)
 		buf_line_printf(show, arg, "#%u WARNING: %.*s", x->num,
-		    (int)(text.end - text.p < BKTRACE_LINE_MAX ? text.end - text.p
-							      : BKTRACE_LINE_MAX),
-		    (const char *)text.p);
+				(int)(text.end - text.p < BKTRACE_LINE_MAX ? text.end - text.p
+									   : BKTRACE_LINE_MAX),
+				(const char *)text.p);
 	else
 		buf_line_printf(show, arg, "WARNING: %.*s",
-		    (int)(text.end - text.p < BKTRACE_LINE_MAX ? text.end - text.p
-							      : BKTRACE_LINE_MAX),
-		    (const char *)text.p);
+				(int)(text.end - text.p < BKTRACE_LINE_MAX ? text.end - text.p
+									   : BKTRACE_LINE_MAX),
+				(const char *)text.p);
 	return 0;
 }
 
-int bktrace_feed_raw(struct bktrace *t, const unsigned char *p, size_t len,
-		     bktrace_show_cb *show, void *arg)
+int bktrace_feed_raw(struct bktrace *t, const unsigned char *p, size_t len, bktrace_show_cb *show,
+		     void *arg)
 {
 	struct pb s = {p, p + len}, sub;
 	uint32_t f;
@@ -452,8 +453,7 @@ ssize_t bktrace_base64_decode(const char *in, size_t len, unsigned char *out)
 	return (ssize_t)n;
 }
 
-int bktrace_feed(struct bktrace *t, const char *b64, size_t len, bktrace_show_cb *show,
-		 void *arg)
+int bktrace_feed(struct bktrace *t, const char *b64, size_t len, bktrace_show_cb *show, void *arg)
 {
 	unsigned char *raw;
 	ssize_t n;

@@ -349,9 +349,8 @@ static int tree_entry(struct repo_trees *trees, const struct treediff_entry *at,
 /* Reads the manifest (and Dockerfile) at dir and packs one record; at is the
  * walk's entry of the manifest, or NULL outside a walk. */
 static int record_build(git_repository *repo, struct repo_trees *tree,
-			const struct treediff_entry *at, const char *manifest_name,
-			const char *dir, const git_oid *manifest_id, struct buf *b,
-			struct kiln_err *err)
+			const struct treediff_entry *at, const char *manifest_name, const char *dir,
+			const git_oid *manifest_id, struct buf *b, struct kiln_err *err)
 {
 	struct manifest m = {0};
 	struct kiln_diags diags = {0};
@@ -809,8 +808,8 @@ static int record_fresh(struct sync *y, const struct treediff_entry *at, const c
 			const git_oid *manifest_id)
 {
 	size_t start = y->fresh.len;
-	int r = record_build(y->repo, y->trees, at, y->d.manifest_name, dir, manifest_id,
-			     &y->fresh, y->err);
+	int r = record_build(y->repo, y->trees, at, y->d.manifest_name, dir, manifest_id, &y->fresh,
+			     y->err);
 
 	if (r < 0)
 		return r;

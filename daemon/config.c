@@ -600,7 +600,8 @@ const struct config_key config_keys[] = {
      .help = "group also allowed to `trigger` and `cancel`"},
     {SECTION("", "dashboard", parse_section), .help = "the web dashboard (see *Dashboard*)"},
     {SUB("dashboard", "auth_file", CONFIG_FILE, parse_readable_file, dashboard_auth_file),
-     .secret = true, .help = "htpasswd-style `user:hash` lines (bcrypt `$2b$`/`$2y$`, sha-crypt `$5$`/`$6$`): "
+     .secret = true,
+     .help = "htpasswd-style `user:hash` lines (bcrypt `$2b$`/`$2y$`, sha-crypt `$5$`/`$6$`): "
 	     "the dashboard asks for HTTP Basic authentication; read at start and at a reload; "
 	     "unset: no authentication"},
     {SUB("dashboard", "url", CONFIG_STRING, parse_http_url, dashboard_url),
@@ -688,8 +689,8 @@ const struct config_key config_keys[] = {
      .help = "`owner/name` (GitLab: the project's path); unset: what `url` names"},
     {REPO("", "notify", CONFIG_LIST, parse_notify, notify),
      .help = "notification targets for this repository's builds, besides the global ones"},
-    {NOTIFY("repositories[].notify[]", "url", CONFIG_STRING, parse_http_url, url),
-     .required = true, .help = "as `notify[].url`"},
+    {NOTIFY("repositories[].notify[]", "url", CONFIG_STRING, parse_http_url, url), .required = true,
+     .help = "as `notify[].url`"},
     {NOTIFY("repositories[].notify[]", "secret_file", CONFIG_FILE, parse_secret, secret),
      .secret = true, .help = "as `notify[].secret_file`"},
     {NOTIFY("repositories[].notify[]", "events", CONFIG_LIST, parse_events, events),

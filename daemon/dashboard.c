@@ -23,8 +23,8 @@
 /* Self only, no inline script or style: markup that slipped through
  * escaping could neither run nor call out. */
 #define SECURITY_HEADERS                                                                           \
-	"Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "      \
-	"img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "             \
+	"Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "       \
+	"img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "                \
 	"frame-ancestors 'none'\r\n"                                                               \
 	"X-Content-Type-Options: nosniff\r\n"                                                      \
 	"Referrer-Policy: no-referrer\r\n"                                                         \
@@ -33,7 +33,15 @@
 #define HTML	 "text/html; charset=utf-8"
 #define TEXT	 "text/plain; charset=utf-8"
 
-enum route { ROUTE_NONE, ROUTE_REPOS, ROUTE_BUILDS, ROUTE_BUILD, ROUTE_LOG, ROUTE_ENGINE, ROUTE_ASSET };
+enum route {
+	ROUTE_NONE,
+	ROUTE_REPOS,
+	ROUTE_BUILDS,
+	ROUTE_BUILD,
+	ROUTE_LOG,
+	ROUTE_ENGINE,
+	ROUTE_ASSET
+};
 
 struct auth_user {
 	char *name, *hash;
@@ -121,8 +129,8 @@ void dashboard_ansi_text(struct buf *b, const char *s, size_t len)
 			buf_putc(b, (char)c);
 		} else if (c == 0x1b && j < len && s[j] == '[') {
 			/* CSI: parameters and intermediates up to a final byte */
-			for (j++; j < len && (unsigned char)s[j] >= 0x20 &&
-				  (unsigned char)s[j] < 0x40;
+			for (j++;
+			     j < len && (unsigned char)s[j] >= 0x20 && (unsigned char)s[j] < 0x40;
 			     j++)
 				;
 			if (j < len && (unsigned char)s[j] >= 0x40 && (unsigned char)s[j] < 0x7f)
@@ -541,9 +549,10 @@ static void render_repos(struct buf *b, const json_t *st)
 	if (json_array_size(repos) == 0)
 		buf_puts(b, "<p>No repositories are watched.</p>");
 	else
-		buf_puts(b, "<table id=\"repositories\"><thead><tr><th>repository</th><th>state</th>"
-			    "<th>branch</th><th>head</th><th>last seen</th><th>next poll</th>"
-			    "<th>last error</th></tr></thead><tbody>\n");
+		buf_puts(b,
+			 "<table id=\"repositories\"><thead><tr><th>repository</th><th>state</th>"
+			 "<th>branch</th><th>head</th><th>last seen</th><th>next poll</th>"
+			 "<th>last error</th></tr></thead><tbody>\n");
 	json_array_foreach(repos, i, r)
 	{
 		const json_t *branches = json_object_get(r, "branches"), *br;
@@ -554,8 +563,8 @@ static void render_repos(struct buf *b, const json_t *st)
 		{
 			buf_puts(b, "<tr>");
 			if (k == 0) {
-				buf_printf(b, "<td rowspan=\"%zu\"><a href=\"/builds?repository=",
-					   nb);
+				buf_printf(b,
+					   "<td rowspan=\"%zu\"><a href=\"/builds?repository=", nb);
 				url_value(b, jstr(r, "name"));
 				buf_puts(b, "\">");
 				esc(b, jstr(r, "name"));
@@ -589,10 +598,10 @@ static void render_repos(struct buf *b, const json_t *st)
 	}
 	if (json_array_size(repos))
 		buf_puts(b, "</tbody></table>\n");
-	buf_printf(b, "<p>Queued builds: %" JSON_INTEGER_FORMAT ", running: %" JSON_INTEGER_FORMAT
-		      ".</p>",
-		   json_integer_value(json_object_get(st, "queued")),
-		   json_integer_value(json_object_get(st, "running")));
+	buf_printf(
+	    b, "<p>Queued builds: %" JSON_INTEGER_FORMAT ", running: %" JSON_INTEGER_FORMAT ".</p>",
+	    json_integer_value(json_object_get(st, "queued")),
+	    json_integer_value(json_object_get(st, "running")));
 	page_end(b);
 }
 
@@ -655,7 +664,8 @@ static void filter_form(struct buf *b, const struct dashboard_query *q)
 	esc(b, q->repo);
 	buf_puts(b, "\"></label> <label>image <input name=\"image\" value=\"");
 	esc(b, q->image);
-	buf_puts(b, "\"></label> <label>state <select name=\"state\"><option value=\"\">any</option>");
+	buf_puts(b,
+		 "\"></label> <label>state <select name=\"state\"><option value=\"\">any</option>");
 	for (size_t i = 0; i < ARRAY_SIZE(states); i++)
 		buf_printf(b, "<option%s>%s</option>",
 			   strcmp(q->state, states[i]) == 0 ? " selected" : "", states[i]);
@@ -706,8 +716,8 @@ static void build_row(struct buf *b, const struct store_build_row *r)
 	time_cell(b, r->created_at);
 	buf_puts(b, "<td>");
 	if (r->started_at)
-		duration(b, (r->finished_at ? r->finished_at : (int64_t)time(NULL)) -
-				r->started_at);
+		duration(b,
+			 (r->finished_at ? r->finished_at : (int64_t)time(NULL)) - r->started_at);
 	buf_puts(b, "</td><td class=\"error\">");
 	esc(b, r->error);
 	buf_puts(b, "</td></tr>\n");
@@ -887,11 +897,13 @@ static int render_build(struct page *pg, struct kiln_err *err)
 	link_list(b, "needed by", deps, nd);
 	buf_puts(b, "</tbody></table>\n<h2>Log</h2>");
 	if (end > (int64_t)DASHBOARD_LOG_PAGE_MAX)
-		buf_printf(b, "<p class=\"cut\">The last %u KiB; <code>kiln logs %" PRId64
-			      "</code> shows more.</p>",
+		buf_printf(b,
+			   "<p class=\"cut\">The last %u KiB; <code>kiln logs %" PRId64
+			   "</code> shows more.</p>",
 			   DASHBOARD_LOG_PAGE_MAX >> 10, row->id);
-	buf_printf(b, "<pre id=\"log\" data-build=\"%" PRId64 "\" data-offset=\"%" PRId64
-		      "\" data-state=\"",
+	buf_printf(b,
+		   "<pre id=\"log\" data-build=\"%" PRId64 "\" data-offset=\"%" PRId64
+		   "\" data-state=\"",
 		   row->id, end);
 	esc(b, row->state);
 	buf_printf(b, "\"%s>", live ? " class=\"live\"" : "");
@@ -1038,7 +1050,8 @@ static void page_answer(struct page *pg)
 {
 	buf_puts(&pg->headers, SECURITY_HEADERS);
 	if (pg->status == 401)
-		buf_puts(&pg->headers, "WWW-Authenticate: Basic realm=\"kiln\", charset=\"UTF-8\"\r\n");
+		buf_puts(&pg->headers,
+			 "WWW-Authenticate: Basic realm=\"kiln\", charset=\"UTF-8\"\r\n");
 	if (pg->rt == ROUTE_ASSET && pg->status == 200)
 		buf_puts(&pg->headers, "Cache-Control: no-cache\r\n");
 	else
@@ -1175,8 +1188,8 @@ void dashboard_handle(struct http_request *req, void *arg)
 	} else {
 		pg->log_path = pg->rt == ROUTE_BUILDS ? NULL : db->ops.log_path(pg->id, db->arg);
 	}
-	if (pg->authorization == NULL && (pg->rt == ROUTE_ASSET || pg->rt == ROUTE_REPOS ||
-					  pg->rt == ROUTE_ENGINE)) {
+	if (pg->authorization == NULL &&
+	    (pg->rt == ROUTE_ASSET || pg->rt == ROUTE_REPOS || pg->rt == ROUTE_ENGINE)) {
 		page_answer(pg);
 		return;
 	}

@@ -32,7 +32,7 @@ struct docker_call {
 	struct buf partial; /* the unfinished line of a streamed reply */
 	bool in_multi, paused, aborting, ping;
 	bool probe; /* a GET /_ping: its headers say what the engine is */
-	int early; /* a failure before curl had it, reported from the defer timer */
+	int early;  /* a failure before curl had it, reported from the defer timer */
 	long status;
 	int result;
 	char curl_err[CURL_ERROR_SIZE];
@@ -276,8 +276,7 @@ static void note_engine(struct docker *d, const struct docker_call *p)
 	/* "Docker/20.10.24 (linux)" */
 	if (strncasecmp(p->server_header, "Docker/", 7) == 0)
 		sscanf(p->server_header + 7, "%63[0-9A-Za-z.+~-]", ver);
-	snprintf(d->engine, sizeof(d->engine), "Docker%s%s (API %s)", ver[0] ? " " : "", ver,
-		 api);
+	snprintf(d->engine, sizeof(d->engine), "Docker%s%s (API %s)", ver[0] ? " " : "", ver, api);
 }
 
 static size_t read_cb(char *buf, size_t size, size_t n, void *arg)
@@ -640,7 +639,7 @@ enum docker_builder docker_builder_auto(const struct docker *d)
 	if (!d->negotiated || d->kind == DOCKER_ENGINE_PODMAN)
 		return DOCKER_BUILDER_CLASSIC;
 	return api_cmp(d->api, DOCKER_BUILDKIT_API_MIN) >= 0 ? DOCKER_BUILDER_BUILDKIT
-							      : DOCKER_BUILDER_CLASSIC;
+							     : DOCKER_BUILDER_CLASSIC;
 }
 
 /* ---- the client ---- */

@@ -77,7 +77,8 @@ char *forge_project_from_url(const char *url)
 const char *forge_state(enum forge_provider p, const char *st, const char *error)
 {
 	bool gitlab = p == FORGE_GITLAB;
-	bool gave_up = error && strncmp(error, STORE_ERROR_GAVE_UP, strlen(STORE_ERROR_GAVE_UP)) == 0;
+	bool gave_up =
+	    error && strncmp(error, STORE_ERROR_GAVE_UP, strlen(STORE_ERROR_GAVE_UP)) == 0;
 
 	if (strcmp(st, "queued") == 0)
 		return "pending";
@@ -216,8 +217,7 @@ int forge_status_request(const struct forge_status *fs, const struct store_outbo
 	if (!state)
 		return -ENODATA;
 	if (!row->b.commit || strlen(row->b.commit) != STORE_SHA_LEN)
-		return kiln_err_set(err, -EINVAL, "build %lld has no commit",
-				    (long long)row->b.id);
+		return kiln_err_set(err, -EINVAL, "build %lld has no commit", (long long)row->b.id);
 	memset(ret, 0, sizeof(*ret));
 	ctx = context_of(row);
 	desc = description_of(row);
@@ -235,19 +235,18 @@ int forge_status_request(const struct forge_status *fs, const struct store_outbo
 	switch (fs->provider) {
 	case FORGE_GITLAB:
 		id = gitlab_id(fs->project);
-		ret->url =
-		    xasprintf("%s/projects/%s/statuses/%s", fs->api_url, id, row->b.commit);
+		ret->url = xasprintf("%s/projects/%s/statuses/%s", fs->api_url, id, row->b.commit);
 		add_header(ret, "PRIVATE-TOKEN", fs->token);
 		break;
 	case FORGE_GITEA:
-		ret->url = xasprintf("%s/repos/%s/statuses/%s", fs->api_url, fs->project,
-				     row->b.commit);
+		ret->url =
+		    xasprintf("%s/repos/%s/statuses/%s", fs->api_url, fs->project, row->b.commit);
 		strv_push(&ret->headers, xasprintf("Authorization: token %s", fs->token));
 		add_header(ret, "Accept", "application/json");
 		break;
 	default:
-		ret->url = xasprintf("%s/repos/%s/statuses/%s", fs->api_url, fs->project,
-				     row->b.commit);
+		ret->url =
+		    xasprintf("%s/repos/%s/statuses/%s", fs->api_url, fs->project, row->b.commit);
 		strv_push(&ret->headers, xasprintf("Authorization: Bearer %s", fs->token));
 		add_header(ret, "Accept", "application/vnd.github+json");
 		add_header(ret, "X-GitHub-Api-Version", "2022-11-28");
@@ -270,9 +269,8 @@ int forge_notify_request(const struct forge_notify *fn, const struct store_outbo
 {
 	const struct store_build_row *b = &row->b;
 	char short_sha[8], *msg, *log_url = NULL, *delivery;
-	int64_t duration = b->started_at && b->finished_at >= b->started_at
-			       ? b->finished_at - b->started_at
-			       : 0;
+	int64_t duration =
+	    b->started_at && b->finished_at >= b->started_at ? b->finished_at - b->started_at : 0;
 	json_t *o;
 
 	(void)err;
@@ -280,10 +278,10 @@ int forge_notify_request(const struct forge_notify *fn, const struct store_outbo
 	snprintf(short_sha, sizeof(short_sha), "%s", b->commit ? b->commit : "");
 	if (fn->dashboard_url)
 		log_url = xasprintf("%s/builds/%lld", fn->dashboard_url, (long long)b->id);
-	msg = xasprintf("kiln: %s %s (%s, %s@%s)%s%s%s%s", b->image ? b->image : b->path,
-			 row->state, b->repo, b->branch, short_sha,
-			 row->error && row->error[0] ? ": " : "", row->error ? row->error : "",
-			 log_url ? " " : "", log_url ? log_url : "");
+	msg =
+	    xasprintf("kiln: %s %s (%s, %s@%s)%s%s%s%s", b->image ? b->image : b->path, row->state,
+		      b->repo, b->branch, short_sha, row->error && row->error[0] ? ": " : "",
+		      row->error ? row->error : "", log_url ? " " : "", log_url ? log_url : "");
 	o = json_object();
 	json_object_set_new(o, "delivery", json_integer(row->id));
 	json_object_set_new(o, "build", json_integer(b->id));
@@ -395,14 +393,16 @@ enum forge_verdict forge_verdict(const struct forge_reply *rp, int64_t now, uint
 {
 	int64_t reset, remaining;
 	bool said = rp->retry_after[0] && forge_retry_after(rp->retry_after, now, ret_wait_ms) == 0;
-	bool limited = said || (header_number(rp->ratelimit_remaining, &remaining) && remaining == 0);
+	bool limited =
+	    said || (header_number(rp->ratelimit_remaining, &remaining) && remaining == 0);
 
 	if (!said)
 		*ret_wait_ms = 0;
 	if (!said && limited && header_number(rp->ratelimit_reset, &reset))
-		*ret_wait_ms = reset <= now			       ? 0
-			       : reset - now > (int64_t)(FORGE_WAIT_MAX_MS / 1000) ? FORGE_WAIT_MAX_MS
-									   : (uint64_t)(reset - now) * 1000;
+		*ret_wait_ms = reset <= now ? 0
+			       : reset - now > (int64_t)(FORGE_WAIT_MAX_MS / 1000)
+				   ? FORGE_WAIT_MAX_MS
+				   : (uint64_t)(reset - now) * 1000;
 	/* a forge's word, but not a sink stopped for days */
 	if (*ret_wait_ms > FORGE_WAIT_MAX_MS)
 		*ret_wait_ms = FORGE_WAIT_MAX_MS;

@@ -37,15 +37,15 @@ struct job {
 	struct context *cx;
 	char *dockerfile_in_tar;
 	char *podman_secrets; /* the `secrets` query (names, never values), or NULL */
-	char *ref;	    /* <registry>/<name>:<version> */
-	char *repo_ref;	    /* <registry>/<name> */
-	char container[80]; /* the smoke test's, "" when none */
+	char *ref;	      /* <registry>/<name>:<version> */
+	char *repo_ref;	      /* <registry>/<name> */
+	char container[80];   /* the smoke test's, "" when none */
 	int exit_code;
 	size_t push_index; /* 0: the version, then the extra tags */
 	bool cancelled, finished;
-	struct session *session; /* the BuildKit build's, while it runs */
+	struct session *session;	       /* the BuildKit build's, while it runs */
 	struct session_h2_stats session_stats; /* what the engine asked it */
-	struct kiln_err cx_err; /* the context producer's failure */
+	struct kiln_err cx_err;		       /* the context producer's failure */
 	bool cx_failed;
 	uv_timer_t timer; /* the smoke test's time limit */
 	bool timer_closed;
@@ -455,7 +455,7 @@ error:
  * network for BuildKit's RUN steps, which the classic builder did without. */
 #define NO_BRIDGE_MARK "network bridge not found"
 #define NO_BRIDGE_HINT                                                                             \
-	"the engine has no bridge network: set `network: none` in the manifest (or "              \
+	"the engine has no bridge network: set `network: none` in the manifest (or "               \
 	"builds.network in kilnd.yaml), or give the engine a bridge"
 
 /* A failed BuildKit build: the failing step and its last output, which the
@@ -749,7 +749,8 @@ static void start_build(struct job *j)
 	 * the granted secrets; the engine waits for it by id */
 	if (j->builder == DOCKER_BUILDER_BUILDKIT) {
 		struct kiln_err e = {0};
-		r = session_start(j->loop, j->d, &j->spec.session, session_dead, j, &j->session, &e);
+		r = session_start(j->loop, j->d, &j->spec.session, session_dead, j, &j->session,
+				  &e);
 		if (r < 0) {
 			fail(j, r, true, "opening the BuildKit session: %s", e.msg);
 			next_state(j);
@@ -771,7 +772,8 @@ static void start_build(struct job *j)
 	j->reply = (struct job_reply){.kind = JOB_STREAM_BUILD};
 	if (j->builder == DOCKER_BUILDER_BUILDKIT)
 		j->reply = (struct job_reply){.kind = JOB_STREAM_BUILDKIT, .trace = bktrace_new()};
-	say(j, "kiln: building %s from %s at %.12s with %s on %s (context %s, Dockerfile %s%s%s%s%s)",
+	say(j,
+	    "kiln: building %s from %s at %.12s with %s on %s (context %s, Dockerfile %s%s%s%s%s)",
 	    j->ref, path_display(j->spec.path), j->spec.commit, j->res.builder,
 	    docker_engine_str(j->d), path_display(m->context), m->dockerfile,
 	    j->spec.network ? ", network " : "", j->spec.network ? j->spec.network : "",
@@ -1208,10 +1210,10 @@ static int read_secrets(const struct job_policy *p, struct job_spec *s, struct k
 			if (strcmp(p->secrets[k].id, id) == 0)
 				def = &p->secrets[k];
 		if (!def)
-			return kiln_err_set(err, -EINVAL,
-					    "%s grants secret '%s', which is not defined in %s",
-					    s->manifest_file, id,
-					    p->secrets_where ? p->secrets_where : "the configuration");
+			return kiln_err_set(
+			    err, -EINVAL, "%s grants secret '%s', which is not defined in %s",
+			    s->manifest_file, id,
+			    p->secrets_where ? p->secrets_where : "the configuration");
 		r = auth_read_secret(id, def->file, &s->session, err);
 		if (r < 0)
 			return r;

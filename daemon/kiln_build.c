@@ -54,14 +54,16 @@ static int parse_secret(struct build_args *a, char *arg)
 		else if (strncmp(f, "source=", 7) == 0)
 			src = f + 7;
 		else if (strcmp(f, "type=file") != 0) {
-			fprintf(stderr,
-				"kiln build: --secret takes id=ID,src=FILE; '%s' is not understood\n",
-				f);
+			fprintf(
+			    stderr,
+			    "kiln build: --secret takes id=ID,src=FILE; '%s' is not understood\n",
+			    f);
 			return CLI_EXIT_USAGE;
 		}
 	}
 	if (!id || !src || !*src || !manifest_valid_secret_id(id)) {
-		fprintf(stderr, "kiln build: --secret needs id=ID ([A-Za-z0-9._-]+) and src=FILE\n");
+		fprintf(stderr,
+			"kiln build: --secret needs id=ID ([A-Za-z0-9._-]+) and src=FILE\n");
 		return CLI_EXIT_USAGE;
 	}
 	for (size_t i = 0; i < a->nsecrets; i++) {

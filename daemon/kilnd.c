@@ -74,18 +74,18 @@ struct daemon {
 	struct builder builder;
 	uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
 	uv_timer_t watchdog, grace;
-	uv_timer_t trim;	  /* malloc_trim once a burst of work is over */
-	struct http_server *http; /* NULL: no listener */
+	uv_timer_t trim;	       /* malloc_trim once a burst of work is over */
+	struct http_server *http;      /* NULL: no listener */
 	struct http_server *dash_http; /* listen.dashboard_http; NULL: none */
 	struct dashboard dashboard;
-	struct control *control;  /* NULL: closed */
+	struct control *control; /* NULL: closed */
 	struct webhook webhook;
 	struct metrics *metrics;
 	struct outbox *outbox; /* NULL: not started, or closed */
 	bool outbox_closing;   /* outbox_stop called, outbox_closed not yet */
 	bool outbox_restart;   /* a reload: start it anew once it has closed */
-	struct status status; /* reads the fields above */
-	rlim_t fd_limit;      /* the soft RLIMIT_NOFILE, raised at start */
+	struct status status;  /* reads the fields above */
+	rlim_t fd_limit;       /* the soft RLIMIT_NOFILE, raised at start */
 	bool stopping;
 	bool abandoned; /* the grace period ran out with jobs still on workers */
 	int exit_code;
@@ -220,8 +220,7 @@ static int load_dashboard_auth(struct daemon *d, const struct config *cfg)
 	struct dashboard_auth *a = NULL;
 	struct kiln_err err = {0};
 
-	if (cfg->dashboard_auth_file &&
-	    dashboard_auth_load(cfg->dashboard_auth_file, &a, &err) < 0)
+	if (cfg->dashboard_auth_file && dashboard_auth_load(cfg->dashboard_auth_file, &a, &err) < 0)
 		return log_error_errno(err.code, "dashboard.auth_file: %s", err.msg);
 	if (a)
 		log_info("dashboard: %zu user%s from '%s'", dashboard_auth_users(a),

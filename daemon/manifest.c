@@ -372,9 +372,8 @@ enum mkey {
 };
 
 static const char *const mkeys[K_COUNT] = {
-    "name",	  "version", "registry", "tags",   "dockerfile", "context",
-    "build_args", "target",  "platform", "labels", "test",	 "builder", "network",
-    "secrets",
+    "name",   "version",  "registry", "tags", "dockerfile", "context", "build_args",
+    "target", "platform", "labels",   "test", "builder",    "network", "secrets",
 };
 
 static void take(struct mctx *c, enum mkey k, const yaml_node_t *v)
@@ -403,7 +402,8 @@ static void take(struct mctx *c, enum mkey k, const yaml_node_t *v)
 		break;
 	case K_TAGS:
 		take_list(c, v, "tags", "tag", manifest_valid_tag,
-			  "[A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128 characters", &m->tags, &m->ntags);
+			  "[A-Za-z0-9_][A-Za-z0-9_.-]*, at most 128 characters", &m->tags,
+			  &m->ntags);
 		break;
 	case K_DOCKERFILE:
 		take_path(c, v, "dockerfile", &m->dockerfile);
@@ -492,7 +492,8 @@ int manifest_parse(const char *data, size_t len, const char *file, const char *d
 		if (i == K_COUNT) {
 			bad(&c, k, "unknown key '%s'%s", ks,
 			    " (known: name, version, registry, tags, dockerfile, context, "
-			    "build_args, target, platform, labels, test, builder, network, secrets)");
+			    "build_args, target, platform, labels, test, builder, network, "
+			    "secrets)");
 			continue;
 		}
 		seen[i] = k;

@@ -40,19 +40,19 @@ static const char *const provider_labels[PROVIDERS] = {"github", "gitlab", "gite
 
 struct sink {
 	struct outbox *o;
-	char *name;	  /* the store's: "status:<repo>", "notify:<repo or *>:<hash of url>" */
-	char *repo;	  /* NULL: every repository (a global notification target) */
-	char *what;	  /* for messages: "commit statuses of 'r' (github)", never a secret */
-	int provider;	  /* a forge, or PROVIDER_NOTIFY */
+	char *name;   /* the store's: "status:<repo>", "notify:<repo or *>:<hash of url>" */
+	char *repo;   /* NULL: every repository (a global notification target) */
+	char *what;   /* for messages: "commit statuses of 'r' (github)", never a secret */
+	int provider; /* a forge, or PROVIDER_NOTIFY */
 	struct forge_status status;
 	struct forge_notify notify;
-	char *states;	  /* ",succeeded,failed," */
+	char *states; /* ",succeeded,failed," */
 	/* owned copies behind status and notify: a reload frees the config
 	 * while this outbox may still be closing */
 	char *project, *url, *api_url, *dashboard_url;
 	char *secret; /* the token or the signing secret, wiped when freed */
 	enum sink_state state;
-	bool woken;	  /* a commit came while loading: look again */
+	bool woken; /* a commit came while loading: look again */
 	uv_work_t work;
 	uv_timer_t timer;
 	/* the row in hand, and what its send made of it */
@@ -66,9 +66,9 @@ struct sink {
 	char curl_err[CURL_ERROR_SIZE];
 	const char *settle; /* "sent", "failed", NULL: retry at not_before */
 	int64_t not_before;
-	unsigned backlog;	 /* the loop's: metrics and kiln status read it */
+	unsigned backlog;      /* the loop's: metrics and kiln status read it */
 	unsigned backlog_read; /* the worker's, published in work_after */
-	char error[512]; /* the last refusal; "" none */
+	char error[512];       /* the last refusal; "" none */
 	bool error_logged;
 	int r;
 	struct kiln_err err;
@@ -82,7 +82,7 @@ struct outbox {
 	uv_async_t wake;
 	struct sink *sinks;
 	size_t nsinks;
-	unsigned open;	/* handles not yet closed, worker jobs in flight */
+	unsigned open; /* handles not yet closed, worker jobs in flight */
 	bool stopping;
 	outbox_closed_cb *closed;
 	void *closed_arg;
@@ -203,7 +203,8 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg)
 
 	if (s->body.len < OUTBOX_REPLY_MAX)
 		buf_append(&s->body, data,
-			   len < OUTBOX_REPLY_MAX - s->body.len ? len : OUTBOX_REPLY_MAX - s->body.len);
+			   len < OUTBOX_REPLY_MAX - s->body.len ? len
+								: OUTBOX_REPLY_MAX - s->body.len);
 	return len;
 }
 
@@ -299,7 +300,8 @@ static void refused(struct sink *s)
 		 msg);
 	/* once per sink: every row would say the same (a token revoked) */
 	if (!s->error_logged)
-		log_error("outbox %s: refused with %s; build %" PRId64 "'s %s dropped, and the next "
+		log_error("outbox %s: refused with %s; build %" PRId64
+			  "'s %s dropped, and the next "
 			  "ones are tried as they come",
 			  s->what, s->error, s->row.b.id, s->row.state);
 	s->error_logged = true;
@@ -361,8 +363,8 @@ static void transfer_done(CURL *easy, CURLcode result, void *arg)
 		s->settle = NULL;
 		s->not_before = now_ms() + (int64_t)wait_ms;
 		if (s->reply.status)
-			log_warning("outbox %s: HTTP %ld for build %" PRId64 "'s %s, retry in %" PRIu64
-				    " ms",
+			log_warning("outbox %s: HTTP %ld for build %" PRId64
+				    "'s %s, retry in %" PRIu64 " ms",
 				    s->what, s->reply.status, s->row.b.id, s->row.state, wait_ms);
 		else
 			log_warning("outbox %s: %s, retry in %" PRIu64 " ms", s->what,
@@ -497,8 +499,8 @@ static void add_notify(struct outbox *o, const struct config_notify *n, const ch
 	}
 	s->name = xasprintf("notify:%s:%s", repo ? repo : "*", hex);
 	s->repo = repo ? xstrdup(repo) : NULL;
-	s->what = xasprintf("notification target %zu (%s)%s%s", index + 1, host,
-			    repo ? " of " : "", repo ? repo : "");
+	s->what = xasprintf("notification target %zu (%s)%s%s", index + 1, host, repo ? " of " : "",
+			    repo ? repo : "");
 	s->provider = PROVIDER_NOTIFY;
 	s->url = xstrdup(n->url);
 	s->secret = n->secret ? xstrdup(n->secret) : NULL;
@@ -586,9 +588,9 @@ int outbox_new(uv_loop_t *loop, struct store *store, const struct config *cfg, s
 	v = xcalloc(o->nsinks + 1, sizeof(*v));
 	for (size_t i = 0; i < o->nsinks; i++) {
 		struct sink *s = &o->sinks[i];
-		v[i] = (struct store_outbox_sink){s->name, s->repo,
-						  s->provider == PROVIDER_NOTIFY ? "notify" : "status",
-						  s->states};
+		v[i] = (struct store_outbox_sink){
+		    s->name, s->repo, s->provider == PROVIDER_NOTIFY ? "notify" : "status",
+		    s->states};
 	}
 	r = store_outbox_sinks(store, v, o->nsinks, err);
 	free(v);

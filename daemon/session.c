@@ -96,8 +96,7 @@ static int pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *ret)
 
 /* The last occurrence of length-delimited field `want` (proto3: last wins);
  * *ret_len 0 and *ret NULL when absent. */
-static int pb_field(const uint8_t *p, size_t n, unsigned want, const uint8_t **ret,
-		    size_t *ret_len)
+static int pb_field(const uint8_t *p, size_t n, unsigned want, const uint8_t **ret, size_t *ret_len)
 {
 	const uint8_t *end = p + n;
 
@@ -206,7 +205,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
 }
 
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
-		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *arg)
+		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+		     void *arg)
 {
 	struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
 
@@ -239,8 +239,8 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
 	return 0;
 }
 
-static ssize_t resp_read(nghttp2_session *ng, int32_t id, uint8_t *out, size_t len,
-			 uint32_t *flags, nghttp2_data_source *src, void *arg)
+static ssize_t resp_read(nghttp2_session *ng, int32_t id, uint8_t *out, size_t len, uint32_t *flags,
+			 nghttp2_data_source *src, void *arg)
 {
 	struct h2_stream *st = src->ptr;
 	size_t n = st->resp.len - st->sent;
@@ -312,8 +312,7 @@ static void note_host(char *list, size_t size, const uint8_t *host, size_t n)
 	snprintf(list + used, size - used, "%s%.*s", used ? "," : "", (int)n, (const char *)host);
 }
 
-static int call_credentials(struct session_h2 *h, struct h2_stream *st, const uint8_t *m,
-			    size_t n)
+static int call_credentials(struct session_h2 *h, struct h2_stream *st, const uint8_t *m, size_t n)
 {
 	const uint8_t *host;
 	size_t hn;
@@ -595,8 +594,8 @@ static int flush(struct session *s)
 {
 	while (s->out_off < s->out.len) {
 		size_t n = 0;
-		CURLcode rc = curl_easy_send(s->h, s->out.p + s->out_off, s->out.len - s->out_off,
-					     &n);
+		CURLcode rc =
+		    curl_easy_send(s->h, s->out.p + s->out_off, s->out.len - s->out_off, &n);
 		if (rc == CURLE_AGAIN)
 			break;
 		if (rc != CURLE_OK)
@@ -764,7 +763,8 @@ int session_start(uv_loop_t *loop, struct docker *d, const struct session_data *
 		rc = curl_easy_getinfo(s->h, CURLINFO_ACTIVESOCKET, &fd);
 	if (rc != CURLE_OK || fd == CURL_SOCKET_BAD) {
 		r = kiln_err_set(err, -ECONNREFUSED, "session: cannot connect to the engine %s: %s",
-				 docker_host(d), s->curl_err[0] ? s->curl_err : curl_easy_strerror(rc));
+				 docker_host(d),
+				 s->curl_err[0] ? s->curl_err : curl_easy_strerror(rc));
 		goto fail;
 	}
 	s->fd = fd;

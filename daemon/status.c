@@ -84,8 +84,9 @@ void status_json(const struct status *st, json_t *o)
 				    w->last_error[0] ? json_string(w->last_error) : json_null());
 		json_object_set_new(r, "branches", branches_json(w));
 		if (uv_is_active((const uv_handle_t *)&w->timer))
-			json_object_set_new(r, "next_poll_in_ms",
-					    json_integer((json_int_t)uv_timer_get_due_in(&w->timer)));
+			json_object_set_new(
+			    r, "next_poll_in_ms",
+			    json_integer((json_int_t)uv_timer_get_due_in(&w->timer)));
 		json_array_append_new(repos, r);
 	}
 	json_object_set_new(o, "repositories", repos);

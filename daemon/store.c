@@ -39,18 +39,18 @@ struct store {
 /* The outbox triggers' body: a newer state of a (repository, commit, image)
  * supersedes the unsent older one of every status sink, then each sink that
  * wants this state gets its row. */
-#define OUTBOX_MS_NOW "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+#define OUTBOX_MS_NOW	  "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 #define OUTBOX_STATUS_KEY "NEW.repository || ':' || NEW.commit_sha || ':' || NEW.path"
-#define OUTBOX_WANTS "instr(states, ',' || NEW.state || ',') > 0"
+#define OUTBOX_WANTS	  "instr(states, ',' || NEW.state || ',') > 0"
 #define OUTBOX_TRIGGER_BODY                                                                        \
 	"UPDATE outbox SET done = 'superseded', done_at = " OUTBOX_MS_NOW                          \
 	" WHERE done IS NULL AND key = " OUTBOX_STATUS_KEY                                         \
-	" AND sink IN (SELECT sink FROM outbox_sinks WHERE kind = 'status' AND " OUTBOX_WANTS     \
+	" AND sink IN (SELECT sink FROM outbox_sinks WHERE kind = 'status' AND " OUTBOX_WANTS      \
 	"); INSERT INTO outbox (sink, build, state, error, key, created_at)"                       \
-	" SELECT sink, NEW.id, NEW.state, NEW.error, CASE kind WHEN 'status' THEN "                \
-	OUTBOX_STATUS_KEY " ELSE NEW.id || ':' || NEW.state END, " OUTBOX_MS_NOW                   \
-	" FROM outbox_sinks WHERE (repository IS NULL OR repository = NEW.repository) AND "        \
-	OUTBOX_WANTS " ORDER BY sink;"
+	" SELECT sink, NEW.id, NEW.state, NEW.error, CASE kind WHEN 'status' "                     \
+	"THEN " OUTBOX_STATUS_KEY " ELSE NEW.id || ':' || NEW.state END, " OUTBOX_MS_NOW           \
+	" FROM outbox_sinks WHERE (repository IS NULL OR repository = NEW.repository) "            \
+	"AND " OUTBOX_WANTS " ORDER BY sink;"
 
 /* Each entry moves the schema one version up; never edit a shipped one. */
 static const char *const migrations[] = {
@@ -121,7 +121,7 @@ static const char *const migrations[] = {
     "  build INTEGER NOT NULL,"
     "  state TEXT NOT NULL," /* the build's state this row reports */
     "  error TEXT,"
-    "  key TEXT NOT NULL," /* status: repository:commit:path; notify: build:state */
+    "  key TEXT NOT NULL,"	     /* status: repository:commit:path; notify: build:state */
     "  created_at INTEGER NOT NULL," /* unix ms */
     "  attempts INTEGER NOT NULL DEFAULT 0,"
     "  not_before INTEGER NOT NULL DEFAULT 0," /* unix ms */
@@ -1333,10 +1333,10 @@ static char *col_dup(sqlite3_stmt *st, int col)
 
 /* A build row's columns, in the order build_row_read takes them from col0 on
  * (prefix: the table's alias and a dot, or ""). */
-#define BUILD_COLUMNS(p)                                                                 \
-	p "id, " p "repository, " p "branch, " p "path, " p "image, " p "commit_sha, " p \
-	  "change, " p "state, " p "error, " p "attempts, " p "created_at, " p           \
-	  "started_at, " p "finished_at, " p "digest, " p "builder"
+#define BUILD_COLUMNS(p)                                                                           \
+	p "id, " p "repository, " p "branch, " p "path, " p "image, " p "commit_sha, " p           \
+	  "change, " p "state, " p "error, " p "attempts, " p "created_at, " p "started_at, " p    \
+	  "finished_at, " p "digest, " p "builder"
 
 static void build_row_read(sqlite3_stmt *st, int col0, struct store_build_row *b)
 {
@@ -1596,10 +1596,11 @@ static int outbox_sinks_locked(struct store *s, const struct store_outbox_sink *
 	int r;
 
 	r = exec(s, "DELETE FROM outbox_sinks", err);
-	if (r == 0 && sqlite3_prepare_v2(s->db,
-					 "INSERT OR REPLACE INTO outbox_sinks (sink, repository, kind,"
-					 " states) VALUES (?, ?, ?, ?)",
-					 -1, &st, NULL) != SQLITE_OK)
+	if (r == 0 &&
+	    sqlite3_prepare_v2(s->db,
+			       "INSERT OR REPLACE INTO outbox_sinks (sink, repository, kind,"
+			       " states) VALUES (?, ?, ?, ?)",
+			       -1, &st, NULL) != SQLITE_OK)
 		r = db_err(s, err, "setting the outbox's sinks");
 	for (size_t i = 0; i < n && r == 0; i++) {
 		sqlite3_reset(st);
@@ -1616,10 +1617,11 @@ static int outbox_sinks_locked(struct store *s, const struct store_outbox_sink *
 	sqlite3_finalize(st);
 	st = NULL;
 	/* rows of a sink no longer configured would wait for ever */
-	if (r == 0 && sqlite3_prepare_v2(s->db,
-					 "UPDATE outbox SET done = 'dropped', done_at = ?1 WHERE done"
-					 " IS NULL AND sink NOT IN (SELECT sink FROM outbox_sinks)",
-					 -1, &st, NULL) != SQLITE_OK)
+	if (r == 0 &&
+	    sqlite3_prepare_v2(s->db,
+			       "UPDATE outbox SET done = 'dropped', done_at = ?1 WHERE done"
+			       " IS NULL AND sink NOT IN (SELECT sink FROM outbox_sinks)",
+			       -1, &st, NULL) != SQLITE_OK)
 		r = db_err(s, err, "dropping the outbox rows of removed sinks");
 	if (r == 0) {
 		sqlite3_bind_int64(st, 1, now_ms());
@@ -1667,9 +1669,9 @@ int store_outbox_next(struct store *s, const char *sink, struct store_outbox_row
 	pthread_mutex_lock(&s->lock);
 	if (sqlite3_prepare_v2(
 		s->db,
-		"SELECT o.id, o.state, o.error, o.attempts, o.not_before, " BUILD_COLUMNS("b.")
-		" FROM outbox o JOIN builds b ON b.id = o.build"
-		" WHERE o.sink = ?1 AND o.done IS NULL ORDER BY o.id LIMIT 1",
+		"SELECT o.id, o.state, o.error, o.attempts, o.not_before, " BUILD_COLUMNS(
+		    "b.") " FROM outbox o JOIN builds b ON b.id = o.build"
+			  " WHERE o.sink = ?1 AND o.done IS NULL ORDER BY o.id LIMIT 1",
 		-1, &st, NULL) != SQLITE_OK) {
 		r = db_err(s, err, "reading the outbox");
 		goto out;
@@ -1737,8 +1739,9 @@ int store_outbox_backlog(struct store *s, const char *sink, unsigned *ret, struc
 	int r = 0;
 
 	pthread_mutex_lock(&s->lock);
-	if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM outbox WHERE sink = ?1 AND done IS NULL",
-			       -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT count(*) FROM outbox WHERE sink = ?1 AND done IS NULL", -1,
+			       &st, NULL) != SQLITE_OK) {
 		r = db_err(s, err, "counting the outbox");
 		goto out;
 	}

@@ -35,11 +35,10 @@ struct bktrace *bktrace_free(struct bktrace *t); /* NULL-safe; returns NULL */
 /* Decodes one trace message (the aux string: base64 text of len bytes) and
  * shows what it says, a line per call. -EINVAL when the base64 or the
  * protobuf is malformed: what was decoded before the fault is shown. */
-int bktrace_feed(struct bktrace *t, const char *b64, size_t len, bktrace_show_cb *show,
-		 void *arg);
+int bktrace_feed(struct bktrace *t, const char *b64, size_t len, bktrace_show_cb *show, void *arg);
 /* The same for a decoded StatusResponse (for the tests and the fuzzer). */
-int bktrace_feed_raw(struct bktrace *t, const unsigned char *p, size_t len,
-		     bktrace_show_cb *show, void *arg);
+int bktrace_feed_raw(struct bktrace *t, const unsigned char *p, size_t len, bktrace_show_cb *show,
+		     void *arg);
 /* Ends every step's unfinished output line (the stream ended). */
 void bktrace_flush(struct bktrace *t, bktrace_show_cb *show, void *arg);
 

@@ -29,9 +29,9 @@ struct config_secret {
 
 /* A notification target (`notify: [...]`, global or a repository's). */
 struct config_notify {
-	char *url;	     /* http:// or https:// */
-	char *secret;	     /* signs each body; NULL: unsigned */
-	struct strv events;  /* build end states: succeeded, failed, cancelled, superseded */
+	char *url;	    /* http:// or https:// */
+	char *secret;	    /* signs each body; NULL: unsigned */
+	struct strv events; /* build end states: succeeded, failed, cancelled, superseded */
 };
 struct config_notifies {
 	struct config_notify *v;

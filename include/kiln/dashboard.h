@@ -19,12 +19,12 @@
 #include "kiln/http_server.h"
 #include "kiln/store.h"
 
-#define DASHBOARD_PAGE_SIZE	 50u	     /* builds per page */
-#define DASHBOARD_LOG_PAGE_MAX	 (1u << 20)  /* a build page shows this much of the log's tail */
+#define DASHBOARD_PAGE_SIZE	 50u	      /* builds per page */
+#define DASHBOARD_LOG_PAGE_MAX	 (1u << 20)   /* a build page shows this much of the log's tail */
 #define DASHBOARD_LOG_CHUNK_MAX	 (256u << 10) /* one answer of the live log */
 #define DASHBOARD_AUTH_FILE_MAX	 (1u << 20)
 #define DASHBOARD_AUTH_USERS_MAX 10000u
-#define DASHBOARD_AUTH_CACHE	 16u /* Authorization values recently accepted */
+#define DASHBOARD_AUTH_CACHE	 16u  /* Authorization values recently accepted */
 #define DASHBOARD_FOLLOW_MS	 500u /* the live log's pace: kiln logs -f's */
 /* Password checks on workers at once: each costs a bcrypt, and libuv's 4
  * workers also fetch and write the state; past it, 503 */

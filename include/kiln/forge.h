@@ -67,9 +67,9 @@ int forge_notify_request(const struct forge_notify *fn, const struct store_outbo
 
 /* What the answer's headers say about waiting. */
 struct forge_reply {
-	long status;		   /* 0: no answer (connection error, timeout) */
-	char retry_after[64];	   /* Retry-After: seconds or an HTTP date */
-	char ratelimit_reset[32];  /* X-RateLimit-Reset: unix seconds */
+	long status;		  /* 0: no answer (connection error, timeout) */
+	char retry_after[64];	  /* Retry-After: seconds or an HTTP date */
+	char ratelimit_reset[32]; /* X-RateLimit-Reset: unix seconds */
 	char ratelimit_remaining[32];
 };
 /* One header line of the answer ("Name: value\r\n", any case), kept when

@@ -105,7 +105,7 @@ struct job_result {
 	bool transient; /* worth retrying: the engine or registry failed, not the build */
 	char error[1024];
 	char image_id[80];
-	char digest[80]; /* of the version tag, when pushed */
+	char digest[80];  /* of the version tag, when pushed */
 	char builder[16]; /* "classic" or "buildkit" once the build started, else "" */
 };
 
@@ -129,7 +129,7 @@ struct job_reply {
 	/* build: the image id (aux.ID; BuildKit: moby.image.id's); push: the
 	 * digest (aux.Digest); the last seen */
 	char id[80];
-	char error[1024]; /* the last error line's text */
+	char error[1024];      /* the last error line's text */
 	struct bktrace *trace; /* BuildKit: decodes moby.buildkit.trace; NULL: not shown */
 };
 /* Consumes one line: what is worth showing goes to show, a line per call.

@@ -13,10 +13,10 @@ struct oneshot_opts {
 	const char *repo_path; /* the git directory the changeset came from */
 	const char *commit;    /* TO, full sha */
 	const char *manifest_name;
-	const char *source_url;	 /* org.opencontainers.image.source; may be NULL */
-	const char *docker_host; /* NULL: $DOCKER_HOST or the default socket */
-	const char *builder;	 /* auto | buildkit | classic; NULL: auto */
-	const char *network;	 /* default | none | host; NULL: the engine's default */
+	const char *source_url;		     /* org.opencontainers.image.source; may be NULL */
+	const char *docker_host;	     /* NULL: $DOCKER_HOST or the default socket */
+	const char *builder;		     /* auto | buildkit | classic; NULL: auto */
+	const char *network;		     /* default | none | host; NULL: the engine's default */
 	const struct config_secret *secrets; /* --secret: what manifests may grant */
 	size_t nsecrets;
 	bool push;

@@ -78,7 +78,7 @@
 #define PROTO_F_LAST_ERROR   "last_error"
 /* a repository's commit statuses and notifications not yet delivered, and
  * the last refusal of its forge or notification target (null: none) */
-#define PROTO_F_OUTBOX	     "outbox"
+#define PROTO_F_OUTBOX		"outbox"
 #define PROTO_F_REPORTING_ERROR "reporting_error"
 
 /* build states as the store names them and `kiln logs -f` waits on */

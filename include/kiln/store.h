@@ -225,11 +225,11 @@ int store_outbox_sinks(struct store *s, const struct store_outbox_sink *v, size_
 		       struct kiln_err *err);
 
 struct store_outbox_row {
-	int64_t id;	    /* stable: a delivery's id */
-	char state[16];	    /* the build state it reports */
-	char *error;	    /* the build's error at that change; NULL: none */
-	int attempts;	    /* sends that failed in passing so far */
-	int64_t not_before; /* unix ms: not to be sent before */
+	int64_t id;		  /* stable: a delivery's id */
+	char state[16];		  /* the build state it reports */
+	char *error;		  /* the build's error at that change; NULL: none */
+	int attempts;		  /* sends that failed in passing so far */
+	int64_t not_before;	  /* unix ms: not to be sent before */
 	struct store_build_row b; /* the build as it is now (state: its current one) */
 };
 /* The sink's oldest unsent row: 0, or -ENOENT. Free it with

@@ -179,7 +179,7 @@ static void output_lines(void **state)
 	logmsg(&m, "d1", "x\0y\n", 4); /* a NUL ends what a line can show */
 	memset(big, 'z', sizeof(big));
 	logmsg(&m, "d1", big, sizeof(big)); /* cut in pieces, never lost */
-	logmsg(&m, "d1", "unended", 7); /* ends the cut line's last piece */
+	logmsg(&m, "d1", "unended", 7);	    /* ends the cut line's last piece */
 	vertex(&m, "d1", "[1/1] RUN make", true, "exit code: 2");
 	assert_int_equal(bktrace_feed_raw(t, (unsigned char *)m.p, m.len, collect, &shown), 0);
 	assert_non_null(strstr(shown.p, "#1 [1/1] RUN make\n#1 a\n#1 bc\n#1 n\n"));
@@ -187,8 +187,9 @@ static void output_lines(void **state)
 	assert_non_null(strstr(shown.p, "\n#1 zzzzzzzzzzunended\n#1 ERROR: exit code: 2\n"));
 	assert_true(bktrace_failure(t, why, sizeof(why)));
 	/* the last five lines only, each cut to fit 1 KiB together */
-	assert_non_null(strstr(why, "step '[1/1] RUN make' failed: exit code: 2; last output: n | n | x"
-				    " | zzz"));
+	assert_non_null(strstr(why,
+			       "step '[1/1] RUN make' failed: exit code: 2; last output: n | n | x"
+			       " | zzz"));
 	assert_non_null(strstr(why, " | zzzzzzzzzzunended"));
 	assert_true(strlen(why) < 1024 + 100);
 	bktrace_free(t);
@@ -220,8 +221,8 @@ static void bad_input(void **state)
 	struct bktrace *t = bktrace_new();
 	struct buf shown = {0}, m = {0};
 	unsigned char out[16];
-	static const unsigned char cut[] = {0x0a, 0x05, 0x0a, 0x01};   /* length past the end */
-	static const unsigned char group[] = {0x0b, 0x0c};	       /* a group */
+	static const unsigned char cut[] = {0x0a, 0x05, 0x0a, 0x01};	/* length past the end */
+	static const unsigned char group[] = {0x0b, 0x0c};		/* a group */
 	static const unsigned char varint[] = {0x08, 0xff, 0xff, 0xff}; /* never ends */
 
 	(void)state;

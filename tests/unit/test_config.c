@@ -521,13 +521,15 @@ static char *field_of(const struct config_key *k, struct config *c)
 	if (strncmp(k->section, "registries[]", 12) == 0)
 		return c->nregistries ? (char *)&c->registries[0] + k->offset : NULL;
 	if (strcmp(k->section, "repositories[].secrets[]") == 0)
-		return c->nrepos && c->repos[0].nsecrets ? (char *)&c->repos[0].secrets[0] + k->offset
-							 : NULL;
+		return c->nrepos && c->repos[0].nsecrets
+			   ? (char *)&c->repos[0].secrets[0] + k->offset
+			   : NULL;
 	if (strcmp(k->section, "notify[]") == 0)
 		return c->notify.n ? (char *)&c->notify.v[0] + k->offset : NULL;
 	if (strcmp(k->section, "repositories[].notify[]") == 0)
-		return c->nrepos && c->repos[0].notify.n ? (char *)&c->repos[0].notify.v[0] + k->offset
-							 : NULL;
+		return c->nrepos && c->repos[0].notify.n
+			   ? (char *)&c->repos[0].notify.v[0] + k->offset
+			   : NULL;
 	if (strncmp(k->section, "repositories[]", 14) == 0)
 		return c->nrepos ? (char *)&c->repos[0] + k->offset : NULL;
 	return (char *)c + k->offset;
@@ -779,8 +781,8 @@ static void secrets_are_files(void **state)
 	for (size_t i = 0; i < config_nkeys; i++) {
 		const struct config_key *k = &config_keys[i];
 		size_t n = strlen(k->key);
-		bool file = (n > 5 && strcmp(k->key + n - 5, "_file") == 0) ||
-			    strcmp(k->key, "file") == 0;
+		bool file =
+		    (n > 5 && strcmp(k->key + n - 5, "_file") == 0) || strcmp(k->key, "file") == 0;
 
 		/* every *_file key (and a build secret's file) names a secret, and
 		 * a secret never has a default */
@@ -881,8 +883,9 @@ static void statuses_and_notifications(void **state)
 		     "a notification target needs 'url'");
 	expect_error("notify:\n  - {url: \"http://x/h\"}\n  - {url: \"http://x/h\"}\n", 3, 5,
 		     "notify[1] has the url of notify[0]");
-	path = write_file("st.yaml", "repositories:\n  - {name: a, url: \"git@gitlab.com:g/s/n.git\","
-				     " status: {provider: gitlab, token_file: token}}\n");
+	path =
+	    write_file("st.yaml", "repositories:\n  - {name: a, url: \"git@gitlab.com:g/s/n.git\","
+				  " status: {provider: gitlab, token_file: token}}\n");
 	assert_int_equal(config_load(path, &c, &d), 0);
 	project = config_status_project(&c.repos[0]);
 	assert_string_equal(project, "g/s/n");

@@ -17,7 +17,7 @@
 
 #define ALICE "alice:$2y$05$NiNMN3r2IKPpJDlVu0EA3exl12TJFNNDC9YGKXLN4YOI3jBoMcPry\n"
 #define BOB                                                                                        \
-	"bob:$6$saltsalt$J0HqphIcObHD/gdYF3Rt9Gfypz2EAvpwOgPggzqggnaAB1ug0kYA9fAV/"                  \
+	"bob:$6$saltsalt$J0HqphIcObHD/gdYF3Rt9Gfypz2EAvpwOgPggzqggnaAB1ug0kYA9fAV/"                \
 	"lvhIOalIFuG5iALluV728wQZTFea0\n"
 #define CAROL "carol:$5$wAxwKsEzZdI6sIT3$LnCDrdopt/zN.YxbvMFiusaW2nmMIxMtr1Vwr.Ef8L.\n"
 #define DAVE  "dave:$2b$04$7kDSaGymZmT/AOj1OEKLXOQfAAiBdOmsfmeq/53pgMxwvXDsDtD9m\n"
@@ -35,7 +35,8 @@ static void escape(void **state)
 
 	(void)state;
 	s = escaped("<script>alert('x')</script> & \"q\"");
-	assert_string_equal(s, "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;");
+	assert_string_equal(s,
+			    "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;");
 	free(s);
 	s = escaped("plain text, ünïcode");
 	assert_string_equal(s, "plain text, ünïcode");
@@ -67,11 +68,13 @@ static void ansi(void **state)
 	assert_string_equal(s, "error: x\n");
 	free(s);
 	/* 256 colours, a cursor move, OSC title with BEL and with ST, ESC c */
-	s = TEXT("\x1b[38;5;196mred\x1b[2K\x1b]0;title\a.\x1b]8;;http://x\x1b\\link\x1b" "c!");
+	s = TEXT("\x1b[38;5;196mred\x1b[2K\x1b]0;title\a.\x1b]8;;http://x\x1b\\link\x1b"
+		 "c!");
 	assert_string_equal(s, "red.link!");
 	free(s);
 	/* a progress line's carriage returns and other controls go; tabs stay */
-	s = TEXT("50%\r100%\t\x07\x08" "done\n");
+	s = TEXT("50%\r100%\t\x07\x08"
+		 "done\n");
 	assert_string_equal(s, "50%100%\tdone\n");
 	free(s);
 	/* a sequence cut at the end of the text, and NUL */
@@ -145,9 +148,9 @@ static void auth(void **state)
 	assert_int_equal(dashboard_auth_parse(file, strlen(file), "users", &a, &err), 0);
 	assert_int_equal(dashboard_auth_users(a), 4);
 	assert_true(dashboard_auth_check(a, b64_header("YWxpY2U6d29uZGVyIGxhbmQ="))); /* alice */
-	assert_true(dashboard_auth_check(a, b64_header("Ym9iOmIwYjpwYXNz")));	  /* bob:b0b:pass */
-	assert_true(dashboard_auth_check(a, b64_header("Y2Fyb2w6Y2Fyb2w=")));	  /* carol */
-	assert_true(dashboard_auth_check(a, b64_header("ZGF2ZTpkYXZl")));		  /* dave */
+	assert_true(dashboard_auth_check(a, b64_header("Ym9iOmIwYjpwYXNz"))); /* bob:b0b:pass */
+	assert_true(dashboard_auth_check(a, b64_header("Y2Fyb2w6Y2Fyb2w="))); /* carol */
+	assert_true(dashboard_auth_check(a, b64_header("ZGF2ZTpkYXZl")));     /* dave */
 	assert_true(dashboard_auth_check(a, "basic  ZGF2ZTpkYXZl"));
 	assert_false(dashboard_auth_check(a, b64_header("YWxpY2U6d3Jvbmc="))); /* alice:wrong */
 	assert_false(dashboard_auth_check(a, b64_header("bWFsbG9yeTpkYXZl"))); /* mallory:dave */
@@ -223,8 +226,8 @@ static void routes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(escape),	   cmocka_unit_test(ansi),	   cmocka_unit_test(query),
-	    cmocka_unit_test(auth),	   cmocka_unit_test(auth_errors), cmocka_unit_test(routes),
+	    cmocka_unit_test(escape), cmocka_unit_test(ansi),	     cmocka_unit_test(query),
+	    cmocka_unit_test(auth),   cmocka_unit_test(auth_errors), cmocka_unit_test(routes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -122,7 +122,8 @@ static void gitlab_and_gitea_status(void **state)
 	forge_request_done(&rq);
 	row = row_of("failed", "build failed: x");
 	assert_int_equal(forge_status_request(&gt, &row, &rq, &err), 0);
-	assert_string_equal(rq.url, "https://git.example.com/api/v1/repos/team/images/statuses/" SHA);
+	assert_string_equal(rq.url,
+			    "https://git.example.com/api/v1/repos/team/images/statuses/" SHA);
 	assert_true(has_header(&rq, "Authorization: token T0K"));
 	o = json_loads(rq.body, 0, NULL);
 	assert_string_equal(field(o, "state"), "failure");
@@ -313,9 +314,12 @@ static void states(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(github_status),  cmocka_unit_test(gitlab_and_gitea_status),
-	    cmocka_unit_test(description_limits), cmocka_unit_test(project_from_url),
-	    cmocka_unit_test(notification),   cmocka_unit_test(answers),
+	    cmocka_unit_test(github_status),
+	    cmocka_unit_test(gitlab_and_gitea_status),
+	    cmocka_unit_test(description_limits),
+	    cmocka_unit_test(project_from_url),
+	    cmocka_unit_test(notification),
+	    cmocka_unit_test(answers),
 	    cmocka_unit_test(states),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,7 +26,8 @@ struct client {
 };
 
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
-		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *arg)
+		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+		     void *arg)
 {
 	struct client *c = arg;
 
@@ -97,8 +98,8 @@ static void pump(struct client *c, struct session_h2 *h)
 		}
 		assert_int_equal(session_h2_send(h, &out, 1u << 20), 0);
 		if (out.len > 0) {
-			assert_true(nghttp2_session_mem_recv(c->ng, (const uint8_t *)out.p, out.len) ==
-				    (ssize_t)out.len);
+			assert_true(nghttp2_session_mem_recv(c->ng, (const uint8_t *)out.p,
+							     out.len) == (ssize_t)out.len);
 			moved = true;
 		}
 		buf_done(&out);
@@ -248,10 +249,18 @@ static void test_credentials(void **state)
 	assert_int_equal(r.status, 0);
 	m = message(&r, &n);
 	assert_int_equal(n, 11);
-	assert_memory_equal(m, "\x0a\x05" "alice" "\x12\x02" "pw", 11);
+	assert_memory_equal(m,
+			    "\x0a\x05"
+			    "alice"
+			    "\x12\x02"
+			    "pw",
+			    11);
 	buf_done(&r.body);
 	/* a host kiln has nothing for: empty credentials, an anonymous pull */
-	call(h, c, "/moby.filesync.v1.Auth/Credentials", "\x0a\x03" "x.y", 5, true, &r);
+	call(h, c, "/moby.filesync.v1.Auth/Credentials",
+	     "\x0a\x03"
+	     "x.y",
+	     5, true, &r);
 	assert_int_equal(r.status, 0);
 	m = message(&r, &n);
 	assert_int_equal(n, 0);

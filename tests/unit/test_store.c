@@ -728,8 +728,8 @@ static void outbox_rows(void **state)
 	store_outbox_row_done(&row);
 	/* b fails: its row carries the error; the notification sink has both */
 	assert_int_equal(store_take_next(s, &b, &err), 0);
-	assert_int_equal(store_finish(s, b.id, BUILD_FAILED, "smoke test failed: exit code 1", &err),
-			 0);
+	assert_int_equal(
+	    store_finish(s, b.id, BUILD_FAILED, "smoke test failed: exit code 1", &err), 0);
 	assert_int_equal(store_outbox_backlog(s, "notify:*:x", &n, &err), 0);
 	assert_int_equal(n, 2);
 	assert_int_equal(store_outbox_next(s, "notify:*:x", &row, &err), 0);
