@@ -30,8 +30,11 @@
 	"Referrer-Policy: no-referrer\r\n"                                                         \
 	"X-Frame-Options: DENY\r\n"
 #define NO_STORE "Cache-Control: no-store\r\n"
-#define HTML	 "text/html; charset=utf-8"
-#define TEXT	 "text/plain; charset=utf-8"
+/* a stream that ends without its end event (kilnd restarting, the users
+ * reloaded) is asked for again this soon, from the last event's offset */
+#define RETRY_LINE "retry: 1000\n\n"
+#define HTML	   "text/html; charset=utf-8"
+#define TEXT	   "text/plain; charset=utf-8"
 
 enum route {
 	ROUTE_NONE,
@@ -39,6 +42,7 @@ enum route {
 	ROUTE_BUILDS,
 	ROUTE_BUILD,
 	ROUTE_LOG,
+	ROUTE_EVENTS,
 	ROUTE_ENGINE,
 	ROUTE_ASSET
 };
@@ -52,6 +56,11 @@ struct dashboard_auth {
 	struct auth_user *v;
 	size_t n;
 };
+
+/* A live log's stream: a worker reads what is new (STREAM_READING), the
+ * loop writes it and waits for the next look (STREAM_WAITING), until the
+ * build ended and everything was sent, or the client left (STREAM_DONE). */
+enum stream_state { STREAM_NONE, STREAM_READING, STREAM_WAITING, STREAM_DONE };
 
 /* One request in flight. The worker touches only this. */
 struct page {
@@ -69,6 +78,18 @@ struct page {
 	int status;
 	const char *ctype;
 	struct buf headers, body;
+	/* ROUTE_EVENTS, once streaming */
+	enum stream_state sst;
+	uv_timer_t timer;
+	LIST_ENTRY(page) entry;
+	int64_t offset;	     /* the next log byte to send; -1: start from the tail */
+	int64_t read_end;    /* the worker's: offset after what it read */
+	char state[16];	     /* the build's state as last sent; "": none yet */
+	char read_state[16]; /* the worker's */
+	bool ended;	     /* the worker's: the build ended and all of its log is read */
+	bool full;	     /* the worker's: it read a whole chunk, more may follow now */
+	uint64_t sent_ms;    /* when something last went out (the keep-alive comment) */
+	unsigned gen;	     /* db->gen when it began */
 };
 
 /* ---- escaping and text ---- */
@@ -920,34 +941,102 @@ out:
 	return r;
 }
 
-/* The live log: what follows offset, as plain text; the new offset and the
- * build's state in headers, so the script knows where to go on and when to
- * stop. */
-static int render_log(struct page *pg, struct kiln_err *err)
+/* The build's state (a worker's read); *ret_live: it is queued or running,
+ * so its log may grow. */
+static int build_state(struct page *pg, char state[16], bool *ret_live, struct kiln_err *err)
 {
 	struct store_build_filter f = {.id = pg->id, .limit = 1};
 	struct store_build_row *row = NULL;
 	size_t n = 0;
-	int64_t end = 0;
-	bool live;
 	int r;
 
 	r = store_list_builds(pg->db->store, &f, &row, &n, err);
 	if (r == 0 && n == 0)
 		r = kiln_err_set(err, -ENOENT, "no build %" PRId64, pg->id);
+	if (r == 0) {
+		snprintf(state, 16, "%s", row->state);
+		*ret_live = strcmp(state, "queued") == 0 || strcmp(state, "running") == 0;
+	}
+	store_build_rows_free(row, n);
+	return r;
+}
+
+/* The live log: what follows offset, as plain text; the new offset and the
+ * build's state in headers, so the script knows where to go on and when to
+ * stop. */
+static int render_log(struct page *pg, struct kiln_err *err)
+{
+	char state[16];
+	int64_t end = 0;
+	bool live;
+	int r;
+
+	r = build_state(pg, state, &live, err);
 	if (r < 0)
 		return r;
-	live = strcmp(row->state, "queued") == 0 || strcmp(row->state, "running") == 0;
 	r = read_log(pg->log_path, pg->q.offset,
 		     pg->q.offset < 0 ? DASHBOARD_LOG_PAGE_MAX : DASHBOARD_LOG_CHUNK_MAX,
 		     pg->q.offset >= 0 && live, &pg->body, &end, err);
 	if (r == 0) {
 		pg->ctype = TEXT;
 		buf_printf(&pg->headers, "X-Kiln-Offset: %" PRId64 "\r\nX-Kiln-State: %s\r\n", end,
-			   row->state);
+			   state);
 	}
-	store_build_rows_free(row, n);
 	return r;
+}
+
+void dashboard_sse_event(struct buf *b, const char *event, int64_t id, const char *text, size_t len)
+{
+	const char *p = text, *end = text + len, *nl;
+
+	if (event)
+		buf_printf(b, "event: %s\n", event);
+	if (id >= 0)
+		buf_printf(b, "id: %" PRId64 "\n", id);
+	/* a client joins data lines with newlines and drops the last one, so
+	 * text ending in a newline sends an empty line after it */
+	for (;;) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		buf_puts(b, "data: ");
+		buf_append(b, p, (size_t)((nl ? nl : end) - p));
+		buf_puts(b, "\n");
+		if (nl == NULL)
+			break;
+		p = nl + 1;
+	}
+	buf_puts(b, "\n");
+}
+
+/* Worker: the build's state, then the log bytes from pg->offset on (the
+ * tail when it is -1), as the events to send; the state first, so that a
+ * build seen ended has its whole log in the file already. */
+static int render_events(struct page *pg, struct kiln_err *err)
+{
+	struct buf text = {0};
+	bool live;
+	int r;
+
+	pg->body.len = 0;
+	r = build_state(pg, pg->read_state, &live, err);
+	if (r < 0)
+		return r;
+	if (strcmp(pg->read_state, pg->state) != 0)
+		dashboard_sse_event(&pg->body, "state", -1, pg->read_state, strlen(pg->read_state));
+	r = read_log(pg->log_path, pg->offset,
+		     pg->offset < 0 ? DASHBOARD_LOG_PAGE_MAX : DASHBOARD_LOG_CHUNK_MAX, live, &text,
+		     &pg->read_end, err);
+	if (r < 0)
+		return r;
+	pg->full = pg->offset >= 0 && pg->read_end - pg->offset >= (int64_t)DASHBOARD_LOG_CHUNK_MAX;
+	/* an ended build's last piece may be a line without its newline:
+	 * read_log keeps it, as a page does */
+	if (pg->read_end != (pg->offset < 0 ? 0 : pg->offset) || text.len > 0)
+		dashboard_sse_event(&pg->body, NULL, pg->read_end, text.p ? text.p : "", text.len);
+	pg->ended = !live && !pg->full;
+	if (pg->ended)
+		dashboard_sse_event(&pg->body, "end", -1, pg->read_state, strlen(pg->read_state));
+	buf_done(&text);
+	return 0;
 }
 
 /* ---- requests ---- */
@@ -984,6 +1073,8 @@ static enum route route_of(const char *path, int64_t *ret_id)
 		return ROUTE_BUILD;
 	if (strcmp(rest + n, "/log") == 0)
 		return ROUTE_LOG;
+	if (strcmp(rest + n, "/events") == 0)
+		return ROUTE_EVENTS;
 	return ROUTE_NONE;
 }
 
@@ -1012,6 +1103,8 @@ void dashboard_done(struct dashboard *db)
 
 void dashboard_set_auth(struct dashboard *db, struct dashboard_auth *a)
 {
+	if (db->auth || a) /* the users may have changed */
+		db->gen++;
 	dashboard_auth_unref(db->auth);
 	db->auth = a;
 	explicit_bzero(db->ok, sizeof(db->ok));
@@ -1090,6 +1183,8 @@ static void page_work(uv_work_t *w)
 		r = render_build(pg, &err);
 	else if (pg->rt == ROUTE_LOG)
 		r = render_log(pg, &err);
+	else if (pg->rt == ROUTE_EVENTS)
+		r = render_events(pg, &err);
 	if (r == -ENOENT) {
 		page_error(pg, 404, err.msg);
 	} else if (r < 0) {
@@ -1098,12 +1193,19 @@ static void page_work(uv_work_t *w)
 	}
 }
 
+static void stream_start(struct page *pg);
+static void stream_after(struct page *pg);
+
 static void page_after(uv_work_t *w, int status)
 {
 	struct page *pg = container_of(w, struct page, work);
 	struct dashboard *db = pg->db;
 
 	(void)status;
+	if (pg->sst != STREAM_NONE) {
+		stream_after(pg);
+		return;
+	}
 	if (pg->authorization)
 		db->checking--;
 	/* accepted under the table still in force: remembered */
@@ -1113,7 +1215,113 @@ static void page_after(uv_work_t *w, int status)
 		if (db->nok < DASHBOARD_AUTH_CACHE)
 			db->nok++;
 	}
-	page_answer(pg);
+	if (pg->rt == ROUTE_EVENTS && pg->status == 200 && strcmp(pg->req->method, "HEAD") != 0)
+		stream_start(pg);
+	else
+		page_answer(pg);
+}
+
+/* ---- the live log's stream ---- */
+
+static void stream_closed(uv_handle_t *h)
+{
+	struct page *pg = container_of((uv_timer_t *)h, struct page, timer);
+	page_free(pg);
+}
+
+static void stream_end(struct page *pg, const char *why)
+{
+	struct dashboard *db = pg->db;
+
+	log_debug("dashboard: live log of build %" PRId64 " ends: %s", pg->id, why);
+	pg->sst = STREAM_DONE;
+	http_stream_end(pg->req);
+	pg->req = NULL;
+	LIST_REMOVE(pg, entry);
+	db->nstreams--;
+	uv_close((uv_handle_t *)&pg->timer, stream_closed);
+}
+
+static void stream_tick(uv_timer_t *t)
+{
+	struct page *pg = container_of(t, struct page, timer);
+	struct dashboard *db = pg->db;
+	int r;
+
+	if (pg->req->conn == NULL) {
+		stream_end(pg, "the client left");
+		return;
+	}
+	if (pg->gen != db->gen) {
+		/* without an end event the browser asks again, as the new users */
+		stream_end(pg, "the dashboard's users changed");
+		return;
+	}
+	if (uv_now(db->loop) - pg->sent_ms >= DASHBOARD_KEEPALIVE_MS &&
+	    http_stream_write(pg->req, ":\n\n", 2) == 0)
+		pg->sent_ms = uv_now(db->loop);
+	pg->sst = STREAM_READING;
+	r = uv_queue_work(db->loop, &pg->work, page_work, page_after);
+	if (r < 0)
+		stream_end(pg, uv_strerror(r));
+}
+
+/* What the worker made goes out; the offset and state move on only once
+ * it is written (a slow client gets it again, from where it was). */
+static void stream_after(struct page *pg)
+{
+	struct dashboard *db = pg->db;
+	uint64_t wait = DASHBOARD_FOLLOW_MS;
+	int r = 0;
+
+	if (pg->status != 200) {
+		stream_end(pg, "the build cannot be read");
+		return;
+	}
+	if (pg->body.len > 0)
+		r = http_stream_write(pg->req, pg->body.p, pg->body.len);
+	if (r == -EPIPE) {
+		stream_end(pg, "the client left");
+		return;
+	}
+	if (r == 0) {
+		if (pg->body.len > 0)
+			pg->sent_ms = uv_now(db->loop);
+		pg->offset = pg->read_end;
+		snprintf(pg->state, sizeof(pg->state), "%s", pg->read_state);
+		if (pg->ended) {
+			stream_end(pg, "the build ended");
+			return;
+		}
+		if (pg->full)
+			wait = 0;
+	}
+	pg->sst = STREAM_WAITING;
+	uv_timer_start(&pg->timer, stream_tick, wait, 0);
+}
+
+/* The first read is done (and the password checked): the headers go out,
+ * then what it read. */
+static void stream_start(struct page *pg)
+{
+	struct dashboard *db = pg->db;
+
+	if (pg->authorization) { /* checked once: the stream is this client's */
+		explicit_bzero(pg->authorization, strlen(pg->authorization));
+		free(pg->authorization);
+		pg->authorization = NULL;
+	}
+	pg->auth = dashboard_auth_unref(pg->auth);
+	buf_puts(&pg->headers, SECURITY_HEADERS NO_STORE "X-Accel-Buffering: no\r\n");
+	http_stream_begin(pg->req, 200, pg->ctype, pg->headers.p);
+	http_stream_write(pg->req, RETRY_LINE, strlen(RETRY_LINE));
+	pg->sst = STREAM_WAITING;
+	uv_timer_init(db->loop, &pg->timer);
+	LIST_INSERT_HEAD(&db->streams, pg, entry);
+	db->nstreams++;
+	pg->gen = db->gen;
+	pg->sent_ms = uv_now(db->loop);
+	stream_after(pg);
 }
 
 /* What the loop renders itself: the pages made of live daemon state. */
@@ -1132,6 +1340,19 @@ static void render_on_loop(struct page *pg)
 	json_decref(health);
 }
 
+/* Where a stream starts: after the last event a reconnecting client saw
+ * (Last-Event-ID, the byte offset it carries), else ?offset=, else the tail. */
+static int stream_offset(const struct http_request *req, const struct dashboard_query *q,
+			 int64_t *ret, struct kiln_err *err)
+{
+	const char *last = http_header(req, "last-event-id");
+
+	*ret = q->offset;
+	if (last && last[0] && parse_id(last, ret) < 0)
+		return kiln_err_set(err, -EINVAL, "Last-Event-ID must be a byte offset");
+	return 0;
+}
+
 void dashboard_handle(struct http_request *req, void *arg)
 {
 	struct dashboard *db = arg;
@@ -1145,6 +1366,8 @@ void dashboard_handle(struct http_request *req, void *arg)
 	pg->status = 200;
 	pg->ctype = HTML;
 	pg->rt = route_of(req->path, &pg->id);
+	if (pg->rt == ROUTE_EVENTS)
+		pg->ctype = "text/event-stream; charset=utf-8";
 	if (pg->rt == ROUTE_NONE) {
 		page_error(pg, 404, "not found");
 		page_answer(pg);
@@ -1178,6 +1401,17 @@ void dashboard_handle(struct http_request *req, void *arg)
 			pg->auth = dashboard_auth_ref(db->auth);
 			pg->authorization = xstrdup(authz);
 		}
+	}
+	if (pg->rt == ROUTE_EVENTS && db->nstreams >= DASHBOARD_STREAMS_MAX) {
+		buf_puts(&pg->headers, "Retry-After: 5\r\n");
+		page_error(pg, 503, "too many live logs at once: try again");
+		page_answer(pg);
+		return;
+	}
+	if (pg->rt == ROUTE_EVENTS && (r = stream_offset(req, &pg->q, &pg->offset, &err)) < 0) {
+		page_error(pg, 400, err.msg);
+		page_answer(pg);
+		return;
 	}
 	if (pg->rt == ROUTE_ASSET) {
 		const struct dashboard_asset *a = &dashboard_assets[pg->id];

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <ctype.h>
+#include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,9 @@
 #define CLIENT_BUCKETS	   256u /* a power of two */
 #define CLIENT_KEY_LEN	   9u	/* family tag + an IPv4 address or an IPv6 /64 */
 
-enum conn_state { CONN_READING, CONN_HANDLING, CONN_CLOSING, CONN_LINGERING };
+/* CONN_STREAMING: a streamed answer is going out (http_stream_begin); input
+ * is read and dropped so that the client's close is seen at once. */
+enum conn_state { CONN_READING, CONN_HANDLING, CONN_STREAMING, CONN_CLOSING, CONN_LINGERING };
 
 /* The connections from one client address, for the per-client cap. Lives
  * while it has connections. */
@@ -332,6 +335,23 @@ static void after_write(uv_write_t *w, int status)
 	free(wr);
 }
 
+/* Writes data (malloc'ed, taken). close_why: close once written, saying
+ * why; NULL: the connection stays open. */
+static void write_owned(struct http_conn *c, char *data, size_t len, const char *close_why)
+{
+	struct write_req *wr = xcalloc(1, sizeof(*wr));
+	uv_buf_t ub = uv_buf_init(data, (unsigned)len);
+
+	wr->c = c;
+	wr->data = data;
+	wr->close_why = close_why;
+	if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, after_write) < 0) {
+		free(wr->data);
+		free(wr);
+		conn_close(c, "cannot write");
+	}
+}
+
 /* close_why: close once written, saying why; NULL: keep the connection.
  * extra: more header lines, each ending in CRLF (NULL: none); no_body: a
  * HEAD's answer, which says the body's length but leaves it out. */
@@ -339,8 +359,6 @@ static void send_response(struct http_conn *c, int status, const char *ctype, co
 			  const char *body, size_t len, bool no_body, const char *close_why)
 {
 	struct buf b = {0};
-	struct write_req *wr;
-	uv_buf_t ub;
 
 	buf_printf(&b,
 		   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -354,16 +372,7 @@ static void send_response(struct http_conn *c, int status, const char *ctype, co
 	buf_puts(&b, "\r\n");
 	if (len && !no_body)
 		buf_append(&b, body, len);
-	wr = xcalloc(1, sizeof(*wr));
-	wr->c = c;
-	wr->close_why = close_why;
-	wr->data = b.p;
-	ub = uv_buf_init(b.p, (unsigned)b.len);
-	if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, after_write) < 0) {
-		free(wr->data);
-		free(wr);
-		conn_close(c, "cannot write the answer");
-	}
+	write_owned(c, b.p, b.len, close_why);
 }
 
 /* An error answer that ends the connection. */
@@ -423,6 +432,65 @@ void http_respond_headers(struct http_request *req, int status, const char *cont
 	}
 	if (c->st == CONN_READING)
 		reading(c, true);
+}
+
+/* ---- streamed answers ---- */
+
+/* The headers of a streamed answer, without Content-Length: its body ends
+ * with the connection (HTTP/1.1 allows that, and an event stream needs no
+ * chunk framing). No pipelined request after it is answered. */
+void http_stream_begin(struct http_request *req, int status, const char *content_type,
+		       const char *headers)
+{
+	struct http_conn *c = req->conn;
+	struct buf b = {0};
+
+	if (c == NULL || c->st != CONN_HANDLING)
+		return; /* gone: the next write says so */
+	buf_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nConnection: close\r\n", status,
+		   reason(status), content_type);
+	if (headers)
+		buf_puts(&b, headers);
+	buf_puts(&b, "\r\n");
+	c->st = CONN_STREAMING;
+	c->keep_alive = false;
+	buf_done(&c->pending); /* requests pipelined after this one go unanswered */
+	c->linger_left = LINGER_SLACK_BYTES;
+	write_owned(c, b.p, b.len, NULL);
+	reading(c, true);
+}
+
+int http_stream_write(struct http_request *req, const char *p, size_t len)
+{
+	struct http_conn *c = req->conn;
+
+	if (c == NULL || c->st != CONN_STREAMING)
+		return -EPIPE;
+	if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > HTTP_STREAM_QUEUE_MAX)
+		return -EAGAIN;
+	if (len > 0) {
+		char *copy = xmalloc(len);
+		memcpy(copy, p, len);
+		write_owned(c, copy, len, NULL);
+	}
+	return c->st == CONN_STREAMING ? 0 : -EPIPE;
+}
+
+void http_stream_end(struct http_request *req)
+{
+	struct http_conn *c = req->conn;
+	struct http_server *s = container_of(req, struct request, pub)->s;
+
+	if (c != NULL && c->st == CONN_STREAMING) {
+		c->inflight = NULL;
+		/* the shutdown waits for what is queued */
+		conn_linger(c, "stream ended");
+	} else if (c != NULL) {
+		c->inflight = NULL;
+		conn_close(c, "stream ended");
+	}
+	request_free(req);
+	server_maybe_done(s);
 }
 
 /* ---- parsing ---- */
@@ -652,9 +720,10 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 		 * pipelining into a slow handler would grow it without end */
 		buf_append(&c->pending, b->base, (size_t)nread);
 		reading(c, false);
-	} else if (nread > 0 && c->st == CONN_LINGERING && (uint64_t)nread >= c->linger_left)
-		conn_close(c, "lingering close: too much input");
-	else if (nread > 0 && c->st == CONN_LINGERING)
+	} else if (nread > 0 && (c->st == CONN_LINGERING || c->st == CONN_STREAMING) &&
+		   (uint64_t)nread >= c->linger_left)
+		conn_close(c, "too much input while answering");
+	else if (nread > 0 && (c->st == CONN_LINGERING || c->st == CONN_STREAMING))
 		c->linger_left -= (uint64_t)nread; /* dropped */
 	else if (nread < 0)
 		conn_close(c, nread == UV_EOF ? "closed by the client" : uv_strerror((int)nread));

@@ -1,18 +1,19 @@
 /* kiln's dashboard: the one thing that needs a script, the live log of a
- * build that is queued or running. It asks /builds/<id>/log for what follows
- * the offset it has, every half second (as `kiln logs -f` looks), and adds
- * it as text: the server has turned colour codes into plain text, and
- * textContent never makes markup of it. */
+ * build that is queued or running. It listens to /builds/<id>/events
+ * (Server-Sent Events): each message is the text that followed, its id the
+ * log's byte offset after it, so a dropped connection resumes where it
+ * stopped (the browser sends Last-Event-ID); "state" events move the state
+ * cell, "end" ends it. The server has turned colour codes into plain text,
+ * and textContent never makes markup of it. */
 "use strict";
 (function () {
 	var pre = document.getElementById("log");
-	if (!pre)
+	if (!pre || typeof EventSource === "undefined")
 		return;
 	var id = pre.getAttribute("data-build");
 	var offset = Number(pre.getAttribute("data-offset")) || 0;
 	var state = pre.getAttribute("data-state");
-	var live = function (s) { return s === "queued" || s === "running"; };
-	if (!live(state))
+	if (state !== "queued" && state !== "running")
 		return;
 
 	function showState(s) {
@@ -24,34 +25,33 @@
 		span.textContent = s;
 		cell.replaceChildren(span);
 		pre.setAttribute("data-state", s);
+		state = s;
 	}
 
-	function tick() {
-		fetch("/builds/" + encodeURIComponent(id) + "/log?offset=" + offset,
-		      { cache: "no-store", credentials: "same-origin" })
-			.then(function (r) {
-				if (!r.ok)
-					throw new Error("HTTP " + r.status);
-				var next = Number(r.headers.get("X-Kiln-Offset"));
-				var s = r.headers.get("X-Kiln-State") || state;
-				return r.text().then(function (t) { return [t, next, s]; });
-			})
-			.then(function (v) {
-				var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-				if (v[0])
-					pre.appendChild(document.createTextNode(v[0]));
-				if (atEnd)
-					pre.scrollTop = pre.scrollHeight;
-				if (v[1] >= offset)
-					offset = v[1];
-				showState(v[2]);
-				state = v[2];
-				if (live(state) || v[0])
-					setTimeout(tick, 500);
-				else
-					pre.classList.remove("live");
-			})
-			.catch(function () { setTimeout(tick, 2000); });
+	function listen() {
+		var es = new EventSource("/builds/" + encodeURIComponent(id) +
+					 "/events?offset=" + offset);
+		es.onmessage = function (e) {
+			var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+			if (e.data)
+				pre.appendChild(document.createTextNode(e.data));
+			if (atEnd)
+				pre.scrollTop = pre.scrollHeight;
+			if (e.lastEventId)
+				offset = Number(e.lastEventId);
+		};
+		es.addEventListener("state", function (e) { showState(e.data); });
+		es.addEventListener("end", function (e) {
+			showState(e.data);
+			es.close();
+			pre.classList.remove("live");
+		});
+		/* the browser retries a dropped stream itself; one refused
+		 * (503: too many, or kilnd gone) is asked for again here */
+		es.onerror = function () {
+			if (es.readyState === EventSource.CLOSED)
+				setTimeout(listen, 5000);
+		};
 	}
-	setTimeout(tick, 500);
+	listen();
 })();

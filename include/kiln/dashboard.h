@@ -1,6 +1,7 @@
 /* dashboard.h (report): the read-only web dashboard on kilnd's HTTP
  * listener: repositories (/), builds (/builds, filtered and paged),
- * one build with its log (/builds/<id>, the log followed live through
+ * one build with its log (/builds/<id>, the log followed live as
+ * Server-Sent Events from /builds/<id>/events, or read piece by piece from
  * /builds/<id>/log?offset=N), the engine (/engine) and the embedded
  * stylesheet and script (/static/...). Optional HTTP Basic authentication
  * against an htpasswd-style file (bcrypt, sha-crypt through libxcrypt).
@@ -12,6 +13,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <uv.h>
 
 #include "kiln/buf.h"
@@ -24,8 +26,10 @@
 #define DASHBOARD_LOG_CHUNK_MAX	 (256u << 10) /* one answer of the live log */
 #define DASHBOARD_AUTH_FILE_MAX	 (1u << 20)
 #define DASHBOARD_AUTH_USERS_MAX 10000u
-#define DASHBOARD_AUTH_CACHE	 16u  /* Authorization values recently accepted */
-#define DASHBOARD_FOLLOW_MS	 500u /* the live log's pace: kiln logs -f's */
+#define DASHBOARD_AUTH_CACHE	 16u	/* Authorization values recently accepted */
+#define DASHBOARD_FOLLOW_MS	 500u	/* the live log's pace: kiln logs -f's */
+#define DASHBOARD_STREAMS_MAX	 64u	/* live logs streamed at once; past it, 503 */
+#define DASHBOARD_KEEPALIVE_MS	 15000u /* a comment on a quiet stream, so proxies keep it */
 /* Password checks on workers at once: each costs a bcrypt, and libuv's 4
  * workers also fetch and write the state; past it, 503 */
 #define DASHBOARD_CHECKS_MAX 2u
@@ -72,7 +76,10 @@ struct dashboard {
 	 * requests (and the live log's every 500 ms) do not each pay bcrypt */
 	unsigned char ok[DASHBOARD_AUTH_CACHE][32];
 	unsigned nok, next_ok;
-	unsigned checking; /* password checks queued or on a worker */
+	unsigned checking;	   /* password checks queued or on a worker */
+	LIST_HEAD(, page) streams; /* live logs being streamed */
+	unsigned nstreams;
+	unsigned gen; /* bumped when the users change: streams end, clients ask again */
 };
 
 void dashboard_init(struct dashboard *db, uv_loop_t *loop, struct store *store,
@@ -95,6 +102,11 @@ void dashboard_escape(struct buf *b, const char *s, size_t len);
  * two-byte ESC sequences) and control characters other than newline and
  * tab dropped, a carriage return too. Not escaped for HTML. */
 void dashboard_ansi_text(struct buf *b, const char *s, size_t len);
+/* Appends one Server-Sent Event: `event: <event>` unless event is NULL,
+ * `id: <id>` unless id < 0, and text[0..len) as data lines (each line one
+ * `data:` line, so the client's event data is text exactly). */
+void dashboard_sse_event(struct buf *b, const char *event, int64_t id, const char *text,
+			 size_t len);
 /* Parses a query string (NULL: none): repository, image, state, before,
  * offset; other keys are ignored, empty values mean absent. -EINVAL with the
  * reason for a bad escape, a value too long, an unknown state or a number

@@ -25,6 +25,7 @@
 
 #define HTTP_BODIES_MAX_DEFAULT (64u << 20) /* body bytes held at once, all connections */
 #define HTTP_RETRY_AFTER_S	5u	    /* in a 503 for want of room for a body */
+#define HTTP_STREAM_QUEUE_MAX	(1u << 20)  /* a streamed answer's bytes waiting for the client */
 
 struct http_header {
 	char *name; /* lowercased */
@@ -98,6 +99,19 @@ void http_respond(struct http_request *req, int status, const char *content_type
  * answer to HEAD has the Content-Length of body, without the body. */
 void http_respond_headers(struct http_request *req, int status, const char *content_type,
 			  const char *headers, const char *body, size_t len);
+/* A streamed answer (Server-Sent Events): http_stream_begin sends the status
+ * line and headers (without Content-Length: the body ends with the
+ * connection); the handler keeps req and writes pieces until
+ * http_stream_end, which frees req and closes once everything is written.
+ * While it streams the client's input is read and dropped, so its close is
+ * seen at once: req->conn is NULL from then on, and the next write fails. */
+void http_stream_begin(struct http_request *req, int status, const char *content_type,
+		       const char *headers);
+/* 0; -EPIPE when the client is gone (end the stream); -EAGAIN when more
+ * than HTTP_STREAM_QUEUE_MAX bytes still wait for a slow client (nothing
+ * written: try again later). */
+int http_stream_write(struct http_request *req, const char *p, size_t len);
+void http_stream_end(struct http_request *req);
 unsigned http_server_conns(const struct http_server *s);
 /* Body bytes held now (see bodies_max). */
 size_t http_server_bodies(const struct http_server *s);

@@ -248,4 +248,101 @@ t_own_listener() {
 	stop
 }
 
+# events FILE: the JSON lines sse_client.py wrote so far, as "event|id|data"
+events() {
+	python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    e = json.loads(l)
+    if "event" in e: print("%s|%s|%s" % (e["event"], e["id"], e["data"].replace("\n", "\\n")))
+    elif "eof" in e: print("eof")' "$1"
+}
+
+# a build put in the state as running, with a log file kilnd's dashboard reads
+running_build() {
+	python3 -c 'import sqlite3,sys
+c = sqlite3.connect(sys.argv[1])
+cur = c.execute("INSERT INTO builds (repository, branch, path, image, commit_sha, change, state,"
+                " attempts, created_at, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, 1, 2)",
+                ("images", "main", "base", "reg/x/base:1", "0" * 40, "added", "running"))
+c.commit()
+print(cur.lastrowid)' state/kilnd.db
+}
+
+set_state() {
+	python3 -c 'import sqlite3,sys
+c = sqlite3.connect(sys.argv[1])
+c.execute("UPDATE builds SET state = ?, finished_at = 3 WHERE id = ?", (sys.argv[2], int(sys.argv[3])))
+c.commit()' state/kilnd.db "$1" "$2"
+}
+
+# The live log as Server-Sent Events: what is there, then each new line as
+# it is written (colour codes dropped, markup as it is: the client puts it in
+# as text), state changes, the end; a reconnect resumes after Last-Event-ID;
+# a client that leaves ends its stream; kilnd stops promptly with one open.
+t_events() {
+	origin origin.git
+	start ", dashboard: true"
+	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
+	id=$(running_build)
+	printf 'step 1\n' >"state/logs/$id.log"
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id/events?offset=0" ev.out &
+	cpid=$!
+	track_pid $cpid
+	wait_for 5 grep -q '"data": "step 1\\n"' ev.out || fail "the first piece: $(cat ev.out)"
+	grep -q '"status": "HTTP/1.1 200 OK"' ev.out || fail "status: $(head -1 ev.out)"
+	grep -q '"content-type": "text/event-stream; charset=utf-8"' ev.out || fail "type: $(head -1 ev.out)"
+	grep -q '"content-security-policy": "default-src' ev.out || fail "no CSP on the stream"
+	grep -q '"content-length"' ev.out && fail "a stream with a length"
+	[ "$(events ev.out | head -2)" = "state|None|running
+message|7|step 1\n" ] || fail "the first events: $(events ev.out)"
+	printf '\033[1;32m<b>step 2</b>\033[0m\r\nhalf a li' >>"state/logs/$id.log"
+	wait_for 5 grep -q 'step 2' ev.out || fail "a new line did not arrive: $(events ev.out)"
+	events ev.out | grep -qF 'message|' || fail "no message"
+	[ "$(events ev.out | tail -1)" = 'message|33|<b>step 2</b>\n' ] ||
+		fail "the new line (colour codes dropped, the unfinished line kept back): $(events ev.out | tail -1)"
+	printf 'ne\n' >>"state/logs/$id.log"
+	wait_for 5 grep -q 'half a line' ev.out || fail "the finished line: $(events ev.out)"
+	set_state failed "$id"
+	wait_for 5 grep -q '"eof": true' ev.out || fail "the stream did not end with the build: $(events ev.out)"
+	[ "$(events ev.out | tail -4)" = 'message|45|half a line\n
+state|45|failed
+end|45|failed
+eof' ] || fail "the last events: $(events ev.out | tail -4)"
+	wait "$cpid" || fail "sse client failed"
+	# resuming: after byte 33 only what followed; an ended build's stream ends
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id/events" ev2.out 33
+	[ "$(events ev2.out)" = 'state|None|failed
+message|45|half a line\n
+end|45|failed
+eof' ] || fail "resumed at 33: $(events ev2.out)"
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id/events?offset=45" ev3.out
+	[ "$(events ev3.out)" = 'state|None|failed
+end|None|failed
+eof' ] || fail "nothing after the end: $(events ev3.out)"
+	[ "$(code "/builds/999/events")" = 404 ] || fail "a missing build's stream not 404"
+	[ "$(code "/builds/$id/events?offset=x")" = 400 ] || fail "a bad offset not 400"
+	[ "$(code "/builds/$id/events" -H 'Last-Event-ID: -3')" = 400 ] || fail "a bad Last-Event-ID not 400"
+	# a client that leaves: its stream ends at the next look
+	id2=$(running_build)
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id2/events" ev4.out &
+	cpid=$!
+	wait_for 5 grep -q '"event": "state"' ev4.out || fail "second stream: $(cat ev4.out)"
+	kill "$cpid"
+	wait "$cpid" 2>/dev/null || true
+	wait_for 5 grep -q "live log of build $id2 ends: the client left" kilnd.log ||
+		fail "the stream outlived its client"
+	# stopping with a stream open: it ends, kilnd exits at once
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id2/events" ev5.out &
+	cpid=$!
+	track_pid $cpid
+	wait_for 5 grep -q '"event": "state"' ev5.out || fail "third stream: $(cat ev5.out)"
+	t0=$(date +%s%N)
+	stop
+	[ $((($(date +%s%N) - t0) / 1000000)) -lt 3000 ] || fail "kilnd took over 3 s to stop with a stream open"
+	wait "$cpid" || fail "sse client failed"
+	[ "$(events ev5.out | tail -1)" = eof ] || fail "the stream was not closed: $(events ev5.out)"
+	events ev5.out | grep -q '^end|' && fail "an end event for a build that did not end"
+	true
+}
+
 run_all

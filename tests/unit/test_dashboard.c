@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -209,6 +210,8 @@ static void routes(void **state)
 	assert_true(dashboard_path("/builds"));
 	assert_true(dashboard_path("/builds/12"));
 	assert_true(dashboard_path("/builds/12/log"));
+	assert_true(dashboard_path("/builds/12/events"));
+	assert_false(dashboard_path("/builds/12/events/x"));
 	assert_true(dashboard_path("/engine"));
 	assert_true(dashboard_path("/static/dashboard.js"));
 	assert_true(dashboard_path("/static/dashboard.css"));
@@ -223,11 +226,44 @@ static void routes(void **state)
 	assert_false(dashboard_path("/hooks/images"));
 }
 
+static char *sse(const char *event, int64_t id, const char *text)
+{
+	struct buf b = {0};
+	dashboard_sse_event(&b, event, id, text, strlen(text));
+	return buf_steal(&b);
+}
+
+/* A client joins the data lines with newlines and drops the last one: each
+ * text must come back whole, a final newline included. */
+static void sse_events(void **state)
+{
+	struct {
+		const char *event;
+		int64_t id;
+		const char *text, *want;
+	} cases[] = {
+	    {NULL, 7, "step 1\n", "id: 7\ndata: step 1\ndata: \n\n"},
+	    {NULL, 9, "a\nb", "id: 9\ndata: a\ndata: b\n\n"},
+	    {NULL, 0, "", "id: 0\ndata: \n\n"},
+	    {NULL, 3, "\n\n", "id: 3\ndata: \ndata: \ndata: \n\n"},
+	    {NULL, 4, " lead", "id: 4\ndata:  lead\n\n"},
+	    {"end", -1, "failed", "event: end\ndata: failed\n\n"},
+	    {"state", -1, "running", "event: state\ndata: running\n\n"},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *got = sse(cases[i].event, cases[i].id, cases[i].text);
+		assert_string_equal(got, cases[i].want);
+		free(got);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(escape), cmocka_unit_test(ansi),	     cmocka_unit_test(query),
-	    cmocka_unit_test(auth),   cmocka_unit_test(auth_errors), cmocka_unit_test(routes),
+	    cmocka_unit_test(escape),	  cmocka_unit_test(ansi),	 cmocka_unit_test(query),
+	    cmocka_unit_test(auth),	  cmocka_unit_test(auth_errors), cmocka_unit_test(routes),
+	    cmocka_unit_test(sse_events),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,7 +8,8 @@ two images built one at a time on the stand-in engine in build_drip mode,
 whose log lines carry colour codes and <b id="dripN"> markup; EVIL_FOLDER is
 an image folder whose name is markup. Checks, in order: the pages render;
 a running build's log grows on screen while it runs and its state changes
-when it ends (the script, through /builds/ID/log); markup from the folder
+when it ends (the script, through the event stream /builds/ID/events);
+markup from the folder
 and the log is text (no element made, no alert, no colour code shown); the
 filter form filters; and no request of the browser's went anywhere but
 BASE_URL (the performance log), with no Content-Security-Policy complaint in
@@ -171,8 +172,10 @@ try:
     if away:
         fail("requests left %s: %s" % (BASE, away))
     if not any(u.endswith("/static/dashboard.js") for u in urls) or \
-            not any("/log?offset=" in u for u in urls):
-        fail("the performance log misses the script or the live log: %s" % sorted(urls)[:10])
+            not any("/events?offset=" in u for u in urls):
+        fail("the performance log misses the script or the live log's stream: %s" % sorted(urls)[:10])
+    if any("/log?offset=" in u for u in urls):
+        fail("the live log was polled, not streamed")
     if not any(u.endswith("/static/favicon.svg") for u in net):
         fail("no request for the icon: the performance log may not see the network")
     print("  %d distinct network URLs requested, all on %s" % (len(net), BASE))
