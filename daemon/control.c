@@ -294,6 +294,7 @@ static json_t *row_json(const struct store_build_row *b)
 	json_object_set_new(o, PROTO_F_PATH, json_string(b->path && b->path[0] ? b->path : "."));
 	json_object_set_new(o, PROTO_F_IMAGE, str_or_null(b->image));
 	json_object_set_new(o, PROTO_F_COMMIT, json_string(b->commit ? b->commit : ""));
+	json_object_set_new(o, PROTO_F_SUBJECT, str_or_null(b->subject));
 	json_object_set_new(o, PROTO_F_CHANGE, json_string(b->change ? b->change : ""));
 	json_object_set_new(o, PROTO_F_STATE, json_string(b->state ? b->state : ""));
 	json_object_set_new(o, PROTO_F_ATTEMPTS, json_integer(b->attempts));
@@ -522,7 +523,8 @@ static int rebuild_work(struct request *rq)
 	if (r < 0)
 		goto out;
 	ref = manifest_ref(&spec.m, spec.m.version);
-	id = store_queue_build(rq->store, repo, rq->branch, path, ref, spec.commit, &rq->err);
+	id = store_queue_build(rq->store, repo, rq->branch, path, ref, spec.commit, spec.subject,
+			       &rq->err);
 	if (id < 0) {
 		r = (int)id;
 		goto out;

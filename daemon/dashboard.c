@@ -887,6 +887,7 @@ static int render_build(struct page *pg, struct kiln_err *err)
 	field(b, "path", row->path[0] ? row->path : ".");
 	field(b, "image", row->image);
 	field(b, "commit", row->commit);
+	field(b, "message", row->subject);
 	field(b, "change", row->change);
 	buf_puts(b, "<tr><th>state</th><td id=\"f-state\">");
 	state_span(b, row->state);

@@ -1133,7 +1133,7 @@ struct job *job_free(struct job *j)
 /* The manifest of `path` at the commit, with the commit's full sha. */
 static int read_manifest(const char *repo_path, const char *commit, const char *file,
 			 const char *path, struct manifest *ret_m, char **ret_sha,
-			 struct kiln_err *err)
+			 char **ret_subject, struct kiln_err *err)
 {
 	git_repository *repo = NULL;
 	git_commit *c = NULL;
@@ -1175,6 +1175,7 @@ static int read_manifest(const char *repo_path, const char *commit, const char *
 		goto out;
 	}
 	*ret_sha = xstrdup(git_oid_tostr_s(git_commit_id(c)));
+	*ret_subject = repo_commit_summary(c);
 out:
 	kiln_diags_done(&diags);
 	git_blob_free(blob);
@@ -1265,7 +1266,7 @@ int job_prepare(const char *repo_path, const char *commit, const char *path,
 	char *file = path[0] ? xasprintf("%s/%s", path, manifest_name) : xstrdup(manifest_name);
 	int r;
 
-	r = read_manifest(repo_path, commit, file, path, &s.m, &s.commit, err);
+	r = read_manifest(repo_path, commit, file, path, &s.m, &s.commit, &s.subject, err);
 	if (r < 0) {
 		free(file);
 		return r;
@@ -1285,6 +1286,7 @@ void job_spec_done(struct job_spec *s)
 {
 	free(s->repo_path);
 	free(s->commit);
+	free(s->subject);
 	free(s->source_url);
 	free(s->path);
 	free(s->manifest_file);

@@ -96,6 +96,42 @@ int repo_commit(git_repository *repo, const char *rev, git_commit **ret, struct 
 	return 0;
 }
 
+char *repo_commit_summary(git_commit *c)
+{
+	const char *s = git_commit_summary(c);
+	size_t len;
+	char *out;
+
+	if (s == NULL)
+		return NULL;
+	len = strlen(s);
+	if (len > REPO_SUMMARY_MAX) {
+		len = REPO_SUMMARY_MAX;
+		while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
+			len--; /* not inside a UTF-8 sequence */
+	}
+	out = xstrndup(s, len);
+	/* shown on terminals and pages: no control character gets there */
+	for (char *p = out; *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
+	}
+	return out;
+}
+
+char *repo_summary_of(git_repository *repo, const char *sha)
+{
+	git_commit *c = NULL;
+	git_oid id;
+	char *s;
+
+	if (git_oid_fromstr(&id, sha) < 0 || git_commit_lookup(&c, repo, &id) < 0)
+		return NULL;
+	s = repo_commit_summary(c);
+	git_commit_free(c);
+	return s;
+}
+
 int repo_blob(git_repository *repo, const git_oid *id, size_t max, git_blob **ret,
 	      struct kiln_err *err)
 {

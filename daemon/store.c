@@ -139,6 +139,14 @@ static const char *const migrations[] = {
     ("CREATE INDEX builds_by_repository ON builds (repository, id);"
      "CREATE INDEX builds_by_path ON builds (path, id);"
      "CREATE INDEX builds_by_reference ON builds (image, id);"),
+    /* 9: what a commit says, for the pages that show a build: its summary
+     * (the first paragraph of the message), one row per commit however
+     * many images it built */
+    ("CREATE TABLE commits ("
+     "  repository TEXT NOT NULL,"
+     "  sha TEXT NOT NULL,"
+     "  subject TEXT NOT NULL,"
+     "  PRIMARY KEY (repository, sha)) WITHOUT ROWID;"),
 };
 
 static const char *const state_names[] = {"queued", "running",	 "succeeded",
@@ -776,9 +784,32 @@ static int record_seen(struct store *s, struct plan_stmts *st, const char *repo,
 static int deliveries_handled_locked(struct store *s, const char *repo, int64_t until,
 				     struct kiln_err *err);
 
+/* A commit's summary, kept once (NULL: not known, nothing kept). */
+static int record_subject(struct store *s, const char *repo, const char *sha, const char *subject,
+			  struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	if (subject == NULL)
+		return 0;
+	if (sqlite3_prepare_v2(s->db,
+			       "INSERT OR IGNORE INTO commits (repository, sha, subject)"
+			       " VALUES (?, ?, ?)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return db_err(s, err, "recording a commit's summary");
+	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, sha, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, subject, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		r = db_err(s, err, "recording a commit's summary");
+	sqlite3_finalize(st);
+	return r;
+}
+
 static int record_plan_locked(struct store *s, const char *repo, const char *branch, const char *to,
-			      const struct store_plan_item *items, size_t n, int64_t polled_at_ms,
-			      struct kiln_err *err)
+			      const char *subject, const struct store_plan_item *items, size_t n,
+			      int64_t polled_at_ms, struct kiln_err *err)
 {
 	struct plan_stmts st = {0};
 	int64_t *ids = xcalloc(n + 1, sizeof(*ids));
@@ -794,6 +825,8 @@ static int record_plan_locked(struct store *s, const char *repo, const char *bra
 	}
 	if (r == 0)
 		r = record_deps(s, &st, items, n, ids, err);
+	if (r == 0 && queued > 0)
+		r = record_subject(s, repo, to, subject, err);
 	if (r == 0)
 		r = record_seen(s, &st, repo, branch, to, err);
 	if (r == 0 && polled_at_ms > 0)
@@ -962,13 +995,13 @@ int store_last_seen(struct store *s, const char *repo, const char *branch,
 }
 
 int store_record_plan(struct store *s, const char *repo, const char *branch, const char *to,
-		      const struct store_plan_item *items, size_t n, int64_t polled_at_ms,
-		      struct kiln_err *err)
+		      const char *subject, const struct store_plan_item *items, size_t n,
+		      int64_t polled_at_ms, struct kiln_err *err)
 {
 	int r;
 
 	pthread_mutex_lock(&s->lock);
-	r = record_plan_locked(s, repo, branch, to, items, n, polled_at_ms, err);
+	r = record_plan_locked(s, repo, branch, to, subject, items, n, polled_at_ms, err);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
@@ -1336,7 +1369,8 @@ static char *col_dup(sqlite3_stmt *st, int col)
 #define BUILD_COLUMNS(p)                                                                           \
 	p "id, " p "repository, " p "branch, " p "path, " p "image, " p "commit_sha, " p           \
 	  "change, " p "state, " p "error, " p "attempts, " p "created_at, " p "started_at, " p    \
-	  "finished_at, " p "digest, " p "builder"
+	  "finished_at, " p "digest, " p "builder, (SELECT subject FROM commits c WHERE "          \
+	  "c.repository = " p "repository AND c.sha = " p "commit_sha)"
 
 static void build_row_read(sqlite3_stmt *st, int col0, struct store_build_row *b)
 {
@@ -1355,6 +1389,7 @@ static void build_row_read(sqlite3_stmt *st, int col0, struct store_build_row *b
 	b->finished_at = sqlite3_column_int64(st, col0 + 12);
 	b->digest = col_dup(st, col0 + 13);
 	b->builder = col_dup(st, col0 + 14);
+	b->subject = col_dup(st, col0 + 15);
 }
 
 static void build_row_done(struct store_build_row *b)
@@ -1369,6 +1404,7 @@ static void build_row_done(struct store_build_row *b)
 	free(b->error);
 	free(b->digest);
 	free(b->builder);
+	free(b->subject);
 }
 
 int store_list_builds(struct store *s, const struct store_build_filter *f,
@@ -1386,7 +1422,7 @@ int store_list_builds(struct store *s, const struct store_build_filter *f,
 	/* Only the filters given are in the statement, so that SQLite can walk
 	 * the index that matches them newest first (a "?1 IS NULL OR" term
 	 * hides every index and scans the whole table for a rare state). */
-	buf_puts(&sql, "SELECT " BUILD_COLUMNS("") " FROM builds WHERE 1");
+	buf_puts(&sql, "SELECT " BUILD_COLUMNS("builds.") " FROM builds WHERE 1");
 	if (f->repo)
 		buf_puts(&sql, " AND repository = ?1");
 	if (f->path)
@@ -1548,12 +1584,16 @@ out:
 }
 
 int64_t store_queue_build(struct store *s, const char *repo, const char *branch, const char *path,
-			  const char *image, const char *commit, struct kiln_err *err)
+			  const char *image, const char *commit, const char *subject,
+			  struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
 	int64_t r;
 
 	pthread_mutex_lock(&s->lock);
+	/* before the build: a summary without its build harms nothing */
+	if ((r = record_subject(s, repo, commit, subject, err)) < 0)
+		goto out;
 	if (sqlite3_prepare_v2(
 		s->db,
 		"INSERT INTO builds (repository, branch, path, image, commit_sha, change,"

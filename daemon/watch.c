@@ -406,8 +406,11 @@ static int plan_one(struct watch_work *wk, size_t i)
 	if (r < 0)
 		return r;
 	if (p.kind != PLAN_UNCHANGED) {
-		r = store_record_plan(w->store, w->name, branch, p.to, p.items, p.n, polled_at,
-				      &wk->err);
+		/* the pages that show a build show what its commit says */
+		char *subject = p.n > 0 ? repo_summary_of(w->mirror, p.to) : NULL;
+		r = store_record_plan(w->store, w->name, branch, p.to, subject, p.items, p.n,
+				      polled_at, &wk->err);
+		free(subject);
 		if (r < 0)
 			goto out;
 		wk->served = polled_at > 0;

@@ -34,6 +34,7 @@ struct job_spec {
 	int64_t id;	     /* for names and messages; 0 in `kiln build` */
 	char *repo_path;     /* the repository the context comes from */
 	char *commit;	     /* full sha */
+	char *subject;	     /* the commit's summary; NULL: none */
 	char *source_url;    /* org.opencontainers.image.source; may be NULL */
 	char *path;	     /* the image folder, "" for the root */
 	char *manifest_file; /* "<path>/manifest.yaml", for messages */

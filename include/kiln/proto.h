@@ -36,6 +36,7 @@
 #define PROTO_F_BRANCH	   "branch"
 #define PROTO_F_IMAGE	   "image" /* a request's image folder; a result's image reference */
 #define PROTO_F_COMMIT	   "commit"
+#define PROTO_F_SUBJECT	   "subject" /* the commit's summary, or null */
 #define PROTO_F_STATE	   "state"
 #define PROTO_F_LIMIT	   "limit"
 #define PROTO_LIMIT_MAX	   100000 /* rows a "builds" answer may ask for */

@@ -94,14 +94,15 @@ struct store_plan_item {
 
 /* In one transaction: queues a build per item that is not removed (a queued
  * build of the same repository, branch and path becomes superseded), records
- * removed items as such, sets the branch's last-seen commit to `to`, and
+ * removed items as such, keeps `to`'s summary when a build was queued
+ * (subject; NULL: not known), sets the branch's last-seen commit to `to`, and
  * marks the repository's webhook deliveries received before polled_at_ms
  * (unix ms, when the poll that made the plan began; 0: none) handled, so a
  * crash leaves the plan and the marks together or neither. Returns the
  * number of builds queued. */
 int store_record_plan(struct store *s, const char *repo, const char *branch, const char *to,
-		      const struct store_plan_item *items, size_t n, int64_t polled_at_ms,
-		      struct kiln_err *err);
+		      const char *subject, const struct store_plan_item *items, size_t n,
+		      int64_t polled_at_ms, struct kiln_err *err);
 
 struct store_build {
 	int64_t id;
@@ -142,6 +143,7 @@ struct store_build_row {
 	int64_t id;
 	char *repo, *branch, *path, *image, *commit, *change, *state, *error, *digest;
 	char *builder; /* classic or buildkit; NULL: not built (yet) */
+	char *subject; /* the commit's summary; NULL: not known */
 	int attempts;
 	int64_t created_at, started_at, finished_at; /* unix seconds, 0: not yet */
 };
@@ -166,9 +168,11 @@ int store_build_links(struct store *s, int64_t id, int64_t **ret_bases, size_t *
 		      int64_t **ret_dependents, size_t *ret_ndependents, struct kiln_err *err);
 /* Cancels a queued build: 0, -ENOENT (no such build), -EBUSY (not queued). */
 int store_cancel(struct store *s, int64_t id, struct kiln_err *err);
-/* Queues one build outside any plan (a rebuild); returns its id. */
+/* Queues one build outside any plan (a rebuild); returns its id. subject:
+ * the commit's summary, kept (NULL: not known). */
 int64_t store_queue_build(struct store *s, const char *repo, const char *branch, const char *path,
-			  const char *image, const char *commit, struct kiln_err *err);
+			  const char *image, const char *commit, const char *subject,
+			  struct kiln_err *err);
 
 /* Webhook deliveries: 1 when id is new for repo (and now recorded), 0 when it
  * was seen before (a redelivery). branch: the branch pushed to; before: the

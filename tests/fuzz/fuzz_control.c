@@ -95,7 +95,7 @@ static void setup(void)
 
 	if (mkdtemp(dir) == NULL || store_open(dir, &st, &err) < 0 ||
 	    store_record_plan(st, "images", "main", "0123456789012345678901234567890123456789",
-			      items, 1, 0, &err) < 0 ||
+			      NULL, items, 1, 0, &err) < 0 ||
 	    store_set_result(st, 1, "sha256:1", "sha256:2", "buildkit", &err) < 0) {
 		fprintf(stderr, "fuzz_control: setup: %s\n", err.msg);
 		abort();

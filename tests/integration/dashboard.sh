@@ -136,6 +136,23 @@ c.commit()' state/kilnd.db "$id"
 	grep -q '&lt;script&gt;alert(3)&lt;/script&gt;' page.out || fail "the error is not shown escaped"
 	get "/builds/$id"
 	grep -q '&lt;script&gt;alert(4)&lt;/script&gt;' page.out || fail "the log line is not shown escaped"
+	grep -q '<td id="f-message">one &lt;script&gt;alert(2)&lt;/script&gt;</td>' page.out ||
+		fail "the commit message is not shown escaped: $(grep -o '<td id="f-message">[^/]*' page.out)"
+	"$KILN" show "$id" --socket kiln.sock >show.out || fail "kiln show failed"
+	grep -q '^subject      one <script>alert(2)</script>$' show.out || fail "kiln show: $(cat show.out)"
+	# a rebuild at a commit whose message has a terminal escape: kept, made harmless
+	# (it changes no image folder, so no plan kept its message before)
+	(cd c && printf 'x\n' >>notes.txt && git add -A &&
+		git commit -q -m "$(printf 'two \033[31mred\033[0m\n\nbody <i>')" && git push -q origin HEAD:main)
+	sha=$(git -C c rev-parse HEAD)
+	"$KILN" trigger images --socket kiln.sock >/dev/null || fail "trigger failed"
+	seen() { [ "$(sqlite3_count "SELECT last_seen FROM branches WHERE branch = 'main'")" = "$sha" ]; }
+	wait_for 10 seen || fail "the push was not polled"
+	"$KILN" rebuild images base "$sha" --socket kiln.sock >rebuild.out || fail "rebuild: $(cat rebuild.out)"
+	rid=$(sqlite3_count "SELECT max(id) FROM builds")
+	get "/builds/$rid"
+	grep -q '<td id="f-message">two  \[31mred \[0m</td>' page.out ||
+		fail "the rebuild's message: $(grep -o '<td id="f-message">[^<]*' page.out | od -c | head)"
 	grep -q $'\033' page.out && fail "a colour code reached the page"
 	get "/builds/$id/log?offset=0"
 	grep -qi '^Content-Type: text/plain' headers.out || fail "the live log is not text/plain"

@@ -109,7 +109,7 @@ static char *builds(void)
 static int record(const struct plan *p)
 {
 	struct kiln_err err = {0};
-	int r = store_record_plan(store, "images", "main", p->to, p->items, p->n, 0, &err);
+	int r = store_record_plan(store, "images", "main", p->to, NULL, p->items, p->n, 0, &err);
 	assert_true(r >= 0);
 	return r;
 }

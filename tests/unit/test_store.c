@@ -81,7 +81,7 @@ static void lock_and_schema(void **state)
 	assert_int_equal(store_open(d, &s2, &err), -EBUSY);
 	assert_non_null(strstr(err.msg, "another kilnd (pid "));
 	assert_null(s2);
-	assert_int_equal(count(d, "PRAGMA user_version"), 8);
+	assert_int_equal(count(d, "PRAGMA user_version"), 9);
 	s = store_close(s);
 	/* released at close: opens again, schema already current */
 	assert_int_equal(store_open(d, &s, &err), 0);
@@ -108,13 +108,27 @@ static void plans_supersede_and_last_seen(void **state)
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
 	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), -ENOENT);
-	assert_int_equal(store_record_plan(s, "images", "main", A, first, 2, 0, &err), 2);
+	assert_int_equal(store_record_plan(s, "images", "main", A, NULL, first, 2, 0, &err), 2);
 	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), 0);
 	assert_string_equal(seen, A);
 	/* a queued build of the same path and branch is superseded */
-	assert_int_equal(store_record_plan(s, "images", "main", B, second, 2, 0, &err), 1);
+	assert_int_equal(
+	    store_record_plan(s, "images", "main", B, "fix <b>it</b>", second, 2, 0, &err), 1);
 	assert_int_equal(store_last_seen(s, "images", "main", seen, &err), 0);
 	assert_string_equal(seen, B);
+	{ /* the commit's summary comes with each of its builds, once stored */
+		struct store_build_filter f = {.repo = "images"};
+		struct store_build_row *rows = NULL;
+		size_t n = 0;
+		assert_int_equal(store_list_builds(s, &f, &rows, &n, &err), 0);
+		assert_int_equal(n, 4);
+		assert_string_equal(rows[0].commit, B);
+		assert_string_equal(rows[0].subject, "fix <b>it</b>");
+		assert_string_equal(rows[1].subject, "fix <b>it</b>");
+		assert_null(rows[2].subject); /* A's: recorded without one */
+		store_build_rows_free(rows, n);
+		assert_int_equal(count(d, "SELECT count(*) FROM commits"), 1);
+	}
 	assert_int_equal(
 	    count(d, "SELECT count(*) FROM builds WHERE state = 'superseded' AND path = 'app'"), 1);
 	assert_int_equal(
@@ -124,8 +138,9 @@ static void plans_supersede_and_last_seen(void **state)
 	assert_int_equal(r, 0);
 	/* other branches are independent */
 	assert_int_equal(store_last_seen(s, "images", "dev", seen, &err), -ENOENT);
-	/* a first sight records the head and no builds */
-	assert_int_equal(store_record_plan(s, "images", "dev", A, NULL, 0, 0, &err), 0);
+	/* a first sight records the head and no builds (nor a summary) */
+	assert_int_equal(store_record_plan(s, "images", "dev", A, "first", NULL, 0, 0, &err), 0);
+	assert_int_equal(count(d, "SELECT count(*) FROM commits"), 1);
 	assert_int_equal(store_last_seen(s, "images", "dev", seen, &err), 0);
 	store_close(s);
 	free(d);
@@ -146,7 +161,7 @@ static void take_finish_and_recover(void **state)
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
 	assert_int_equal(store_take_next(s, &b, &err), -ENOENT);
-	assert_int_equal(store_record_plan(s, "images", "main", A, items, 2, 0, &err), 2);
+	assert_int_equal(store_record_plan(s, "images", "main", A, NULL, items, 2, 0, &err), 2);
 	/* oldest first */
 	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "a");
@@ -190,7 +205,7 @@ static void dependents_wait_and_are_cancelled(void **state)
 
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(store_record_plan(s, "images", "main", A, items, 4, 0, &err), 4);
+	assert_int_equal(store_record_plan(s, "images", "main", A, NULL, items, 4, 0, &err), 4);
 	/* base runs; mid and top wait for it, so other (newer) goes next */
 	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "base");
@@ -213,7 +228,7 @@ static void dependents_wait_and_are_cancelled(void **state)
 			       " AND path IN ('mid', 'top') AND error LIKE '%base image%failed'"),
 			 2);
 	/* and a success lets the next in line go */
-	assert_int_equal(store_record_plan(s, "images", "main", B, items, 4, 0, &err), 4);
+	assert_int_equal(store_record_plan(s, "images", "main", B, NULL, items, 4, 0, &err), 4);
 	assert_int_equal(store_take_next(s, &b, &err), 0);
 	assert_string_equal(b.path, "base");
 	assert_int_equal(store_set_result(s, b.id, "sha256:i", "sha256:d", "buildkit", &err), 0);
@@ -337,8 +352,8 @@ static void failures_until_a_write(void **state)
 	assert_false(store_failing(s, &f));
 	assert_int_equal(f.count, 0);
 	/* no commit: the NOT NULL constraint refuses the row */
-	assert_true(store_queue_build(s, "images", "main", "a", "a:1", NULL, &err) < 0);
-	assert_true(store_queue_build(s, "images", "main", "a", "a:1", NULL, &err) < 0);
+	assert_true(store_queue_build(s, "images", "main", "a", "a:1", NULL, NULL, &err) < 0);
+	assert_true(store_queue_build(s, "images", "main", "a", "a:1", NULL, NULL, &err) < 0);
 	assert_true(store_failing(s, &f));
 	assert_int_equal(f.count, 2);
 	assert_true(f.since > 0 && f.last >= f.since);
@@ -362,7 +377,7 @@ static void fill(const char *d)
 	const struct store_plan_item items[] = {{"a", "r/a:1", "added", NULL, 0}};
 
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(store_record_plan(s, "images", "main", A, items, 1, 0, &err), 1);
+	assert_int_equal(store_record_plan(s, "images", "main", A, NULL, items, 1, 0, &err), 1);
 	for (int i = 0; i < 300; i++) {
 		char id[64];
 		snprintf(id, sizeof(id), "delivery-%04d-padding-padding-padding", i);
@@ -521,7 +536,7 @@ static void snapshot_and_recover(void **state)
 	/* kilnd holds the directory */
 	assert_int_equal(store_recover(d, &aside, &err), -EBUSY);
 	/* a later plan the snapshot does not have */
-	assert_int_equal(store_record_plan(s, "images", "main", B, items, 1, 0, &err), 1);
+	assert_int_equal(store_record_plan(s, "images", "main", B, NULL, items, 1, 0, &err), 1);
 	s = store_close(s);
 	/* a whole database is not replaced by an older snapshot */
 	assert_int_equal(store_recover(d, &aside, &err), -EEXIST);
@@ -598,7 +613,8 @@ static void plan_marks_served_deliveries(void **state)
 	polled_at = wall_ms();
 	nanosleep(&tick, NULL);
 	assert_int_equal(store_record_delivery(s, "images", "during", NULL, NULL, &err), 1);
-	assert_int_equal(store_record_plan(s, "images", "main", A, items, 1, polled_at, &err), 1);
+	assert_int_equal(store_record_plan(s, "images", "main", A, NULL, items, 1, polled_at, &err),
+			 1);
 	assert_int_equal(count(d, "SELECT count(*) FROM deliveries WHERE handled = 0"), 2);
 	assert_int_equal(
 	    count(d,
@@ -644,7 +660,7 @@ static void triggers_and_hints(void **state)
 	    SQLITE_OK);
 	sqlite3_close(db);
 	assert_int_equal(store_open(d, &s, &err), 0);
-	assert_int_equal(count(d, "PRAGMA user_version"), 8);
+	assert_int_equal(count(d, "PRAGMA user_version"), 9);
 	assert_int_equal(store_delivery_hint(s, "old", "main", sha, &err), -ENOENT);
 	assert_int_equal(store_record_trigger(s, "images", NULL, &err), 0);
 	assert_int_equal(store_record_trigger(s, "images", "main", &err), 0);
@@ -693,7 +709,7 @@ static void outbox_rows(void **state)
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
 	assert_int_equal(store_outbox_sinks(s, sinks, 3, &err), 0);
-	assert_int_equal(store_record_plan(s, "images", "main", A, items, 2, 0, &err), 2);
+	assert_int_equal(store_record_plan(s, "images", "main", A, NULL, items, 2, 0, &err), 2);
 	/* pending a, pending b; nothing for the other repository */
 	assert_int_equal(store_outbox_backlog(s, "status:images", &n, &err), 0);
 	assert_int_equal(n, 2);
@@ -742,7 +758,7 @@ static void outbox_rows(void **state)
 	assert_string_equal(row.error, "smoke test failed: exit code 1");
 	store_outbox_row_done(&row);
 	/* a newer commit's pending does not supersede the older commit's rows */
-	assert_int_equal(store_record_plan(s, "images", "main", B, items, 2, 0, &err), 2);
+	assert_int_equal(store_record_plan(s, "images", "main", B, NULL, items, 2, 0, &err), 2);
 	assert_int_equal(store_outbox_backlog(s, "status:images", &n, &err), 0);
 	assert_int_equal(n, 4); /* success a, failure b at A; pending a, b at B */
 	/* a sink no longer configured: its rows are dropped */

@@ -6,11 +6,12 @@
 BASE_URL is kilnd's dashboard (http://127.0.0.1:PORT); the repository has
 two images built one at a time on the stand-in engine in build_drip mode,
 whose log lines carry colour codes and <b id="dripN"> markup; EVIL_FOLDER is
-an image folder whose name is markup. Checks, in order: the pages render;
+an image folder whose name is markup, and the commit's message is
+`one <script>alert(2)</script>`. Checks, in order: the pages render;
 a running build's log grows on screen while it runs and its state changes
 when it ends (the script, through the event stream /builds/ID/events);
-markup from the folder
-and the log is text (no element made, no alert, no colour code shown); the
+markup from the folder,
+the commit message and the log is text (no element made, no alert, no colour code shown); the
 filter form filters; and no request of the browser's went anywhere but
 BASE_URL (the performance log), with no Content-Security-Policy complaint in
 the console. Exit 0, 1 with the failures, or 77 when Chromium cannot start.
@@ -101,6 +102,10 @@ try:
         first = log.text
         if drv.find_element(By.ID, "f-state").text != "running":
             fail("the build page does not say running")
+        if drv.find_element(By.ID, "f-message").text != "one <script>alert(2)</script>":
+            fail("the commit message is not shown as text: %r" % drv.find_element(By.ID, "f-message").text)
+        if drv.find_elements(By.CSS_SELECTOR, "#build script"):
+            fail("the commit message made a <script> element")
         grown = wait("the log to grow on screen",
                      lambda: len(drv.find_element(By.ID, "log").text) > len(first) + 20 and
                      drv.find_element(By.ID, "f-state").text == "running", 10)
