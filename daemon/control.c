@@ -408,6 +408,15 @@ static int logs_work(struct request *rq)
 	r = one_build(rq, id, &row);
 	if (r < 0)
 		goto out;
+	/* a follower waits for the end: until then only the state is needed,
+	 * not up to 8 MiB of log read twice a second */
+	if (json_is_true(json_object_get(rq->args, PROTO_F_FOLLOW)) &&
+	    (strcmp(row->state, PROTO_STATE_QUEUED) == 0 ||
+	     strcmp(row->state, PROTO_STATE_RUNNING) == 0)) {
+		rq->answer =
+		    json_pack("{s:I, s:s}", PROTO_F_ID, (json_int_t)id, PROTO_F_STATE, row->state);
+		goto out;
+	}
 	r = read_tail(rq->log_path, (long)PROTO_LOG_MAX, &text, &rq->err);
 	if (r < 0)
 		goto out;

@@ -163,7 +163,8 @@ static void online_help(FILE *f)
 	      "  builds   builds, newest first (--limit, default 100)\n"
 	      "  show     one build, with the digest of its pushed version tag ('kiln build ID'\n"
 	      "           still works and says so on stderr)\n"
-	      "  logs     a build's log; -f waits until the build has ended\n"
+	      "  logs     a build's log; -f waits until the build has ended (no time limit;\n"
+	      "           other commands give kilnd 30 s to answer)\n"
 	      "  rebuild  queue a build of an image folder at COMMIT (default: the first\n"
 	      "           branch's last-seen commit; needs the admin group)\n"
 	      "  trigger  poll a repository now (needs the admin group)\n"
@@ -188,6 +189,7 @@ static json_t *ask(const char *path, json_t *req)
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct timeval tv = {30, 0};
 	char *text = json_dumps(req, JSON_COMPACT);
+	bool follow = json_is_true(json_object_get(req, PROTO_F_FOLLOW));
 	struct buf in = {0};
 	json_error_t jerr;
 	json_t *ans = NULL;
@@ -205,7 +207,9 @@ static json_t *ask(const char *path, json_t *req)
 		fprintf(stderr, "kiln: cannot reach kilnd at '%s': %s\n", path, strerror(errno));
 		goto out;
 	}
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) /* then wait on */
+	/* a follower's answer comes when the build ends, however long it
+	 * runs; kilnd gone closes the connection */
+	if (!follow && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
 		fprintf(stderr, "kiln: warning: no answer timeout: %s\n", strerror(errno));
 	len = strlen(text);
 	text[len++] = '\n'; /* over the NUL: exactly len bytes are sent */

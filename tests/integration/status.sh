@@ -111,7 +111,8 @@ c.commit()"
 	expect_rc 1 "$KILN" rebuild nope a
 	expect_rc 2 "$KILN" rebuild images
 	# logs -f waits for a queued build to end: queue one behind kilnd's back,
-	# follow it, then a rebuild wakes the builder, which takes the oldest first
+	# follow it, then a rebuild wakes the builder, which takes the oldest
+	# first; it waits past the 30 s every other command waits for an answer
 	python3 -c "
 import sqlite3
 c = sqlite3.connect('state/kilnd.db')
@@ -120,7 +121,7 @@ c.commit()"
 	fid=$(python3 -c "import sqlite3; print(sqlite3.connect('state/kilnd.db').execute('SELECT max(id) FROM builds').fetchone()[0])")
 	"$KILN" logs -f "$fid" >follow.out 2>&1 &
 	fpid=$!
-	sleep 1
+	sleep 32
 	kill -0 "$fpid" 2>/dev/null || fail "logs -f returned before the build ran: $(cat follow.out)"
 	expect_rc 0 "$KILN" rebuild images a
 	wait "$fpid" || fail "logs -f failed: $(cat follow.out)"
