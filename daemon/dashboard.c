@@ -794,6 +794,12 @@ static int render_builds(struct page *pg, struct kiln_err *err)
 	return 0;
 }
 
+/* queued or running: its log may still grow */
+static bool live_state(const char *state)
+{
+	return strcmp(state, "queued") == 0 || strcmp(state, "running") == 0;
+}
+
 /* The last max bytes of the log from offset on (offset < 0: the tail), cut
  * after its last newline when more may follow; *ret_end: the file offset
  * after what was read. A missing log is empty. */
@@ -802,7 +808,7 @@ static int read_log(const char *path, int64_t offset, size_t max, bool cut, stru
 {
 	FILE *f = path ? fopen(path, "re") : NULL;
 	int64_t size, from;
-	size_t got, keep;
+	size_t want, got, keep;
 	char *chunk;
 	int r = 0;
 
@@ -822,8 +828,10 @@ static int read_log(const char *path, int64_t offset, size_t max, bool cut, stru
 		r = kiln_err_set(err, -errno, "cannot seek in log '%s': %s", path, strerror(errno));
 		goto out;
 	}
-	chunk = xmalloc(max);
-	got = fread(chunk, 1, max, f);
+	/* only what is there: a live log's look usually finds a few lines */
+	want = size - from < (int64_t)max ? (size_t)(size - from) : max;
+	chunk = xmalloc(want + 1);
+	got = fread(chunk, 1, want, f);
 	keep = got;
 	if (cut) {
 		/* a line still being written waits for its end */
@@ -878,7 +886,7 @@ static int render_build(struct page *pg, struct kiln_err *err)
 		r = read_log(pg->log_path, -1, DASHBOARD_LOG_PAGE_MAX, false, &log, &end, err);
 	if (r < 0)
 		goto out;
-	live = strcmp(row->state, "queued") == 0 || strcmp(row->state, "running") == 0;
+	live = live_state(row->state);
 	snprintf(title, sizeof(title), "Build %" PRId64, row->id);
 	page_begin(b, title, "builds");
 	buf_puts(b, "<table id=\"build\" class=\"fields\"><tbody>");
@@ -956,7 +964,7 @@ static int build_state(struct page *pg, char state[16], bool *ret_live, struct k
 		r = kiln_err_set(err, -ENOENT, "no build %" PRId64, pg->id);
 	if (r == 0) {
 		snprintf(state, 16, "%s", row->state);
-		*ret_live = strcmp(state, "queued") == 0 || strcmp(state, "running") == 0;
+		*ret_live = live_state(state);
 	}
 	store_build_rows_free(row, n);
 	return r;
@@ -1011,23 +1019,42 @@ void dashboard_sse_event(struct buf *b, const char *event, int64_t id, const cha
 /* Worker: the build's state, then the log bytes from pg->offset on (the
  * tail when it is -1), as the events to send; the state first, so that a
  * build seen ended has its whole log in the file already. */
+/* The log from pg->offset on (the tail when it is -1) into text. */
+static int look(struct page *pg, bool live, struct buf *text, struct kiln_err *err)
+{
+	text->len = 0;
+	return read_log(pg->log_path, pg->offset,
+			pg->offset < 0 ? DASHBOARD_LOG_PAGE_MAX : DASHBOARD_LOG_CHUNK_MAX, live,
+			text, &pg->read_end, err);
+}
+
 static int render_events(struct page *pg, struct kiln_err *err)
 {
 	struct buf text = {0};
-	bool live;
-	int r;
+	bool live = live_state(pg->state);
+	int r = 0;
 
 	pg->body.len = 0;
+	snprintf(pg->read_state, sizeof(pg->read_state), "%s", pg->state);
+	/* While its log grows a build runs: the state is asked for only when a
+	 * look finds nothing new, so a busy log costs no query. Otherwise the
+	 * state first: a build seen ended has its whole log in the file. */
+	if (live && pg->offset >= 0) {
+		if ((r = look(pg, true, &text, err)) < 0)
+			goto out;
+		if (pg->read_end > pg->offset)
+			goto send;
+	}
 	r = build_state(pg, pg->read_state, &live, err);
 	if (r < 0)
-		return r;
+		goto out;
 	if (strcmp(pg->read_state, pg->state) != 0)
 		dashboard_sse_event(&pg->body, "state", -1, pg->read_state, strlen(pg->read_state));
-	r = read_log(pg->log_path, pg->offset,
-		     pg->offset < 0 ? DASHBOARD_LOG_PAGE_MAX : DASHBOARD_LOG_CHUNK_MAX, live, &text,
-		     &pg->read_end, err);
-	if (r < 0)
-		return r;
+	/* still running after a look that found nothing: no second look */
+	if ((!live || pg->offset < 0 || strcmp(pg->state, pg->read_state) != 0) &&
+	    (r = look(pg, live, &text, err)) < 0)
+		goto out;
+send:
 	pg->full = pg->offset >= 0 && pg->read_end - pg->offset >= (int64_t)DASHBOARD_LOG_CHUNK_MAX;
 	/* an ended build's last piece may be a line without its newline:
 	 * read_log keeps it, as a page does */
@@ -1036,8 +1063,9 @@ static int render_events(struct page *pg, struct kiln_err *err)
 	pg->ended = !live && !pg->full;
 	if (pg->ended)
 		dashboard_sse_event(&pg->body, "end", -1, pg->read_state, strlen(pg->read_state));
+out:
 	buf_done(&text);
-	return 0;
+	return r;
 }
 
 /* ---- requests ---- */
@@ -1259,7 +1287,7 @@ static void stream_tick(uv_timer_t *t)
 		return;
 	}
 	if (uv_now(db->loop) - pg->sent_ms >= DASHBOARD_KEEPALIVE_MS &&
-	    http_stream_write(pg->req, ":\n\n", 2) == 0)
+	    http_stream_write(pg->req, ":\n", 2) == 0) /* a comment line */
 		pg->sent_ms = uv_now(db->loop);
 	pg->sst = STREAM_READING;
 	r = uv_queue_work(db->loop, &pg->work, page_work, page_after);

@@ -99,7 +99,8 @@ const char *forge_sink_states(enum forge_provider p)
 				 : ",queued,succeeded,failed,cancelled,superseded,";
 }
 
-/* GitHub documents 140; GitLab and Gitea store descriptions of up to 255. */
+/* GitHub refuses more than 140 (422); GitLab and Gitea document no limit,
+ * and 255 keeps a long error a short status line there. */
 unsigned forge_description_max(enum forge_provider p)
 {
 	return p == FORGE_GITHUB ? 140 : 255;
