@@ -29,12 +29,7 @@ KILND=$(realpath "$KILND")
 bench_workdir dashboard
 cd "$work"
 
-git init -q --bare -b main origin.git
-git clone -q origin.git c 2>/dev/null
-(cd c && mkdir a && printf 'name: a\nversion: "1"\nregistry: reg.example.com/t\n' >a/manifest.yaml &&
-	printf 'FROM scratch\n' >a/Dockerfile && git add -A && git commit -qm one &&
-	git push -q origin HEAD:main)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+bench_origin_one_image
 cat >kilnd.yaml <<Y
 state_dir: $work/state
 builds: {dry_run: true}

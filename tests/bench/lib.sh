@@ -20,3 +20,14 @@ bench_cleanup() {
 	done
 	rm -rf "$work"
 }
+
+# bench_origin_one_image: in $work, origin.git (bare) with one image folder
+# `a` on main, and $port, a loopback port free now
+bench_origin_one_image() {
+	git init -q --bare -b main origin.git
+	git clone -q origin.git c 2>/dev/null
+	(cd c && mkdir a && printf 'name: a\nversion: "1"\nregistry: reg.example.com/t\n' >a/manifest.yaml &&
+		printf 'FROM scratch\n' >a/Dockerfile && git add -A && git commit -qm one &&
+		git push -q origin HEAD:main)
+	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+}
