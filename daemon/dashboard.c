@@ -1218,8 +1218,11 @@ static void page_after(uv_work_t *w, int status)
 	}
 	if (pg->rt == ROUTE_EVENTS && pg->status == 200 && strcmp(pg->req->method, "HEAD") != 0)
 		stream_start(pg);
-	else
+	else {
+		if (pg->rt == ROUTE_EVENTS)
+			db->nstreams--; /* counted at the request: not a stream after all */
 		page_answer(pg);
+	}
 }
 
 /* ---- the live log's stream ---- */
@@ -1319,7 +1322,6 @@ static void stream_start(struct page *pg)
 	pg->sst = STREAM_WAITING;
 	uv_timer_init(db->loop, &pg->timer);
 	LIST_INSERT_HEAD(&db->streams, pg, entry);
-	db->nstreams++;
 	pg->gen = db->gen;
 	pg->sent_ms = uv_now(db->loop);
 	stream_after(pg);
@@ -1436,4 +1438,8 @@ void dashboard_handle(struct http_request *req, void *arg)
 	}
 	if (pg->authorization)
 		db->checking++;
+	/* counted now, not at its first read: a burst of requests would all
+	 * pass the cap before any of them streams */
+	if (pg->rt == ROUTE_EVENTS)
+		db->nstreams++;
 }

@@ -78,7 +78,7 @@ struct dashboard {
 	unsigned nok, next_ok;
 	unsigned checking;	   /* password checks queued or on a worker */
 	LIST_HEAD(, page) streams; /* live logs being streamed */
-	unsigned nstreams;
+	unsigned nstreams;	   /* and requests for one not yet answered */
 	unsigned gen; /* bumped when the users change: streams end, clients ask again */
 };
 

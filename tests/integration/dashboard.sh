@@ -362,4 +362,20 @@ eof' ] || fail "nothing after the end: $(events ev3.out)"
 	true
 }
 
+# The live log's limits: a burst of streams from two addresses at once gets
+# at most DASHBOARD_STREAMS_MAX (64) of them, the rest 503 (a stream is
+# counted from its request on, not from its first read).
+t_events_cap() {
+	origin origin.git
+	start ", dashboard: true"
+	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
+	id=$(running_build)
+	printf 'step 1\n' >"state/logs/$id.log"
+	python3 "$LIB/sse_burst.py" "$PORT" "/builds/$id/events" 90 127.0.0.1 127.0.0.2 >burst.out ||
+		fail "burst client failed"
+	[ "$(awk '$1 == 200 {print $2}' burst.out)" -le 64 ] || fail "over 64 streams at once: $(cat burst.out)"
+	[ "$(awk '$1 == 503 {print $2}' burst.out)" -ge 26 ] || fail "too few 503s: $(cat burst.out)"
+	stop
+}
+
 run_all
