@@ -89,7 +89,7 @@ struct page {
 	bool ended;	     /* the worker's: the build ended and all of its log is read */
 	bool full;	     /* the worker's: it read a whole chunk, more may follow now */
 	uint64_t sent_ms;    /* when something last went out (the keep-alive comment) */
-	unsigned gen;	     /* db->gen when it began */
+	unsigned gen;	     /* db->gen when it was asked for */
 };
 
 /* ---- escaping and text ---- */
@@ -1322,7 +1322,6 @@ static void stream_start(struct page *pg)
 	pg->sst = STREAM_WAITING;
 	uv_timer_init(db->loop, &pg->timer);
 	LIST_INSERT_HEAD(&db->streams, pg, entry);
-	pg->gen = db->gen;
 	pg->sent_ms = uv_now(db->loop);
 	stream_after(pg);
 }
@@ -1366,6 +1365,7 @@ void dashboard_handle(struct http_request *req, void *arg)
 
 	pg->db = db;
 	pg->req = req;
+	pg->gen = db->gen; /* a stream is checked against the users of now */
 	pg->status = 200;
 	pg->ctype = HTML;
 	pg->rt = route_of(req->path, &pg->id);

@@ -378,4 +378,30 @@ t_events_cap() {
 	stop
 }
 
+# A stream whose first read (here a costly password check) is still on a
+# worker: a reload that changes the users ends it, as it ends those already
+# streaming.
+t_events_checking() {
+	origin origin.git
+	htpasswd -nbB -C 13 slow 'the slow one' | head -1 >users
+	start ", dashboard: true" "dashboard: {auth_file: $PWD/users}"
+	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
+	id=$(running_build)
+	printf 'step 1\n' >"state/logs/$id.log"
+	{
+		echo "other:$(openssl passwd -6 other)"
+	} >users2
+	curl -sN -u 'slow:the slow one' "http://127.0.0.1:$PORT/builds/$id/events" >ev.out &
+	track_pid $!
+	sleep 0.2
+	mv users2 users
+	kill -HUP "$KPID"
+	wait_for 10 grep -q "live log of build $id ends: the dashboard's users changed" kilnd.log ||
+		fail "a stream let in under the old users goes on: $(cat ev.out)"
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id/events" ev2.out '' 'other:other' &
+	track_pid $!
+	wait_for 5 grep -q '"event": "state"' ev2.out || fail "other's stream: $(cat ev2.out)"
+	stop
+}
+
 run_all
