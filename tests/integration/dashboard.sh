@@ -380,16 +380,18 @@ t_events_cap() {
 
 # A stream whose first read (here a costly password check) is still on a
 # worker: a reload that changes the users ends it, as it ends those already
-# streaming.
+# streaming; a SIGTERM then does not wait for it (shutdown_grace 20 s).
 t_events_checking() {
 	origin origin.git
 	htpasswd -nbB -C 13 slow 'the slow one' | head -1 >users
-	start ", dashboard: true" "dashboard: {auth_file: $PWD/users}"
+	start ", dashboard: true" "shutdown_grace: 20s
+dashboard: {auth_file: $PWD/users}"
 	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
 	id=$(running_build)
 	printf 'step 1\n' >"state/logs/$id.log"
 	{
 		echo "other:$(openssl passwd -6 other)"
+		htpasswd -nbB -C 13 slow2 'slow too' | head -1
 	} >users2
 	curl -sN -u 'slow:the slow one' "http://127.0.0.1:$PORT/builds/$id/events" >ev.out &
 	track_pid $!
@@ -401,7 +403,16 @@ t_events_checking() {
 	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id/events" ev2.out '' 'other:other' &
 	track_pid $!
 	wait_for 5 grep -q '"event": "state"' ev2.out || fail "other's stream: $(cat ev2.out)"
-	stop
+	# curl: it connects sooner than python starts
+	curl -sN -u 'slow2:slow too' "http://127.0.0.1:$PORT/builds/$id/events" >ev3.out &
+	track_pid $!
+	sleep 0.2
+	kill -TERM "$KPID"
+	t0=$(date +%s%N)
+	wait "$KPID" || fail "kilnd did not stop cleanly"
+	[ $((($(date +%s%N) - t0) / 1000000)) -lt 3000 ] || fail "kilnd took over 3 s to stop"
+	grep -q "grace period over" kilnd.log && fail "kilnd waited out its grace period"
+	true
 }
 
 run_all
