@@ -87,7 +87,7 @@ struct page {
 	char state[16];	     /* the build's state as last sent; "": none yet */
 	char read_state[16]; /* the worker's */
 	bool ended;	     /* the worker's: the build ended and all of its log is read */
-	bool full;	     /* the worker's: it read a whole chunk, more may follow now */
+	bool full;	     /* the worker's: the log goes on past what it read */
 	uint64_t sent_ms;    /* when something last went out (the keep-alive comment) */
 	unsigned gen;	     /* db->gen when it was asked for */
 };
@@ -794,19 +794,38 @@ static int render_builds(struct page *pg, struct kiln_err *err)
 	return 0;
 }
 
+/* How much of p[0..len) ends on a UTF-8 character's end: without a last
+ * character whose bytes go on past len. */
+static size_t utf8_whole(const char *p, size_t len)
+{
+	for (size_t i = 1; i <= 3 && i <= len; i++) {
+		unsigned char c = (unsigned char)p[len - i];
+		if ((c & 0xC0) == 0x80)
+			continue; /* a continuation byte: its lead is further back */
+		if (c >= 0xC0 && (size_t)(c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2) > i)
+			return len - i;
+		break;
+	}
+	return len;
+}
+
 /* The last max bytes of the log from offset on (offset < 0: the tail), cut
  * after its last newline when more may follow; *ret_end: the file offset
- * after what was read. A missing log is empty. */
+ * after what was read; *ret_more (NULL: not wanted): the file went on past
+ * what was read, read again at once. A missing log is empty. */
 static int read_log(const char *path, int64_t offset, size_t max, bool cut, struct buf *out,
-		    int64_t *ret_end, struct kiln_err *err)
+		    int64_t *ret_end, bool *ret_more, struct kiln_err *err)
 {
 	FILE *f = path ? fopen(path, "re") : NULL;
 	int64_t size, from;
 	size_t got, keep;
+	bool more;
 	char *chunk;
 	int r = 0;
 
 	*ret_end = offset > 0 ? offset : 0;
+	if (ret_more)
+		*ret_more = false;
 	if (f == NULL) {
 		if (path == NULL || errno == ENOENT)
 			return 0;
@@ -825,15 +844,20 @@ static int read_log(const char *path, int64_t offset, size_t max, bool cut, stru
 	chunk = xmalloc(max);
 	got = fread(chunk, 1, max, f);
 	keep = got;
-	if (cut) {
-		/* a line still being written waits for its end */
+	more = got == max && from + (int64_t)got < size;
+	/* a line still being written waits for its end; a piece with more
+	 * after it ends with a line too, so that no character or colour
+	 * code is split between two pieces (each is decoded alone) */
+	if (cut || more) {
 		while (keep > 0 && chunk[keep - 1] != '\n')
 			keep--;
-		if (keep == 0 && got == max)
-			keep = got; /* one line longer than a chunk: no end to wait for */
+		if (keep == 0 && got == max) /* one line longer than a chunk */
+			keep = utf8_whole(chunk, got);
 	}
 	dashboard_ansi_text(out, chunk, keep);
 	*ret_end = from + (int64_t)keep;
+	if (ret_more)
+		*ret_more = more;
 	free(chunk);
 out:
 	fclose(f);
@@ -875,7 +899,8 @@ static int render_build(struct page *pg, struct kiln_err *err)
 	if (r == 0)
 		r = store_build_links(pg->db->store, pg->id, &bases, &nb, &deps, &nd, err);
 	if (r == 0)
-		r = read_log(pg->log_path, -1, DASHBOARD_LOG_PAGE_MAX, false, &log, &end, err);
+		r = read_log(pg->log_path, -1, DASHBOARD_LOG_PAGE_MAX, false, &log, &end, NULL,
+			     err);
 	if (r < 0)
 		goto out;
 	live = strcmp(row->state, "queued") == 0 || strcmp(row->state, "running") == 0;
@@ -977,7 +1002,7 @@ static int render_log(struct page *pg, struct kiln_err *err)
 		return r;
 	r = read_log(pg->log_path, pg->q.offset,
 		     pg->q.offset < 0 ? DASHBOARD_LOG_PAGE_MAX : DASHBOARD_LOG_CHUNK_MAX,
-		     pg->q.offset >= 0 && live, &pg->body, &end, err);
+		     pg->q.offset >= 0 && live, &pg->body, &end, NULL, err);
 	if (r == 0) {
 		pg->ctype = TEXT;
 		buf_printf(&pg->headers, "X-Kiln-Offset: %" PRId64 "\r\nX-Kiln-State: %s\r\n", end,
@@ -1025,10 +1050,9 @@ static int render_events(struct page *pg, struct kiln_err *err)
 		dashboard_sse_event(&pg->body, "state", -1, pg->read_state, strlen(pg->read_state));
 	r = read_log(pg->log_path, pg->offset,
 		     pg->offset < 0 ? DASHBOARD_LOG_PAGE_MAX : DASHBOARD_LOG_CHUNK_MAX, live, &text,
-		     &pg->read_end, err);
+		     &pg->read_end, &pg->full, err);
 	if (r < 0)
 		return r;
-	pg->full = pg->offset >= 0 && pg->read_end - pg->offset >= (int64_t)DASHBOARD_LOG_CHUNK_MAX;
 	/* an ended build's last piece may be a line without its newline:
 	 * read_log keeps it, as a page does */
 	if (pg->read_end != (pg->offset < 0 ? 0 : pg->offset) || text.len > 0)

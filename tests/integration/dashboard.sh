@@ -415,4 +415,41 @@ dashboard: {auth_file: $PWD/users}"
 	true
 }
 
+# The live log in pieces of DASHBOARD_LOG_CHUNK_MAX (256 KiB): no character
+# and no colour code split between two pieces (the client decodes each
+# piece's lines alone), a line longer than a piece cut between characters;
+# a log that grew by megabytes at once comes at once, not a piece each
+# DASHBOARD_FOLLOW_MS.
+t_events_chunks() {
+	origin origin.git
+	start ", dashboard: true"
+	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
+	id=$(running_build)
+	# a first line of 300 000 bytes with a two-byte character across
+	# byte 262 144, then lines that are mostly colour codes
+	python3 -c 'import sys
+line = "a" * 262143 + "\u00e9" + "b" * 37854 + "\n"
+sys.stdout.buffer.write(line.encode())
+sys.stdout.buffer.write((b"\x1b[1;32m" * 12 + b"ok\n") * 4000)' >"state/logs/$id.log"
+	set_state succeeded "$id"
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id/events?offset=0" ev.out
+	python3 -c 'import json,sys
+text = "".join(e["data"] for e in map(json.loads, open(sys.argv[1])) if e.get("event") == "message")
+want = "a" * 262143 + "\u00e9" + "b" * 37854 + "\n" + "ok\n" * 4000
+if text != want:
+    i = next((i for i in range(min(len(text), len(want))) if text[i] != want[i]), min(len(text), len(want)))
+    sys.exit("differs at %d of %d/%d: %r" % (i, len(text), len(want), text[max(0, i - 10):i + 10]))' ev.out ||
+		fail "the log in pieces is not the log"
+	events ev.out | tail -1 | grep -q eof || fail "no end"
+	# 4 MB written at once to a running build's log
+	id2=$(running_build)
+	: >"state/logs/$id2.log"
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id2/events?offset=0" ev2.out &
+	track_pid $!
+	wait_for 5 grep -q '"event": "state"' ev2.out || fail "second stream: $(cat ev2.out)"
+	python3 -c 'import sys; sys.stdout.write(("x" * 99 + "\n") * 40000)' >>"state/logs/$id2.log"
+	wait_for 3 grep -q '"id": "4000000"' ev2.out || fail "4 MB took over 3 s: $(events ev2.out | tail -1 | cut -c1-40)"
+	stop
+}
+
 run_all
