@@ -1312,6 +1312,12 @@ static void stream_after(struct page *pg)
 		stream_end(pg, "the client left");
 		return;
 	}
+	/* it would hold its place (and a worker's read each look) for good;
+	 * a client that reads again asks again, from where it stopped */
+	if (r == -EAGAIN && uv_now(db->loop) - pg->sent_ms >= DASHBOARD_STALL_MS) {
+		stream_end(pg, "the client reads nothing");
+		return;
+	}
 	if (r == 0) {
 		if (pg->body.len > 0)
 			pg->sent_ms = uv_now(db->loop);

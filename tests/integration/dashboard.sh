@@ -449,6 +449,17 @@ if text != want:
 	wait_for 5 grep -q '"event": "state"' ev2.out || fail "second stream: $(cat ev2.out)"
 	python3 -c 'import sys; sys.stdout.write(("x" * 99 + "\n") * 40000)' >>"state/logs/$id2.log"
 	wait_for 3 grep -q '"id": "4000000"' ev2.out || fail "4 MB took over 3 s: $(events ev2.out | tail -1 | cut -c1-40)"
+	# a client that reads nothing: its stream ends once more than 1 MiB
+	# has waited for it DASHBOARD_STALL_MS (10 s)
+	python3 -c 'import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /builds/%s/events?offset=0 HTTP/1.1\r\nHost: x\r\n\r\n" % sys.argv[2].encode())
+time.sleep(60)' "$PORT" "$id2" &
+	track_pid $!
+	wait_for 14 grep -q "live log of build $id2 ends: the client reads nothing" kilnd.log ||
+		fail "a stalled stream goes on"
 	stop
 }
 
