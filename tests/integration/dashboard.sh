@@ -154,6 +154,17 @@ c.commit()' state/kilnd.db "$id"
 	grep -q '<td id="f-message">two  \[31mred \[0m</td>' page.out ||
 		fail "the rebuild's message: $(grep -o '<td id="f-message">[^<]*' page.out | od -c | head)"
 	grep -q $'\033' page.out && fail "a colour code reached the page"
+	# a message in Latin-1 (git's i18n.commitEncoding): not UTF-8, so each
+	# stray byte is shown as U+FFFD (JSON strings must be UTF-8)
+	(cd c && printf 'y\n' >>notes.txt && git add -A && printf 'caf\351 cr\350me\n' >msg &&
+		git -c i18n.commitEncoding=ISO-8859-1 commit -q -F msg && git push -q origin HEAD:main)
+	sha=$(git -C c rev-parse HEAD)
+	"$KILN" trigger images --socket kiln.sock >/dev/null || fail "trigger failed"
+	wait_for 10 seen || fail "the second push was not polled"
+	"$KILN" rebuild images base "$sha" --socket kiln.sock >rebuild.out || fail "rebuild: $(cat rebuild.out)"
+	rid=$(sqlite3_count "SELECT max(id) FROM builds")
+	"$KILN" show "$rid" --socket kiln.sock >show.out || fail "kiln show failed"
+	grep -q $'^subject      caf\xef\xbf\xbd cr\xef\xbf\xbdme$' show.out || fail "kiln show: $(grep subject show.out | od -c)"
 	get "/builds/$id/log?offset=0"
 	grep -qi '^Content-Type: text/plain' headers.out || fail "the live log is not text/plain"
 	grep -qi '^X-Kiln-State: succeeded' headers.out || fail "no state header"
