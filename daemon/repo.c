@@ -119,8 +119,9 @@ char *repo_commit_summary(git_commit *c)
 		}
 		if (b.len + n > REPO_SUMMARY_MAX)
 			break; /* not inside a character */
-		/* shown on terminals and pages: no control character gets there */
-		if (n == 1 && (*s < 0x20 || *s == 0x7f))
+		/* shown on terminals and pages: no control character gets there
+		 * (C1's, U+0080 to U+009F, included: U+009B is CSI to some) */
+		if ((n == 1 && (*s < 0x20 || *s == 0x7f)) || (n == 2 && *s == 0xC2 && s[1] < 0xA0))
 			buf_putc(&b, ' ');
 		else
 			buf_append(&b, s, n);

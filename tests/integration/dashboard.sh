@@ -155,8 +155,9 @@ c.commit()' state/kilnd.db "$id"
 		fail "the rebuild's message: $(grep -o '<td id="f-message">[^<]*' page.out | od -c | head)"
 	grep -q $'\033' page.out && fail "a colour code reached the page"
 	# a message in Latin-1 (git's i18n.commitEncoding): not UTF-8, so each
-	# stray byte is shown as U+FFFD (JSON strings must be UTF-8)
-	(cd c && printf 'y\n' >>notes.txt && git add -A && printf 'caf\351 cr\350me\n' >msg &&
+	# stray byte is shown as U+FFFD (JSON strings must be UTF-8); a C1
+	# control character (U+009B, CSI to some terminals) becomes a space
+	(cd c && printf 'y\n' >>notes.txt && git add -A && printf 'caf\351 cr\350me \302\23331m\n' >msg &&
 		git -c i18n.commitEncoding=ISO-8859-1 commit -q -F msg && git push -q origin HEAD:main)
 	sha=$(git -C c rev-parse HEAD)
 	"$KILN" trigger images --socket kiln.sock >/dev/null || fail "trigger failed"
@@ -164,7 +165,7 @@ c.commit()' state/kilnd.db "$id"
 	"$KILN" rebuild images base "$sha" --socket kiln.sock >rebuild.out || fail "rebuild: $(cat rebuild.out)"
 	rid=$(sqlite3_count "SELECT max(id) FROM builds")
 	"$KILN" show "$rid" --socket kiln.sock >show.out || fail "kiln show failed"
-	grep -q $'^subject      caf\xef\xbf\xbd cr\xef\xbf\xbdme$' show.out || fail "kiln show: $(grep subject show.out | od -c)"
+	grep -q $'^subject      caf\xef\xbf\xbd cr\xef\xbf\xbdme  31m$' show.out || fail "kiln show: $(grep subject show.out | od -c)"
 	get "/builds/$id/log?offset=0"
 	grep -qi '^Content-Type: text/plain' headers.out || fail "the live log is not text/plain"
 	grep -qi '^X-Kiln-State: succeeded' headers.out || fail "no state header"
