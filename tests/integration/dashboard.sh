@@ -387,6 +387,10 @@ t_events_cap() {
 		fail "burst client failed"
 	[ "$(awk '$1 == 200 {print $2}' burst.out)" -le 64 ] || fail "over 64 streams at once: $(cat burst.out)"
 	[ "$(awk '$1 == 503 {print $2}' burst.out)" -ge 26 ] || fail "too few 503s: $(cat burst.out)"
+	# once their clients left, the places are free again (a build that
+	# ended: its stream ends at once)
+	ok200() { [ "$(code /builds/1/events)" = 200 ]; }
+	wait_for 5 ok200 || fail "the places were not given back: $(code /builds/1/events)"
 	stop
 }
 
