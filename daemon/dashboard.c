@@ -87,9 +87,9 @@ struct page {
 	char state[16];	     /* the build's state as last sent; "": none yet */
 	char read_state[16]; /* the worker's */
 	bool ended;	     /* the worker's: the build ended and all of its log is read */
-	bool full;	     /* the worker's: it read a whole chunk, more may follow now */
+	bool full;	     /* the worker's: the log goes on past what it read */
 	uint64_t sent_ms;    /* when something last went out (the keep-alive comment) */
-	unsigned gen;	     /* db->gen when it began */
+	unsigned gen;	     /* db->gen when it was asked for */
 };
 
 /* ---- escaping and text ---- */
@@ -800,19 +800,38 @@ static bool live_state(const char *state)
 	return strcmp(state, "queued") == 0 || strcmp(state, "running") == 0;
 }
 
+/* How much of p[0..len) ends on a UTF-8 character's end: without a last
+ * character whose bytes go on past len. */
+static size_t utf8_whole(const char *p, size_t len)
+{
+	for (size_t i = 1; i <= 3 && i <= len; i++) {
+		unsigned char c = (unsigned char)p[len - i];
+		if ((c & 0xC0) == 0x80)
+			continue; /* a continuation byte: its lead is further back */
+		if (c >= 0xC0 && (size_t)(c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2) > i)
+			return len - i;
+		break;
+	}
+	return len;
+}
+
 /* The last max bytes of the log from offset on (offset < 0: the tail), cut
  * after its last newline when more may follow; *ret_end: the file offset
- * after what was read. A missing log is empty. */
+ * after what was read; *ret_more (NULL: not wanted): the file went on past
+ * what was read, read again at once. A missing log is empty. */
 static int read_log(const char *path, int64_t offset, size_t max, bool cut, struct buf *out,
-		    int64_t *ret_end, struct kiln_err *err)
+		    int64_t *ret_end, bool *ret_more, struct kiln_err *err)
 {
 	FILE *f = path ? fopen(path, "re") : NULL;
 	int64_t size, from;
 	size_t want, got, keep;
+	bool more;
 	char *chunk;
 	int r = 0;
 
 	*ret_end = offset > 0 ? offset : 0;
+	if (ret_more)
+		*ret_more = false;
 	if (f == NULL) {
 		if (path == NULL || errno == ENOENT)
 			return 0;
@@ -833,15 +852,20 @@ static int read_log(const char *path, int64_t offset, size_t max, bool cut, stru
 	chunk = xmalloc(want + 1);
 	got = fread(chunk, 1, want, f);
 	keep = got;
-	if (cut) {
-		/* a line still being written waits for its end */
+	more = from + (int64_t)got < size;
+	/* a line still being written waits for its end; a piece with more
+	 * after it ends with a line too, so that no character or colour
+	 * code is split between two pieces (each is decoded alone) */
+	if (cut || more) {
 		while (keep > 0 && chunk[keep - 1] != '\n')
 			keep--;
-		if (keep == 0 && got == max)
-			keep = got; /* one line longer than a chunk: no end to wait for */
+		if (keep == 0 && got == max) /* one line longer than a chunk */
+			keep = utf8_whole(chunk, got);
 	}
 	dashboard_ansi_text(out, chunk, keep);
 	*ret_end = from + (int64_t)keep;
+	if (ret_more)
+		*ret_more = more;
 	free(chunk);
 out:
 	fclose(f);
@@ -883,7 +907,8 @@ static int render_build(struct page *pg, struct kiln_err *err)
 	if (r == 0)
 		r = store_build_links(pg->db->store, pg->id, &bases, &nb, &deps, &nd, err);
 	if (r == 0)
-		r = read_log(pg->log_path, -1, DASHBOARD_LOG_PAGE_MAX, false, &log, &end, err);
+		r = read_log(pg->log_path, -1, DASHBOARD_LOG_PAGE_MAX, false, &log, &end, NULL,
+			     err);
 	if (r < 0)
 		goto out;
 	live = live_state(row->state);
@@ -985,7 +1010,7 @@ static int render_log(struct page *pg, struct kiln_err *err)
 		return r;
 	r = read_log(pg->log_path, pg->q.offset,
 		     pg->q.offset < 0 ? DASHBOARD_LOG_PAGE_MAX : DASHBOARD_LOG_CHUNK_MAX,
-		     pg->q.offset >= 0 && live, &pg->body, &end, err);
+		     pg->q.offset >= 0 && live, &pg->body, &end, NULL, err);
 	if (r == 0) {
 		pg->ctype = TEXT;
 		buf_printf(&pg->headers, "X-Kiln-Offset: %" PRId64 "\r\nX-Kiln-State: %s\r\n", end,
@@ -1025,7 +1050,7 @@ static int look(struct page *pg, bool live, struct buf *text, struct kiln_err *e
 	text->len = 0;
 	return read_log(pg->log_path, pg->offset,
 			pg->offset < 0 ? DASHBOARD_LOG_PAGE_MAX : DASHBOARD_LOG_CHUNK_MAX, live,
-			text, &pg->read_end, err);
+			text, &pg->read_end, &pg->full, err);
 }
 
 static int render_events(struct page *pg, struct kiln_err *err)
@@ -1055,7 +1080,6 @@ static int render_events(struct page *pg, struct kiln_err *err)
 	    (r = look(pg, live, &text, err)) < 0)
 		goto out;
 send:
-	pg->full = pg->offset >= 0 && pg->read_end - pg->offset >= (int64_t)DASHBOARD_LOG_CHUNK_MAX;
 	/* an ended build's last piece may be a line without its newline:
 	 * read_log keeps it, as a page does */
 	if (pg->read_end != (pg->offset < 0 ? 0 : pg->offset) || text.len > 0)
@@ -1246,8 +1270,11 @@ static void page_after(uv_work_t *w, int status)
 	}
 	if (pg->rt == ROUTE_EVENTS && pg->status == 200 && strcmp(pg->req->method, "HEAD") != 0)
 		stream_start(pg);
-	else
+	else {
+		if (pg->rt == ROUTE_EVENTS)
+			db->nstreams--; /* counted at the request: not a stream after all */
 		page_answer(pg);
+	}
 }
 
 /* ---- the live log's stream ---- */
@@ -1313,6 +1340,12 @@ static void stream_after(struct page *pg)
 		stream_end(pg, "the client left");
 		return;
 	}
+	/* it would hold its place (and a worker's read each look) for good;
+	 * a client that reads again asks again, from where it stopped */
+	if (r == -EAGAIN && uv_now(db->loop) - pg->sent_ms >= DASHBOARD_STALL_MS) {
+		stream_end(pg, "the client reads nothing");
+		return;
+	}
 	if (r == 0) {
 		if (pg->body.len > 0)
 			pg->sent_ms = uv_now(db->loop);
@@ -1347,8 +1380,6 @@ static void stream_start(struct page *pg)
 	pg->sst = STREAM_WAITING;
 	uv_timer_init(db->loop, &pg->timer);
 	LIST_INSERT_HEAD(&db->streams, pg, entry);
-	db->nstreams++;
-	pg->gen = db->gen;
 	pg->sent_ms = uv_now(db->loop);
 	stream_after(pg);
 }
@@ -1392,6 +1423,7 @@ void dashboard_handle(struct http_request *req, void *arg)
 
 	pg->db = db;
 	pg->req = req;
+	pg->gen = db->gen; /* a stream is checked against the users of now */
 	pg->status = 200;
 	pg->ctype = HTML;
 	pg->rt = route_of(req->path, &pg->id);
@@ -1464,4 +1496,8 @@ void dashboard_handle(struct http_request *req, void *arg)
 	}
 	if (pg->authorization)
 		db->checking++;
+	/* counted now, not at its first read: a burst of requests would all
+	 * pass the cap before any of them streams */
+	if (pg->rt == ROUTE_EVENTS)
+		db->nstreams++;
 }

@@ -447,6 +447,12 @@ void http_stream_begin(struct http_request *req, int status, const char *content
 
 	if (c == NULL || c->st != CONN_HANDLING)
 		return; /* gone: the next write says so */
+	if (c->s->closing) {
+		/* it would stream on after the close passed it by (it was
+		 * being handled then), keeping the server from closing */
+		conn_close(c, "server closing");
+		return;
+	}
 	buf_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nConnection: close\r\n", status,
 		   reason(status), content_type);
 	if (headers)

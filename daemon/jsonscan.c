@@ -28,8 +28,7 @@ static void skip_ws(struct scan *s)
 		s->p++;
 }
 
-/* Length of the valid UTF-8 sequence at p (its first byte >= 0x80), or 0. */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+size_t jsonscan_utf8_len(const unsigned char *p, const unsigned char *end)
 {
 	unsigned c = p[0];
 	size_t n;
@@ -152,7 +151,7 @@ static int string(struct scan *s, struct buf *out)
 		if (c < 0x20)
 			return bad(s, "control character in a string");
 		if (c >= 0x80) {
-			size_t n = utf8_len(s->p, s->end);
+			size_t n = jsonscan_utf8_len(s->p, s->end);
 			if (n == 0)
 				return bad(s, "invalid UTF-8");
 			if (out)

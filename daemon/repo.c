@@ -12,6 +12,7 @@
 #include "kiln/buf.h"
 
 #include "kiln/err.h"
+#include "kiln/jsonscan.h"
 #include "kiln/map.h"
 #include "kiln/path.h"
 #include "kiln/repo.h"
@@ -98,25 +99,35 @@ int repo_commit(git_repository *repo, const char *rev, git_commit **ret, struct 
 
 char *repo_commit_summary(git_commit *c)
 {
-	const char *s = git_commit_summary(c);
-	size_t len;
-	char *out;
+	const unsigned char *s = (const unsigned char *)git_commit_summary(c), *end;
+	struct buf b = {0};
 
 	if (s == NULL)
 		return NULL;
-	len = strlen(s);
-	if (len > REPO_SUMMARY_MAX) {
-		len = REPO_SUMMARY_MAX;
-		while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
-			len--; /* not inside a UTF-8 sequence */
+	end = s + strlen((const char *)s);
+	buf_puts(&b, "");
+	while (s < end && b.len < REPO_SUMMARY_MAX) {
+		size_t n = *s >= 0x80 ? jsonscan_utf8_len(s, end) : 1;
+		if (n == 0) {
+			/* another encoding (git's i18n.commitEncoding): JSON
+			 * and the pages need UTF-8 */
+			if (b.len + 3 > REPO_SUMMARY_MAX)
+				break;
+			buf_puts(&b, "\xEF\xBF\xBD");
+			s++;
+			continue;
+		}
+		if (b.len + n > REPO_SUMMARY_MAX)
+			break; /* not inside a character */
+		/* shown on terminals and pages: no control character gets there
+		 * (C1's, U+0080 to U+009F, included: U+009B is CSI to some) */
+		if ((n == 1 && (*s < 0x20 || *s == 0x7f)) || (n == 2 && *s == 0xC2 && s[1] < 0xA0))
+			buf_putc(&b, ' ');
+		else
+			buf_append(&b, s, n);
+		s += n;
 	}
-	out = xstrndup(s, len);
-	/* shown on terminals and pages: no control character gets there */
-	for (char *p = out; *p; p++) {
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
-	}
-	return out;
+	return b.p;
 }
 
 char *repo_summary_of(git_repository *repo, const char *sha)

@@ -30,6 +30,8 @@
 #define DASHBOARD_FOLLOW_MS	 500u	/* the live log's pace: kiln logs -f's */
 #define DASHBOARD_STREAMS_MAX	 64u	/* live logs streamed at once; past it, 503 */
 #define DASHBOARD_KEEPALIVE_MS	 15000u /* a comment on a quiet stream, so proxies keep it */
+/* a stream whose client has left HTTP_STREAM_QUEUE_MAX unread this long ends */
+#define DASHBOARD_STALL_MS 10000u
 /* Password checks on workers at once: each costs a bcrypt, and libuv's 4
  * workers also fetch and write the state; past it, 503 */
 #define DASHBOARD_CHECKS_MAX 2u
@@ -78,7 +80,7 @@ struct dashboard {
 	unsigned nok, next_ok;
 	unsigned checking;	   /* password checks queued or on a worker */
 	LIST_HEAD(, page) streams; /* live logs being streamed */
-	unsigned nstreams;
+	unsigned nstreams;	   /* and requests for one not yet answered */
 	unsigned gen; /* bumped when the users change: streams end, clients ask again */
 };
 

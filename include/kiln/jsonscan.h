@@ -14,6 +14,10 @@
  * from forges nest less than 10 deep). */
 #define JSONSCAN_DEPTH_MAX 512
 
+/* Length of the valid UTF-8 sequence at p (its first byte >= 0x80, before
+ * end), or 0: not UTF-8 (overlong, a surrogate, cut short, ...). */
+size_t jsonscan_utf8_len(const unsigned char *p, const unsigned char *end);
+
 /* A top-level member wanted: value is set to a new string (decoded, UTF-8,
  * the caller frees it) when the member is there and is a string; it stays
  * NULL otherwise (absent, or another type). */

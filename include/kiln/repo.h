@@ -33,8 +33,9 @@ int repo_open_at(const char *path, git_repository **ret, struct kiln_err *err);
 int repo_commit(git_repository *repo, const char *rev, git_commit **ret, struct kiln_err *err);
 /* A commit's summary (its message's first paragraph on one line, as git's
  * %s shows it), cut to REPO_SUMMARY_MAX bytes on a character boundary,
- * control characters (an escape sequence meant for a terminal) made spaces;
- * NULL when it has none. The caller frees it. */
+ * control characters (an escape sequence meant for a terminal) made spaces,
+ * each byte that is not UTF-8 (a message in another encoding) U+FFFD; NULL
+ * when it has none. The caller frees it. */
 #define REPO_SUMMARY_MAX 500u
 char *repo_commit_summary(git_commit *c);
 /* The same for the commit sha (40 hex) names in repo; NULL when it cannot

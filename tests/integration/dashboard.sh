@@ -154,6 +154,18 @@ c.commit()' state/kilnd.db "$id"
 	grep -q '<td id="f-message">two  \[31mred \[0m</td>' page.out ||
 		fail "the rebuild's message: $(grep -o '<td id="f-message">[^<]*' page.out | od -c | head)"
 	grep -q $'\033' page.out && fail "a colour code reached the page"
+	# a message in Latin-1 (git's i18n.commitEncoding): not UTF-8, so each
+	# stray byte is shown as U+FFFD (JSON strings must be UTF-8); a C1
+	# control character (U+009B, CSI to some terminals) becomes a space
+	(cd c && printf 'y\n' >>notes.txt && git add -A && printf 'caf\351 cr\350me \302\23331m\n' >msg &&
+		git -c i18n.commitEncoding=ISO-8859-1 commit -q -F msg && git push -q origin HEAD:main)
+	sha=$(git -C c rev-parse HEAD)
+	"$KILN" trigger images --socket kiln.sock >/dev/null || fail "trigger failed"
+	wait_for 10 seen || fail "the second push was not polled"
+	"$KILN" rebuild images base "$sha" --socket kiln.sock >rebuild.out || fail "rebuild: $(cat rebuild.out)"
+	rid=$(sqlite3_count "SELECT max(id) FROM builds")
+	"$KILN" show "$rid" --socket kiln.sock >show.out || fail "kiln show failed"
+	grep -q $'^subject      caf\xef\xbf\xbd cr\xef\xbf\xbdme  31m$' show.out || fail "kiln show: $(grep subject show.out | od -c)"
 	get "/builds/$id/log?offset=0"
 	grep -qi '^Content-Type: text/plain' headers.out || fail "the live log is not text/plain"
 	grep -qi '^X-Kiln-State: succeeded' headers.out || fail "no state header"
@@ -360,6 +372,112 @@ eof' ] || fail "nothing after the end: $(events ev3.out)"
 	[ "$(events ev5.out | tail -1)" = eof ] || fail "the stream was not closed: $(events ev5.out)"
 	events ev5.out | grep -q '^end|' && fail "an end event for a build that did not end"
 	true
+}
+
+# The live log's limits: a burst of streams from two addresses at once gets
+# at most DASHBOARD_STREAMS_MAX (64) of them, the rest 503 (a stream is
+# counted from its request on, not from its first read).
+t_events_cap() {
+	origin origin.git
+	start ", dashboard: true"
+	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
+	id=$(running_build)
+	printf 'step 1\n' >"state/logs/$id.log"
+	python3 "$LIB/sse_burst.py" "$PORT" "/builds/$id/events" 90 127.0.0.1 127.0.0.2 >burst.out ||
+		fail "burst client failed"
+	[ "$(awk '$1 == 200 {print $2}' burst.out)" -le 64 ] || fail "over 64 streams at once: $(cat burst.out)"
+	[ "$(awk '$1 == 503 {print $2}' burst.out)" -ge 26 ] || fail "too few 503s: $(cat burst.out)"
+	# once their clients left, the places are free again (a build that
+	# ended: its stream ends at once)
+	ok200() { [ "$(code /builds/1/events)" = 200 ]; }
+	wait_for 5 ok200 || fail "the places were not given back: $(code /builds/1/events)"
+	stop
+}
+
+# A stream whose first read (here a costly password check) is still on a
+# worker: a reload that changes the users ends it, as it ends those already
+# streaming; a SIGTERM then does not wait for it (shutdown_grace 20 s).
+t_events_checking() {
+	origin origin.git
+	htpasswd -nbB -C 13 slow 'the slow one' | head -1 >users
+	start ", dashboard: true" "shutdown_grace: 20s
+dashboard: {auth_file: $PWD/users}"
+	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
+	id=$(running_build)
+	printf 'step 1\n' >"state/logs/$id.log"
+	{
+		echo "other:$(openssl passwd -6 other)"
+		htpasswd -nbB -C 13 slow2 'slow too' | head -1
+	} >users2
+	curl -sN -u 'slow:the slow one' "http://127.0.0.1:$PORT/builds/$id/events" >ev.out &
+	track_pid $!
+	sleep 0.2
+	mv users2 users
+	kill -HUP "$KPID"
+	wait_for 10 grep -q "live log of build $id ends: the dashboard's users changed" kilnd.log ||
+		fail "a stream let in under the old users goes on: $(cat ev.out)"
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id/events" ev2.out '' 'other:other' &
+	track_pid $!
+	wait_for 5 grep -q '"event": "state"' ev2.out || fail "other's stream: $(cat ev2.out)"
+	# curl: it connects sooner than python starts
+	curl -sN -u 'slow2:slow too' "http://127.0.0.1:$PORT/builds/$id/events" >ev3.out &
+	track_pid $!
+	sleep 0.2
+	kill -TERM "$KPID"
+	t0=$(date +%s%N)
+	wait "$KPID" || fail "kilnd did not stop cleanly"
+	[ $((($(date +%s%N) - t0) / 1000000)) -lt 3000 ] || fail "kilnd took over 3 s to stop"
+	grep -q "grace period over" kilnd.log && fail "kilnd waited out its grace period"
+	true
+}
+
+# The live log in pieces of DASHBOARD_LOG_CHUNK_MAX (256 KiB): no character
+# and no colour code split between two pieces (the client decodes each
+# piece's lines alone), a line longer than a piece cut between characters;
+# a log that grew by megabytes at once comes at once, not a piece each
+# DASHBOARD_FOLLOW_MS.
+t_events_chunks() {
+	origin origin.git
+	start ", dashboard: true"
+	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
+	id=$(running_build)
+	# a first line of 300 000 bytes with a two-byte character across
+	# byte 262 144, then lines that are mostly colour codes
+	python3 -c 'import sys
+line = "a" * 262143 + "\u00e9" + "b" * 37854 + "\n"
+sys.stdout.buffer.write(line.encode())
+sys.stdout.buffer.write((b"\x1b[1;32m" * 12 + b"ok\n") * 4000)' >"state/logs/$id.log"
+	set_state succeeded "$id"
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id/events?offset=0" ev.out
+	python3 -c 'import json,sys
+text = "".join(e["data"] for e in map(json.loads, open(sys.argv[1])) if e.get("event") == "message")
+want = "a" * 262143 + "\u00e9" + "b" * 37854 + "\n" + "ok\n" * 4000
+if text != want:
+    i = next((i for i in range(min(len(text), len(want))) if text[i] != want[i]), min(len(text), len(want)))
+    sys.exit("differs at %d of %d/%d: %r" % (i, len(text), len(want), text[max(0, i - 10):i + 10]))' ev.out ||
+		fail "the log in pieces is not the log"
+	events ev.out | tail -1 | grep -q eof || fail "no end"
+	# 4 MB written at once to a running build's log
+	id2=$(running_build)
+	: >"state/logs/$id2.log"
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id2/events?offset=0" ev2.out &
+	track_pid $!
+	wait_for 5 grep -q '"event": "state"' ev2.out || fail "second stream: $(cat ev2.out)"
+	python3 -c 'import sys; sys.stdout.write(("x" * 99 + "\n") * 40000)' >>"state/logs/$id2.log"
+	# (a piece each 500 ms took 8 s; the margin is for a loaded sanitizer run)
+	wait_for 6 grep -q '"id": "4000000"' ev2.out || fail "4 MB took over 6 s: $(events ev2.out | tail -1 | cut -c1-40)"
+	# a client that reads nothing: its stream ends once more than 1 MiB
+	# has waited for it DASHBOARD_STALL_MS (10 s)
+	python3 -c 'import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET /builds/%s/events?offset=0 HTTP/1.1\r\nHost: x\r\n\r\n" % sys.argv[2].encode())
+time.sleep(60)' "$PORT" "$id2" &
+	track_pid $!
+	wait_for 14 grep -q "live log of build $id2 ends: the client reads nothing" kilnd.log ||
+		fail "a stalled stream goes on"
+	stop
 }
 
 run_all
