@@ -434,70 +434,84 @@ static int rec_cmp(const void *a, const void *b)
 	return strcmp(((const struct rec *)a)->path, ((const struct rec *)b)->path);
 }
 
+/* One key of an index being written. Its images are counted first and laid
+ * out afterwards in one array: a key per image is the usual case, and an
+ * allocation per key was most of a cold sync's index building. */
 struct group {
 	uint32_t key_off, key_len;
 	uint64_t hash;
-	uint32_t *idx;
-	size_t n, cap;
+	uint32_t n, last, at;
 };
 
-static void group_add(struct strmap *m, struct group **gs, size_t *ng, size_t *cap, const char *key,
-		      uint32_t key_off, uint32_t image)
+struct index_build {
+	struct strmap m;
+	struct group *gs;
+	size_t ng, capg;
+	uint32_t *occ; /* (group, image) pairs in image order */
+	size_t nocc, capocc;
+};
+
+static void group_add(struct index_build *ib, const char *key, uint32_t key_off, uint32_t image)
 {
 	size_t len = strlen(key);
-	void **slot = strmap_put(m, key, len);
+	void **slot = strmap_put(&ib->m, key, len);
 	struct group *g;
+	uint32_t gi;
 
 	if (*slot == NULL) {
-		if (*ng == *cap) {
-			*cap = *cap ? *cap * 2 : 64;
-			*gs = xreallocarray(*gs, *cap, sizeof(**gs));
+		if (ib->ng == ib->capg) {
+			ib->capg = ib->capg ? ib->capg * 2 : 64;
+			ib->gs = xreallocarray(ib->gs, ib->capg, sizeof(*ib->gs));
 		}
-		g = &(*gs)[*ng];
+		g = &ib->gs[ib->ng];
 		memset(g, 0, sizeof(*g));
 		g->key_off = key_off;
 		g->key_len = (uint32_t)len;
 		g->hash = strmap_hash(key, len);
-		*slot = (void *)(uintptr_t)++ * ng;
+		*slot = (void *)(uintptr_t)++ib->ng;
 	}
-	g = &(*gs)[(uintptr_t)*slot - 1];
-	if (g->n > 0 && g->idx[g->n - 1] == image)
+	gi = (uint32_t)((uintptr_t)*slot - 1);
+	g = &ib->gs[gi];
+	if (g->n > 0 && g->last == image)
 		return;
-	if (g->n == g->cap) {
-		g->cap = g->cap ? g->cap * 2 : 2;
-		g->idx = xreallocarray(g->idx, g->cap, sizeof(uint32_t));
+	g->n++;
+	g->last = image;
+	if (ib->nocc == ib->capocc) {
+		ib->capocc = ib->capocc ? ib->capocc * 2 : 256;
+		ib->occ = xreallocarray(ib->occ, ib->capocc, 2 * sizeof(uint32_t));
 	}
-	g->idx[g->n++] = image;
+	ib->occ[2 * ib->nocc] = gi;
+	ib->occ[2 * ib->nocc + 1] = image;
+	ib->nocc++;
 }
 
-static void write_index(struct buf *b, const struct rec *recs, const uint32_t *offs, size_t n,
-			enum catalog_index which)
+static void write_index(struct buf *b, const struct rec *recs, const struct catalog_image *imgs,
+			const uint32_t *offs, size_t n, enum catalog_index which)
 {
-	struct strmap m = {0};
-	struct group *gs = NULL;
-	size_t ng = 0, cap = 0, nb = 1, base;
+	struct index_build ib = {0};
+	size_t nb = 1, base, at = 0;
+	uint32_t *flat;
 
 	for (size_t i = 0; i < n; i++) {
-		struct catalog_image img;
+		const struct catalog_image *img = &imgs[i];
 		const char *p;
 
-		unpack(recs[i].p, recs[i].len, &img);
-#define ADD(s) group_add(&m, &gs, &ng, &cap, (s), offs[i] + (uint32_t)((s)-recs[i].p), (uint32_t)i)
+#define ADD(s) group_add(&ib, (s), offs[i] + (uint32_t)((s)-recs[i].p), (uint32_t)i)
 		switch (which) {
 		case CATALOG_BY_CONTEXT:
-			ADD(img.context);
+			ADD(img->context);
 			break;
 		case CATALOG_BY_DOCKERFILE:
-			ADD(img.dockerfile);
+			ADD(img->dockerfile);
 			break;
 		case CATALOG_BY_FROM:
-			p = img.froms;
-			for (unsigned j = 0; j < img.nfroms; j++, p = catalog_from_next(p))
+			p = img->froms;
+			for (unsigned j = 0; j < img->nfroms; j++, p = catalog_from_next(p))
 				ADD(catalog_from_ref(p));
 			break;
 		case CATALOG_BY_PRODUCED:
-			p = img.produced;
-			for (unsigned j = 0; j < img.nproduced; j++, p = catalog_next(p))
+			p = img->produced;
+			for (unsigned j = 0; j < img->nproduced; j++, p = catalog_next(p))
 				ADD(p);
 			break;
 		case CATALOG_NINDEX:
@@ -505,28 +519,37 @@ static void write_index(struct buf *b, const struct rec *recs, const uint32_t *o
 		}
 #undef ADD
 	}
-	while (nb < ng)
+	/* each key's images side by side, still in image order */
+	for (size_t i = 0; i < ib.ng; i++) {
+		ib.gs[i].at = ib.gs[i].last = (uint32_t)at;
+		at += ib.gs[i].n;
+	}
+	flat = xmalloc((ib.nocc + 1) * sizeof(uint32_t));
+	for (size_t k = 0; k < ib.nocc; k++)
+		flat[ib.gs[ib.occ[2 * k]].last++] = ib.occ[2 * k + 1];
+	while (nb < ib.ng)
 		nb *= 2;
 	put_u32(b, (uint32_t)nb);
 	base = b->len;
 	for (size_t i = 0; i < nb; i++)
 		put_u32(b, 0);
-	for (size_t i = 0; i < ng; i++) {
-		struct group *g = &gs[i];
+	for (size_t i = 0; i < ib.ng; i++) {
+		struct group *g = &ib.gs[i];
 		size_t head = base + 4 * (size_t)(g->hash & (nb - 1));
 		uint32_t node = (uint32_t)b->len;
 
 		put_u32(b, get_u32(b->p, head)); /* next: the previous head */
 		put_u32(b, g->key_off);
 		put_u32(b, g->key_len);
-		put_u32(b, (uint32_t)g->n);
-		for (size_t k = 0; k < g->n; k++)
-			put_u32(b, g->idx[k]);
+		put_u32(b, g->n);
+		for (uint32_t k = 0; k < g->n; k++)
+			put_u32(b, flat[g->at + k]);
 		set_u32(b->p + head, node);
-		free(g->idx);
 	}
-	free(gs);
-	strmap_done(&m);
+	free(flat);
+	free(ib.occ);
+	free(ib.gs);
+	strmap_done(&ib.m);
 }
 
 static const char *format_version(void)
@@ -544,6 +567,7 @@ static void snapshot_write(struct catalog *c, const git_oid *tree, struct rec *r
 {
 	struct buf b = {0};
 	uint32_t *offs = xcalloc(n + 1, sizeof(uint32_t));
+	struct catalog_image *imgs;
 	size_t table, data_end, nblocks;
 	uint64_t sum;
 
@@ -575,10 +599,15 @@ static void snapshot_write(struct catalog *c, const git_oid *tree, struct rec *r
 	offs[n] = (uint32_t)b.len;
 	for (size_t i = 0; i <= n; i++)
 		set_u32(b.p + table + 4 * i, offs[i]);
+	/* unpacked once for the four indexes */
+	imgs = xcalloc(n + 1, sizeof(*imgs));
+	for (size_t i = 0; i < n; i++)
+		unpack(recs[i].p, recs[i].len, &imgs[i]);
 	for (int k = 0; k < CATALOG_NINDEX; k++) {
 		set_u32(b.p + H_INDEX + 4 * k, (uint32_t)b.len);
-		write_index(&b, recs, offs, n, (enum catalog_index)k);
+		write_index(&b, recs, imgs, offs, n, (enum catalog_index)k);
 	}
+	free(imgs);
 	/* block checksums, then the header's over itself and them */
 	data_end = b.len;
 	nblocks = (data_end - CATALOG_HEADER + CATALOG_BLOCK - 1) / CATALOG_BLOCK;
