@@ -88,6 +88,30 @@ static void align4(struct buf *b)
 		buf_putc(b, '\0');
 }
 
+/* A Dockerfile a deferring sync did not read: what its FROM lines need. */
+struct catalog_deferred {
+	char *path; /* the image folder */
+	git_oid dockerfile_id;
+	struct kv *build_args;
+	size_t nbuild_args;
+};
+
+static void deferred_drop(struct catalog *c)
+{
+	for (size_t i = 0; i < c->ndeferred; i++) {
+		struct catalog_deferred *d = &c->deferred[i];
+		for (size_t k = 0; k < d->nbuild_args; k++) {
+			free(d->build_args[k].key);
+			free(d->build_args[k].value);
+		}
+		free(d->build_args);
+		free(d->path);
+	}
+	free(c->deferred);
+	c->deferred = NULL;
+	c->ndeferred = 0;
+}
+
 void catalog_init(struct catalog *c, const char *manifest_name, const char *cache_file)
 {
 	memset(c, 0, sizeof(*c));
@@ -116,6 +140,7 @@ static void snapshot_drop(struct catalog *c)
 void catalog_done(struct catalog *c)
 {
 	snapshot_drop(c);
+	deferred_drop(c);
 	free(c->manifest_name);
 	free(c->cache_file);
 	memset(c, 0, sizeof(*c));
@@ -312,8 +337,8 @@ static void put_ref(struct buf *b, const struct manifest *m, const char *tag)
 /* The FROM lines of the Dockerfile blob id. A Dockerfile over
  * DOCKERFILE_SIZE_MAX names no base kiln can see (Docker has the final word
  * at build time); a blob git cannot read fails the sync. */
-static int read_froms(git_repository *repo, const git_oid *id, const struct manifest *m,
-		      struct dockerfile_froms *ret, struct kiln_err *err)
+static int read_froms(git_repository *repo, const git_oid *id, const struct kv *build_args,
+		      size_t nbuild_args, struct dockerfile_froms *ret, struct kiln_err *err)
 {
 	struct kiln_err e = {0};
 	git_blob *blob = NULL;
@@ -321,7 +346,7 @@ static int read_froms(git_repository *repo, const git_oid *id, const struct mani
 
 	if (r == 0)
 		r = dockerfile_froms(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob),
-				     m->build_args, m->nbuild_args, ret, &e);
+				     build_args, nbuild_args, ret, &e);
 	git_blob_free(blob);
 	if (r == -EFBIG)
 		return 0;
@@ -346,11 +371,42 @@ static int tree_entry(struct repo_trees *trees, const struct treediff_entry *at,
 	return *ret ? 0 : -ENOENT;
 }
 
+/* A record's last field: its FROM lines. */
+static void put_froms(struct buf *b, const struct dockerfile_froms *froms)
+{
+	size_t nfroms = froms->n < CATALOG_LIST_MAX ? froms->n : CATALOG_LIST_MAX;
+
+	put_u16(b, (unsigned)nfroms);
+	for (size_t i = 0; i < nfroms; i++) {
+		put_u32(b, froms->v[i].line);
+		put_str(b, froms->v[i].ref);
+	}
+}
+
+/* Leaves the Dockerfile at id for catalog_read_froms; takes m's build args. */
+static void defer(struct catalog *c, const char *dir, const git_oid *id, struct manifest *m)
+{
+	struct catalog_deferred *d;
+
+	if ((c->ndeferred & (c->ndeferred - 1)) == 0) /* 0, 1, 2, 4...: double */
+		c->deferred = xreallocarray(c->deferred, c->ndeferred ? c->ndeferred * 2 : 1,
+					    sizeof(*c->deferred));
+	d = &c->deferred[c->ndeferred++];
+	d->path = xstrdup(dir);
+	git_oid_cpy(&d->dockerfile_id, id);
+	d->build_args = m->build_args;
+	d->nbuild_args = m->nbuild_args;
+	m->build_args = NULL;
+	m->nbuild_args = 0;
+}
+
 /* Reads the manifest (and Dockerfile) at dir and packs one record; at is the
- * walk's entry of the manifest, or NULL outside a walk. */
+ * walk's entry of the manifest, or NULL outside a walk. With defer_to, the
+ * Dockerfile is left for catalog_read_froms and the record has no FROM. */
 static int record_build(git_repository *repo, struct repo_trees *tree,
 			const struct treediff_entry *at, const char *manifest_name, const char *dir,
-			const git_oid *manifest_id, struct buf *b, struct kiln_err *err)
+			const git_oid *manifest_id, struct catalog *defer_to, struct buf *b,
+			struct kiln_err *err)
 {
 	struct manifest m = {0};
 	struct kiln_diags diags = {0};
@@ -380,8 +436,10 @@ static int record_build(git_repository *repo, struct repo_trees *tree,
 	    git_tree_entry_type(dfe) == GIT_OBJECT_BLOB) {
 		has_df = true;
 		git_oid_cpy(&df_id, git_tree_entry_id(dfe));
-		r = read_froms(repo, &df_id, &m, &froms, err);
-		if (r < 0)
+		if (defer_to != NULL)
+			defer(defer_to, dir, &df_id, &m);
+		else if ((r = read_froms(repo, &df_id, m.build_args, m.nbuild_args, &froms, err)) <
+			 0)
 			goto out;
 	}
 	put_str(b, dir);
@@ -392,7 +450,6 @@ static int record_build(git_repository *repo, struct repo_trees *tree,
 	buf_append(b, df_id.id, GIT_OID_RAWSZ);
 	if (valid) {
 		size_t ntags = m.ntags < CATALOG_LIST_MAX - 1 ? m.ntags : CATALOG_LIST_MAX - 1;
-		size_t nfroms = froms.n < CATALOG_LIST_MAX ? froms.n : CATALOG_LIST_MAX;
 
 		put_str(b, m.name);
 		put_str(b, m.version);
@@ -404,11 +461,7 @@ static int record_build(git_repository *repo, struct repo_trees *tree,
 		put_ref(b, &m, m.version);
 		for (size_t i = 0; i < ntags; i++)
 			put_ref(b, &m, m.tags[i]);
-		put_u16(b, (unsigned)nfroms);
-		for (size_t i = 0; i < nfroms; i++) {
-			put_u32(b, froms.v[i].line);
-			put_str(b, froms.v[i].ref);
-		}
+		put_froms(b, &froms);
 	}
 	align4(b);
 out:
@@ -744,6 +797,67 @@ int catalog_save(struct catalog *c, struct kiln_err *err)
 	return r;
 }
 
+int catalog_read_froms(struct catalog *c, git_repository *repo, struct kiln_err *err)
+{
+	struct strmap by_path = {0};
+	struct buf b = {0};
+	struct rec *recs;
+	size_t *at;
+	int r = 0;
+
+	if (c->ndeferred == 0)
+		return 0;
+	for (size_t i = 0; i < c->ndeferred; i++)
+		*strmap_put(&by_path, c->deferred[i].path, strlen(c->deferred[i].path)) =
+		    &c->deferred[i];
+	recs = xcalloc((size_t)c->n + 1, sizeof(*recs));
+	at = xcalloc((size_t)c->n + 1, sizeof(*at));
+	for (uint32_t i = 0; i < c->n && r == 0; i++) {
+		uint32_t table = get_u32(c->snap, H_TABLE);
+		uint32_t a = get_u32(c->snap, table + 4 * (size_t)i);
+		uint32_t e = get_u32(c->snap, table + 4 * (size_t)i + 4);
+		struct catalog_deferred *d;
+		struct catalog_image img;
+		struct dockerfile_froms froms = {0};
+
+		if (catalog_get(c, i, &img) < 0) {
+			r = kiln_err_set(err, -EBADMSG, "catalog record %u is damaged", i);
+			break;
+		}
+		d = strmap_get(&by_path, img.path, strlen(img.path));
+		at[i] = b.len;
+		if (d == NULL) { /* nothing to read: the record as it is */
+			buf_append(&b, c->snap + a, e - a);
+			continue;
+		}
+		/* the record up to its FROM count, which ends it, then the FROMs */
+		r = read_froms(repo, &d->dockerfile_id, d->build_args, d->nbuild_args, &froms, err);
+		if (r == 0) {
+			buf_append(&b, c->snap + a, (size_t)(img.froms - 2 - (c->snap + a)));
+			put_froms(&b, &froms);
+			align4(&b);
+		}
+		dockerfile_froms_done(&froms);
+	}
+	for (uint32_t i = 0; i < c->n && r == 0; i++) {
+		recs[i].p = recs[i].path = b.p + at[i];
+		recs[i].len = (uint32_t)((i + 1 < c->n ? at[i + 1] : b.len) - at[i]);
+	}
+	if (r == 0) {
+		git_oid tree;
+		git_oid_cpy(&tree, &c->tree_id);
+		snapshot_write(c, &tree, recs, c->n);
+	} else {
+		snapshot_drop(c); /* never describe a tree wrongly */
+	}
+	deferred_drop(c);
+	free(at);
+	free(recs);
+	buf_done(&b);
+	strmap_done(&by_path);
+	return r;
+}
+
 /* ---- queries ---- */
 
 int catalog_find(struct catalog *c, const char *path, size_t len, uint32_t *ret_index)
@@ -827,9 +941,10 @@ struct sync {
 	git_repository *repo;
 	struct repo_trees *trees;
 	struct kiln_err *err;
-	struct strmap redo;  /* folders to read again after the walk */
-	unsigned char *drop; /* per old record: not kept */
-	struct buf fresh;    /* the records read again, back to back */
+	struct strmap redo;    /* folders to read again after the walk */
+	unsigned char *drop;   /* per old record: not kept */
+	struct catalog *defer; /* a deferring sync from nothing: its catalog */
+	struct buf fresh;      /* the records read again, back to back */
 	size_t *fresh_at, nfresh, capfresh;
 };
 
@@ -837,8 +952,8 @@ static int record_fresh(struct sync *y, const struct treediff_entry *at, const c
 			const git_oid *manifest_id)
 {
 	size_t start = y->fresh.len;
-	int r = record_build(y->repo, y->trees, at, y->d.manifest_name, dir, manifest_id, &y->fresh,
-			     y->err);
+	int r = record_build(y->repo, y->trees, at, y->d.manifest_name, dir, manifest_id, y->defer,
+			     &y->fresh, y->err);
 
 	if (r < 0)
 		return r;
@@ -1013,6 +1128,9 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 		cache_read(c); /* absent or damaged: built from scratch below */
 	if (c->has_tree && git_oid_equal(&c->tree_id, git_tree_id(tree)))
 		return 0;
+	/* a new tree is diffed against a whole snapshot */
+	if ((r = catalog_read_froms(c, repo, err)) < 0)
+		return r;
 	repo_trees_init(&trees, repo, tree);
 	y.trees = &trees;
 	if (c->has_tree && git_tree_lookup(&old, repo, &c->tree_id) < 0)
@@ -1020,6 +1138,8 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 	if (old == NULL)
 		snapshot_drop(c); /* describe nothing until the new snapshot is written */
 	y.d.want_changed = old != NULL;
+	if (old == NULL && c->defer_froms && c->cache_file == NULL)
+		y.defer = c;
 	r = treediff(repo, old, tree, delta_cb, &y, err);
 	if (r == 0)
 		r = mark_redo(c, &y, err);
@@ -1038,6 +1158,8 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 		snapshot_write(c, git_tree_id(tree), recs, nrecs); /* frees the old snapshot last */
 	else
 		snapshot_drop(c); /* never describe a tree wrongly; rebuilt next time */
+	if (r < 0)
+		deferred_drop(c);
 out:
 	free(recs);
 	free(y.drop);

@@ -311,6 +311,52 @@ static void damaged_cache_is_not_trusted(void **state)
 	git_commit_free(a);
 }
 
+/* `kiln changes --no-cache` defers the Dockerfiles: until catalog_read_froms
+ * no FROM is known; after it the snapshot is byte for byte kilnd's, and so
+ * after following a new tree. A catalog with a cache file never defers. */
+static void deferred_froms(void **state)
+{
+	git_commit *a = gitrepo_commit(repo, NULL, images, ARRAY_SIZE(images));
+	const struct gitrepo_file edit[] = {{"app/Containerfile", "FROM busybox\n", 0}};
+	git_commit *b = gitrepo_commit(repo, a, edit, ARRAY_SIZE(edit));
+	struct catalog whole, lazy, cached;
+	struct kiln_err err = {0};
+
+	(void)state;
+	catalog_init(&whole, "manifest.yaml", NULL);
+	catalog_init(&lazy, "manifest.yaml", NULL);
+	catalog_init(&cached, "manifest.yaml", cache);
+	lazy.defer_froms = cached.defer_froms = true;
+	sync_to(&whole, a);
+	sync_to(&lazy, a);
+	sync_to(&cached, a);
+	assert_int_equal(lazy.ndeferred, 2); /* app and base; the root has no Dockerfile */
+	assert_int_equal(cached.ndeferred, 0);
+	expect_lookup(&lazy, CATALOG_BY_FROM, REG "/base:latest", "");
+	expect_lookup(&lazy, CATALOG_BY_PRODUCED, REG "/base:latest", "base");
+	assert_int_equal(catalog_read_froms(&lazy, repo, &err), 0);
+	assert_int_equal(lazy.ndeferred, 0);
+	assert_int_equal(lazy.snap_len, whole.snap_len);
+	assert_memory_equal(lazy.snap, whole.snap, whole.snap_len);
+	assert_int_equal(catalog_read_froms(&lazy, repo, &err), 0); /* nothing left */
+	/* following a tree from a deferred snapshot reads the FROMs first */
+	catalog_done(&lazy);
+	catalog_init(&lazy, "manifest.yaml", NULL);
+	lazy.defer_froms = true;
+	sync_to(&lazy, a);
+	sync_to(&lazy, b);
+	sync_to(&whole, b);
+	assert_int_equal(lazy.ndeferred, 0);
+	assert_int_equal(lazy.snap_len, whole.snap_len);
+	assert_memory_equal(lazy.snap, whole.snap, whole.snap_len);
+	expect_lookup(&lazy, CATALOG_BY_FROM, "busybox:latest", "app");
+	catalog_done(&whole);
+	catalog_done(&lazy);
+	catalog_done(&cached);
+	git_commit_free(a);
+	git_commit_free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -319,6 +365,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(sources_only_keep_the_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(cache_file_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(damaged_cache_is_not_trusted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(deferred_froms, setup, teardown),
 	};
 
 	repo_global_init(REPO_ROLE_DAEMON);
