@@ -92,20 +92,14 @@ static void align4(struct buf *b)
 struct catalog_deferred {
 	char *path; /* the image folder */
 	git_oid dockerfile_id;
-	struct kv *build_args;
-	size_t nbuild_args;
+	struct manifest args; /* only its build args are kept */
 };
 
 static void deferred_drop(struct catalog *c)
 {
 	for (size_t i = 0; i < c->ndeferred; i++) {
-		struct catalog_deferred *d = &c->deferred[i];
-		for (size_t k = 0; k < d->nbuild_args; k++) {
-			free(d->build_args[k].key);
-			free(d->build_args[k].value);
-		}
-		free(d->build_args);
-		free(d->path);
+		manifest_done(&c->deferred[i].args);
+		free(c->deferred[i].path);
 	}
 	free(c->deferred);
 	c->deferred = NULL;
@@ -394,8 +388,9 @@ static void defer(struct catalog *c, const char *dir, const git_oid *id, struct 
 	d = &c->deferred[c->ndeferred++];
 	d->path = xstrdup(dir);
 	git_oid_cpy(&d->dockerfile_id, id);
-	d->build_args = m->build_args;
-	d->nbuild_args = m->nbuild_args;
+	memset(&d->args, 0, sizeof(d->args));
+	d->args.build_args = m->build_args;
+	d->args.nbuild_args = m->nbuild_args;
 	m->build_args = NULL;
 	m->nbuild_args = 0;
 }
@@ -831,7 +826,8 @@ int catalog_read_froms(struct catalog *c, git_repository *repo, struct kiln_err 
 			continue;
 		}
 		/* the record up to its FROM count, which ends it, then the FROMs */
-		r = read_froms(repo, &d->dockerfile_id, d->build_args, d->nbuild_args, &froms, err);
+		r = read_froms(repo, &d->dockerfile_id, d->args.build_args, d->args.nbuild_args,
+			       &froms, err);
 		if (r == 0) {
 			buf_append(&b, c->snap + a, (size_t)(img.froms - 2 - (c->snap + a)));
 			put_froms(&b, &froms);
