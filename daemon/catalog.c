@@ -93,6 +93,21 @@ struct catalog_deferred {
 	char *path; /* the image folder */
 	git_oid dockerfile_id;
 	struct manifest args; /* only its build args are kept */
+	const char *froms;    /* once read: its FROM count (u16), then the records */
+};
+
+/* The FROMs of the deferred Dockerfiles once read, beside the snapshot
+ * (rewriting a snapshot of 10,000 images for them cost more page faults
+ * than reading them): catalog_get and catalog_lookup(CATALOG_BY_FROM)
+ * answer from here. */
+struct group;
+
+struct catalog_froms {
+	struct catalog_deferred **by_index; /* per record: its deferred entry or NULL */
+	struct buf data;		    /* FROM records as in a snapshot, back to back */
+	struct strmap index;		    /* ref -> group number + 1 */
+	struct group *groups;
+	unsigned char *lists; /* each group's images, little-endian u32, in path order */
 };
 
 static void deferred_drop(struct catalog *c)
@@ -105,6 +120,8 @@ static void deferred_drop(struct catalog *c)
 	c->deferred = NULL;
 	c->ndeferred = 0;
 }
+
+static void froms_free(struct catalog *c);
 
 void catalog_init(struct catalog *c, const char *manifest_name, const char *cache_file)
 {
@@ -134,6 +151,7 @@ static void snapshot_drop(struct catalog *c)
 void catalog_done(struct catalog *c)
 {
 	snapshot_drop(c);
+	froms_free(c);
 	deferred_drop(c);
 	free(c->manifest_name);
 	free(c->cache_file);
@@ -314,6 +332,11 @@ int catalog_get(struct catalog *c, uint32_t i, struct catalog_image *ret)
 		return -EBADMSG;
 	r = unpack(p, b - a, ret);
 	ret->index = i;
+	if (r == 0 && c->froms && c->froms->by_index[i] && c->froms->by_index[i]->froms) {
+		const char *fp = c->froms->by_index[i]->froms;
+		ret->nfroms = (unsigned)(unsigned char)fp[0] | (unsigned)(unsigned char)fp[1] << 8;
+		ret->froms = fp + 2;
+	}
 	return r;
 }
 
@@ -533,17 +556,18 @@ static void group_add(struct index_build *ib, const char *key, uint32_t key_off,
 	ib->nocc++;
 }
 
-static void write_index(struct buf *b, const struct rec *recs, const struct catalog_image *imgs,
-			const uint32_t *offs, size_t n, enum catalog_index which)
+static void write_index(struct buf *b, const struct rec *recs, const uint32_t *offs, size_t n,
+			enum catalog_index which)
 {
 	struct index_build ib = {0};
 	size_t nb = 1, base, at = 0;
 	uint32_t *flat;
 
 	for (size_t i = 0; i < n; i++) {
-		const struct catalog_image *img = &imgs[i];
+		struct catalog_image rec, *img = &rec;
 		const char *p;
 
+		unpack(recs[i].p, recs[i].len, &rec);
 #define ADD(s) group_add(&ib, (s), offs[i] + (uint32_t)((s)-recs[i].p), (uint32_t)i)
 		switch (which) {
 		case CATALOG_BY_CONTEXT:
@@ -615,7 +639,6 @@ static void snapshot_write(struct catalog *c, const git_oid *tree, struct rec *r
 {
 	struct buf b = {0};
 	uint32_t *offs = xcalloc(n + 1, sizeof(uint32_t));
-	struct catalog_image *imgs;
 	size_t table, data_end, nblocks;
 	uint64_t sum;
 
@@ -647,15 +670,10 @@ static void snapshot_write(struct catalog *c, const git_oid *tree, struct rec *r
 	offs[n] = (uint32_t)b.len;
 	for (size_t i = 0; i <= n; i++)
 		set_u32(b.p + table + 4 * i, offs[i]);
-	/* unpacked once for the four indexes */
-	imgs = xcalloc(n + 1, sizeof(*imgs));
-	for (size_t i = 0; i < n; i++)
-		unpack(recs[i].p, recs[i].len, &imgs[i]);
 	for (int k = 0; k < CATALOG_NINDEX; k++) {
 		set_u32(b.p + H_INDEX + 4 * k, (uint32_t)b.len);
-		write_index(&b, recs, imgs, offs, n, (enum catalog_index)k);
+		write_index(&b, recs, offs, n, (enum catalog_index)k);
 	}
-	free(imgs);
 	/* block checksums, then the header's over itself and them */
 	data_end = b.len;
 	nblocks = (data_end - CATALOG_HEADER + CATALOG_BLOCK - 1) / CATALOG_BLOCK;
@@ -792,66 +810,88 @@ int catalog_save(struct catalog *c, struct kiln_err *err)
 	return r;
 }
 
+static void froms_free(struct catalog *c)
+{
+	struct catalog_froms *f = c->froms;
+
+	if (f == NULL)
+		return;
+	free(f->by_index);
+	buf_done(&f->data);
+	strmap_done(&f->index);
+	free(f->groups);
+	free(f->lists);
+	free(f);
+	c->froms = NULL;
+}
+
+/* Every record's FROMs, by reference, in path order as write_index has them. */
+static void froms_index(struct catalog *c, struct catalog_froms *f)
+{
+	struct index_build ib = {0};
+	size_t at = 0;
+
+	for (uint32_t i = 0; i < c->n; i++) {
+		struct catalog_image img;
+		const char *p;
+
+		if (catalog_get(c, i, &img) < 0)
+			continue; /* in memory, checked when written */
+		p = img.froms;
+		for (unsigned j = 0; j < img.nfroms; j++, p = catalog_from_next(p))
+			group_add(&ib, catalog_from_ref(p), 0, i);
+	}
+	for (size_t g = 0; g < ib.ng; g++) {
+		ib.gs[g].at = ib.gs[g].last = (uint32_t)at;
+		at += ib.gs[g].n;
+	}
+	f->lists = xmalloc(4 * (ib.nocc + 1));
+	for (size_t k = 0; k < ib.nocc; k++)
+		set_u32((char *)f->lists + 4 * (size_t)ib.gs[ib.occ[2 * k]].last++,
+			ib.occ[2 * k + 1]);
+	f->index = ib.m;
+	f->groups = ib.gs;
+	free(ib.occ);
+}
+
 int catalog_read_froms(struct catalog *c, git_repository *repo, struct kiln_err *err)
 {
-	struct strmap by_path = {0};
-	struct buf b = {0};
-	struct rec *recs;
-	size_t *at;
+	struct catalog_froms *f;
+	size_t *off;
 	int r = 0;
 
-	if (c->ndeferred == 0)
+	if (c->ndeferred == 0 || c->froms != NULL)
 		return 0;
-	for (size_t i = 0; i < c->ndeferred; i++)
-		*strmap_put(&by_path, c->deferred[i].path, strlen(c->deferred[i].path)) =
-		    &c->deferred[i];
-	recs = xcalloc((size_t)c->n + 1, sizeof(*recs));
-	at = xcalloc((size_t)c->n + 1, sizeof(*at));
-	for (uint32_t i = 0; i < c->n && r == 0; i++) {
-		uint32_t table = get_u32(c->snap, H_TABLE);
-		uint32_t a = get_u32(c->snap, table + 4 * (size_t)i);
-		uint32_t e = get_u32(c->snap, table + 4 * (size_t)i + 4);
-		struct catalog_deferred *d;
-		struct catalog_image img;
+	f = xcalloc(1, sizeof(*f));
+	f->by_index = xcalloc((size_t)c->n + 1, sizeof(*f->by_index));
+	off = xcalloc(c->ndeferred + 1, sizeof(*off));
+	for (size_t k = 0; k < c->ndeferred && r == 0; k++) {
+		struct catalog_deferred *d = &c->deferred[k];
 		struct dockerfile_froms froms = {0};
+		uint32_t i;
 
-		if (catalog_get(c, i, &img) < 0) {
-			r = kiln_err_set(err, -EBADMSG, "catalog record %u is damaged", i);
-			break;
-		}
-		d = strmap_get(&by_path, img.path, strlen(img.path));
-		at[i] = b.len;
-		if (d == NULL) { /* nothing to read: the record as it is */
-			buf_append(&b, c->snap + a, e - a);
-			continue;
-		}
-		/* the record up to its FROM count, which ends it, then the FROMs */
 		r = read_froms(repo, &d->dockerfile_id, d->args.build_args, d->args.nbuild_args,
 			       &froms, err);
-		if (r == 0) {
-			buf_append(&b, c->snap + a, (size_t)(img.froms - 2 - (c->snap + a)));
-			put_froms(&b, &froms);
-			align4(&b);
+		if (r == 0 && catalog_find(c, d->path, strlen(d->path), &i) == 0) {
+			f->by_index[i] = d;
+			off[k] = f->data.len;
+			put_froms(&f->data, &froms);
 		}
 		dockerfile_froms_done(&froms);
 	}
-	for (uint32_t i = 0; i < c->n && r == 0; i++) {
-		recs[i].p = recs[i].path = b.p + at[i];
-		recs[i].len = (uint32_t)((i + 1 < c->n ? at[i + 1] : b.len) - at[i]);
+	if (r < 0) {
+		free(off);
+		c->froms = f;
+		froms_free(c);
+		return r;
 	}
-	if (r == 0) {
-		git_oid tree;
-		git_oid_cpy(&tree, &c->tree_id);
-		snapshot_write(c, &tree, recs, c->n);
-	} else {
-		snapshot_drop(c); /* never describe a tree wrongly */
-	}
-	deferred_drop(c);
-	free(at);
-	free(recs);
-	buf_done(&b);
-	strmap_done(&by_path);
-	return r;
+	/* the buffer is whole: point the records into it */
+	for (size_t k = 0; k < c->ndeferred; k++)
+		c->deferred[k].froms = f->data.p ? f->data.p + off[k] : NULL;
+	free(off);
+	c->froms = f;
+	froms_index(c, f);
+	return 0;
 }
 
 /* ---- queries ---- */
@@ -896,6 +936,13 @@ uint32_t catalog_lookup(struct catalog *c, enum catalog_index which, const char 
 	uint32_t ix, nb, node;
 	size_t hops = 0;
 
+	if (which == CATALOG_BY_FROM && c->froms != NULL) {
+		uintptr_t g = (uintptr_t)strmap_get(&c->froms->index, key, len);
+		if (g == 0)
+			return 0;
+		*ret = c->froms->lists + 4 * (size_t)c->froms->groups[g - 1].at;
+		return c->froms->groups[g - 1].n;
+	}
 	if (!c->has_tree || !rd32(c, H_INDEX + 4 * (size_t)which, &ix) || !rd32(c, ix, &nb) ||
 	    nb == 0 || (nb & (nb - 1)) != 0 ||
 	    !rd32(c, ix + 4 + 4 * (size_t)(strmap_hash(key, len) & (nb - 1)), &node))
@@ -1124,9 +1171,12 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 		cache_read(c); /* absent or damaged: built from scratch below */
 	if (c->has_tree && git_oid_equal(&c->tree_id, git_tree_id(tree)))
 		return 0;
-	/* a new tree is diffed against a whole snapshot */
-	if ((r = catalog_read_froms(c, repo, err)) < 0)
-		return r;
+	/* A deferred snapshot is no whole one to diff against: start over. */
+	if (c->ndeferred > 0) {
+		snapshot_drop(c);
+		froms_free(c);
+		deferred_drop(c);
+	}
 	repo_trees_init(&trees, repo, tree);
 	y.trees = &trees;
 	if (c->has_tree && git_tree_lookup(&old, repo, &c->tree_id) < 0)
