@@ -556,11 +556,27 @@ static void group_add(struct index_build *ib, const char *key, uint32_t key_off,
 	ib->nocc++;
 }
 
+/* Each key's images side by side, still in image order, a group's from
+ * its `at`. */
+static uint32_t *index_flat(struct index_build *ib)
+{
+	uint32_t *flat = xmalloc((ib->nocc + 1) * sizeof(uint32_t));
+	size_t at = 0;
+
+	for (size_t i = 0; i < ib->ng; i++) {
+		ib->gs[i].at = ib->gs[i].last = (uint32_t)at;
+		at += ib->gs[i].n;
+	}
+	for (size_t k = 0; k < ib->nocc; k++)
+		flat[ib->gs[ib->occ[2 * k]].last++] = ib->occ[2 * k + 1];
+	return flat;
+}
+
 static void write_index(struct buf *b, const struct rec *recs, const uint32_t *offs, size_t n,
 			enum catalog_index which)
 {
 	struct index_build ib = {0};
-	size_t nb = 1, base, at = 0;
+	size_t nb = 1, base;
 	uint32_t *flat;
 
 	for (size_t i = 0; i < n; i++) {
@@ -591,14 +607,7 @@ static void write_index(struct buf *b, const struct rec *recs, const uint32_t *o
 		}
 #undef ADD
 	}
-	/* each key's images side by side, still in image order */
-	for (size_t i = 0; i < ib.ng; i++) {
-		ib.gs[i].at = ib.gs[i].last = (uint32_t)at;
-		at += ib.gs[i].n;
-	}
-	flat = xmalloc((ib.nocc + 1) * sizeof(uint32_t));
-	for (size_t k = 0; k < ib.nocc; k++)
-		flat[ib.gs[ib.occ[2 * k]].last++] = ib.occ[2 * k + 1];
+	flat = index_flat(&ib);
 	while (nb < ib.ng)
 		nb *= 2;
 	put_u32(b, (uint32_t)nb);
@@ -829,7 +838,7 @@ static void froms_free(struct catalog *c)
 static void froms_index(struct catalog *c, struct catalog_froms *f)
 {
 	struct index_build ib = {0};
-	size_t at = 0;
+	uint32_t *flat;
 
 	for (uint32_t i = 0; i < c->n; i++) {
 		struct catalog_image img;
@@ -841,14 +850,11 @@ static void froms_index(struct catalog *c, struct catalog_froms *f)
 		for (unsigned j = 0; j < img.nfroms; j++, p = catalog_from_next(p))
 			group_add(&ib, catalog_from_ref(p), 0, i);
 	}
-	for (size_t g = 0; g < ib.ng; g++) {
-		ib.gs[g].at = ib.gs[g].last = (uint32_t)at;
-		at += ib.gs[g].n;
-	}
-	f->lists = xmalloc(4 * (ib.nocc + 1));
+	flat = index_flat(&ib);
+	f->lists = xmalloc(4 * (ib.nocc + 1)); /* little-endian, as in a snapshot */
 	for (size_t k = 0; k < ib.nocc; k++)
-		set_u32((char *)f->lists + 4 * (size_t)ib.gs[ib.occ[2 * k]].last++,
-			ib.occ[2 * k + 1]);
+		set_u32((char *)f->lists + 4 * k, flat[k]);
+	free(flat);
 	f->index = ib.m;
 	f->groups = ib.gs;
 	free(ib.occ);
@@ -872,6 +878,7 @@ int catalog_read_froms(struct catalog *c, git_repository *repo, struct kiln_err 
 
 		r = read_froms(repo, &d->dockerfile_id, d->args.build_args, d->args.nbuild_args,
 			       &froms, err);
+		off[k] = SIZE_MAX;
 		if (r == 0 && catalog_find(c, d->path, strlen(d->path), &i) == 0) {
 			f->by_index[i] = d;
 			off[k] = f->data.len;
@@ -887,7 +894,7 @@ int catalog_read_froms(struct catalog *c, git_repository *repo, struct kiln_err 
 	}
 	/* the buffer is whole: point the records into it */
 	for (size_t k = 0; k < c->ndeferred; k++)
-		c->deferred[k].froms = f->data.p ? f->data.p + off[k] : NULL;
+		c->deferred[k].froms = off[k] != SIZE_MAX ? f->data.p + off[k] : NULL;
 	free(off);
 	c->froms = f;
 	froms_index(c, f);
