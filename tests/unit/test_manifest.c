@@ -225,8 +225,8 @@ static void grammars(void **state)
 static void simple_subset(void **state)
 {
 	static const char *const taken[] = {
-	    "name: a\nversion: \"1.7\"\nregistry: r.example.com:5000/x\ntags: [latest, \"1.7\"]\n"
-	    "labels: {team: bench}\n",
+	    "name: a\nversion: \"1.7\"\nregistry: r.example.com:5000/x\n",
+	    "tags: [latest, \"1.7\"]\nlabels: {team: bench}\n",
 	    "# c\nname: a  # trailing\n\n  # indented comment\nversion: '1 2'\n",
 	    "k: []\nm: {}\nn: [ ]\n",
 	    "k: a:b\nl: a-b+c=d~e\nm: .5\nn: /x\n",
