@@ -88,6 +88,41 @@ static void align4(struct buf *b)
 		buf_putc(b, '\0');
 }
 
+/* A Dockerfile a deferring sync did not read: what its FROM lines need. */
+struct catalog_deferred {
+	char *path; /* the image folder */
+	git_oid dockerfile_id;
+	struct manifest args; /* only its build args are kept */
+	const char *froms;    /* once read: its FROM count (u16), then the records */
+};
+
+/* The FROMs of the deferred Dockerfiles once read, beside the snapshot
+ * (rewriting a snapshot of 10,000 images for them cost more page faults
+ * than reading them): catalog_get and catalog_lookup(CATALOG_BY_FROM)
+ * answer from here. */
+struct group;
+
+struct catalog_froms {
+	struct catalog_deferred **by_index; /* per record: its deferred entry or NULL */
+	struct buf data;		    /* FROM records as in a snapshot, back to back */
+	struct strmap index;		    /* ref -> group number + 1 */
+	struct group *groups;
+	unsigned char *lists; /* each group's images, little-endian u32, in path order */
+};
+
+static void deferred_drop(struct catalog *c)
+{
+	for (size_t i = 0; i < c->ndeferred; i++) {
+		manifest_done(&c->deferred[i].args);
+		free(c->deferred[i].path);
+	}
+	free(c->deferred);
+	c->deferred = NULL;
+	c->ndeferred = 0;
+}
+
+static void froms_free(struct catalog *c);
+
 void catalog_init(struct catalog *c, const char *manifest_name, const char *cache_file)
 {
 	memset(c, 0, sizeof(*c));
@@ -116,6 +151,8 @@ static void snapshot_drop(struct catalog *c)
 void catalog_done(struct catalog *c)
 {
 	snapshot_drop(c);
+	froms_free(c);
+	deferred_drop(c);
 	free(c->manifest_name);
 	free(c->cache_file);
 	memset(c, 0, sizeof(*c));
@@ -295,6 +332,11 @@ int catalog_get(struct catalog *c, uint32_t i, struct catalog_image *ret)
 		return -EBADMSG;
 	r = unpack(p, b - a, ret);
 	ret->index = i;
+	if (r == 0 && c->froms && c->froms->by_index[i] && c->froms->by_index[i]->froms) {
+		const char *fp = c->froms->by_index[i]->froms;
+		ret->nfroms = (unsigned)(unsigned char)fp[0] | (unsigned)(unsigned char)fp[1] << 8;
+		ret->froms = fp + 2;
+	}
 	return r;
 }
 
@@ -312,8 +354,8 @@ static void put_ref(struct buf *b, const struct manifest *m, const char *tag)
 /* The FROM lines of the Dockerfile blob id. A Dockerfile over
  * DOCKERFILE_SIZE_MAX names no base kiln can see (Docker has the final word
  * at build time); a blob git cannot read fails the sync. */
-static int read_froms(git_repository *repo, const git_oid *id, const struct manifest *m,
-		      struct dockerfile_froms *ret, struct kiln_err *err)
+static int read_froms(git_repository *repo, const git_oid *id, const struct kv *build_args,
+		      size_t nbuild_args, struct dockerfile_froms *ret, struct kiln_err *err)
 {
 	struct kiln_err e = {0};
 	git_blob *blob = NULL;
@@ -321,7 +363,7 @@ static int read_froms(git_repository *repo, const git_oid *id, const struct mani
 
 	if (r == 0)
 		r = dockerfile_froms(git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob),
-				     m->build_args, m->nbuild_args, ret, &e);
+				     build_args, nbuild_args, ret, &e);
 	git_blob_free(blob);
 	if (r == -EFBIG)
 		return 0;
@@ -346,11 +388,43 @@ static int tree_entry(struct repo_trees *trees, const struct treediff_entry *at,
 	return *ret ? 0 : -ENOENT;
 }
 
+/* A record's last field: its FROM lines. */
+static void put_froms(struct buf *b, const struct dockerfile_froms *froms)
+{
+	size_t nfroms = froms->n < CATALOG_LIST_MAX ? froms->n : CATALOG_LIST_MAX;
+
+	put_u16(b, (unsigned)nfroms);
+	for (size_t i = 0; i < nfroms; i++) {
+		put_u32(b, froms->v[i].line);
+		put_str(b, froms->v[i].ref);
+	}
+}
+
+/* Leaves the Dockerfile at id for catalog_read_froms; takes m's build args. */
+static void defer(struct catalog *c, const char *dir, const git_oid *id, struct manifest *m)
+{
+	struct catalog_deferred *d;
+
+	if ((c->ndeferred & (c->ndeferred - 1)) == 0) /* 0, 1, 2, 4...: double */
+		c->deferred = xreallocarray(c->deferred, c->ndeferred ? c->ndeferred * 2 : 1,
+					    sizeof(*c->deferred));
+	d = &c->deferred[c->ndeferred++];
+	d->path = xstrdup(dir);
+	git_oid_cpy(&d->dockerfile_id, id);
+	memset(&d->args, 0, sizeof(d->args));
+	d->args.build_args = m->build_args;
+	d->args.nbuild_args = m->nbuild_args;
+	m->build_args = NULL;
+	m->nbuild_args = 0;
+}
+
 /* Reads the manifest (and Dockerfile) at dir and packs one record; at is the
- * walk's entry of the manifest, or NULL outside a walk. */
+ * walk's entry of the manifest, or NULL outside a walk. With defer_to, the
+ * Dockerfile is left for catalog_read_froms and the record has no FROM. */
 static int record_build(git_repository *repo, struct repo_trees *tree,
 			const struct treediff_entry *at, const char *manifest_name, const char *dir,
-			const git_oid *manifest_id, struct buf *b, struct kiln_err *err)
+			const git_oid *manifest_id, struct catalog *defer_to, struct buf *b,
+			struct kiln_err *err)
 {
 	struct manifest m = {0};
 	struct kiln_diags diags = {0};
@@ -380,8 +454,10 @@ static int record_build(git_repository *repo, struct repo_trees *tree,
 	    git_tree_entry_type(dfe) == GIT_OBJECT_BLOB) {
 		has_df = true;
 		git_oid_cpy(&df_id, git_tree_entry_id(dfe));
-		r = read_froms(repo, &df_id, &m, &froms, err);
-		if (r < 0)
+		if (defer_to != NULL)
+			defer(defer_to, dir, &df_id, &m);
+		else if ((r = read_froms(repo, &df_id, m.build_args, m.nbuild_args, &froms, err)) <
+			 0)
 			goto out;
 	}
 	put_str(b, dir);
@@ -392,7 +468,6 @@ static int record_build(git_repository *repo, struct repo_trees *tree,
 	buf_append(b, df_id.id, GIT_OID_RAWSZ);
 	if (valid) {
 		size_t ntags = m.ntags < CATALOG_LIST_MAX - 1 ? m.ntags : CATALOG_LIST_MAX - 1;
-		size_t nfroms = froms.n < CATALOG_LIST_MAX ? froms.n : CATALOG_LIST_MAX;
 
 		put_str(b, m.name);
 		put_str(b, m.version);
@@ -404,11 +479,7 @@ static int record_build(git_repository *repo, struct repo_trees *tree,
 		put_ref(b, &m, m.version);
 		for (size_t i = 0; i < ntags; i++)
 			put_ref(b, &m, m.tags[i]);
-		put_u16(b, (unsigned)nfroms);
-		for (size_t i = 0; i < nfroms; i++) {
-			put_u32(b, froms.v[i].line);
-			put_str(b, froms.v[i].ref);
-		}
+		put_froms(b, &froms);
 	}
 	align4(b);
 out:
@@ -434,70 +505,101 @@ static int rec_cmp(const void *a, const void *b)
 	return strcmp(((const struct rec *)a)->path, ((const struct rec *)b)->path);
 }
 
+/* One key of an index being written. Its images are counted first and laid
+ * out afterwards in one array: a key per image is the usual case, and an
+ * allocation per key was most of a cold sync's index building. */
 struct group {
 	uint32_t key_off, key_len;
 	uint64_t hash;
-	uint32_t *idx;
-	size_t n, cap;
+	uint32_t n, last, at;
 };
 
-static void group_add(struct strmap *m, struct group **gs, size_t *ng, size_t *cap, const char *key,
-		      uint32_t key_off, uint32_t image)
+struct index_build {
+	struct strmap m;
+	struct group *gs;
+	size_t ng, capg;
+	uint32_t *occ; /* (group, image) pairs in image order */
+	size_t nocc, capocc;
+};
+
+static void group_add(struct index_build *ib, const char *key, uint32_t key_off, uint32_t image)
 {
 	size_t len = strlen(key);
-	void **slot = strmap_put(m, key, len);
+	void **slot = strmap_put(&ib->m, key, len);
 	struct group *g;
+	uint32_t gi;
 
 	if (*slot == NULL) {
-		if (*ng == *cap) {
-			*cap = *cap ? *cap * 2 : 64;
-			*gs = xreallocarray(*gs, *cap, sizeof(**gs));
+		if (ib->ng == ib->capg) {
+			ib->capg = ib->capg ? ib->capg * 2 : 64;
+			ib->gs = xreallocarray(ib->gs, ib->capg, sizeof(*ib->gs));
 		}
-		g = &(*gs)[*ng];
+		g = &ib->gs[ib->ng];
 		memset(g, 0, sizeof(*g));
 		g->key_off = key_off;
 		g->key_len = (uint32_t)len;
 		g->hash = strmap_hash(key, len);
-		*slot = (void *)(uintptr_t)++ * ng;
+		*slot = (void *)(uintptr_t)++ib->ng;
 	}
-	g = &(*gs)[(uintptr_t)*slot - 1];
-	if (g->n > 0 && g->idx[g->n - 1] == image)
+	gi = (uint32_t)((uintptr_t)*slot - 1);
+	g = &ib->gs[gi];
+	if (g->n > 0 && g->last == image)
 		return;
-	if (g->n == g->cap) {
-		g->cap = g->cap ? g->cap * 2 : 2;
-		g->idx = xreallocarray(g->idx, g->cap, sizeof(uint32_t));
+	g->n++;
+	g->last = image;
+	if (ib->nocc == ib->capocc) {
+		ib->capocc = ib->capocc ? ib->capocc * 2 : 256;
+		ib->occ = xreallocarray(ib->occ, ib->capocc, 2 * sizeof(uint32_t));
 	}
-	g->idx[g->n++] = image;
+	ib->occ[2 * ib->nocc] = gi;
+	ib->occ[2 * ib->nocc + 1] = image;
+	ib->nocc++;
+}
+
+/* Each key's images side by side, still in image order, a group's from
+ * its `at`. */
+static uint32_t *index_flat(struct index_build *ib)
+{
+	uint32_t *flat = xmalloc((ib->nocc + 1) * sizeof(uint32_t));
+	size_t at = 0;
+
+	for (size_t i = 0; i < ib->ng; i++) {
+		ib->gs[i].at = ib->gs[i].last = (uint32_t)at;
+		at += ib->gs[i].n;
+	}
+	for (size_t k = 0; k < ib->nocc; k++)
+		flat[ib->gs[ib->occ[2 * k]].last++] = ib->occ[2 * k + 1];
+	return flat;
 }
 
 static void write_index(struct buf *b, const struct rec *recs, const uint32_t *offs, size_t n,
 			enum catalog_index which)
 {
-	struct strmap m = {0};
-	struct group *gs = NULL;
-	size_t ng = 0, cap = 0, nb = 1, base;
+	struct index_build ib = {0};
+	size_t nb = 1, base;
+	uint32_t *flat;
 
 	for (size_t i = 0; i < n; i++) {
-		struct catalog_image img;
+		struct catalog_image rec, *img = &rec;
 		const char *p;
 
-		unpack(recs[i].p, recs[i].len, &img);
-#define ADD(s) group_add(&m, &gs, &ng, &cap, (s), offs[i] + (uint32_t)((s)-recs[i].p), (uint32_t)i)
+		unpack(recs[i].p, recs[i].len, &rec);
+#define ADD(s) group_add(&ib, (s), offs[i] + (uint32_t)((s)-recs[i].p), (uint32_t)i)
 		switch (which) {
 		case CATALOG_BY_CONTEXT:
-			ADD(img.context);
+			ADD(img->context);
 			break;
 		case CATALOG_BY_DOCKERFILE:
-			ADD(img.dockerfile);
+			ADD(img->dockerfile);
 			break;
 		case CATALOG_BY_FROM:
-			p = img.froms;
-			for (unsigned j = 0; j < img.nfroms; j++, p = catalog_from_next(p))
+			p = img->froms;
+			for (unsigned j = 0; j < img->nfroms; j++, p = catalog_from_next(p))
 				ADD(catalog_from_ref(p));
 			break;
 		case CATALOG_BY_PRODUCED:
-			p = img.produced;
-			for (unsigned j = 0; j < img.nproduced; j++, p = catalog_next(p))
+			p = img->produced;
+			for (unsigned j = 0; j < img->nproduced; j++, p = catalog_next(p))
 				ADD(p);
 			break;
 		case CATALOG_NINDEX:
@@ -505,28 +607,30 @@ static void write_index(struct buf *b, const struct rec *recs, const uint32_t *o
 		}
 #undef ADD
 	}
-	while (nb < ng)
+	flat = index_flat(&ib);
+	while (nb < ib.ng)
 		nb *= 2;
 	put_u32(b, (uint32_t)nb);
 	base = b->len;
 	for (size_t i = 0; i < nb; i++)
 		put_u32(b, 0);
-	for (size_t i = 0; i < ng; i++) {
-		struct group *g = &gs[i];
+	for (size_t i = 0; i < ib.ng; i++) {
+		struct group *g = &ib.gs[i];
 		size_t head = base + 4 * (size_t)(g->hash & (nb - 1));
 		uint32_t node = (uint32_t)b->len;
 
 		put_u32(b, get_u32(b->p, head)); /* next: the previous head */
 		put_u32(b, g->key_off);
 		put_u32(b, g->key_len);
-		put_u32(b, (uint32_t)g->n);
-		for (size_t k = 0; k < g->n; k++)
-			put_u32(b, g->idx[k]);
+		put_u32(b, g->n);
+		for (uint32_t k = 0; k < g->n; k++)
+			put_u32(b, flat[g->at + k]);
 		set_u32(b->p + head, node);
-		free(g->idx);
 	}
-	free(gs);
-	strmap_done(&m);
+	free(flat);
+	free(ib.occ);
+	free(ib.gs);
+	strmap_done(&ib.m);
 }
 
 static const char *format_version(void)
@@ -715,6 +819,88 @@ int catalog_save(struct catalog *c, struct kiln_err *err)
 	return r;
 }
 
+static void froms_free(struct catalog *c)
+{
+	struct catalog_froms *f = c->froms;
+
+	if (f == NULL)
+		return;
+	free(f->by_index);
+	buf_done(&f->data);
+	strmap_done(&f->index);
+	free(f->groups);
+	free(f->lists);
+	free(f);
+	c->froms = NULL;
+}
+
+/* Every record's FROMs, by reference, in path order as write_index has them. */
+static void froms_index(struct catalog *c, struct catalog_froms *f)
+{
+	struct index_build ib = {0};
+	uint32_t *flat;
+
+	for (uint32_t i = 0; i < c->n; i++) {
+		struct catalog_image img;
+		const char *p;
+
+		if (catalog_get(c, i, &img) < 0)
+			continue; /* in memory, checked when written */
+		p = img.froms;
+		for (unsigned j = 0; j < img.nfroms; j++, p = catalog_from_next(p))
+			group_add(&ib, catalog_from_ref(p), 0, i);
+	}
+	flat = index_flat(&ib);
+	f->lists = xmalloc(4 * (ib.nocc + 1)); /* little-endian, as in a snapshot */
+	for (size_t k = 0; k < ib.nocc; k++)
+		set_u32((char *)f->lists + 4 * k, flat[k]);
+	free(flat);
+	f->index = ib.m;
+	f->groups = ib.gs;
+	free(ib.occ);
+}
+
+int catalog_read_froms(struct catalog *c, git_repository *repo, struct kiln_err *err)
+{
+	struct catalog_froms *f;
+	size_t *off;
+	int r = 0;
+
+	if (c->ndeferred == 0 || c->froms != NULL)
+		return 0;
+	f = xcalloc(1, sizeof(*f));
+	f->by_index = xcalloc((size_t)c->n + 1, sizeof(*f->by_index));
+	off = xcalloc(c->ndeferred + 1, sizeof(*off));
+	for (size_t k = 0; k < c->ndeferred && r == 0; k++) {
+		struct catalog_deferred *d = &c->deferred[k];
+		struct dockerfile_froms froms = {0};
+		uint32_t i;
+
+		r = read_froms(repo, &d->dockerfile_id, d->args.build_args, d->args.nbuild_args,
+			       &froms, err);
+		off[k] = SIZE_MAX;
+		if (r == 0 && catalog_find(c, d->path, strlen(d->path), &i) == 0) {
+			f->by_index[i] = d;
+			off[k] = f->data.len;
+			put_froms(&f->data, &froms);
+		}
+		dockerfile_froms_done(&froms);
+	}
+	if (r < 0) {
+		free(off);
+		c->froms = f;
+		froms_free(c);
+		return r;
+	}
+	/* the buffer is whole: point the records into it */
+	for (size_t k = 0; k < c->ndeferred; k++)
+		c->deferred[k].froms = off[k] != SIZE_MAX ? f->data.p + off[k] : NULL;
+	free(off);
+	c->froms = f;
+	froms_index(c, f);
+	return 0;
+}
+
 /* ---- queries ---- */
 
 int catalog_find(struct catalog *c, const char *path, size_t len, uint32_t *ret_index)
@@ -757,6 +943,13 @@ uint32_t catalog_lookup(struct catalog *c, enum catalog_index which, const char 
 	uint32_t ix, nb, node;
 	size_t hops = 0;
 
+	if (which == CATALOG_BY_FROM && c->froms != NULL) {
+		uintptr_t g = (uintptr_t)strmap_get(&c->froms->index, key, len);
+		if (g == 0)
+			return 0;
+		*ret = c->froms->lists + 4 * (size_t)c->froms->groups[g - 1].at;
+		return c->froms->groups[g - 1].n;
+	}
 	if (!c->has_tree || !rd32(c, H_INDEX + 4 * (size_t)which, &ix) || !rd32(c, ix, &nb) ||
 	    nb == 0 || (nb & (nb - 1)) != 0 ||
 	    !rd32(c, ix + 4 + 4 * (size_t)(strmap_hash(key, len) & (nb - 1)), &node))
@@ -798,9 +991,10 @@ struct sync {
 	git_repository *repo;
 	struct repo_trees *trees;
 	struct kiln_err *err;
-	struct strmap redo;  /* folders to read again after the walk */
-	unsigned char *drop; /* per old record: not kept */
-	struct buf fresh;    /* the records read again, back to back */
+	struct strmap redo;    /* folders to read again after the walk */
+	unsigned char *drop;   /* per old record: not kept */
+	struct catalog *defer; /* a deferring sync from nothing: its catalog */
+	struct buf fresh;      /* the records read again, back to back */
 	size_t *fresh_at, nfresh, capfresh;
 };
 
@@ -808,8 +1002,8 @@ static int record_fresh(struct sync *y, const struct treediff_entry *at, const c
 			const git_oid *manifest_id)
 {
 	size_t start = y->fresh.len;
-	int r = record_build(y->repo, y->trees, at, y->d.manifest_name, dir, manifest_id, &y->fresh,
-			     y->err);
+	int r = record_build(y->repo, y->trees, at, y->d.manifest_name, dir, manifest_id, y->defer,
+			     &y->fresh, y->err);
 
 	if (r < 0)
 		return r;
@@ -984,6 +1178,12 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 		cache_read(c); /* absent or damaged: built from scratch below */
 	if (c->has_tree && git_oid_equal(&c->tree_id, git_tree_id(tree)))
 		return 0;
+	/* A deferred snapshot is no whole one to diff against: start over. */
+	if (c->ndeferred > 0) {
+		snapshot_drop(c);
+		froms_free(c);
+		deferred_drop(c);
+	}
 	repo_trees_init(&trees, repo, tree);
 	y.trees = &trees;
 	if (c->has_tree && git_tree_lookup(&old, repo, &c->tree_id) < 0)
@@ -991,6 +1191,8 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 	if (old == NULL)
 		snapshot_drop(c); /* describe nothing until the new snapshot is written */
 	y.d.want_changed = old != NULL;
+	if (old == NULL && c->defer_froms && c->cache_file == NULL)
+		y.defer = c;
 	r = treediff(repo, old, tree, delta_cb, &y, err);
 	if (r == 0)
 		r = mark_redo(c, &y, err);
@@ -1009,6 +1211,8 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 		snapshot_write(c, git_tree_id(tree), recs, nrecs); /* frees the old snapshot last */
 	else
 		snapshot_drop(c); /* never describe a tree wrongly; rebuilt next time */
+	if (r < 0)
+		deferred_drop(c);
 out:
 	free(recs);
 	free(y.drop);

@@ -496,6 +496,10 @@ static int compute(git_repository *repo, git_commit *from, git_commit *to, struc
 	r = treediff(repo, from_tree, rn.to_tree, on_entry, &rn, err);
 	if (r < 0 && rn.r < 0)
 		r = rn.r; /* a damaged catalog, not a git failure */
+	/* Only an affected image can have dependents or be listed with its
+	 * FROMs: with none, a deferring catalog never reads a Dockerfile. */
+	if (r == 0 && rn.naffected > 0)
+		r = catalog_read_froms(cat, repo, err);
 	if (r == 0)
 		r = pass_dependencies(&rn);
 	if (r == 0)

@@ -56,6 +56,7 @@ int cli_plan(const char *repo_dir, const char *manifest_name, bool use_cache, co
 		catalog_done(&cat);
 		catalog_init(&cat, manifest_name, cache);
 	}
+	cat.defer_froms = true; /* one run: without a cache file, FROMs only when needed */
 	r = changes_compute(repo, from, to, &cat, ret, err);
 	if (r == 0 && catalog_save(&cat, &save_err) < 0) /* a cache, not state: go on */
 		fprintf(stderr, "kiln: warning: the cache was not saved: %s\n", save_err.msg);

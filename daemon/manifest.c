@@ -444,48 +444,30 @@ static void take(struct mctx *c, enum mkey k, const yaml_node_t *v)
 	}
 }
 
-int manifest_parse(const char *data, size_t len, const char *file, const char *dir,
-		   struct manifest *ret, struct kiln_diags *diags)
+/* The manifest in a loaded document; every problem goes to diags. */
+static int from_doc(struct ydoc *y, const char *file, const char *dir, struct manifest *ret,
+		    struct kiln_diags *diags)
 {
-	struct ydoc y;
 	struct manifest m = {0};
-	struct mctx c = {&y, diags, dir, &m, 0};
+	struct mctx c = {y, diags, dir, &m, 0};
 	const yaml_node_t *seen[K_COUNT] = {0};
-	yaml_node_t *root;
+	yaml_node_t *root = ydoc_root(y);
 	size_t before = diags->n;
 
-	memset(ret, 0, sizeof(*ret));
-	if (len > MANIFEST_SIZE_MAX) {
-		kiln_diags_add(diags, file, 0, 0, "manifest is larger than %u bytes",
-			       MANIFEST_SIZE_MAX);
-		return -EINVAL;
-	}
-	if (memchr(data, '\0', len) != NULL) {
-		kiln_diags_add(diags, file, 0, 0, "manifest contains a NUL byte");
-		return -EINVAL;
-	}
-	if (ydoc_load(&y, data, len, file, diags) < 0) {
-		ydoc_done(&y);
-		return -EINVAL;
-	}
-	root = ydoc_root(&y);
 	if (root == NULL) {
 		kiln_diags_add(diags, file, 1, 1, "manifest is empty; it needs %s",
 			       "name, version and registry");
-		ydoc_done(&y);
 		return -EINVAL;
 	}
-	if (!ydoc_mapping(&y, diags, root, "manifest")) {
-		ydoc_done(&y);
+	if (!ydoc_mapping(y, diags, root, "manifest"))
 		return -EINVAL;
-	}
 	for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
 	     p++) {
-		yaml_node_t *k = ydoc_node(&y, p->key);
+		yaml_node_t *k = ydoc_node(y, p->key);
 		const char *ks = (const char *)k->data.scalar.value;
 		int i;
 
-		if (ydoc_pair_is_dup(&y, root, p))
+		if (ydoc_pair_is_dup(y, root, p))
 			continue;
 		for (i = 0; i < K_COUNT && strcmp(mkeys[i], ks) != 0; i++)
 			;
@@ -497,7 +479,7 @@ int manifest_parse(const char *data, size_t len, const char *file, const char *d
 			continue;
 		}
 		seen[i] = k;
-		take(&c, (enum mkey)i, ydoc_node(&y, p->value));
+		take(&c, (enum mkey)i, ydoc_node(y, p->value));
 	}
 	for (int i = K_NAME; i <= K_REGISTRY; i++) {
 		if (seen[i] == NULL)
@@ -507,13 +489,47 @@ int manifest_parse(const char *data, size_t len, const char *file, const char *d
 		path_resolve(dir, "Dockerfile", &m.dockerfile);
 	if (m.context == NULL && seen[K_CONTEXT] == NULL)
 		m.context = xstrdup(dir);
-	ydoc_done(&y);
 	if (diags->n != before || c.nerr) {
 		manifest_done(&m);
 		return -EINVAL;
 	}
 	*ret = m;
 	return 0;
+}
+
+int manifest_parse(const char *data, size_t len, const char *file, const char *dir,
+		   struct manifest *ret, struct kiln_diags *diags)
+{
+	struct ydoc y;
+	int r;
+
+	memset(ret, 0, sizeof(*ret));
+	if (len > MANIFEST_SIZE_MAX) {
+		kiln_diags_add(diags, file, 0, 0, "manifest is larger than %u bytes",
+			       MANIFEST_SIZE_MAX);
+		return -EINVAL;
+	}
+	if (memchr(data, '\0', len) != NULL) {
+		kiln_diags_add(diags, file, 0, 0, "manifest contains a NUL byte");
+		return -EINVAL;
+	}
+	/* Most manifests: no parser. A problem found there is reported from
+	 * the parser's document, which knows where it is. */
+	if (ydoc_load_simple(&y, data, len, file) == 0) {
+		struct kiln_diags scratch = {0};
+		r = from_doc(&y, file, dir, ret, &scratch);
+		kiln_diags_done(&scratch);
+		ydoc_done(&y);
+		if (r == 0)
+			return 0;
+	}
+	if (ydoc_load(&y, data, len, file, diags) < 0) {
+		ydoc_done(&y);
+		return -EINVAL;
+	}
+	r = from_doc(&y, file, dir, ret, diags);
+	ydoc_done(&y);
+	return r;
 }
 
 static void kvs_free(struct kv *v, size_t n)

@@ -57,6 +57,14 @@ struct catalog {
 	unsigned char *loaded; /* per block: read and verified */
 	size_t nblocks, data_end;
 	bool broken; /* a block failed its checksum: results are not to be trusted */
+	/* Set by a one-shot user without a cache file (`kiln changes
+	 * --no-cache`) before its catalog_sync: a sync from nothing then reads
+	 * no Dockerfile, and every record has no FROM until catalog_read_froms.
+	 * Most short ranges change no image, and then no FROM is ever needed. */
+	bool defer_froms;
+	struct catalog_deferred *deferred; /* the Dockerfiles not read yet */
+	size_t ndeferred;
+	struct catalog_froms *froms; /* what catalog_read_froms found in them */
 };
 
 /* cache_file may be NULL. With one, the first catalog_sync reads it (a
@@ -71,6 +79,12 @@ void catalog_reset(struct catalog *c);
 /* Makes c describe tree, reading only what differs from the tree it
  * described (everything the first time, or when that tree is gone). */
 int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct kiln_err *err);
+/* Reads the Dockerfiles a deferring sync left unread; from then on the
+ * records have their FROMs and CATALOG_BY_FROM finds them (kept beside the
+ * snapshot, which stays as it is). A no-op when nothing is deferred or they
+ * were read. A deferred catalog never follows a new tree: catalog_sync
+ * starts it over. */
+int catalog_read_froms(struct catalog *c, git_repository *repo, struct kiln_err *err);
 /* Replaces the cache file atomically (temporary file and rename), so
  * concurrent writers leave one whole file. A no-op when nothing changed. */
 int catalog_save(struct catalog *c, struct kiln_err *err);

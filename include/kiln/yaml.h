@@ -20,7 +20,15 @@ struct ydoc {
  * -EINVAL. An empty document loads with a NULL root. */
 int ydoc_load(struct ydoc *y, const char *data, size_t len, const char *path,
 	      struct kiln_diags *diags);
+/* The same document as ydoc_load makes, without libyaml's parser, for a
+ * mapping of one-line values (see yaml.c for the subset); -ENOTSUP for
+ * anything else, which ydoc_load must read. Its nodes have no positions:
+ * report problems from a ydoc_load of the same text. */
+int ydoc_load_simple(struct ydoc *y, const char *data, size_t len, const char *path);
 void ydoc_done(struct ydoc *y);
+/* The same nodes (kinds, tags, styles, values), positions aside: tests
+ * compare ydoc_load_simple with ydoc_load by it. */
+bool ydoc_same(struct ydoc *a, struct ydoc *b);
 yaml_node_t *ydoc_root(struct ydoc *y);
 yaml_node_t *ydoc_node(struct ydoc *y, int id);
 

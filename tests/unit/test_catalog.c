@@ -311,6 +311,80 @@ static void damaged_cache_is_not_trusted(void **state)
 	git_commit_free(a);
 }
 
+/* Every record's FROMs and every FROM lookup of two catalogs agree. */
+static void same_froms(struct catalog *x, struct catalog *y)
+{
+	assert_int_equal(x->n, y->n);
+	for (uint32_t i = 0; i < x->n; i++) {
+		struct catalog_image a, b;
+		const char *p, *q;
+
+		assert_int_equal(catalog_get(x, i, &a), 0);
+		assert_int_equal(catalog_get(y, i, &b), 0);
+		assert_string_equal(a.path, b.path);
+		assert_int_equal(a.nfroms, b.nfroms);
+		p = a.froms;
+		q = b.froms;
+		for (unsigned j = 0; j < a.nfroms; j++) {
+			char *want, *got;
+			assert_int_equal(catalog_from_line(p), catalog_from_line(q));
+			assert_string_equal(catalog_from_ref(p), catalog_from_ref(q));
+			want = lookup(x, CATALOG_BY_FROM, catalog_from_ref(p));
+			got = lookup(y, CATALOG_BY_FROM, catalog_from_ref(p));
+			assert_string_equal(got, want);
+			free(want);
+			free(got);
+			p = catalog_from_next(p);
+			q = catalog_from_next(q);
+		}
+	}
+}
+
+/* `kiln changes --no-cache` defers the Dockerfiles: until catalog_read_froms
+ * no FROM is known; after it every record and lookup is kilnd's, and so
+ * after following a new tree (which starts a deferred catalog over). A
+ * catalog with a cache file never defers. */
+static void deferred_froms(void **state)
+{
+	git_commit *a = gitrepo_commit(repo, NULL, images, ARRAY_SIZE(images));
+	const struct gitrepo_file edit[] = {{"app/Containerfile", "FROM busybox\n", 0}};
+	git_commit *b = gitrepo_commit(repo, a, edit, ARRAY_SIZE(edit));
+	struct catalog whole, lazy, cached;
+	struct catalog_image img;
+	struct kiln_err err = {0};
+
+	(void)state;
+	catalog_init(&whole, "manifest.yaml", NULL);
+	catalog_init(&lazy, "manifest.yaml", NULL);
+	catalog_init(&cached, "manifest.yaml", cache);
+	lazy.defer_froms = cached.defer_froms = true;
+	sync_to(&whole, a);
+	sync_to(&lazy, a);
+	sync_to(&cached, a);
+	assert_int_equal(lazy.ndeferred, 2); /* app and base; the root has no Dockerfile */
+	assert_int_equal(cached.ndeferred, 0);
+	expect_lookup(&lazy, CATALOG_BY_FROM, REG "/base:latest", "");
+	expect_lookup(&lazy, CATALOG_BY_PRODUCED, REG "/base:latest", "base");
+	get(&lazy, "app", &img);
+	assert_int_equal(img.nfroms, 0);
+	assert_int_equal(catalog_read_froms(&lazy, repo, &err), 0);
+	expect_lookup(&lazy, CATALOG_BY_FROM, REG "/base:latest", "app");
+	same_froms(&whole, &lazy);
+	assert_int_equal(catalog_read_froms(&lazy, repo, &err), 0); /* nothing left */
+	same_froms(&whole, &lazy);
+	sync_to(&lazy, b);
+	sync_to(&whole, b);
+	expect_lookup(&lazy, CATALOG_BY_FROM, "busybox:latest", "");
+	assert_int_equal(catalog_read_froms(&lazy, repo, &err), 0);
+	expect_lookup(&lazy, CATALOG_BY_FROM, "busybox:latest", "app");
+	same_froms(&whole, &lazy);
+	catalog_done(&whole);
+	catalog_done(&lazy);
+	catalog_done(&cached);
+	git_commit_free(a);
+	git_commit_free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -319,6 +393,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(sources_only_keep_the_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(cache_file_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(damaged_cache_is_not_trusted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(deferred_froms, setup, teardown),
 	};
 
 	repo_global_init(REPO_ROLE_DAEMON);

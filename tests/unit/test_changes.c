@@ -45,17 +45,54 @@ static const struct gitrepo_file two_images[] = {
     {"README", "not an image\n", 0},
 };
 
-/* "<change> <path> <image>" per line, in the changeset's order; freed by the caller. */
+/* Everything a changeset says, for comparing two of them. */
+static char *render_all(const struct changeset *cs)
+{
+	struct buf b = {0};
+
+	for (size_t i = 0; i < cs->n; i++) {
+		const struct change *c = &cs->v[i];
+		buf_printf(&b, "%s %s %s %s %s %s deps:", change_kind_str(c->kind), c->path,
+			   c->image ? c->image : "-", c->name ? c->name : "-",
+			   c->version ? c->version : "-", c->registry ? c->registry : "-");
+		for (size_t k = 0; k < c->depends_on.n; k++)
+			buf_printf(&b, " %s", c->depends_on.v[k]);
+		buf_puts(&b, " tags:");
+		for (size_t k = 0; k < c->tags.n; k++)
+			buf_printf(&b, " %s", c->tags.v[k]);
+		buf_putc(&b, '\n');
+	}
+	for (size_t i = 0; i < cs->errors.n; i++)
+		buf_printf(&b, "error %s:%u:%u %s\n", cs->errors.v[i].path, cs->errors.v[i].line,
+			   cs->errors.v[i].column, cs->errors.v[i].message);
+	buf_putc(&b, '\0');
+	return b.p;
+}
+
+/* "<change> <path> <image>" per line, in the changeset's order; freed by the
+ * caller. Computed twice: with kilnd's catalog and with the one-shot CLI's
+ * (Dockerfiles read only when an image is affected), which must agree. */
 static char *changes(git_commit *from, git_commit *to, struct changeset *ret_cs)
 {
 	struct catalog cat;
-	struct changeset cs;
+	struct changeset cs, deferred;
 	struct kiln_err err = {0};
 	struct buf b = {0};
+	char *all, *all_deferred;
 
 	catalog_init(&cat, "manifest.yaml", NULL);
 	assert_int_equal(changes_compute(repo, from, to, &cat, &cs, &err), 0);
 	catalog_done(&cat);
+	catalog_init(&cat, "manifest.yaml", NULL);
+	cat.defer_froms = true;
+	assert_int_equal(changes_compute(repo, from, to, &cat, &deferred, &err), 0);
+	catalog_done(&cat);
+	all = render_all(&cs);
+	all_deferred = render_all(&deferred);
+	assert_string_equal(all_deferred, all);
+	free(all);
+	free(all_deferred);
+	changeset_done(&deferred);
 	for (size_t i = 0; i < cs.n; i++)
 		buf_printf(&b, "%s%s %s %s", i ? "\n" : "", change_kind_str(cs.v[i].kind),
 			   cs.v[i].path, cs.v[i].image ? cs.v[i].image : "-");
@@ -330,6 +367,58 @@ static void problems_go_to_errors(void **state)
 	git_commit_free(b);
 }
 
+/* A FROM chain (top FROM mid FROM low), one FROM through a build arg the
+ * manifest sets, and an image whose context is elsewhere: what a shortcut
+ * that skips manifests or Dockerfiles outside the changed folders gets
+ * wrong. Every expect() also runs the CLI's deferring catalog. */
+static void chains_args_and_contexts(void **state)
+{
+	const struct gitrepo_file files[] = {
+	    {"low/manifest.yaml", "name: low\nversion: \"1\"\nregistry: " REG "\n", 0},
+	    {"low/Dockerfile", "FROM scratch\n", 0},
+	    {"mid/manifest.yaml",
+	     "name: mid\nversion: \"1\"\nregistry: " REG "\nbuild_args: {V: \"1\"}\n", 0},
+	    {"mid/Dockerfile", "ARG V\nFROM " REG "/low:$V\n", 0},
+	    {"top/manifest.yaml", "name: top\nversion: \"1\"\nregistry: " REG "\n", 0},
+	    {"top/Dockerfile", "FROM " REG "/mid:1 AS m\nFROM m\n", 0},
+	    {"z/far/manifest.yaml",
+	     "name: far\nversion: \"1\"\nregistry: " REG "\ncontext: ../../shared\n", 0},
+	    {"z/far/Dockerfile", "FROM scratch\n", 0},
+	    {"shared/lib.sh", "one\n", 0},
+	};
+	const struct gitrepo_file in_low[] = {{"low/x", "1\n", 0}};
+	const struct gitrepo_file in_shared[] = {{"shared/lib.sh", "two\n", 0}};
+	const struct gitrepo_file arg[] = {
+	    {"mid/manifest.yaml",
+	     "name: mid\nversion: \"1\"\nregistry: " REG "\nbuild_args: {V: \"2\"}\n", 0}};
+	const struct gitrepo_file rm_mid[] = {{"mid/manifest.yaml", NULL, 0}};
+	git_commit *a = gitrepo_commit(repo, NULL, files, ARRAY_SIZE(files));
+	git_commit *b = gitrepo_commit(repo, a, in_low, 1);
+	git_commit *c = gitrepo_commit(repo, a, in_shared, 1);
+	git_commit *d = gitrepo_commit(repo, a, arg, 1);
+	git_commit *e = gitrepo_commit(repo, a, rm_mid, 1);
+	struct changeset cs;
+	char *got;
+
+	(void)state;
+	got = changes(a, b, &cs);
+	assert_string_equal(got, "modified low " REG "/low:1\ndependency mid " REG
+				 "/mid:1\ndependency top " REG "/top:1");
+	assert_string_equal(cs.v[2].depends_on.v[0], "mid");
+	changeset_done(&cs);
+	free(got);
+	/* a path outside every image folder, in another folder's context */
+	expect(a, c, "modified z/far " REG "/far:1");
+	/* mid no longer builds FROM low:1: modified, and top with it */
+	expect(a, d, "modified mid " REG "/mid:1\ndependency top " REG "/top:1");
+	expect(a, e, "removed mid " REG "/mid:1");
+	git_commit_free(a);
+	git_commit_free(b);
+	git_commit_free(c);
+	git_commit_free(d);
+	git_commit_free(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -340,6 +429,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(dockerignore_per_folder_when_shared, setup, teardown),
 	    cmocka_unit_test_setup_teardown(dockerfile_outside_the_context, setup, teardown),
 	    cmocka_unit_test_setup_teardown(trees_not_history, setup, teardown),
+	    cmocka_unit_test_setup_teardown(chains_args_and_contexts, setup, teardown),
 	    cmocka_unit_test_setup_teardown(problems_go_to_errors, setup, teardown),
 	};
 

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "kiln/manifest.h"
+#include "kiln/yaml.h"
 
 static int parse(const char *text, const char *dir, struct manifest *m, struct kiln_diags *d)
 {
@@ -218,12 +219,61 @@ static void grammars(void **state)
 	assert_false(manifest_valid_registry("https://reg.com"));
 }
 
+/* The parser-less subset: what it takes must be libyaml's document, and what
+ * libyaml reads otherwise (spaces, escapes, nesting, continuations) it must
+ * leave to libyaml. */
+static void simple_subset(void **state)
+{
+	static const char *const taken[] = {
+	    "name: a\nversion: \"1.7\"\nregistry: r.example.com:5000/x\n",
+	    "tags: [latest, \"1.7\"]\nlabels: {team: bench}\n",
+	    "# c\nname: a  # trailing\n\n  # indented comment\nversion: '1 2'\n",
+	    "k: []\nm: {}\nn: [ ]\n",
+	    "k: a:b\nl: a-b+c=d~e\nm: .5\nn: /x\n",
+	    "k: \"a # b: c\"\nl: 'x \\ \"y\"'\nm: {a: \"b c\", d: 'e'}\n",
+	    "k: null\nl: true\nm: 010\n",
+	    "k: v",
+	};
+	static const char *const left[] = {
+	    "k: a b\n",	     "k:\n  x: 1\n", "k: \"a\\nb\"\n", "k: 'it''s'\n",
+	    "k: [a, b,]\n",  "k: [a:b]\n",   "- a\n",	       "---\nk: v\n",
+	    "k: v\r\n",	     "k: &x v\n",    "k: *x\n",	       "k: !t v\n",
+	    "k: |\n  x\n",   "k: a#b\n",     "k: v#c\n",       "",
+	    "# only\n",	     "k: -1\n",	     "k: [a, [b]]\n",  "k: {a: [b]}\n",
+	    "k: \"a\" b\n",  "k:v\n",	     "k: a:\n",	       "k: v\n  more\n",
+	    "k: 'a\n  b'\n", "\tk: v\n",     "k : v\n",	       "k: \xc3\xa9\n",
+	    "k: [a\n, b]\n", "k: {a:b}\n",   "k: ~\n",	       "k: ?x\n",
+	};
+	struct kiln_diags d = {0};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(taken) / sizeof(*taken); i++) {
+		struct ydoc fast, full;
+
+		if (ydoc_load_simple(&fast, taken[i], strlen(taken[i]), "m") != 0)
+			fail_msg("not taken: %s", taken[i]);
+		assert_int_equal(ydoc_load(&full, taken[i], strlen(taken[i]), "m", &d), 0);
+		if (!ydoc_same(&fast, &full))
+			fail_msg("not libyaml's document: %s", taken[i]);
+		ydoc_done(&fast);
+		ydoc_done(&full);
+	}
+	for (size_t i = 0; i < sizeof(left) / sizeof(*left); i++) {
+		struct ydoc fast;
+
+		if (ydoc_load_simple(&fast, left[i], strlen(left[i]), "m") != -ENOTSUP)
+			fail_msg("taken: %s", left[i]);
+	}
+	assert_int_equal(d.n, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(full_manifest),	   cmocka_unit_test(defaults_and_root),
 	    cmocka_unit_test(errors_located),	   cmocka_unit_test(every_error_is_reported),
 	    cmocka_unit_test(size_and_nul_limits), cmocka_unit_test(grammars),
+	    cmocka_unit_test(simple_subset),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

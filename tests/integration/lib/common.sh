@@ -153,19 +153,27 @@ commit() {
 	git add -A && git commit -q --allow-empty -m "${1:-change}"
 }
 
-# expect_changes FROM TO: compares kiln's text output with stdin, rc 0
+# expect_changes FROM TO: compares kiln's text output with stdin, rc 0, with
+# the catalog cache and with --no-cache (no catalog file: the Dockerfiles are
+# read only once an image is affected); both runs' messages must agree too.
 expect_changes() {
-	local want got rc
+	local want got rc opt err
 	want=$(cat)
-	got=$("$KILN" changes "$@" 2>"$TEST_TMP/stderr")
-	rc=$?
-	if [ "$rc" != 0 ]; then
-		fail "kiln changes $* exited $rc: $(cat "$TEST_TMP/stderr")"
-	fi
-	if [ "$got" != "$want" ]; then
-		fail "kiln changes $*: output differs"
-		diff <(echo "$want") <(echo "$got") | sed 's/^/    /' >&2
-	fi
+	for opt in "" --no-cache; do
+		err=$TEST_TMP/stderr$opt
+		# shellcheck disable=SC2086 # no option: no argument
+		got=$("$KILN" changes $opt "$@" 2>"$err")
+		rc=$?
+		if [ "$rc" != 0 ]; then
+			fail "kiln changes $opt $* exited $rc: $(cat "$err")"
+		fi
+		if [ "$got" != "$want" ]; then
+			fail "kiln changes $opt $*: output differs"
+			diff <(echo "$want") <(echo "$got") | sed 's/^/    /' >&2
+		fi
+	done
+	cmp -s "$TEST_TMP/stderr" "$TEST_TMP/stderr--no-cache" ||
+		fail "kiln changes $*: its messages differ with --no-cache"
 }
 
 # expect_rc RC CMD...: runs CMD, checks its exit status; output in $OUT / $ERR
