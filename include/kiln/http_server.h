@@ -6,10 +6,10 @@
  * answered in order). A handler may answer later (after worker-thread work):
  * reading on that connection pauses until it does. A handler may also see a
  * body as it arrives (a sink, chosen when the headers are in), e.g. to hash
- * it piece by piece, or stream its answer (Server-Sent Events). Fairness: connections are capped per client address (per /64 for IPv6), a
- * full server reclaims its oldest idle connection before it refuses anyone,
- * and an answer that ends a connection is followed by a lingering close, so
- * a client still sending sees the status rather than a reset. */
+ * it piece by piece, or stream its answer (Server-Sent Events). Fairness: connections are capped
+ * per client address (per /64 for IPv6), a full server reclaims its oldest idle connection before
+ * it refuses anyone, and an answer that ends a connection is followed by a lingering close, so a
+ * client still sending sees the status rather than a reset. */
 #ifndef KILN_HTTP_SERVER_H
 #define KILN_HTTP_SERVER_H
 
