@@ -1154,6 +1154,11 @@ void dashboard_done(struct dashboard *db)
 	db->nok = 0;
 }
 
+void dashboard_restart_streams(struct dashboard *db)
+{
+	db->gen++;
+}
+
 void dashboard_set_auth(struct dashboard *db, struct dashboard_auth *a)
 {
 	if (db->auth || a) /* the users may have changed */
@@ -1309,8 +1314,9 @@ static void stream_tick(uv_timer_t *t)
 		return;
 	}
 	if (pg->gen != db->gen) {
-		/* without an end event the browser asks again, as the new users */
-		stream_end(pg, "the dashboard's users changed");
+		/* without an end event the browser asks again, as the new
+		 * configuration has it */
+		stream_end(pg, "the dashboard's users or listeners changed");
 		return;
 	}
 	if (uv_now(db->loop) - pg->sent_ms >= DASHBOARD_KEEPALIVE_MS &&

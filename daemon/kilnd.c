@@ -605,6 +605,8 @@ static void reload(struct daemon *d)
 		log_warning("listen.dashboard_http changed: it takes effect at the next start");
 	if (load_dashboard_auth(d, &next) < 0)
 		log_error("dashboard.auth_file: keeping the users read before");
+	if (d->cfg.listen_dashboard && !next.listen_dashboard)
+		dashboard_restart_streams(&d->dashboard); /* on listen.http: 404 from now */
 	for (size_t i = d->nwatches; i-- > 0;) {
 		if (config_repo(&next, d->watches[i]->name) == NULL) {
 			log_info("no longer watching '%s'", d->watches[i]->name);

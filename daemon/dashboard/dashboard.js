@@ -28,9 +28,12 @@
 		state = s;
 	}
 
+	function url() {
+		return "/builds/" + encodeURIComponent(id) + "/events?offset=" + offset;
+	}
+
 	function listen() {
-		var es = new EventSource("/builds/" + encodeURIComponent(id) +
-					 "/events?offset=" + offset);
+		var es = new EventSource(url());
 		es.onmessage = function (e) {
 			var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
 			if (e.data)
@@ -46,11 +49,21 @@
 			es.close();
 			pre.classList.remove("live");
 		});
-		/* the browser retries a dropped stream itself; one refused
-		 * (503: too many, or kilnd gone) is asked for again here */
+		/* the browser retries a dropped stream itself; one refused is
+		 * asked for again here only when that may help: 503 (too many
+		 * streams) or no answer (kilnd restarting), not 404 (the build
+		 * or the dashboard is gone) or 401 */
 		es.onerror = function () {
-			if (es.readyState === EventSource.CLOSED)
-				setTimeout(listen, 5000);
+			if (es.readyState !== EventSource.CLOSED)
+				return;
+			fetch(url(), { method: "HEAD", cache: "no-store", credentials: "same-origin" })
+				.then(function (r) {
+					if (r.ok || r.status === 503)
+						setTimeout(listen, 5000);
+					else
+						pre.classList.remove("live");
+				})
+				.catch(function () { setTimeout(listen, 5000); });
 		};
 	}
 	listen();

@@ -90,6 +90,10 @@ void dashboard_done(struct dashboard *db);
 /* Replaces the users (NULL: no authentication); takes a; forgets every
  * value accepted before. */
 void dashboard_set_auth(struct dashboard *db, struct dashboard_auth *a);
+/* Ends every stream at its next look, without its end event, so that
+ * browsers ask again under the configuration now in force (a reload that
+ * turned listen.dashboard off). */
+void dashboard_restart_streams(struct dashboard *db);
 /* Whether path is one of the dashboard's. */
 bool dashboard_path(const char *path);
 /* An http_handler_cb for a dashboard path (arg: struct dashboard *); 404

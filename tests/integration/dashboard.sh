@@ -414,7 +414,7 @@ dashboard: {auth_file: $PWD/users}"
 	sleep 0.2
 	mv users2 users
 	kill -HUP "$KPID"
-	wait_for 10 grep -q "live log of build $id ends: the dashboard's users changed" kilnd.log ||
+	wait_for 10 grep -q "live log of build $id ends: the dashboard's users or listeners changed" kilnd.log ||
 		fail "a stream let in under the old users goes on: $(cat ev.out)"
 	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id/events" ev2.out '' 'other:other' &
 	track_pid $!
@@ -477,6 +477,25 @@ time.sleep(60)' "$PORT" "$id2" &
 	track_pid $!
 	wait_for 14 grep -q "live log of build $id2 ends: the client reads nothing" kilnd.log ||
 		fail "a stalled stream goes on"
+	stop
+}
+
+# A reload that turns listen.dashboard off ends the open streams (no end
+# event: the build did not end) and the stream is gone from then on
+t_events_off() {
+	origin origin.git
+	start ", dashboard: true"
+	wait_for 10 builds_done || fail "the two dry-run builds did not finish"
+	id=$(running_build)
+	python3 "$LIB/sse_client.py" "$PORT" "/builds/$id/events?offset=0" ev.out &
+	cpid=$!
+	track_pid $cpid
+	wait_for 5 grep -q '"event": "state"' ev.out || fail "the stream: $(cat ev.out)"
+	sed -i 's/, dashboard: true//' kilnd.yaml
+	kill -HUP "$KPID"
+	wait_for 5 grep -q '"eof": true' ev.out || fail "the stream outlived listen.dashboard"
+	events ev.out | grep -q '^end|' && fail "an end event for a build that did not end"
+	[ "$(code "/builds/$id/events")" = 404 ] || fail "the stream still served after the reload"
 	stop
 }
 
