@@ -594,6 +594,11 @@ const struct config_key config_keys[] = {
 	     "than this gets `413`"},
     {SUB("listen", "status_socket", CONFIG_STRING, parse_string, status_socket),
      .def = "/run/kiln/kiln.sock", .help = "the status socket; `\"\"` turns it off"},
+    {SUB("listen", "status_idle_timeout", CONFIG_DURATION, parse_duration, status_idle_ms),
+     .min = 1000, .def = "5m",
+     .help = "a status socket connection with no request under way is closed after this (a "
+	     "request being answered, such as `kiln logs -f` waiting for a build's end, is not "
+	     "cut)"},
     {SUB("listen", "status_group", CONFIG_STRING, parse_group, status_group),
      .help = "group allowed to read over the status socket"},
     {SUB("listen", "admin_group", CONFIG_STRING, parse_group, admin_group),

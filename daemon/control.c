@@ -27,7 +27,6 @@
 #include "kiln/log.h"
 #include "kiln/proto.h"
 
-#define CLIENT_IDLE_MS	   (5 * 60 * 1000)
 #define CLIENT_BACKLOG_MAX (4u << 20) /* unread answers before we give up on a client */
 #define FOLLOW_POLL_MS	   500
 /* A refused client is read (and what it sends dropped) this long after its
@@ -73,6 +72,7 @@ struct control {
 	bool closing, pipe_closed;
 	void (*done)(void *);
 	void *done_arg;
+	uint64_t idle_ms; /* a client with no request under way is closed after it */
 };
 
 struct client {
@@ -760,6 +760,12 @@ static void timer_cb(uv_timer_t *t)
 {
 	struct client *cl = container_of(t, struct client, timer);
 
+	/* waiting for an answer is not idling: `kiln logs -f` waits for a
+	 * build's end, however long it runs */
+	if (cl->busy && !cl->finishing) {
+		uv_timer_start(&cl->timer, timer_cb, cl->ctl->idle_ms, 0);
+		return;
+	}
 	client_close(cl, cl->finishing ? "its last answers were not taken in time" : "idle");
 }
 
@@ -788,7 +794,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 			client_close(cl, uv_strerror((int)nread));
 	} else if (nread > 0) {
 		buf_append(&cl->in, b->base, (size_t)nread);
-		uv_timer_start(&cl->timer, timer_cb, CLIENT_IDLE_MS, 0);
+		uv_timer_start(&cl->timer, timer_cb, cl->ctl->idle_ms, 0);
 		if (cl->in.len > PROTO_LINE_MAX && memchr(cl->in.p, '\n', cl->in.len) == NULL) {
 			snprintf(msg, sizeof(msg), "request longer than %u bytes", PROTO_LINE_MAX);
 			send_error(cl, msg);
@@ -1066,7 +1072,7 @@ static void on_connection(uv_stream_t *server, int status)
 		client_refuse(cl, err.msg);
 		return;
 	}
-	uv_timer_start(&cl->timer, timer_cb, CLIENT_IDLE_MS, 0);
+	uv_timer_start(&cl->timer, timer_cb, cl->ctl->idle_ms, 0);
 	cl->reading = true;
 	uv_read_start((uv_stream_t *)&cl->pipe, alloc_cb, read_cb);
 }
@@ -1127,6 +1133,11 @@ static int bind_socket(const char *path, int *ret_fd, struct kiln_err *err)
 	return 0;
 }
 
+void control_set_idle(struct control *c, uint64_t ms)
+{
+	c->idle_ms = ms;
+}
+
 int control_start(uv_loop_t *loop, const char *path, gid_t status_gid, gid_t admin_gid,
 		  struct store *store, const struct control_ops *ops, void *arg,
 		  struct control **ret, struct kiln_err *err)
@@ -1158,6 +1169,7 @@ int control_start(uv_loop_t *loop, const char *path, gid_t status_gid, gid_t adm
 	ctl->admin_gid = admin_gid;
 	ctl->store = store;
 	ctl->ops = *ops;
+	ctl->idle_ms = CONTROL_IDLE_MS_DEFAULT;
 	ctl->arg = arg;
 	TAILQ_INIT(&ctl->clients);
 	uv_pipe_init(loop, &ctl->pipe, 0);

@@ -444,6 +444,7 @@ static int start_control(struct daemon *d)
 	if (control_start(d->loop, d->cfg.status_socket, status, admin, d->store, &ctl_ops, d,
 			  &d->control, &err) < 0)
 		return log_error_errno(err.code, "%s", err.msg);
+	control_set_idle(d->control, d->cfg.status_idle_ms);
 	log_info("status socket on '%s'", d->cfg.status_socket);
 	return 0;
 }
@@ -605,6 +606,8 @@ static void reload(struct daemon *d)
 		log_warning("listen.dashboard_http changed: it takes effect at the next start");
 	if (load_dashboard_auth(d, &next) < 0)
 		log_error("dashboard.auth_file: keeping the users read before");
+	if (d->control)
+		control_set_idle(d->control, next.status_idle_ms);
 	if (d->cfg.listen_dashboard && !next.listen_dashboard)
 		dashboard_restart_streams(&d->dashboard); /* on listen.http: 404 from now */
 	for (size_t i = d->nwatches; i-- > 0;) {

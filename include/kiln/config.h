@@ -93,8 +93,9 @@ struct config {
 	char *listen_dashboard_http; /* the dashboard's own address; NULL: none */
 	char *dashboard_auth_file;   /* htpasswd-style; NULL: no authentication */
 	char *status_socket;
-	char *status_group; /* may read over the status socket; NULL: root and kilnd's user */
-	char *admin_group;  /* may also trigger and cancel */
+	uint64_t status_idle_ms; /* listen.status_idle_timeout */
+	char *status_group;	 /* may read over the status socket; NULL: root and kilnd's user */
+	char *admin_group;	 /* may also trigger and cancel */
 	uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms; /* the HTTP listener's */
 	uint64_t first_byte_timeout_ms; /* a new HTTP connection's time to send something */
 	unsigned conns_per_client;	/* HTTP connections from one address (IPv6: one /64) */

@@ -43,6 +43,11 @@ struct control;
 int control_start(uv_loop_t *loop, const char *path, gid_t status_gid, gid_t admin_gid,
 		  struct store *store, const struct control_ops *ops, void *arg,
 		  struct control **ret, struct kiln_err *err);
+/* How long a client may stay with no request under way (a request being
+ * answered, such as `logs -f` waiting for a build's end, never times out);
+ * applies from each client's next read. */
+#define CONTROL_IDLE_MS_DEFAULT (5u * 60 * 1000)
+void control_set_idle(struct control *c, uint64_t ms);
 /* Closes the socket and every client, then done(arg). */
 void control_close(struct control *c, void (*done)(void *arg), void *arg);
 

@@ -42,6 +42,26 @@ s = json.load(sys.stdin)
 sys.exit(0 if s["queued"] == 0 and s["running"] == 0 else 1)'
 }
 
+# follow_queued SHA SECONDS: logs -f waits for a queued build to end: one
+# is queued behind kilnd's back and followed; after SECONDS a rebuild wakes
+# the builder, which takes the oldest first, and the follower prints its log
+follow_queued() {
+	local fid fpid
+	python3 -c "
+import sqlite3
+c = sqlite3.connect('state/kilnd.db')
+c.execute(\"INSERT INTO builds (repository, branch, path, image, commit_sha, change, state, created_at) VALUES ('images', 'main', 'b', 'reg.example.com:5000/team/b:1', '$1', 'modified', 'queued', 0)\")
+c.commit()"
+	fid=$(python3 -c "import sqlite3; print(sqlite3.connect('state/kilnd.db').execute('SELECT max(id) FROM builds').fetchone()[0])")
+	"$KILN" logs -f "$fid" >follow.out 2>&1 &
+	fpid=$!
+	sleep "$2"
+	kill -0 "$fpid" 2>/dev/null || fail "logs -f returned before the build ran: $(cat follow.out)"
+	expect_rc 0 "$KILN" rebuild images a
+	wait "$fpid" || fail "logs -f failed: $(cat follow.out)"
+	contains "$(cat follow.out)" "would build reg.example.com:5000/team/b:1"
+}
+
 t_commands() {
 	start
 	(cd c && echo x >>a/f && commit two && git push -q origin HEAD:main)
@@ -110,22 +130,7 @@ c.commit()"
 	contains "$ERR" "unknown revision '0123456789abcdef0123456789abcdef01234567'"
 	expect_rc 1 "$KILN" rebuild nope a
 	expect_rc 2 "$KILN" rebuild images
-	# logs -f waits for a queued build to end: queue one behind kilnd's back,
-	# follow it, then a rebuild wakes the builder, which takes the oldest
-	# first; it waits past the 30 s every other command waits for an answer
-	python3 -c "
-import sqlite3
-c = sqlite3.connect('state/kilnd.db')
-c.execute(\"INSERT INTO builds (repository, branch, path, image, commit_sha, change, state, created_at) VALUES ('images', 'main', 'b', 'reg.example.com:5000/team/b:1', '$sha', 'modified', 'queued', 0)\")
-c.commit()"
-	fid=$(python3 -c "import sqlite3; print(sqlite3.connect('state/kilnd.db').execute('SELECT max(id) FROM builds').fetchone()[0])")
-	"$KILN" logs -f "$fid" >follow.out 2>&1 &
-	fpid=$!
-	sleep 32
-	kill -0 "$fpid" 2>/dev/null || fail "logs -f returned before the build ran: $(cat follow.out)"
-	expect_rc 0 "$KILN" rebuild images a
-	wait "$fpid" || fail "logs -f failed: $(cat follow.out)"
-	contains "$(cat follow.out)" "would build reg.example.com:5000/team/b:1"
+	follow_queued "$sha" 1
 	expect_rc 0 "$KILN" health
 	contains "$OUT" "healthy"
 	expect_rc 2 "$KILN" build notanumber
@@ -538,4 +543,23 @@ make_accounts() {
 		ACCOUNTS=1 || ACCOUNTS_WHY="cannot make users and groups"
 }
 make_accounts
+# listen.status_idle_timeout: a connection that asks nothing is closed after
+# it; one whose request is being answered (logs -f waiting for a build) is not
+t_idle_timeout() {
+	start ", status_idle_timeout: 2s"
+	python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(8)
+t0 = time.monotonic()
+got = s.recv(100)
+dt = time.monotonic() - t0
+sys.exit(0 if got == b"" and 1.5 < dt < 6 else "idle connection: %r after %.1f s" % (got, dt))' kiln.sock ||
+		fail "an idle connection was not closed after 2 s"
+	# past kilnd's idle timeout and past the 30 s every other command of
+	# kiln waits for an answer
+	follow_queued "$(git -C c rev-parse HEAD)" 32
+}
+
 run_all

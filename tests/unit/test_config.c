@@ -376,6 +376,7 @@ static const struct sample {
     {"listen.connections_per_client", "8", "8"},
     {"listen.bodies_max", "1G", "1073741824"},
     {"listen.status_socket", "/s.sock", "/s.sock"},
+    {"listen.status_idle_timeout", "90s", "90000"},
     {"listen.status_group", NULL, NULL}, /* my_group() */
     {"listen.admin_group", NULL, NULL},
     {"dashboard.auth_file", "token", NULL}, /* dir/token */
