@@ -165,7 +165,8 @@ one_count() {
 		sleep 0.01
 	done
 	[ -n "$line" ] || { echo "kilnd never saw the branch" >&2; exit 1; }
-	echo "first $(((line - t0) / 1000000)) $(status_kib VmHWM)" >>"$out"
+	echo "first $(((line - t0) / 1000000)) $(status_kib VmHWM) $(status_kib VmRSS)" \
+		"$(status_kib RssAnon)" >>"$out"
 
 	# 2. pushes, each followed by a trigger; the reference fetch after
 	for kind in 1 500; do
@@ -175,8 +176,11 @@ one_count() {
 			commits "$n" "$kind" "$seed" | git -C "$d/pusher.git" fast-import --quiet --force
 			tip=$(git -C "$d/pusher.git" rev-parse main)
 			git -C "$d/pusher.git" push -q served main
-			echo "push$kind $r $(recorded "$d/state/kilnd.db" "$tip") $(cd "$d" &&
-				measure git -C ref.git fetch -q)" >>"$out"
+			line=$(recorded "$d/state/kilnd.db" "$tip")
+			# kilnd's own figure for the plan: from its fetch's end
+			line="$line $(grep -o "planned in [0-9.]* ms (changes [0-9.]* ms)" "$d/kilnd.log" |
+				tail -1 | awk '{ print $3, $6 }')"
+			echo "push$kind $r $line $(cd "$d" && measure git -C ref.git fetch -q)" >>"$out"
 			echo "$n images: push of $kind, round $r: $(tail -1 "$out")" >&2
 		done
 		# 3. idle after the plans (the dry-run builds have long ended)
@@ -222,17 +226,17 @@ for n in ${images//,/ }; do
 	print()
 	print("| what | kilnd | reference, same run |")
 	print("|---|---|---|")
-	print("| first mirror + baseline | %.2f s, peak RSS %s | `git clone --mirror`: %.2f s, peak %s"
-	      " (kilnd / git: %.1fx) |" % (int(first[0]) / 1000, mib(first[1]), float(clone[0]) / 1000,
-	                                   mib(clone[1]), int(first[1]) / int(clone[1])))
-	row = "| push -> trigger -> builds recorded, %s (%s builds) | %.0f ms | `git fetch` of it: %.0f ms |"
-	print(row % ("1 commit, first after the baseline", cold[0][2], float(cold[0][1]),
-	             float(cold[0][3])))
-	print(row % ("1 commit, median of %d" % len(warm), "/".join(sorted({r[2] for r in warm})),
-	             med(warm, 1), med(warm, 3)))
-	print(row % ("500 commits, median of %d" % len(push["500"]),
-	             "/".join(sorted({r[2] for r in push["500"]}, key=int)), med(push["500"], 1),
-	             med(push["500"], 3)))
+	print("| first mirror + baseline | %.2f s, peak RSS %s (then: %s, of which %s anonymous) |"
+	      " `git clone --mirror`: %.2f s, peak %s (kilnd / git: %.1fx) |"
+	      % (int(first[0]) / 1000, mib(first[1]), mib(first[2]), mib(first[3]),
+	         float(clone[0]) / 1000, mib(clone[1]), int(first[1]) / int(clone[1])))
+	row = ("| push -> trigger -> builds recorded, %s (%s builds) | %.0f ms, of which plan %.0f ms"
+	       " (changes %.0f ms) | `git fetch` of it: %.0f ms |")
+	builds = lambda rows: "/".join(sorted({r[2] for r in rows}, key=int))
+	for what, rows in (("1 commit, first after the baseline", cold),
+	                   ("1 commit, median of %d" % len(warm), warm),
+	                   ("500 commits, median of %d" % len(push["500"]), push["500"])):
+	    print(row % ((what, builds(rows)) + tuple(med(rows, k) for k in (1, 3, 4, 5))))
 	for k, what in (("idle1", "1-commit"), ("idle500", "500-commit")):
 	    v = res[k]
 	    print("| RSS idle, 5 s after the last %s plan | %s, of which %s anonymous (peak so far %s) | — |"
