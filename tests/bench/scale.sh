@@ -26,7 +26,8 @@
 #                        [--images 1000,10000] [--rounds N] [--quick]
 #
 # --work DIR keeps the generated repositories (as changes.sh and plan.sh,
-# which share them) for the next run. --quick: 1,000 images, 1 round.
+# which share them) for the next run, and kilnd's debug log of each count
+# (scale-kilnd-N.log). --quick: 1,000 images, 1 round.
 # Prints one markdown table per image count. Needs git (with git-daemon),
 # python3. Not run in CI.
 set -eu
@@ -188,6 +189,7 @@ one_count() {
 		echo "idle$kind $(status_kib VmRSS) $(status_kib RssAnon) $(status_kib VmHWM)" >>"$out"
 	done
 	echo "load1 $(cut -d' ' -f1 /proc/loadavg)" >>"$out"
+	[ "$keep" = "$work" ] || cp "$d/kilnd.log" "$keep/scale-kilnd-$n.log"
 	kill -TERM "$kpid" "$gpid"
 	wait "$kpid" "$gpid" || true
 	pid=
