@@ -29,5 +29,10 @@ bench_origin_one_image() {
 	(cd c && mkdir a && printf 'name: a\nversion: "1"\nregistry: reg.example.com/t\n' >a/manifest.yaml &&
 		printf 'FROM scratch\n' >a/Dockerfile && git add -A && git commit -qm one &&
 		git push -q origin HEAD:main)
-	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	port=$(bench_free_port)
+}
+
+# bench_free_port: a loopback port free now
+bench_free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

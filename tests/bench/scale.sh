@@ -127,7 +127,7 @@ one_count() {
 	git clone -q --bare --no-local "$repos/real.git" "$d/served/images.git"
 	git clone -q --bare --shared "$d/served/images.git" "$d/pusher.git"
 	git -C "$d/pusher.git" remote add served "$d/served/images.git"
-	gport=$(free_port)
+	gport=$(bench_free_port)
 	git daemon --reuseaddr --listen=127.0.0.1 --port="$gport" --base-path="$d/served" \
 		--export-all "$d/served" >/dev/null 2>"$d/gitd.log" &
 	gpid=$!
@@ -194,10 +194,6 @@ one_count() {
 	wait "$kpid" "$gpid" || true
 	pid=
 	rm -rf "$d"
-}
-
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 for n in ${images//,/ }; do
