@@ -781,14 +781,47 @@ bad:
 	return -EBADMSG;
 }
 
+/* A mapped snapshot can differ from its file only in the header (retarget):
+ * it is written in place, sparing a write of the whole file, and only while
+ * the path still names the mapped file (another writer may have replaced
+ * it: the newer file stands). Writes of a file are not torn for one another;
+ * a reader that sees a torn one fails the header's checksum and rebuilds. */
+static int save_header(struct catalog *c, struct kiln_err *err)
+{
+	struct stat now, mapped;
+	ssize_t n = CATALOG_HEADER;
+	int fd = open(c->cache_file, O_WRONLY | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0
+				       : kiln_err_set(err, -errno, "cannot open '%s': %s",
+						      c->cache_file, strerror(errno));
+	if (fstat(fd, &now) < 0 || fstat(c->fd, &mapped) < 0)
+		r = kiln_err_set(err, -errno, "cannot stat '%s': %s", c->cache_file,
+				 strerror(errno));
+	else if (now.st_ino == mapped.st_ino && now.st_dev == mapped.st_dev)
+		n = pwrite(fd, c->snap, CATALOG_HEADER, 0);
+	if (r == 0 && n != CATALOG_HEADER)
+		r = kiln_err_set(err, n < 0 ? -errno : -EIO, "cannot write '%s': %s", c->cache_file,
+				 n < 0 ? strerror(errno) : "short write");
+	if (close(fd) < 0 && r == 0)
+		r = kiln_err_set(err, -errno, "cannot write '%s': %s", c->cache_file,
+				 strerror(errno));
+	if (r == 0)
+		c->dirty = false;
+	return r;
+}
+
 int catalog_save(struct catalog *c, struct kiln_err *err)
 {
 	char *tmp;
 	int fd, r = 0;
 	size_t off = 0;
 
-	if (c->cache_file == NULL || !c->dirty || !c->has_tree || c->fd >= 0)
+	if (c->cache_file == NULL || !c->dirty || !c->has_tree)
 		return 0;
+	if (c->fd >= 0)
+		return save_header(c, err);
 	/* a unique temporary name, so that concurrent writers never share one */
 	tmp = xasprintf("%s.tmp.XXXXXX", c->cache_file);
 	fd = mkostemp(tmp, O_CLOEXEC);
@@ -816,6 +849,18 @@ int catalog_save(struct catalog *c, struct kiln_err *err)
 	else
 		c->dirty = false;
 	free(tmp);
+	return r;
+}
+
+int catalog_release(struct catalog *c, struct kiln_err *err)
+{
+	int r;
+
+	if (c->cache_file == NULL || c->ndeferred > 0 || c->froms)
+		return 0; /* nothing would read it back whole */
+	r = catalog_save(c, err);
+	if (r == 0)
+		snapshot_drop(c);
 	return r;
 }
 
@@ -1154,6 +1199,13 @@ static bool any_set(const unsigned char *v, size_t n)
  * the snapshot describes the new tree as it is, but for its tree id. An
  * in-memory snapshot is patched in place instead of rewritten, which costs
  * kilnd a pass over every image per plan. */
+/* Only a mapped snapshot's header is not writable: the mapping is private,
+ * so its page is copied on write, and the file changes at catalog_save. */
+static bool header_writable(struct catalog *c)
+{
+	return c->fd < 0 || mprotect(c->snap, CATALOG_HEADER, PROT_READ | PROT_WRITE) == 0;
+}
+
 static void retarget(struct catalog *c, const git_oid *tree)
 {
 	uint64_t sum;
@@ -1174,6 +1226,7 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 	struct repo_trees trees;
 	int r;
 
+	c->nread = 0;
 	if (!c->has_tree && c->cache_file && c->snap == NULL)
 		cache_read(c); /* absent or damaged: built from scratch below */
 	if (c->has_tree && git_oid_equal(&c->tree_id, git_tree_id(tree)))
@@ -1198,8 +1251,9 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
 		r = mark_redo(c, &y, err);
 	if (r == 0)
 		r = read_fresh(c, &y);
-	if (r == 0 && old != NULL && c->fd < 0 && !c->broken && y.nfresh == 0 &&
-	    !any_set(y.drop, c->n)) {
+	c->nread = (uint32_t)y.nfresh;
+	if (r == 0 && old != NULL && !c->broken && y.nfresh == 0 && !any_set(y.drop, c->n) &&
+	    header_writable(c)) {
 		retarget(c, git_tree_id(tree));
 		goto out;
 	}

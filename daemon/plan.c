@@ -45,10 +45,15 @@ static const char *range_start(git_repository *mirror, const struct plan_setting
 	return NULL;
 }
 
+/* The manifest name changed (a reload): the cache file stays where it is and
+ * is rebuilt, since a snapshot names the manifest it was read with. */
 static void catalog_restart(struct catalog *cat, const char *manifest)
 {
+	char *cache = cat->cache_file ? xstrdup(cat->cache_file) : NULL;
+
 	catalog_done(cat);
-	catalog_init(cat, manifest, NULL);
+	catalog_init(cat, manifest, cache);
+	free(cache);
 }
 
 /* from..to against the catalog (changes_compute starts a damaged one over). */

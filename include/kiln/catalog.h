@@ -51,7 +51,8 @@ struct catalog {
 	char *snap; /* the snapshot; owned. Blocks not yet read are untouched memory */
 	size_t snap_len;
 	uint32_t n;
-	bool dirty; /* differs from the cache file */
+	bool dirty;	/* differs from the cache file */
+	uint32_t nread; /* manifests the last catalog_sync read from the tree */
 	/* Lazy reading of the cache file: */
 	int fd;		       /* -1: the whole snapshot is in memory */
 	unsigned char *loaded; /* per block: read and verified */
@@ -88,6 +89,12 @@ int catalog_read_froms(struct catalog *c, git_repository *repo, struct kiln_err 
 /* Replaces the cache file atomically (temporary file and rename), so
  * concurrent writers leave one whole file. A no-op when nothing changed. */
 int catalog_save(struct catalog *c, struct kiln_err *err);
+/* Saves the snapshot (as catalog_save) and frees it, keeping the manifest
+ * name and the cache path: the next catalog_sync maps the file again. For a
+ * daemon that keeps a catalog per repository between rare plans, so that an
+ * idle one costs no memory. Without a cache file, or when the file cannot be
+ * written (the error is returned), the snapshot stays in memory. */
+int catalog_release(struct catalog *c, struct kiln_err *err);
 
 /* The queries read blocks of the cache file on demand. When a block is
  * damaged they answer -EBADMSG (or nothing) and set c->broken: the caller

@@ -246,6 +246,43 @@ t_trigger_polls_now_and_coalesces() {
 	stop_kilnd
 }
 
+# kilnd keeps each repository's catalog in a file in its mirror: after a
+# restart a push is planned from it without reading a manifest again; a
+# damaged file is found when read, and the plan is made from the tree.
+t_catalog_kept_across_restarts() {
+	clone=$(origin "$PWD/origin.git")
+	config "$PWD/state" "$PWD/origin.git" 1h >kilnd.yaml
+	plans() { grep -c "planned in" kilnd.log; }
+	planned_after() { [ "$(plans)" -gt "$1" ]; }
+	plan_of() { # PATH: pushed and planned; prints the plan's log line
+		local n
+		n=$(plans)
+		push "$clone" "$1"
+		kill -USR1 "$KPID"
+		wait_for 10 planned_after "$n" || fail "push of $1 not planned: $(tail -3 kilnd.log)"
+		grep "planned in" kilnd.log | tail -1
+	}
+	start_kilnd kilnd.yaml
+	wait_for 10 grep -q "first seen" kilnd.log || fail "first poll missing"
+	contains "$(plan_of base/a)" "2 builds queued, 2 manifests read"
+	[ -s state/mirrors/images.git/kiln-catalog ] || fail "no catalog file in the mirror"
+	stop_kilnd
+
+	start_kilnd kilnd.yaml
+	contains "$(plan_of app/b)" "1 builds queued, 0 manifests read"
+	sha=$(git -C "$clone" rev-parse HEAD)
+	app_built() { [ "$(builds_for state "$sha")" = "app|succeeded" ]; }
+	wait_for 10 app_built || fail "builds after the restart: $(builds_for state "$sha")"
+	stop_kilnd
+
+	# damage inside the records (the header is checked when the file is opened)
+	printf 'xxxxxxxxxxxxxxxx' | dd of=state/mirrors/images.git/kiln-catalog bs=1 seek=120 \
+		conv=notrunc status=none
+	start_kilnd kilnd.yaml
+	contains "$(plan_of base/c)" "2 builds queued, 2 manifests read"
+	stop_kilnd
+}
+
 t_single_instance() {
 	origin "$PWD/origin.git" >/dev/null
 	config "$PWD/state" "$PWD/origin.git" 1s >kilnd.yaml

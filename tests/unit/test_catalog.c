@@ -2,6 +2,7 @@
  * records and indexes, following a new tree, and the cache file (saved,
  * read back lazily, and never trusted when damaged or foreign). */
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -311,6 +312,80 @@ static void damaged_cache_is_not_trusted(void **state)
 	git_commit_free(a);
 }
 
+/* A daemon's catalog between plans: released (saved, then out of memory)
+ * and mapped again. A mapped snapshot follows a tree that changes no record
+ * by rewriting the file's header in place, never the whole file, and never
+ * a file another writer put there since. */
+static void released_and_mapped_again(void **state)
+{
+	git_commit *a = gitrepo_commit(repo, NULL, images, ARRAY_SIZE(images));
+	const struct gitrepo_file src[] = {{"base/src.txt", "1\n", 0}};
+	git_commit *b = gitrepo_commit(repo, a, src, 1);
+	const struct gitrepo_file src2[] = {{"app/notes", "2\n", 0}};
+	git_commit *d = gitrepo_commit(repo, b, src2, 1);
+	const struct gitrepo_file added[] = {
+	    {"new/manifest.yaml", "name: new\nversion: \"1\"\nregistry: " REG "\n", 0}};
+	git_commit *e = gitrepo_commit(repo, a, added, 1);
+	struct kiln_err err = {0};
+	struct catalog c, other;
+	struct catalog_image img;
+	struct stat st0, st1;
+	uint32_t i;
+
+	(void)state;
+	catalog_init(&c, "manifest.yaml", cache);
+	sync_to(&c, a);
+	assert_int_equal(catalog_release(&c, &err), 0);
+	assert_null(c.snap);
+	assert_false(c.has_tree);
+	assert_int_equal(stat(cache, &st0), 0);
+
+	/* mapped again; b changes no record: the header alone is rewritten */
+	sync_to(&c, b);
+	assert_true(c.fd >= 0);
+	assert_true(c.dirty);
+	assert_int_equal(catalog_release(&c, &err), 0);
+	assert_int_equal(stat(cache, &st1), 0);
+	assert_int_equal(st1.st_ino, st0.st_ino);
+	assert_int_equal(st1.st_size, st0.st_size);
+	catalog_init(&other, "manifest.yaml", cache);
+	sync_to(&other, b); /* the file names b now, and its checksum holds */
+	assert_true(other.fd >= 0);
+	assert_false(other.dirty);
+	get(&other, "app", &img);
+	assert_string_equal(img.version, "2");
+	catalog_done(&other);
+
+	/* replaced by another writer while mapped here: that file stands */
+	sync_to(&c, b);
+	assert_true(c.fd >= 0);
+	catalog_init(&other, "manifest.yaml", NULL);
+	sync_to(&other, e);
+	free(other.cache_file);
+	other.cache_file = strdup(cache);
+	assert_int_equal(catalog_save(&other, &err), 0);
+	catalog_done(&other);
+	sync_to(&c, d);
+	assert_int_equal(catalog_release(&c, &err), 0);
+	sync_to(&c, e);
+	assert_true(c.fd >= 0);
+	assert_false(c.dirty); /* the file describes e: nothing was read */
+	assert_int_equal(catalog_find(&c, "new", 3, &i), 0);
+
+	/* a file that cannot be written keeps the snapshot in memory */
+	catalog_done(&c);
+	catalog_init(&c, "manifest.yaml", "/nonexistent/dir/catalog");
+	sync_to(&c, a);
+	assert_true(catalog_release(&c, &err) < 0);
+	assert_non_null(c.snap);
+	get(&c, "base", &img);
+	catalog_done(&c);
+	git_commit_free(a);
+	git_commit_free(b);
+	git_commit_free(d);
+	git_commit_free(e);
+}
+
 /* Every record's FROMs and every FROM lookup of two catalogs agree. */
 static void same_froms(struct catalog *x, struct catalog *y)
 {
@@ -393,6 +468,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(sources_only_keep_the_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(cache_file_round_trip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(damaged_cache_is_not_trusted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(released_and_mapped_again, setup, teardown),
 	    cmocka_unit_test_setup_teardown(deferred_froms, setup, teardown),
 	};
 
