@@ -5,8 +5,8 @@
  * A catalog is one immutable snapshot: image records sorted by path plus hash
  * indexes by context, Dockerfile path, FROM reference and produced
  * reference, so a query costs the size of its answer, not of the repository.
- * The snapshot is also the cache file's format. The command line reads it
- * lazily: only the 4 KiB blocks a run touches are read, each checked against
+ * The snapshot is also the cache file's format. The command line and kilnd
+ * read it lazily: only the 4 KiB blocks a run touches are read, each checked against
  * its checksum before use, so a small change costs a few blocks. Following a new tree
  * diffs the described tree against it, rereads only the manifests and
  * Dockerfiles that changed, and writes a new snapshot. */
@@ -87,7 +87,10 @@ int catalog_sync(struct catalog *c, git_repository *repo, git_tree *tree, struct
  * starts it over. */
 int catalog_read_froms(struct catalog *c, git_repository *repo, struct kiln_err *err);
 /* Replaces the cache file atomically (temporary file and rename), so
- * concurrent writers leave one whole file. A no-op when nothing changed. */
+ * concurrent writers leave one whole file. A no-op when nothing changed.
+ * A snapshot mapped from the file that only followed a new tree (no record
+ * changed) has just its header rewritten in place, if the file is still the
+ * one mapped. */
 int catalog_save(struct catalog *c, struct kiln_err *err);
 /* Saves the snapshot (as catalog_save) and frees it, keeping the manifest
  * name and the cache path: the next catalog_sync maps the file again. For a
