@@ -14,6 +14,7 @@
 #include "kiln/err.h"
 #include "kiln/jsonscan.h"
 #include "kiln/map.h"
+#include "kiln/packindex.h"
 #include "kiln/path.h"
 #include "kiln/repo.h"
 
@@ -322,6 +323,26 @@ out:
 	return r;
 }
 
+/* No pack yet: the first fetch into a new mirror (kilnd writes no loose
+ * objects into mirrors). */
+static bool has_packs(git_repository *repo)
+{
+	char *dir = xasprintf("%sobjects/pack", git_repository_path(repo));
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	bool found = false;
+
+	free(dir);
+	if (d == NULL)
+		return errno != ENOENT; /* unknown: as if it had some */
+	while (!found && (e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name);
+		found = len > 5 && strcmp(e->d_name + len - 5, ".pack") == 0;
+	}
+	closedir(d);
+	return found;
+}
+
 int repo_fetch(git_repository *mirror, const char *url, const struct repo_creds *cr,
 	       const char *const *branches, size_t n, struct kiln_err *err)
 {
@@ -353,6 +374,12 @@ int repo_fetch(git_repository *mirror, const char *url, const struct repo_creds 
 		r = kiln_err_git(err, -EINVAL, "bad remote URL '%s'", url);
 		goto out;
 	}
+	/* The first fetch is the whole repository: indexed by packindex.c in a
+	 * fraction of libgit2's memory. Later ones are small and may be thin
+	 * (deltas against objects the mirror has), which only libgit2's
+	 * indexer completes. */
+	if (!has_packs(mirror) && (r = packindex_attach(mirror, err)) < 0)
+		goto out;
 	if (git_remote_fetch(remote, &arr, &opts, "kilnd fetch") < 0)
 		r = kiln_err_git(err, -EIO, "cannot fetch from '%s'", url);
 out:

@@ -12,7 +12,7 @@ set -eu
 
 pkgs="build-essential cmake pkg-config git ca-certificates python3
 libgit2-dev libyaml-dev libjansson-dev libcmocka-dev libuv1-dev libsqlite3-dev libsystemd-dev
-libssl-dev libhttp-parser-dev libcurl4-openssl-dev libarchive-dev libnghttp2-dev libcrypt-dev
+libssl-dev libhttp-parser-dev libcurl4-openssl-dev libarchive-dev libnghttp2-dev libcrypt-dev zlib1g-dev
 curl systemd"
 if [ "${1:-}" = --tests ]; then
 	pkgs="$pkgs clang docker-registry busybox-static apache2-utils openssl
