@@ -11,6 +11,7 @@
  * A delta: the base's size and the result's size (little-endian 7n bits),
  * then instructions: copy (bit 7 set: offset and size bytes chosen by bits
  * 0-3 and 4-6; a size of 0 is 65536) or insert (the next 1-127 bytes). */
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -402,22 +403,22 @@ static uint64_t object_end(const struct packindex *pi, uint32_t k)
 	return k + 1 < pi->nobjs ? pi->objs[k + 1].off : pi->off - OID_LEN;
 }
 
-/* Object k's inflated data, read back from the pack file. */
+/* Object k's inflated data, read back from the pack file (with the zlib
+ * stream the receiving used: every object had one). */
 static int inflate_at(struct packindex *pi, uint32_t k, unsigned char **ret, struct kiln_err *err)
 {
 	const struct obj *o = &pi->objs[k];
 	uint64_t at = o->off + o->hlen, end = object_end(pi, k);
 	unsigned char *out = xmalloc(o->size + 1);
-	z_stream z;
+	z_stream *z = &pi->z;
 	int zr = Z_OK;
 
-	memset(&z, 0, sizeof(z));
-	if (inflateInit(&z) != Z_OK) {
+	if (!pi->z_ready || inflateReset(z) != Z_OK) {
 		free(out);
 		return kiln_err_set(err, -ENOMEM, "cannot start zlib");
 	}
-	z.next_out = out;
-	z.avail_out = (uInt)o->size + 1; /* one more: an overlong stream shows */
+	z->next_out = out;
+	z->avail_out = (uInt)o->size + 1; /* one more: an overlong stream shows */
 	while (zr == Z_OK && at < end) {
 		size_t n = end - at < IO_CHUNK ? (size_t)(end - at) : IO_CHUNK;
 		ssize_t got = pread(pi->fd, pi->scratch, n, (off_t)at);
@@ -425,13 +426,12 @@ static int inflate_at(struct packindex *pi, uint32_t k, unsigned char **ret, str
 			zr = Z_ERRNO;
 			break;
 		}
-		z.next_in = pi->scratch;
-		z.avail_in = (uInt)got;
-		zr = inflate(&z, Z_NO_FLUSH);
-		at += (uint64_t)got - z.avail_in;
+		z->next_in = pi->scratch;
+		z->avail_in = (uInt)got;
+		zr = inflate(z, Z_NO_FLUSH);
+		at += (uint64_t)got - z->avail_in;
 	}
-	inflateEnd(&z);
-	if (zr != Z_STREAM_END || z.total_out != o->size) {
+	if (zr != Z_STREAM_END || z->total_out != o->size) {
 		free(out);
 		return kiln_err_set(err, -EIO, "pack object at offset %llu cannot be read back",
 				    (unsigned long long)o->off);
@@ -970,6 +970,25 @@ static void be_free(git_odb_backend *b)
 	free(b);
 }
 
+/* A run killed while it wrote a pack left its temporary files; only one
+ * fetch at a time writes into a mirror, so none is in use now. */
+static void remove_leftovers(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, "tmp_kiln_", 9) == 0) {
+			char *path = xasprintf("%s/%s", dir, e->d_name);
+			unlink(path);
+			free(path);
+		}
+	}
+	closedir(d);
+}
+
 int packindex_attach(git_repository *repo, struct kiln_err *err)
 {
 	git_odb *odb = NULL;
@@ -982,6 +1001,7 @@ int packindex_attach(git_repository *repo, struct kiln_err *err)
 	b = xcalloc(1, sizeof(*b));
 	git_odb_init_backend(&b->parent, GIT_ODB_BACKEND_VERSION);
 	b->dir = xasprintf("%sobjects/pack", git_repository_path(repo));
+	remove_leftovers(b->dir);
 	b->parent.writepack = be_writepack;
 	b->parent.foreach = be_foreach;
 	b->parent.free = be_free;

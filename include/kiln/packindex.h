@@ -42,7 +42,8 @@ void packindex_free(struct packindex *pi);
 
 /* Adds to repo's object database a backend whose git_odb_write_pack (what a
  * fetch calls) is this indexer, ahead of libgit2's. For a repository that
- * has no objects yet; the backend lives as long as this handle. */
+ * has no objects yet; the backend lives as long as this handle. Removes the
+ * temporary files a killed run left in the repository's pack directory. */
 int packindex_attach(git_repository *repo, struct kiln_err *err);
 
 #endif
