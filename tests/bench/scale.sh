@@ -21,13 +21,20 @@
 #      `git clone --mirror` made, right after kilnd recorded them.
 #   3. kilnd's VmRSS and RssAnon 5 s after the last 1-commit plan, and 5 s
 #      after the last 500-commit plan.
+#   4. a restart: SIGTERM, wait for kilnd's exit, start it again on the same
+#      state dir and config; once it is ready (its log) its first poll is
+#      triggered (with the 1h interval it would come any time in the hour)
+#      and awaited. Then pushes of 1 commit as in 2: the first alone (what
+#      kilnd kept of its catalog across the restart shows there), the next
+#      ROUNDS as their median; and the RSS 5 s after the last plan.
 #
 #   tests/bench/scale.sh [--kilnd KILND] [--kiln KILN] [--work DIR]
 #                        [--images 1000,10000] [--rounds N] [--quick]
 #
 # --work DIR keeps the generated repositories (as changes.sh and plan.sh,
 # which share them) for the next run, and kilnd's debug log of each count
-# (scale-kilnd-N.log). --quick: 1,000 images, 1 round.
+# (scale-kilnd-N.log; the restarted kilnd's lines after the first one's).
+# --quick: 1,000 images, 1 round.
 # Prints one markdown table per image count. Needs git (with git-daemon),
 # python3. Not run in CI.
 set -eu
@@ -114,37 +121,102 @@ recorded() {
 
 status_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$kpid/status"; }
 
-# one_count N: appends this count's results to $work/results-N as "key value..." lines
-one_count() {
-	local n=$1 c=$(($1 * 2)) repos d url t0 line tip seed=0 kind
-	repos=$keep/repos-$n-$c
+# generated N: sets $repos, the generated repository of N images (made
+# once, then kept under --work)
+generated() {
+	repos=$keep/repos-$1-$(($1 * 2))
 	if [ ! -e "$repos/done" ]; then
-		"$here/changes.sh" --kiln /bin/true --work "$keep" --images "$n" --commits "$c" \
+		"$here/changes.sh" --kiln /bin/true --work "$keep" --images "$1" --commits "$(($1 * 2))" \
 			--generate-only
 	fi
-	d=$work/n$n
+}
+
+# serve_large N: $d/served/images.git, a copy of the generated repository of
+# N images (pushes must not touch the kept one), and $d/pusher.git to push to it
+serve_large() {
+	generated "$1"
 	mkdir -p "$d/served"
 	git clone -q --bare --no-local "$repos/real.git" "$d/served/images.git"
 	git clone -q --bare --shared "$d/served/images.git" "$d/pusher.git"
 	git -C "$d/pusher.git" remote add served "$d/served/images.git"
+}
+
+# start_gitd: `git daemon` serving $d/served at $base (git://127.0.0.1:PORT)
+start_gitd() {
+	local gport
 	gport=$(bench_free_port)
 	git daemon --reuseaddr --listen=127.0.0.1 --port="$gport" --base-path="$d/served" \
 		--export-all "$d/served" >/dev/null 2>"$d/gitd.log" &
 	gpid=$!
 	pid="$pid $gpid"
-	url=git://127.0.0.1:$gport/images.git
+	base=git://127.0.0.1:$gport
 	for _ in $(seq 1 50); do
-		git ls-remote "$url" >/dev/null 2>&1 && break
+		git ls-remote "$base/images.git" >/dev/null 2>&1 && break
 		sleep 0.2
 	done
-	git ls-remote "$url" >/dev/null
+	git ls-remote "$base/images.git" >/dev/null
+}
+
+# start_kilnd: kilnd on $d/kilnd.yaml, its debug log appended to $d/kilnd.log
+# (a restart's lines follow the first run's); its pid in $kpid
+start_kilnd() {
+	"$kilnd" --config "$d/kilnd.yaml" --log-level debug >>"$d/kilnd.log" 2>&1 &
+	kpid=$!
+	pid="$pid $kpid"
+}
+
+# stop_kilnd: SIGTERM, then waits for kilnd's exit; its status in $kst (not
+# a function printing it: a subshell cannot wait for kilnd)
+stop_kilnd() {
+	kst=0
+	kill -TERM "$kpid"
+	wait "$kpid" || kst=$?
+	pid=${pid/ $kpid/}
+}
+
+# wait_log PATTERN [COUNT]: waits (10 ms polls, 30,000 of them) until kilnd's
+# log has COUNT (default 1) lines matching PATTERN (grep -E) after its first
+# $from lines; exits if kilnd does
+wait_log() {
+	for _ in $(seq 1 30000); do
+		[ "$(tail -n "+$((from + 1))" "$d/kilnd.log" | grep -cE -- "$1")" -lt "${2:-1}" ] || return 0
+		kill -0 "$kpid" 2>/dev/null || { tail -5 "$d/kilnd.log" >&2; exit 1; }
+		sleep 0.01
+	done
+	echo "kilnd's log never had ${2:-1} lines like '$1'" >&2
+	exit 1
+}
+
+# push_one KIND KEY ROUND: pushes KIND commits to the large repository, then
+# appends to $out "KEY ROUND push->recorded_ms builds plan_ms changes_ms
+# fetch_ms fetch_kib fetch_ms"
+push_one() {
+	local tip line
+	seed=$((seed + 1))
+	commits "$n" "$1" "$seed" | git -C "$d/pusher.git" fast-import --quiet --force
+	tip=$(git -C "$d/pusher.git" rev-parse main)
+	git -C "$d/pusher.git" push -q served main
+	line=$(recorded "$d/state/kilnd.db" "$tip")
+	# kilnd's own figure for the plan: from its fetch's end
+	line="$line $(grep -o "planned in [0-9.]* ms (changes [0-9.]* ms)" "$d/kilnd.log" |
+		tail -1 | awk '{ print $3, $6 }')"
+	echo "$2 $3 $line $(cd "$d" && measure git -C ref.git fetch -q)" >>"$out"
+	echo "$n images: push of $1, round $3: $(tail -1 "$out")" >&2
+}
+
+# one_count N: writes this count's results to $work/results-N as "key value..." lines
+one_count() {
+	local n=$1 t0 t1 line seed=0 kind r
+	d=$work/n$n from=0
+	serve_large "$n"
+	start_gitd
 	out=$work/results-$n
 	echo "size $(du -sk "$d/served/images.git" | cut -f1)" >"$out"
 	echo "load0 $(cut -d' ' -f1 /proc/loadavg)" >>"$out"
 
 	# 1. the reference first (kilnd then finds the served pack as warm)
 	echo "$n images: git clone --mirror..." >&2
-	echo "clone $(cd "$d" && measure git clone -q --mirror "$url" ref.git)" >>"$out"
+	echo "clone $(cd "$d" && measure git clone -q --mirror "$base/images.git" ref.git)" >>"$out"
 	echo "$n images: kilnd's first mirror..." >&2
 	cat >"$d/kilnd.yaml" <<-Y
 	state_dir: $d/state
@@ -152,20 +224,13 @@ one_count() {
 	listen: {status_socket: $d/kiln.sock}
 	repositories:
 	  - name: images
-	    url: "$url"
+	    url: "$base/images.git"
 	    poll_interval: 1h
 	Y
 	t0=$(date +%s%N)
-	"$kilnd" --config "$d/kilnd.yaml" --log-level debug >"$d/kilnd.log" 2>&1 &
-	kpid=$!
-	pid="$pid $kpid"
-	line=
-	for _ in $(seq 1 30000); do
-		grep -q "first seen" "$d/kilnd.log" && line=$(date +%s%N) && break
-		kill -0 "$kpid" 2>/dev/null || { tail -5 "$d/kilnd.log" >&2; exit 1; }
-		sleep 0.01
-	done
-	[ -n "$line" ] || { echo "kilnd never saw the branch" >&2; exit 1; }
+	start_kilnd
+	wait_log "first seen"
+	line=$(date +%s%N)
 	echo "first $(((line - t0) / 1000000)) $(status_kib VmHWM) $(status_kib VmRSS)" \
 		"$(status_kib RssAnon)" >>"$out"
 
@@ -173,25 +238,41 @@ one_count() {
 	for kind in 1 500; do
 		for r in $(seq 0 "$rounds"); do
 			[ "$kind" = 1 ] || [ "$r" -gt 0 ] || continue # no cold 500: kilnd is warm
-			seed=$((seed + 1))
-			commits "$n" "$kind" "$seed" | git -C "$d/pusher.git" fast-import --quiet --force
-			tip=$(git -C "$d/pusher.git" rev-parse main)
-			git -C "$d/pusher.git" push -q served main
-			line=$(recorded "$d/state/kilnd.db" "$tip")
-			# kilnd's own figure for the plan: from its fetch's end
-			line="$line $(grep -o "planned in [0-9.]* ms (changes [0-9.]* ms)" "$d/kilnd.log" |
-				tail -1 | awk '{ print $3, $6 }')"
-			echo "push$kind $r $line $(cd "$d" && measure git -C ref.git fetch -q)" >>"$out"
-			echo "$n images: push of $kind, round $r: $(tail -1 "$out")" >&2
+			push_one "$kind" "push$kind" "$r"
 		done
 		# 3. idle after the plans (the dry-run builds have long ended)
 		sleep 5
 		echo "idle$kind $(status_kib VmRSS) $(status_kib RssAnon) $(status_kib VmHWM)" >>"$out"
 	done
+
+	# 4. a restart on the same state dir: what kilnd keeps across it (its
+	# mirror, its state db, and whatever of its catalog it persists) is what
+	# the first push after it costs
+	echo "$n images: restart..." >&2
+	t0=$(date +%s%N)
+	stop_kilnd
+	t1=$(date +%s%N)
+	from=$(wc -l <"$d/kilnd.log")
+	start_kilnd
+	wait_log "kilnd .* ready: "
+	line=$(date +%s%N)
+	# with poll_interval 1h its first poll could come any time in the hour:
+	# trigger it, so that the push below is the only news of its poll
+	"$kiln" trigger images --socket "$d/kiln.sock" >/dev/null
+	wait_log "watch 'images': [a-z]+ -> idle"
+	echo "restart $(((t1 - t0) / 1000000)) $kst $(((line - t1) / 1000000))" \
+		"$((($(date +%s%N) - t1) / 1000000)) $(status_kib VmRSS) $(status_kib RssAnon)" >>"$out"
+	for r in $(seq 0 "$rounds"); do
+		push_one 1 pushR "$r"
+	done
+	sleep 5
+	echo "idleR $(status_kib VmRSS) $(status_kib RssAnon) $(status_kib VmHWM)" >>"$out"
+
 	echo "load1 $(cut -d' ' -f1 /proc/loadavg)" >>"$out"
 	[ "$keep" = "$work" ] || cp "$d/kilnd.log" "$keep/scale-kilnd-$n.log"
-	kill -TERM "$kpid" "$gpid"
-	wait "$kpid" "$gpid" || true
+	stop_kilnd
+	kill -TERM "$gpid"
+	wait "$gpid" || true
 	pid=
 	rm -rf "$d"
 }
@@ -204,7 +285,7 @@ for n in ${images//,/ }; do
 	python3 - "$work/results-$n" "$n" <<-'PY'
 	import statistics, sys
 	path, n = sys.argv[1:]
-	res, push = {}, {"1": [], "500": []}
+	res, push = {}, {"1": [], "500": [], "R": []}
 	for line in open(path):
 	    f = line.split()
 	    if f[0].startswith("push"):
@@ -231,13 +312,25 @@ for n in ${images//,/ }; do
 	row = ("| push -> trigger -> builds recorded, %s (%s builds) | %.0f ms, of which plan %.0f ms"
 	       " (changes %.0f ms) | `git fetch` of it: %.0f ms |")
 	builds = lambda rows: "/".join(sorted({r[2] for r in rows}, key=int))
+	after = [r for r in push["R"] if r[0] != "0"]
 	for what, rows in (("1 commit, first after the baseline", cold),
 	                   ("1 commit, median of %d" % len(warm), warm),
-	                   ("500 commits, median of %d" % len(push["500"]), push["500"])):
-	    print(row % ((what, builds(rows)) + tuple(med(rows, k) for k in (1, 3, 4, 5))))
-	for k, what in (("idle1", "1-commit"), ("idle500", "500-commit")):
+	                   ("500 commits, median of %d" % len(push["500"]), push["500"]),
+	                   ("1 commit, first after a restart (target < 1 s),",
+	                    [r for r in push["R"] if r[0] == "0"]),
+	                   ("1 commit after the restart, median of %d" % len(after), after)):
+	    if rows:
+	        print(row % ((what, builds(rows)) + tuple(med(rows, k) for k in (1, 3, 4, 5))))
+	idle = "| RSS idle, 5 s after the last %s | %s, of which %s anonymous (peak so far %s) | — |"
+	for k, what in (("idle1", "1-commit plan"), ("idle500", "500-commit plan")):
 	    v = res[k]
-	    print("| RSS idle, 5 s after the last %s plan | %s, of which %s anonymous (peak so far %s) | — |"
-	          % (what, mib(v[0]), mib(v[1]), mib(v[2])))
+	    print(idle % (what, mib(v[0]), mib(v[1]), mib(v[2])))
+	v = res["restart"]
+	print("| restart on the same state dir | SIGTERM -> exit %.2f s (status %s); start -> ready"
+	      " %.2f s, -> its first poll (triggered) done %.2f s; RSS then %s, of which %s anonymous"
+	      " | — |" % (int(v[0]) / 1000, v[1], int(v[2]) / 1000, int(v[3]) / 1000, mib(v[4]),
+	                  mib(v[5])))
+	v = res["idleR"]
+	print(idle % ("plan after the restart", mib(v[0]), mib(v[1]), mib(v[2]) + " since the restart"))
 	PY
 done
