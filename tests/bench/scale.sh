@@ -485,7 +485,7 @@ for n in ${images//,/ }; do
 	for what, rows in (("1 commit, first after the baseline", cold),
 	                   ("1 commit, median of %d" % len(warm), warm),
 	                   ("500 commits, median of %d" % len(push["500"]), push["500"]),
-	                   ("1 commit, first after a restart (target < 1 s),",
+	                   ("1 commit, first after a restart, target < 1 s",
 	                    [r for r in push["R"] if r[0] == "0"]),
 	                   ("1 commit after the restart, median of %d" % len(after), after)):
 	    if rows:
