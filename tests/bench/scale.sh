@@ -355,6 +355,7 @@ soak() {
 			echo "min $((k / 6)) $(status_kib VmRSS) $(status_kib RssAnon) $(status_kib VmHWM)" \
 				"$(find "/proc/$kpid/fd" -mindepth 1 | wc -l) $(db_kib) $(du -sk "$d/state" | cut -f1)" \
 				"$(status_kib Threads) $k" >>"$out"
+			echo "fds $((k / 6)) $(fd_kinds)" >>"$out"
 			echo "soak: $(tail -1 "$out")" >&2
 		fi
 		[ "$k" -lt $((minutes * 6)) ] || break
@@ -392,6 +393,14 @@ soak() {
 	pid=
 }
 
+# fd_kinds: kilnd's open fds counted by what they are, "socket=3,pipe=2,..."
+# (which kind grows, when the count does)
+fd_kinds() {
+	find "/proc/$kpid/fd" -mindepth 1 -printf '%l\n' 2>/dev/null |
+		sed -E 's/^(socket|pipe|anon_inode):.*/\1/; s/.*\.(pack|idx)$/\1/; s/.*kilnd\.db.*/db/;
+			s|^/.*|other-file|' | sort | uniq -c | awk '{ printf "%s%s=%s", (NR > 1 ? "," : ""), $2, $1 }'
+}
+
 # db_kib: the sizes of kilnd's state db and of its write-ahead log, KiB (the
 # log is only rewritten from its start at checkpoints, not truncated)
 db_kib() {
@@ -411,6 +420,8 @@ if [ -n "$soak" ]; then
 	    f = line.split()
 	    if f[0] == "min":
 	        mins.append([int(x) for x in f[1:]])
+	    elif f[0] == "fds":
+	        res["fds%s" % f[1]] = f[2:]
 	    elif f[0] == "push":
 	        push.append((int(f[1]), float(f[2])))
 	    else:
@@ -440,6 +451,8 @@ if [ -n "$soak" ]; then
 	      % (first[0], last[0], (last[1] - first[1]) / 1024, 100 * (last[1] - first[1]) / first[1],
 	         (last[2] - first[2]) / 1024, first[4], last[4], first[8], last[8], first[5], last[5],
 	         len(push), statistics.median(ms for _, ms in push), max(ms for _, ms in push)))
+	print("Open fds by kind at minute %d: %s; at minute %d: %s"
+	      % (first[0], " ".join(res["fds%d" % first[0]]), last[0], " ".join(res["fds%d" % last[0]])))
 	print("Small repositories whose last-seen commit is their served tip at the end: %s of %s;"
 	      " kilnd logged %s warnings, %s errors" % tuple(res["small"] + res["log"]))
 	PY
