@@ -48,12 +48,13 @@
 # which share them) for the next run, and kilnd's debug log of each count
 # (scale-kilnd-N.log; the restarted kilnd's lines after the first one's;
 # scale-kilnd-soak.log). --quick: 1,000 images, 1 round.
-# Prints one markdown table per image count (or the soak's). Needs git (with git-daemon),
-# python3. Not run in CI.
+# Prints one markdown table per image count (or the soak's). Needs git
+# (with git-daemon), python3. Not run in CI.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-kilnd=$here/../../build/kilnd kiln=$here/../../build/kiln keep='' images='' rounds=5 soak='' small=200
+kilnd=$here/../../build/kilnd kiln=$here/../../build/kiln keep='' images='' rounds=5
+soak='' small=200
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kilnd) kilnd=$2; shift 2 ;;
@@ -75,6 +76,7 @@ elif [ -z "$images" ]; then
 fi
 case $soak$small in *[!0-9]*) echo "--soak and --small take whole numbers" >&2; exit 2 ;; esac
 [ "$small" -gt 0 ] || { echo "--small must be at least 1" >&2; exit 2; }
+[ "$soak" != 0 ] || { echo "--soak must be at least 1 (minute)" >&2; exit 2; }
 abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 kilnd=$(abs "$kilnd") kiln=$(abs "$kiln")
 [ -x "$kilnd" ] || { echo "no kilnd at $kilnd" >&2; exit 2; }
@@ -368,8 +370,8 @@ soak() {
 		[ "$left" -le 0 ] || sleep "$((left / 1000)).$(printf '%03d' $((left % 1000)))"
 	done
 
-	# every pushed small repository's tip recorded too (their polls came
-	# while the large one planned)
+	# whether each small repository's last push was recorded too (their
+	# polls share kilnd's workers with the large one's)
 	sleep 5
 	for i in $(seq 0 $((small - 1))); do
 		printf -v name 's%03d' "$i"
@@ -447,9 +449,11 @@ if [ -n "$soak" ]; then
 	first, last = mins[min(1, len(mins) - 1)], mins[-1]
 	print()
 	print("From minute %d to %d: RSS %+.1f MiB (%+.0f%%), anonymous %+.1f MiB, fds %d -> %d, threads"
-	      " %d -> %d, state db %d -> %d KiB; large push -> recorded median of all %d: %.0f ms (max %.0f)"
+	      " %d -> %d, state db + WAL %d -> %d KiB; large push -> recorded median of all %d: %.0f ms"
+	      " (max %.0f)"
 	      % (first[0], last[0], (last[1] - first[1]) / 1024, 100 * (last[1] - first[1]) / first[1],
-	         (last[2] - first[2]) / 1024, first[4], last[4], first[8], last[8], first[5], last[5],
+	         (last[2] - first[2]) / 1024, first[4], last[4], first[8], last[8], first[5] + first[6],
+	         last[5] + last[6],
 	         len(push), statistics.median(ms for _, ms in push), max(ms for _, ms in push)))
 	print("Open fds by kind at minute %d: %s; at minute %d: %s"
 	      % (first[0], " ".join(res["fds%d" % first[0]]), last[0], " ".join(res["fds%d" % last[0]])))
