@@ -21,19 +21,40 @@
 #      `git clone --mirror` made, right after kilnd recorded them.
 #   3. kilnd's VmRSS and RssAnon 5 s after the last 1-commit plan, and 5 s
 #      after the last 500-commit plan.
+#   4. a restart: SIGTERM, wait for kilnd's exit, start it again on the same
+#      state dir and config; once it is ready (its log) its first poll is
+#      triggered (with the 1h interval it would come any time in the hour)
+#      and awaited. Then pushes of 1 commit as in 2: the first alone (what
+#      kilnd kept of its catalog across the restart shows there), the next
+#      ROUNDS as their median; and the RSS 5 s after the last plan.
+#
+# --soak MINUTES measures instead, for MINUTES, one kilnd watching the
+# repository of the first --images count (default 10,000: "the large one",
+# poll interval 1h) and --small N small ones (default 200; 5 image folders,
+# 8 commits, from one fast-import stream; poll interval 60 s, so that idle
+# polls run too), all served by one `git daemon`. Every 10 s: a 1-commit
+# push to a small repository (round robin) and to the large one, each
+# followed by `kiln trigger`; the large one's push -> builds recorded as in
+# 2. Each minute: kilnd's VmRSS, RssAnon, VmHWM, open fds, threads, state
+# db and WAL sizes, state dir size. Printed as a series, with the growth
+# from minute 1 to the end, whether every small repository's last push was
+# recorded, and kilnd's warnings and errors.
 #
 #   tests/bench/scale.sh [--kilnd KILND] [--kiln KILN] [--work DIR]
 #                        [--images 1000,10000] [--rounds N] [--quick]
+#                        [--soak MINUTES [--small N]]
 #
 # --work DIR keeps the generated repositories (as changes.sh and plan.sh,
 # which share them) for the next run, and kilnd's debug log of each count
-# (scale-kilnd-N.log). --quick: 1,000 images, 1 round.
-# Prints one markdown table per image count. Needs git (with git-daemon),
-# python3. Not run in CI.
+# (scale-kilnd-N.log; the restarted kilnd's lines after the first one's;
+# scale-kilnd-soak.log). --quick: 1,000 images, 1 round.
+# Prints one markdown table per image count (or the soak's). Needs git
+# (with git-daemon), python3. Not run in CI.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-kilnd=$here/../../build/kilnd kiln=$here/../../build/kiln keep='' images=1000,10000 rounds=5
+kilnd=$here/../../build/kilnd kiln=$here/../../build/kiln keep='' images='' rounds=5
+soak='' small=200
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kilnd) kilnd=$2; shift 2 ;;
@@ -42,9 +63,20 @@ while [ $# -gt 0 ]; do
 	--images) images=$2; shift 2 ;;
 	--rounds) rounds=$2; shift 2 ;;
 	--quick) images=1000 rounds=1; shift ;;
+	--soak) soak=$2; shift 2 ;;
+	--small) small=$2; shift 2 ;;
 	*) echo "unknown argument '$1'" >&2; exit 2 ;;
 	esac
 done
+# the soak's large repository: 10,000 images unless --images says otherwise
+if [ -z "$images" ] && [ -n "$soak" ]; then
+	images=10000
+elif [ -z "$images" ]; then
+	images=1000,10000
+fi
+case $soak$small in *[!0-9]*) echo "--soak and --small take whole numbers" >&2; exit 2 ;; esac
+[ "$small" -gt 0 ] || { echo "--small must be at least 1" >&2; exit 2; }
+[ "$soak" != 0 ] || { echo "--soak must be at least 1 (minute)" >&2; exit 2; }
 abs() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
 kilnd=$(abs "$kilnd") kiln=$(abs "$kiln")
 [ -x "$kilnd" ] || { echo "no kilnd at $kilnd" >&2; exit 2; }
@@ -114,37 +146,108 @@ recorded() {
 
 status_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$kpid/status"; }
 
-# one_count N: appends this count's results to $work/results-N as "key value..." lines
-one_count() {
-	local n=$1 c=$(($1 * 2)) repos d url t0 line tip seed=0 kind
-	repos=$keep/repos-$n-$c
+# generated N: sets $repos, the generated repository of N images (made
+# once, then kept under --work)
+generated() {
+	repos=$keep/repos-$1-$(($1 * 2))
 	if [ ! -e "$repos/done" ]; then
-		"$here/changes.sh" --kiln /bin/true --work "$keep" --images "$n" --commits "$c" \
+		"$here/changes.sh" --kiln /bin/true --work "$keep" --images "$1" --commits "$(($1 * 2))" \
 			--generate-only
 	fi
-	d=$work/n$n
+}
+
+# serve_large N: $d/served/images.git, a copy of the generated repository of
+# N images (pushes must not touch the kept one), and $d/pusher.git to push to it
+serve_large() {
+	generated "$1"
 	mkdir -p "$d/served"
 	git clone -q --bare --no-local "$repos/real.git" "$d/served/images.git"
 	git clone -q --bare --shared "$d/served/images.git" "$d/pusher.git"
 	git -C "$d/pusher.git" remote add served "$d/served/images.git"
+}
+
+# start_gitd: `git daemon` serving $d/served at $base (git://127.0.0.1:PORT)
+start_gitd() {
+	local gport
 	gport=$(bench_free_port)
 	git daemon --reuseaddr --listen=127.0.0.1 --port="$gport" --base-path="$d/served" \
 		--export-all "$d/served" >/dev/null 2>"$d/gitd.log" &
 	gpid=$!
 	pid="$pid $gpid"
-	url=git://127.0.0.1:$gport/images.git
+	base=git://127.0.0.1:$gport
 	for _ in $(seq 1 50); do
-		git ls-remote "$url" >/dev/null 2>&1 && break
+		git ls-remote "$base/images.git" >/dev/null 2>&1 && break
 		sleep 0.2
 	done
-	git ls-remote "$url" >/dev/null
+	git ls-remote "$base/images.git" >/dev/null
+}
+
+# start_kilnd: kilnd on $d/kilnd.yaml, its debug log appended to $d/kilnd.log
+# (a restart's lines follow the first run's); its pid in $kpid
+start_kilnd() {
+	"$kilnd" --config "$d/kilnd.yaml" --log-level debug >>"$d/kilnd.log" 2>&1 &
+	kpid=$!
+	pid="$pid $kpid"
+}
+
+# stop_kilnd: SIGTERM, then waits for kilnd's exit; its status in $kst (not
+# a function printing it: a subshell cannot wait for kilnd)
+stop_kilnd() {
+	kst=0
+	kill -TERM "$kpid"
+	wait "$kpid" || kst=$?
+	pid=${pid/ $kpid/}
+}
+
+# wait_log PATTERN [COUNT]: waits (10 ms polls, 30,000 of them) until kilnd's
+# log has COUNT (default 1) lines matching PATTERN (grep -E) after its first
+# $from lines; exits if kilnd does
+wait_log() {
+	for _ in $(seq 1 30000); do
+		[ "$(tail -n "+$((from + 1))" "$d/kilnd.log" | grep -cE -- "$1")" -lt "${2:-1}" ] || return 0
+		kill -0 "$kpid" 2>/dev/null || { tail -5 "$d/kilnd.log" >&2; exit 1; }
+		sleep 0.01
+	done
+	echo "kilnd's log never had ${2:-1} lines like '$1'" >&2
+	exit 1
+}
+
+# push_large KIND: pushes KIND commits to the large repository; sets $line to
+# "push->recorded_ms builds plan_ms changes_ms"
+push_large() {
+	local tip
+	seed=$((seed + 1))
+	commits "$n" "$1" "$seed" | git -C "$d/pusher.git" fast-import --quiet --force
+	tip=$(git -C "$d/pusher.git" rev-parse main)
+	git -C "$d/pusher.git" push -q served main
+	line=$(recorded "$d/state/kilnd.db" "$tip")
+	# kilnd's own figure for the plan: from its fetch's end
+	line="$line $(grep -o "planned in [0-9.]* ms (changes [0-9.]* ms)" "$d/kilnd.log" |
+		tail -1 | awk '{ print $3, $6 }')"
+}
+
+# push_one KIND KEY ROUND: push_large, then appends to $out "KEY ROUND
+# push->recorded_ms builds plan_ms changes_ms fetch_ms fetch_kib fetch_ms"
+push_one() {
+	local line
+	push_large "$1"
+	echo "$2 $3 $line $(cd "$d" && measure git -C ref.git fetch -q)" >>"$out"
+	echo "$n images: push of $1, round $3: $(tail -1 "$out")" >&2
+}
+
+# one_count N: writes this count's results to $work/results-N as "key value..." lines
+one_count() {
+	local n=$1 t0 t1 line seed=0 kind r
+	d=$work/n$n from=0
+	serve_large "$n"
+	start_gitd
 	out=$work/results-$n
 	echo "size $(du -sk "$d/served/images.git" | cut -f1)" >"$out"
 	echo "load0 $(cut -d' ' -f1 /proc/loadavg)" >>"$out"
 
 	# 1. the reference first (kilnd then finds the served pack as warm)
 	echo "$n images: git clone --mirror..." >&2
-	echo "clone $(cd "$d" && measure git clone -q --mirror "$url" ref.git)" >>"$out"
+	echo "clone $(cd "$d" && measure git clone -q --mirror "$base/images.git" ref.git)" >>"$out"
 	echo "$n images: kilnd's first mirror..." >&2
 	cat >"$d/kilnd.yaml" <<-Y
 	state_dir: $d/state
@@ -152,20 +255,13 @@ one_count() {
 	listen: {status_socket: $d/kiln.sock}
 	repositories:
 	  - name: images
-	    url: "$url"
+	    url: "$base/images.git"
 	    poll_interval: 1h
 	Y
 	t0=$(date +%s%N)
-	"$kilnd" --config "$d/kilnd.yaml" --log-level debug >"$d/kilnd.log" 2>&1 &
-	kpid=$!
-	pid="$pid $kpid"
-	line=
-	for _ in $(seq 1 30000); do
-		grep -q "first seen" "$d/kilnd.log" && line=$(date +%s%N) && break
-		kill -0 "$kpid" 2>/dev/null || { tail -5 "$d/kilnd.log" >&2; exit 1; }
-		sleep 0.01
-	done
-	[ -n "$line" ] || { echo "kilnd never saw the branch" >&2; exit 1; }
+	start_kilnd
+	wait_log "first seen"
+	line=$(date +%s%N)
 	echo "first $(((line - t0) / 1000000)) $(status_kib VmHWM) $(status_kib VmRSS)" \
 		"$(status_kib RssAnon)" >>"$out"
 
@@ -173,28 +269,199 @@ one_count() {
 	for kind in 1 500; do
 		for r in $(seq 0 "$rounds"); do
 			[ "$kind" = 1 ] || [ "$r" -gt 0 ] || continue # no cold 500: kilnd is warm
-			seed=$((seed + 1))
-			commits "$n" "$kind" "$seed" | git -C "$d/pusher.git" fast-import --quiet --force
-			tip=$(git -C "$d/pusher.git" rev-parse main)
-			git -C "$d/pusher.git" push -q served main
-			line=$(recorded "$d/state/kilnd.db" "$tip")
-			# kilnd's own figure for the plan: from its fetch's end
-			line="$line $(grep -o "planned in [0-9.]* ms (changes [0-9.]* ms)" "$d/kilnd.log" |
-				tail -1 | awk '{ print $3, $6 }')"
-			echo "push$kind $r $line $(cd "$d" && measure git -C ref.git fetch -q)" >>"$out"
-			echo "$n images: push of $kind, round $r: $(tail -1 "$out")" >&2
+			push_one "$kind" "push$kind" "$r"
 		done
 		# 3. idle after the plans (the dry-run builds have long ended)
 		sleep 5
 		echo "idle$kind $(status_kib VmRSS) $(status_kib RssAnon) $(status_kib VmHWM)" >>"$out"
 	done
+
+	# 4. a restart on the same state dir: what kilnd keeps across it (its
+	# mirror, its state db, and whatever of its catalog it persists) is what
+	# the first push after it costs
+	echo "$n images: restart..." >&2
+	t0=$(date +%s%N)
+	stop_kilnd
+	t1=$(date +%s%N)
+	from=$(wc -l <"$d/kilnd.log")
+	start_kilnd
+	wait_log "kilnd .* ready: "
+	line=$(date +%s%N)
+	# with poll_interval 1h its first poll could come any time in the hour:
+	# trigger it, so that the push below is the only news of its poll
+	"$kiln" trigger images --socket "$d/kiln.sock" >/dev/null
+	wait_log "watch 'images': [a-z]+ -> idle"
+	echo "restart $(((t1 - t0) / 1000000)) $kst $(((line - t1) / 1000000))" \
+		"$((($(date +%s%N) - t1) / 1000000)) $(status_kib VmRSS) $(status_kib RssAnon)" >>"$out"
+	for r in $(seq 0 "$rounds"); do
+		push_one 1 pushR "$r"
+	done
+	sleep 5
+	echo "idleR $(status_kib VmRSS) $(status_kib RssAnon) $(status_kib VmHWM)" >>"$out"
+
 	echo "load1 $(cut -d' ' -f1 /proc/loadavg)" >>"$out"
 	[ "$keep" = "$work" ] || cp "$d/kilnd.log" "$keep/scale-kilnd-$n.log"
-	kill -TERM "$kpid" "$gpid"
-	wait "$kpid" "$gpid" || true
+	stop_kilnd
+	kill -TERM "$gpid"
+	wait "$gpid" || true
 	pid=
 	rm -rf "$d"
 }
+
+# soak N MINUTES: the large repository of N images and $small small ones
+# served by one git daemon and watched by one kilnd, pushed to every 10 s;
+# kilnd sampled every minute. Writes $work/results-soak as "key value..." lines.
+soak() {
+	local n=$1 minutes=$2 i k name t0 t1 left seed=0 line
+	d=$work/soak from=0 out=$work/results-soak
+	serve_large "$n"
+	# small ones: the generator's layout at 5 images and 8 commits, one
+	# fast-import stream for all (fast-import packs: no repack needed)
+	echo "soak: $small small repositories..." >&2
+	python3 "$here/gen_images_repo.py" 5 8 >"$d/small.fi"
+	for i in $(seq 0 $((small - 1))); do
+		printf -v name 's%03d' "$i"
+		git init -q --bare -b main "$d/served/$name.git"
+		git -C "$d/served/$name.git" fast-import --quiet <"$d/small.fi"
+	done
+	start_gitd
+	# the small ones poll every minute on their own (idle polls are part of
+	# the soak); the large one only when triggered, as in one_count
+	{
+		printf 'state_dir: %s\nbuilds: {dry_run: true}\nlisten: {status_socket: %s}\n' \
+			"$d/state" "$d/kiln.sock"
+		printf 'repositories:\n  - {name: images, url: "%s/images.git", poll_interval: 1h}\n' \
+			"$base"
+		for i in $(seq 0 $((small - 1))); do
+			printf -v name 's%03d' "$i"
+			printf '  - {name: %s, url: "%s/%s.git", poll_interval: 60s}\n' "$name" "$base" "$name"
+		done
+	} >"$d/kilnd.yaml"
+	echo "soak: kilnd's first mirrors..." >&2
+	t0=$(date +%s%N)
+	start_kilnd
+	# the large one's first (it comes first in the config), then all
+	wait_log "watch 'images': branch 'main' first seen"
+	t1=$(date +%s%N)
+	wait_log "branch 'main' first seen" $((small + 1))
+	echo "first $((($(date +%s%N) - t0) / 1000000)) $(cut -d' ' -f1 /proc/loadavg)" \
+		"$(((t1 - t0) / 1000000))" >"$out"
+
+	# tick k at t0 + 10k s: a sample each minute (minute 0: right after the
+	# first mirrors), then a push to a small repository (round robin) and to
+	# the large one, both triggered; the large one's push -> recorded kept
+	echo "soak: $minutes minutes of pushes every 10 s..." >&2
+	t0=$(date +%s%N)
+	for k in $(seq 0 $((minutes * 6))); do
+		if [ $((k % 6)) = 0 ]; then
+			echo "min $((k / 6)) $(status_kib VmRSS) $(status_kib RssAnon) $(status_kib VmHWM)" \
+				"$(find "/proc/$kpid/fd" -mindepth 1 | wc -l) $(db_kib) $(du -sk "$d/state" | cut -f1)" \
+				"$(status_kib Threads) $k" >>"$out"
+			echo "fds $((k / 6)) $(fd_kinds)" >>"$out"
+			echo "soak: $(tail -1 "$out")" >&2
+		fi
+		[ "$k" -lt $((minutes * 6)) ] || break
+		printf -v name 's%03d' $((k % small))
+		commits 5 1 "$((100000 + k))" | git -C "$d/served/$name.git" fast-import --quiet --force
+		"$kiln" trigger "$name" --socket "$d/kiln.sock" >/dev/null
+		push_large 1
+		echo "push $k $line" >>"$out"
+		left=$(((t0 + (k + 1) * 10000000000 - $(date +%s%N)) / 1000000))
+		[ "$left" -le 0 ] || sleep "$((left / 1000)).$(printf '%03d' $((left % 1000)))"
+	done
+
+	# whether each small repository's last push was recorded too (their
+	# polls share kilnd's workers with the large one's)
+	sleep 5
+	for i in $(seq 0 $((small - 1))); do
+		printf -v name 's%03d' "$i"
+		echo "$name $(git -C "$d/served/$name.git" rev-parse main)"
+	done >"$d/tips"
+	{
+		python3 - "$d/state/kilnd.db" "$d/tips" <<-'PY'
+		import sqlite3, sys
+		con = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=5)
+		seen = dict(con.execute("SELECT repository, last_seen FROM branches WHERE branch = 'main'"))
+		tips = dict(l.split() for l in open(sys.argv[2]))
+		print("small %d %d" % (sum(seen.get(r) == t for r, t in tips.items()), len(tips)))
+		PY
+		echo "log $(grep -c '^<4>' "$d/kilnd.log") $(grep -c '^<[0-3]>' "$d/kilnd.log")"
+		echo "load1 $(cut -d' ' -f1 /proc/loadavg)"
+	} >>"$out"
+	[ "$keep" = "$work" ] || cp "$d/kilnd.log" "$keep/scale-kilnd-soak.log"
+	stop_kilnd
+	kill -TERM "$gpid"
+	wait "$gpid" || true
+	pid=
+}
+
+# fd_kinds: kilnd's open fds counted by what they are, "socket=3,pipe=2,..."
+# (which kind grows, when the count does)
+fd_kinds() {
+	find "/proc/$kpid/fd" -mindepth 1 -printf '%l\n' 2>/dev/null |
+		sed -E 's/^(socket|pipe|anon_inode):.*/\1/; s/.*\.(pack|idx)$/\1/; s/.*kilnd\.db.*/db/;
+			s|^/.*|other-file|' | sort | uniq -c | awk '{ printf "%s%s=%s", (NR > 1 ? "," : ""), $2, $1 }'
+}
+
+# db_kib: the sizes of kilnd's state db and of its write-ahead log, KiB (the
+# log is only rewritten from its start at checkpoints, not truncated)
+db_kib() {
+	local f
+	for f in "$d/state/kilnd.db" "$d/state/kilnd.db-wal"; do
+		if [ -e "$f" ]; then echo $(($(stat -c %s "$f") / 1024)); else echo 0; fi
+	done | paste -sd' '
+}
+
+if [ -n "$soak" ]; then
+	soak "${images%%,*}" "$soak"
+	python3 - "$work/results-soak" "${images%%,*}" "$small" "$soak" <<-'PY'
+	import statistics, sys
+	path, n, small, minutes = sys.argv[1:]
+	res, mins, push = {}, [], []
+	for line in open(path):
+	    f = line.split()
+	    if f[0] == "min":
+	        mins.append([int(x) for x in f[1:]])
+	    elif f[0] == "fds":
+	        res["fds%s" % f[1]] = f[2:]
+	    elif f[0] == "push":
+	        push.append((int(f[1]), float(f[2])))
+	    else:
+	        res[f[0]] = f[1:]
+	mib = lambda kib: "%.1f MiB" % (kib / 1024)
+	print()
+	print("soak: %s images (the large one, triggered) and %s small repositories (5 images, 8 commits,"
+	      " polled every 60 s) over git:// from one git daemon, one kilnd, dry run; the large one"
+	      " first seen %.1f s after kilnd's start, all %.1f s; every 10 s a 1-commit push to the"
+	      " large one and to a small one (round robin), both triggered; %s minutes; load average %s"
+	      " at the start, %s at the end"
+	      % (n, small, int(res["first"][2]) / 1000, int(res["first"][0]) / 1000, minutes,
+	         res["first"][1], res["load1"][0]))
+	print()
+	print("| minute | RSS | anonymous | peak | fds | threads | state db + WAL | state dir"
+	      " | large push -> recorded, median that minute | pushes so far |")
+	print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for m, rss, anon, hwm, fds, db, wal, sdir, threads, k in mins:
+	    lat = [ms for t, ms in push if k - 6 <= t < k]
+	    print("| %d | %s | %s | %s | %d | %d | %d + %d KiB | %.1f MiB | %s | %d |"
+	          % (m, mib(rss), mib(anon), mib(hwm), fds, threads, db, wal, sdir / 1024,
+	             "%.0f ms" % statistics.median(lat) if lat else "—", k))
+	first, last = mins[min(1, len(mins) - 1)], mins[-1]
+	print()
+	print("From minute %d to %d: RSS %+.1f MiB (%+.0f%%), anonymous %+.1f MiB, fds %d -> %d, threads"
+	      " %d -> %d, state db + WAL %d -> %d KiB; large push -> recorded median of all %d: %.0f ms"
+	      " (max %.0f)"
+	      % (first[0], last[0], (last[1] - first[1]) / 1024, 100 * (last[1] - first[1]) / first[1],
+	         (last[2] - first[2]) / 1024, first[4], last[4], first[8], last[8], first[5] + first[6],
+	         last[5] + last[6],
+	         len(push), statistics.median(ms for _, ms in push), max(ms for _, ms in push)))
+	print("Open fds by kind at minute %d: %s; at minute %d: %s"
+	      % (first[0], " ".join(res["fds%d" % first[0]]), last[0], " ".join(res["fds%d" % last[0]])))
+	print("Small repositories whose last-seen commit is their served tip at the end: %s of %s;"
+	      " kilnd logged %s warnings, %s errors" % tuple(res["small"] + res["log"]))
+	PY
+	exit 0
+fi
 
 for n in ${images//,/ }; do
 	one_count "$n"
@@ -204,7 +471,7 @@ for n in ${images//,/ }; do
 	python3 - "$work/results-$n" "$n" <<-'PY'
 	import statistics, sys
 	path, n = sys.argv[1:]
-	res, push = {}, {"1": [], "500": []}
+	res, push = {}, {"1": [], "500": [], "R": []}
 	for line in open(path):
 	    f = line.split()
 	    if f[0].startswith("push"):
@@ -231,13 +498,25 @@ for n in ${images//,/ }; do
 	row = ("| push -> trigger -> builds recorded, %s (%s builds) | %.0f ms, of which plan %.0f ms"
 	       " (changes %.0f ms) | `git fetch` of it: %.0f ms |")
 	builds = lambda rows: "/".join(sorted({r[2] for r in rows}, key=int))
+	after = [r for r in push["R"] if r[0] != "0"]
 	for what, rows in (("1 commit, first after the baseline", cold),
 	                   ("1 commit, median of %d" % len(warm), warm),
-	                   ("500 commits, median of %d" % len(push["500"]), push["500"])):
-	    print(row % ((what, builds(rows)) + tuple(med(rows, k) for k in (1, 3, 4, 5))))
-	for k, what in (("idle1", "1-commit"), ("idle500", "500-commit")):
+	                   ("500 commits, median of %d" % len(push["500"]), push["500"]),
+	                   ("1 commit, first after a restart, target < 1 s",
+	                    [r for r in push["R"] if r[0] == "0"]),
+	                   ("1 commit after the restart, median of %d" % len(after), after)):
+	    if rows:
+	        print(row % ((what, builds(rows)) + tuple(med(rows, k) for k in (1, 3, 4, 5))))
+	idle = "| RSS idle, 5 s after the last %s | %s, of which %s anonymous (peak so far %s) | — |"
+	for k, what in (("idle1", "1-commit plan"), ("idle500", "500-commit plan")):
 	    v = res[k]
-	    print("| RSS idle, 5 s after the last %s plan | %s, of which %s anonymous (peak so far %s) | — |"
-	          % (what, mib(v[0]), mib(v[1]), mib(v[2])))
+	    print(idle % (what, mib(v[0]), mib(v[1]), mib(v[2])))
+	v = res["restart"]
+	print("| restart on the same state dir | SIGTERM -> exit %.2f s (status %s); start -> ready"
+	      " %.2f s, -> its first poll (triggered) done %.2f s; RSS then %s, of which %s anonymous"
+	      " | — |" % (int(v[0]) / 1000, v[1], int(v[2]) / 1000, int(v[3]) / 1000, mib(v[4]),
+	                  mib(v[5])))
+	v = res["idleR"]
+	print(idle % ("plan after the restart", mib(v[0]), mib(v[1]), mib(v[2]) + " since the restart"))
 	PY
 done
