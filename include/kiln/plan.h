@@ -55,9 +55,11 @@ struct plan {
 	size_t n;
 };
 
-/* Plans in->head. cat is the repository's in-memory catalog (no cache file),
- * kept between calls so each plan reads only what changed; it is re-created
- * when s->manifest differs from its manifest name or it turns out damaged.
+/* Plans in->head. cat is the repository's catalog, kept between calls (in
+ * memory or in its cache file) so each plan reads only what changed; it is
+ * re-created when s->manifest differs from its manifest name or it turns out
+ * damaged. At first sight it is built for the head, though nothing is
+ * planned.
  * Fails (ret untouched) when a commit is not in the mirror or git data
  * cannot be read. ret is freed with plan_done. */
 int plan_branch(git_repository *mirror, struct catalog *cat, const struct plan_settings *s,
