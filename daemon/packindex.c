@@ -326,7 +326,8 @@ static int object_data(struct packindex *pi, const unsigned char *p, size_t len,
 	return 1;
 }
 
-static void progress(struct packindex *pi, git_indexer_progress *stats, size_t len)
+/* libgit2's figures (the transport counts the bytes itself) */
+static void progress(struct packindex *pi, git_indexer_progress *stats)
 {
 	if (stats == NULL)
 		return;
@@ -334,7 +335,6 @@ static void progress(struct packindex *pi, git_indexer_progress *stats, size_t l
 	stats->received_objects = pi->nobjs;
 	stats->indexed_objects = pi->nobjs - pi->ndeltas;
 	stats->total_deltas = pi->ndeltas;
-	stats->received_bytes += len;
 }
 
 int packindex_append(struct packindex *pi, const void *data, size_t len,
@@ -390,7 +390,7 @@ int packindex_append(struct packindex *pi, const void *data, size_t len,
 		p += used;
 		left -= used;
 	}
-	progress(pi, stats, len);
+	progress(pi, stats);
 	return r < 0 ? r : 0;
 }
 
