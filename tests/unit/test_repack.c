@@ -187,11 +187,83 @@ static void kept_pack_is_left_alone(void **state)
 	expect_all_readable(repo);
 }
 
+/* The name of the one pack in pack_dir ("" if there are more) */
+static void only_pack(char *ret, size_t size)
+{
+	DIR *d = opendir(pack_dir);
+	struct dirent *e;
+	unsigned n = 0;
+
+	ret[0] = '\0';
+	while ((e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name);
+		if (len > 5 && strcmp(e->d_name + len - 5, ".pack") == 0 && n++ == 0)
+			snprintf(ret, size, "%s/%s", pack_dir, e->d_name);
+	}
+	closedir(d);
+	if (n != 1)
+		ret[0] = '\0';
+}
+
+/* After a full repack, fetches add small packs: a repack folds those (and
+ * the loose objects) and leaves the large pack as it is; the next repack
+ * has nothing to fold. */
+static void a_large_pack_is_left_alone(void **state)
+{
+	struct repack_result res;
+	struct kiln_err err = {0};
+	char base[400];
+	git_commit *extra[2];
+
+	(void)state;
+	assert_int_equal(repack_mirror(dir, &res, &err), 0);
+	only_pack(base, sizeof(base));
+	assert_true(base[0] != '\0');
+	for (size_t i = 0; i < 2; i++) {
+		char path[16], content[32];
+		const struct gitrepo_file f[] = {{path, content, 0}};
+		git_packbuilder *pb;
+		git_tree *t;
+
+		snprintf(path, sizeof(path), "extra%zu", i);
+		snprintf(content, sizeof(content), "extra %zu\n", i);
+		extra[i] = gitrepo_commit(repo, i ? extra[0] : commits[NCOMMITS], f, 1);
+		/* only what is new, as a fetch's pack holds it */
+		assert_int_equal(git_commit_tree(&t, extra[i]), 0);
+		if (git_packbuilder_new(&pb, repo) < 0 ||
+		    git_packbuilder_insert(pb, git_commit_id(extra[i]), NULL) < 0 ||
+		    git_packbuilder_insert(pb, git_tree_id(t), NULL) < 0 ||
+		    git_packbuilder_insert(pb, git_tree_entry_id(git_tree_entry_byname(t, path)),
+					   NULL) < 0 ||
+		    git_packbuilder_write(pb, pack_dir, 0, NULL, NULL) < 0)
+			GITREPO_DIE("pack");
+		git_packbuilder_free(pb);
+		git_tree_free(t);
+	}
+	assert_int_equal(repack_mirror(dir, &res, &err), 0);
+	assert_int_equal(res.packs_before, 3);
+	assert_int_equal(res.packs_after, 2);
+	assert_int_equal(res.objects, 6); /* the two small packs' (also loose) */
+	assert_true(exists(base));
+	assert_int_equal(count_loose(), 0);
+	expect_all_readable(repo);
+	for (size_t i = 0; i < 2; i++) {
+		git_commit *c;
+		assert_int_equal(git_commit_lookup(&c, repo, git_commit_id(extra[i])), 0);
+		git_commit_free(c);
+		git_commit_free(extra[i]);
+	}
+	assert_int_equal(repack_mirror(dir, &res, &err), 0);
+	assert_int_equal(res.packs_before, 2);
+	assert_int_equal(res.packs_after, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(folds_packs_and_loose_objects, setup, teardown),
 	    cmocka_unit_test_setup_teardown(kept_pack_is_left_alone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_large_pack_is_left_alone, setup, teardown),
 	};
 
 	repo_global_init(REPO_ROLE_DAEMON);
