@@ -894,6 +894,7 @@ int packindex_commit(struct packindex *pi, git_indexer_progress *stats, char nam
 struct backend {
 	git_odb_backend parent;
 	char *dir;
+	bool used; /* it took its one pack: the next are libgit2's */
 };
 
 struct writepack {
@@ -935,14 +936,21 @@ static void wp_free(git_odb_writepack *w)
 	free(wp);
 }
 
-/* The progress callback is the fetch's own; kilnd sets none. */
+/* The progress callback is the fetch's own; kilnd sets none. Only the
+ * first pack is ours: the mirror's handle (and this backend with it) lives
+ * on, and later fetches may be thin, which only libgit2's indexer (the next
+ * backend git_odb_write_pack tries) completes. */
 static int be_writepack(git_odb_writepack **out, git_odb_backend *b, git_odb *odb,
 			git_indexer_progress_cb cb, void *payload)
 {
-	struct writepack *wp = xcalloc(1, sizeof(*wp));
+	struct writepack *wp;
 	struct kiln_err err = {0};
 
 	(void)odb, (void)cb, (void)payload;
+	if (((struct backend *)b)->used)
+		return GIT_PASSTHROUGH;
+	((struct backend *)b)->used = true;
+	wp = xcalloc(1, sizeof(*wp));
 	if (packindex_new(((struct backend *)b)->dir, &wp->pi, &err) < 0) {
 		free(wp);
 		git_error_set_str(GIT_ERROR_ODB, err.msg);
