@@ -856,7 +856,8 @@ int packindex_commit(struct packindex *pi, git_indexer_progress *stats, char nam
 		return kiln_err_set(err, -EBADMSG, "the pack's checksum does not match its data");
 	if ((r = resolve(pi, stats, err)) < 0)
 		return r;
-	qsort(pi->objs, pi->nobjs, sizeof(*pi->objs), oid_cmp);
+	if (pi->nobjs > 0) /* a pack of no object has no array to sort */
+		qsort(pi->objs, pi->nobjs, sizeof(*pi->objs), oid_cmp);
 	for (uint32_t i = 1; i < pi->nobjs; i++) {
 		if (memcmp(pi->objs[i - 1].oid, pi->objs[i].oid, OID_LEN) == 0) {
 			char hex[41];

@@ -332,6 +332,18 @@ static void deltas_by_offset_and_by_id(void **state)
 	buf_done(&d);
 }
 
+/* A pack of no object (a server may send one) has an index all the same. */
+static void an_empty_pack(void **state)
+{
+	struct buf p = {0};
+
+	(void)state;
+	pk_start(&p, 0);
+	pk_end(&p);
+	assert_int_equal(same_as_libgit2(&p), 0);
+	buf_done(&p);
+}
+
 /* p is refused with a message holding want, at commit or before, and
  * leaves no file. */
 static void refused(struct buf *p, const char *want)
@@ -521,6 +533,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(same_index_as_libgit2, setup, teardown),
 	    cmocka_unit_test_setup_teardown(deltas_by_offset_and_by_id, setup, teardown),
+	    cmocka_unit_test_setup_teardown(an_empty_pack, setup, teardown),
 	    cmocka_unit_test_setup_teardown(bad_packs_are_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(first_fetch_into_an_empty_mirror, setup, teardown),
 	};
