@@ -2,7 +2,8 @@
  * comes, its deltas resolved depth first, its .idx (version 2) written. Owns
  * the temporary pack and index files until they are renamed into place.
  *
- * Pack format (git's pack-format.txt): "PACK", version 2 or 3, object count
+ * Pack format (git's pack-format.txt): "PACK", version 2 (git also reads 3,
+ * libgit2 1.5 finds no object in one), object count
  * (big-endian u32); each object a header (type in bits 4-6 of the first
  * byte, size in 4 + 7n bits, little-endian groups with a continuation bit),
  * then for an OFS_DELTA the distance back to its base (7n bits, big-endian
@@ -176,7 +177,8 @@ static int pack_header(struct packindex *pi, struct kiln_err *err)
 
 	if (memcmp(pi->head, "PACK", 4) != 0)
 		return kiln_err_set(err, -EBADMSG, "the remote sent no pack (no 'PACK' signature)");
-	if (version != 2 && version != 3)
+	/* libgit2 reads the pack once it is in place: its packs are version 2 */
+	if (version != 2)
 		return kiln_err_set(err, -EBADMSG, "pack version %u is not supported", version);
 	pi->count = get_be32(pi->head + 8);
 	pi->state = pi->count > 0 ? PI_OBJ_HEAD : PI_TRAILER;

@@ -414,6 +414,9 @@ static void bad_packs_are_refused(void **state)
 	two(&p, strlen(A), 0, 0, 15);
 	p.p[7] = 9;
 	refused(&p, "pack version 9");
+	two(&p, strlen(A), 0, 0, 15);
+	p.p[7] = 3; /* git reads version 3, libgit2 1.5 does not: no object of it is found */
+	refused(&p, "pack version 3");
 	two(&p, strlen(A), 1, 0, 15); /* the base offset inside the blob */
 	refused(&p, "starts no object");
 	two(&p, strlen(A), 0, 40, 100); /* a copy past the base's end */
