@@ -2,7 +2,8 @@
  * comes, its deltas resolved depth first, its .idx (version 2) written. Owns
  * the temporary pack and index files until they are renamed into place.
  *
- * Pack format (git's pack-format.txt): "PACK", version 2 or 3, object count
+ * Pack format (git's pack-format.txt): "PACK", version 2 (git also reads 3,
+ * libgit2 1.5 finds no object in one), object count
  * (big-endian u32); each object a header (type in bits 4-6 of the first
  * byte, size in 4 + 7n bits, little-endian groups with a continuation bit),
  * then for an OFS_DELTA the distance back to its base (7n bits, big-endian
@@ -176,7 +177,8 @@ static int pack_header(struct packindex *pi, struct kiln_err *err)
 
 	if (memcmp(pi->head, "PACK", 4) != 0)
 		return kiln_err_set(err, -EBADMSG, "the remote sent no pack (no 'PACK' signature)");
-	if (version != 2 && version != 3)
+	/* libgit2 reads the pack once it is in place: its packs are version 2 */
+	if (version != 2)
 		return kiln_err_set(err, -EBADMSG, "pack version %u is not supported", version);
 	pi->count = get_be32(pi->head + 8);
 	pi->state = pi->count > 0 ? PI_OBJ_HEAD : PI_TRAILER;
@@ -856,7 +858,8 @@ int packindex_commit(struct packindex *pi, git_indexer_progress *stats, char nam
 		return kiln_err_set(err, -EBADMSG, "the pack's checksum does not match its data");
 	if ((r = resolve(pi, stats, err)) < 0)
 		return r;
-	qsort(pi->objs, pi->nobjs, sizeof(*pi->objs), oid_cmp);
+	if (pi->nobjs > 0) /* a pack of no object has no array to sort */
+		qsort(pi->objs, pi->nobjs, sizeof(*pi->objs), oid_cmp);
 	for (uint32_t i = 1; i < pi->nobjs; i++) {
 		if (memcmp(pi->objs[i - 1].oid, pi->objs[i].oid, OID_LEN) == 0) {
 			char hex[41];
@@ -894,6 +897,7 @@ int packindex_commit(struct packindex *pi, git_indexer_progress *stats, char nam
 struct backend {
 	git_odb_backend parent;
 	char *dir;
+	bool used; /* it took its one pack: the next are libgit2's */
 };
 
 struct writepack {
@@ -935,14 +939,21 @@ static void wp_free(git_odb_writepack *w)
 	free(wp);
 }
 
-/* The progress callback is the fetch's own; kilnd sets none. */
+/* The progress callback is the fetch's own; kilnd sets none. Only the
+ * first pack is ours: the mirror's handle (and this backend with it) lives
+ * on, and later fetches may be thin, which only libgit2's indexer (the next
+ * backend git_odb_write_pack tries) completes. */
 static int be_writepack(git_odb_writepack **out, git_odb_backend *b, git_odb *odb,
 			git_indexer_progress_cb cb, void *payload)
 {
-	struct writepack *wp = xcalloc(1, sizeof(*wp));
+	struct writepack *wp;
 	struct kiln_err err = {0};
 
 	(void)odb, (void)cb, (void)payload;
+	if (((struct backend *)b)->used)
+		return GIT_PASSTHROUGH;
+	((struct backend *)b)->used = true;
+	wp = xcalloc(1, sizeof(*wp));
 	if (packindex_new(((struct backend *)b)->dir, &wp->pi, &err) < 0) {
 		free(wp);
 		git_error_set_str(GIT_ERROR_ODB, err.msg);

@@ -83,7 +83,8 @@ if command -v clang >/dev/null; then
 			echo "fuzz_$f found a failure" >&2
 		fi
 	done
-	rm -rf "$work" /tmp/kiln-fuzz-control.* /tmp/kiln-fuzz-http.* /dev/shm/kiln-fuzz-http.*
+	rm -rf "$work" /tmp/kiln-fuzz-control.* /tmp/kiln-fuzz-http.* /dev/shm/kiln-fuzz-http.* \
+		/tmp/kiln-fuzz-pack.* /dev/shm/kiln-fuzz-pack.*
 	echo "fuzz: $passed passed, $failed failed"
 	if [ "$failed" != 0 ] || [ "$passed" = 0 ]; then
 		echo "fuzzing failed (or no fuzz_* target was built)" >&2

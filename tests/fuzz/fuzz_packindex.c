@@ -1,7 +1,8 @@
 /* fuzz_packindex.c (fetch): packs as a remote may send them, through kiln's
- * indexer in two pieces (split where the first byte says); when the first
- * byte is odd the trailing checksum is made right first, so that mutated
- * packs reach delta resolution instead of failing the checksum. No input may
+ * indexer in two pieces. The input's first byte is no part of the pack (a
+ * pack's own first byte is 'P', even): it says where to split and, when odd,
+ * that the trailing checksum is made right first, so that mutated packs
+ * reach delta resolution instead of failing the checksum. No input may
  * crash, leak or leave a file behind; and a pack kiln accepts, libgit2's
  * indexer must accept too, naming it the same (the checksum both verify). */
 #include <dirent.h>
@@ -59,14 +60,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct packindex *pi;
 	struct kiln_err err = {0};
 	char name[41];
-	size_t cut = size > 0 ? data[0] % (size + 1) : 0;
+	unsigned ctl = size > 0 ? data[0] : 0;
+	size_t cut;
 	int r;
 
 	uint8_t *fixed = NULL;
 
 	if (ours[0] == '\0')
 		once();
-	if (size >= 32 && data[0] & 1) {
+	if (size > 0) {
+		data++;
+		size--;
+	}
+	cut = ctl % (size + 1);
+	if (size >= 32 && ctl & 1) {
 		unsigned n = 20;
 		fixed = malloc(size);
 		memcpy(fixed, data, size);

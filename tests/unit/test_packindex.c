@@ -332,6 +332,18 @@ static void deltas_by_offset_and_by_id(void **state)
 	buf_done(&d);
 }
 
+/* A pack of no object (a server may send one) has an index all the same. */
+static void an_empty_pack(void **state)
+{
+	struct buf p = {0};
+
+	(void)state;
+	pk_start(&p, 0);
+	pk_end(&p);
+	assert_int_equal(same_as_libgit2(&p), 0);
+	buf_done(&p);
+}
+
 /* p is refused with a message holding want, at commit or before, and
  * leaves no file. */
 static void refused(struct buf *p, const char *want)
@@ -402,6 +414,9 @@ static void bad_packs_are_refused(void **state)
 	two(&p, strlen(A), 0, 0, 15);
 	p.p[7] = 9;
 	refused(&p, "pack version 9");
+	two(&p, strlen(A), 0, 0, 15);
+	p.p[7] = 3; /* git reads version 3, libgit2 1.5 does not: no object of it is found */
+	refused(&p, "pack version 3");
 	two(&p, strlen(A), 1, 0, 15); /* the base offset inside the blob */
 	refused(&p, "starts no object");
 	two(&p, strlen(A), 0, 40, 100); /* a copy past the base's end */
@@ -480,6 +495,35 @@ static void first_fetch_into_an_empty_mirror(void **state)
 	assert_int_equal(git_commit_lookup(&got, mirror, git_commit_parent_id(c2, 0)), 0);
 	git_commit_free(got);
 	assert_int_equal(count_files(pack_dir), 2); /* one .pack, its .idx, no leftover */
+	{
+		/* The mirror's handle lives on and its next fetches may bring a
+		 * thin pack (a delta of a blob the mirror has): libgit2's
+		 * indexer, not ours, must take it. */
+		struct buf p = {0}, d = {0};
+		unsigned char id[20];
+		git_odb *odb;
+		git_odb_writepack *wp;
+		git_indexer_progress st = {0};
+		git_oid want;
+
+		pk_start(&p, 1);
+		blob_id("FROM scratch\n", id);
+		delta_of(&d, strlen("FROM scratch\n"), 0, 13, "RUN x\n");
+		pk_delta(&p, 7, 0, id, &d);
+		pk_end(&p);
+		assert_int_equal(git_repository_odb(&odb, mirror), 0);
+		assert_int_equal(git_odb_write_pack(&wp, odb, NULL, NULL), 0);
+		assert_int_equal(wp->append(wp, p.p, p.len, &st), 0);
+		if (wp->commit(wp, &st) != 0)
+			fail_msg("a thin pack after the first: %s", git_error_last()->message);
+		wp->free(wp);
+		assert_int_equal(git_odb_hash(&want, "FROM scratch\nRUN x\n", 19, GIT_OBJECT_BLOB),
+				 0);
+		assert_true(git_odb_exists(odb, &want));
+		git_odb_free(odb);
+		buf_done(&p);
+		buf_done(&d);
+	}
 	free(pack_dir);
 	repo_close(mirror);
 	free(mpath);
@@ -492,6 +536,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(same_index_as_libgit2, setup, teardown),
 	    cmocka_unit_test_setup_teardown(deltas_by_offset_and_by_id, setup, teardown),
+	    cmocka_unit_test_setup_teardown(an_empty_pack, setup, teardown),
 	    cmocka_unit_test_setup_teardown(bad_packs_are_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(first_fetch_into_an_empty_mirror, setup, teardown),
 	};
