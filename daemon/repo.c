@@ -324,7 +324,8 @@ out:
 }
 
 /* No pack yet: the first fetch into a new mirror (kilnd writes no loose
- * objects into mirrors). */
+ * objects into mirrors). A pack without its index (a run killed between
+ * the two renames) is unused and does not count. */
 static bool has_packs(git_repository *repo)
 {
 	char *dir = xasprintf("%sobjects/pack", git_repository_path(repo));
@@ -332,14 +333,20 @@ static bool has_packs(git_repository *repo)
 	struct dirent *e;
 	bool found = false;
 
-	free(dir);
-	if (d == NULL)
+	if (d == NULL) {
+		free(dir);
 		return errno != ENOENT; /* unknown: as if it had some */
+	}
 	while (!found && (e = readdir(d)) != NULL) {
 		size_t len = strlen(e->d_name);
-		found = len > 5 && strcmp(e->d_name + len - 5, ".pack") == 0;
+		if (len > 5 && strcmp(e->d_name + len - 5, ".pack") == 0) {
+			char *idx = xasprintf("%s/%.*s.idx", dir, (int)len - 5, e->d_name);
+			found = access(idx, F_OK) == 0;
+			free(idx);
+		}
 	}
 	closedir(d);
+	free(dir);
 	return found;
 }
 

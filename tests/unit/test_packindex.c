@@ -475,8 +475,14 @@ static void first_fetch_into_an_empty_mirror(void **state)
 	assert_int_equal(repo_mirror_open(mpath, &mirror, &err), 0);
 	pack_dir = xasprintf("%s/objects/pack", mpath);
 	{
-		/* what a run killed while writing the pack left */
+		/* what a run killed while writing the pack left; also a pack
+		 * whose index was not renamed yet (unused: still a first fetch) */
+		char *orphan = xasprintf("%s/pack-%040d.pack", pack_dir, 0);
+		int ofd = open(orphan, O_CREAT | O_WRONLY, 0444);
 		char *left = xasprintf("%s/tmp_kiln_pack_AbCdEf", pack_dir);
+		assert_true(ofd >= 0);
+		close(ofd);
+		free(orphan);
 		int fd = open(left, O_CREAT | O_WRONLY, 0444);
 		assert_true(fd >= 0);
 		close(fd);
@@ -494,7 +500,7 @@ static void first_fetch_into_an_empty_mirror(void **state)
 	assert_true(git_oid_equal(&tip, git_commit_id(c2)));
 	assert_int_equal(git_commit_lookup(&got, mirror, git_commit_parent_id(c2, 0)), 0);
 	git_commit_free(got);
-	assert_int_equal(count_files(pack_dir), 2); /* one .pack, its .idx, no leftover */
+	assert_int_equal(count_files(pack_dir), 3); /* the orphan, one .pack, its .idx */
 	{
 		/* The mirror's handle lives on and its next fetches may bring a
 		 * thin pack (a delta of a blob the mirror has): libgit2's
