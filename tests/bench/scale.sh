@@ -215,15 +215,18 @@ wait_log() {
 # push_large KIND: pushes KIND commits to the large repository; sets $line to
 # "push->recorded_ms builds plan_ms changes_ms"
 push_large() {
-	local tip
+	local tip plans
 	seed=$((seed + 1))
+	plans=$(tail -n "+$((from + 1))" "$d/kilnd.log" | grep -c "'images': planned in" || true)
 	commits "$n" "$1" "$seed" | git -C "$d/pusher.git" fast-import --quiet --force
 	tip=$(git -C "$d/pusher.git" rev-parse main)
 	git -C "$d/pusher.git" push -q served main
 	line=$(recorded "$d/state/kilnd.db" "$tip")
-	# kilnd's own figure for the plan: from its fetch's end
-	line="$line $(grep -o "planned in [0-9.]* ms (changes [0-9.]* ms)" "$d/kilnd.log" |
-		tail -1 | awk '{ print $3, $6 }')"
+	# kilnd's own figure for the plan: from its fetch's end. It is logged
+	# after the plan's transaction that `recorded` saw: wait for the line.
+	wait_log "'images': planned in" $((plans + 1))
+	line="$line $(grep -o "'images': planned in [0-9.]* ms (changes [0-9.]* ms)" \
+		"$d/kilnd.log" | tail -1 | awk '{ print $4, $7 }')"
 }
 
 # push_one KIND KEY ROUND: push_large, then appends to $out "KEY ROUND
