@@ -263,7 +263,7 @@ static uint64_t pack_size(const char *pack_dir, const char *stem)
  * what the others hold together (the first fetch's, beside those of the
  * fetches since). Folding only the others costs what they hold; folding it
  * too cost a delta search over the whole repository every repack_packs
- * fetches (22 s and 160 MiB at 10,000 images, every 5 minutes under a push
+ * fetches (22 s and 158 MiB at 10,000 images, every 5 minutes under a push
  * every 10 s). Once the others reach half of it, everything is folded.
  * Moves it out of stems; NULL: fold everything. */
 static char *base_to_keep(const char *pack_dir, struct strv *stems)
