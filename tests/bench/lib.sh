@@ -21,6 +21,17 @@ bench_cleanup() {
 	rm -rf "$work"
 }
 
+# bench_tie PID: stops PID (TERM) once this script is gone, however it went:
+# a script killed with SIGKILL runs no trap, and left a git daemon behind.
+bench_tie() {
+	local me=$$
+	(
+		trap '' INT TERM
+		while kill -0 "$me" 2>/dev/null && kill -0 "$1" 2>/dev/null; do sleep 1; done
+		kill -TERM "$1" 2>/dev/null
+	) >/dev/null 2>&1 </dev/null &
+}
+
 # bench_origin_one_image: in $work, origin.git (bare) with one image folder
 # `a` on main, and $port, a loopback port free now
 bench_origin_one_image() {

@@ -174,6 +174,7 @@ start_gitd() {
 		--export-all "$d/served" >/dev/null 2>"$d/gitd.log" &
 	gpid=$!
 	pid="$pid $gpid"
+	bench_tie "$gpid"
 	base=git://127.0.0.1:$gport
 	for _ in $(seq 1 50); do
 		git ls-remote "$base/images.git" >/dev/null 2>&1 && break
@@ -188,6 +189,7 @@ start_kilnd() {
 	"$kilnd" --config "$d/kilnd.yaml" --log-level debug >>"$d/kilnd.log" 2>&1 &
 	kpid=$!
 	pid="$pid $kpid"
+	bench_tie "$kpid"
 }
 
 # stop_kilnd: SIGTERM, then waits for kilnd's exit; its status in $kst (not
