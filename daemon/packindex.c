@@ -46,7 +46,7 @@ struct obj {
 	uint32_t crc;  /* of its bytes in the pack, as the .idx keeps it */
 	uint8_t hlen;  /* header bytes before the zlib data */
 	uint8_t type;  /* a delta's becomes its base's once resolved */
-	bool resolved;
+	bool delta;    /* it came as a delta: no root of the resolution */
 	unsigned char oid[OID_LEN];
 };
 
@@ -263,7 +263,8 @@ static int object_header(struct packindex *pi, struct kiln_err *err)
 	}
 	o->hlen = (uint8_t)i;
 	o->crc = (uint32_t)crc32(0, h, (uInt)i);
-	if (type == T_OFS_DELTA || type == T_REF_DELTA)
+	o->delta = type == T_OFS_DELTA || type == T_REF_DELTA;
+	if (o->delta)
 		pi->ndeltas++;
 	else
 		sha_object_start(pi->obj_sha, type, size);
@@ -284,7 +285,7 @@ static int object_data(struct packindex *pi, const unsigned char *p, size_t len,
 		       struct kiln_err *err)
 {
 	struct obj *o = &pi->objs[pi->nobjs];
-	bool delta = o->type == T_OFS_DELTA || o->type == T_REF_DELTA;
+	bool delta = o->delta;
 	int zr;
 
 	pi->z.next_in = (unsigned char *)(uintptr_t)p;
@@ -318,10 +319,8 @@ static int object_data(struct packindex *pi, const unsigned char *p, size_t len,
 				    "pack object at offset %llu: %llu bytes, its header says %llu",
 				    (unsigned long long)o->off, (unsigned long long)pi->inflated,
 				    (unsigned long long)o->size);
-	if (!delta) {
+	if (!delta)
 		sha_end(pi->obj_sha, o->oid);
-		o->resolved = true;
-	}
 	pi->nobjs++;
 	pi->state = pi->nobjs == pi->count ? PI_TRAILER : PI_OBJ_HEAD;
 	pi->nhead = 0;
@@ -651,8 +650,8 @@ static int resolve_from(struct packindex *pi, const struct children *ch, uint32_
 			continue;
 		}
 		o = &pi->objs[next.obj];
-		if (o->resolved)
-			continue; /* a base whose id is in the pack twice */
+		if (o->type != T_OFS_DELTA && o->type != T_REF_DELTA)
+			continue; /* resolved: a base whose id is in the pack twice */
 		if ((r = inflate_at(pi, next.obj, &delta, err)) < 0)
 			break;
 		next.data = apply_delta(f->data, f->size, delta, o->size, &next.size);
@@ -669,7 +668,6 @@ static int resolve_from(struct packindex *pi, const struct children *ch, uint32_
 		sha_object_start(pi->obj_sha, o->type, next.size);
 		EVP_DigestUpdate(pi->obj_sha, next.data, next.size);
 		sha_end(pi->obj_sha, o->oid);
-		o->resolved = true;
 		(*resolved)++;
 		held += next.size;
 		if (held > PACKINDEX_CHAIN_MAX) {
@@ -725,7 +723,7 @@ static int resolve(struct packindex *pi, git_indexer_progress *stats, struct kil
 			    (unsigned long long)pi->objs[ch.ofs[k].idx].off, (unsigned long long)b);
 	}
 	for (uint32_t i = 0; i < pi->nobjs && r == 0; i++) {
-		if (pi->objs[i].type != T_OFS_DELTA && pi->objs[i].type != T_REF_DELTA)
+		if (!pi->objs[i].delta) /* a resolved delta's deltas are done */
 			r = resolve_from(pi, &ch, i, &resolved, err);
 		if (stats) {
 			stats->indexed_deltas = resolved;
