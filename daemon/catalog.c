@@ -26,6 +26,7 @@
 #include "kiln/catalog.h"
 #include "kiln/dockerfile.h"
 #include "kiln/err.h"
+#include "kiln/fsio.h"
 #include "kiln/manifest.h"
 #include "kiln/map.h"
 #include "kiln/path.h"
@@ -816,7 +817,6 @@ int catalog_save(struct catalog *c, struct kiln_err *err)
 {
 	char *tmp;
 	int fd, r = 0;
-	size_t off = 0;
 
 	if (c->cache_file == NULL || !c->dirty || !c->has_tree)
 		return 0;
@@ -832,14 +832,7 @@ int catalog_save(struct catalog *c, struct kiln_err *err)
 		free(tmp);
 		return r;
 	}
-	while (off < c->snap_len && r == 0) {
-		ssize_t n = write(fd, c->snap + off, c->snap_len - off);
-		if (n < 0)
-			r = kiln_err_set(err, -errno, "cannot write '%s': %s", tmp,
-					 strerror(errno));
-		else
-			off += (size_t)n;
-	}
+	r = fsio_write_all(fd, c->snap, c->snap_len, tmp, err);
 	if (close(fd) < 0 && r == 0)
 		r = kiln_err_set(err, -errno, "cannot write '%s': %s", tmp, strerror(errno));
 	if (r == 0 && rename(tmp, c->cache_file) < 0)

@@ -26,6 +26,7 @@
 #include <zlib.h>
 
 #include "kiln/err.h"
+#include "kiln/fsio.h"
 #include "kiln/packindex.h"
 #include "kiln/buf.h"
 
@@ -155,21 +156,6 @@ void packindex_free(struct packindex *pi)
 }
 
 /* ---- receiving ---- */
-
-static int write_all(int fd, const void *p, size_t n, const char *path, struct kiln_err *err)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return kiln_err_set(err, -errno, "cannot write '%s': %s", path,
-					    strerror(errno));
-		p = (const char *)p + w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
 
 static int pack_header(struct packindex *pi, struct kiln_err *err)
 {
@@ -345,7 +331,7 @@ int packindex_append(struct packindex *pi, const void *data, size_t len,
 	size_t left = len;
 	int r = 0;
 
-	if ((r = write_all(pi->fd, data, len, pi->tmp_pack, err)) < 0)
+	if ((r = fsio_write_all(pi->fd, data, len, pi->tmp_pack, err)) < 0)
 		return r;
 	while (left > 0 && r >= 0) {
 		enum pi_state was = pi->state;
@@ -844,7 +830,7 @@ int packindex_commit(struct packindex *pi, git_indexer_progress *stats, char nam
 		     struct kiln_err *err)
 {
 	unsigned char sum[OID_LEN];
-	int r, dfd;
+	int r;
 
 	if (pi->state != PI_END)
 		return kiln_err_set(err, -EBADMSG,
@@ -882,12 +868,7 @@ int packindex_commit(struct packindex *pi, git_indexer_progress *stats, char nam
 		return r;
 	free(pi->tmp_idx);
 	pi->tmp_idx = NULL;
-	dfd = open(pi->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	return 0;
+	return fsio_sync_path(pi->dir, O_DIRECTORY, err); /* and their names */
 }
 
 /* ---- as libgit2's object database backend ---- */

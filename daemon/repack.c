@@ -26,6 +26,7 @@
 
 #include "kiln/buf.h"
 #include "kiln/err.h"
+#include "kiln/fsio.h"
 #include "kiln/repack.h"
 #include "kiln/repo.h"
 
@@ -122,29 +123,17 @@ static void scan_loose(const char *objects, struct strv *ret)
 	}
 }
 
-static int fsync_path(const char *path, int flags, struct kiln_err *err)
-{
-	int fd = open(path, flags | O_RDONLY | O_CLOEXEC), r = 0;
-
-	if (fd < 0)
-		return kiln_err_set(err, -errno, "cannot open '%s': %s", path, strerror(errno));
-	if (fsync(fd) < 0)
-		r = kiln_err_set(err, -errno, "cannot sync '%s': %s", path, strerror(errno));
-	close(fd);
-	return r;
-}
-
 /* The new pack and its index on disk, and their names in the directory. */
 static int make_durable(const char *pack_dir, const char *name, struct kiln_err *err)
 {
 	char *pack = xasprintf("%s/pack-%s.pack", pack_dir, name);
 	char *idx = xasprintf("%s/pack-%s.idx", pack_dir, name);
-	int r = fsync_path(pack, 0, err);
+	int r = fsio_sync_path(pack, 0, err);
 
 	if (r == 0)
-		r = fsync_path(idx, 0, err);
+		r = fsio_sync_path(idx, 0, err);
 	if (r == 0)
-		r = fsync_path(pack_dir, O_DIRECTORY, err);
+		r = fsio_sync_path(pack_dir, O_DIRECTORY, err);
 	free(pack);
 	free(idx);
 	return r;

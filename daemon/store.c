@@ -17,6 +17,7 @@
 
 #include "kiln/buf.h"
 #include "kiln/err.h"
+#include "kiln/fsio.h"
 #include "kiln/store.h"
 #include "kiln/map.h"
 
@@ -436,17 +437,6 @@ struct store *store_close(struct store *s)
 	return NULL;
 }
 
-static int fsync_path(const char *path, int flags, struct kiln_err *err)
-{
-	int fd = open(path, flags | O_CLOEXEC), r = 0;
-
-	if (fd < 0 || fsync(fd) < 0)
-		r = kiln_err_set(err, -errno, "cannot sync '%s': %s", path, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return r;
-}
-
 /* dst becomes a copy of the database src that checks whole, or stays as it
  * was: VACUUM INTO a temporary name (a consistent snapshot; src is only
  * read), quick_check of the copy, fsync, rename, fsync of the directory. */
@@ -484,12 +474,12 @@ static int snapshot(const char *src, const char *dst, const char *dir, struct ki
 	}
 	r = quick_check(db, tmp, err);
 	if (r == 0)
-		r = fsync_path(tmp, O_RDONLY, err);
+		r = fsio_sync_path(tmp, 0, err);
 	if (r == 0 && rename(tmp, dst) < 0)
 		r = kiln_err_set(err, -errno, "cannot rename '%s' to '%s': %s", tmp, dst,
 				 strerror(errno));
 	if (r == 0)
-		r = fsync_path(dir, O_RDONLY | O_DIRECTORY, err);
+		r = fsio_sync_path(dir, O_DIRECTORY, err);
 out:
 	sqlite3_finalize(st);
 	sqlite3_close(db);
