@@ -98,6 +98,22 @@ static void strv_copy(struct strv *dst, const struct strv *src)
 		strv_push(dst, xstrdup(src->v[i]));
 }
 
+/* dst becomes a copy of src, keeping its strings when they are the same (an
+ * idle poll's tips): what lives from one poll to the next is not allocated
+ * anew at each, where it would land in whatever hole the poll's short-lived
+ * memory left and keep that page of the heap from going back. */
+static void strv_set(struct strv *dst, const struct strv *src)
+{
+	bool same = dst->n == src->n;
+
+	for (size_t i = 0; same && i < src->n; i++)
+		same = strcmp(dst->v[i], src->v[i]) == 0;
+	if (same)
+		return;
+	strv_done(dst);
+	strv_copy(dst, src);
+}
+
 static void secret_free(char *s)
 {
 	if (s)
@@ -592,8 +608,7 @@ static void plan_landed(struct watch *w, struct watch_work *wk)
 		  w->name, (double)(uv_hrtime() - wk->plan_queued_ns) / 1e6,
 		  (double)wk->changes_ns / 1e6, wk->queued, wk->manifests_read);
 	if (work_current(w, wk)) {
-		strv_done(&w->seen);
-		strv_copy(&w->seen, &wk->seen_out);
+		strv_set(&w->seen, &wk->seen_out);
 		w->have_seen = w->seen.n == w->branches.n;
 	}
 	if (w->ops.planned)
@@ -628,8 +643,7 @@ static bool fetch_landed(struct watch *w, struct watch_work *wk)
 	if (work_current(w, wk)) {
 		w->local_fp = wk->fp;
 		w->local_fp_valid = wk->fp_valid;
-		strv_done(&w->mirror_tips);
-		strv_copy(&w->mirror_tips, &wk->mirror_tips_out);
+		strv_set(&w->mirror_tips, &wk->mirror_tips_out);
 	}
 	if (w->stopping || !wk->moved) {
 		if (wk->served)
