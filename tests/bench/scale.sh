@@ -35,8 +35,9 @@
 # polls run too), all served by one `git daemon`. Every 10 s: a 1-commit
 # push to a small repository (round robin) and to the large one, each
 # followed by `kiln trigger`; the large one's push -> builds recorded as in
-# 2. Each minute: kilnd's VmRSS, RssAnon, VmHWM, open fds, threads, state
-# db and WAL sizes, state dir size. Printed as a series, with the growth
+# 2. Each minute: kilnd's VmRSS, RssAnon (and of it the [heap] mapping's
+# resident size), VmHWM, open fds, threads, state db and WAL sizes, state
+# dir size. Printed as a series, with the growth
 # from minute 1 to the end, whether every small repository's last push was
 # recorded, and kilnd's warnings and errors.
 #
@@ -145,6 +146,10 @@ recorded() {
 }
 
 status_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$kpid/status"; }
+# heap_kib: the resident KiB of kilnd's [heap] mapping (glibc's main arena,
+# which kilnd's allocations all go to: M_ARENA_MAX 1), to tell the heap's
+# growth from the rest of the anonymous memory (stacks, libraries' data)
+heap_kib() { awk '/^[0-9a-f]+-[0-9a-f]+ / { h = $6 == "[heap]" } h && $1 == "Rss:" { print $2; exit }' "/proc/$kpid/smaps"; }
 
 # generated N: sets $repos, the generated repository of N images (made
 # once, then kept under --work)
@@ -361,7 +366,7 @@ soak() {
 		if [ $((k % 6)) = 0 ]; then
 			echo "min $((k / 6)) $(status_kib VmRSS) $(status_kib RssAnon) $(status_kib VmHWM)" \
 				"$(find "/proc/$kpid/fd" -mindepth 1 | wc -l) $(db_kib) $(du -sk "$d/state" | cut -f1)" \
-				"$(status_kib Threads) $k" >>"$out"
+				"$(status_kib Threads) $k $(heap_kib)" >>"$out"
 			echo "fds $((k / 6)) $(fd_kinds)" >>"$out"
 			echo "soak: $(tail -1 "$out")" >&2
 		fi
@@ -443,21 +448,22 @@ if [ -n "$soak" ]; then
 	      % (n, small, int(res["first"][2]) / 1000, int(res["first"][0]) / 1000, minutes,
 	         res["first"][1], res["load1"][0]))
 	print()
-	print("| minute | RSS | anonymous | peak | fds | threads | state db + WAL | state dir"
-	      " | large push -> recorded, median that minute | pushes so far |")
-	print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for m, rss, anon, hwm, fds, db, wal, sdir, threads, k in mins:
+	print("| minute | RSS | anonymous | of which heap | peak | fds | threads | state db + WAL"
+	      " | state dir | large push -> recorded, median that minute | pushes so far |")
+	print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for m, rss, anon, hwm, fds, db, wal, sdir, threads, k, heap in mins:
 	    lat = [ms for t, ms in push if k - 6 <= t < k]
-	    print("| %d | %s | %s | %s | %d | %d | %d + %d KiB | %.1f MiB | %s | %d |"
-	          % (m, mib(rss), mib(anon), mib(hwm), fds, threads, db, wal, sdir / 1024,
-	             "%.0f ms" % statistics.median(lat) if lat else "—", k))
+	    print("| %d | %s | %s | %s | %s | %d | %d | %d + %d KiB | %.1f MiB | %s | %d |"
+	          % (m, mib(rss), mib(anon), mib(heap), mib(hwm), fds, threads, db, wal,
+	             sdir / 1024, "%.0f ms" % statistics.median(lat) if lat else "—", k))
 	first, last = mins[min(1, len(mins) - 1)], mins[-1]
 	print()
-	print("From minute %d to %d: RSS %+.1f MiB (%+.0f%%), anonymous %+.1f MiB, fds %d -> %d, threads"
+	print("From minute %d to %d: RSS %+.1f MiB (%+.0f%%), anonymous %+.1f MiB (heap %+.1f MiB),"
+	      " fds %d -> %d, threads"
 	      " %d -> %d, state db + WAL %d -> %d KiB; large push -> recorded median of all %d: %.0f ms"
 	      " (max %.0f)"
 	      % (first[0], last[0], (last[1] - first[1]) / 1024, 100 * (last[1] - first[1]) / first[1],
-	         (last[2] - first[2]) / 1024, first[4], last[4], first[8], last[8], first[5] + first[6],
+	         (last[2] - first[2]) / 1024, (last[10] - first[10]) / 1024, first[4], last[4], first[8], last[8], first[5] + first[6],
 	         last[5] + last[6],
 	         len(push), statistics.median(ms for _, ms in push), max(ms for _, ms in push)))
 	print("Open fds by kind at minute %d: %s; at minute %d: %s"
