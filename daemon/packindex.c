@@ -428,78 +428,6 @@ static int inflate_at(struct packindex *pi, uint32_t k, unsigned char **ret, str
 	return 0;
 }
 
-static bool delta_varint(const unsigned char **p, const unsigned char *end, uint64_t *v)
-{
-	unsigned shift = 0;
-	unsigned char c;
-
-	*v = 0;
-	do {
-		if (*p >= end || shift > 63 - 7)
-			return false;
-		c = *(*p)++;
-		*v |= (uint64_t)(c & 0x7f) << shift;
-		shift += 7;
-	} while (c & 0x80);
-	return true;
-}
-
-/* The object delta d (n bytes) makes of base; NULL when d is not a delta of
- * base or makes more than PACKINDEX_OBJECT_MAX. */
-static unsigned char *apply_delta(const unsigned char *base, uint64_t base_len,
-				  const unsigned char *d, uint64_t n, uint64_t *ret_len)
-{
-	const unsigned char *p = d, *end = d + n;
-	uint64_t want_base, len, at = 0;
-	unsigned char *out;
-
-	if (!delta_varint(&p, end, &want_base) || !delta_varint(&p, end, &len) ||
-	    want_base != base_len || len > PACKINDEX_OBJECT_MAX)
-		return NULL;
-	out = xmalloc(len + 1);
-	while (p < end) {
-		unsigned op = *p++;
-		if (op & 0x80) {
-			uint64_t off = 0, size = 0;
-			for (unsigned k = 0; k < 4; k++) {
-				if (!(op & 1u << k))
-					continue;
-				if (p >= end)
-					goto bad;
-				off |= (uint64_t)*p++ << 8 * k;
-			}
-			for (unsigned k = 0; k < 3; k++) {
-				if (!(op & 0x10u << k))
-					continue;
-				if (p >= end)
-					goto bad;
-				size |= (uint64_t)*p++ << 8 * k;
-			}
-			if (size == 0)
-				size = 0x10000;
-			if (off > base_len || size > base_len - off || size > len - at)
-				goto bad;
-			memcpy(out + at, base + off, size);
-			at += size;
-		} else if (op != 0) {
-			if (op > (size_t)(end - p) || op > len - at)
-				goto bad;
-			memcpy(out + at, p, op);
-			p += op;
-			at += op;
-		} else {
-			goto bad; /* reserved */
-		}
-	}
-	if (at == len) {
-		*ret_len = len;
-		return out;
-	}
-bad:
-	free(out);
-	return NULL;
-}
-
 struct ofs_key {
 	uint64_t base;
 	uint32_t idx;
@@ -641,7 +569,8 @@ static int resolve_from(struct packindex *pi, const struct children *ch, uint32_
 			continue; /* resolved: a base whose id is in the pack twice */
 		if ((r = inflate_at(pi, next.obj, &delta, err)) < 0)
 			break;
-		next.data = apply_delta(f->data, f->size, delta, o->size, &next.size);
+		next.data = pack_delta_apply(f->data, f->size, delta, o->size, PACKINDEX_OBJECT_MAX,
+					     &next.size);
 		free(delta);
 		if (next.data == NULL) {
 			r = kiln_err_set(err, -EBADMSG,

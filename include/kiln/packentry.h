@@ -34,4 +34,11 @@ struct pack_entry {
  * pack is the caller's to check. */
 int pack_entry_parse(const unsigned char *h, size_t n, struct pack_entry *ret);
 
+/* The object delta d (n bytes) makes of base (xmalloc'ed, one byte more for
+ * a NUL; the caller frees it); NULL when d is not a delta of base or makes
+ * more than max bytes. */
+unsigned char *pack_delta_apply(const unsigned char *base, uint64_t base_len,
+				const unsigned char *d, uint64_t n, uint64_t max,
+				uint64_t *ret_len);
+
 #endif
