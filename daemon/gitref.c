@@ -50,9 +50,11 @@ struct gitref {
 	char *packed;
 	size_t npacked;
 	bool packed_read;
+	int packed_r; /* packed_load's, once read: a failure stays one */
 	struct idx *idx;
 	size_t nidx;
 	bool idx_read;
+	int idx_r; /* idx_load's, likewise */
 };
 
 /* Names git's dwim tries, in order (refs.c, git_reference_dwim). */
@@ -490,25 +492,21 @@ static bool plain_name(const char *s)
 /* packed-refs, checked whole when first read: an optional "# pack-refs
  * with:" line, then "<hex> <name>" lines, each maybe followed by "^<hex>"
  * (the tag's peeled id). Anything else: -ENOTSUP. */
-static int packed_load(struct gitref *g, struct kiln_err *err)
+static int packed_parse(struct gitref *g, struct kiln_err *err)
 {
 	char *path;
-	const char *s, *end;
+	const char *s, *end, *prev = NULL;
+	size_t prev_n = 0;
 	bool after_ref = false;
 	int r;
 
-	if (g->packed_read)
-		return 0;
 	path = xasprintf("%spacked-refs", g->dir);
 	r = read_file(path, PACKED_REFS_MAX, &g->packed, &g->npacked, err);
 	free(path);
 	if (r == -ENOENT)
 		r = 0;
-	if (r < 0)
+	if (r < 0 || g->packed == NULL)
 		return r;
-	g->packed_read = true;
-	if (g->packed == NULL)
-		return 0;
 	if (g->npacked > 0 && g->packed[g->npacked - 1] != '\n')
 		return kiln_err_set(err, -ENOTSUP, "packed-refs: no newline at its end");
 	for (s = g->packed; s < g->packed + g->npacked; s = end + 1) {
@@ -519,6 +517,18 @@ static int packed_load(struct gitref *g, struct kiln_err *err)
 		if (s == g->packed && strncmp(s, "# pack-refs with:", 17) == 0)
 			continue;
 		if (n > GITREF_HEX + 1 && is_hex(s, GITREF_HEX) && s[GITREF_HEX] == ' ') {
+			const char *name = s + GITREF_HEX + 1;
+			size_t nn = n - GITREF_HEX - 1;
+
+			/* libgit2 searches a file that says "sorted" by halves:
+			 * one whose names are not in order is left to it */
+			if (prev &&
+			    (memcmp(prev, name, prev_n < nn ? prev_n : nn) > 0 ||
+			     (memcmp(prev, name, prev_n < nn ? prev_n : nn) == 0 && prev_n >= nn)))
+				return kiln_err_set(err, -ENOTSUP,
+						    "packed-refs: names out of order");
+			prev = name;
+			prev_n = nn;
 			after_ref = true;
 			continue;
 		}
@@ -530,6 +540,17 @@ static int packed_load(struct gitref *g, struct kiln_err *err)
 	}
 	if (memmem(g->packed, g->npacked, " refs/replace/", 14) != NULL)
 		return kiln_err_set(err, -ENOTSUP, "packed-refs has refs/replace/");
+	return 0;
+}
+
+static int packed_load(struct gitref *g, struct kiln_err *err)
+{
+	if (!g->packed_read) {
+		g->packed_read = true;
+		return g->packed_r = packed_parse(g, err);
+	}
+	if (g->packed_r < 0)
+		return kiln_err_set(err, g->packed_r, "packed-refs: not read here (as before)");
 	return 0;
 }
 
@@ -732,16 +753,13 @@ out:
 	return r;
 }
 
-static int idx_load(struct gitref *g, struct kiln_err *err)
+static int idx_scan(struct gitref *g, struct kiln_err *err)
 {
 	char *dir;
 	DIR *d;
 	struct dirent *e;
 	int r = 0;
 
-	if (g->idx_read)
-		return 0;
-	g->idx_read = true;
 	dir = xasprintf("%sobjects/pack", g->dir);
 	d = opendir(dir);
 	if (d == NULL) {
@@ -760,6 +778,17 @@ static int idx_load(struct gitref *g, struct kiln_err *err)
 	closedir(d);
 	free(dir);
 	return r;
+}
+
+static int idx_load(struct gitref *g, struct kiln_err *err)
+{
+	if (!g->idx_read) {
+		g->idx_read = true;
+		return g->idx_r = idx_scan(g, err);
+	}
+	if (g->idx_r < 0)
+		return kiln_err_set(err, g->idx_r, "a pack index not read here (as before)");
+	return 0;
 }
 
 /* The offset of id in pack x; -ENOENT: not in it. */
@@ -849,19 +878,26 @@ static int inflate_all(int fd, uint64_t off, const unsigned char *mem, size_t me
 		}
 		zr = inflate(&z, Z_NO_FLUSH);
 	}
-	if (whole && zr == Z_OK && z.avail_out == 0) {
-		/* all the bytes it should have: the stream must end here */
+	*got = want - z.avail_out;
+	/* all the bytes it should have: the stream must end there, with no
+	 * byte more (its checksum may need more input) */
+	for (int i = 0; whole && zr == Z_OK && *got == want && i < 4; i++) {
 		unsigned char extra;
+
 		z.next_out = &extra;
 		z.avail_out = 1;
 		if (z.avail_in == 0 && !mem) {
 			ssize_t n = pread(fd, in, sizeof(in), (off_t)off);
+			if (n <= 0)
+				break;
+			off += (uint64_t)n;
 			z.next_in = in;
-			z.avail_in = n > 0 ? (uInt)n : 0;
+			z.avail_in = (uInt)n;
 		}
 		zr = inflate(&z, Z_NO_FLUSH);
+		if (z.avail_out == 0)
+			zr = Z_DATA_ERROR; /* longer than it says */
 	}
-	*got = want - z.avail_out;
 	inflateEnd(&z);
 	if (whole ? zr != Z_STREAM_END || *got != want : zr != Z_OK && zr != Z_STREAM_END)
 		return kiln_err_set(err, -ENOTSUP, "a zlib stream not read here");

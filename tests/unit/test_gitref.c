@@ -221,6 +221,23 @@ static void packed_refs_and_objects(void **state)
 	/* a loose ref wins over its packed line */
 	sh("cd p && git update-ref refs/heads/side HEAD && test -f .git/refs/heads/side");
 	check("p", "side", YES);
+	/* a file that says "sorted" and is not: libgit2 searches it by halves
+	 * and misses names (found by fuzz_gitref) */
+	sh("cd p/.git && cp packed-refs sorted && printf '%%s refs/heads/aaa\n' $(git rev-parse "
+	   "HEAD) >>packed-refs");
+	check("p", "main", NO);
+	sh("cd p/.git && mv sorted packed-refs");
+	check("p", "main", YES);
+	/* a loose commit one byte longer than its header says */
+	sh("cd p && git cat-file commit HEAD >body && echo more >>body && c=$(git hash-object -t "
+	   "commit body) && git update-ref --no-deref refs/heads/long $(git rev-parse HEAD) && "
+	   "printf '%%s\\n' $c >.git/refs/heads/long && python3 -c "
+	   "\"import sys, zlib; b = open('body', 'rb').read(); "
+	   "sys.stdout.buffer.write(zlib.compress(b'commit %%d\\0' %% (len(b) - 1) + b))\" "
+	   ">long && mkdir -p .git/objects/${c%%${c#??}} && rm -f "
+	   ".git/objects/${c%%${c#??}}/${c#??} "
+	   "&& mv long .git/objects/${c%%${c#??}}/${c#??} && ! git cat-file -p $c >/dev/null 2>&1");
+	check("p", "long", NO);
 }
 
 static void symbolic_and_ambiguous_refs(void **state)
