@@ -50,11 +50,11 @@ struct gitref {
 	char *packed;
 	size_t npacked;
 	bool packed_read;
-	int packed_r; /* packed_load's, once read: a failure stays one */
+	int packed_r; /* packed_parse's (load_once) */
 	struct idx *idx;
 	size_t nidx;
 	bool idx_read;
-	int idx_r; /* idx_load's, likewise */
+	int idx_r; /* idx_scan's */
 };
 
 /* Names git's dwim tries, in order (refs.c, git_reference_dwim). */
@@ -543,15 +543,24 @@ static int packed_parse(struct gitref *g, struct kiln_err *err)
 	return 0;
 }
 
+/* load's result the first time, and the same for every later call: a file
+ * refused once stays refused, never half read */
+static int load_once(struct gitref *g, bool *done, int *saved,
+		     int (*load)(struct gitref *g, struct kiln_err *err), const char *what,
+		     struct kiln_err *err)
+{
+	if (!*done) {
+		*done = true;
+		return *saved = load(g, err);
+	}
+	if (*saved < 0)
+		return kiln_err_set(err, *saved, "%s not read here (as before)", what);
+	return 0;
+}
+
 static int packed_load(struct gitref *g, struct kiln_err *err)
 {
-	if (!g->packed_read) {
-		g->packed_read = true;
-		return g->packed_r = packed_parse(g, err);
-	}
-	if (g->packed_r < 0)
-		return kiln_err_set(err, g->packed_r, "packed-refs: not read here (as before)");
-	return 0;
+	return load_once(g, &g->packed_read, &g->packed_r, packed_parse, "packed-refs", err);
 }
 
 /* name's id in packed-refs; -ENOENT: not there */
@@ -782,13 +791,7 @@ static int idx_scan(struct gitref *g, struct kiln_err *err)
 
 static int idx_load(struct gitref *g, struct kiln_err *err)
 {
-	if (!g->idx_read) {
-		g->idx_read = true;
-		return g->idx_r = idx_scan(g, err);
-	}
-	if (g->idx_r < 0)
-		return kiln_err_set(err, g->idx_r, "a pack index not read here (as before)");
-	return 0;
+	return load_once(g, &g->idx_read, &g->idx_r, idx_scan, "a pack index", err);
 }
 
 /* The offset of id in pack x; -ENOENT: not in it. */
