@@ -8,10 +8,11 @@
  * `.git` directory or a bare repository, searched upward, owned by the
  * user, a plain config), a revision in a simple form (a full id, HEAD, a
  * name by git's rules: refs/, refs/tags/, refs/heads/, refs/remotes/, loose
- * or packed, symbolic refs followed), naming a commit stored whole (loose,
- * or a pack entry that is no delta). Anything else, and any damage, is a
- * negative errno with the reason in err: the caller asks libgit2 instead,
- * which gives its own answer or error. */
+ * or packed, symbolic refs followed; then ~N and ^N), naming commits that are
+ * loose or in a pack (deltas resolved within the pack). Anything else, and
+ * any damage, is a negative errno with the reason in err: the caller asks
+ * libgit2 instead, which gives its own answer or error. The objects gitref
+ * reads are hostile input: fuzz_gitref. */
 #ifndef KILN_GITREF_H
 #define KILN_GITREF_H
 
@@ -26,7 +27,7 @@ int gitref_open(const char *dir, struct gitref **ret, struct kiln_err *err);
 void gitref_free(struct gitref *g);
 
 /* The commit rev names, as git_revparse_single and a peel to a commit would
- * find it (but no peeling: a tag is not answered), in hex. */
+ * find it, in hex (a tag is not peeled here: not answered). */
 int gitref_commit(struct gitref *g, const char *rev, char ret_id[GITREF_HEX + 1],
 		  struct kiln_err *err);
 
