@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <git2.h>
-
 #include "kiln/buf.h"
 #include "kiln/err.h"
 #include "kiln/redact.h"
@@ -22,25 +20,6 @@ int kiln_err_set(struct kiln_err *err, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
-	redact_text(err->msg, sizeof(err->msg));
-	return code;
-}
-
-int kiln_err_git(struct kiln_err *err, int code, const char *fmt, ...)
-{
-	const git_error *ge = git_error_last();
-	va_list ap;
-	size_t n;
-
-	if (err == NULL)
-		return code;
-	err->code = code;
-	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-	va_end(ap);
-	n = strlen(err->msg);
-	if (ge != NULL && ge->message != NULL && n < sizeof(err->msg))
-		snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", ge->message);
 	redact_text(err->msg, sizeof(err->msg));
 	return code;
 }

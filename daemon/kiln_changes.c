@@ -1,7 +1,6 @@
 /* kiln_changes.c (plan): `kiln changes FROM TO`, in kiln-changes.so, which the
  * front loads when the command runs; cli_plan is shared with kiln-build.so.
  * Links libgit2, libyaml and jansson, not the engine client. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 #include <jansson.h>
 
 #include "kiln/changes.h"
+#include "kiln/changes_cli.h"
 #include "kiln/cli.h"
 #include "kiln/manifest.h"
 #include "kiln/map.h"
@@ -87,11 +87,9 @@ static json_t *str_or_null(const char *s)
 
 static void print_json(const struct changeset *cs)
 {
-	char hex[GIT_OID_HEXSZ + 1];
-	json_t *o = json_object(), *images = json_array(), *errors = json_array();
+	char from[GIT_OID_HEXSZ + 1], to[GIT_OID_HEXSZ + 1];
+	json_t *images = json_array(), *errors = json_array();
 
-	json_object_set_new(o, "from", json_string(git_oid_tostr(hex, sizeof(hex), &cs->from)));
-	json_object_set_new(o, "to", json_string(git_oid_tostr(hex, sizeof(hex), &cs->to)));
 	for (size_t i = 0; i < cs->n; i++) {
 		const struct change *c = &cs->v[i];
 		json_t *im = json_object(), *tags = json_array();
@@ -117,11 +115,8 @@ static void print_json(const struct changeset *cs)
 		json_object_set_new(e, "message", json_string(d->message));
 		json_array_append_new(errors, e);
 	}
-	json_object_set_new(o, "images", images);
-	json_object_set_new(o, "errors", errors);
-	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
-	json_decref(o);
+	changes_cli_print_json(git_oid_tostr(from, sizeof(from), &cs->from),
+			       git_oid_tostr(to, sizeof(to), &cs->to), images, errors);
 }
 
 static void print_text(const struct changeset *cs)
@@ -141,62 +136,22 @@ static void print_text(const struct changeset *cs)
 
 int cli_changes_main(const struct cli_call *call)
 {
-	int argc = call->argc;
-	char **argv = call->argv;
-	static const struct option opts[] = {
-	    {"repo", required_argument, NULL, 'r'}, {"manifest", required_argument, NULL, 'm'},
-	    {"json", no_argument, NULL, 'j'},	    {"no-cache", no_argument, NULL, 'n'},
-	    {"help", no_argument, NULL, 'h'},	    {NULL, 0, NULL, 0},
-	};
-	const char *repo_dir = ".", *manifest_name = "manifest.yaml";
-	bool json = false, use_cache = true;
+	struct changes_cli a;
 	git_repository *repo = NULL;
 	struct changeset cs = {0};
 	struct kiln_err err = {0};
-	int c, rc = CLI_EXIT_USAGE;
+	int rc;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'r':
-			repo_dir = optarg;
-			break;
-		case 'm':
-			manifest_name = optarg;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'n':
-			use_cache = false;
-			break;
-		case 'h':
-			call->help(stdout);
-			return 0;
-		default:
-			fprintf(stderr, "kiln changes: see 'kiln changes --help'\n");
-			return CLI_EXIT_USAGE;
-		}
-	}
-	if (argc - optind != 2) {
-		fprintf(stderr,
-			"kiln changes: expected FROM and TO, got %d argument%s; see 'kiln changes "
-			"--help'\n",
-			argc - optind, argc - optind == 1 ? "" : "s");
-		return CLI_EXIT_USAGE;
-	}
-	if (!manifest_valid_file_name(manifest_name)) {
-		fprintf(stderr, "kiln changes: --manifest '%s' must be a file name, not a path\n",
-			manifest_name);
-		return CLI_EXIT_USAGE;
-	}
+	if (!changes_cli_parse(call, &a, &rc))
+		return rc;
+	rc = CLI_EXIT_USAGE;
 	repo_global_init(REPO_ROLE_CLI);
-	if (cli_plan(repo_dir, manifest_name, use_cache, argv[optind], argv[optind + 1], &repo, &cs,
-		     &err) < 0) {
+	if (cli_plan(a.repo_dir, a.manifest_name, a.use_cache, a.from, a.to, &repo, &cs, &err) <
+	    0) {
 		fprintf(stderr, "kiln changes: %s\n", err.msg);
 		goto out;
 	}
-	if (json)
+	if (a.json)
 		print_json(&cs);
 	else
 		print_text(&cs);

@@ -68,11 +68,6 @@ bool manifest_valid_name(const char *s)
 	return strlen(s) <= NAME_MAX_LEN && valid_path(s);
 }
 
-bool manifest_valid_file_name(const char *s)
-{
-	return s[0] && strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
-}
-
 bool manifest_valid_tag(const char *s)
 {
 	size_t n = strlen(s);

@@ -27,6 +27,7 @@
 
 #include "kiln/err.h"
 #include "kiln/fsio.h"
+#include "kiln/packentry.h"
 #include "kiln/packindex.h"
 #include "kiln/buf.h"
 
@@ -34,7 +35,14 @@
 #define HEAD_MAX 32 /* an object's header: size (<= 10 bytes) and base (<= 20) */
 #define IO_CHUNK ((size_t)64 << 10)
 
-enum { T_COMMIT = 1, T_TREE = 2, T_BLOB = 3, T_TAG = 4, T_OFS_DELTA = 6, T_REF_DELTA = 7 };
+enum {
+	T_COMMIT = PACK_COMMIT,
+	T_TREE = PACK_TREE,
+	T_BLOB = PACK_BLOB,
+	T_TAG = PACK_TAG,
+	T_OFS_DELTA = PACK_OFS_DELTA,
+	T_REF_DELTA = PACK_REF_DELTA,
+};
 
 /* Where the stream is: the pack header, an object's header, its zlib data,
  * the trailing checksum, the end. */
@@ -176,55 +184,35 @@ static int pack_header(struct packindex *pi, struct kiln_err *err)
 static int object_header(struct packindex *pi, struct kiln_err *err)
 {
 	const unsigned char *h = pi->head;
-	size_t n = pi->nhead, i = 0;
-	uint64_t size, ofs = 0;
-	unsigned type, shift = 4;
+	unsigned long long at = (unsigned long long)pi->obj_start;
+	struct pack_entry e;
+	uint64_t size;
+	unsigned type;
+	size_t i;
 	struct obj *o;
+	int r = pack_entry_parse(h, pi->nhead, &e);
 
-	size = h[0] & 15;
-	type = h[0] >> 4 & 7;
-	while (h[i] & 0x80) {
-		if (++i >= n)
-			return 0;
-		if (shift > 63 - 7)
-			return kiln_err_set(err, -EBADMSG,
-					    "pack object at offset %llu: size too large",
-					    (unsigned long long)pi->obj_start);
-		size |= (uint64_t)(h[i] & 0x7f) << shift;
-		shift += 7;
-	}
-	i++;
-	if (type != T_COMMIT && type != T_TREE && type != T_BLOB && type != T_TAG &&
-	    type != T_OFS_DELTA && type != T_REF_DELTA)
-		return kiln_err_set(err, -EBADMSG, "pack object at offset %llu: bad type %u",
-				    (unsigned long long)pi->obj_start, type);
+	if (r == 0)
+		return 0;
+	if (r == -EOVERFLOW)
+		return kiln_err_set(err, -EBADMSG, "pack object at offset %llu: size too large",
+				    at);
+	if (r == -EBADMSG)
+		return kiln_err_set(err, -EBADMSG, "pack object at offset %llu: bad type %u", at,
+				    h[0] >> 4 & 7);
+	if (r < 0)
+		return kiln_err_set(err, -EBADMSG, "pack object at offset %llu: bad base offset",
+				    at);
+	size = e.size;
+	type = e.type;
+	i = e.len;
 	if (size > PACKINDEX_OBJECT_MAX)
 		return kiln_err_set(err, -EFBIG,
 				    "pack object at offset %llu: %llu bytes, more than kiln takes",
-				    (unsigned long long)pi->obj_start, (unsigned long long)size);
-	if (type == T_OFS_DELTA) {
-		if (i >= n)
-			return 0;
-		ofs = h[i] & 0x7f;
-		while (h[i] & 0x80) {
-			if (++i >= n)
-				return 0;
-			if (ofs >= (uint64_t)1 << 56)
-				return kiln_err_set(err, -EBADMSG,
-						    "pack object at offset %llu: bad base offset",
-						    (unsigned long long)pi->obj_start);
-			ofs = ((ofs + 1) << 7) | (h[i] & 0x7f);
-		}
-		i++;
-		if (ofs == 0 || ofs > pi->obj_start - 12)
-			return kiln_err_set(
-			    err, -EBADMSG,
-			    "pack object at offset %llu: base offset out of the pack",
-			    (unsigned long long)pi->obj_start);
-	} else if (type == T_REF_DELTA) {
-		if (n < i + OID_LEN)
-			return 0;
-	}
+				    at, (unsigned long long)size);
+	if (type == T_OFS_DELTA && (e.dist == 0 || e.dist > pi->obj_start - 12))
+		return kiln_err_set(err, -EBADMSG,
+				    "pack object at offset %llu: base offset out of the pack", at);
 	if (pi->nobjs == pi->cap) {
 		pi->cap = pi->cap ? pi->cap * 2 : 1024;
 		if (pi->cap > pi->count)
@@ -237,15 +225,14 @@ static int object_header(struct packindex *pi, struct kiln_err *err)
 	o->size = size;
 	o->type = (uint8_t)type;
 	if (type == T_OFS_DELTA) {
-		o->base = pi->obj_start - ofs;
+		o->base = pi->obj_start - e.dist;
 	} else if (type == T_REF_DELTA) {
 		if (pi->nrefs == pi->caprefs) {
 			pi->caprefs = pi->caprefs ? pi->caprefs * 2 : 64;
 			pi->refs = xreallocarray(pi->refs, pi->caprefs, OID_LEN);
 		}
-		memcpy(pi->refs[pi->nrefs], h + i, OID_LEN);
+		memcpy(pi->refs[pi->nrefs], e.base_id, OID_LEN);
 		o->base = pi->nrefs++;
-		i += OID_LEN;
 	}
 	o->hlen = (uint8_t)i;
 	o->crc = (uint32_t)crc32(0, h, (uInt)i);
@@ -427,78 +414,6 @@ static int inflate_at(struct packindex *pi, uint32_t k, unsigned char **ret, str
 	return 0;
 }
 
-static bool delta_varint(const unsigned char **p, const unsigned char *end, uint64_t *v)
-{
-	unsigned shift = 0;
-	unsigned char c;
-
-	*v = 0;
-	do {
-		if (*p >= end || shift > 63 - 7)
-			return false;
-		c = *(*p)++;
-		*v |= (uint64_t)(c & 0x7f) << shift;
-		shift += 7;
-	} while (c & 0x80);
-	return true;
-}
-
-/* The object delta d (n bytes) makes of base; NULL when d is not a delta of
- * base or makes more than PACKINDEX_OBJECT_MAX. */
-static unsigned char *apply_delta(const unsigned char *base, uint64_t base_len,
-				  const unsigned char *d, uint64_t n, uint64_t *ret_len)
-{
-	const unsigned char *p = d, *end = d + n;
-	uint64_t want_base, len, at = 0;
-	unsigned char *out;
-
-	if (!delta_varint(&p, end, &want_base) || !delta_varint(&p, end, &len) ||
-	    want_base != base_len || len > PACKINDEX_OBJECT_MAX)
-		return NULL;
-	out = xmalloc(len + 1);
-	while (p < end) {
-		unsigned op = *p++;
-		if (op & 0x80) {
-			uint64_t off = 0, size = 0;
-			for (unsigned k = 0; k < 4; k++) {
-				if (!(op & 1u << k))
-					continue;
-				if (p >= end)
-					goto bad;
-				off |= (uint64_t)*p++ << 8 * k;
-			}
-			for (unsigned k = 0; k < 3; k++) {
-				if (!(op & 0x10u << k))
-					continue;
-				if (p >= end)
-					goto bad;
-				size |= (uint64_t)*p++ << 8 * k;
-			}
-			if (size == 0)
-				size = 0x10000;
-			if (off > base_len || size > base_len - off || size > len - at)
-				goto bad;
-			memcpy(out + at, base + off, size);
-			at += size;
-		} else if (op != 0) {
-			if (op > (size_t)(end - p) || op > len - at)
-				goto bad;
-			memcpy(out + at, p, op);
-			p += op;
-			at += op;
-		} else {
-			goto bad; /* reserved */
-		}
-	}
-	if (at == len) {
-		*ret_len = len;
-		return out;
-	}
-bad:
-	free(out);
-	return NULL;
-}
-
 struct ofs_key {
 	uint64_t base;
 	uint32_t idx;
@@ -640,7 +555,8 @@ static int resolve_from(struct packindex *pi, const struct children *ch, uint32_
 			continue; /* resolved: a base whose id is in the pack twice */
 		if ((r = inflate_at(pi, next.obj, &delta, err)) < 0)
 			break;
-		next.data = apply_delta(f->data, f->size, delta, o->size, &next.size);
+		next.data = pack_delta_apply(f->data, f->size, delta, o->size, PACKINDEX_OBJECT_MAX,
+					     &next.size);
 		free(delta);
 		if (next.data == NULL) {
 			r = kiln_err_set(err, -EBADMSG,

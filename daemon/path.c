@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "kiln/buf.h"
+#include "kiln/manifest.h"
 #include "kiln/path.h"
 
 int path_resolve(const char *dir, const char *rel, char **ret)
@@ -63,4 +64,11 @@ size_t path_parent_len(const char *p, size_t len)
 	while (len > 0 && p[len - 1] != '/')
 		len--;
 	return len > 0 ? len - 1 : 0;
+}
+
+/* declared in manifest.h; here, in a file that needs no library, so that
+ * kiln's front can check --manifest without linking the YAML parser */
+bool manifest_valid_file_name(const char *s)
+{
+	return s[0] && strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }

@@ -2,12 +2,14 @@
 # startup.sh (bench): kiln's start-up (issue #10). For `kiln --help`,
 # `kiln --version`, `kiln changes` of an unchanged range (FROM = TO, and two
 # commits with the same tree) on a small repository and on a 10,000-image
-# one (tests/bench/gen_images_repo.py), and `kiln build --dry-run` of the
-# same unchanged range: median wall time (hyperfine -N), mean CPU time
-# (user + system) and the shared objects the run loaded (the loader's
-# trace, LD_DEBUG=files), beside the peers `git diff --name-only` on the
-# same range, `git --version` and `true`. With --compare OTHER_KILN (e.g. a
-# build of main) each kiln row is measured for both, in the same rounds.
+# one (tests/bench/gen_images_repo.py), `kiln changes` of a changed range
+# on each (which the front's fast path leaves to the module), and
+# `kiln build --dry-run` of the same unchanged range: median wall time
+# (hyperfine -N), mean CPU time (user + system) and the shared objects the
+# run loaded (the loader's trace, LD_DEBUG=files), beside the peers
+# `git diff --name-only` on the same range, `git --version` and `true`.
+# With --compare OTHER_KILN (e.g. a build of main) each kiln row is
+# measured for both, in the same rounds.
 #
 #   tests/bench/startup.sh [KILN] [--compare OTHER_KILN] [--quick]
 #
@@ -49,6 +51,7 @@ python3 "$here/gen_images_repo.py" "$images" $((images / 100 + 1)) | git -C "$bi
 git -C "$big" repack -adq
 git -C "$big" commit-tree -p HEAD -m "same tree" "HEAD^{tree}" >"$work/same"
 git -C "$big" update-ref refs/heads/same "$(cat "$work/same")"
+EMPTY=4b825dc642cb6eb9a060e54bf8d69288fbee4904
 # the catalog cache as a CI runner would have it after its first run
 "$KILN" changes --repo "$big" HEAD~1 HEAD >/dev/null
 
@@ -61,6 +64,10 @@ kiln_rows() { # KILN TAG
 	rows+=("$2 changes HEAD~1 HEAD, same tree (1 image)|$1 changes --repo $small HEAD~1 HEAD")
 	rows+=("$2 changes HEAD HEAD ($images images)|$1 changes --repo $big HEAD HEAD")
 	rows+=("$2 changes HEAD same, same tree ($images images)|$1 changes --repo $big HEAD same")
+	# changed ranges: the front leaves them to the module (the fast path's
+	# cost when it does not answer)
+	rows+=("$2 changes EMPTY HEAD, changed (1 image)|$1 changes --repo $small $EMPTY HEAD")
+	rows+=("$2 changes main~1 main~0, changed ($images images)|$1 changes --repo $big main~1 main~0")
 	rows+=("$2 build --dry-run HEAD HEAD (1 image)|$1 build --dry-run --repo $small HEAD HEAD")
 }
 kiln_rows "$KILN" kiln

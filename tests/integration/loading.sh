@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# loading.sh: what each kiln command loads (issue #10). The front links libc
-# and jansson; `kiln changes` loads libgit2 and libyaml with kiln-changes.so,
+# loading.sh: what each kiln command loads (issue #10). The front links libc,
+# jansson and zlib, and answers `kiln changes` of an unchanged range itself;
+# any other `kiln changes` loads libgit2 and libyaml with kiln-changes.so,
 # and only `kiln build` loads the engine client (libcurl, libarchive, libuv,
 # SQLite) with kiln-build.so. The dynamic loader's own trace (LD_DEBUG=files)
 # says which objects a run opened, so a link change that pulls a library
@@ -62,15 +63,53 @@ t_socket_commands_load_no_git() {
 	lacks libgit2 kiln-changes kiln-build $ENGINE_LIBS
 }
 
+# a range whose commits have one tree is answered by the front itself
+# (gitref.c): no module, no libgit2; its --json is the module's, byte for
+# byte (^{commit} is a form the front leaves to the module)
+t_unchanged_range_loads_no_git() {
+	local a
+	repo
+	commit "same tree"
+	for a in "HEAD HEAD" "HEAD~1 HEAD" "--no-cache $(git symbolic-ref --short HEAD) HEAD^"; do
+		# shellcheck disable=SC2086
+		loaded "$KILN" changes $a
+		[ "$RC" = 0 ] && [ -z "$OUT$ERR" ] || fail "kiln changes $a: rc $RC, '$OUT' $ERR"
+		lacks libgit2 libyaml-0 kiln-changes kiln-build $ENGINE_LIBS
+	done
+	loaded "$KILN" changes --json HEAD~1 HEAD
+	lacks libgit2 kiln-changes
+	local fast=$OUT
+	loaded "$KILN" changes 'HEAD~1^{commit}' --json 'HEAD^{commit}'
+	has kiln-changes libgit2
+	[ "$RC" = 0 ] && [ "$OUT" = "$fast" ] || fail "the front's JSON is not the module's: '$fast' vs '$OUT'"
+	contains "$OUT" "\"from\": \"$(git rev-parse HEAD~1)\""
+	# the same options and their errors, from the one parser
+	loaded "$KILN" changes --manifest a/b HEAD HEAD
+	[ "$RC" = 2 ] || fail "a bad --manifest exited $RC"
+	contains "$ERR" "--manifest 'a/b' must be a file name"
+	lacks libgit2 kiln-changes
+	loaded "$KILN" changes HEAD
+	[ "$RC" = 2 ] || fail "one argument exited $RC"
+	contains "$ERR" "expected FROM and TO, got 1 argument"
+}
+
 t_changes_loads_git_not_the_engine_client() {
 	repo
-	loaded "$KILN" changes HEAD HEAD
-	[ "$RC" = 0 ] && [ -z "$OUT" ] || fail "kiln changes HEAD HEAD: rc $RC, '$OUT' $ERR"
+	printf 'RUN true\n' >>app/Dockerfile
+	commit two
+	loaded "$KILN" changes HEAD~1 HEAD
+	[ "$RC" = 0 ] && [ "$OUT" = "modified	app	reg.example.com:5000/team/app:1" ] ||
+		fail "kiln changes HEAD~1 HEAD: rc $RC, '$OUT' $ERR"
 	has kiln-changes libgit2 libyaml-0
 	lacks kiln-build $ENGINE_LIBS
 	loaded "$KILN" changes "$EMPTY" HEAD
 	contains "$OUT" "added	app	"
 	lacks kiln-build $ENGINE_LIBS
+	# a form the front does not read goes to the module, errors too
+	loaded "$KILN" changes HEAD nosuch
+	[ "$RC" = 2 ] || fail "an unknown revision exited $RC"
+	contains "$ERR" "unknown revision 'nosuch'"
+	has kiln-changes libgit2
 }
 
 # the positive control: the trace does show the engine client when it is
