@@ -43,22 +43,28 @@ bool changes_cli_parse(const struct cli_call *call, struct changes_cli *ret, int
 			return false;
 		}
 	}
-	if (argc - optind != 2) {
-		fprintf(stderr,
-			"kiln changes: expected FROM and TO, got %d argument%s; see 'kiln changes "
-			"--help'\n",
-			argc - optind, argc - optind == 1 ? "" : "s");
+	if (!changes_cli_check("changes", argc - optind, a.manifest_name))
 		return false;
-	}
-	if (!manifest_valid_file_name(a.manifest_name)) {
-		fprintf(stderr, "kiln changes: --manifest '%s' must be a file name, not a path\n",
-			a.manifest_name);
-		return false;
-	}
 	a.from = argv[optind];
 	a.to = argv[optind + 1];
 	*ret = a;
 	*rc = 0;
+	return true;
+}
+
+bool changes_cli_check(const char *cmd, int nargs, const char *manifest_name)
+{
+	if (nargs != 2) {
+		fprintf(stderr,
+			"kiln %s: expected FROM and TO, got %d argument%s; see 'kiln %s --help'\n",
+			cmd, nargs, nargs == 1 ? "" : "s", cmd);
+		return false;
+	}
+	if (!manifest_valid_file_name(manifest_name)) {
+		fprintf(stderr, "kiln %s: --manifest '%s' must be a file name, not a path\n", cmd,
+			manifest_name);
+		return false;
+	}
 	return true;
 }
 

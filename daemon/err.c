@@ -10,17 +10,23 @@
 #include "kiln/err.h"
 #include "kiln/redact.h"
 
+int kiln_err_vset(struct kiln_err *err, int code, const char *fmt, va_list ap)
+{
+	if (err == NULL)
+		return code;
+	err->code = code;
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	redact_text(err->msg, sizeof(err->msg));
+	return code;
+}
+
 int kiln_err_set(struct kiln_err *err, int code, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (err == NULL)
-		return code;
-	err->code = code;
 	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	kiln_err_vset(err, code, fmt, ap);
 	va_end(ap);
-	redact_text(err->msg, sizeof(err->msg));
 	return code;
 }
 

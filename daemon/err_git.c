@@ -17,9 +17,8 @@ int kiln_err_git(struct kiln_err *err, int code, const char *fmt, ...)
 
 	if (err == NULL)
 		return code;
-	err->code = code;
 	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	kiln_err_vset(err, code, fmt, ap);
 	va_end(ap);
 	n = strlen(err->msg);
 	if (ge != NULL && ge->message != NULL && n < sizeof(err->msg))

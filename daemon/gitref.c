@@ -850,6 +850,19 @@ static int entry_at(const struct idx *x, uint64_t off, struct pack_entry *ret,
 	return 0;
 }
 
+/* The pack's next bytes, from *off, as z's input; false: none left. */
+static bool feed(z_stream *z, int fd, uint64_t *off, unsigned char *in, size_t cap)
+{
+	ssize_t n = pread(fd, in, cap, (off_t)*off);
+
+	if (n <= 0)
+		return false;
+	*off += (uint64_t)n;
+	z->next_in = in;
+	z->avail_in = (uInt)n;
+	return true;
+}
+
 /* Inflates exactly want bytes from fd at off (a pack) or from mem (a loose
  * object), at most want: a stream that ends short or goes on fails. */
 static int inflate_all(int fd, uint64_t off, const unsigned char *mem, size_t mem_len,
@@ -869,16 +882,8 @@ static int inflate_all(int fd, uint64_t off, const unsigned char *mem, size_t me
 		z.avail_in = (uInt)mem_len;
 	}
 	while (zr == Z_OK && z.avail_out > 0) {
-		if (z.avail_in == 0 && !mem) {
-			ssize_t n = pread(fd, in, sizeof(in), (off_t)off);
-			if (n <= 0)
-				break;
-			off += (uint64_t)n;
-			z.next_in = in;
-			z.avail_in = (uInt)n;
-		} else if (z.avail_in == 0) {
+		if (z.avail_in == 0 && (mem || !feed(&z, fd, &off, in, sizeof(in))))
 			break;
-		}
 		zr = inflate(&z, Z_NO_FLUSH);
 	}
 	*got = want - z.avail_out;
@@ -889,14 +894,8 @@ static int inflate_all(int fd, uint64_t off, const unsigned char *mem, size_t me
 
 		z.next_out = &extra;
 		z.avail_out = 1;
-		if (z.avail_in == 0 && !mem) {
-			ssize_t n = pread(fd, in, sizeof(in), (off_t)off);
-			if (n <= 0)
-				break;
-			off += (uint64_t)n;
-			z.next_in = in;
-			z.avail_in = (uInt)n;
-		}
+		if (z.avail_in == 0 && !mem && !feed(&z, fd, &off, in, sizeof(in)))
+			break;
 		zr = inflate(&z, Z_NO_FLUSH);
 		if (z.avail_out == 0)
 			zr = Z_DATA_ERROR; /* longer than it says */

@@ -12,6 +12,7 @@
 
 #include "kiln/buf.h"
 #include "kiln/changes.h"
+#include "kiln/changes_cli.h"
 #include "kiln/cli.h"
 #include "kiln/manifest.h"
 #include "kiln/oneshot.h"
@@ -188,18 +189,8 @@ static int build_parse(const struct cli_call *call, struct build_args *a, bool *
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if (argc - optind != 2) {
-		fprintf(stderr,
-			"kiln build: expected FROM and TO, got %d argument%s; see 'kiln build "
-			"--help'\n",
-			argc - optind, argc - optind == 1 ? "" : "s");
+	if (!changes_cli_check("build", argc - optind, a->o.manifest_name))
 		return CLI_EXIT_USAGE;
-	}
-	if (!manifest_valid_file_name(a->o.manifest_name)) {
-		fprintf(stderr, "kiln build: --manifest '%s' must be a file name, not a path\n",
-			a->o.manifest_name);
-		return CLI_EXIT_USAGE;
-	}
 	return 0;
 }
 

@@ -24,6 +24,11 @@ struct changes_cli {
  * printed, or a usage error on stderr). */
 bool changes_cli_parse(const struct cli_call *call, struct changes_cli *ret, int *rc);
 
+/* The checks `kiln changes` and `kiln build` share once their options are
+ * read: FROM and TO, and a --manifest that is a file name. false: the usage
+ * error is on stderr, named for cmd ("changes", "build"). */
+bool changes_cli_check(const char *cmd, int nargs, const char *manifest_name);
+
 /* Prints the --json object {from, to, images, errors} to stdout; takes
  * images and errors (arrays). */
 void changes_cli_print_json(const char *from, const char *to, json_t *images, json_t *errors);

@@ -3,11 +3,15 @@
 #ifndef KILN_ERR_H
 #define KILN_ERR_H
 
+#include <stdarg.h>
+
 #include "kiln/common.h"
 
 /* Each returns `code` (a negative errno) so callers can `return kiln_err_set(...)`. */
 int kiln_err_set(struct kiln_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+int kiln_err_vset(struct kiln_err *err, int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 /* Appends libgit2's last error text (": <text>") to the message. */
 int kiln_err_git(struct kiln_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
