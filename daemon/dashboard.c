@@ -18,6 +18,7 @@
 #include "kiln/dashboard.h"
 #include "kiln/err.h"
 #include "kiln/log.h"
+#include "kiln/buf.h"
 #include "kiln/sig.h"
 
 /* Self only, no inline script or style: markup that slipped through
@@ -187,7 +188,7 @@ static int url_decode(const char *s, size_t len, char *out, size_t size, const c
 			c = ' ';
 		} else if (c == '%') {
 			unsigned char byte;
-			if (i + 2 >= len || sig_hex_decode(s + i + 1, 2, &byte, 1) < 0)
+			if (i + 2 >= len || hex_decode(s + i + 1, 2, &byte, 1) < 0)
 				return kiln_err_set(err, -EINVAL, "'%s': bad %%-escape", key);
 			c = (char)byte;
 			i += 2;

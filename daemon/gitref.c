@@ -73,14 +73,6 @@ static const char *const env_doubts[] = {
     "GIT_WORK_TREE",  "GIT_COMMON_DIR",		 "GIT_ALTERNATE_OBJECT_DIRECTORIES",
 };
 
-static bool is_hex(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return true;
-}
-
 static bool isalpha_ascii(char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
@@ -89,17 +81,6 @@ static bool isalpha_ascii(char c)
 static bool isalnum_ascii(char c)
 {
 	return isalpha_ascii(c) || (c >= '0' && c <= '9');
-}
-
-static int hexval(char c)
-{
-	return c <= '9' ? c - '0' : c - 'a' + 10;
-}
-
-static void from_hex(const char *hex, unsigned char id[PACK_OID_LEN])
-{
-	for (size_t i = 0; i < PACK_OID_LEN; i++)
-		id[i] = (unsigned char)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
 }
 
 static bool exists(const char *path)
@@ -516,7 +497,7 @@ static int packed_parse(struct gitref *g, struct kiln_err *err)
 		n = (size_t)(end - s);
 		if (s == g->packed && strncmp(s, "# pack-refs with:", 17) == 0)
 			continue;
-		if (n > GITREF_HEX + 1 && is_hex(s, GITREF_HEX) && s[GITREF_HEX] == ' ') {
+		if (n > GITREF_HEX + 1 && hex_is_lower(s, GITREF_HEX) && s[GITREF_HEX] == ' ') {
 			const char *name = s + GITREF_HEX + 1;
 			size_t nn = n - GITREF_HEX - 1;
 
@@ -532,7 +513,8 @@ static int packed_parse(struct gitref *g, struct kiln_err *err)
 			after_ref = true;
 			continue;
 		}
-		if (n == GITREF_HEX + 1 && s[0] == '^' && is_hex(s + 1, GITREF_HEX) && after_ref) {
+		if (n == GITREF_HEX + 1 && s[0] == '^' && hex_is_lower(s + 1, GITREF_HEX) &&
+		    after_ref) {
 			after_ref = false;
 			continue;
 		}
@@ -632,7 +614,7 @@ static int ref_resolve(struct gitref *g, const char *name, int depth, char id[GI
 			r = kiln_err_set(err, -ENOTSUP, "ref '%s' changed under us", name);
 		goto out;
 	}
-	if (len == GITREF_HEX + 1 && is_hex(text, GITREF_HEX) && text[GITREF_HEX] == '\n') {
+	if (len == GITREF_HEX + 1 && hex_is_lower(text, GITREF_HEX) && text[GITREF_HEX] == '\n') {
 		memcpy(id, text, GITREF_HEX);
 		id[GITREF_HEX] = '\0';
 	} else if (len > 5 + 5 + 1 && strncmp(text, "ref: refs/", 10) == 0 &&
@@ -985,7 +967,7 @@ static int object_read(struct gitref *g, const char *hex, unsigned *ret_type, un
 	size_t flen, got;
 	int r;
 
-	from_hex(hex, id);
+	hex_decode(hex, GITREF_HEX, id, PACK_OID_LEN); /* checked as lower hex */
 	if ((r = idx_load(g, err)) < 0)
 		return r;
 	for (size_t i = 0; i < g->nidx; i++) {
@@ -1077,13 +1059,14 @@ static int commit_read(struct gitref *g, const char *hex, struct commit_info *re
 		return r;
 	s = (const char *)data;
 	e = s + len;
-	if (len < 46 || strncmp(s, "tree ", 5) != 0 || !is_hex(s + 5, GITREF_HEX) || s[45] != '\n')
+	if (len < 46 || strncmp(s, "tree ", 5) != 0 || !hex_is_lower(s + 5, GITREF_HEX) ||
+	    s[45] != '\n')
 		goto doubt;
 	memcpy(ret->tree, s + 5, GITREF_HEX);
 	ret->tree[GITREF_HEX] = '\0';
 	ret->nparents = 0;
 	for (s += 46; (size_t)(e - s) >= 48 && strncmp(s, "parent ", 7) == 0; s += 48) {
-		if (!is_hex(s + 7, GITREF_HEX) || s[47] != '\n')
+		if (!hex_is_lower(s + 7, GITREF_HEX) || s[47] != '\n')
 			goto doubt;
 		if (ret->nparents < PARENTS_MAX) {
 			memcpy(ret->parents[ret->nparents], s + 7, GITREF_HEX);
@@ -1126,7 +1109,7 @@ static int rev_base(struct gitref *g, const char *name, char id[GITREF_HEX + 1],
 {
 	int r;
 
-	if (strlen(name) == GITREF_HEX && is_hex(name, GITREF_HEX)) {
+	if (strlen(name) == GITREF_HEX && hex_is_lower(name, GITREF_HEX)) {
 		/* revparse takes an object of that id first, else a ref of that
 		 * name: either way, a ref of that name is left to libgit2 */
 		for (size_t i = 0; i < ARRAY_SIZE(dwim_rules); i++) {

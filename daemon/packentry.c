@@ -74,6 +74,22 @@ static bool delta_varint(const unsigned char **p, const unsigned char *end, uint
 	return true;
 }
 
+/* A copy instruction's offset (4 bytes) or size (3): the low `n` bits of
+ * `present` say which little-endian bytes follow; absent ones are zero. */
+static bool copy_field(const unsigned char **p, const unsigned char *end, unsigned present,
+		       unsigned n, uint64_t *v)
+{
+	*v = 0;
+	for (unsigned k = 0; k < n; k++) {
+		if (!(present & 1u << k))
+			continue;
+		if (*p >= end)
+			return false;
+		*v |= (uint64_t) * (*p)++ << 8 * k;
+	}
+	return true;
+}
+
 unsigned char *pack_delta_apply(const unsigned char *base, uint64_t base_len,
 				const unsigned char *d, uint64_t n, uint64_t max, uint64_t *ret_len)
 {
@@ -88,21 +104,10 @@ unsigned char *pack_delta_apply(const unsigned char *base, uint64_t base_len,
 	while (p < end) {
 		unsigned op = *p++;
 		if (op & 0x80) {
-			uint64_t off = 0, size = 0;
-			for (unsigned k = 0; k < 4; k++) {
-				if (!(op & 1u << k))
-					continue;
-				if (p >= end)
-					goto bad;
-				off |= (uint64_t)*p++ << 8 * k;
-			}
-			for (unsigned k = 0; k < 3; k++) {
-				if (!(op & 0x10u << k))
-					continue;
-				if (p >= end)
-					goto bad;
-				size |= (uint64_t)*p++ << 8 * k;
-			}
+			uint64_t off, size;
+			if (!copy_field(&p, end, op, 4, &off) ||
+			    !copy_field(&p, end, op >> 4, 3, &size))
+				goto bad;
 			if (size == 0)
 				size = 0x10000;
 			if (off > base_len || size > base_len - off || size > len - at)

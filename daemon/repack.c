@@ -95,15 +95,6 @@ static int scan_packs(const char *dir, struct strv *ret_stems, unsigned *ret_n,
 	return 0;
 }
 
-static bool is_hex(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	}
-	return s[n] == '\0';
-}
-
 /* Loose objects as "xx/yyyy…" under objects/. */
 static void scan_loose(const char *objects, struct strv *ret)
 {
@@ -114,7 +105,7 @@ static void scan_loose(const char *objects, struct strv *ret)
 
 		while (d && (e = readdir(d)) != NULL) {
 			if (strlen(e->d_name) == GIT_OID_HEXSZ - 2 &&
-			    is_hex(e->d_name, GIT_OID_HEXSZ - 2))
+			    hex_is_lower(e->d_name, GIT_OID_HEXSZ - 2))
 				strv_push(ret, xasprintf("%02x/%s", i, e->d_name));
 		}
 		if (d)

@@ -78,37 +78,13 @@ bool sig_str_equal(const char *a, const char *b)
 	return sig_equal(da, db, sizeof(da)) && la == lb;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-int sig_hex_decode(const char *hex, size_t hex_len, unsigned char *out, size_t n)
-{
-	if (hex_len != 2 * n)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		out[i] = (unsigned char)(hi << 4 | lo);
-	}
-	return 0;
-}
-
 bool sig_check_mac(const char *prefix, const char *header, const unsigned char mac[SIG_SHA256_LEN])
 {
 	unsigned char got[SIG_SHA256_LEN];
 	size_t plen = strlen(prefix);
 
 	if (header == NULL || strncmp(header, prefix, plen) != 0 ||
-	    sig_hex_decode(header + plen, strlen(header + plen), got, sizeof(got)) < 0)
+	    hex_decode(header + plen, strlen(header + plen), got, sizeof(got)) < 0)
 		return false;
 	return sig_equal(mac, got, sizeof(got));
 }

@@ -5,6 +5,7 @@
 #define KILN_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 void *xmalloc(size_t n);
@@ -34,6 +35,11 @@ void buf_done(struct buf *b);
 typedef void buf_line_cb(const char *line, size_t len, void *arg);
 void buf_line_printf(buf_line_cb *cb, void *arg, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* true when s[0..n) are lowercase hex digits (object ids as git writes them) */
+bool hex_is_lower(const char *s, size_t n);
+/* Exactly 2*n hex digits, either case -> n bytes; -EINVAL otherwise. */
+int hex_decode(const char *hex, size_t hex_len, unsigned char *out, size_t n);
 
 struct strv {
 	char **v;

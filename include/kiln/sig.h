@@ -25,8 +25,6 @@ bool sig_equal(const void *a, const void *b, size_t n);
 /* Constant-time equality of two strings of possibly different lengths (the
  * length is not secret; the contents are). */
 bool sig_str_equal(const char *a, const char *b);
-/* Strict lowercase/uppercase hex of exactly 2*n digits -> n bytes; -EINVAL otherwise. */
-int sig_hex_decode(const char *hex, size_t hex_len, unsigned char *out, size_t n);
 /* Does `header` (e.g. "sha256=<hex>" or "<hex>", per prefix) carry the HMAC
  * of body under secret? Never says why not: any mismatch is just false. */
 bool sig_check_hmac(const char *secret, const char *prefix, const char *header, const void *body,

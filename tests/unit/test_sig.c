@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "kiln/buf.h"
 #include "kiln/sig.h"
 
 static void rfc4231(void **state)
@@ -19,8 +20,8 @@ static void rfc4231(void **state)
 	(void)state;
 	sig_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, out);
 	assert_int_equal(
-	    sig_hex_decode("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", 64,
-			   want, sizeof(want)),
+	    hex_decode("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", 64, want,
+		       sizeof(want)),
 	    0);
 	assert_memory_equal(out, want, sizeof(out));
 }
@@ -88,11 +89,11 @@ static void compares(void **state)
 	assert_false(sig_str_equal("", "x"));
 	assert_true(sig_equal("ab", "ab", 2));
 	assert_false(sig_equal("ab", "ac", 2));
-	assert_int_equal(sig_hex_decode("0aFF", 4, b, 2), 0);
+	assert_int_equal(hex_decode("0aFF", 4, b, 2), 0);
 	assert_int_equal(b[0], 0x0a);
 	assert_int_equal(b[1], 0xff);
-	assert_int_equal(sig_hex_decode("0aF", 3, b, 2), -EINVAL);
-	assert_int_equal(sig_hex_decode("0g00", 4, b, 2), -EINVAL);
+	assert_int_equal(hex_decode("0aF", 3, b, 2), -EINVAL);
+	assert_int_equal(hex_decode("0g00", 4, b, 2), -EINVAL);
 }
 
 int main(void)
