@@ -771,7 +771,7 @@ static int record_seen(struct store *s, struct plan_stmts *st, const char *repo,
 	return 0;
 }
 
-static int deliveries_handled_locked(struct store *s, const char *repo, int64_t until,
+static int deliveries_handled_locked(struct store *s, const char *repo, int64_t upto,
 				     struct kiln_err *err);
 
 /* A commit's summary, kept once (NULL: not known, nothing kept). */
@@ -799,7 +799,7 @@ static int record_subject(struct store *s, const char *repo, const char *sha, co
 
 static int record_plan_locked(struct store *s, const char *repo, const char *branch, const char *to,
 			      const char *subject, const struct store_plan_item *items, size_t n,
-			      int64_t polled_at_ms, struct kiln_err *err)
+			      int64_t serve_upto, struct kiln_err *err)
 {
 	struct plan_stmts st = {0};
 	int64_t *ids = xcalloc(n + 1, sizeof(*ids));
@@ -819,8 +819,8 @@ static int record_plan_locked(struct store *s, const char *repo, const char *bra
 		r = record_subject(s, repo, to, subject, err);
 	if (r == 0)
 		r = record_seen(s, &st, repo, branch, to, err);
-	if (r == 0 && polled_at_ms > 0)
-		r = deliveries_handled_locked(s, repo, polled_at_ms - 1, err);
+	if (r == 0 && serve_upto > 0)
+		r = deliveries_handled_locked(s, repo, serve_upto, err);
 	plan_stmts_done(&st);
 	if (r == 0)
 		r = exec(s, "COMMIT", err);
@@ -986,12 +986,12 @@ int store_last_seen(struct store *s, const char *repo, const char *branch,
 
 int store_record_plan(struct store *s, const char *repo, const char *branch, const char *to,
 		      const char *subject, const struct store_plan_item *items, size_t n,
-		      int64_t polled_at_ms, struct kiln_err *err)
+		      int64_t serve_upto, struct kiln_err *err)
 {
 	int r;
 
 	pthread_mutex_lock(&s->lock);
-	r = record_plan_locked(s, repo, branch, to, subject, items, n, polled_at_ms, err);
+	r = record_plan_locked(s, repo, branch, to, subject, items, n, serve_upto, err);
 	pthread_mutex_unlock(&s->lock);
 	return r;
 }
@@ -1279,7 +1279,7 @@ out:
 	return r;
 }
 
-static int deliveries_handled_locked(struct store *s, const char *repo, int64_t until,
+static int deliveries_handled_locked(struct store *s, const char *repo, int64_t upto,
 				     struct kiln_err *err)
 {
 	sqlite3_stmt *st = NULL;
@@ -1288,18 +1288,43 @@ static int deliveries_handled_locked(struct store *s, const char *repo, int64_t 
 	if (sqlite3_prepare_v2(
 		s->db,
 		"UPDATE deliveries SET handled = 1 WHERE repository = ? AND handled = 0"
-		" AND received_at <= ?",
+		" AND rowid <= ?",
 		-1, &st, NULL) != SQLITE_OK)
 		return db_err(s, err, "marking deliveries");
 	sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, until);
+	sqlite3_bind_int64(st, 2, upto);
 	if (sqlite3_step(st) != SQLITE_DONE)
 		r = db_err(s, err, "marking deliveries");
 	sqlite3_finalize(st);
 	return r;
 }
 
-int store_deliveries_handled(struct store *s, const char *repo, int64_t until, struct kiln_err *err)
+int store_deliveries_bound(struct store *s, const char *repo, int64_t *ret, struct kiln_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int r = 0;
+
+	*ret = 0;
+	pthread_mutex_lock(&s->lock);
+	/* deliveries_unhandled holds the rowids: the table is not read */
+	if (sqlite3_prepare_v2(s->db,
+			       "SELECT max(rowid) FROM deliveries WHERE repository = ? AND"
+			       " handled = 0",
+			       -1, &st, NULL) != SQLITE_OK) {
+		r = db_err(s, err, "reading deliveries");
+	} else {
+		sqlite3_bind_text(st, 1, repo, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			*ret = sqlite3_column_int64(st, 0); /* NULL: 0 */
+		else
+			r = db_err(s, err, "reading deliveries");
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+int store_deliveries_handled(struct store *s, const char *repo, int64_t upto, struct kiln_err *err)
 {
 	int r;
 
@@ -1309,7 +1334,7 @@ int store_deliveries_handled(struct store *s, const char *repo, int64_t until, s
 	 * durable anyway; under a webhook load a poll follows every batch of
 	 * deliveries, and its fsync would cost as much as theirs. */
 	exec(s, "PRAGMA synchronous = NORMAL", NULL);
-	r = deliveries_handled_locked(s, repo, until, err);
+	r = deliveries_handled_locked(s, repo, upto, err);
 	/* GitHub keeps redeliveries for three days: older ids need not be kept.
 	 * Best effort: a failed prune leaves rows the next one removes. Only
 	 * after a mark that marked something (most polls serve no delivery),

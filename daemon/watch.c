@@ -48,7 +48,7 @@ struct watch_work {
 	struct strv mirror_tips_in; /* empty: unknown */
 	uint64_t prev_fp;	    /* the local remote's fingerprint at the last good poll */
 	bool prev_fp_valid;
-	int64_t polled_at_ms;	 /* when the poll began: deliveries before it are served */
+	int64_t serve_upto;	 /* the newest unserved delivery when the poll began (0: none) */
 	uint64_t plan_queued_ns; /* uv_hrtime() when the fetch landed and planning was queued */
 	uint64_t changes_ns;	 /* of which computing the changes (plan_branch) */
 	unsigned manifests_read; /* by the catalog in them (0: all from its snapshot) */
@@ -204,7 +204,6 @@ static struct watch_work *work_new(struct watch *w, enum watch_work_kind kind)
 	wk->ssh_key_file = dup_or_null(w->ssh_key_file);
 	wk->prev_fp = w->local_fp;
 	wk->prev_fp_valid = w->local_fp_valid;
-	wk->polled_at_ms = w->poll_started_ms;
 	wk->triggers = w->triggers;
 	wk->serve = w->served != w->triggers;
 	if (w->have_seen)
@@ -273,17 +272,18 @@ static int mirror_open(struct watch_work *wk)
 }
 
 /* Worker, at the end of a poll whose last branch recorded no plan: the
- * deliveries and triggers that came before it are served (the last branch's
- * plan marks them in its own transaction; an earlier branch's may not, since
- * a later branch may still fail).
+ * deliveries and triggers recorded before it asked the remote (serve_upto)
+ * are served (the last branch's plan marks them in its own transaction; an
+ * earlier branch's may not, since a later branch may still fail).
  * Not a poll failure: at worst they cause one more poll after a restart. */
 static void mark_served(struct watch_work *wk)
 {
 	struct kiln_err err = {0};
 
-	if (wk->served || !wk->serve || wk->polled_at_ms <= 0)
+	if (wk->served || !wk->serve)
 		return;
-	if (store_deliveries_handled(wk->w->store, wk->w->name, wk->polled_at_ms - 1, &err) < 0)
+	if (wk->serve_upto > 0 &&
+	    store_deliveries_handled(wk->w->store, wk->w->name, wk->serve_upto, &err) < 0)
 		note(wk,
 		     "webhook deliveries not marked handled: %s; they cause one more poll at "
 		     "the next start",
@@ -302,7 +302,18 @@ static void fetch_work(uv_work_t *req)
 	const char *const *branches = (const char *const *)wk->branches.v;
 	struct strv need = {0};
 	char hex[GIT_OID_HEXSZ + 1];
+	struct kiln_err err = {0};
 
+	/* Before the remote is asked: a delivery committed by now was sent after
+	 * its push, which the answer therefore shows. One read later is the
+	 * wrong side of that order, and a clock is too coarse: a trigger
+	 * recorded in the millisecond its poll began was never marked. */
+	if (wk->serve &&
+	    store_deliveries_bound(wk->w->store, wk->w->name, &wk->serve_upto, &err) < 0)
+		note(wk,
+		     "webhook deliveries cannot be read: %s; they cause one more poll at the next "
+		     "start",
+		     err.msg);
 	wk->fp_valid = repo_local_fingerprint(wk->url, branches, wk->branches.n, &wk->fp) == 0;
 	if (wk->fp_valid && wk->prev_fp_valid && wk->fp == wk->prev_fp && all_planned(wk)) {
 		wk->skipped = true;
@@ -408,7 +419,7 @@ static int plan_one(struct watch_work *wk, size_t i)
 	struct plan_input in = {.branch = branch, .head = tip};
 	/* the deliveries are served once every branch is planned: only the
 	 * last branch's plan marks them (else mark_served does, after it) */
-	int64_t polled_at = i + 1 == wk->branches.n ? wk->polled_at_ms : 0;
+	bool last = i + 1 == wk->branches.n;
 	struct plan p = {0};
 	uint64_t t0;
 	int r;
@@ -427,11 +438,11 @@ static int plan_one(struct watch_work *wk, size_t i)
 		/* the pages that show a build show what its commit says */
 		char *subject = p.n > 0 ? repo_summary_of(w->mirror, p.to) : NULL;
 		r = store_record_plan(w->store, w->name, branch, p.to, subject, p.items, p.n,
-				      polled_at, &wk->err);
+				      last ? wk->serve_upto : 0, &wk->err);
 		free(subject);
 		if (r < 0)
 			goto out;
-		wk->served = polled_at > 0;
+		wk->served = last;
 		wk->queued += (unsigned)r;
 		if (p.kind == PLAN_FIRST_SIGHT)
 			note(wk, "branch '%s' first seen at %.12s; nothing built", branch, tip);
@@ -695,14 +706,6 @@ static void repack_after(uv_work_t *req, int status)
 	work_end(w, wk);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void poll_start(struct watch *w)
 {
 	struct watch_work *wk;
@@ -710,7 +713,6 @@ static void poll_start(struct watch *w)
 	if (w->stopping)
 		return;
 	uv_timer_stop(&w->timer);
-	w->poll_started_ms = now_ms(); /* before work_new: the work's deliveries bound */
 	wk = work_new(w, WATCH_WORK_FETCH);
 	w->work = wk;
 	w->polls++;

@@ -2,7 +2,7 @@
  *
  * A pure step between fetch and queue: it reads the mirror and the catalog
  * and decides, it writes nothing. The caller records the result with
- * store_record_plan(store, repo, branch, plan.to, plan.items, plan.n, polled_at, err),
+ * store_record_plan(store, repo, branch, plan.to, plan.items, plan.n, serve_upto, err),
  * which queues the builds and moves the branch's last-seen commit to the
  * head in one transaction, so last-seen moves only with the builds it
  * implies. Blocking (libgit2): worker threads only. */

@@ -96,13 +96,13 @@ struct store_plan_item {
  * build of the same repository, branch and path becomes superseded), records
  * removed items as such, keeps `to`'s summary when a build was queued
  * (subject; NULL: not known), sets the branch's last-seen commit to `to`, and
- * marks the repository's webhook deliveries received before polled_at_ms
- * (unix ms, when the poll that made the plan began; 0: none) handled, so a
- * crash leaves the plan and the marks together or neither. Returns the
- * number of builds queued. */
+ * marks the repository's webhook deliveries and triggers up to serve_upto
+ * (store_deliveries_bound before the poll that made the plan asked the
+ * remote; 0: none) handled, so a crash leaves the plan and the marks
+ * together or neither. Returns the number of builds queued. */
 int store_record_plan(struct store *s, const char *repo, const char *branch, const char *to,
 		      const char *subject, const struct store_plan_item *items, size_t n,
-		      int64_t polled_at_ms, struct kiln_err *err);
+		      int64_t serve_upto, struct kiln_err *err);
 
 struct store_build {
 	int64_t id;
@@ -198,10 +198,15 @@ int store_record_trigger(struct store *s, const char *repo, const char *branch,
  * to be verified against the mirror. */
 int store_delivery_hint(struct store *s, const char *repo, const char *branch,
 			char ret_sha[STORE_SHA_LEN + 1], struct kiln_err *err);
-/* The repository's deliveries received up to `until` (unix milliseconds) led
- * to a completed poll. */
-int store_deliveries_handled(struct store *s, const char *repo, int64_t until,
-			     struct kiln_err *err);
+/* The newest of the repository's deliveries and triggers not yet served
+ * (0: none), as a bound for store_deliveries_handled: every one recorded
+ * later is newer. Not a time: deliveries recorded in one millisecond are
+ * told apart (it is the row's rowid, which SQLite gives as the table's
+ * largest plus one, and an unserved row is never deleted). */
+int store_deliveries_bound(struct store *s, const char *repo, int64_t *ret, struct kiln_err *err);
+/* The repository's deliveries up to `upto` (store_deliveries_bound, read
+ * before the remote was asked) led to a completed poll. */
+int store_deliveries_handled(struct store *s, const char *repo, int64_t upto, struct kiln_err *err);
 /* Repositories with deliveries or triggers not yet followed by a poll (after
  * a crash). */
 int store_pending_deliveries(struct store *s, struct strv *ret, struct kiln_err *err);

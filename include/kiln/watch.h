@@ -71,7 +71,7 @@ struct watch {
 
 	/* Counters and times (unix seconds), for metrics. */
 	uint64_t polls, fetches, plans, errors;
-	int64_t poll_started_ms, last_success;
+	int64_t last_success;
 	/* unix seconds of the first of the failures in a row; 0: the last poll
 	 * worked (health: a repository failing too long) */
 	int64_t failing_since;

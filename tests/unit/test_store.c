@@ -585,16 +585,11 @@ static void damaged_snapshot_is_not_restored(void **state)
 	free(d);
 }
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A plan marks the deliveries its poll served in its own transaction: those
- * received before the poll began, not those that came during it. */
+ * recorded before the poll asked the remote (the bound it read then), not
+ * those that came during it, even in the same millisecond (no pause here:
+ * a bound made of the clock left a trigger recorded in the millisecond its
+ * poll began unserved for good). */
 static void plan_marks_served_deliveries(void **state)
 {
 	char *d = sub("served");
@@ -602,27 +597,36 @@ static void plan_marks_served_deliveries(void **state)
 	struct kiln_err err = {0};
 	struct strv pending = {0};
 	const struct store_plan_item items[] = {{"a", "r/a:1", "added", NULL, 0}};
-	const struct timespec tick = {0, 3 * 1000000};
-	int64_t polled_at;
+	int64_t bound = -1, during = -1;
 
 	(void)state;
 	assert_int_equal(store_open(d, &s, &err), 0);
+	assert_int_equal(store_deliveries_bound(s, "images", &bound, &err), 0);
+	assert_int_equal(bound, 0); /* none */
 	assert_int_equal(store_record_delivery(s, "images", "before", NULL, NULL, &err), 1);
+	assert_int_equal(store_record_trigger(s, "images", NULL, &err), 0);
 	assert_int_equal(store_record_delivery(s, "other", "before", NULL, NULL, &err), 1);
-	nanosleep(&tick, NULL);
-	polled_at = wall_ms();
-	nanosleep(&tick, NULL);
+	assert_int_equal(store_deliveries_bound(s, "images", &bound, &err), 0);
+	assert_true(bound > 0);
 	assert_int_equal(store_record_delivery(s, "images", "during", NULL, NULL, &err), 1);
-	assert_int_equal(store_record_plan(s, "images", "main", A, NULL, items, 1, polled_at, &err),
-			 1);
+	assert_int_equal(store_record_plan(s, "images", "main", A, NULL, items, 1, bound, &err), 1);
 	assert_int_equal(count(d, "SELECT count(*) FROM deliveries WHERE handled = 0"), 2);
-	assert_int_equal(
-	    count(d,
-		  "SELECT handled FROM deliveries WHERE repository = 'images' AND id = 'before'"),
-	    1);
+	assert_int_equal(count(d, "SELECT count(*) FROM deliveries WHERE handled = 1 AND"
+				  " repository = 'images' AND id <> 'during'"),
+			 2); /* the delivery and the trigger */
 	assert_int_equal(store_pending_deliveries(s, &pending, &err), 0);
 	assert_int_equal(pending.n, 2); /* images (during) and other */
 	strv_done(&pending);
+	/* the next poll's bound is the one left, and a plan without one marks nothing */
+	assert_int_equal(store_deliveries_bound(s, "images", &during, &err), 0);
+	assert_true(during > bound);
+	assert_int_equal(store_record_plan(s, "images", "main", B, NULL, items, 1, 0, &err), 1);
+	assert_int_equal(count(d, "SELECT count(*) FROM deliveries WHERE handled = 0"), 2);
+	assert_int_equal(store_deliveries_handled(s, "images", during, &err), 0);
+	assert_int_equal(store_deliveries_bound(s, "images", &bound, &err), 0);
+	assert_int_equal(bound, 0);
+	assert_int_equal(count(d, "SELECT count(*) FROM deliveries WHERE handled = 0"),
+			 1); /* other */
 	store_close(s);
 	free(d);
 }
