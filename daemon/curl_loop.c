@@ -1,6 +1,7 @@
 /* curl_loop.c (base): the glue between one CURLM and the libuv loop, as curl's
  * docs/examples/multi-uv.c does it. Owns the multi handle, its timer and a
  * poll handle per socket curl watches; not the easy handles. */
+#include <errno.h>
 #include <stdlib.h>
 
 #include "kiln/buf.h"
@@ -115,15 +116,7 @@ int curl_loop_new(uv_loop_t *loop, curl_loop_done_cb *done, void *arg, struct cu
 {
 	struct curl_loop *cl = xcalloc(1, sizeof(*cl));
 
-	cl->multi = curl_multi_init();
-	if (!cl->multi) {
-		free(cl);
-		return kiln_err_set(err, -ENOMEM, "curl_multi_init failed");
-	}
-	curl_multi_setopt(cl->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(cl->multi, CURLMOPT_SOCKETDATA, cl);
-	curl_multi_setopt(cl->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(cl->multi, CURLMOPT_TIMERDATA, cl);
+	(void)err;
 	cl->loop = loop;
 	cl->done = done;
 	cl->arg = arg;
@@ -133,9 +126,33 @@ int curl_loop_new(uv_loop_t *loop, curl_loop_done_cb *done, void *arg, struct cu
 	return 0;
 }
 
-CURLM *curl_loop_multi(const struct curl_loop *cl)
+/* The multi handle is made for the first transfer: until then kilnd has not
+ * loaded libcurl (lazyload.c). */
+int curl_loop_add(struct curl_loop *cl, CURL *easy, struct kiln_err *err)
 {
-	return cl->multi;
+	CURLMcode mc;
+
+	if (!cl->multi) {
+		cl->multi = curl_multi_init();
+		if (!cl->multi)
+			return kiln_err_set(err, -ENOMEM,
+					    "curl_multi_init failed (libcurl not loaded?)");
+		curl_multi_setopt(cl->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+		curl_multi_setopt(cl->multi, CURLMOPT_SOCKETDATA, cl);
+		curl_multi_setopt(cl->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+		curl_multi_setopt(cl->multi, CURLMOPT_TIMERDATA, cl);
+	}
+	mc = curl_multi_add_handle(cl->multi, easy);
+	if (mc != CURLM_OK)
+		return kiln_err_set(err, -EIO, "curl_multi_add_handle: %s",
+				    curl_multi_strerror(mc));
+	return 0;
+}
+
+void curl_loop_remove(struct curl_loop *cl, CURL *easy)
+{
+	if (cl->multi)
+		curl_multi_remove_handle(cl->multi, easy);
 }
 
 static void timer_closed(uv_handle_t *h)
@@ -147,7 +164,8 @@ struct curl_loop *curl_loop_free(struct curl_loop *cl)
 {
 	if (!cl)
 		return NULL;
-	curl_multi_cleanup(cl->multi);
+	if (cl->multi)
+		curl_multi_cleanup(cl->multi);
 	cl->multi = NULL;
 	uv_close((uv_handle_t *)&cl->timer, timer_closed);
 	return NULL;

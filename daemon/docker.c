@@ -45,8 +45,7 @@ struct docker_call {
 struct docker {
 	uv_loop_t *loop;
 	struct curl_loop *cl; /* its multi handle on the loop */
-	CURLM *multi;
-	uv_timer_t defer; /* aborts run here, outside curl's callbacks */
+	uv_timer_t defer;     /* aborts run here, outside curl's callbacks */
 	int open_handles;
 	char *host, *unix_path, *base;
 	char *ca, *cert, *key;
@@ -120,7 +119,7 @@ static void call_finish(struct docker_call *c, int result)
 	struct docker *d = c->d;
 
 	if (c->in_multi) {
-		curl_multi_remove_handle(d->multi, c->h);
+		curl_loop_remove(d->cl, c->h);
 		c->in_multi = false;
 	}
 	if (c->aborting)
@@ -437,14 +436,17 @@ void docker_easy_connection(const struct docker *d, CURL *h, const char *path)
 static void call_begin(struct docker_call *c)
 {
 	struct docker *d = c->d;
+	struct kiln_err err = {0};
 	char *url;
 
 	url = c->unversioned ? xasprintf("%s%s", d->base, c->path)
 			     : xasprintf("%s/v%s%s", d->base, d->api, c->path);
+	errno = 0;
 	c->h = curl_easy_init();
 	if (!c->h) {
 		free(url);
-		fail_early(c, -ENOMEM);
+		/* ELIBACC: kilnd could not load libcurl (lazyload.c) */
+		fail_early(c, errno == ELIBACC ? -ELIBACC : -ENOMEM);
 		return;
 	}
 	curl_easy_setopt(c->h, CURLOPT_URL, url);
@@ -481,8 +483,8 @@ static void call_begin(struct docker_call *c)
 	if (c->registry_config)
 		add_header(c, "X-Registry-Config: %s", c->registry_config);
 	curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, c->hdrs);
-	if (curl_multi_add_handle(d->multi, c->h) != CURLM_OK) {
-		fail_early(c, -EIO);
+	if (curl_loop_add(d->cl, c->h, &err) < 0) {
+		fail_early(c, err.code);
 		return;
 	}
 	c->in_multi = true;
@@ -740,7 +742,6 @@ int docker_new(uv_loop_t *loop, const struct docker_opts *o, struct docker **ret
 	r = curl_loop_new(loop, transfer_done, d, &d->cl, err);
 	if (r < 0)
 		goto fail;
-	d->multi = curl_loop_multi(d->cl);
 	d->loop = loop;
 	TAILQ_INIT(&d->calls);
 	uv_timer_init(loop, &d->defer);
@@ -771,7 +772,6 @@ struct docker *docker_free(struct docker *d)
 		call_finish(c, -ECANCELED);
 	}
 	d->cl = curl_loop_free(d->cl);
-	d->multi = NULL;
 	uv_close((uv_handle_t *)&d->defer, handle_closed);
 	return NULL;
 }

@@ -1120,7 +1120,7 @@ int main(int argc, char **argv)
 		return rc;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	curl_global_init(CURL_GLOBAL_DEFAULT);
+	/* libcurl's global init comes with its loading, on first use (lazyload.c) */
 	rc = run(&d);
 	curl_global_cleanup();
 	config_done(&d.cfg);

@@ -218,6 +218,7 @@ static size_t header_cb(char *data, size_t size, size_t n, void *arg)
 
 static void send_row(struct sink *s)
 {
+	struct kiln_err err = {0};
 	int r;
 
 	forge_request_done(&s->rq);
@@ -260,8 +261,9 @@ static void send_row(struct sink *s)
 	curl_easy_setopt(s->easy, CURLOPT_POSTREDIR, (long)CURL_REDIR_POST_ALL);
 	curl_easy_setopt(s->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	set_state(s, SINK_SENDING);
-	if (curl_multi_add_handle(curl_loop_multi(s->o->cl), s->easy) != CURLM_OK) {
-		snprintf(s->curl_err, sizeof(s->curl_err), "curl_multi_add_handle failed");
+	if (curl_loop_add(s->o->cl, s->easy, &err) < 0) {
+		snprintf(s->curl_err, sizeof(s->curl_err), "%.*s", (int)sizeof(s->curl_err) - 1,
+			 err.msg);
 		s->reply.status = 0;
 		curl_easy_cleanup(s->easy);
 		s->easy = NULL;
@@ -334,7 +336,7 @@ static void transfer_done(CURL *easy, CURLcode result, void *arg)
 	uint64_t wait_ms = 0;
 
 	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&s);
-	curl_multi_remove_handle(curl_loop_multi(o->cl), easy);
+	curl_loop_remove(o->cl, easy);
 	if (result == CURLE_OK)
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &s->reply.status);
 	else
@@ -650,7 +652,7 @@ void outbox_stop(struct outbox *o, outbox_closed_cb *closed, void *arg)
 		struct sink *s = &o->sinks[i];
 		if (s->easy) {
 			/* abandoned: the row stays unsent, sent again next time */
-			curl_multi_remove_handle(curl_loop_multi(o->cl), s->easy);
+			curl_loop_remove(o->cl, s->easy);
 			curl_easy_cleanup(s->easy);
 			s->easy = NULL;
 			free_headers(s);

@@ -19,7 +19,11 @@ typedef void curl_loop_done_cb(CURL *easy, CURLcode result, void *arg);
 
 int curl_loop_new(uv_loop_t *loop, curl_loop_done_cb *done, void *arg, struct curl_loop **ret,
 		  struct kiln_err *err);
-CURLM *curl_loop_multi(const struct curl_loop *cl);
+/* Starts a transfer; the multi handle is made by the first (so libcurl is
+ * not touched, nor loaded by kilnd, until something is sent). */
+int curl_loop_add(struct curl_loop *cl, CURL *easy, struct kiln_err *err);
+/* Takes a transfer off (done, or abandoned); easy stays the owner's. */
+void curl_loop_remove(struct curl_loop *cl, CURL *easy);
 /* Cleans the multi up (the owner removed its handles first) and closes the
  * timer; the memory goes in its close callback. NULL-safe; returns NULL. */
 struct curl_loop *curl_loop_free(struct curl_loop *cl);

@@ -6,6 +6,7 @@
 # crash (the sanitizer build runs this too), and kilnd must stay up with its
 # state.
 . "$(dirname "$0")/lib/common.sh"
+. "$(dirname "$0")/lib/kilnd.sh"
 : "${KILND:?}" "${KILN:?}"
 ENGINE_PY="$(cd "$(dirname "$0")/lib" && pwd)/hostile_engine.py"
 EMPTY_TREE=4b825dc642cb6eb9a060e54bf8d69288fbee4904
@@ -175,6 +176,50 @@ t_kiln_build_interrupted() {
 	[ $(($(date +%s) - t0)) -lt 5 ] || fail "SIGINT took $(($(date +%s) - t0)) s"
 	grep -q "interrupted" err || fail "no word of the interruption: $(cat err)"
 	grep -q "app:1 .*\(cancelled\|interrupted\)" out || fail "summary: $(tail -3 out)"
+}
+
+# maps_lib LIB: kilnd ($KPID) has LIB mapped
+maps_lib() {
+	grep -q "/$1\.so" "/proc/$KPID/maps"
+}
+
+# kilnd loads libcurl, libarchive and libnghttp2 on first use
+# (daemon/lazyload.c): a kilnd that only polls (a dry run: no engine to
+# ping) has none of them mapped; one that builds, builds through them. With
+# a libcurl that cannot be loaded kilnd still starts and polls, and says
+# which library it lacks.
+t_kilnd_loads_the_engine_client_on_first_use() {
+	origin "$PWD/dry.git" >/dev/null
+	config "$PWD/dry" "$PWD/dry.git" 300ms >dry.yaml
+	start_kilnd dry.yaml
+	wait_for 20 grep -q "first seen" kilnd.log || fail "no first poll: $(tail -5 kilnd.log)"
+	sleep 1 # a few polls more
+	maps_lib libgit2 || fail "the check reads the wrong file: no libgit2 mapped"
+	for l in libcurl libarchive libnghttp2; do
+		! maps_lib $l || fail "a kilnd that only polls loaded $l"
+	done
+	stop_kilnd
+	rm kilnd.log
+	kilnd_on_engine ok "{concurrency: 3, retries: 0, builder: classic}"
+	wait_for 30 count_builds succeeded 3 || fail "no builds: $("$KILN" builds 2>&1; tail -5 kilnd.log)"
+	maps_lib libcurl && maps_lib libarchive || fail "built without libcurl or libarchive mapped?"
+	kill -TERM "$KPID"
+	wait "$KPID" || fail "kilnd did not exit 0"
+}
+
+t_kilnd_without_a_loadable_libcurl() {
+	mkdir lib && : >lib/libcurl.so.4
+	LD_LIBRARY_PATH=$PWD/lib kilnd_on_engine ok "{retries: 0, builder: classic}"
+	wait_for 20 grep -q "unusable" kilnd.log || fail "no word of the engine: $(tail -5 kilnd.log)"
+	grep -q "cannot load libcurl.so.4 (builds and outgoing requests need it): .*libcurl.so.4" kilnd.log ||
+		fail "the log does not name libcurl: $(tail -5 kilnd.log)"
+	grep -q "unusable: GET /_ping: Can not access a needed shared library" kilnd.log ||
+		fail "the engine's error does not say a library is missing: $(grep unusable kilnd.log)"
+	[ "$(grep -c "cannot load libcurl" kilnd.log)" = 1 ] || fail "logged more than once"
+	expect_rc 0 "$KILN" status
+	kill -0 "$KPID" 2>/dev/null || fail "kilnd died: $(tail -5 kilnd.log)"
+	kill -TERM "$KPID"
+	wait "$KPID" || fail "kilnd did not exit 0"
 }
 
 run_all
