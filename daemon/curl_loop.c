@@ -133,10 +133,12 @@ int curl_loop_add(struct curl_loop *cl, CURL *easy, struct kiln_err *err)
 	CURLMcode mc;
 
 	if (!cl->multi) {
+		errno = 0;
 		cl->multi = curl_multi_init();
+		if (!cl->multi && errno == ELIBACC) /* kilnd: lazyload.c */
+			return kiln_err_set(err, -ELIBACC, "libcurl could not be loaded");
 		if (!cl->multi)
-			return kiln_err_set(err, -ENOMEM,
-					    "curl_multi_init failed (libcurl not loaded?)");
+			return kiln_err_set(err, -ENOMEM, "curl_multi_init failed");
 		curl_multi_setopt(cl->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 		curl_multi_setopt(cl->multi, CURLMOPT_SOCKETDATA, cl);
 		curl_multi_setopt(cl->multi, CURLMOPT_TIMERFUNCTION, timer_cb);

@@ -84,7 +84,8 @@
 	V(archive_entry_set_size, (struct archive_entry * e, la_int64_t v), (e, v))                \
 	V(archive_entry_set_symlink, (struct archive_entry * e, const char *p), (e, p))            \
 	V(archive_entry_set_uid, (struct archive_entry * e, la_int64_t v), (e, v))                 \
-	X(const char *, archive_error_string, NULL, (struct archive * a), (a))                     \
+	X(const char *, archive_error_string, "libarchive could not be loaded",                    \
+	  (struct archive * a), (a))                                                               \
 	X(struct archive *, archive_write_new, NULL, (void), ())                                   \
 	X(int, archive_write_close, ARCHIVE_FATAL, (struct archive * a), (a))                      \
 	X(la_ssize_t, archive_write_data, ARCHIVE_FATAL,                                           \

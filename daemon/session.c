@@ -431,6 +431,7 @@ struct session_h2 *session_h2_new(const struct session_data *sd)
 {
 	struct session_h2 *h = xcalloc(1, sizeof(*h));
 	nghttp2_session_callbacks *cbs;
+	int r;
 	nghttp2_settings_entry set[] = {
 	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, STREAMS_MAX},
 	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384},
@@ -438,16 +439,22 @@ struct session_h2 *session_h2_new(const struct session_data *sd)
 
 	h->sd = sd;
 	LIST_INIT(&h->streams);
-	if (nghttp2_session_callbacks_new(&cbs) != 0)
-		abort(); /* out of memory, as xmalloc */
+	/* out of memory, or (kilnd) libnghttp2 not loadable: lazyload.c */
+	if (nghttp2_session_callbacks_new(&cbs) != 0) {
+		free(h);
+		return NULL;
+	}
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-	if (nghttp2_session_server_new(&h->ng, cbs, h) != 0)
-		abort();
+	r = nghttp2_session_server_new(&h->ng, cbs, h);
 	nghttp2_session_callbacks_del(cbs);
+	if (r != 0) {
+		free(h);
+		return NULL;
+	}
 	/* the server's SETTINGS go first, with the first bytes sent */
 	nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, set, ARRAY_SIZE(set));
 	return h;
@@ -618,7 +625,8 @@ static int pump(struct session *s)
 }
 
 /* The 101 reply's head: 1 and its length once whole, 0 while it is not, or
- * -EPROTO. What follows it is HTTP/2 already. */
+ * -EPROTO (-ELIBACC, -ENOMEM: no HTTP/2 server to hand it to). What follows
+ * it is HTTP/2 already. */
 static int upgraded(struct session *s, size_t *ret_len, char *why, size_t whylen)
 {
 	char *end = memmem(s->head.p, s->head.len, "\r\n\r\n", 4);
@@ -643,10 +651,15 @@ static int upgraded(struct session *s, size_t *ret_len, char *why, size_t whylen
 				*p = ' ';
 		return -EPROTO;
 	}
+	s->h2 = session_h2_new(s->sd);
+	if (!s->h2) {
+		snprintf(why, whylen, "cannot start the HTTP/2 server: %s",
+			 errno == ELIBACC ? "libnghttp2 could not be loaded" : "out of memory");
+		return errno == ELIBACC ? -ELIBACC : -ENOMEM;
+	}
 	set_state(s, SESSION_OPEN);
 	log_debug("session %s: upgraded %.2f ms after the start", s->id,
 		  (double)(uv_hrtime() - s->t0) / 1e6);
-	s->h2 = session_h2_new(s->sd);
 	*ret_len = hl;
 	return 1;
 }
@@ -750,9 +763,12 @@ int session_start(uv_loop_t *loop, struct docker *d, const struct session_data *
 	}
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(key + 2 * i, 3, "%02x", rnd[i]);
+	errno = 0;
 	s->h = curl_easy_init();
 	if (!s->h) {
-		r = kiln_err_set(err, -ENOMEM, "cannot open a curl handle for the session");
+		r = errno == ELIBACC
+			? kiln_err_set(err, -ELIBACC, "libcurl could not be loaded for the session")
+			: kiln_err_set(err, -ENOMEM, "cannot open a curl handle for the session");
 		goto fail;
 	}
 	docker_easy_connection(d, s->h, "/_ping");

@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -49,6 +50,7 @@ struct watch_work {
 	uint64_t prev_fp;	    /* the local remote's fingerprint at the last good poll */
 	bool prev_fp_valid;
 	int64_t serve_upto;	 /* the newest unserved delivery when the poll began (0: none) */
+	atomic_bool stale;	 /* a reload changed the settings since it was queued */
 	uint64_t plan_queued_ns; /* uv_hrtime() when the fetch landed and planning was queued */
 	uint64_t changes_ns;	 /* of which computing the changes (plan_branch) */
 	unsigned manifests_read; /* by the catalog in them (0: all from its snapshot) */
@@ -314,6 +316,15 @@ static void fetch_work(uv_work_t *req)
 		     "webhook deliveries cannot be read: %s; they cause one more poll at the next "
 		     "start",
 		     err.msg);
+	/* After a reload this work asks the old URL for the old branches: the
+	 * rows recorded since may be for the new ones. It serves none, and the
+	 * next poll serves them all. Checked after the read: a reload that
+	 * comes later finds every row up to the bound recorded before it, for
+	 * the settings this work has. */
+	if (atomic_load(&wk->stale)) {
+		wk->serve = false;
+		wk->serve_upto = 0;
+	}
 	wk->fp_valid = repo_local_fingerprint(wk->url, branches, wk->branches.n, &wk->fp) == 0;
 	if (wk->fp_valid && wk->prev_fp_valid && wk->fp == wk->prev_fp && all_planned(wk)) {
 		wk->skipped = true;
@@ -442,7 +453,7 @@ static int plan_one(struct watch_work *wk, size_t i)
 		free(subject);
 		if (r < 0)
 			goto out;
-		wk->served = last;
+		wk->served = last && wk->serve;
 		wk->queued += (unsigned)r;
 		if (p.kind == PLAN_FIRST_SIGHT)
 			note(wk, "branch '%s' first seen at %.12s; nothing built", branch, tip);
@@ -802,6 +813,8 @@ void watch_reconfigure(struct watch *w, const struct config_repo *repo)
 	}
 	w->local_fp_valid = false; /* the URL may have changed too */
 	w->gen++;		   /* what work in flight learns is of the old settings */
+	if (w->work)
+		atomic_store(&w->work->stale, true); /* and it serves no delivery */
 	if (interval_changed && w->st == WATCH_IDLE && !w->stopping)
 		schedule(w, backoff_rand() % (w->interval_ms + 1));
 }

@@ -66,7 +66,8 @@ struct session_h2_stats {
 	char anon_hosts[256]; /* asked for, but kiln has none */
 };
 
-/* sd must outlive the server. */
+/* sd must outlive the server. NULL: nghttp2 could not make one (out of
+ * memory; in kilnd also libnghttp2 not loadable, errno ELIBACC). */
 struct session_h2 *session_h2_new(const struct session_data *sd);
 struct session_h2 *session_h2_free(struct session_h2 *h);
 /* Bytes from the client. A protocol error is -EPROTO: close the connection. */
