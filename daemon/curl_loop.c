@@ -3,6 +3,7 @@
  * poll handle per socket curl watches; not the easy handles. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kiln/buf.h"
 #include "kiln/common.h"
@@ -133,12 +134,12 @@ int curl_loop_add(struct curl_loop *cl, CURL *easy, struct kiln_err *err)
 	CURLMcode mc;
 
 	if (!cl->multi) {
-		errno = 0;
 		cl->multi = curl_multi_init();
-		if (!cl->multi && errno == ELIBACC) /* kilnd: lazyload.c */
-			return kiln_err_set(err, -ELIBACC, "libcurl could not be loaded");
-		if (!cl->multi)
-			return kiln_err_set(err, -ENOMEM, "curl_multi_init failed");
+		if (!cl->multi) {
+			int code = curl_loop_init_error();
+			return kiln_err_set(err, code, "curl_multi_init failed: %s",
+					    strerror(-code));
+		}
 		curl_multi_setopt(cl->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 		curl_multi_setopt(cl->multi, CURLMOPT_SOCKETDATA, cl);
 		curl_multi_setopt(cl->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
@@ -149,6 +150,11 @@ int curl_loop_add(struct curl_loop *cl, CURL *easy, struct kiln_err *err)
 		return kiln_err_set(err, -EIO, "curl_multi_add_handle: %s",
 				    curl_multi_strerror(mc));
 	return 0;
+}
+
+int curl_loop_init_error(void)
+{
+	return errno == ELIBACC ? -ELIBACC : -ENOMEM;
 }
 
 void curl_loop_remove(struct curl_loop *cl, CURL *easy)

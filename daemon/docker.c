@@ -441,12 +441,10 @@ static void call_begin(struct docker_call *c)
 
 	url = c->unversioned ? xasprintf("%s%s", d->base, c->path)
 			     : xasprintf("%s/v%s%s", d->base, d->api, c->path);
-	errno = 0;
 	c->h = curl_easy_init();
 	if (!c->h) {
 		free(url);
-		/* ELIBACC: kilnd could not load libcurl (lazyload.c) */
-		fail_early(c, errno == ELIBACC ? -ELIBACC : -ENOMEM);
+		fail_early(c, curl_loop_init_error());
 		return;
 	}
 	curl_easy_setopt(c->h, CURLOPT_URL, url);

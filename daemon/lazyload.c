@@ -28,7 +28,6 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 #include "kiln/log.h"
 
@@ -65,12 +64,9 @@
 	X(struct curl_slist *, curl_slist_append, NULL, (struct curl_slist * l, const char *s),    \
 	  (l, s))                                                                                  \
 	V(curl_slist_free_all, (struct curl_slist * l), (l))
-/* the variadic ones, forwarded by hand below */
-#define CURL_VARIADIC(F)                                                                           \
-	F(CURLcode, curl_easy_setopt, (CURL *, CURLoption, ...))                                   \
-	F(CURLcode, curl_easy_getinfo, (CURL *, CURLINFO, ...))                                    \
-	F(CURLMcode, curl_multi_setopt, (CURLM *, CURLMoption, ...))                               \
-	F(void, curl_global_cleanup, (void))
+/* F(name): forwarded by hand below (variadic, or not loading the library) */
+#define CURL_BY_HAND(F)                                                                            \
+	F(curl_easy_setopt) F(curl_easy_getinfo) F(curl_multi_setopt) F(curl_global_cleanup)
 
 #define ARCHIVE_FUNCS(X, V)                                                                        \
 	X(struct archive_entry *, archive_entry_new, NULL, (void), ())                             \
@@ -100,8 +96,8 @@
 	X(int, archive_write_set_bytes_in_last_block, ARCHIVE_FATAL, (struct archive * a, int n),  \
 	  (a, n))                                                                                  \
 	X(int, archive_write_set_format_pax_restricted, ARCHIVE_FATAL, (struct archive * a), (a))
-#define NO_VARIADIC(F)
-#define ARCHIVE_VARIADIC(F) F(void, archive_set_error, (struct archive *, int, const char *, ...))
+#define NONE_BY_HAND(F)
+#define ARCHIVE_BY_HAND(F) F(archive_set_error)
 
 #define NGHTTP2_FUNCS(X, V)                                                                        \
 	X(int, nghttp2_session_callbacks_new, NGHTTP2_ERR_NOMEM,                                   \
@@ -179,14 +175,14 @@ static void lib_open(struct lib *l)
 /* The tables: an enum of the functions, their names and their addresses. */
 #define ENUM_X(ret, name, fail, params, args) FN_##name,
 #define ENUM_V(name, params, args)	      FN_##name,
-#define ENUM_F(ret, name, params)	      FN_##name,
+#define ENUM_F(name)			      FN_##name,
 #define NAME_X(ret, name, fail, params, args) #name,
 #define NAME_V(name, params, args)	      #name,
-#define NAME_F(ret, name, params)	      #name,
+#define NAME_F(name)			      #name,
 
-#define LIB(id, soname, FUNCS, VARIADIC, init)                                                     \
-	enum { FUNCS(ENUM_X, ENUM_V) VARIADIC(ENUM_F) id##_N };                                    \
-	static const char *const id##_names[] = {FUNCS(NAME_X, NAME_V) VARIADIC(NAME_F)};          \
+#define LIB(id, soname, FUNCS, BY_HAND, init)                                                      \
+	enum { FUNCS(ENUM_X, ENUM_V) BY_HAND(ENUM_F) id##_N };                                     \
+	static const char *const id##_names[] = {FUNCS(NAME_X, NAME_V) BY_HAND(NAME_F)};           \
 	static void *id##_fns[id##_N];                                                             \
 	static struct lib id = {soname, id##_names, id##_fns, id##_N, PTHREAD_ONCE_INIT,           \
 				false,	init};                                                     \
@@ -202,9 +198,9 @@ static void lib_open(struct lib *l)
 
 static void curl_global(void **fns);
 
-LIB(curl, KILN_SONAME_CURL, CURL_FUNCS, CURL_VARIADIC, curl_global)
-LIB(archive, KILN_SONAME_ARCHIVE, ARCHIVE_FUNCS, ARCHIVE_VARIADIC, NULL)
-LIB(nghttp2, KILN_SONAME_NGHTTP2, NGHTTP2_FUNCS, NO_VARIADIC, NULL)
+LIB(curl, KILN_SONAME_CURL, CURL_FUNCS, CURL_BY_HAND, curl_global)
+LIB(archive, KILN_SONAME_ARCHIVE, ARCHIVE_FUNCS, ARCHIVE_BY_HAND, NULL)
+LIB(nghttp2, KILN_SONAME_NGHTTP2, NGHTTP2_FUNCS, NONE_BY_HAND, NULL)
 
 /* What kilnd did at start when it linked libcurl: its global init, once
  * and before any handle (thread-safe since 7.84; the multi handle is made

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/queue.h>
 
+#include "kiln/curl_loop.h"
 #include "kiln/docker.h"
 #include "kiln/err.h"
 #include "kiln/log.h"
@@ -763,12 +764,11 @@ int session_start(uv_loop_t *loop, struct docker *d, const struct session_data *
 	}
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(key + 2 * i, 3, "%02x", rnd[i]);
-	errno = 0;
 	s->h = curl_easy_init();
 	if (!s->h) {
-		r = errno == ELIBACC
-			? kiln_err_set(err, -ELIBACC, "libcurl could not be loaded for the session")
-			: kiln_err_set(err, -ENOMEM, "cannot open a curl handle for the session");
+		r = curl_loop_init_error();
+		r = kiln_err_set(err, r, "cannot open a curl handle for the session: %s",
+				 strerror(-r));
 		goto fail;
 	}
 	docker_easy_connection(d, s->h, "/_ping");

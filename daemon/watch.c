@@ -49,8 +49,8 @@ struct watch_work {
 	struct strv mirror_tips_in; /* empty: unknown */
 	uint64_t prev_fp;	    /* the local remote's fingerprint at the last good poll */
 	bool prev_fp_valid;
-	int64_t serve_upto;	 /* the newest unserved delivery when the poll began (0: none) */
-	atomic_bool stale;	 /* a reload changed the settings since it was queued */
+	int64_t serve_upto; /* the newest unserved delivery before the remote was asked (0: none) */
+	atomic_bool stale;  /* a reload changed the settings since it was queued */
 	uint64_t plan_queued_ns; /* uv_hrtime() when the fetch landed and planning was queued */
 	uint64_t changes_ns;	 /* of which computing the changes (plan_branch) */
 	unsigned manifests_read; /* by the catalog in them (0: all from its snapshot) */

@@ -24,6 +24,9 @@ int curl_loop_new(uv_loop_t *loop, curl_loop_done_cb *done, void *arg, struct cu
 int curl_loop_add(struct curl_loop *cl, CURL *easy, struct kiln_err *err);
 /* Takes a transfer off (done, or abandoned); easy stays the owner's. */
 void curl_loop_remove(struct curl_loop *cl, CURL *easy);
+/* After curl_easy_init or curl_multi_init gave NULL: -ELIBACC when kilnd
+ * could not load libcurl (lazyload.c sets errno so), else -ENOMEM. */
+int curl_loop_init_error(void);
 /* Cleans the multi up (the owner removed its handles first) and closes the
  * timer; the memory goes in its close callback. NULL-safe; returns NULL. */
 struct curl_loop *curl_loop_free(struct curl_loop *cl);
